@@ -1,0 +1,361 @@
+"""The training loop every method shares: SGD recipe, per-epoch evaluation of every head, checkpoints, resume.
+
+The step never synchronises with the host: the learning rate and loss weights are device tensors, losses and
+correct counts accumulate on the device and are read once per epoch, and a non-finite loss is remembered on the
+device (first bad step) and reported at the end of the epoch. That keeps the step capturable by a CUDA graph later.
+
+Checkpoints are written atomically (temp file + rename) after every epoch and hold only tensors and plain
+containers, so they load with `torch.load(weights_only=True)`. A run resumed from the checkpoint of epoch e
+continues exactly as the uninterrupted run would: data order and augmentation are a pure function of (seed, epoch),
+and the global RNG state is saved with the weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+
+from pcl.methods.base import Method, check_views
+
+CHECKPOINT_FORMAT = 1
+PRECISIONS = ("fp32", "bf16")
+
+MetricsCallback = Callable[[int, dict[str, float]], None]
+
+
+class Loader(Protocol):
+    """What the engine needs of a data loader (pcl.data.DeviceLoader and the ImageNet loader provide it)."""
+
+    num_images: int
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __iter__(self): ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class Recipe:
+    """Optimisation recipe; defaults are the CIFAR recipe of the spec (§8)."""
+
+    epochs: int = 300
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (150, 225)
+    gamma: float = 0.1
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(int(m) for m in self.milestones)
+        checks = [
+            ("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("gamma", self.gamma, 0 < self.gamma <= 1, "in (0, 1]"),
+            ("milestones", self.milestones, list(self.milestones) == sorted(self.milestones)
+             and all(m >= 1 for m in self.milestones), "increasing epochs >= 1"),
+            ("precision", self.precision, self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        ]
+        for key, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"recipe {key}={value!r} is invalid: must be {allowed}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("recipe nesterov=True needs momentum > 0")
+
+    def lr_at(self, epoch: int) -> float:
+        """Step schedule: lr * gamma^(number of milestones <= epoch)."""
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    @staticmethod
+    def scaled_milestones(epochs: int, base_epochs: int = 300, base: tuple[int, ...] = (150, 225)) -> tuple[int, ...]:
+        """The default milestones scaled to a shorter schedule (e.g. 150/225 of 300 -> 2/3 of 4)."""
+        return tuple(max(1, round(m * epochs / base_epochs)) for m in base)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The total loss became NaN or infinite; the run stops and its last good checkpoint stays on disk."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop was requested (SIGTERM, SLURM pre-timeout signal): the last completed epoch's checkpoint is on disk."""
+
+    def __init__(self, completed_epochs: int, checkpoint_path: str | None):
+        super().__init__(f"training interrupted after {completed_epochs} completed epoch(s); "
+                         f"checkpoint: {checkpoint_path}")
+        self.completed_epochs = completed_epochs
+        self.checkpoint_path = checkpoint_path
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    summary: dict[str, float]
+    checkpoint_path: str | None
+    resumed_from_epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- reproducibility -----------------------------------------------------------------------------------------
+def seed_everything(seed: int, deterministic: bool = False) -> dict[str, Any]:
+    """Seed Python, numpy and torch (all devices); optionally force deterministic kernels. Returns what was set."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return determinism_flags() | {"seed": seed}
+
+
+def determinism_flags() -> dict[str, Any]:
+    return {
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only: no arbitrary code from pickles)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _checkpoint_identity(method: Method) -> dict[str, Any]:
+    return {"method": method.name, "backbone": method.backbone_name, "num_classes": method.num_classes}
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[str, float]:
+    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end."""
+    method.eval()
+    correct1: dict[str, torch.Tensor] = {}
+    correct5: dict[str, torch.Tensor] = {}
+    total = 0
+    loader.set_epoch(0)
+    for views, targets in loader:
+        with _autocast(views[0].device, precision):
+            heads = method.eval_heads(views[0])
+        total += targets.shape[0]
+        for name, logits in heads.items():
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            hit = top == targets[:, None]
+            correct1[name] = correct1.get(name, 0) + hit[:, 0].sum()
+            correct5[name] = correct5.get(name, 0) + hit.any(dim=1).sum()
+    names = list(correct1)
+    if not names:
+        return {}
+    counts = torch.stack([correct1[n] for n in names] + [correct5[n] for n in names]).double().cpu().tolist()
+    out = {}
+    for i, n in enumerate(names):
+        out[f"test/top1_err/{n}"] = 100.0 * (1.0 - counts[i] / total)
+        out[f"test/top5_err/{n}"] = 100.0 * (1.0 - counts[len(names) + i] / total)
+    return out
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+class _EpochAccumulator:
+    """Device-side sums of the step's losses and correct counts; read back once per epoch."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.images = 0
+        self.step_index = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, total: torch.Tensor, losses: dict[str, torch.Tensor], logits: dict[str, torch.Tensor],
+            targets: torch.Tensor) -> None:
+        total = total.detach().float()
+        bad = ~torch.isfinite(total) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, self.step_index, self.first_bad_step)
+        self.step_index += 1
+        self._add("train/loss/total", total)
+        for name, value in losses.items():
+            self._add(f"train/loss/{name}", value.detach().float())
+        for name, z in logits.items():
+            self._add(f"train/correct/{name}", (z.detach().argmax(dim=1) == targets).sum().float())
+        self.steps += 1
+        self.images += targets.shape[0]
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        if key in self.sums:
+            self.sums[key] += value
+        else:
+            self.sums[key] = value.clone()
+
+    def read(self) -> tuple[dict[str, float], int]:
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys] + [self.first_bad_step.float()]).double().cpu().tolist()
+        out: dict[str, float] = {}
+        for k, v in zip(keys, values[:-1]):
+            if k.startswith("train/correct/"):
+                out["train/top1_err/" + k[len("train/correct/"):]] = 100.0 * (1.0 - v / max(self.images, 1))
+            else:
+                out[k] = v / max(self.steps, 1)
+        return out, int(values[-1])
+
+
+def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
+          checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
+          callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0) -> TrainResult:
+    """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
+
+    callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
+    test top-5 error, the loss weights, lr, epoch time and images/s. `should_stop` is polled between steps (a
+    plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
+    epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
+    host sync each); by default non-finite losses are detected once per epoch.
+    """
+    device = next(method.parameters()).device
+    lr = torch.tensor(recipe.lr, device=device)
+    optimizer = torch.optim.SGD(list(method.trainable_parameters()), lr=lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and resume and path.exists():
+        state = load_checkpoint(path, map_location=device)
+        identity = _checkpoint_identity(method)
+        if state.get("identity") != identity:
+            raise ValueError(f"checkpoint {path} was written by {state.get('identity')}, not {identity}; "
+                             "remove it or point checkpoint_path elsewhere")
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+    resumed_from = start_epoch
+
+    for epoch in range(start_epoch, recipe.epochs):
+        optimizer.param_groups[0]["lr"].fill_(recipe.lr_at(epoch))
+        method.on_epoch_start(epoch)
+        method.train()
+        train_loader.set_epoch(epoch)
+        acc = _EpochAccumulator(device)
+        weights = method.loss_weights()
+        one = torch.ones((), device=device)
+        t0 = time.perf_counter()
+        batches = _progress(train_loader, progress, f"epoch {epoch + 1}/{recipe.epochs}")
+        for step, (views, targets) in enumerate(batches):
+            if should_stop is not None and should_stop():
+                raise TrainingInterrupted(epoch, str(path) if path else None)
+            check_views(method, views)
+            with _autocast(device, recipe.precision):
+                losses, logits = method.training_step(views, targets)
+                total = sum(weights.get(name, one) * value for name, value in losses.items())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            method.after_optimizer_step()
+            acc.add(total, losses, logits, targets)
+            if check_finite_every and (step + 1) % check_finite_every == 0 and not torch.isfinite(total):
+                _raise_nonfinite(epoch, step, path)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
+        metrics, first_bad = acc.read()
+        if first_bad >= 0:
+            _raise_nonfinite(epoch, first_bad, path)
+        metrics.update({f"train/weight/{k}": float(v) for k, v in weights.items()})
+        metrics.update({k: float(v) for k, v in method.scalars().items()})
+        metrics["lr"] = recipe.lr_at(epoch)
+        metrics["epoch_time_s"] = train_time
+        metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
+        if test_loader is not None:
+            metrics.update(evaluate(method, test_loader, recipe.precision))
+        metrics["epoch"] = epoch + 1
+        history.append(metrics)
+        if path is not None:
+            save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
+                         "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                         "rng": _rng_state(), "history": history, "recipe": asdict(recipe)}, path)
+        for callback in callbacks:
+            callback(epoch, metrics)
+    return TrainResult(history=history, summary=summarize(history, method.deployed_head),
+                       checkpoint_path=str(path) if path else None, resumed_from_epoch=resumed_from)
+
+
+def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:
+    raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} (1-based); "
+                             f"last good checkpoint: {path if path and path.exists() else 'none'}")
+
+
+def _progress(loader: Loader, enabled: bool, desc: str):
+    if not enabled:
+        return loader
+    from tqdm.auto import tqdm  # imported here so the core stays importable without it
+
+    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:
+    """The final result as a flat dict of floats: every head's last-epoch error and its best epoch's.
+
+    `deployed/top1_err` is the reported number (last epoch). Best-epoch values are selected ON THE TEST SET and
+    therefore optimistic; their keys say so (`best_on_test/...`).
+    """
+    if not history:
+        return {}
+    last = history[-1]
+    out: dict[str, float] = {"epochs": float(last["epoch"])}
+    for key, value in last.items():
+        if key.startswith("test/"):
+            out[f"last/{key[len('test/'):]}"] = value
+            values = [h[key] for h in history if key in h]
+            best = min(values)
+            out[f"best_on_test/{key[len('test/'):]}"] = best
+            if key.startswith("test/top1_err/"):
+                out[f"best_on_test_epoch/{key[len('test/top1_err/'):]}"] = float(values.index(best) + 1)
+    for kind in ("top1_err", "top5_err"):
+        key = f"test/{kind}/{deployed_head}"
+        if key in last:
+            out[f"deployed/{kind}"] = last[key]
+    return out

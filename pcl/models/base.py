@@ -1,0 +1,68 @@
+"""The common shape of every backbone: shared low-level layers followed by a head.
+
+PCL (spec section 2) shares a backbone's low-level layers and copies its last stage into m peers. Every
+backbone is therefore written once, already split at that point, so the multi-branch network can take the
+``shared`` part of one build and the ``head`` of m independent builds, and a single peer can be exported
+back into a plain :class:`Backbone` by loading state dicts (keys ``shared.*``, ``head.body.*``,
+``head.classifier.*``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["Head", "Backbone", "init_weights"]
+
+
+class Head(nn.Module):
+    """The last stage + global average pool + classifier: the part copied into every peer."""
+
+    def __init__(self, body: nn.Module, classifier: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.body = body
+        self.classifier = classifier
+        self.feature_dim = int(feature_dim)
+
+    def pool(self, feature_map: Tensor) -> Tensor:
+        """Global average pool to 1x1 and flatten: ``[B, C, h, w] -> [B, C]``."""
+        return torch.flatten(F.adaptive_avg_pool2d(feature_map, 1), 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(pooled feature, logits)``; the feature is what peer-ensemble teachers consume."""
+        feature = self.pool(self.body(x))
+        return feature, self.classifier(feature)
+
+
+class Backbone(nn.Module):
+    """A classifier split at its last stage into shared low-level layers and a head."""
+
+    def __init__(self, shared: nn.Module, head: Head, name: str, num_classes: int) -> None:
+        super().__init__()
+        self.shared = shared
+        self.head = head
+        self.name = name
+        self.num_classes = int(num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the plain (single-branch) network."""
+        return self.head(self.shared(x))[1]
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, num_classes={self.num_classes}"
+
+
+def init_weights(module: nn.Module) -> None:
+    """Standard init of the model zoo: kaiming-normal convs (fan_out, ReLU), BN weight 1 / bias 0.
+
+    Linear layers keep PyTorch's default init, as in the OKDDip/ONE and torchvision code.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,46 @@
+"""ImageNet ResNet-18 / ResNet-34, re-using torchvision's modules (spec sections 2 and 9).
+
+The network is ``torchvision.models.resnet18/34(weights=None, num_classes=C)`` with its modules moved, not
+copied or re-created, into the shared/head split, so its parameter count and initialisation are exactly
+torchvision's (11,689,512 / 21,797,672 params for 1000 classes):
+
+- shared = conv1 + bn1 + relu + maxpool + layer1 + layer2 + layer3;
+- head.body = layer4; head.classifier = fc (512 -> C); torchvision's avgpool is replaced by the head's
+  adaptive average pool (same operation, no parameters).
+
+The split follows ONE's ImageNet multi-branch ResNet (spec section 2, [ours]).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from .base import Backbone, Head
+
+__all__ = ["from_torchvision_resnet", "resnet18", "resnet34"]
+
+
+def from_torchvision_resnet(name: str, net: tv_resnet.ResNet, num_classes: int) -> Backbone:
+    """Split a torchvision ResNet into shared (stem + layer1-3) and head (layer4 + pool + fc)."""
+    shared = nn.Sequential()
+    for key in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"):
+        shared.add_module(key, getattr(net, key))
+    head = Head(net.layer4, net.fc, net.fc.in_features)
+    return Backbone(shared, head, name, num_classes)
+
+
+def _build(name: str, ctor: Callable[..., tv_resnet.ResNet], num_classes: int) -> Backbone:
+    return from_torchvision_resnet(name, ctor(weights=None, num_classes=num_classes), num_classes)
+
+
+def resnet18(num_classes: int) -> Backbone:
+    """torchvision ResNet-18 (BasicBlock [2, 2, 2, 2]), split before layer4."""
+    return _build("resnet18", tv_resnet.resnet18, num_classes)
+
+
+def resnet34(num_classes: int) -> Backbone:
+    """torchvision ResNet-34 (BasicBlock [3, 4, 6, 3]), split before layer4."""
+    return _build("resnet34", tv_resnet.resnet34, num_classes)
