@@ -58,7 +58,7 @@ def _distinct_views(m: int, batch: int = 4) -> list[torch.Tensor]:
 
 
 def test_registry_names() -> None:
-    assert set(BACKBONES) == set(CIFAR_BACKBONES) | set(IMAGENET_BACKBONES)
+    assert set(BACKBONES) == set(CIFAR_BACKBONES) | set(IMAGENET_BACKBONES) | {"tiny_resnet8"}
     assert CIFAR_BACKBONES == ("resnet32", "resnet110", "wrn20_8", "vgg16", "densenet40_12")
     assert IMAGENET_BACKBONES == ("resnet18", "resnet34")
 
@@ -314,3 +314,11 @@ def test_backward_through_views(name: str) -> None:
     assert all(p.grad is not None for p in net.shared.parameters())
     for branch in net.branches:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.classifier.parameters())
+
+
+def test_tiny_backbone_is_small_and_split_like_resnet32() -> None:
+    """The smoke/test backbone shares resnet32's code path, only narrower and shallower."""
+    net = build_backbone("tiny_resnet8", 10)
+    assert count_parameters(net) < 10_000
+    assert list(dict(net.shared.named_children())) == ["stem", "layer1", "layer2"]
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -1,0 +1,171 @@
+"""CIFAR-10/100 from the original python-version files, read straight into uint8 tensors.
+
+Why not torchvision's dataset classes: they keep HWC numpy arrays for per-sample PIL transforms and verify md5
+sums; we want the whole split as one ``[N, 3, 32, 32]`` uint8 tensor to put on the device once, and we must
+accept files whose checksums differ from the originals (e.g. the JPEG stand-in, see infra_notes.md).
+torchvision is used only to download when asked to.
+
+The files are (Python 2) pickles; they are read with a restricted unpickler that only resolves the few numpy
+globals an array needs, so a tampered data file cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ArraySplit:
+    """A whole split in memory: ``images`` uint8 ``[N, C, H, W]``, ``labels`` int64 ``[N]``."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.dim() != 1 or self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError(
+                f"labels must be [N] with N = {self.images.shape[0]}, got shape {tuple(self.labels.shape)}"
+            )
+        if self.labels.dtype != torch.int64:
+            self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, indices: Tensor) -> ArraySplit:
+        """The images/labels at ``indices`` (a copy)."""
+        indices = torch.as_tensor(indices, dtype=torch.int64, device=self.images.device)
+        return ArraySplit(self.images.index_select(0, indices), self.labels.index_select(0, indices))
+
+    def to(self, device: torch.device | str) -> ArraySplit:
+        return ArraySplit(self.images.to(device), self.labels.to(device))
+
+
+# name -> (directory, train files, test files, label key, number of classes, display name)
+_LAYOUT: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, int, str]] = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+        10,
+        "CIFAR-10",
+    ),
+    "cifar100": ("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR-100"),
+}
+
+_DATA_ROOT_ENV = "PCL_DATA_ROOT"
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else ``$PCL_DATA_ROOT``, else ``./data`` (so clusters can point every job at one copy)."""
+    if root is None or str(root) == "":
+        root = os.environ.get(_DATA_ROOT_ENV) or "data"
+    return Path(root).expanduser()
+
+
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only the globals needed to rebuild numpy arrays, dicts, lists and strings."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_GLOBALS or module == "numpy.dtypes":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load global {module}.{name}: a CIFAR batch file only holds numpy arrays and lists"
+        )
+
+
+def _read_batch(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        # latin1 is what the Python 2 originals need for their array bytes; keys may then be str or bytes.
+        raw = _ArrayUnpickler(f, encoding="latin1").load()
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+def _read_split(directory: Path, files: tuple[str, ...], label_key: str, num_classes: int) -> ArraySplit:
+    images, labels = [], []
+    for name in files:
+        path = directory / name
+        batch = _read_batch(path)
+        if "data" not in batch or label_key not in batch:
+            raise ValueError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(batch)})")
+        data = np.asarray(batch["data"])
+        if data.dtype != np.uint8:
+            raise ValueError(f"{path}: 'data' must be uint8, got {data.dtype}")
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{path}: 'data' must be [N, 3072] (R, G, B planes of 32x32), got {data.shape}")
+        y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+        if y.shape[0] != data.shape[0]:
+            raise ValueError(f"{path}: {data.shape[0]} images but {y.shape[0]} labels")
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{path}: labels outside 0..{num_classes - 1} (min {y.min()}, max {y.max()})")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(y)
+    return ArraySplit(
+        torch.from_numpy(np.ascontiguousarray(np.concatenate(images))),
+        torch.from_numpy(np.concatenate(labels)),
+    )
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision  # noqa: PLC0415 - only needed for the optional download
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    root.mkdir(parents=True, exist_ok=True)
+    cls(root=str(root), train=True, download=True)
+
+
+def load_cifar(
+    name: str, root: str | os.PathLike | None = None, download: bool = False
+) -> tuple[ArraySplit, ArraySplit, int]:
+    """Load CIFAR-10 or CIFAR-100 (``name`` in {"cifar10", "cifar100"}) as ``(train, test, num_classes)``.
+
+    ``root`` is the folder containing ``cifar-10-batches-py/`` or ``cifar-100-python/`` (default
+    ``$PCL_DATA_ROOT``, then ``./data``). CIFAR-100 uses the 100 fine labels. No checksum is verified here.
+    """
+    if name not in _LAYOUT:
+        raise ValueError(f"unknown CIFAR dataset {name!r}; expected one of {sorted(_LAYOUT)}")
+    dirname, train_files, test_files, label_key, num_classes, display = _LAYOUT[name]
+    root = resolve_data_root(root)
+    directory = root / dirname
+    needed = train_files + test_files
+    missing = [f for f in needed if not (directory / f).is_file()]
+    if missing and download:
+        _download(name, root)
+        missing = [f for f in needed if not (directory / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{display} not found under data root {str(root)!r}: expected directory {str(directory)!r} "
+            f"with the python-version files {', '.join(needed)} (missing: {', '.join(missing)}). "
+            f"Pass download=True to fetch and extract them there with torchvision, or set data_root "
+            f"(or the {_DATA_ROOT_ENV} environment variable) to the folder that contains {dirname}/."
+        )
+    train = _read_split(directory, train_files, label_key, num_classes)
+    test = _read_split(directory, test_files, label_key, num_classes)
+    return train, test, num_classes

@@ -1,0 +1,234 @@
+"""ImageNet (ILSVRC-2012) from the standard ``train/<class>/*`` and ``val/<class>/*`` folders.
+
+JPEG decoding needs CPU workers, so this uses torchvision's ImageFolder and a DataLoader, wrapped to the same
+contract as DeviceLoader: ``set_epoch``, ``len``, ``num_images``, and iteration yields ``(views on device,
+labels on device)``. Spec §8 [ours]: train RandomResizedCrop(224) + horizontal flip, ``num_views`` independent
+views per image; test Resize(256) + CenterCrop(224).
+
+Two deliberate choices:
+* Workers ship uint8 tensors and normalisation ((x/255 - mean)/std, identical to ToTensor + Normalize up to
+  float rounding) runs on the device: four times less host-to-device traffic and worker CPU.
+* Each sample's augmentation is seeded from (seed, epoch, index), so the draws are a pure function of those
+  and do not depend on the number of workers or on which worker loads which sample; resume is exact.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .augment import MEANS_STDS, apply_affine, normalization_affine
+from .cifar import resolve_data_root
+from .loaders import epoch_seed, subset_indices
+
+_LAYOUT_HINT = (
+    "ROOT/train/<class_name>/<image files> and ROOT/val/<class_name>/<image files> (the same class folders in "
+    "both; the raw validation archive is flat and must first be sorted into class folders), where ROOT is the "
+    "data root or its 'imagenet' subfolder"
+)
+
+
+def find_imagenet_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``train/`` and ``val/``: the data root itself or ``<data root>/imagenet``."""
+    base = resolve_data_root(root)
+    for candidate in (base, base / "imagenet"):
+        if (candidate / "train").is_dir() and (candidate / "val").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"ImageNet not found under data root {str(base)!r} (looked for {str(base / 'train')!r} and "
+        f"{str(base / 'imagenet' / 'train')!r} with their val/ siblings). Expected layout: {_LAYOUT_HINT}. "
+        f"Set data_root or the PCL_DATA_ROOT environment variable to that folder."
+    )
+
+
+class MultiView:
+    """Applies a random ``transform`` ``num_views`` times to one image and returns the list of results."""
+
+    def __init__(self, transform: Callable[[Any], Tensor], num_views: int) -> None:
+        self.transform = transform
+        self.num_views = num_views
+
+    def __call__(self, img: Any) -> list[Tensor]:
+        return [self.transform(img) for _ in range(self.num_views)]
+
+
+class _SeededImages(Dataset):
+    """ImageFolder samples (optionally a subset) whose random transform is seeded per (seed, epoch, index)."""
+
+    def __init__(self, folder: Any, indices: Tensor | None, transform: Callable[[Any], Any], seed: int,
+                 random: bool) -> None:
+        self.folder = folder
+        self.indices = None if indices is None else indices.tolist()
+        self.transform = transform
+        self.seed = seed
+        self.random = random
+        self.epoch = 0  # set in the main process before workers are (re)started each epoch
+
+    def __len__(self) -> int:
+        return len(self.folder) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        j = i if self.indices is None else self.indices[i]
+        path, target = self.folder.samples[j]
+        img = self.folder.loader(path)
+        if not self.random:
+            return self.transform(img), target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((epoch_seed(self.seed, self.epoch) * 1_000_000_007 + j) % (2**63))
+            return self.transform(img), target
+
+
+class _EpochSampler(Sampler[int]):
+    """Shuffled (or sequential) order that is a pure function of (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class ImageNetLoader:
+    """DataLoader over class folders with DeviceLoader's contract (see module docstring)."""
+
+    def __init__(
+        self,
+        dataset: _SeededImages,
+        *,
+        batch_size: int,
+        train: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str,
+        seed: int,
+        workers: int,
+        drop_last: bool | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.train = bool(train)
+        self.drop_last = self.train if drop_last is None else bool(drop_last)
+        self.dtype = dtype
+        self.seed = int(seed)
+        self.epoch = 0
+        self._scale, self._shift = normalization_affine(mean, std, self.device)
+        self.sampler = _EpochSampler(len(dataset), self.seed, shuffle=self.train)
+        if self.drop_last and len(dataset) < self.batch_size:
+            raise ValueError(f"{len(dataset)} images, fewer than batch_size={self.batch_size} with drop_last")
+        on_cuda = self.device.type == "cuda"
+        # Workers are restarted every epoch (not persistent) so that they see the dataset's new epoch.
+        self.loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=on_cuda,
+            drop_last=self.drop_last,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else self.dataset_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        self.sampler.epoch = epoch
+        self.dataset.epoch = epoch
+        return self._iterate()
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return apply_affine(x, self._scale, self._shift, self.dtype)
+
+    def _iterate(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        for views, labels in self.loader:
+            if isinstance(views, Tensor):
+                views = [views]
+            yield [self._to_device(v) for v in views], labels.to(self.device, non_blocking=True)
+
+
+def build_imagenet_loaders(
+    data_root: str | os.PathLike | None = None,
+    *,
+    batch_size: int,
+    num_views: int,
+    device: torch.device | str,
+    seed: int,
+    train_subset: int | None = None,
+    test_batch_size: int | None = None,
+    workers: int = 8,
+    crop_size: int = 224,
+    resize_size: int = 256,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[ImageNetLoader, ImageNetLoader, int]:
+    """``(train_loader, test_loader, num_classes)`` from ``train/`` and ``val/`` class folders."""
+    from torchvision import datasets, transforms  # noqa: PLC0415 - torchvision import is slow; only here
+
+    if num_views < 1:
+        raise ValueError(f"num_views must be >= 1, got {num_views}")
+    root = find_imagenet_root(data_root)
+    try:
+        train_folder = datasets.ImageFolder(str(root / "train"))
+        val_folder = datasets.ImageFolder(str(root / "val"))
+    except FileNotFoundError as e:  # e.g. no class sub-folders, or no images in one
+        raise FileNotFoundError(f"ImageNet under {str(root)!r} is not in the expected layout ({e}). "
+                                f"Expected: {_LAYOUT_HINT}.") from e
+    if val_folder.class_to_idx != train_folder.class_to_idx:
+        raise ValueError(
+            f"ImageNet train/ and val/ under {str(root)!r} have different class folders "
+            f"({len(train_folder.classes)} vs {len(val_folder.classes)}); expected: {_LAYOUT_HINT}"
+        )
+    indices = None
+    if train_subset is not None:
+        n = len(train_folder)
+        if isinstance(train_subset, bool) or not isinstance(train_subset, int) or not 1 <= train_subset <= n:
+            raise ValueError(f"train_subset must be an int in 1..{n} (the train split size), got {train_subset!r}")
+        indices = subset_indices(n, train_subset, seed)
+
+    train_tf = MultiView(
+        transforms.Compose(
+            [transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip(), transforms.PILToTensor()]
+        ),
+        num_views,
+    )
+    test_tf = transforms.Compose(
+        [transforms.Resize(resize_size), transforms.CenterCrop(crop_size), transforms.PILToTensor()]
+    )
+    mean, std = MEANS_STDS["imagenet"]
+    common = dict(mean=mean, std=std, device=device, seed=seed, workers=workers, dtype=dtype)
+    train_loader = ImageNetLoader(
+        _SeededImages(train_folder, indices, train_tf, seed, random=True), batch_size=batch_size, train=True,
+        **common,
+    )
+    test_loader = ImageNetLoader(
+        _SeededImages(val_folder, None, test_tf, seed, random=False),
+        batch_size=batch_size if test_batch_size is None else test_batch_size, train=False, **common,
+    )
+    return train_loader, test_loader, len(train_folder.classes)
