@@ -256,8 +256,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     """
     device = next(method.parameters()).device
     lr = torch.tensor(recipe.lr, device=device)
+    # fused SGD reads the tensor lr on the device; the foreach path calls .item() on it (a host sync per step).
     optimizer = torch.optim.SGD(list(method.trainable_parameters()), lr=lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay, fused=True)
     history: list[dict[str, float]] = []
     start_epoch = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None

@@ -1,0 +1,151 @@
+"""PCL: Peer Collaborative Learning (Wu & Gong, AAAI 2021), spec §2-7.
+
+m peers share the low-level layers; peer j trains on its own augmented view x_j. A peer ensemble teacher (one
+linear classifier on the concatenated pooled peer features) is trained by CE and distilled into every peer
+(L_pe). A temporal mean (EMA) of the whole multi-branch network provides peer mean teachers: mean peer l runs on
+view l, and each peer learns from the mean teachers of the OTHER peers with weight 1/(m-1) (L_pm).
+
+    L = sum_j CE(z_j, y) + CE(z_e, y) + w(e) (L_pe + L_pm),    deployed: peer 1 of the mean network.
+
+Every switch below is what one ablation changes; the defaults are the spec's.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcl.ema import BUFFER_MODES, TemporalMean
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import BranchGate, gated_logits, head_names, kd_from_others
+from pcl.models import Backbone, MultiBranchNet
+
+ENSEMBLE_FORMS = ("concat_fc", "logit_average", "gate")
+PEER_TEACHERS = ("mean_others", "live_others", "own_mean")
+
+
+class PCL(Method):
+    name = "pcl"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 80, ema_decay: float = 0.999, ema_buffers: str = "forward",
+                 multi_input: bool = True, ensemble_teacher: bool = True, ensemble_form: str = "concat_fc",
+                 detach_ensemble: bool = True, mean_teacher: bool = True, peer_teacher: str = "mean_others"):
+        """
+        peers: m >= 2. temperature: T of every KD term. rampup_length: epochs of w(e)'s sigmoid ramp-up.
+        ema_decay: cap of a_t (1.0 = plain uniform average of all past weights). ema_buffers: how the mean
+        network's BN buffers are kept (forward | copy | average). multi_input: each peer on its own view
+        (False: every peer sees the same view). ensemble_teacher / mean_teacher: the L_pe / L_pm terms on or
+        off. ensemble_form: concat_fc (PCL) | logit_average | gate (ONE-style). detach_ensemble: the ensemble's
+        logits are a fixed target in L_pe. peer_teacher: where L_pm's targets come from: mean_others (PCL) |
+        live_others (mutual learning between live peers) | own_mean (each peer's own mean teacher).
+        """
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        if not isinstance(peers, int) or peers < 2:
+            raise ValueError(f"pcl needs peers >= 2 (it distils between peers), got peers={peers!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if ensemble_form not in ENSEMBLE_FORMS:
+            raise ValueError(f"unknown ensemble_form {ensemble_form!r}; allowed: {', '.join(ENSEMBLE_FORMS)}")
+        if peer_teacher not in PEER_TEACHERS:
+            raise ValueError(f"unknown peer_teacher {peer_teacher!r}; allowed: {', '.join(PEER_TEACHERS)}")
+        if ema_buffers not in BUFFER_MODES:
+            raise ValueError(f"unknown ema_buffers {ema_buffers!r}; allowed: {', '.join(BUFFER_MODES)}")
+        self.peers = peers
+        self.temperature = float(temperature)
+        self.multi_input = multi_input
+        self.ensemble_teacher = ensemble_teacher
+        self.ensemble_form = ensemble_form
+        self.detach_ensemble = detach_ensemble
+        self.mean_teacher = mean_teacher
+        self.peer_teacher = peer_teacher
+        self.num_views = peers if multi_input else 1
+
+        self.net = MultiBranchNet(backbone, num_classes, peers)
+        if ensemble_teacher and ensemble_form == "concat_fc":
+            self.ensemble = nn.Linear(peers * self.net.feature_dim, num_classes)
+        elif ensemble_teacher and ensemble_form == "gate":
+            self.ensemble = BranchGate(self._shared_channels(), peers)
+        # The temporal mean exists when L_pm reads it; without it the live peer 1 is deployed.
+        self.uses_mean_network = mean_teacher and peer_teacher != "live_others"
+        if self.uses_mean_network:
+            self.temporal_mean = TemporalMean(self.net, decay=ema_decay, buffer_mode=ema_buffers)
+        self.deployed_head = "mean_peer1" if self.uses_mean_network else "peer1"
+
+    def _shared_channels(self) -> int:
+        with torch.no_grad():
+            was_training = self.net.training
+            self.net.eval()
+            channels = self.net.shared_features(torch.zeros(1, 3, 32, 32)).shape[1]
+            self.net.train(was_training)
+        return channels
+
+    # ---- pieces ---------------------------------------------------------------------------------------
+    def _ensemble_logits(self, features: list[torch.Tensor], logits: list[torch.Tensor],
+                         views: list[torch.Tensor]) -> torch.Tensor:
+        if self.ensemble_form == "concat_fc":
+            return self.ensemble(torch.cat(features, dim=1))
+        if self.ensemble_form == "logit_average":
+            return torch.stack(logits).mean(dim=0)
+        # gate: ONE's gate on the shared feature; with several views, the gate sees their average.
+        shared = torch.stack([self.net.shared_features(v) for v in views]).mean(dim=0)
+        return gated_logits(self.ensemble(shared), logits)
+
+    @property
+    def mean_net(self) -> MultiBranchNet:
+        return self.temporal_mean.mean
+
+    # ---- the step -------------------------------------------------------------------------------------
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        outputs = self.net.forward_views(views)
+        features = [f for f, _ in outputs]
+        logits = [z for _, z in outputs]
+        losses: LossDict = {"ce_peers": sum(F.cross_entropy(z, targets) for z in logits)}
+        named_logits: LogitDict = dict(zip(head_names("peer", self.peers), logits))
+        if self.ensemble_teacher:
+            ensemble_logits = self._ensemble_logits(features, logits, views)
+            losses["ce_ensemble"] = F.cross_entropy(ensemble_logits, targets)
+            losses["pe"] = sum(kd_loss(z, ensemble_logits, self.temperature, detach_teacher=self.detach_ensemble)
+                               for z in logits)
+            named_logits["ensemble"] = ensemble_logits
+        if self.mean_teacher:
+            losses["pm"] = self._peer_mean_loss(views, logits)
+        return losses, named_logits
+
+    def _peer_mean_loss(self, views: list[torch.Tensor], logits: list[torch.Tensor]) -> torch.Tensor:
+        if self.peer_teacher == "live_others":
+            return kd_from_others(logits, [z.detach() for z in logits], self.temperature)
+        with torch.no_grad():
+            mean_logits = [z for _, z in self.mean_net.forward_views(views)]  # mean peer l on view l
+        if self.peer_teacher == "mean_others":
+            return kd_from_others(logits, mean_logits, self.temperature)
+        return sum(kd_loss(z, t, self.temperature) for z, t in zip(logits, mean_logits))  # own_mean
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"pe": self.distill_weight, "pm": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def after_optimizer_step(self) -> None:
+        if self.uses_mean_network:
+            self.temporal_mean.update(self.net)
+
+    # ---- evaluation and deployment --------------------------------------------------------------------
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        outputs = self.net.forward_views([x])
+        logits = [z for _, z in outputs]
+        heads: LogitDict = dict(zip(head_names("peer", self.peers), logits))
+        if self.ensemble_teacher:
+            heads["ensemble"] = self._ensemble_logits([f for f, _ in outputs], logits, [x])
+        if self.uses_mean_network:
+            mean_logits = [z for _, z in self.mean_net.forward_views([x])]
+            heads.update(zip(head_names("mean_peer", self.peers), mean_logits))
+            heads["pcl_e"] = torch.stack(mean_logits).mean(dim=0)
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        """Shared layers + peer 1 of the mean network (of the live network when there is none)."""
+        source = self.mean_net if self.uses_mean_network else self.net
+        return source.export_branch(0)

@@ -1,0 +1,161 @@
+"""The training engine: recipe, metrics, checkpoints, exact resume, interruption, non-finite losses."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcl.engine import (NonFiniteLossError, Recipe, TrainingInterrupted, load_checkpoint, seed_everything,
+                        summarize, train)
+from pcl.methods import build_method
+from pcl.methods.baseline import Baseline
+
+TIME_KEYS = {"epoch_time_s", "images_per_s"}
+
+
+def _strip_time(history):
+    return [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in history]
+
+
+def _run(method_name, loaders, epochs, ckpt=None, stop_after_epochs=None, **options):
+    seed_everything(0)
+    method = build_method(method_name, "tiny_resnet8", loaders[2], **options)
+    recipe = Recipe(epochs=epochs, lr=0.05, milestones=(2, 3))
+    return method, train(method, loaders[0], loaders[1], recipe, checkpoint_path=ckpt)
+
+
+def test_recipe_defaults_and_schedule():
+    r = Recipe()
+    assert (r.epochs, r.lr, r.momentum, r.nesterov, r.weight_decay, r.milestones) == (
+        300, 0.1, 0.9, True, 5e-4, (150, 225))
+    assert r.lr_at(0) == pytest.approx(0.1) and r.lr_at(149) == pytest.approx(0.1)
+    assert r.lr_at(150) == pytest.approx(0.01) and r.lr_at(224) == pytest.approx(0.01)
+    assert r.lr_at(225) == pytest.approx(0.001) and r.lr_at(299) == pytest.approx(0.001)
+    assert Recipe.scaled_milestones(4) == (2, 3)
+    assert Recipe.scaled_milestones(30) == (15, 22)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(epochs=-3), dict(lr=0), dict(momentum=1.0),
+                                 dict(milestones=(5, 2)), dict(precision="fp8"), dict(gamma=0)])
+def test_recipe_rejects_bad_values_naming_the_key(bad):
+    key = next(iter(bad))
+    with pytest.raises(ValueError, match=key):
+        Recipe(**bad)
+
+
+@pytest.mark.parametrize("method_name,views,options", [("baseline", 1, {}), ("pcl", 2, {"peers": 2})])
+def test_resume_continues_exactly(tmp_path, tiny_loaders, method_name, views, options):
+    """4 epochs straight == 2 epochs + resume (fresh objects) + 2 epochs: identical weights and metrics."""
+    loaders = tiny_loaders(views)
+    straight, res_a = _run(method_name, loaders, 4, tmp_path / "a.pt", **options)
+
+    _, first = _run(method_name, loaders, 2, tmp_path / "b.pt", **options)
+    assert len(first.history) == 2
+    torch.manual_seed(12345)  # a different global RNG state: resume must restore the saved one
+    resumed, res_b = _run(method_name, loaders, 4, tmp_path / "b.pt", **options)
+    assert res_b.resumed_from_epoch == 2
+
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert _strip_time(res_a.history) == _strip_time(res_b.history)
+    # and the checkpoint loads with weights_only=True
+    state = load_checkpoint(tmp_path / "b.pt")
+    assert state["epoch"] == 4
+
+
+def test_metrics_callback_gets_every_head_loss_and_rate(tiny_loaders):
+    loaders = tiny_loaders(1)
+    seen = []
+    seed_everything(0)
+    method = build_method("baseline", "tiny_resnet8", loaders[2])
+    train(method, loaders[0], loaders[1], Recipe(epochs=2, milestones=(1,)),
+          callbacks=[lambda e, m: seen.append((e, m))])
+    assert [e for e, _ in seen] == [0, 1]
+    m = seen[-1][1]
+    for key in ("train/loss/total", "train/loss/ce", "train/top1_err/net", "test/top1_err/net",
+                "test/top5_err/net", "lr", "epoch_time_s", "images_per_s", "epoch"):
+        assert key in m, key
+    assert seen[0][1]["lr"] == pytest.approx(0.1) and m["lr"] == pytest.approx(0.01)
+    assert m["images_per_s"] > 0 and 0 <= m["test/top1_err/net"] <= 100
+
+
+class _NanAtStep(Baseline):
+    """Produces a NaN loss at one (0-based) step of the first epoch."""
+
+    def __init__(self, backbone, num_classes, bad_step=2):
+        super().__init__(backbone, num_classes)
+        self.bad_step, self.calls = bad_step, 0
+
+    def training_step(self, views, targets):
+        losses, logits = super().training_step(views, targets)
+        if self.calls == self.bad_step:
+            losses["ce"] = losses["ce"] * float("nan")
+        self.calls += 1
+        return losses, logits
+
+
+def test_nonfinite_loss_stops_with_epoch_and_step(tiny_loaders, tmp_path):
+    loaders = tiny_loaders(1)
+    method = _NanAtStep("tiny_resnet8", loaders[2], bad_step=2)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3"):
+        train(method, loaders[0], loaders[1], Recipe(epochs=2), checkpoint_path=tmp_path / "c.pt")
+    assert not (tmp_path / "c.pt").exists()  # the poisoned epoch is never checkpointed
+
+
+def test_stop_request_raises_after_last_checkpoint(tiny_loaders, tmp_path):
+    loaders = tiny_loaders(1)
+    steps_per_epoch = len(loaders[0])
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > steps_per_epoch + 1  # during the second epoch
+
+    seed_everything(0)
+    method = build_method("baseline", "tiny_resnet8", loaders[2])
+    with pytest.raises(TrainingInterrupted) as info:
+        train(method, loaders[0], loaders[1], Recipe(epochs=3), checkpoint_path=tmp_path / "s.pt",
+              should_stop=should_stop)
+    assert info.value.completed_epochs == 1
+    assert load_checkpoint(tmp_path / "s.pt")["epoch"] == 1
+
+
+def test_checkpoint_of_other_method_is_refused(tiny_loaders, tmp_path):
+    loaders = tiny_loaders(1)
+    _run("baseline", loaders, 1, tmp_path / "x.pt")
+    method = build_method("pcl", "tiny_resnet8", loaders[2], peers=2, multi_input=False)
+    with pytest.raises(ValueError, match="checkpoint"):
+        train(method, loaders[0], loaders[1], Recipe(epochs=2), checkpoint_path=tmp_path / "x.pt")
+
+
+def test_summarize_labels_best_as_selected_on_test():
+    history = [{"epoch": 1, "test/top1_err/a": 50.0, "test/top1_err/b": 40.0},
+               {"epoch": 2, "test/top1_err/a": 30.0, "test/top1_err/b": 45.0}]
+    s = summarize(history, "b")
+    assert s["deployed/top1_err"] == 45.0            # last epoch, not best
+    assert s["last/top1_err/a"] == 30.0
+    assert s["best_on_test/top1_err/b"] == 40.0 and s["best_on_test_epoch/b"] == 1.0
+    assert all(isinstance(v, float) and math.isfinite(v) for v in s.values())
+
+
+def test_step_makes_no_host_sync(tiny_loaders, monkeypatch):
+    """Inside the training step and the EMA update, no tensor is read back to the host."""
+    loaders = tiny_loaders(3)
+    method = build_method("pcl", "tiny_resnet8", loaders[2])
+    views, targets = next(iter(loaders[0]))
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("host synchronisation inside the training step")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+            m.setattr(torch.Tensor, name, forbidden)
+        losses, _ = method.training_step(views, targets)
+        total = sum(method.loss_weights().get(k, 1.0) * v for k, v in losses.items())
+        total.backward()
+        method.after_optimizer_step()
+    assert torch.isfinite(total)
