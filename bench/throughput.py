@@ -1,0 +1,92 @@
+"""Training throughput (images/s) of the baseline step and of a multi-view method step (PCL by default).
+
+    python bench/throughput.py --backbone resnet32 --device cuda --batch-size 128 --views 3
+Synthetic uint8 data on the device and the real DeviceLoader augmentation (so the figure includes the GPU-side
+crop/flip); warm-up steps, then timed steps between device synchronisations. On CUDA the timed steps run under
+torch.cuda.set_sync_debug_mode("error") unless --allow-sync: any host synchronisation inside the step fails.
+Prints one line per configuration; results go to bench/RESULTS.md by hand, with the card's name.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+
+from pcl.data import DeviceLoader, MEANS_STDS, make_synthetic  # noqa: E402
+from pcl.engine import Recipe, _autocast  # noqa: E402
+from pcl.methods import build_method  # noqa: E402
+
+
+def measure(method_name: str, backbone: str, views: int, batch_size: int, device: torch.device, steps: int,
+            warmup: int, precision: str, check_sync: bool, options: dict) -> tuple[float, int]:
+    torch.manual_seed(0)
+    method = build_method(method_name, backbone, 100, **options).to(device)
+    train, _, _ = make_synthetic(100, train_size=batch_size * (steps + warmup), test_size=100, seed=0)
+    mean, std = MEANS_STDS["cifar100"]
+    loader = DeviceLoader(train, batch_size=batch_size, num_views=method.num_views, train=True, mean=mean,
+                          std=std, device=device, seed=0)
+    recipe = Recipe(precision=precision)
+    opt = torch.optim.SGD(list(method.trainable_parameters()), lr=torch.tensor(0.1, device=device),
+                          momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+    method.on_epoch_start(100)
+    method.train()
+    weights = method.loss_weights()
+    one = torch.ones((), device=device)
+
+    def step(batch):
+        v, y = batch
+        with _autocast(device, recipe.precision):
+            losses, _ = method.training_step(v, y)
+            total = sum(weights.get(k, one) * t for k, t in losses.items())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        method.after_optimizer_step()
+
+    batches = iter(loader)
+    for _ in range(warmup):
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        if check_sync:
+            torch.cuda.set_sync_debug_mode("error")
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(next(batches))
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    return batch_size * steps / elapsed, sum(p.numel() for p in method.trainable_parameters())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="resnet32")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--views", type=int, default=3, help="peers (= views) of the multi-view step")
+    ap.add_argument("--method", default="pcl", help="the multi-view method to compare with the baseline")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--allow-sync", action="store_true", help="do not fail on host syncs inside the step")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"# device: {name}; torch {torch.__version__}; backbone {args.backbone}; batch {args.batch_size}; "
+          f"{args.precision}")
+    for method, options in (("baseline", {}), (args.method, {"peers": args.views})):
+        ips, params = measure(method, args.backbone, args.views, args.batch_size, device, args.steps,
+                              args.warmup, args.precision, not args.allow_sync, options)
+        print(f"{method:10s} views={1 if method == 'baseline' else args.views} params_train={params:,} "
+              f"images/s={ips:,.0f}  s/50k-epoch={50000 / ips:.2f}")
+
+
+if __name__ == "__main__":
+    main()
