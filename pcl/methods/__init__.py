@@ -6,11 +6,25 @@ from typing import Any
 
 from pcl.methods.base import Method, check_views
 from pcl.methods.baseline import Baseline
+from pcl.methods.cl_ilr import CLILR
+from pcl.methods.dml import DML
+from pcl.methods.ffl import FFL
+from pcl.methods.kd import KD
+from pcl.methods.kdcl import KDCL
+from pcl.methods.okddip import OKDDip
+from pcl.methods.one import ONE
 from pcl.methods.pcl import PCL
 
 METHODS: dict[str, type[Method]] = {
     "baseline": Baseline,
     "pcl": PCL,
+    "dml": DML,
+    "cl_ilr": CLILR,
+    "one": ONE,
+    "ffl": FFL,
+    "okddip": OKDDip,
+    "kdcl": KDCL,
+    "kd": KD,
 }
 
 

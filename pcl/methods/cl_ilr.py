@@ -1,0 +1,84 @@
+"""CL-ILR: Collaborative Learning with Intermediate-Level Representation sharing (Song & Chai, NeurIPS 2018),
+spec §10, as in the OKDDip codebase.
+
+A multi-branch network (spec §2) on one view. The shared output h passes through the ILR layer before the m
+branches: identity forward, gradient divided by m backward ("backprop rescaling"), so the shared layers receive the
+MEAN of the branches' gradients instead of their sum. Branch j learns from the mean of the OTHER branches (detached):
+
+    L = sum_j CE(z_j, y) + w(e) sum_j KD(z_j <- 1/(m-1) sum_{l != j} z_l),   T = 3, ramp-up 80 epochs.
+
+Heads: branch1..branchm and `ensemble` (mean logits). Deployed: branch 1 (shared layers + branch 1).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import check_bool, check_count, check_positive, head_names, mean_of_others
+from pcl.models import Backbone, MultiBranchNet
+
+
+class GradientRescale(torch.autograd.Function):
+    """Identity forward; backward divides the incoming gradient by `scale` (CL-ILR's backprop rescaling)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = float(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad_output / ctx.scale, None
+
+
+def rescale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return GradientRescale.apply(x, scale)
+
+
+class CLILR(Method):
+    name = "cl_ilr"
+    num_views = 1
+    deployed_head = "branch1"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 80, gradient_rescale: bool = True):
+        """peers: m >= 2 branches. gradient_rescale: divide the shared layers' gradient by m (ILR); False = plain CL."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count("cl_ilr", "peers", peers, 2, "each branch learns from the other branches")
+        self.temperature = check_positive("temperature", temperature)
+        self.gradient_rescale = check_bool("gradient_rescale", gradient_rescale)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+
+    def branch_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        shared = self.net.shared_features(x)
+        if self.gradient_rescale:
+            shared = rescale_gradient(shared, self.peers)
+        return [branch(shared)[1] for branch in self.net.branches]
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        logits = self.branch_logits(views[0])
+        others = mean_of_others(logits)
+        losses: LossDict = {
+            "ce": sum(F.cross_entropy(z, targets) for z in logits),
+            "kd": sum(kd_loss(z, t, self.temperature) for z, t in zip(logits, others)),  # t detached in kd_loss
+        }
+        return losses, dict(zip(head_names("branch", self.peers), logits))
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        logits = self.branch_logits(x)
+        heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))
+        heads["ensemble"] = torch.stack(logits).mean(dim=0)
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        return self.net.export_branch(0)

@@ -1,0 +1,61 @@
+"""DML: Deep Mutual Learning (Zhang et al., CVPR 2018), spec §10.
+
+K = `peers` full networks (no shared layers, each its own build_backbone), all on the same augmented batch.
+Network k learns from every other network's current prediction, a fixed (detached) target:
+
+    L = sum_k CE(z_k, y) + w(e) sum_k 1/(K-1) sum_{l != k} KD(z_k <- z_l),   KD at T (default 3).
+
+Follows the OKDDip codebase: T = 3 (the original DML uses T = 1: `temperature=1`), and all K networks are updated
+together from one summed loss (the original alternates updates network by network). DML has no ramp-up, so
+`rampup_length` defaults to 0, i.e. w(e) = 1 from the first epoch; 80 gives the ramp-up of the other methods.
+Heads: net1..netK and `ensemble` (mean logits). Deployed: net1, a plain backbone.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import check_count, check_positive, head_names, kd_from_others
+from pcl.models import Backbone, build_backbone
+
+
+class DML(Method):
+    name = "dml"
+    num_views = 1
+    deployed_head = "net1"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 0):
+        """peers: K >= 2 networks. temperature: T of the KD terms. rampup_length: 0 = no ramp-up (DML's)."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count("dml", "peers", peers, 2, "mutual learning needs at least two networks")
+        self.temperature = check_positive("temperature", temperature)
+        self.nets = nn.ModuleList([build_backbone(backbone, num_classes) for _ in range(self.peers)])
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        logits = [net(views[0]) for net in self.nets]
+        losses: LossDict = {
+            "ce": sum(F.cross_entropy(z, targets) for z in logits),
+            # kd_from_others: weight 1/(K-1) per pair, teacher side detached (kd_loss's default).
+            "kd": kd_from_others(logits, logits, self.temperature),
+        }
+        return losses, dict(zip(head_names("net", self.peers), logits))
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        logits = [net(x) for net in self.nets]
+        heads: LogitDict = dict(zip(head_names("net", self.peers), logits))
+        heads["ensemble"] = torch.stack(logits).mean(dim=0)
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        return copy.deepcopy(self.nets[0])

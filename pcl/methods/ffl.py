@@ -1,0 +1,100 @@
+"""FFL-S: Feature Fusion Learning, sub-network result (Kim et al., ICPR 2020), spec §10.
+
+m sub-networks as a multi-branch network (spec §2) on one view. A fusion module runs on the CONCATENATED last
+feature maps of the branches (their head.body outputs, m*C channels):
+
+    u = cat_j body_j(h)                                   [B, m*C, H, W]
+    u = ReLU(BN(depthwise conv3x3(u)))                    groups = m*C
+    u = ReLU(BN(pointwise conv1x1(u)))                    m*C -> C
+    z_f = Linear(GAP(u))                                  the fused classifier
+
+The sub-networks' averaged logits teach the fused classifier and the fused classifier teaches every sub-network,
+both targets detached:
+
+    L = sum_j CE(z_j, y) + CE(z_f, y) + w(e) [KD(z_f <- 1/m sum_j z_j) + sum_j KD(z_j <- z_f)],  T = 3, ramp-up 80.
+
+The feature maps are not detached: the fused classifier's CE also trains the sub-networks (as in the FFL code).
+Heads: branch1..branchm and `fused`. Deployed: branch 1, since the paper's number is FFL-S, a sub-network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import check_count, check_positive, head_names
+from pcl.models import Backbone, MultiBranchNet
+from pcl.models.base import init_weights
+
+
+class FusionModule(nn.Module):
+    """Depthwise conv3x3 + BN + ReLU, pointwise conv1x1 (m*C -> C) + BN + ReLU, global average pool, Linear(C, K)."""
+
+    def __init__(self, channels: int, num_branches: int, num_classes: int):
+        super().__init__()
+        total = channels * num_branches
+        self.depthwise = nn.Conv2d(total, total, kernel_size=3, padding=1, groups=total, bias=False)
+        self.bn1 = nn.BatchNorm2d(total)
+        self.pointwise = nn.Conv2d(total, channels, kernel_size=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.classifier = nn.Linear(channels, num_classes)
+        init_weights(self)
+
+    def forward(self, feature_maps: list[torch.Tensor]) -> torch.Tensor:
+        u = torch.cat(feature_maps, dim=1)
+        u = F.relu(self.bn1(self.depthwise(u)))
+        u = F.relu(self.bn2(self.pointwise(u)))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(u, 1), 1))
+
+
+class FFL(Method):
+    name = "ffl"
+    num_views = 1
+    deployed_head = "branch1"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 80):
+        """peers: m >= 2 sub-networks (fusing one feature map would be no fusion)."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count("ffl", "peers", peers, 2, "the fusion module fuses at least two sub-networks")
+        self.temperature = check_positive("temperature", temperature)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        # head.body's output has feature_dim channels: Head.forward pools it straight into the classifier.
+        self.fusion = FusionModule(self.net.feature_dim, self.peers, num_classes)
+
+    def forward_all(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(sub-network logits, fused logits); each branch's feature map goes both to its classifier and the fusion."""
+        shared = self.net.shared_features(x)
+        maps = [branch.body(shared) for branch in self.net.branches]
+        logits = [branch.classifier(branch.pool(u)) for branch, u in zip(self.net.branches, maps)]
+        return logits, self.fusion(maps)
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        logits, fused = self.forward_all(views[0])
+        mean_logits = torch.stack(logits).mean(dim=0)
+        losses: LossDict = {
+            "ce": sum(F.cross_entropy(z, targets) for z in logits),
+            "ce_fused": F.cross_entropy(fused, targets),
+            "kd_fused": kd_loss(fused, mean_logits, self.temperature),
+            "kd_branches": sum(kd_loss(z, fused, self.temperature) for z in logits),
+        }
+        named: LogitDict = dict(zip(head_names("branch", self.peers), logits))
+        named["fused"] = fused
+        return losses, named
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd_fused": self.distill_weight, "kd_branches": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        logits, fused = self.forward_all(x)
+        heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))
+        heads["fused"] = fused
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        return self.net.export_branch(0)

@@ -1,0 +1,118 @@
+"""Two-stage KD (Hinton, Vinyals & Dean 2015), spec §10: the offline-distillation comparison.
+
+Stage 1 is an earlier completed run of this project; its deployed model file (pcl.runner.save_deployed:
+{"backbone", "num_classes", "method", "head", "state_dict"}) is the teacher. Stage 2 trains a fresh student
+(build_backbone(backbone)) with
+
+    L = CE(z_s, y) + kd_weight * KD(z_s <- z_teacher),   T = 3 [ours],
+
+the teacher frozen: always in eval mode (its BN statistics never move), no gradient, not a trainable parameter
+(parameter_counts reports it as `params_teacher`, apart from `params_train`). A missing or mismatched teacher file
+fails at construction, before any training.
+Heads: student, teacher. Deployed: the student.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import check_positive
+from pcl.models import Backbone, build_backbone, count_parameters
+
+DEPLOYED_KEYS = ("backbone", "num_classes", "state_dict")
+
+# Hook for the tracking layer: `resolve_teacher(run_key) -> path` will map a completed run's key to its deployed.pt,
+# so a config can name the teacher by run key; this method only ever sees the resulting `teacher_path`.
+
+
+def load_teacher(path: str | os.PathLike, num_classes: int,
+                 teacher_backbone: str | None = None) -> tuple[Backbone, dict[str, Any]]:
+    """Rebuild the teacher from a deployed-model file; every mismatch fails naming the path and what differs."""
+    from pcl.engine import load_checkpoint  # here, not at the top: pcl.engine imports pcl.methods
+
+    path = Path(path)
+    hint = ("train the teacher first (e.g. a 'baseline' run) and pass the deployed.pt its run writes "
+            "(pcl.runner.save_deployed)")
+    if not path.is_file():
+        raise FileNotFoundError(f"kd teacher_path {str(path)!r} does not exist; {hint}")
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:  # not a torch file, or one that needs unpickling code
+        raise ValueError(f"kd teacher_path {str(path)!r} is not a readable deployed-model file: {err}") from err
+    if not isinstance(state, dict) or any(k not in state for k in DEPLOYED_KEYS):
+        raise ValueError(f"kd teacher_path {str(path)!r} is not a deployed-model file (needs keys "
+                         f"{', '.join(DEPLOYED_KEYS)}); {hint}")
+    file_backbone, file_classes = state["backbone"], int(state["num_classes"])
+    if teacher_backbone is not None and teacher_backbone != file_backbone:
+        raise ValueError(f"kd teacher_backbone={teacher_backbone!r} but the teacher file {str(path)!r} holds a "
+                         f"{file_backbone!r}")
+    if file_classes != num_classes:
+        raise ValueError(f"kd teacher file {str(path)!r} has num_classes={file_classes}, the student "
+                         f"num_classes={num_classes}")
+    teacher = build_backbone(file_backbone, file_classes)
+    try:
+        teacher.load_state_dict(state["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"kd teacher file {str(path)!r} does not load into a {file_backbone!r}: {err}") from err
+    info = {"path": str(path), "backbone": file_backbone, "num_classes": file_classes,
+            "method": state.get("method", ""), "head": state.get("head", "")}
+    return teacher, info
+
+
+class KD(Method):
+    name = "kd"
+    num_views = 1
+    deployed_head = "student"
+
+    def __init__(self, backbone: str, num_classes: int, teacher_path: str | None = None,
+                 teacher_backbone: str | None = None, temperature: float = 3.0, kd_weight: float = 1.0):
+        """
+        teacher_path: deployed.pt of a completed run (required). teacher_backbone: if given, must be the file's
+        backbone (a guard for configs). temperature: T. kd_weight: weight of the KD term (CE has weight 1).
+        """
+        super().__init__(backbone, num_classes)
+        if teacher_path is None:
+            raise ValueError("kd needs teacher_path: the deployed.pt of a completed run (e.g. method 'baseline' or "
+                             "'pcl'), written by pcl.runner.save_deployed into the run's checkpoint folder")
+        self.temperature = check_positive("temperature", temperature)
+        check_positive("kd_weight", kd_weight)
+        self.student = build_backbone(backbone, num_classes)
+        self.teacher, self.teacher_info = load_teacher(teacher_path, num_classes, teacher_backbone)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        # a device tensor like distill_weight; not persistent: the option, not the checkpoint, decides it
+        self.register_buffer("kd_weight", torch.tensor(float(kd_weight)), persistent=False)
+
+    def train(self, mode: bool = True) -> "KD":
+        """The teacher stays in eval mode: its BN statistics are part of what was trained in stage 1."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        logits = self.student(views[0])
+        with torch.no_grad():
+            teacher_logits = self.teacher(views[0])
+        losses: LossDict = {"ce": F.cross_entropy(logits, targets),
+                            "kd": kd_loss(logits, teacher_logits, self.temperature)}
+        return losses, {"student": logits, "teacher": teacher_logits}
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd": self.kd_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        return {"student": self.student(x), "teacher": self.teacher(x)}
+
+    def export_deployed(self) -> Backbone:
+        return copy.deepcopy(self.student)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """The frozen teacher is held during training but never trained: counted apart."""
+        return super().parameter_counts() | {"params_teacher": count_parameters(self.teacher)}

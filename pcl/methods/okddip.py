@@ -1,0 +1,117 @@
+"""OKDDip: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020), spec §10.
+
+A multi-branch network (spec §2) with m + 1 branches on one view: m auxiliary peers (branches 1..m) and one group
+leader (the last branch). Attention over the auxiliary peers, from their pooled features f_j:
+
+    q_j = W_q f_j,  k_j = W_k f_j  (bias-free Linear, feature_dim -> feature_dim // projection_factor),
+    A = softmax_l(q_j . k_l)       per sample, [B, m, m], each row sums to one (no 1/sqrt(d): OKDDip code),
+    t_j = sum_l A_jl z_l           peer j's target,
+    L = sum_{all m+1 branches} CE + w(e) [sum_j KD(z_j <- t_j) + KD(z_leader <- 1/m sum_j z_j)],  T = 3, ramp-up 80.
+
+Gradients (spec §1: targets carry no gradient into the logits): the peer logits inside t_j and inside the leader's
+target are detached (`detach_targets`; the OKDDip code detaches nothing), while A keeps its gradient
+(`attention_grad`), so W_q/W_k learn through the KD loss, which is the only loss that reaches them (as in the code).
+projection_factor 8 is the OKDDip code's `factor` (resnet32: 64 -> 8 dims; vgg16: 512 -> 64).
+Heads: peer1..peerm, leader, `ensemble` (mean of the auxiliary peers). Deployed: the leader (shared + last branch).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import check_bool, check_count, check_positive, head_names
+from pcl.models import Backbone, MultiBranchNet
+
+
+class PeerAttention(nn.Module):
+    """Self-attention weights between peers from their pooled features: [B, m, F] -> [B, m, m], rows sum to one."""
+
+    def __init__(self, feature_dim: int, projection_dim: int, scaled: bool = False):
+        super().__init__()
+        self.query = nn.Linear(feature_dim, projection_dim, bias=False)
+        self.key = nn.Linear(feature_dim, projection_dim, bias=False)
+        self.scale = 1.0 / math.sqrt(projection_dim) if scaled else 1.0
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        energy = self.query(features) @ self.key(features).transpose(1, 2)
+        return F.softmax(energy * self.scale, dim=-1)
+
+
+class OKDDip(Method):
+    name = "okddip"
+    num_views = 1
+    deployed_head = "leader"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 80, projection_factor: int = 8, scaled_attention: bool = False,
+                 attention_grad: bool = True, detach_targets: bool = True):
+        """
+        peers: m >= 2 auxiliary peers (m + 1 branches with the leader). projection_factor: q/k dimension is
+        feature_dim // projection_factor (at least 1). scaled_attention: divide q.k by sqrt(dimension) (the OKDDip
+        code does not). attention_grad: the KD loss trains W_q/W_k through A (False: A is a fixed weighting).
+        detach_targets: the peers' logits inside the targets carry no gradient (False: the OKDDip code's behaviour).
+        """
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count("okddip", "peers", peers, 2, "attention-weighted targets need at least two peers")
+        self.temperature = check_positive("temperature", temperature)
+        factor = check_count("okddip", "projection_factor", projection_factor, 1)
+        self.scaled_attention = check_bool("scaled_attention", scaled_attention)
+        self.attention_grad = check_bool("attention_grad", attention_grad)
+        self.detach_targets = check_bool("detach_targets", detach_targets)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers + 1)
+        self.projection_dim = max(1, self.net.feature_dim // factor)
+        self.attention = PeerAttention(self.net.feature_dim, self.projection_dim, self.scaled_attention)
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(attention [B, m, m], auxiliary peers' logits, leader logits)."""
+        outputs = self.net.forward_views([x])
+        peer_outputs, (_, leader) = outputs[:-1], outputs[-1]
+        attention = self.attention(torch.stack([f for f, _ in peer_outputs], dim=1))
+        return attention, [z for _, z in peer_outputs], leader
+
+    def peer_targets(self, attention: torch.Tensor, peer_logits: list[torch.Tensor]) -> torch.Tensor:
+        """t_j = sum_l A_jl z_l for every peer: [B, m, C]."""
+        values = torch.stack(peer_logits, dim=1)
+        if self.detach_targets:
+            values = values.detach()
+        if not self.attention_grad:
+            attention = attention.detach()
+        return attention @ values
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        attention, peer_logits, leader = self.forward_all(views[0])
+        peer_targets = self.peer_targets(attention, peer_logits)
+        peer_mean = torch.stack(peer_logits).mean(dim=0)
+        losses: LossDict = {
+            "ce": sum(F.cross_entropy(z, targets) for z in peer_logits) + F.cross_entropy(leader, targets),
+            # detach_teacher=False: what must not carry gradient was detached in peer_targets; A keeps its own.
+            "kd_peers": sum(kd_loss(z, peer_targets[:, j], self.temperature, detach_teacher=False)
+                            for j, z in enumerate(peer_logits)),
+            "kd_leader": kd_loss(leader, peer_mean, self.temperature, detach_teacher=self.detach_targets),
+        }
+        named: LogitDict = dict(zip(head_names("peer", self.peers), peer_logits))
+        named["leader"] = leader
+        return losses, named
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd_peers": self.distill_weight, "kd_leader": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        outputs = self.net.forward_views([x])
+        peer_logits = [z for _, z in outputs[:-1]]
+        heads: LogitDict = dict(zip(head_names("peer", self.peers), peer_logits))
+        heads["leader"] = outputs[-1][1]
+        heads["ensemble"] = torch.stack(peer_logits).mean(dim=0)
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        """Shared layers + the leader branch."""
+        return self.net.export_branch(self.peers)

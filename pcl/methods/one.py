@@ -1,0 +1,68 @@
+"""ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong, NeurIPS 2018), spec §10.
+
+A multi-branch network (spec §2) on one view. A gate on the shared feature map (global average pool -> FC(m) ->
+BN -> ReLU -> softmax, common.BranchGate) weighs the branches per sample; the gated ensemble is the teacher:
+
+    g = gate(h) (rows sum to one),   z_t = sum_j g_j z_j,
+    L = sum_j CE(z_j, y) + CE(z_t, y) + w(e) sum_j KD(z_j <- z_t),   z_t detached in KD, T = 3, ramp-up 80.
+
+The teacher's CE trains the gate and, through z_t, every branch. Heads: branch1..branchm and `ensemble` (the
+gated teacher). Deployed: branch 1 (shared layers + branch 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pcl.losses import kd_loss
+from pcl.methods.base import LogitDict, LossDict, Method
+from pcl.methods.common import BranchGate, check_count, check_positive, gated_logits, head_names, shared_channels
+from pcl.models import Backbone, MultiBranchNet
+
+
+class ONE(Method):
+    name = "one"
+    num_views = 1
+    deployed_head = "branch1"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
+                 rampup_length: int = 80):
+        """peers: m >= 2 branches (a gate over one branch would be a constant)."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count("one", "peers", peers, 2, "the gated ensemble needs at least two branches")
+        self.temperature = check_positive("temperature", temperature)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        self.gate = BranchGate(shared_channels(self.net), self.peers)
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(gate weights [B, m], branch logits, gated teacher logits) on one batch."""
+        shared = self.net.shared_features(x)
+        weights = self.gate(shared)
+        logits = [branch(shared)[1] for branch in self.net.branches]
+        return weights, logits, gated_logits(weights, logits)
+
+    def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
+        _, logits, teacher = self.forward_all(views[0])
+        losses: LossDict = {
+            "ce": sum(F.cross_entropy(z, targets) for z in logits),
+            "ce_teacher": F.cross_entropy(teacher, targets),
+            "kd": sum(kd_loss(z, teacher, self.temperature) for z in logits),  # teacher detached in kd_loss
+        }
+        named: LogitDict = dict(zip(head_names("branch", self.peers), logits))
+        named["ensemble"] = teacher
+        return losses, named
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd": self.distill_weight}
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        return {"rampup_weight": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> LogitDict:
+        _, logits, teacher = self.forward_all(x)
+        heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))
+        heads["ensemble"] = teacher
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        return self.net.export_branch(0)

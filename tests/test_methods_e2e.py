@@ -1,0 +1,68 @@
+"""Every baseline method learns on CPU: a few epochs on synthetic data, every head clearly beats chance.
+
+PCL's own end-to-end check lives in tests/test_pcl.py. Chance is 75 % top-1 error for 4 classes; the thresholds
+leave a wide margin at these fixed seeds (the runs land far lower), so they test learning, not luck.
+"""
+from __future__ import annotations
+
+import pytest
+
+from pcl.engine import Recipe, seed_everything, train
+from pcl.methods import build_method
+from pcl.runner import save_deployed
+
+CLASSES = 4
+EPOCHS = 4
+
+EXPECTED_HEADS = {
+    "dml": ["net1", "net2", "net3", "ensemble"],
+    "cl_ilr": ["branch1", "branch2", "branch3", "ensemble"],
+    "one": ["branch1", "branch2", "branch3", "ensemble"],
+    "ffl": ["branch1", "branch2", "branch3", "fused"],
+    "okddip": ["peer1", "peer2", "peer3", "leader", "ensemble"],
+    "kdcl": ["net1", "net2", "net3", "ensemble"],
+    "kd": ["student", "teacher"],
+}
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """A real stage-1 result: a baseline trained for a few epochs, saved as the runner saves deployed models."""
+    from pcl.data import build_loaders
+
+    train_loader, test_loader, _ = build_loaders("synthetic", batch_size=64, num_views=1, device="cpu", seed=0,
+                                                 synthetic_classes=CLASSES, synthetic_train_size=512,
+                                                 synthetic_test_size=256)
+    seed_everything(1)
+    teacher = build_method("baseline", "tiny_resnet8", CLASSES)
+    train(teacher, train_loader, None, Recipe(epochs=EPOCHS, lr=0.05, milestones=(3,)))
+    path = tmp_path_factory.mktemp("teacher") / "deployed.pt"
+    save_deployed(teacher, path)
+    return path
+
+
+# Methods whose KD weight is constant by default (no ramp-up): their total loss is comparable across epochs.
+CONSTANT_WEIGHTS = ("dml", "kdcl", "kd")
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_HEADS))
+def test_method_learns_every_head_beats_chance(name, tiny_loaders, request):
+    options: dict = {}
+    if name == "kd":
+        options["teacher_path"] = str(request.getfixturevalue("teacher_file"))
+    elif name not in CONSTANT_WEIGHTS:
+        options["rampup_length"] = 2  # the ramp-up reaches w = 1 within the run, so distillation is exercised
+    seed_everything(0)
+    method = build_method(name, "tiny_resnet8", CLASSES, **options)
+    train_loader, test_loader, _ = tiny_loaders(method.num_views, classes=CLASSES, train_size=512, test_size=256)
+    result = train(method, train_loader, test_loader, Recipe(epochs=EPOCHS, lr=0.05, milestones=(3,)))
+    first, last = result.history[0], result.history[-1]
+    assert last["train/loss/ce"] < 0.7 * first["train/loss/ce"]
+    if name in CONSTANT_WEIGHTS:
+        assert last["train/loss/total"] < first["train/loss/total"]
+    else:
+        assert last["rampup_weight"] == 1.0 and first["rampup_weight"] < 0.01
+    for head in EXPECTED_HEADS[name]:
+        err = last[f"test/top1_err/{head}"]
+        assert err < 40.0, (name, head, err)  # chance: 75 %
+    assert result.summary["deployed/top1_err"] == last[f"test/top1_err/{method.deployed_head}"]
