@@ -226,6 +226,8 @@ def test_switch_ema_buffers_mode_sets_mean_network_mode():
                                        (dict(ensemble_form="vote"), "concat_fc"),
                                        (dict(peer_teacher="self"), "mean_others"),
                                        (dict(ema_buffers="x"), "forward"), (dict(temperature=0), "temperature"),
+                                       (dict(ema_decay=1.5, mean_teacher=False), "ema_decay"),
+                                       (dict(multi_input="False"), "multi_input"),
                                        (dict(colour="red"), "allowed")])
 def test_bad_options_fail_clearly(bad, match):
     with pytest.raises(ValueError, match=match):

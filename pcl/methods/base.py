@@ -31,6 +31,8 @@ class Method(nn.Module):
     num_views: int = 1
     #: the head whose error is the method's reported number
     deployed_head: str = ""
+    #: whether the method has ramped-up distillation terms (then the ramp-up weight is logged every epoch)
+    distills: ClassVar[bool] = True
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0):
         super().__init__()
@@ -64,8 +66,8 @@ class Method(nn.Module):
         pass
 
     def scalars(self) -> dict[str, torch.Tensor]:
-        """Per-epoch scalars worth logging besides the losses (e.g. the ramp-up weight)."""
-        return {}
+        """Per-epoch scalars worth logging besides the losses: by default the ramp-up weight w(e)."""
+        return {"rampup_weight": self.distill_weight} if self.distills else {}
 
     # ---- helpers --------------------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[nn.Parameter]:

@@ -14,6 +14,7 @@ class Baseline(Method):
     name = "baseline"
     num_views = 1
     deployed_head = "net"
+    distills = False
 
     def __init__(self, backbone: str, num_classes: int):
         super().__init__(backbone, num_classes)

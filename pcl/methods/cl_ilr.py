@@ -71,9 +71,6 @@ class CLILR(Method):
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"kd": self.distill_weight}
 
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
     def eval_heads(self, x: torch.Tensor) -> LogitDict:
         logits = self.branch_logits(x)
         heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))

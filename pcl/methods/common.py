@@ -1,6 +1,7 @@
 """Pieces several methods share: the ONE-style gate, distillation from the other branches, option checks."""
 from __future__ import annotations
 
+import copy
 import numbers
 
 import torch
@@ -8,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcl.losses import kd_loss
+from pcl.methods.base import Method
+from pcl.models import Backbone, build_backbone
 
 
 class BranchGate(nn.Module):
@@ -40,6 +43,29 @@ def kd_from_others(student_logits: list[torch.Tensor], teacher_logits: list[torc
             if l != j:
                 total = total + kd_loss(student, teacher, temperature) / (m - 1)
     return total
+
+
+class ParallelNetworks(Method):
+    """K full networks without shared layers (DML, KDCL): heads net1..netK + their mean; net1 is deployed."""
+
+    deployed_head = "net1"
+
+    def __init__(self, backbone: str, num_classes: int, peers: int, rampup_length: int, why: str):
+        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        self.peers = check_count(self.name, "peers", peers, 2, why)
+        self.nets = nn.ModuleList([build_backbone(backbone, num_classes) for _ in range(self.peers)])
+
+    def loss_weights(self) -> dict[str, torch.Tensor]:
+        return {"kd": self.distill_weight}
+
+    def eval_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = [net(x) for net in self.nets]
+        heads = dict(zip(head_names("net", self.peers), logits))
+        heads["ensemble"] = torch.stack(logits).mean(dim=0)
+        return heads
+
+    def export_deployed(self) -> Backbone:
+        return copy.deepcopy(self.nets[0])
 
 
 def head_names(prefix: str, count: int) -> list[str]:

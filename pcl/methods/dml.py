@@ -12,29 +12,22 @@ Heads: net1..netK and `ensemble` (mean logits). Deployed: net1, a plain backbone
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import check_count, check_positive, head_names, kd_from_others
-from pcl.models import Backbone, build_backbone
+from pcl.methods.base import LogitDict, LossDict
+from pcl.methods.common import ParallelNetworks, check_positive, head_names, kd_from_others
 
 
-class DML(Method):
+class DML(ParallelNetworks):
     name = "dml"
     num_views = 1
-    deployed_head = "net1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
                  rampup_length: int = 0):
         """peers: K >= 2 networks. temperature: T of the KD terms. rampup_length: 0 = no ramp-up (DML's)."""
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
-        self.peers = check_count("dml", "peers", peers, 2, "mutual learning needs at least two networks")
+        super().__init__(backbone, num_classes, peers, rampup_length, "mutual learning needs at least two networks")
         self.temperature = check_positive("temperature", temperature)
-        self.nets = nn.ModuleList([build_backbone(backbone, num_classes) for _ in range(self.peers)])
 
     def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
         logits = [net(views[0]) for net in self.nets]
@@ -44,18 +37,3 @@ class DML(Method):
             "kd": kd_from_others(logits, logits, self.temperature),
         }
         return losses, dict(zip(head_names("net", self.peers), logits))
-
-    def loss_weights(self) -> dict[str, torch.Tensor]:
-        return {"kd": self.distill_weight}
-
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
-    def eval_heads(self, x: torch.Tensor) -> LogitDict:
-        logits = [net(x) for net in self.nets]
-        heads: LogitDict = dict(zip(head_names("net", self.peers), logits))
-        heads["ensemble"] = torch.stack(logits).mean(dim=0)
-        return heads
-
-    def export_deployed(self) -> Backbone:
-        return copy.deepcopy(self.nets[0])

@@ -87,9 +87,6 @@ class FFL(Method):
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"kd_fused": self.distill_weight, "kd_branches": self.distill_weight}
 
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
     def eval_heads(self, x: torch.Tensor) -> LogitDict:
         logits, fused = self.forward_all(x)
         heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))

@@ -70,6 +70,7 @@ class KD(Method):
     name = "kd"
     num_views = 1
     deployed_head = "student"
+    distills = False  # a constant kd_weight, no ramp-up
 
     def __init__(self, backbone: str, num_classes: int, teacher_path: str | None = None,
                  teacher_backbone: str | None = None, temperature: float = 3.0, kd_weight: float = 1.0):

@@ -14,16 +14,12 @@ test image). Deployed: net1, a plain backbone.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pcl.losses import kd_loss
-from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import check_choice, check_count, check_positive, head_names
-from pcl.models import Backbone, build_backbone
+from pcl.methods.base import LogitDict, LossDict
+from pcl.methods.common import ParallelNetworks, check_choice, check_positive, head_names
 
 ENSEMBLES = ("naive", "min_logit")
 
@@ -34,19 +30,17 @@ def min_logit_target(logits: list[torch.Tensor], targets: torch.Tensor) -> torch
     return torch.stack(shifted).amin(dim=0)
 
 
-class KDCL(Method):
+class KDCL(ParallelNetworks):
     name = "kdcl"
-    deployed_head = "net1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
                  ensemble: str = "naive", rampup_length: int = 0):
         """peers: K >= 2 networks, each on its own view. ensemble: naive (mean logits) | min_logit."""
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
-        self.peers = check_count("kdcl", "peers", peers, 2, "the ensemble target needs at least two networks")
+        super().__init__(backbone, num_classes, peers, rampup_length,
+                         "the ensemble target needs at least two networks")
         self.temperature = check_positive("temperature", temperature)
         self.ensemble_kind = check_choice("ensemble", ensemble, ENSEMBLES)
         self.num_views = self.peers
-        self.nets = nn.ModuleList([build_backbone(backbone, num_classes) for _ in range(self.peers)])
 
     def ensemble_target(self, logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         """The (detached) soft target every network distils from."""
@@ -63,18 +57,3 @@ class KDCL(Method):
             "kd": sum(kd_loss(z, target, self.temperature) for z in logits),
         }
         return losses, dict(zip(head_names("net", self.peers), logits))
-
-    def loss_weights(self) -> dict[str, torch.Tensor]:
-        return {"kd": self.distill_weight}
-
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
-    def eval_heads(self, x: torch.Tensor) -> LogitDict:
-        logits = [net(x) for net in self.nets]
-        heads: LogitDict = dict(zip(head_names("net", self.peers), logits))
-        heads["ensemble"] = torch.stack(logits).mean(dim=0)
-        return heads
-
-    def export_deployed(self) -> Backbone:
-        return copy.deepcopy(self.nets[0])

@@ -101,9 +101,6 @@ class OKDDip(Method):
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"kd_peers": self.distill_weight, "kd_leader": self.distill_weight}
 
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
     def eval_heads(self, x: torch.Tensor) -> LogitDict:
         outputs = self.net.forward_views([x])
         peer_logits = [z for _, z in outputs[:-1]]

@@ -55,9 +55,6 @@ class ONE(Method):
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"kd": self.distill_weight}
 
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
-
     def eval_heads(self, x: torch.Tensor) -> LogitDict:
         _, logits, teacher = self.forward_all(x)
         heads: LogitDict = dict(zip(head_names("branch", self.peers), logits))

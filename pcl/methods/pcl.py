@@ -18,7 +18,8 @@ from torch import nn
 from pcl.ema import BUFFER_MODES, TemporalMean
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import BranchGate, gated_logits, head_names, kd_from_others
+from pcl.methods.common import (BranchGate, check_bool, check_choice, check_count, check_positive, gated_logits,
+                                head_names, kd_from_others, shared_channels)
 from pcl.models import Backbone, MultiBranchNet
 
 ENSEMBLE_FORMS = ("concat_fc", "logit_average", "gate")
@@ -42,44 +43,29 @@ class PCL(Method):
         live_others (mutual learning between live peers) | own_mean (each peer's own mean teacher).
         """
         super().__init__(backbone, num_classes, rampup_length=rampup_length)
-        if not isinstance(peers, int) or peers < 2:
-            raise ValueError(f"pcl needs peers >= 2 (it distils between peers), got peers={peers!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if ensemble_form not in ENSEMBLE_FORMS:
-            raise ValueError(f"unknown ensemble_form {ensemble_form!r}; allowed: {', '.join(ENSEMBLE_FORMS)}")
-        if peer_teacher not in PEER_TEACHERS:
-            raise ValueError(f"unknown peer_teacher {peer_teacher!r}; allowed: {', '.join(PEER_TEACHERS)}")
-        if ema_buffers not in BUFFER_MODES:
-            raise ValueError(f"unknown ema_buffers {ema_buffers!r}; allowed: {', '.join(BUFFER_MODES)}")
-        self.peers = peers
-        self.temperature = float(temperature)
-        self.multi_input = multi_input
-        self.ensemble_teacher = ensemble_teacher
-        self.ensemble_form = ensemble_form
-        self.detach_ensemble = detach_ensemble
-        self.mean_teacher = mean_teacher
-        self.peer_teacher = peer_teacher
-        self.num_views = peers if multi_input else 1
+        self.peers = check_count("pcl", "peers", peers, 2, "it distils between peers")
+        self.temperature = check_positive("temperature", temperature)
+        self.ensemble_form = check_choice("ensemble_form", ensemble_form, ENSEMBLE_FORMS)
+        self.peer_teacher = check_choice("peer_teacher", peer_teacher, PEER_TEACHERS)
+        check_choice("ema_buffers", ema_buffers, BUFFER_MODES)
+        if isinstance(ema_decay, bool) or not 0.0 <= ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1] (1 = plain uniform average), got ema_decay={ema_decay!r}")
+        self.multi_input = check_bool("multi_input", multi_input)
+        self.ensemble_teacher = check_bool("ensemble_teacher", ensemble_teacher)
+        self.detach_ensemble = check_bool("detach_ensemble", detach_ensemble)
+        self.mean_teacher = check_bool("mean_teacher", mean_teacher)
+        self.num_views = self.peers if multi_input else 1
 
-        self.net = MultiBranchNet(backbone, num_classes, peers)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers)
         if ensemble_teacher and ensemble_form == "concat_fc":
             self.ensemble = nn.Linear(peers * self.net.feature_dim, num_classes)
         elif ensemble_teacher and ensemble_form == "gate":
-            self.ensemble = BranchGate(self._shared_channels(), peers)
+            self.ensemble = BranchGate(shared_channels(self.net), peers)
         # The temporal mean exists when L_pm reads it; without it the live peer 1 is deployed.
         self.uses_mean_network = mean_teacher and peer_teacher != "live_others"
         if self.uses_mean_network:
             self.temporal_mean = TemporalMean(self.net, decay=ema_decay, buffer_mode=ema_buffers)
         self.deployed_head = "mean_peer1" if self.uses_mean_network else "peer1"
-
-    def _shared_channels(self) -> int:
-        with torch.no_grad():
-            was_training = self.net.training
-            self.net.eval()
-            channels = self.net.shared_features(torch.zeros(1, 3, 32, 32)).shape[1]
-            self.net.train(was_training)
-        return channels
 
     # ---- pieces ---------------------------------------------------------------------------------------
     def _ensemble_logits(self, features: list[torch.Tensor], logits: list[torch.Tensor],
@@ -124,9 +110,6 @@ class PCL(Method):
 
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"pe": self.distill_weight, "pm": self.distill_weight}
-
-    def scalars(self) -> dict[str, torch.Tensor]:
-        return {"rampup_weight": self.distill_weight}
 
     def after_optimizer_step(self) -> None:
         if self.uses_mean_network:
