@@ -21,3 +21,91 @@ def tiny_loaders():
                              synthetic_test_size=test_size)
 
     return make
+
+
+# ---- tracking: a real MongoDB-wire-protocol server, and Sacred under pytest -------------------------------------
+class MongoTestServer:
+    """A SecantusDB server (real MongoDB wire protocol over TCP, no mocks) on a free port; stop() and start()
+    again keep the data (same storage folder), as a restarted database would (on a new free port: take url()
+    again after a restart)."""
+
+    def __init__(self, storage_path, *, require_auth: bool = False):
+        self.storage_path = str(storage_path)
+        self.require_auth = require_auth
+        self.port = 0
+        self._server = None
+
+    def start(self) -> "MongoTestServer":
+        from secantus import SecantusDBServer
+
+        self._server = SecantusDBServer(host="127.0.0.1", port=0, storage_path=self.storage_path,
+                                        require_auth=self.require_auth)
+        self._server.start()
+        self.port = int(self._server.uri.rstrip("/").rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def url(self, user: str | None = None, password: str | None = None, db: str = "") -> str:
+        auth = f"{user}:{password}@" if user else ""
+        return f"mongodb://{auth}127.0.0.1:{self.port}/{db}?directConnection=true"
+
+
+@pytest.fixture
+def mongo_server(tmp_path):
+    """A running MongoTestServer (no authentication), stopped after the test."""
+    pytest.importorskip("secantus")
+    server = MongoTestServer(tmp_path / "mongo-data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_session_server(tmp_path_factory):
+    """One MongoTestServer for the whole session (starting and stopping costs ~2 s); use `mongo_url`."""
+    pytest.importorskip("secantus")
+    server = MongoTestServer(tmp_path_factory.mktemp("mongo-session")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mongo_url(mongo_session_server, request):
+    """URL of a fresh, empty database on the session's server (the database is named after the test)."""
+    import hashlib
+
+    db = "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20]
+    return mongo_session_server.url(db=db)
+
+
+@pytest.fixture
+def mongo_server_factory(tmp_path):
+    """Factory for more servers (e.g. require_auth=True); all are stopped after the test."""
+    pytest.importorskip("secantus")
+    servers: list[MongoTestServer] = []
+
+    def make(name: str = "mongo-extra", **kwargs) -> MongoTestServer:
+        server = MongoTestServer(tmp_path / name, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sacred_sys_capture():
+    """Sacred's default fd capture spawns `tee` and fights pytest's capture: use sys capture under pytest."""
+    try:
+        import sacred
+    except ImportError:  # pragma: no cover - sacred is a dependency
+        yield
+        return
+    previous = sacred.SETTINGS.CAPTURE_MODE
+    sacred.SETTINGS.CAPTURE_MODE = "sys"
+    yield
+    sacred.SETTINGS.CAPTURE_MODE = previous

@@ -1,0 +1,1 @@
+"""Sacred experiments for the paper's ablations (they share experiments/common.py)."""

@@ -1,0 +1,33 @@
+"""Which model to deploy: a peer, its temporal mean, the peer ensemble, or PCL-E (spec §7, §11).
+
+Reproduces the paper's comparison of PCL's heads and of PCL-E with the other methods' ensembles: ONE grid of PCL
+runs (the same run_keys as table2's pcl cells, so nothing is trained twice), whose records already hold every
+head's per-epoch and final error: `peer1` (a live peer), `mean_peer1` (its temporal mean: the deployed model),
+`ensemble` (the peer ensemble teacher) and `pcl_e` (the ensemble of the temporal means), with training and
+deployment parameter counts. The analysis compares those heads from the same runs.
+
+    python ablations/deployed_head.py with dataset=cifar100 'backbone=["resnet32","resnet110"]'
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+
+HEADS = ("peer1", "mean_peer1", "ensemble", "pcl_e")  # what the analysis compares (result keys last/top1_err/HEAD)
+
+
+def grid(cfg: dict) -> list[dict]:
+    check_dataset(cfg, ("cifar10", "cifar100"))
+    return [{"label": f"pcl/{backbone}", "method": "pcl", "backbone": backbone}
+            for backbone in axis(cfg["backbone"], ("resnet32",))]
+
+
+ex = make_experiment("ablation_deployed_head", grid, doc=__doc__, script=__file__, defaults={"method": "pcl"})
+
+if __name__ == "__main__":
+    cli(ex)

@@ -1,0 +1,34 @@
+"""Ablation of the peer ensemble teacher's form (spec §11, paper_results.md "Ablations", confidence C).
+
+Reproduces the paper's comparison of ensemble teachers, all else PCL:
+  * concat_fc (PCL): one classifier on the concatenated pooled features of the peers;
+  * logit_average: the mean of the peers' logits;
+  * gate: ONE's gate (softmax weights from the shared feature) over the peers' logits.
+Default ResNet-32 on CIFAR-100 (not stated in the paper). The PCL cell shares its run_key with table2's.
+
+    python ablations/ensemble_teacher.py with dataset=cifar100
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+
+FORMS = ("concat_fc", "logit_average", "gate")
+
+
+def grid(cfg: dict) -> list[dict]:
+    check_dataset(cfg, ("cifar10", "cifar100"))
+    return [{"label": f"{form}/{backbone}", "method": "pcl", "backbone": backbone,
+             "options": {"ensemble_form": form}}
+            for backbone in axis(cfg["backbone"], ("resnet32",)) for form in FORMS]
+
+
+ex = make_experiment("ablation_ensemble_teacher", grid, doc=__doc__, script=__file__, defaults={"method": "pcl"})
+
+if __name__ == "__main__":
+    cli(ex)

@@ -1,0 +1,280 @@
+"""The one definition of the experiment config and the grid driver that every table and ablation script shares.
+
+A script defines its grid (a function: config -> list of cells, each a dict of run-config overrides with a
+`label`) and calls `make_experiment`. The resulting Sacred experiment is a *driver*: it parses the command line
+(`with KEY=VALUE`, named configs `quick` and `smoke`), expands the grid over `seeds`, validates every run config, then
+trains each as a separate Sacred run with its own record (pcl.tracking.run_grid). The driver run itself is
+unobserved: it records nothing.
+
+Commands of every script:
+
+    python experiments/SCRIPT.py [with KEY=VALUE ...]          # run the grid (COMPLETED run_keys are skipped)
+    python experiments/SCRIPT.py plan [with ...]               # list the runs and their run_keys, train nothing
+    python experiments/SCRIPT.py print_config [with ...]       # Sacred's config view
+
+Config keys (see `base_config`): the run keys of pcl.tracking.RUN_DEFAULTS, plus `seeds`, `results_dir`,
+`mongo_url` (or $PCL_MONGO_URL) and `db_name`. `method` and `backbone` may be a name, a list (`'method=["pcl","dml"]'`)
+or None (the script's whole axis). `options` is merged over each method's defaults; in a grid of several methods an
+option applies to the methods that have it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python experiments/x.py`: make `pcl` and `experiments` importable
+    sys.path.insert(0, str(ROOT))
+
+from sacred import Experiment  # noqa: E402
+
+from pcl import tracking  # noqa: E402
+from pcl.methods import METHODS, method_defaults  # noqa: E402
+from pcl.tracking import RUN_DEFAULTS, ConfigError, default_milestones  # noqa: E402
+
+Cell = dict[str, Any]
+GridFn = Callable[[dict[str, Any]], list[Cell]]
+
+#: driver keys that are not run-config keys
+DRIVER_KEYS = ("seeds", "results_dir", "mongo_url", "db_name", "seed")
+#: keys a grid cell may set besides run-config keys
+CELL_KEYS = ("teacher",)
+
+QUICK: dict[str, Any] = {"epochs": 10, "train_subset": 5000}
+SMOKE: dict[str, Any] = {"dataset": "synthetic", "backbone": "tiny_resnet8", "epochs": 1, "batch_size": 32,
+                         "synthetic_classes": 4, "synthetic_train_size": 128, "synthetic_test_size": 64,
+                         "seeds": [0], "device": "cpu", "workers": 0}
+
+
+def base_config(dataset):
+    """Sacred config scope shared by every script (keys documented in pcl.tracking.RUN_DEFAULTS)."""
+    options = {}  # method options, merged over the method's defaults (pcl.methods.method_defaults)
+    peers = 3  # networks/branches of the multi-network methods (m)
+    seeds = [0, 1, 2]  # one run per seed; the paper reports mean +- std over >= 3 seeds
+    epochs = 90 if dataset == "imagenet" else 300
+    batch_size = 256 if dataset == "imagenet" else 128
+    lr = 0.1
+    momentum = 0.9
+    nesterov = True
+    weight_decay = 1e-4 if dataset == "imagenet" else 5e-4
+    milestones = default_milestones(dataset, epochs)  # 150/225 of 300 (30/60 of 90 on ImageNet), scaled
+    gamma = 0.1
+    precision = "fp32"  # fp32 | bf16
+    train_subset = None  # a random subset of the train split (quick runs)
+    synthetic_classes = 10
+    synthetic_train_size = 2048
+    synthetic_test_size = 512
+    data_root = None  # dataset folder (None: the loader's default)
+    download = False
+    results_dir = "results"  # Sacred file store: always written
+    mongo_url = None  # MongoDB URL (else $PCL_MONGO_URL); never recorded, never printed
+    db_name = None  # MongoDB database (None: the URL's, else "pcl")
+    device = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic = False
+    workers = 8  # ImageNet loader processes
+    checkpoint_root = "checkpoints"  # checkpoints under checkpoint_root/run_key/
+    force = False  # rerun run_keys that have a COMPLETED record
+    progress = False  # progress bar per epoch
+    seed = 0  # Sacred's own seed key, unused: run seeds come from `seeds`
+
+
+def axis(value: Any, everything: Sequence[str]) -> list[str]:
+    """A grid axis from a config value: None -> the script's whole axis, a name -> [name], a list -> the list."""
+    if value is None:
+        return list(everything)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"a grid axis must be a name, a non-empty list of names or None, got {value!r}")
+
+
+def check_dataset(cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Scripts reproduce results on given datasets; `synthetic` is always allowed (smoke runs)."""
+    if cfg["dataset"] not in (*allowed, "synthetic"):
+        raise ConfigError(f"config key 'dataset'={cfg['dataset']!r} is invalid for this script: must be one of "
+                          f"{', '.join((*allowed, 'synthetic'))}")
+
+
+def _plain(value: Any) -> Any:
+    """Sacred's read-only containers -> plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _seeds(value: Any) -> list[int]:
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ConfigError(f"config key 'seeds'={value!r} is invalid: must be a non-empty list of integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"config key 'seeds'={value!r} repeats a seed")
+    return seeds
+
+
+def _check_driver(cfg: Mapping[str, Any]) -> None:
+    if cfg.get("seed", 0) != 0:
+        raise ConfigError(f"config key 'seed'={cfg['seed']!r}: run seeds are set with seeds=[...] "
+                          f"(e.g. seeds=[{cfg['seed']}])")
+    if not isinstance(cfg.get("results_dir"), str) or not cfg["results_dir"]:
+        raise ConfigError(f"config key 'results_dir'={cfg.get('results_dir')!r} is invalid: must be a folder")
+    for key in ("mongo_url", "db_name"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise ConfigError(f"config key {key!r} is invalid: must be a string or None")
+    if not isinstance(cfg.get("options"), Mapping):
+        raise ConfigError(f"config key 'options'={cfg.get('options')!r} is invalid: must be a dict")
+
+
+def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The script's grid crossed with `seeds` (seed-major: every cell of seed 0 first), each a validated run config.
+
+    Raises ConfigError naming the key for any invalid value, before anything runs.
+    """
+    cfg = _plain(config)
+    _check_driver(cfg)
+    seeds = _seeds(cfg["seeds"])
+    cells = [dict(c) for c in grid(cfg)]
+    if not cells:
+        raise ConfigError(f"the grid of {name} is empty for this config")
+    user_options = dict(cfg["options"])
+    if "peers" in user_options:
+        raise ConfigError("config key 'options.peers': set the top-level key peers=N instead")
+    methods = {c.get("method", cfg.get("method")) for c in cells}
+    methods |= {c["teacher"]["method"] for c in cells if c.get("teacher")}
+    unknown = sorted(m for m in methods if m not in METHODS)
+    if unknown:
+        raise ConfigError(f"config key 'method': unknown method(s) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(sorted(METHODS))}")
+    orphans = sorted(k for k in user_options if not any(k in method_defaults(m) for m in methods))
+    if orphans:
+        raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in orphans)}: not an option of any method "
+                          f"of this grid ({', '.join(sorted(methods))})")
+    base = {k: cfg[k] for k in RUN_DEFAULTS if k in cfg and k not in ("options", "method", "backbone", "run_key")}
+    base["experiment"] = name
+    runs = []
+    for seed in seeds:
+        for cell in cells:
+            runs.append(_cell_config(base, cell, user_options, seed))
+    unique: dict[str, dict[str, Any]] = {}
+    for run in runs:  # a run two cells need (e.g. a teacher that is also a table cell) runs once
+        unique.setdefault(run["run_key"], run)
+    return list(unique.values())
+
+
+def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options: Mapping[str, Any],
+                 seed: int) -> dict[str, Any]:
+    cell = dict(cell)
+    bad = sorted(set(cell) - set(RUN_DEFAULTS) - set(CELL_KEYS))
+    if bad:
+        raise ConfigError(f"grid cell {cell.get('label', cell)!r} sets unknown key(s) {', '.join(bad)}")
+    teacher = cell.pop("teacher", None)
+    cell_options = dict(cell.pop("options", None) or {})
+    method = cell.get("method")
+    if method is None:
+        raise ConfigError(f"grid cell {cell.get('label', cell)!r} names no method")
+    defaults = method_defaults(method)
+    clash = sorted(set(cell_options) & set(user_options))
+    if clash:
+        raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in clash)}: this grid varies them "
+                          f"(cell {cell.get('label', '')!r}), they cannot be set")
+    options = {k: v for k, v in user_options.items() if k in defaults}
+    options.update(cell_options)
+    run = {**copy.deepcopy(dict(base)), **cell, "options": options, "seed": seed}
+    if teacher is not None:
+        teacher_run = _cell_config(base, teacher, user_options, seed)
+        run["teacher_run_key"] = teacher_run["run_key"]
+    return tracking.normalize_run_config(run)
+
+
+class Plan(list):
+    """The run configs of a grid; its str is short because Sacred logs a command's result."""
+
+    def __str__(self) -> str:
+        return f"{len(self)} run(s)"
+
+
+def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"{'#':>4}  {'run_key':16}  {'seed':>4}  label"]
+    for i, r in enumerate(runs, 1):
+        teacher = f"  (teacher {r['teacher_run_key']})" if r["teacher_run_key"] else ""
+        lines.append(f"{i:>4}  {r['run_key']:16}  {r['seed']:>4}  {r['label'] or r['method']}{teacher}")
+    return "\n".join(lines)
+
+
+def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: str | None = None,
+                    defaults: Mapping[str, Any] | None = None, smoke: Mapping[str, Any] | None = None,
+                    quick: Mapping[str, Any] | None = None) -> Experiment:
+    """The driver experiment of one script: shared config + named configs `quick`/`smoke` + the script's grid.
+
+    `defaults` sets the script's own defaults of dataset/backbone/method and adds its own keys (e.g.
+    teacher_backbone); `smoke`/`quick` extend the shared named configs with values for those keys.
+    """
+    ex = Experiment(name, base_dir=str(ROOT), save_git_info=False)  # the driver: never observed
+    if doc:
+        ex.doc = doc
+    ex.add_config({"dataset": "cifar100", "backbone": "resnet32", "method": "pcl", **dict(defaults or {})})
+    ex.config(base_config)
+    ex.add_named_config("quick", {**QUICK, **dict(quick or {})})
+    ex.add_named_config("smoke", {**SMOKE, **dict(smoke or {})})
+    sources = [script] if script else []
+
+    def main(_config, options):  # `options` is named so that `with options.KEY=VALUE` passes Sacred's checks
+        """Run the grid: each run a separate Sacred run with its own record; COMPLETED run_keys are skipped."""
+        cfg = _plain(_config)
+        runs = expand(name, grid, cfg)
+        return tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
+                                 db_name=cfg["db_name"], experiment_name=name, source_files=sources)
+
+    def plan(_config, options):
+        """List the runs of the grid with their run_keys (no training, no record, no store access)."""
+        runs = Plan(expand(name, grid, _plain(_config)))
+        print(_format_plan(runs))
+        return runs
+
+    ex.main(main)
+    ex.command(plan, unobserved=True)
+    ex.grid = grid  # for launchers: expand(ex.path, ex.grid, config)
+    return ex
+
+
+def run_script(ex: Experiment, config_updates: Mapping[str, Any] | None = None,
+               named_configs: Sequence[str] = (), command: str | None = None) -> Any:
+    """The Python equivalent of the command line: the grid's GridReport (or `plan`'s list of run configs)."""
+    return ex.run(command, config_updates=dict(config_updates or {}), named_configs=list(named_configs),
+                  options={"--unobserved": True}).result
+
+
+def _move_mongo_url_to_env(argv: list[str]) -> list[str]:
+    """`mongo_url=URL` on the command line goes to $PCL_MONGO_URL before Sacred parses (and could print) it."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key == "mongo_url" and "://" in value:
+            os.environ[tracking.MONGO_URL_ENV] = value.strip("'\"")
+            tracking.resolve_mongo_url(os.environ[tracking.MONGO_URL_ENV])  # registers the password for redaction
+            continue
+        out.append(arg)
+    if out and out[-1] == "with":
+        out.pop()
+    return out
+
+
+def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:
+    """Sacred's command line for a driver; exits 0 when every run is done, 1 on failures, and on a stop signal
+    hands the signal on (default action or submitit's requeue) once the preempted run is recorded."""
+    args = _move_mongo_url_to_env(list(sys.argv if argv is None else argv))
+    flags = set(args[1:])
+    if not flags & {"-h", "--help", "help", "-u", "--unobserved"}:
+        args.append("--unobserved")  # the driver never records (a -m/-F flag would otherwise attach observers)
+    run = ex.run_commandline(args)
+    report = getattr(run, "result", None)
+    if isinstance(report, tracking.GridReport):
+        if report.stop_signal is not None:
+            tracking.redeliver(report.stop_signal)
+        sys.exit(report.exit_code)

@@ -1,0 +1,37 @@
+"""CIFAR comparison, the paper's main table (called Table 2 in this project): top-1 error (%) of the deployed model.
+
+Reproduces: baseline, DML, CL-ILR, ONE, FFL-S, OKDDip, KDCL and PCL with ResNet-32, ResNet-110, WRN-20-8, VGG-16 and
+DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (spec §8, §10;
+reference numbers: paper_results.md, confidence A; the Baseline column is unknown there). PCL-E (the peer ensemble
+of the temporal means) is the `pcl_e` head of the pcl runs, not a separate run; every other head is recorded too.
+
+    python experiments/table2.py with dataset=cifar100                          # 8 methods x 5 backbones x 3 seeds
+    python experiments/table2.py with quick                                     # 10 epochs on 5000 images
+    python experiments/table2.py with method=pcl backbone=resnet32 seeds=[0]    # one cell
+    python experiments/table2.py plan with dataset=cifar10                      # list the runs, train nothing
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from pcl.models import CIFAR_BACKBONES  # noqa: E402
+
+TABLE_METHODS = ("baseline", "dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "pcl")
+
+
+def grid(cfg: dict) -> list[dict]:
+    check_dataset(cfg, ("cifar10", "cifar100"))
+    return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
+            for backbone in axis(cfg["backbone"], CIFAR_BACKBONES)
+            for method in axis(cfg["method"], TABLE_METHODS)]
+
+
+ex = make_experiment("table2", grid, doc=__doc__, script=__file__, defaults={"method": None, "backbone": None})
+
+if __name__ == "__main__":
+    cli(ex)
