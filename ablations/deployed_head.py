@@ -16,15 +16,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
 
 HEADS = ("peer1", "mean_peer1", "ensemble", "pcl_e")  # what the analysis compares (result keys last/top1_err/HEAD)
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
-    return [{"label": f"pcl/{backbone}", "method": "pcl", "backbone": backbone}
-            for backbone in axis(cfg["backbone"], ("resnet32",))]
+    return pcl_ablation_grid(cfg, {"pcl": {}})
 
 
 ex = make_experiment("ablation_deployed_head", grid, doc=__doc__, script=__file__, defaults={"method": "pcl"})

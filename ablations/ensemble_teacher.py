@@ -16,16 +16,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
 
 FORMS = ("concat_fc", "logit_average", "gate")
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
-    return [{"label": f"{form}/{backbone}", "method": "pcl", "backbone": backbone,
-             "options": {"ensemble_form": form}}
-            for backbone in axis(cfg["backbone"], ("resnet32",)) for form in FORMS]
+    return pcl_ablation_grid(cfg, {form: {"options": {"ensemble_form": form}} for form in FORMS})
 
 
 ex = make_experiment("ablation_ensemble_teacher", grid, doc=__doc__, script=__file__, defaults={"method": "pcl"})

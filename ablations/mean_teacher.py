@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
     "peer mean teachers of the others (PCL)": {"peer_teacher": "mean_others"},
@@ -29,9 +29,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
-    return [{"label": f"{name}/{backbone}", "method": "pcl", "backbone": backbone, "options": dict(options)}
-            for backbone in axis(cfg["backbone"], ("resnet32",)) for name, options in VARIANTS.items()]
+    return pcl_ablation_grid(cfg, {name: {"options": options} for name, options in VARIANTS.items()})
 
 
 ex = make_experiment("ablation_mean_teacher", grid, doc=__doc__, script=__file__, defaults={"method": "pcl"})

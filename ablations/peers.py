@@ -15,18 +15,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
 from pcl.tracking import ConfigError  # noqa: E402
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
     counts = cfg["peer_counts"]
     if not isinstance(counts, list) or not counts or any(isinstance(m, bool) or not isinstance(m, int)
                                                           for m in counts):
         raise ConfigError(f"config key 'peer_counts'={counts!r} is invalid: must be a non-empty list of integers")
-    return [{"label": f"m={m}/{backbone}", "method": "pcl", "backbone": backbone, "peers": m}
-            for backbone in axis(cfg["backbone"], ("resnet32",)) for m in counts]
+    return pcl_ablation_grid(cfg, {f"m={m}": {"peers": m} for m in counts})
 
 
 ex = make_experiment("ablation_peers", grid, doc=__doc__, script=__file__,

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from pcl.data import DeviceLoader, MEANS_STDS, make_synthetic  # noqa: E402
-from pcl.engine import Recipe, _autocast  # noqa: E402
+from pcl.engine import Recipe, make_optimizer, train_step  # noqa: E402
 from pcl.methods import METHODS, build_method, method_defaults  # noqa: E402
 
 
@@ -31,34 +31,20 @@ def measure(method_name: str, backbone: str, batch_size: int, device: torch.devi
     mean, std = MEANS_STDS["cifar100"]
     loader = DeviceLoader(train, batch_size=batch_size, num_views=method.num_views, train=True, mean=mean,
                           std=std, device=device, seed=0)
-    recipe = Recipe(precision=precision)
-    opt = torch.optim.SGD(list(method.trainable_parameters()), lr=torch.tensor(0.1, device=device),
-                          momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+    opt = make_optimizer(method, Recipe(precision=precision))
     method.on_epoch_start(100)
     method.train()
-    weights = method.loss_weights()
-    one = torch.ones((), device=device)
-
-    def step(batch):
-        v, y = batch
-        with _autocast(device, recipe.precision):
-            losses, _ = method.training_step(v, y)
-            total = sum(weights.get(k, one) * t for k, t in losses.items())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        method.after_optimizer_step()
 
     batches = iter(loader)
     for _ in range(warmup):
-        step(next(batches))
+        train_step(method, opt, *next(batches), precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
         if check_sync:
             torch.cuda.set_sync_debug_mode("error")
     t0 = time.perf_counter()
     for _ in range(steps):
-        step(next(batches))
+        train_step(method, opt, *next(batches), precision)
     if device.type == "cuda":
         torch.cuda.set_sync_debug_mode("default")
         torch.cuda.synchronize()

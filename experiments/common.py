@@ -99,6 +99,13 @@ def check_dataset(cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
                           f"{', '.join((*allowed, 'synthetic'))}")
 
 
+def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> list[Cell]:
+    """The grid of a PCL ablation: every variant (label -> cell overrides) on CIFAR, ResNet-32 unless `backbone`."""
+    check_dataset(cfg, ("cifar10", "cifar100"))
+    return [{"label": f"{name}/{backbone}", "method": "pcl", "backbone": backbone, **copy.deepcopy(dict(cell))}
+            for backbone in axis(cfg["backbone"], ("resnet32",)) for name, cell in variants.items()]
+
+
 def _plain(value: Any) -> Any:
     """Sacred's read-only containers -> plain dicts and lists."""
     if isinstance(value, Mapping):

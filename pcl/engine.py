@@ -242,6 +242,36 @@ class _EpochAccumulator:
         return out, int(values[-1])
 
 
+def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
+    """SGD of the recipe over the method's trainable parameters, with the learning rate as a device tensor.
+
+    Fused SGD reads the tensor lr on the device; the foreach path calls .item() on it (a host sync per step).
+    """
+    device = next(method.parameters()).device
+    return torch.optim.SGD(list(method.trainable_parameters()), lr=torch.tensor(recipe.lr, device=device),
+                           momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                           fused=True)
+
+
+def train_step(method: Method, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+               targets: torch.Tensor, precision: str = "fp32"
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One optimisation step: losses, weighted sum, backward, SGD, temporal-mean hooks. No host sync.
+
+    Returns (total loss, raw loss terms, logits per head), all still on the device. This is the unit a CUDA-graph
+    fast path would capture.
+    """
+    with _autocast(views[0].device, precision):
+        losses, logits = method.training_step(views, targets)
+        weights = method.loss_weights()
+        total = sum(weights[name] * value if name in weights else value for name, value in losses.items())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    method.after_optimizer_step()
+    return total, losses, logits
+
+
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
@@ -255,10 +285,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     host sync each); by default non-finite losses are detected once per epoch.
     """
     device = next(method.parameters()).device
-    lr = torch.tensor(recipe.lr, device=device)
-    # fused SGD reads the tensor lr on the device; the foreach path calls .item() on it (a host sync per step).
-    optimizer = torch.optim.SGD(list(method.trainable_parameters()), lr=lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay, fused=True)
+    optimizer = make_optimizer(method, recipe)
     history: list[dict[str, float]] = []
     start_epoch = 0
     path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -282,20 +309,13 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         train_loader.set_epoch(epoch)
         acc = _EpochAccumulator(device)
         weights = method.loss_weights()
-        one = torch.ones((), device=device)
         t0 = time.perf_counter()
         batches = _progress(train_loader, progress, f"epoch {epoch + 1}/{recipe.epochs}")
         for step, (views, targets) in enumerate(batches):
             if should_stop is not None and should_stop():
                 raise TrainingInterrupted(epoch, str(path) if path else None)
             check_views(method, views)
-            with _autocast(device, recipe.precision):
-                losses, logits = method.training_step(views, targets)
-                total = sum(weights.get(name, one) * value for name, value in losses.items())
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            method.after_optimizer_step()
+            total, losses, logits = train_step(method, optimizer, views, targets, recipe.precision)
             acc.add(total, losses, logits, targets)
             if check_finite_every and (step + 1) % check_finite_every == 0 and not torch.isfinite(total):
                 _raise_nonfinite(epoch, step, path)

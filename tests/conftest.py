@@ -1,12 +1,32 @@
 """Shared fixtures: tiny synthetic runs that take seconds on a 2-core CPU."""
 from __future__ import annotations
 
-import os
+import contextlib
 
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models on a 2-core machine: one thread is many times faster than two contending ones.
+torch.set_num_threads(1)
+
+HOST_SYNC_CALLS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy")
+
+
+@pytest.fixture
+def forbid_host_sync(monkeypatch):
+    """Context manager under which reading a tensor back to the host (item, bool(), .cpu(), ...) fails."""
+
+    @contextlib.contextmanager
+    def guard():
+        def forbidden(*_a, **_k):
+            raise AssertionError("host synchronisation inside the training step")
+
+        with monkeypatch.context() as m:
+            for name in HOST_SYNC_CALLS:
+                m.setattr(torch.Tensor, name, forbidden)
+            yield
+
+    return guard
 
 
 @pytest.fixture

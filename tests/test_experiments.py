@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from experiments.common import expand, run_script
 from pcl import results, tracking
@@ -24,14 +23,6 @@ from pcl.tracking import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("experiments.table2", "experiments.imagenet", "experiments.two_stage", "ablations.components",
            "ablations.mean_teacher", "ablations.ensemble_teacher", "ablations.peers", "ablations.deployed_head")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(params=["file", "mongo"])

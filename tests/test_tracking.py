@@ -23,15 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PCL_LOSSES = {"ce_peers", "ce_ensemble", "pe", "pm", "total"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread is many times faster than two contending ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def smoke(tmp_path: Path, **overrides) -> dict:
     cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="pcl", epochs=1, batch_size=32,
                synthetic_classes=4, synthetic_train_size=128, synthetic_test_size=64, device="cpu", workers=0,
