@@ -354,7 +354,7 @@ def _progress(loader: Loader, enabled: bool, desc: str):
         return loader
     from tqdm.auto import tqdm  # imported here so the core stays importable without it
 
-    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
 def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:

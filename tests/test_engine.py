@@ -154,3 +154,13 @@ def test_step_makes_no_host_sync(tiny_loaders, forbid_host_sync):
             total, _, _ = train_step(method, optimizer, views, targets)
     assert torch.isfinite(total)
     assert not torch.equal(before, method.temporal_mean.mean.shared.stem[0].weight)
+
+
+def test_progress_bar_per_epoch(tiny_loaders, capsys):
+    loaders = tiny_loaders(1)
+    seed_everything(0)
+    method = build_method("baseline", "tiny_resnet8", loaders[2])
+    train(method, loaders[0], None, Recipe(epochs=2, milestones=(1,)), progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert f"{len(loaders[0])}/{len(loaders[0])}" in err  # every batch of the epoch went through the bar
