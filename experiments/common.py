@@ -33,7 +33,7 @@ from sacred import Experiment  # noqa: E402
 
 from pcl import tracking  # noqa: E402
 from pcl.methods import METHODS, method_defaults  # noqa: E402
-from pcl.tracking import RUN_DEFAULTS, ConfigError, default_milestones  # noqa: E402
+from pcl.tracking import RUN_DEFAULTS, ConfigError, default_milestones, plain  # noqa: E402
 
 Cell = dict[str, Any]
 GridFn = Callable[[dict[str, Any]], list[Cell]]
@@ -106,15 +106,6 @@ def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> l
             for backbone in axis(cfg["backbone"], ("resnet32",)) for name, cell in variants.items()]
 
 
-def _plain(value: Any) -> Any:
-    """Sacred's read-only containers -> plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _seeds(value: Any) -> list[int]:
     seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if (not isinstance(seeds, list) or not seeds
@@ -143,7 +134,7 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
 
     Raises ConfigError naming the key for any invalid value, before anything runs.
     """
-    cfg = _plain(config)
+    cfg = plain(config)
     _check_driver(cfg)
     seeds = _seeds(cfg["seeds"])
     cells = [dict(c) for c in grid(cfg)]
@@ -233,14 +224,14 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
 
     def main(_config, options):  # `options` is named so that `with options.KEY=VALUE` passes Sacred's checks
         """Run the grid: each run a separate Sacred run with its own record; COMPLETED run_keys are skipped."""
-        cfg = _plain(_config)
+        cfg = plain(_config)
         runs = expand(name, grid, cfg)
         return tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
                                  db_name=cfg["db_name"], experiment_name=name, source_files=sources)
 
     def plan(_config, options):
         """List the runs of the grid with their run_keys (no training, no record, no store access)."""
-        runs = Plan(expand(name, grid, _plain(_config)))
+        runs = Plan(expand(name, grid, plain(_config)))
         print(_format_plan(runs))
         return runs
 

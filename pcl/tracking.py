@@ -336,12 +336,13 @@ def _check_method_builds(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"config of method {cfg['method']!r} (key 'options' or 'peers'): {_BUILD_CHECKED[probe]}")
 
 
-def _jsonable(obj: Any) -> Any:
-    """Tuples -> lists, recursively (Sacred would otherwise store {"py/tuple": ...})."""
+def plain(obj: Any) -> Any:
+    """Plain dicts and lists, recursively: tuples (Sacred would store {"py/tuple": ...}) and Sacred's read-only
+    config containers both become JSON-shaped values."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj
 
 
@@ -813,7 +814,7 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
             log_epoch(epoch, metrics)
 
         def on_start(facts: dict[str, Any]) -> None:
-            info.update({k: _jsonable(facts[k]) for k in ("parameter_counts", "heads", "deployed_head",
+            info.update({k: plain(facts[k]) for k in ("parameter_counts", "heads", "deployed_head",
                                                            "determinism", "num_classes", "num_views",
                                                            "environment", "recipe") if k in facts})
 
