@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-from pcl.engine import Recipe  # noqa: E402
-from pcl.runner import RunSpec, environment_info, run  # noqa: E402
+from pcl.runner import environment_info, run  # noqa: E402
+from pcl.schema import normalize_run_config  # noqa: E402
 
 
 def main() -> None:
@@ -33,22 +33,20 @@ def main() -> None:
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print("# environment:", json.dumps(environment_info(torch.device(device))))
-    milestones = Recipe.scaled_milestones(args.epochs)
-    rampup_length = max(1, round(80 * args.epochs / 300))
-    print(f"# recipe: {args.epochs} epochs, milestones {milestones}, ramp-up {rampup_length} epochs (scaled)")
     report = {"environment": environment_info(torch.device(device)), "epochs": args.epochs, "runs": {}}
     for method in args.methods.split(","):
-        options = {"rampup_length": rampup_length} if method == "pcl" else {}
-        spec = RunSpec(dataset="cifar10", backbone=args.backbone, method=method, method_options=options,
-                       seed=0, batch_size=128, data_root=args.data_root, device=device, train_subset=args.train_subset,
-                       recipe=Recipe(epochs=args.epochs, milestones=milestones, precision=args.precision))
+        # the recipe's time constants (LR steps, ramp-up, temporal-mean window) scale with `epochs` (pcl.schema)
+        cfg = normalize_run_config({"dataset": "cifar10", "backbone": args.backbone, "method": method, "seed": 0,
+                                    "data_root": args.data_root, "device": device, "epochs": args.epochs,
+                                    "train_subset": args.train_subset, "precision": args.precision})
+        print(f"# {method}: milestones {cfg['milestones']}, options {cfg['options']}")
 
         def show(epoch: int, m: dict, method: str = method) -> None:
             errs = " ".join(f"{k.split('/')[-1]}={v:.2f}" for k, v in m.items() if k.startswith("test/top1_err/"))
             print(f"{method} epoch {epoch + 1}: {m['epoch_time_s']:.1f}s {m['images_per_s']:,.0f} img/s "
                   f"loss={m['train/loss/total']:.3f} top1_err% {errs}", flush=True)
 
-        outcome = run(spec, callbacks=[show])
+        outcome = run(cfg, callbacks=[show])
         report["runs"][method] = {"history": outcome.result.history, "summary": outcome.result.summary,
                                   "deployed_head": outcome.deployed_head, "params": outcome.parameter_counts}
         print(f"{method}: deployed {outcome.deployed_head} top1_err "

@@ -12,8 +12,8 @@ Commands of every script:
     python experiments/SCRIPT.py plan [with ...]               # list the runs and their run_keys, train nothing
     python experiments/SCRIPT.py print_config [with ...]       # Sacred's config view
 
-Config keys (see `base_config`): the run keys of pcl.tracking.RUN_DEFAULTS, plus `seeds`, `results_dir`,
-`mongo_url` (or $PCL_MONGO_URL) and `db_name`. `method` and `backbone` may be a name, a list (`'method=["pcl","dml"]'`)
+Config keys: every key of pcl.schema.KEYS (the run keys plus the driver's `seeds`, `results_dir`, `mongo_url` (or
+$PCL_MONGO_URL) and `db_name`). `method` and `backbone` may be a name, a list (`'method=["pcl","dml"]'`)
 or None (the script's whole axis). `options` is merged over each method's defaults; in a grid of several methods an
 option applies to the methods that have it.
 """
@@ -31,15 +31,13 @@ if str(ROOT) not in sys.path:  # run as `python experiments/x.py`: make `pcl` an
 
 from sacred import Experiment  # noqa: E402
 
-from pcl import tracking  # noqa: E402
+from pcl import schema, tracking  # noqa: E402
 from pcl.methods import METHODS, method_defaults  # noqa: E402
-from pcl.tracking import RUN_DEFAULTS, ConfigError, default_milestones, plain  # noqa: E402
+from pcl.schema import RUN_KEYS, ConfigError, plain  # noqa: E402
 
 Cell = dict[str, Any]
 GridFn = Callable[[dict[str, Any]], list[Cell]]
 
-#: driver keys that are not run-config keys
-DRIVER_KEYS = ("seeds", "results_dir", "mongo_url", "db_name", "seed")
 #: keys a grid cell may set besides run-config keys
 CELL_KEYS = ("teacher",)
 
@@ -49,36 +47,25 @@ SMOKE: dict[str, Any] = {"dataset": "synthetic", "backbone": "tiny_resnet8", "ep
                          "seeds": [0], "device": "cpu", "workers": 0}
 
 
-def base_config(dataset):
-    """Sacred config scope shared by every script (keys documented in pcl.tracking.RUN_DEFAULTS)."""
-    options = {}  # method options, merged over the method's defaults (pcl.methods.method_defaults)
-    peers = 3  # networks/branches of the multi-network methods (m)
-    seeds = [0, 1, 2]  # one run per seed; the paper reports mean +- std over >= 3 seeds
-    epochs = 90 if dataset == "imagenet" else 300
-    batch_size = 256 if dataset == "imagenet" else 128
-    lr = 0.1
-    momentum = 0.9
-    nesterov = True
-    weight_decay = 1e-4 if dataset == "imagenet" else 5e-4
-    milestones = default_milestones(dataset, epochs)  # 150/225 of 300 (30/60 of 90 on ImageNet), scaled
-    gamma = 0.1
-    precision = "fp32"  # fp32 | bf16
-    train_subset = None  # a random subset of the train split (quick runs)
-    synthetic_classes = 10
-    synthetic_train_size = 2048
-    synthetic_test_size = 512
-    data_root = None  # dataset folder (None: the loader's default)
-    download = False
-    results_dir = "results"  # Sacred file store: always written
-    mongo_url = None  # MongoDB URL (else $PCL_MONGO_URL); never recorded, never printed
-    db_name = None  # MongoDB database (None: the URL's, else "pcl")
-    device = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic = False
-    workers = 8  # ImageNet loader processes
-    checkpoint_root = "checkpoints"  # checkpoints under checkpoint_root/run_key/
-    force = False  # rerun run_keys that have a COMPLETED record
-    progress = False  # progress bar per epoch
-    seed = 0  # Sacred's own seed key, unused: run seeds come from `seeds`
+#: keys of the Sacred scope: every schema key but those the driver sets itself (pcl.schema.KEYS)
+SCOPE_KEYS = tuple(k for k in schema.KEYS if k not in ("experiment", "label", "run_key"))
+
+
+def scope_defaults() -> dict[str, Any]:
+    """The Sacred config scope shared by every script: the schema's defaults (recipe keys None until the dataset is
+    known; `resolve_recipe` fills them)."""
+    return {k: v for k, v in schema.defaults().items() if k in SCOPE_KEYS}
+
+
+def resolve_recipe(config: Mapping[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+    """Sacred config hook: recipe keys left at None get the dataset's recipe (pcl.schema.RECIPES), so
+    print_config, plan and the runs show the values actually used."""
+    cfg = plain(config)
+    if not isinstance(cfg.get("dataset"), str):
+        return {}
+    resolved = schema.dataset_defaults(cfg["dataset"], cfg.get("epochs") if isinstance(cfg.get("epochs"), int)
+                                       else None)
+    return {k: v for k, v in resolved.items() if cfg.get(k) is None}
 
 
 def axis(value: Any, everything: Sequence[str]) -> list[str]:
@@ -106,25 +93,12 @@ def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> l
             for backbone in axis(cfg["backbone"], ("resnet32",)) for name, cell in variants.items()]
 
 
-def _seeds(value: Any) -> list[int]:
-    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(seeds, list) or not seeds
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise ConfigError(f"config key 'seeds'={value!r} is invalid: must be a non-empty list of integers >= 0")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"config key 'seeds'={value!r} repeats a seed")
-    return seeds
-
-
 def _check_driver(cfg: Mapping[str, Any]) -> None:
     if cfg.get("seed", 0) != 0:
         raise ConfigError(f"config key 'seed'={cfg['seed']!r}: run seeds are set with seeds=[...] "
                           f"(e.g. seeds=[{cfg['seed']}])")
-    if not isinstance(cfg.get("results_dir"), str) or not cfg["results_dir"]:
-        raise ConfigError(f"config key 'results_dir'={cfg.get('results_dir')!r} is invalid: must be a folder")
-    for key in ("mongo_url", "db_name"):
-        if cfg.get(key) is not None and not isinstance(cfg[key], str):
-            raise ConfigError(f"config key {key!r} is invalid: must be a string or None")
+    for key in schema.DRIVER_KEYS:
+        schema.KEYS[key].check(cfg.get(key))
     if not isinstance(cfg.get("options"), Mapping):
         raise ConfigError(f"config key 'options'={cfg.get('options')!r} is invalid: must be a dict")
 
@@ -136,7 +110,7 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
     """
     cfg = plain(config)
     _check_driver(cfg)
-    seeds = _seeds(cfg["seeds"])
+    seeds = schema.KEYS["seeds"].check(cfg["seeds"])
     cells = [dict(c) for c in grid(cfg)]
     if not cells:
         raise ConfigError(f"the grid of {name} is empty for this config")
@@ -153,7 +127,7 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
     if orphans:
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in orphans)}: not an option of any method "
                           f"of this grid ({', '.join(sorted(methods))})")
-    base = {k: cfg[k] for k in RUN_DEFAULTS if k in cfg and k not in ("options", "method", "backbone", "run_key")}
+    base = {k: cfg[k] for k in RUN_KEYS if k in cfg and k not in ("options", "method", "backbone", "run_key")}
     base["experiment"] = name
     runs = []
     for seed in seeds:
@@ -168,7 +142,7 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
 def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options: Mapping[str, Any],
                  seed: int) -> dict[str, Any]:
     cell = dict(cell)
-    bad = sorted(set(cell) - set(RUN_DEFAULTS) - set(CELL_KEYS))
+    bad = sorted(set(cell) - set(RUN_KEYS) - set(CELL_KEYS))
     if bad:
         raise ConfigError(f"grid cell {cell.get('label', cell)!r} sets unknown key(s) {', '.join(bad)}")
     teacher = cell.pop("teacher", None)
@@ -216,8 +190,8 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
     ex = Experiment(name, base_dir=str(ROOT), save_git_info=False)  # the driver: never observed
     if doc:
         ex.doc = doc
-    ex.add_config({"dataset": "cifar100", "backbone": "resnet32", "method": "pcl", **dict(defaults or {})})
-    ex.config(base_config)
+    ex.add_config({**scope_defaults(), **dict(defaults or {})})
+    ex.config_hook(resolve_recipe)
     ex.add_named_config("quick", {**QUICK, **dict(quick or {})})
     ex.add_named_config("smoke", {**SMOKE, **dict(smoke or {})})
     sources = [script] if script else []

@@ -15,17 +15,17 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 import torch
 
 from pcl.methods.base import Method, check_views
+from pcl.schema import CIFAR_RECIPE, KEYS, ConfigError, scaled_milestones
 
 CHECKPOINT_FORMAT = 1
-PRECISIONS = ("fp32", "bf16")
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -44,43 +44,38 @@ class Loader(Protocol):
 
 @dataclass
 class Recipe:
-    """Optimisation recipe; defaults are the CIFAR recipe of the spec (§8)."""
+    """Optimisation recipe (the engine's view of a run config's recipe keys); defaults are the CIFAR recipe of the
+    spec (§8) as pcl.schema defines it, and every value is checked by the schema's check of that key."""
 
-    epochs: int = 300
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    milestones: tuple[int, ...] = (150, 225)
-    gamma: float = 0.1
-    precision: str = "fp32"
+    epochs: int = CIFAR_RECIPE.epochs
+    lr: float = KEYS["lr"].default
+    momentum: float = KEYS["momentum"].default
+    nesterov: bool = KEYS["nesterov"].default
+    weight_decay: float = CIFAR_RECIPE.weight_decay
+    milestones: tuple[int, ...] = CIFAR_RECIPE.milestones
+    gamma: float = KEYS["gamma"].default
+    precision: str = KEYS["precision"].default
 
     def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
-        checks = [
-            ("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an integer >= 1"),
-            ("lr", self.lr, self.lr > 0, "> 0"),
-            ("momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
-            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
-            ("gamma", self.gamma, 0 < self.gamma <= 1, "in (0, 1]"),
-            ("milestones", self.milestones, list(self.milestones) == sorted(self.milestones)
-             and all(m >= 1 for m in self.milestones), "increasing epochs >= 1"),
-            ("precision", self.precision, self.precision in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-        ]
-        for key, value, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"recipe {key}={value!r} is invalid: must be {allowed}")
+        for f in fields(self):
+            setattr(self, f.name, KEYS[f.name].check(getattr(self, f.name)))
+        self.milestones = tuple(self.milestones)
         if self.nesterov and self.momentum == 0:
-            raise ValueError("recipe nesterov=True needs momentum > 0")
+            raise ConfigError("recipe nesterov=True needs momentum > 0")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Recipe":
+        """The recipe of a normalized run config (pcl.schema.normalize_run_config)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls)})
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule: lr * gamma^(number of milestones <= epoch)."""
         return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
 
     @staticmethod
-    def scaled_milestones(epochs: int, base_epochs: int = 300, base: tuple[int, ...] = (150, 225)) -> tuple[int, ...]:
-        """The default milestones scaled to a shorter schedule (e.g. 150/225 of 300 -> 2/3 of 4)."""
-        return tuple(max(1, round(m * epochs / base_epochs)) for m in base)
+    def scaled_milestones(epochs: int) -> tuple[int, ...]:
+        """The CIFAR milestones scaled to a shorter schedule (e.g. 150/225 of 300 -> 2/3 of 4); pcl.schema."""
+        return tuple(scaled_milestones(epochs))
 
 
 class NonFiniteLossError(RuntimeError):

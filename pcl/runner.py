@@ -1,55 +1,36 @@
 """One training run from plain values: seed -> method -> device data -> engine -> deployed model on disk.
 
-This is what the Sacred experiments, the benchmarks and the tests call; it knows nothing of Sacred or MongoDB.
+Its input is a run config of pcl.schema (the same dict the tracking layer records); it knows nothing of Sacred
+or MongoDB. The Sacred experiments, the benchmarks and the tests call it.
 """
 from __future__ import annotations
 
 import platform
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 import torchvision
 
-from pcl.data import DATASETS, NUM_CLASSES, build_loaders
+from pcl.data import NUM_CLASSES, build_loaders
 from pcl.engine import MetricsCallback, Recipe, TrainResult, save_atomic, seed_everything, train
 from pcl.methods import build_method
+from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
 
-DEVICES = ("auto", "cpu", "cuda")
+def resolve_device(name: str) -> torch.device:
+    """The torch device for the config key `device` (auto: CUDA when available, else the CPU).
 
-
-@dataclass
-class RunSpec:
-    """Everything that defines one run. `method_options` are the method's own keyword options."""
-
-    dataset: str = "cifar100"
-    backbone: str = "resnet32"
-    method: str = "pcl"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    batch_size: int = 128
-    recipe: Recipe = field(default_factory=Recipe)
-    data_root: str | None = None
-    download: bool = False
-    train_subset: int | None = None
-    synthetic_classes: int = 10
-    synthetic_train_size: int = 2048
-    synthetic_test_size: int = 512
-    device: str = "auto"
-    deterministic: bool = False
-    workers: int = 8
-
-    def resolved_device(self) -> torch.device:
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"device={self.device!r} is invalid; allowed: {', '.join(DEVICES)} or cuda:N")
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} requested but no CUDA device is available")
-        return torch.device(self.device)
+    Raises ConfigError naming the key when CUDA is asked for on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device'={name!r} is invalid: no CUDA device is available on this machine; "
+                          "allowed here: auto, cpu")
+    return torch.device(name)
 
 
 @dataclass
@@ -81,28 +62,29 @@ def environment_info(device: torch.device | None = None) -> dict[str, str]:
     return info
 
 
-def run(spec: RunSpec, *, checkpoint_dir: str | Path | None = None, resume: bool = True,
+def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, resume: bool = True,
         callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
         should_stop: Callable[[], bool] | None = None,
         on_start: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
-    """Train one run. Checkpoint and deployed model go to `checkpoint_dir` (checkpoint.pt, deployed.pt).
+    """Train one run config (pcl.schema keys; normalized here). Checkpoint and deployed model go to
+    `checkpoint_dir` (checkpoint.pt, deployed.pt).
 
     `on_start` receives what is known before the first step (parameter counts, heads, determinism flags), so a
     tracker can record it even if the run later fails.
     """
-    if spec.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {spec.dataset!r}; allowed: {', '.join(DATASETS)}")
-    device = spec.resolved_device()
-    determinism = seed_everything(spec.seed, spec.deterministic)
-    num_classes = spec.synthetic_classes if spec.dataset == "synthetic" else NUM_CLASSES.get(spec.dataset, 0)
-    method = build_method(spec.method, spec.backbone, num_classes, **spec.method_options).to(device)
+    cfg = normalize_run_config(config, check_build=False)
+    recipe = Recipe.from_config(cfg)
+    device = resolve_device(cfg["device"])
+    determinism = seed_everything(cfg["seed"], cfg["deterministic"])
+    synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
+    num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
+    method = build_method(cfg["method"], cfg["backbone"], num_classes, **cfg["options"]).to(device)
     train_loader, test_loader, data_classes = build_loaders(
-        spec.dataset, data_root=spec.data_root, download=spec.download, batch_size=spec.batch_size,
-        num_views=method.num_views, device=device, seed=spec.seed, train_subset=spec.train_subset,
-        synthetic_classes=spec.synthetic_classes, synthetic_train_size=spec.synthetic_train_size,
-        synthetic_test_size=spec.synthetic_test_size, workers=spec.workers)
+        cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"], batch_size=cfg["batch_size"],
+        num_views=method.num_views, device=device, seed=cfg["seed"], train_subset=cfg["train_subset"],
+        workers=cfg["workers"], **synthetic)
     if data_classes != num_classes:
-        raise ValueError(f"dataset {spec.dataset!r} under {spec.data_root!r} has {data_classes} classes, "
+        raise ValueError(f"dataset {cfg['dataset']!r} under {cfg['data_root']!r} has {data_classes} classes, "
                          f"expected {num_classes}")
     counts = method.parameter_counts()
     with torch.no_grad():
@@ -112,9 +94,9 @@ def run(spec: RunSpec, *, checkpoint_dir: str | Path | None = None, resume: bool
     if on_start is not None:
         on_start({"parameter_counts": counts, "heads": heads, "deployed_head": method.deployed_head,
                   "determinism": determinism, "num_classes": num_classes, "num_views": method.num_views,
-                  "environment": environment_info(device), "recipe": asdict(spec.recipe)})
+                  "environment": environment_info(device), "recipe": asdict(recipe)})
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    result = train(method, train_loader, test_loader, spec.recipe,
+    result = train(method, train_loader, test_loader, recipe,
                    checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None, resume=resume,
                    callbacks=callbacks, progress=progress, should_stop=should_stop)
     deployed_path = None

@@ -1,0 +1,463 @@
+"""The one definition of a run: every config key with its default, type, allowed values, unit and whether it is part
+of the run_key; the per-dataset recipes; validation and the run_key itself.
+
+Everything that handles a run config derives from `KEYS` and `RECIPES`: validation (`normalize_run_config`), the
+run_key (`run_key`), the Sacred config scope and `print_config` (experiments/common.py), `plan`'s columns, the
+runner's input (pcl.runner.run takes a normalized config) and the engine's `Recipe` defaults. Adding a config key
+is one `Key(...)` line here (plus where it is used). Core layer: imports torch, numpy and the core packages only.
+
+A key's value at its `neutral` (the behaviour from before the key existed) is left out of the run_key, so adding a
+key never moves the run_keys of runs that it does not change. `KEY_SCHEMA` changes only when the meaning of an
+existing key changes; then every run_key changes with it (README, "Skip, resume, preemption").
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import numbers
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
+PRECISIONS = ("fp32", "bf16")
+TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
+GROUPS = ("experiment", "recipe", "data", "infra", "driver")
+_UNSET = object()
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type, out of range, or wrong together with another; raised before any training,
+    record, checkpoint or lock. Its message names the key, the value and what is allowed."""
+
+
+# ---- value checks: (key, value) -> normalized value, or ConfigError --------------------------------------------
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config key {key!r}={value!r} is invalid: must be {allowed}")
+
+
+def integer(minimum: int, allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+
+    def check(key: str, value: Any) -> int | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise _bad(key, value, allowed)
+        return int(value)
+    return check, allowed
+
+
+def real(ok: Callable[[float], bool], allowed: str) -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> float:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or not ok(value)):
+            raise _bad(key, value, allowed)
+        return float(value)
+    return check, allowed
+
+
+def boolean() -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _bad(key, value, "True or False")
+        return value
+    return check, "True or False"
+
+
+def text(allow_none: bool = False, pattern: str | None = None, allowed: str | None = None
+         ) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = allowed or ("a string" + (" or None" if allow_none else ""))
+
+    def check(key: str, value: Any) -> str | None:
+        if value is None and allow_none:
+            return None
+        if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
+            raise _bad(key, value, allowed)
+        return value
+    return check, allowed
+
+
+def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:
+    """One of a registry's names (read when checking, so registries stay the one list)."""
+    def check(key: str, value: Any) -> str:
+        allowed = sorted(names())
+        if not isinstance(value, str) or value not in allowed:
+            raise _bad(key, value, f"one of {', '.join(allowed)}")
+        return value
+    return check, "a registered name"
+
+
+def epochs_list() -> tuple[Callable[[str, Any], Any], str]:
+    allowed = "a list of increasing epochs >= 1, or None (the recipe's, scaled to `epochs`)"
+
+    def check(key: str, value: Any) -> list[int] | None:
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _bad(key, value, allowed)
+        out = [integer(1)[0](key, m) for m in value]
+        if out != sorted(out):
+            raise _bad(key, value, allowed)
+        return out
+    return check, allowed
+
+
+def mapping() -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        value = {} if value is None else value
+        if not isinstance(value, Mapping):
+            raise _bad(key, value, "a dict of the method's options")
+        return dict(value)
+    return check, "a dict of the method's options"
+
+
+def _seeds(key: str, value: Any) -> list[int]:
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise _bad(key, value, "a non-empty list of distinct integers >= 0")
+    return list(seeds)
+
+
+def _datasets():
+    from pcl.data import DATASETS
+    return DATASETS
+
+
+def _backbones():
+    from pcl.models import BACKBONES
+    return BACKBONES
+
+
+def _methods():
+    from pcl.methods import METHODS
+    return METHODS
+
+
+# ---- the keys ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Key:
+    """One config key. `default` None on a recipe key means "the dataset's recipe" (RECIPES).
+
+    group: experiment/recipe/data (part of the run_key: `identity`), infra (how and where a run runs; not in the
+    run_key), driver (the grid driver's: seeds and the store; never in a run config).
+    """
+
+    name: str
+    group: str
+    default: Any
+    spec: tuple[Callable[[str, Any], Any], str]
+    doc: str
+    unit: str = ""
+    example: Any = None  # another valid value (documentation and tests)
+    neutral: Any = _UNSET  # value that hashes as if the key did not exist (keys added after KEY_SCHEMA 1)
+
+    @property
+    def identity(self) -> bool:
+        return self.group in ("experiment", "recipe", "data")
+
+    @property
+    def type(self) -> str:
+        return self.spec[1]
+
+    @property
+    def example_other(self) -> Any:
+        return self.example
+
+    def check(self, value: Any) -> Any:
+        return self.spec[0](self.name, value)
+
+
+KEYS: dict[str, Key] = {k.name: k for k in (
+    # what the experiment is (these make the run_key)
+    Key("dataset", "experiment", "cifar100", choice(_datasets), "dataset", example="cifar10"),
+    Key("backbone", "experiment", "resnet32", choice(_backbones), "backbone network", example="wrn20_8"),
+    Key("method", "experiment", "pcl", choice(_methods), "training method (pcl.methods.METHODS)", example="dml"),
+    Key("options", "experiment", {}, mapping(),
+        "method options merged over the method's defaults (docs/methods.md); time constants scale with the run",
+        example={"temperature": 4.0}),
+    Key("peers", "experiment", 3, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
+        unit="networks", example=4),
+    Key("seed", "experiment", 0, integer(0), "seed of initialisation, data order and augmentation", example=1),
+    Key("teacher_run_key", "experiment", None, text(allow_none=True),
+        "two-stage KD: the teacher run whose deployed model the student distils from"),
+    # the optimisation recipe (spec §8); None = the dataset's recipe (RECIPES)
+    Key("epochs", "recipe", None, integer(1), "training epochs", unit="epochs", example=10),
+    Key("batch_size", "recipe", None, integer(1), "images per step", unit="images", example=64),
+    Key("lr", "recipe", 0.1, real(lambda v: v > 0, "a number > 0"), "initial learning rate", example=0.05),
+    Key("momentum", "recipe", 0.9, real(lambda v: 0 <= v < 1, "a number in [0, 1)"), "SGD momentum", example=0.8),
+    Key("nesterov", "recipe", True, boolean(), "Nesterov momentum", example=False),
+    Key("weight_decay", "recipe", None, real(lambda v: v >= 0, "a number >= 0"), "L2 weight decay",
+        example=1e-4),
+    Key("milestones", "recipe", None, epochs_list(),
+        "epochs at which lr *= gamma (None: the recipe's fractions of `epochs`)", unit="epochs", example=[5, 8]),
+    Key("gamma", "recipe", 0.1, real(lambda v: 0 < v <= 1, "a number in (0, 1]"), "lr decay factor",
+        example=0.2),
+    Key("precision", "recipe", "fp32", choice(lambda: PRECISIONS), "arithmetic precision (bf16: autocast)",
+        example="bf16"),
+    # which data (part of the run_key)
+    Key("train_subset", "data", None, integer(1, allow_none=True),
+        "train on a seeded random subset of this many training images (None: all)", unit="images",
+        example=5000),
+    Key("synthetic_classes", "data", 10, integer(2), "synthetic dataset only: classes", example=4),
+    Key("synthetic_train_size", "data", 2048, integer(1), "synthetic dataset only: training images",
+        unit="images", example=128),
+    Key("synthetic_test_size", "data", 512, integer(1), "synthetic dataset only: test images", unit="images",
+        example=64),
+    # how and where it runs (not part of the run_key)
+    Key("data_root", "infra", None, text(allow_none=True), "dataset folder (None: $PCL_DATA_ROOT, else ./data)",
+        example="elsewhere"),
+    Key("download", "infra", False, boolean(), "download CIFAR through torchvision when missing", example=True),
+    Key("device", "infra", "auto", text(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),
+        "training device", example="cpu"),
+    Key("deterministic", "infra", False, boolean(),
+        "deterministic kernels (no effect on the CPU; on a GPU it can change the last bits)", example=True),
+    Key("workers", "infra", 8, integer(0), "ImageNet loader processes", unit="processes", example=0),
+    Key("checkpoint_root", "infra", "checkpoints", text(), "checkpoints under checkpoint_root/run_key/",
+        example="elsewhere"),
+    Key("force", "infra", False, boolean(), "train a COMPLETED run_key again from scratch", example=True),
+    Key("progress", "infra", False, boolean(), "progress bar over training and evaluation", example=True),
+    Key("experiment", "infra", "", text(), "the script that runs it (set by the driver)", example="table2"),
+    Key("label", "infra", "", text(), "the grid cell's name (set by the driver)", example="pcl/resnet32"),
+    Key("run_key", "infra", None, text(allow_none=True), "derived: hash of the identity keys (never set it)"),
+    # the grid driver's keys (never in a run config)
+    Key("seeds", "driver", [0, 1, 2], (lambda k, v: _seeds(k, v), "a non-empty list of distinct integers >= 0"),
+        "one run per seed; the paper reports mean +- std over >= 3 seeds", example=[0]),
+    Key("results_dir", "driver", "results", text(pattern=r".+", allowed="a folder"), "Sacred file store: always written", example="elsewhere"),
+    Key("mongo_url", "driver", None, text(allow_none=True),
+        "MongoDB URL (else $PCL_MONGO_URL); never recorded, never printed"),
+    Key("db_name", "driver", None, text(allow_none=True), "MongoDB database (None: the URL's, else 'pcl')"),
+)}
+
+#: keys of a run config, in record order
+RUN_KEYS: tuple[str, ...] = tuple(k for k, key in KEYS.items() if key.group != "driver")
+#: keys that do not change what is computed (excluded from the run_key)
+INFRA_KEYS: frozenset[str] = frozenset(k for k in RUN_KEYS if not KEYS[k].identity)
+#: the driver's keys (seeds and the store): never in a run config or record
+DRIVER_KEYS: tuple[str, ...] = tuple(k for k, key in KEYS.items() if key.group == "driver")
+STORE_KEYS: frozenset[str] = frozenset({"results_dir", "mongo_url", "db_name"})
+SYNTHETIC_KEYS = ("synthetic_classes", "synthetic_train_size", "synthetic_test_size")
+#: method options that are infrastructure (a file path resolved from `teacher_run_key`)
+INFRA_OPTIONS: frozenset[str] = frozenset({TEACHER_PATH_OPTION})
+
+
+# ---- the per-dataset recipes -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """A dataset's recipe (spec §8): the values of the recipe keys whose default is None, and the LR steps as
+    epochs of the `epochs`-long schedule (scaled to shorter runs)."""
+
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    milestones: tuple[int, ...]
+
+
+CIFAR_RECIPE = DatasetRecipe(epochs=300, batch_size=128, weight_decay=5e-4, milestones=(150, 225))
+IMAGENET_RECIPE = DatasetRecipe(epochs=90, batch_size=256, weight_decay=1e-4, milestones=(30, 60))
+RECIPES: dict[str, DatasetRecipe] = {"cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE, "synthetic": CIFAR_RECIPE,
+                                     "imagenet": IMAGENET_RECIPE}
+
+
+def recipe_of(dataset: str) -> DatasetRecipe:
+    return RECIPES.get(dataset, CIFAR_RECIPE)
+
+
+def scaled_milestones(epochs: int, recipe: DatasetRecipe = CIFAR_RECIPE) -> list[int]:
+    """The recipe's LR steps scaled to `epochs` (e.g. 150/225 of 300 -> 2/3 of 4) [ours]."""
+    return [max(1, round(m * epochs / recipe.epochs)) for m in recipe.milestones]
+
+
+def dataset_defaults(dataset: str, epochs: int | None = None) -> dict[str, Any]:
+    """The recipe keys' defaults for `dataset` (milestones scaled to `epochs`, default the recipe's)."""
+    recipe = recipe_of(dataset)
+    epochs = recipe.epochs if epochs is None else epochs
+    return {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay,
+            "milestones": scaled_milestones(epochs, recipe)}
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default as the Sacred scope shows it before the dataset is known (recipe keys None)."""
+    return {k: copy.deepcopy(key.default) for k, key in KEYS.items()}
+
+
+# ---- validation ----------------------------------------------------------------------------------------------------
+def _check_option(method: str, key: str, value: Any, default: Any) -> Any:
+    """An option's value must have its default's type (ints are fine where the default is a float)."""
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"config key 'options.{key}'={value!r} (method {method!r}) has the wrong type: "
+                           f"expected {expected}, like the default {default!r}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("True or False")
+        return value
+    if isinstance(default, numbers.Integral):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise wrong("an integer")
+        return int(value)
+    if isinstance(default, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise wrong("a finite number")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise wrong("a list")
+        return list(value)
+    try:  # default None or anything else: any JSON value
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise wrong("a JSON value (string, number, bool, list, dict or None)") from None
+    return value
+
+
+def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) -> dict[str, Any]:
+    """A complete, validated run config with its `run_key`; idempotent (normalizing twice changes nothing).
+
+    Every wrong type, out-of-range value, unknown key, dataset, backbone, method or option raises ConfigError
+    naming the key, before anything is trained or recorded. With `check_build` the method is also built on the
+    meta device (no memory, no data) so that its own constructor checks run too (e.g. peers >= 2 for pcl).
+    """
+    from pcl.methods import method_defaults
+
+    raw = dict(raw)
+    store_keys = sorted(STORE_KEYS & set(raw))
+    if store_keys:
+        raise ConfigError(f"config key(s) {', '.join(store_keys)} belong to the store, not to a run config")
+    unknown = sorted(set(raw) - set(RUN_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; known: {', '.join(RUN_KEYS)}")
+    given = {k: copy.deepcopy(v) for k, v in raw.items()}
+    out: dict[str, Any] = {"dataset": KEYS["dataset"].check(given.get("dataset", KEYS["dataset"].default))}
+    recipe = dataset_defaults(out["dataset"])
+    for name in RUN_KEYS:
+        if name in ("dataset", "run_key", "milestones"):
+            continue
+        if name in SYNTHETIC_KEYS and out["dataset"] != "synthetic":
+            out[name] = None  # only the synthetic dataset reads them: elsewhere None, never in the run_key
+            continue
+        key = KEYS[name]
+        value = given.get(name, key.default)
+        if value is None and name in recipe:
+            value = recipe[name]
+        out[name] = key.check(value)
+    milestones = KEYS["milestones"].check(given.get("milestones"))
+    out["milestones"] = milestones if milestones is not None else scaled_milestones(out["epochs"],
+                                                                                      recipe_of(out["dataset"]))
+    method = out["method"]
+
+    # options: the method's defaults, then the given ones; `peers` lives at the top level
+    options = out["options"]
+    method_opts = method_defaults(method)
+    unknown = sorted(set(options) - set(method_opts))
+    if unknown:
+        raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in unknown)}: not option(s) of method "
+                          f"{method!r}; its options: {', '.join(sorted(method_opts)) or '(none)'}")
+    merged = dict(method_opts)
+    for key, value in options.items():
+        merged[key] = _check_option(method, key, value, method_opts[key])
+    if "peers" in method_opts:
+        out["peers"] = KEYS["peers"].default if out["peers"] is None else out["peers"]
+        if "peers" in options and merged["peers"] != out["peers"]:
+            raise ConfigError(f"config key 'options.peers'={options['peers']!r} conflicts with "
+                              f"peers={out['peers']!r}: set the top-level key `peers`")
+        merged["peers"] = out["peers"]
+    else:
+        out["peers"] = None  # the method has no peers: the value must not split one experiment into several keys
+    out["options"] = {k: merged[k] for k in sorted(merged)}
+    if out["teacher_run_key"] is not None and TEACHER_PATH_OPTION not in method_opts:
+        raise ConfigError(f"config key 'teacher_run_key' is set but method {method!r} has no option "
+                          f"{TEACHER_PATH_OPTION!r} to receive the teacher")
+    if out["nesterov"] and out["momentum"] == 0:
+        raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
+    if check_build and out["teacher_run_key"] is None:
+        _check_method_builds(out)
+    out["run_key"] = run_key(out)
+    return {k: out[k] for k in RUN_KEYS}
+
+
+_BUILD_CHECKED: dict[str, str | None] = {}
+
+
+def _check_method_builds(cfg: Mapping[str, Any]) -> None:
+    """Run the method's constructor on the meta device: its own checks, without memory or data (cached)."""
+    import torch
+
+    from pcl.data import NUM_CLASSES
+    from pcl.methods import build_method
+
+    num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
+    probe = canonical_json([cfg["method"], cfg["backbone"], num_classes, cfg["options"]])
+    if probe not in _BUILD_CHECKED:
+        error = None
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "copying into a meta parameter is a no-op" (kd's teacher)
+                build_method(cfg["method"], cfg["backbone"], num_classes, **cfg["options"])
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            error = str(err)
+        except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is checked by the real build
+            error = None
+        _BUILD_CHECKED[probe] = error
+    if _BUILD_CHECKED[probe] is not None:
+        raise ConfigError(f"config of method {cfg['method']!r} (key 'options' or 'peers'): {_BUILD_CHECKED[probe]}")
+
+
+def plain(obj: Any) -> Any:
+    """Plain dicts and lists, recursively: tuples (Sacred would store {"py/tuple": ...}) and Sacred's read-only
+    config containers both become JSON-shaped values."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+
+# ---- identity: what makes two runs the same run ------------------------------------------------------------------
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, no NaN: the same value always gives the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def infra_options(cfg: Mapping[str, Any]) -> frozenset[str]:
+    """A teacher file is infrastructure only when `teacher_run_key` names the teacher; a teacher_path given alone
+    is the only description of the teacher and stays part of the experiment."""
+    return INFRA_OPTIONS if cfg.get("teacher_run_key") else frozenset()
+
+
+def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run config that defines the experiment (what the run_key hashes): identity keys, except
+    those at their neutral value."""
+    out = {k: v for k, v in cfg.items()
+           if k not in INFRA_KEYS and not (k in KEYS and KEYS[k].neutral is not _UNSET and v == KEYS[k].neutral)}
+    dropped = infra_options(cfg)
+    out["options"] = {k: v for k, v in (cfg.get("options") or {}).items() if k not in dropped}
+    return out
+
+
+def run_key(cfg: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of the config without infrastructure keys."""
+    payload = canonical_json({"schema": KEY_SCHEMA, "config": identity_config(cfg)})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def record_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as recorded: the run config without infrastructure options (a teacher file path)."""
+    out = {k: v for k, v in cfg.items() if k != "options"}
+    out["options"] = {k: v for k, v in cfg["options"].items() if k not in infra_options(cfg)}
+    return out
+
+
+def describe() -> list[dict[str, Any]]:
+    """One row per key (name, group, type, default, unit, in run_key, doc): the README's and print_config's table."""
+    return [{"key": k.name, "group": k.group, "type": k.type, "default": k.default, "unit": k.unit,
+             "run_key": k.identity, "doc": k.doc} for k in KEYS.values()]

@@ -1,0 +1,41 @@
+"""Experiment tracking: one training run = one Sacred run with a complete record that survives crashes.
+
+A table of the paper is hundreds of GPU-hours split into runs that get preempted, requeued, restarted by hand and
+sometimes lose their database. This package gives every run a record per attempt (config, host, versions,
+parameter counts, per-epoch metrics of every head, the final result) in a Sacred file store and, with a URL, in
+MongoDB; it skips COMPLETED run_keys, resumes preempted ones and never shows a password. Its rooms:
+
+| module        | owns                                                                                        |
+|---------------|---------------------------------------------------------------------------------------------|
+| pcl.schema    | (core) the run config: keys, defaults, validation, the run_key                              |
+| secrets.py    | URL redaction: no password in any message or record                                         |
+| stores.py     | the file store and MongoDB, their Sacred observers, failing fast on an unreachable server    |
+| lifecycle.py  | stop signals -> PREEMPTED, final statuses, the per-run_key lock, what a checkpoint holds      |
+| run.py        | one tracked run (skip / resume / record)                                                     |
+| grid.py       | a grid of runs                                                                               |
+| upload.py     | file-store records into MongoDB                                                              |
+| cli.py        | `python -m pcl.tracking upload RESULTS_DIR` and `python -m pcl.tracking ping`                |
+
+Checkpoints never go into MongoDB/GridFS. The core (models, methods, data, engine, runner) never imports this
+package; reading records (pcl.results) needs neither this package nor torch.
+"""
+from pcl.schema import (INFRA_KEYS, KEY_SCHEMA, KEYS, RUN_KEYS, ConfigError, canonical_json, identity_config,
+                        normalize_run_config, plain, run_key)
+from pcl.tracking.cli import main
+from pcl.tracking.errors import Preempted, StoreUnavailable, UserError
+from pcl.tracking.grid import GridReport, run_grid
+from pcl.tracking.lifecycle import (FINAL_STATUSES, STOP_SIGNALS, RunLocked, clear_stop, redeliver, request_stop,
+                                    stop_on_signals, stop_requested, stop_signal)
+from pcl.tracking.run import REPO_ROOT, TrackedRun, resolve_teacher_path, run_tracked
+from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
+from pcl.tracking.stores import DEFAULT_DB_NAME, FAILURE_DIR_NAME, MONGO_TIMEOUT_S, Store, open_store
+from pcl.tracking.upload import UploadReport, upload
+
+__all__ = [
+    "ConfigError", "DEFAULT_DB_NAME", "FAILURE_DIR_NAME", "FINAL_STATUSES", "GridReport", "INFRA_KEYS", "KEYS",
+    "KEY_SCHEMA", "MONGO_TIMEOUT_S", "MONGO_URL_ENV", "Preempted", "REPO_ROOT", "RUN_KEYS", "RunLocked",
+    "STOP_SIGNALS", "Store", "StoreUnavailable", "TrackedRun", "UploadReport", "UserError", "canonical_json",
+    "clear_stop", "identity_config", "main", "normalize_run_config", "open_store", "plain", "redact", "redact_url",
+    "redeliver", "request_stop", "resolve_mongo_url", "resolve_teacher_path", "run_grid", "run_key",
+    "run_tracked", "stop_on_signals", "stop_requested", "stop_signal", "upload",
+]

@@ -1,0 +1,205 @@
+"""Stores: where records go (a Sacred file store, plus MongoDB when a URL is given) and the Sacred observers that
+write them; failing fast when MongoDB is unreachable."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from sacred.observers import FileStorageObserver, MongoObserver
+from sacred.serializer import flatten
+
+from pcl.tracking.errors import StoreUnavailable
+from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
+
+DEFAULT_DB_NAME = "pcl"
+MONGO_TIMEOUT_S = 2.5
+FAILURE_DIR_NAME = "mongo_failed"
+
+
+@dataclass
+class Store:
+    """Where records go: always a Sacred file store in `results_dir`; MongoDB too when a URL is given."""
+
+    results_dir: Path
+    mongo_url: str | None = field(default=None, repr=False)
+    db_name: str = DEFAULT_DB_NAME
+    timeout_s: float = MONGO_TIMEOUT_S
+    _client: Any = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        where = f"file store {self.results_dir}"
+        if self.mongo_url:
+            where += f" + MongoDB {redact_url(self.mongo_url)} (database {self.db_name!r})"
+        return where
+
+    def __repr__(self) -> str:
+        return f"Store({self.describe()})"
+
+    @property
+    def failure_dir(self) -> Path:
+        return self.results_dir / FAILURE_DIR_NAME
+
+    def database(self):
+        """The pymongo Database (connecting on first use), or None without MongoDB."""
+        if not self.mongo_url:
+            return None
+        if self._client is None:
+            self._client = _mongo_client(self.mongo_url, self.timeout_s)
+        return self._client[self.db_name]
+
+    def sources(self) -> list[Any]:
+        """The stores to read records from (results.load_runs accepts this list)."""
+        db = self.database()
+        return ([db] if db is not None else []) + [self.results_dir]
+
+    def check(self) -> None:
+        """Ping MongoDB and check that records can be read and written; StoreUnavailable with a clear message."""
+        if not self.mongo_url:
+            return
+        db = self.database()
+        try:
+            db.client.admin.command("ping")
+            db["runs"].find_one({}, {"_id": 1})  # fails on authentication/authorisation problems
+            db["metrics"].create_index([("run_id", 1), ("name", 1)])  # Sacred creates none; every plot reads it
+            db["runs"].create_index([("config.run_key", 1), ("status", 1)])
+        except Exception as err:  # noqa: BLE001 - any failure here means: do not start a run
+            raise StoreUnavailable(_unreachable_message(self.mongo_url, err, self.timeout_s)) from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _mongo_client(url: str, timeout_s: float):
+    import pymongo
+
+    try:
+        return pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout_s * 1000),
+                                   connectTimeoutMS=int(timeout_s * 1000), socketTimeoutMS=60_000,
+                                   appname="pcl.tracking")
+    except Exception as err:  # noqa: BLE001 - malformed URLs and options
+        raise StoreUnavailable(f"MongoDB URL {redact_url(url)} is not usable: {redact(err)}") from None
+
+
+def _unreachable_message(url: str, err: BaseException, timeout_s: float) -> str:
+    hint = ""
+    if "directConnection" not in url:
+        hint = (" A remote SecantusDB (or any single-member replica set reached by another name) needs "
+                "'?directConnection=true' in the URL.")
+    return (f"MongoDB at {redact_url(url)} is unreachable or refused access within {timeout_s:g} s "
+            f"({type(err).__name__}: {redact(err)[:300]}). No run was started and nothing was recorded. "
+            f"Check that the server runs and the URL/credentials ({MONGO_URL_ENV} or mongo_url=...) are right, "
+            f"or leave mongo_url unset to use the file store only.{hint}")
+
+
+def open_store(results_dir: str | os.PathLike = "results", mongo_url: str | None = None,
+               db_name: str | None = None, timeout_s: float = MONGO_TIMEOUT_S) -> Store:
+    """The store for runs; with MongoDB (argument or $PCL_MONGO_URL) it is pinged first and fails in seconds."""
+    url = resolve_mongo_url(mongo_url)
+    if url:
+        db_name = db_name or _url_database(url) or DEFAULT_DB_NAME
+    store = Store(results_dir=Path(results_dir), mongo_url=url, db_name=db_name or DEFAULT_DB_NAME,
+                  timeout_s=timeout_s)
+    store.check()
+    return store
+
+
+def _url_database(url: str) -> str | None:
+    """The database named in the URL path (mongodb://host/DB?...), if any."""
+    match = re.match(r"mongodb(?:\+srv)?://[^/]*/([^?]+)", url)
+    return unquote(match.group(1)) if match and match.group(1) else None
+
+
+# ---- observers -----------------------------------------------------------------------------------------------
+def _atomic_write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "w") as f:
+        json.dump(flatten(obj), f, sort_keys=True, indent=2)
+        f.flush()
+    os.replace(tmp, path)
+
+
+class _FileObserver(FileStorageObserver):
+    """Sacred's file store with its own run ids (never MongoDB's, which would collide) and atomic JSON writes."""
+
+    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
+        return super().started_event(ex_info, command, host_info, start_time, config, meta_info, None)
+
+    def save_json(self, obj, filename):
+        _atomic_write_json(obj, Path(self.dir) / filename)
+
+    def log_metrics(self, metrics_by_name, info):
+        path = Path(self.dir) / "metrics.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        for name, new in metrics_by_name.items():
+            entry = saved.setdefault(name, {"values": [], "steps": [], "timestamps": []})
+            entry["values"] += list(new["values"])
+            entry["steps"] += list(new["steps"])
+            entry["timestamps"] += [t.isoformat() if hasattr(t, "isoformat") else t for t in new["timestamps"]]
+        _atomic_write_json(saved, path)
+
+
+class _MongoObserver(MongoObserver):
+    """MongoObserver whose final save gives up within seconds when the server is gone (Sacred's default retries
+    for ~35 s) and then leaves the entry in failure_dir; `failed` tells the tracker to point at `upload`."""
+
+    failed = False
+    where = "MongoDB"
+
+    def __str__(self) -> str:  # Sacred names a failing observer in its warnings: never with a password
+        return self.where
+
+    def _guard(self, method: str, **kwargs):
+        try:
+            return getattr(super(), method)(**kwargs)
+        except Exception:
+            self.failed = True
+            raise
+
+    def log_metrics(self, metrics_by_name, info):
+        return self._guard("log_metrics", metrics_by_name=metrics_by_name, info=info)
+
+    def heartbeat_event(self, info, captured_out, beat_time, result):
+        return self._guard("heartbeat_event", info=info, captured_out=captured_out, beat_time=beat_time,
+                           result=result)
+
+    def final_save(self, attempts):
+        import pymongo.errors
+
+        tries = 1 if self.failed else min(attempts, 2)
+        for i in range(tries):
+            try:
+                self.runs.update_one({"_id": self.run_entry["_id"]}, {"$set": self.run_entry}, upsert=True)
+                return
+            except pymongo.errors.InvalidDocument:
+                from sacred.observers.mongo import force_bson_encodeable
+
+                self.run_entry = force_bson_encodeable(self.run_entry)
+            except pymongo.errors.ServerSelectionTimeoutError:
+                break  # no server for the whole timeout: retrying only delays the run; the file copy has it all
+            except pymongo.errors.PyMongoError:
+                if i < tries - 1:
+                    time.sleep(1)
+        self.failed = True
+        os.makedirs(self.failure_dir, exist_ok=True)
+        path = Path(self.failure_dir) / f"sacred_mongo_fail_{self.run_entry['_id']}_{uuid.uuid4().hex[:8]}.pickle"
+        with open(path, "wb") as f:
+            pickle.dump(self.run_entry, f)
+        print(f"Warning: saving the run to MongoDB failed; its entry is in {path} and the complete record in the "
+              "file store: upload both later with `python -m pcl.tracking upload RESULTS_DIR`", file=sys.stderr)
+
+
