@@ -403,9 +403,12 @@ def test_device_loader_same_seed_epoch_identical_and_resume():
     a.set_epoch(3)
     b.set_epoch(3)
     assert same_batches(collect(a), collect(b))
-    # an uninterrupted run (epochs 0, 1, 2 without set_epoch) and a run resumed at epoch 2 see the same batches
+    # an uninterrupted run (epochs 0, 1, 2 through set_epoch) and a run resumed at epoch 2 see the same batches
     run = make_loader(split)
-    epochs = [collect(run) for _ in range(3)]
+    epochs = []
+    for epoch in range(3):
+        run.set_epoch(epoch)
+        epochs.append(collect(run))
     resumed = make_loader(split)
     resumed.set_epoch(2)
     assert same_batches(epochs[2], collect(resumed))

@@ -157,8 +157,7 @@ class ImageNetLoader:
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
+        epoch = self.epoch  # set through set_epoch only: iterating has no side effects
         self.sampler.epoch = epoch
         self.dataset.epoch = epoch
         return self._iterate()

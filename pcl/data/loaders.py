@@ -33,8 +33,9 @@ class DeviceLoader:
 
     ``train=True``: every epoch a fresh permutation and ``num_views`` independent crop+flip views per batch
     (spec §3: one view per peer). ``train=False``: in order, un-augmented, a single view ``[x]``.
-    ``set_epoch(e)`` fixes the epoch whose draws the next iteration uses; without it, each new iteration
-    advances the epoch by one, so forgetting it never repeats an epoch's batches.
+    ``set_epoch(e)`` fixes the epoch whose draws every following iteration uses. Iterating has no side effects: a
+    progress bar, a probe or a second pass over the same epoch sees the same batches, so nothing outside the run's
+    identity (seed, epoch) can change what is trained.
     """
 
     def __init__(
@@ -102,9 +103,7 @@ class DeviceLoader:
         return apply_affine(x, self._scale, self._shift, self.dtype)
 
     def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
-        return self._iter_train(epoch) if self.train else self._iter_eval()
+        return self._iter_train(self.epoch) if self.train else self._iter_eval()
 
     def _iter_eval(self) -> Iterator[tuple[list[Tensor], Tensor]]:
         b = self.batch_size
