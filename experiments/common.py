@@ -172,11 +172,22 @@ class Plan(list):
 
 
 def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
-    lines = [f"{'#':>4}  {'run_key':16}  {'seed':>4}  label"]
-    for i, r in enumerate(runs, 1):
-        teacher = f"  (teacher {r['teacher_run_key']})" if r["teacher_run_key"] else ""
-        lines.append(f"{i:>4}  {r['run_key']:16}  {r['seed']:>4}  {r['label'] or r['method']}{teacher}")
-    return "\n".join(lines)
+    """The plan as a table (run_key, every identity key of pcl.schema whose value differs between the runs, the
+    label; one row per run), then each method's resolved options once."""
+    import pandas as pd
+
+    shown = [k for k in schema.RUN_KEYS if schema.KEYS[k].identity and k != "options"]
+    table = pd.DataFrame([{"run_key": r["run_key"], **{k: "" if r[k] is None else str(r[k]) for k in shown},
+                           "label": r["label"] or r["method"]} for r in runs])
+    table = table[[c for c in table.columns if c in ("run_key", "seed", "label") or table[c].nunique() > 1]]
+    table.index = range(1, len(table) + 1)
+    options: dict[str, str] = {}
+    for r in runs:
+        opts = {k: v for k, v in r["options"].items() if k not in schema.INFRA_OPTIONS}
+        text = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "(none)"
+        options.setdefault(f"{r['method']}: {text}", r["label"])
+    lines = [table.to_string(), "", "resolved method options (docs/methods.md):"]
+    return "\n".join(lines + [f"  {line}" for line in options])
 
 
 def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: str | None = None,

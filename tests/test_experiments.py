@@ -18,6 +18,7 @@ import pytest
 from experiments.common import expand, run_script
 from pcl import results, tracking
 from pcl.methods import METHODS
+from pcl import schema
 from pcl.tracking import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,8 @@ def _check_mean_teacher(module, plan, recs):
     deployed = {recs[p["run_key"]]["config"]["options"]["peer_teacher"]: recs[p["run_key"]]["info"]["deployed_head"]
                 for p in plan}
     assert deployed["live_others"] == "peer1" and deployed["mean_others"] == "mean_peer1"
-    assert {recs[p["run_key"]]["config"]["options"]["ema_decay"] for p in plan} == {0.999, 1.0}
+    scaled = {schema.scale_ema_decay(0.999, p["epochs"] * schema.steps_per_epoch(p)) for p in plan}
+    assert {recs[p["run_key"]]["config"]["options"]["ema_decay"] for p in plan} == scaled | {1.0}
 
 
 def _check_ensemble_teacher(module, plan, recs):

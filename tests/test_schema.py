@@ -65,3 +65,12 @@ def test_an_identity_key_moves_the_run_key():
     base = schema.normalize_run_config({"method": "baseline"})["run_key"]
     for raw in ({"seed": 1}, {"epochs": 200}, {"lr": 0.05}, {"precision": "bf16"}, {"backbone": "vgg16"}):
         assert schema.normalize_run_config({"method": "baseline", **raw})["run_key"] != base, raw
+
+
+def test_docs_config_md_is_generated_from_the_schema():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert path.read_text() == schema.markdown(), "docs/config.md is stale: run `python -m pcl.schema > docs/config.md`"
+    for name in schema.KEYS:
+        assert f"| {name} |" in path.read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcl import results, tracking
+from pcl import results, schema, tracking
 from pcl.tracking import ConfigError, StoreUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,8 @@ def test_run_key_ignores_infrastructure_and_follows_identity(tmp_path):
         base["run_key"]
     # normalizing twice changes nothing; options are complete (the method's defaults), peers sit at the top level
     assert tracking.normalize_run_config(base) == base
-    assert base["options"]["ema_decay"] == 0.999 and base["options"]["peers"] == base["peers"] == 3
+    smoke_decay = schema.scale_ema_decay(0.999, base["epochs"] * schema.steps_per_epoch(base))  # scaled to the run
+    assert base["options"]["ema_decay"] == smoke_decay and base["options"]["peers"] == base["peers"] == 3
     assert base["milestones"] == [1, 1] and base["synthetic_classes"] == 4
     baseline = tracking.normalize_run_config(smoke(tmp_path, method="baseline", peers=5))
     assert baseline["peers"] is None and baseline["options"] == {}
@@ -187,7 +188,7 @@ def test_record_holds_config_key_info_result_and_every_metric(tmp_path, store):
     frame = results.load_runs(store["read"])
     assert len(frame) == 1 and frame.loc[0, "run_key"] == key and frame.loc[0, "status"] == "COMPLETED"
     assert frame.loc[0, "result.deployed/top1_err"] == result["deployed/top1_err"]
-    assert frame.loc[0, "config.options.ema_decay"] == 0.999
+    assert frame.loc[0, "config.options.ema_decay"] == cfg["options"]["ema_decay"]
 
 
 def test_failed_and_preempted_statuses_then_resume(tmp_path, store):
