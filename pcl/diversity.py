@@ -1,7 +1,7 @@
 """Peer diversity: how often a method's peers predict different classes on the test set, logged every epoch.
 
 The measure is the pairwise prediction disagreement (Fort, Hu & Lakshminarayanan, "Deep Ensembles: A Loss
-Landscape Perspective", arXiv 1912.02757, 2019, section 4: the fraction of test points on which two networks'
+Landscape Perspective", arXiv 1912.02757, 2019: the fraction of test points on which two networks'
 top-1 predictions differ), averaged over every pair of peers:
 
     diversity = 100 / (N * P) * sum_{pairs i < k} sum_{n = 1..N} [argmax z_i(x_n) != argmax z_k(x_n)]   (%),
