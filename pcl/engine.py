@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import numpy as np
 import torch
 
+from pcl.diversity import disagreement_count, diversity_percent
 from pcl.methods.base import Method, check_views
 from pcl.schema import CIFAR_RECIPE, KEYS, ConfigError, scaled_milestones
 
@@ -160,10 +161,16 @@ def _checkpoint_identity(method: Method) -> dict[str, Any]:
 # ---- evaluation ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[str, float]:
-    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end."""
+    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end.
+
+    With two or more `method.peer_heads`, also `test/diversity`: their mean pairwise disagreement (%), see
+    pcl.diversity.
+    """
     method.eval()
     correct1: dict[str, torch.Tensor] = {}
     correct5: dict[str, torch.Tensor] = {}
+    peers = tuple(method.peer_heads)
+    disagree: torch.Tensor | None = None
     total = 0
     loader.set_epoch(0)
     for views, targets in loader:
@@ -176,14 +183,20 @@ def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[st
             hit = top == targets[:, None]
             correct1[name] = correct1.get(name, 0) + hit[:, 0].sum()
             correct5[name] = correct5.get(name, 0) + hit.any(dim=1).sum()
+        if len(peers) >= 2:
+            count = disagreement_count([heads[p] for p in peers])
+            disagree = count if disagree is None else disagree + count
     names = list(correct1)
     if not names:
         return {}
-    counts = torch.stack([correct1[n] for n in names] + [correct5[n] for n in names]).double().cpu().tolist()
+    extra = [] if disagree is None else [disagree]
+    counts = torch.stack([correct1[n] for n in names] + [correct5[n] for n in names] + extra).double().cpu().tolist()
     out = {}
     for i, n in enumerate(names):
         out[f"test/top1_err/{n}"] = 100.0 * (1.0 - counts[i] / total)
         out[f"test/top5_err/{n}"] = 100.0 * (1.0 - counts[len(names) + i] / total)
+    if disagree is not None:
+        out["test/diversity"] = diversity_percent(counts[-1], total, len(peers))
     return out
 
 
@@ -238,12 +251,13 @@ class _EpochAccumulator:
 
 
 def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
-    """SGD of the recipe over the method's trainable parameters, with the learning rate as a device tensor.
+    """SGD of the recipe over the method's parameter groups (`Method.param_groups`), the lr a device tensor.
 
     Fused SGD reads the tensor lr on the device; the foreach path calls .item() on it (a host sync per step).
+    Every group shares the lr; a group may set its own weight decay (FFL's fusion module).
     """
     device = next(method.parameters()).device
-    return torch.optim.SGD(list(method.trainable_parameters()), lr=torch.tensor(recipe.lr, device=device),
+    return torch.optim.SGD(method.param_groups(recipe.weight_decay), lr=torch.tensor(recipe.lr, device=device),
                            momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                            fused=True)
 
@@ -298,7 +312,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     resumed_from = start_epoch
 
     for epoch in range(start_epoch, recipe.epochs):
-        optimizer.param_groups[0]["lr"].fill_(recipe.lr_at(epoch))
+        for group in optimizer.param_groups:  # one shared lr tensor today; every group, should that change
+            group["lr"].fill_(recipe.lr_at(epoch))
         method.on_epoch_start(epoch)
         method.train()
         train_loader.set_epoch(epoch)
@@ -365,6 +380,8 @@ def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, 
     for key, value in last.items():
         if key.startswith("test/"):
             out[f"last/{key[len('test/'):]}"] = value
+            if "_err/" not in key:  # e.g. test/diversity: no "best" value
+                continue
             values = [h[key] for h in history if key in h]
             best = min(values)
             out[f"best_on_test/{key[len('test/'):]}"] = best

@@ -45,7 +45,8 @@ def test_recipe_rejects_bad_values_naming_the_key(bad):
         Recipe(**bad)
 
 
-@pytest.mark.parametrize("method_name,views,options", [("baseline", 1, {}), ("pcl", 2, {"peers": 2})])
+@pytest.mark.parametrize("method_name,views,options", [("baseline", 1, {}), ("pcl", 2, {"peers": 2}),
+                                                      ("ffl", 1, {"peers": 2, "fusion_weight_decay": 1e-5})])
 def test_resume_continues_exactly(tmp_path, tiny_loaders, method_name, views, options):
     """4 epochs straight == 2 epochs + resume (fresh objects) + 2 epochs: identical weights and metrics."""
     loaders = tiny_loaders(views)

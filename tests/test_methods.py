@@ -54,6 +54,13 @@ def _kd_grad(student, teacher, batch, t=T):
     return [t * (q - p) / batch for q, p in zip(_softmax(student, t), _softmax(teacher, t))]
 
 
+def _kd_teacher_grad(student, teacher, batch, t=T):
+    """d/dz_teacher of the batch-mean KD when the teacher carries gradient: T p_c [(log p_c - log q_c) - KL] / B."""
+    p, q = _softmax(teacher, t), _softmax(student, t)
+    kl = sum(a * math.log(a / b) for a, b in zip(p, q))
+    return [t * pc * (math.log(pc / qc) - kl) / batch for pc, qc in zip(p, q)]
+
+
 def _mean(rows):
     return [sum(v) / len(rows) for v in zip(*rows)]
 
@@ -140,6 +147,21 @@ def test_dml_loss_pairwise_weights_and_detached_peers(peers):
     assert _build("dml", temperature=1.0).temperature == 1.0
 
 
+def test_dml_target_mean_of_the_others_option():
+    """target=mean_others (the OKDDip code's default): one KD term per network, from the others' mean logits."""
+    assert method_defaults("dml")["target"] == "pairwise"
+    method = _build("dml", target="mean_others")
+    leaves = [_leaf(zk) for zk in Z]
+    for net, leaf in zip(method.nets, leaves):
+        net.head.classifier = Const(leaf)
+    losses, _ = method.training_step(_images(), torch.tensor(Y))
+    others = [[_mean([Z[l][b] for l in range(3) if l != k]) for b in range(2)] for k in range(3)]
+    assert losses["kd"].item() == pytest.approx(sum(_batch(_kd, Z[k], others[k]) for k in range(3)), rel=1e-5)
+    grads = _grad(losses["kd"], leaves)
+    for k in range(3):  # the others' mean is a fixed target
+        assert _approx(grads[k], [_kd_grad(Z[k][b], others[k][b], 2) for b in range(2)]), k
+
+
 # ---- CL-ILR ------------------------------------------------------------------------------------------------------
 def test_cl_ilr_loss_uses_mean_of_other_branches_detached():
     method = _build("cl_ilr")
@@ -155,6 +177,25 @@ def test_cl_ilr_loss_uses_mean_of_other_branches_detached():
         assert _approx(grads[j], [_kd_grad(Z[j][b], others[j][b], 2) for b in range(2)]), j
     method.on_epoch_start(0)
     assert method.loss_weights()["kd"].item() == pytest.approx(math.exp(-5))
+
+
+def test_cl_ilr_target_with_gradient_option():
+    """detach_target=False: the mean of the others carries gradient, so branch j's logits also get the teacher-side
+    gradient of every other branch's term (weight 1/(m-1) each); the loss value is the same."""
+    assert method_defaults("cl_ilr")["detach_target"] is True
+    method = _build("cl_ilr", detach_target=False)
+    leaves = [_leaf(zk) for zk in Z]
+    for branch, leaf in zip(method.net.branches, leaves):
+        branch.classifier = Const(leaf)
+    losses, _ = method.training_step(_images(), torch.tensor(Y))
+    others = [[_mean([Z[l][b] for l in range(3) if l != j]) for b in range(2)] for j in range(3)]
+    assert losses["kd"].item() == pytest.approx(sum(_batch(_kd, Z[j], others[j]) for j in range(3)), rel=1e-5)
+    grads = _grad(losses["kd"], leaves)
+    for j in range(3):
+        expected = [[_kd_grad(Z[j][b], others[j][b], 2)[c]
+                     + sum(_kd_teacher_grad(Z[k][b], others[k][b], 2)[c] / 2 for k in range(3) if k != j)
+                     for c in range(C)] for b in range(2)]
+        assert _approx(grads[j], expected, rel=1e-4, abs_=1e-6), j
 
 
 def test_gradient_rescale_function_is_identity_forward_and_divides_backward():
@@ -248,6 +289,32 @@ def test_ffl_loss_by_hand_and_detached_targets():
         assert _approx(branch_grads[j], [_kd_grad(Z[j][b], zf[b], 2) for b in range(2)]), j
     assert set(method.loss_weights()) == {"kd_fused", "kd_branches"}
     assert set(logits) == {"branch1", "branch2", "branch3", "fused"}
+
+
+def test_ffl_fusion_weight_decay_option_makes_its_own_optimiser_group():
+    """Default: one group, the recipe's weight decay. fusion_weight_decay=1e-5 (the official code's): the fusion
+    module in its own group with that decay, everything else in the recipe's group, each parameter exactly once."""
+    assert method_defaults("ffl")["fusion_weight_decay"] is None
+    recipe = Recipe(weight_decay=5e-4, nesterov=False)  # first step without Nesterov: w -= lr * wd * w
+    default = make_optimizer(_build("ffl"), recipe)
+    assert [g["weight_decay"] for g in default.param_groups] == [5e-4]
+    method = _build("ffl", fusion_weight_decay=1e-5)
+    optimizer = make_optimizer(method, recipe)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 1e-5]
+    network, fusion = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
+    assert fusion == {id(p) for p in method.fusion.parameters()}
+    assert not network & fusion and network | fusion == {id(p) for p in method.parameters() if p.requires_grad}
+    # the decay acts: with zero gradients, one SGD step (lr 0.1) shrinks each weight by the factor lr * wd
+    for p in method.parameters():
+        p.grad = torch.zeros_like(p)
+    watched = {1e-5: method.fusion.pointwise.weight, 5e-4: method.net.shared.stem[0].weight}
+    before = {wd: w.detach().double().clone() for wd, w in watched.items()}
+    optimizer.step()
+    for wd, w in watched.items():
+        shrink = ((before[wd] - w.detach().double()) * before[wd]).sum() / (before[wd] ** 2).sum()
+        assert shrink.item() == pytest.approx(0.1 * wd, rel=1e-2), wd
+    with pytest.raises(ValueError, match="fusion_weight_decay"):
+        _build("ffl", fusion_weight_decay=-1.0)
 
 
 def test_ffl_fusion_runs_on_concatenated_feature_maps():
@@ -544,6 +611,81 @@ def test_step_makes_no_host_sync(name, teacher_file, forbid_host_sync):
     assert torch.isfinite(total)
 
 
+# Networks/branches (each with its own classifier) every method builds, with peers=2 where it has peers.
+NETWORKS_BUILT = {"baseline": 1, "kd": 1, "pcl": 4, "dml": 2, "kdcl": 2, "cl_ilr": 2, "one": 2, "ffl": 2, "okddip": 3}
+MULTI_PEER = ("pcl", "dml", "kdcl", "cl_ilr", "one", "ffl", "okddip")
+
+
+def test_dropout_is_a_run_argument_not_a_method_option():
+    assert set(NETWORKS_BUILT) == set(METHODS)
+    for name in METHODS:
+        assert "dropout" not in method_defaults(name), name
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS_BUILT))
+def test_dropout_reaches_every_network_and_is_active_in_train_mode(name, teacher_file):
+    """vgg16 with dropout=0.3: every classifier of every network/branch (PCL: live and temporal-mean peers) has
+    p = 0.3; in train mode two passes over the same batch differ in every peer and the deployed head."""
+    options = {"peers": 2} if name in MULTI_PEER else {}
+    if name == "kd":
+        options["teacher_path"] = str(teacher_file)  # a tiny_resnet8 teacher: no dropout of its own
+    torch.manual_seed(0)
+    method = build_method(name, "vgg16", C, dropout=0.3, **options)
+    assert [m.p for m in method.modules() if isinstance(m, nn.Dropout)] == [0.3] * (2 * NETWORKS_BUILT[name])
+    assert {m.p for m in method.export_deployed().modules() if isinstance(m, nn.Dropout)} == {0.3}
+    x = _images(batch=2)[0]
+    with torch.no_grad():
+        method.train()
+        first, second = method.eval_heads(x), method.eval_heads(x)
+        for head in (*method.peer_heads, method.deployed_head):
+            assert not torch.equal(first[head], second[head]), head
+        method.eval()
+        first, second = method.eval_heads(x), method.eval_heads(x)
+        assert all(torch.equal(first[h], second[h]) for h in first)
+
+
+def test_dropout_default_and_refusal_through_build_method():
+    method = build_method("one", "vgg16", C, peers=2)  # None: the zoo's 0.5
+    assert {m.p for m in method.modules() if isinstance(m, nn.Dropout)} == {0.5}
+    for name in METHODS:
+        options = {"teacher_path": "unused.pt"} if name == "kd" else {}
+        with pytest.raises(ValueError, match=r"dropout=0\.5 cannot be used with backbone 'tiny_resnet8'"):
+            build_method(name, "tiny_resnet8", C, dropout=0.5, **options)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_peer_heads_and_parameter_counts_of_every_head(name, teacher_file):
+    """peer_heads are heads of eval_heads (none for single-network methods); every head has a deployment count;
+    the deployed head's is params_deployed and each is recorded as params_deployed/<head>."""
+    method = _build(name, teacher_file)
+    method.eval()
+    heads = method.eval_heads(_images(batch=2)[0])
+    peers = method.peer_heads
+    assert set(peers) <= set(heads)
+    assert len(peers) == (3 if name in MULTI_PEER else 0)
+    counts = method.head_parameter_counts()
+    assert set(counts) == set(heads)
+    totals = method.parameter_counts()
+    assert counts[method.deployed_head] == totals["params_deployed"]
+    assert all(totals[f"params_deployed/{h}"] == n for h, n in counts.items())
+    plain = sum(p.numel() for p in build_backbone("tiny_resnet8", C).parameters())
+    for head in peers:
+        assert counts[head] == plain  # a peer alone is the plain backbone
+
+
+def test_pcl_e_candidates_parameter_counts():
+    """ensemble (the peer ensemble teacher) = pcl_e (mean of the temporal-mean peers) + its Linear(m*d, C)."""
+    method = _build("pcl")
+    counts = method.head_parameter_counts()
+    d = method.net.feature_dim
+    assert counts["ensemble"] - counts["pcl_e"] == 3 * d * C + C
+    shared = sum(p.numel() for p in method.net.shared.parameters())
+    branch = sum(p.numel() for p in method.net.branches[0].parameters())
+    assert counts["pcl_e"] == shared + 3 * branch
+    assert "ensemble" not in _build("pcl", ensemble_teacher=False).head_parameter_counts()
+    assert _build("pcl", ensemble_form="logit_average").head_parameter_counts()["ensemble"] == counts["pcl_e"]
+
+
 # ---- docs/methods.md ---------------------------------------------------------------------------------------------
 def test_methods_doc_is_the_table_the_code_generates():
     from pcl.methods.table import markdown
@@ -554,3 +696,8 @@ def test_methods_doc_is_the_table_the_code_generates():
     for name in METHODS:
         assert f"| {name} |" in text
     assert "| baseline | one resnet32, CE only | the network | 472,756 | 472,756 |" in text  # spec §9's count
+    # the options where the reference codes disagree, with the defaults the code has
+    for row in ("| dml | `target` | `'pairwise'` | `'mean_others'` |", "| cl_ilr | `detach_target` | `True` | `False` |",
+                "| ffl | `peers` | `3` | `2` |", "| ffl | `fusion_weight_decay` | `None` | `1e-05` |"):
+        assert row in text, row
+    assert "`ensemble` 1,212,384" in text and "`pcl_e` 1,193,084" in text and "0.019M" in text  # 192*100 + 100

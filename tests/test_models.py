@@ -12,6 +12,7 @@ from torchvision import models as tv_models
 from pcl.models import (
     BACKBONES,
     CIFAR_BACKBONES,
+    DEFAULT_DROPOUT,
     IMAGENET_BACKBONES,
     Backbone,
     Head,
@@ -161,6 +162,101 @@ def test_unknown_backbone_message_lists_names() -> None:
 def test_bad_num_classes(num_classes: int) -> None:
     with pytest.raises(ValueError, match="num_classes"):
         build_backbone("resnet32", num_classes)
+
+
+# --- initialisation and dropout as the OKDDip/ONE model zoo builds them ----------------------------------------
+# The zoo's rule per backbone (models/model_cifar/{resnet,vgg,densenet}.py of the OKDDip code): how convolutions are
+# scaled (kaiming normal for ReLU, std sqrt(2 / fan)), and how the Linear layers are drawn.
+ZOO_INIT = {
+    "resnet32": {"conv_fan": "fan_out", "linear_std": None, "linear_bias_zero": False},
+    "vgg16": {"conv_fan": "fan_out", "linear_std": 0.01, "linear_bias_zero": True},
+    "densenet40_12": {"conv_fan": "fan_in", "linear_std": None, "linear_bias_zero": True},
+}
+
+
+def _fan(weight: torch.Tensor, mode: str) -> int:
+    """PyTorch's fans of a weight [out, in/groups, *kernel] (or [out, in]): fan_in = in * k*k, fan_out = out * k*k."""
+    receptive = weight[0][0].numel()
+    return (weight.shape[1] if mode == "fan_in" else weight.shape[0]) * receptive
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_INIT))
+def test_init_statistics_follow_the_zoo_rule_per_layer_type(name: str) -> None:
+    """Convs: std sqrt(2/fan) with the zoo's fan, zero bias; BN 1/0; Linear: N(0, 0.01) (VGG) or PyTorch's default
+    (std 1/sqrt(3 fan_in)), zero bias where the zoo zeroes it. Before the fix: VGG Linear std 0.026 with non-zero
+    biases; DenseNet convs scaled by fan_out."""
+    rule = ZOO_INIT[name]
+    net = build_backbone(name, 100)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    scaled = torch.cat([(c.weight / (2.0 / _fan(c.weight, rule["conv_fan"])) ** 0.5).flatten() for c in convs])
+    assert scaled.std().item() == pytest.approx(1.0, abs=0.03)  # all conv weights, each in units of its rule
+    for c in convs:
+        expected = (2.0 / _fan(c.weight, rule["conv_fan"])) ** 0.5
+        if c.weight.numel() >= 2000:
+            assert c.weight.std().item() == pytest.approx(expected, rel=0.12), c
+        assert c.bias is None or torch.count_nonzero(c.bias) == 0
+    for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert linears
+    for lin in linears:
+        std = rule["linear_std"] or (1.0 / (3.0 * lin.in_features)) ** 0.5
+        assert lin.weight.std().item() == pytest.approx(std, rel=0.06), lin
+        assert abs(lin.weight.mean().item()) < 0.1 * std
+        assert (torch.count_nonzero(lin.bias) == 0) == rule["linear_bias_zero"], lin
+
+
+def test_vgg16_dropout_defaults_to_the_zoo_and_is_settable() -> None:
+    assert DEFAULT_DROPOUT == {"vgg16": 0.5}
+    default = build_backbone("vgg16", 10)
+    assert [m.p for m in default.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    set_03 = build_backbone("vgg16", 10, dropout=0.3)
+    assert [m.p for m in set_03.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    # dropout has no parameters and the layers are always there: same keys (and count) for any p
+    off = build_backbone("vgg16", 10, dropout=0.0)
+    assert list(off.state_dict()) == list(default.state_dict())
+    assert count_parameters(off) == EXPECTED_PARAMS["vgg16"][10]
+
+
+def test_dropout_is_active_in_train_mode_only() -> None:
+    """Same batch twice: train mode differs (BN in train mode is deterministic, so only dropout can), eval equal."""
+    x = torch.randn(4, 3, 32, 32)
+    net = build_backbone("vgg16", 10, dropout=0.5)
+    with torch.no_grad():
+        net.train()
+        assert not torch.equal(net(x), net(x))
+        net.eval()
+        assert torch.equal(net(x), net(x))
+        no_dropout = build_backbone("vgg16", 10, dropout=0.0).train()
+        assert torch.equal(no_dropout(x), no_dropout(x))
+
+
+@pytest.mark.parametrize("name", ["resnet32", "densenet40_12", "resnet18", "tiny_resnet8"])
+@pytest.mark.parametrize("value", [0.5, 0.0])
+def test_backbone_without_dropout_refuses_a_value(name: str, value: float) -> None:
+    with pytest.raises(ValueError) as info:
+        build_backbone(name, 10, dropout=value)
+    message = str(info.value)
+    assert f"dropout={value!r}" in message and name in message and "vgg16" in message
+    build_backbone(name, 10, dropout=None)  # None: the zoo's default, i.e. no dropout layer
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, True, "0.5"])
+def test_bad_dropout_value_fails_naming_key_and_range(value: object) -> None:
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)") as info:
+        build_backbone("vgg16", 10, dropout=value)
+    assert repr(value) in str(info.value)
+
+
+def test_multibranch_dropout_reaches_every_branch_and_the_export() -> None:
+    net = MultiBranchNet("vgg16", 10, 3, dropout=0.2)
+    for branch in net.branches:
+        assert [m.p for m in branch.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+    assert [m.p for m in net.export_branch(2).modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+    default = MultiBranchNet("vgg16", 10, 2)
+    assert {m.p for m in default.modules() if isinstance(m, nn.Dropout)} == {0.5}
+    with pytest.raises(ValueError, match="dropout"):
+        MultiBranchNet("resnet32", 10, 2, dropout=0.5)
 
 
 # --- MultiBranchNet ------------------------------------------------------------------------------------------

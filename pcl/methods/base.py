@@ -8,10 +8,14 @@ user would ship, as a plain backbone that loads into `pcl.models.build_backbone`
 
 Hooks: `on_epoch_start(epoch)` (ramp-up weights), `after_optimizer_step()` (temporal means). Loss weights are
 device buffers filled once per epoch, so the step never synchronises with the host.
+
+Every method builds its networks with the run's `dropout` (None = the zoo's default of the backbone, see
+`pcl.models.DEFAULT_DROPOUT`), names its peers (`peer_heads`, whose diversity the engine logs), gives the optimiser
+its parameter groups (`param_groups`) and the parameter count at deployment of each head (`head_parameter_counts`).
 """
 from __future__ import annotations
 
-from typing import ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -34,13 +38,16 @@ class Method(nn.Module):
     #: whether the method has ramped-up distillation terms (then the ramp-up weight is logged every epoch)
     distills: ClassVar[bool] = True
 
-    def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0):
+    def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
+        """dropout: probability of the backbone's dropout layers in every network the method builds (checked by
+        `pcl.models.build_backbone`: None = the zoo's default; a backbone without dropout refuses a value)."""
         super().__init__()
         if rampup_length < 0:
             raise ValueError(f"rampup_length must be >= 0, got {rampup_length}")
         self.backbone_name = backbone
         self.num_classes = num_classes
         self.rampup_length = rampup_length
+        self.dropout = dropout
         # w(e) of the current epoch, a device tensor so changing it never recompiles or synchronises.
         self.register_buffer("distill_weight", torch.ones(()), persistent=True)
 
@@ -69,14 +76,44 @@ class Method(nn.Module):
         """Per-epoch scalars worth logging besides the losses: by default the ramp-up weight w(e)."""
         return {"rampup_weight": self.distill_weight} if self.distills else {}
 
-    # ---- helpers --------------------------------------------------------------------------------------
+    # ---- peers, optimiser groups, parameter counts ------------------------------------------------------
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        """Heads of `eval_heads` that are the method's peers (branches / networks that learn from each other).
+
+        The engine logs their diversity (`pcl.diversity`) every epoch when there are at least two. Default: none.
+        """
+        return ()
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups, each a dict with "params" and "weight_decay".
+
+        weight_decay: the recipe's. Default: one group of every trainable parameter with that weight decay; a
+        method whose reference code decays a module differently (FFL's fusion module) overrides this.
+        """
+        return [{"params": list(self.trainable_parameters()), "weight_decay": weight_decay}]
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """Parameters needed at deployment to produce each head's predictions (head name -> count).
+
+        Default: the deployed head only (the exported backbone). Methods with several heads count each: a peer is
+        the shared layers + its branch, an ensemble head every network it averages plus its own module.
+        """
+        return {self.deployed_head: count_parameters(self.export_deployed())}
+
     def parameter_counts(self) -> dict[str, int]:
-        """Parameters trained (gradient-carrying) and deployed: the two costs the paper's tables compare."""
-        return {"params_train": sum(p.numel() for p in self.trainable_parameters()),
-                "params_deployed": count_parameters(self.export_deployed())}
+        """Parameters trained (gradient-carrying) and deployed: the two costs the paper's tables compare.
+
+        `params_deployed` is the deployed head's model; `params_deployed/<head>` gives the same count for every
+        head of `head_parameter_counts` (e.g. PCL's two ensemble candidates, `ensemble` and `pcl_e`).
+        """
+        counts = {"params_train": sum(p.numel() for p in self.trainable_parameters()),
+                  "params_deployed": count_parameters(self.export_deployed())}
+        counts.update({f"params_deployed/{head}": n for head, n in self.head_parameter_counts().items()})
+        return counts
 
 
 def check_views(method: Method, views: list[torch.Tensor]) -> None:

@@ -16,9 +16,9 @@ class Baseline(Method):
     deployed_head = "net"
     distills = False
 
-    def __init__(self, backbone: str, num_classes: int):
-        super().__init__(backbone, num_classes)
-        self.net = build_backbone(backbone, num_classes)
+    def __init__(self, backbone: str, num_classes: int, *, dropout: float | None = None):
+        super().__init__(backbone, num_classes, dropout=dropout)
+        self.net = build_backbone(backbone, num_classes, dropout)
 
     def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
         logits = self.net(views[0])

@@ -7,6 +7,9 @@ MEAN of the branches' gradients instead of their sum. Branch j learns from the m
 
     L = sum_j CE(z_j, y) + w(e) sum_j KD(z_j <- 1/(m-1) sum_{l != j} z_l),   T = 3, ramp-up 80 epochs.
 
+`detach_target` (the reference codes disagree): True (default, the spec: a KD target carries no gradient) or False
+(the target's gradient flows back into the other branches too, as in code that does not detach its targets).
+
 Heads: branch1..branchm and `ensemble` (mean logits). Deployed: branch 1 (shared layers + branch 1).
 """
 from __future__ import annotations
@@ -18,8 +21,15 @@ import torch.nn.functional as F
 
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import check_bool, check_count, check_positive, head_names, mean_of_others
-from pcl.models import Backbone, MultiBranchNet
+from pcl.methods.common import (
+    branch_parameter_counts,
+    check_bool,
+    check_count,
+    check_positive,
+    head_names,
+    mean_of_others,
+)
+from pcl.models import Backbone, MultiBranchNet, count_parameters
 
 
 class GradientRescale(torch.autograd.Function):
@@ -45,13 +55,20 @@ class CLILR(Method):
     deployed_head = "branch1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, gradient_rescale: bool = True):
-        """peers: m >= 2 branches. gradient_rescale: divide the shared layers' gradient by m (ILR); False = plain CL."""
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+                 rampup_length: int = 80, gradient_rescale: bool = True, detach_target: bool = True, *,
+                 dropout: float | None = None):
+        """peers: m >= 2 branches. gradient_rescale: divide the shared layers' gradient by m (ILR); False = plain CL.
+        detach_target: the mean of the other branches is a fixed target (False: it carries gradient)."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("cl_ilr", "peers", peers, 2, "each branch learns from the other branches")
         self.temperature = check_positive("temperature", temperature)
         self.gradient_rescale = check_bool("gradient_rescale", gradient_rescale)
-        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        self.detach_target = check_bool("detach_target", detach_target)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers, dropout)
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        return tuple(head_names("branch", self.peers))
 
     def branch_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         shared = self.net.shared_features(x)
@@ -64,7 +81,8 @@ class CLILR(Method):
         others = mean_of_others(logits)
         losses: LossDict = {
             "ce": sum(F.cross_entropy(z, targets) for z in logits),
-            "kd": sum(kd_loss(z, t, self.temperature) for z, t in zip(logits, others)),  # t detached in kd_loss
+            "kd": sum(kd_loss(z, t, self.temperature, detach_teacher=self.detach_target)
+                      for z, t in zip(logits, others)),
         }
         return losses, dict(zip(head_names("branch", self.peers), logits))
 
@@ -79,3 +97,7 @@ class CLILR(Method):
 
     def export_deployed(self) -> Backbone:
         return self.net.export_branch(0)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """branch j: shared + branch j; ensemble: shared + every branch."""
+        return branch_parameter_counts(self.net, "branch") | {"ensemble": count_parameters(self.net)}

@@ -10,7 +10,7 @@ from torch import nn
 
 from pcl.losses import kd_loss
 from pcl.methods.base import Method
-from pcl.models import Backbone, build_backbone
+from pcl.models import Backbone, MultiBranchNet, build_backbone, count_parameters
 
 
 class BranchGate(nn.Module):
@@ -50,10 +50,21 @@ class ParallelNetworks(Method):
 
     deployed_head = "net1"
 
-    def __init__(self, backbone: str, num_classes: int, peers: int, rampup_length: int, why: str):
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+    def __init__(self, backbone: str, num_classes: int, peers: int, rampup_length: int, why: str,
+                 dropout: float | None = None):
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count(self.name, "peers", peers, 2, why)
-        self.nets = nn.ModuleList([build_backbone(backbone, num_classes) for _ in range(self.peers)])
+        self.nets = nn.ModuleList([build_backbone(backbone, num_classes, dropout) for _ in range(self.peers)])
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        return tuple(head_names("net", self.peers))
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """net k: one network; ensemble: all K networks (their mean logits)."""
+        counts = {name: count_parameters(net) for name, net in zip(head_names("net", self.peers), self.nets)}
+        counts["ensemble"] = sum(counts.values())
+        return counts
 
     def loss_weights(self) -> dict[str, torch.Tensor]:
         return {"kd": self.distill_weight}
@@ -71,6 +82,16 @@ class ParallelNetworks(Method):
 def head_names(prefix: str, count: int) -> list[str]:
     """prefix1..prefixN: heads are numbered from 1 in every record, as in the paper."""
     return [f"{prefix}{i + 1}" for i in range(count)]
+
+
+def branch_parameter_counts(net: MultiBranchNet, prefix: str, count: int | None = None) -> dict[str, int]:
+    """prefix j -> parameters of the shared layers + branch j (what exporting that branch deploys).
+
+    count: how many branches to name (the first ones; default all).
+    """
+    shared = count_parameters(net.shared)
+    branches = net.branches[: net.num_branches if count is None else count]
+    return {name: shared + count_parameters(b) for name, b in zip(head_names(prefix, len(branches)), branches)}
 
 
 def mean_of_others(logits: list[torch.Tensor]) -> list[torch.Tensor]:

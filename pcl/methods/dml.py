@@ -8,6 +8,10 @@ Network k learns from every other network's current prediction, a fixed (detache
 Follows the OKDDip codebase: T = 3 (the original DML uses T = 1: `temperature=1`), and all K networks are updated
 together from one summed loss (the original alternates updates network by network). DML has no ramp-up, so
 `rampup_length` defaults to 0, i.e. w(e) = 1 from the first epoch; 80 gives the ramp-up of the other methods.
+
+`target` (the reference codes disagree): "pairwise" (default; the spec and the DML paper, and the OKDDip code's
+`--type` switch) is the formula above; "mean_others" (the OKDDip code's default, "ensemble first") distils each
+network from the mean of the other networks' logits, one term per network: sum_k KD(z_k <- 1/(K-1) sum_{l != k} z_l).
 Heads: net1..netK and `ensemble` (mean logits). Deployed: net1, a plain backbone.
 """
 from __future__ import annotations
@@ -15,8 +19,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict
-from pcl.methods.common import ParallelNetworks, check_positive, head_names, kd_from_others
+from pcl.methods.common import (
+    ParallelNetworks,
+    check_choice,
+    check_positive,
+    head_names,
+    kd_from_others,
+    mean_of_others,
+)
+
+TARGETS = ("pairwise", "mean_others")
 
 
 class DML(ParallelNetworks):
@@ -24,16 +38,20 @@ class DML(ParallelNetworks):
     num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 0):
-        """peers: K >= 2 networks. temperature: T of the KD terms. rampup_length: 0 = no ramp-up (DML's)."""
-        super().__init__(backbone, num_classes, peers, rampup_length, "mutual learning needs at least two networks")
+                 rampup_length: int = 0, target: str = "pairwise", *, dropout: float | None = None):
+        """peers: K >= 2 networks. temperature: T of the KD terms. rampup_length: 0 = no ramp-up (DML's).
+        target: pairwise (1/(K-1) sum of KD from each other network) | mean_others (KD from their mean logits)."""
+        super().__init__(backbone, num_classes, peers, rampup_length, "mutual learning needs at least two networks",
+                         dropout=dropout)
         self.temperature = check_positive("temperature", temperature)
+        self.target = check_choice("target", target, TARGETS)
 
     def training_step(self, views: list[torch.Tensor], targets: torch.Tensor) -> tuple[LossDict, LogitDict]:
         logits = [net(views[0]) for net in self.nets]
-        losses: LossDict = {
-            "ce": sum(F.cross_entropy(z, targets) for z in logits),
+        if self.target == "pairwise":
             # kd_from_others: weight 1/(K-1) per pair, teacher side detached (kd_loss's default).
-            "kd": kd_from_others(logits, logits, self.temperature),
-        }
+            kd = kd_from_others(logits, logits, self.temperature)
+        else:
+            kd = sum(kd_loss(z, t, self.temperature) for z, t in zip(logits, mean_of_others(logits)))
+        losses: LossDict = {"ce": sum(F.cross_entropy(z, targets) for z in logits), "kd": kd}
         return losses, dict(zip(head_names("net", self.peers), logits))

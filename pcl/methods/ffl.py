@@ -15,8 +15,15 @@ both targets detached:
 
 The feature maps are not detached: the fused classifier's CE also trains the sub-networks (as in the FFL code).
 Heads: branch1..branchm and `fused`. Deployed: branch 1, since the paper's number is FFL-S, a sub-network.
+
+Where the reference codes disagree: the official FFL code trains 2 sub-networks (`peers=2`); the default stays the
+spec's m = 3 like every other method. It also decays the fusion module's weights less (1e-5, network 1e-4):
+`fusion_weight_decay` sets the fusion module's weight decay (None, the default: the recipe's, like every other
+parameter), through `param_groups`.
 """
 from __future__ import annotations
+
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +31,8 @@ from torch import nn
 
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import check_count, check_positive, head_names
-from pcl.models import Backbone, MultiBranchNet
+from pcl.methods.common import branch_parameter_counts, check_count, check_positive, head_names
+from pcl.models import Backbone, MultiBranchNet, count_parameters
 from pcl.models.base import init_weights
 
 
@@ -55,14 +62,36 @@ class FFL(Method):
     deployed_head = "branch1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80):
-        """peers: m >= 2 sub-networks (fusing one feature map would be no fusion)."""
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+                 rampup_length: int = 80, fusion_weight_decay: float | None = None, *,
+                 dropout: float | None = None):
+        """peers: m >= 2 sub-networks (fusing one feature map would be no fusion; the official code uses 2).
+        fusion_weight_decay: weight decay of the fusion module (None: the recipe's; the official code: 1e-5)."""
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("ffl", "peers", peers, 2, "the fusion module fuses at least two sub-networks")
         self.temperature = check_positive("temperature", temperature)
-        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        if fusion_weight_decay is not None and (isinstance(fusion_weight_decay, bool) or not isinstance(
+                fusion_weight_decay, numbers.Real) or not fusion_weight_decay >= 0):
+            raise ValueError(f"fusion_weight_decay must be a number >= 0 or None (the recipe's weight decay), "
+                             f"got fusion_weight_decay={fusion_weight_decay!r}")
+        self.fusion_weight_decay = None if fusion_weight_decay is None else float(fusion_weight_decay)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers, dropout)
         # head.body's output has feature_dim channels: Head.forward pools it straight into the classifier.
         self.fusion = FusionModule(self.net.feature_dim, self.peers, num_classes)
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        return tuple(head_names("branch", self.peers))
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, object]]:
+        """One group with the recipe's weight decay, or two when `fusion_weight_decay` is set: the sub-networks
+        (recipe's) and the fusion module (fusion_weight_decay)."""
+        if self.fusion_weight_decay is None:
+            return super().param_groups(weight_decay)
+        fusion = {id(p) for p in self.fusion.parameters()}
+        return [{"params": [p for p in self.trainable_parameters() if id(p) not in fusion],
+                 "weight_decay": weight_decay},
+                {"params": [p for p in self.fusion.parameters() if p.requires_grad],
+                 "weight_decay": self.fusion_weight_decay}]
 
     def forward_all(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(sub-network logits, fused logits); each branch's feature map goes both to its classifier and the fusion."""
@@ -95,3 +124,9 @@ class FFL(Method):
 
     def export_deployed(self) -> Backbone:
         return self.net.export_branch(0)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """branch j: shared + branch j; fused: shared + every branch's body (not their classifiers) + fusion."""
+        bodies = sum(count_parameters(b.body) for b in self.net.branches)
+        return branch_parameter_counts(self.net, "branch") | {
+            "fused": count_parameters(self.net.shared) + bodies + count_parameters(self.fusion)}

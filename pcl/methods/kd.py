@@ -73,18 +73,20 @@ class KD(Method):
     distills = False  # a constant kd_weight, no ramp-up
 
     def __init__(self, backbone: str, num_classes: int, teacher_path: str | None = None,
-                 teacher_backbone: str | None = None, temperature: float = 3.0, kd_weight: float = 1.0):
+                 teacher_backbone: str | None = None, temperature: float = 3.0, kd_weight: float = 1.0, *,
+                 dropout: float | None = None):
         """
         teacher_path: deployed.pt of a completed run (required). teacher_backbone: if given, must be the file's
         backbone (a guard for configs). temperature: T. kd_weight: weight of the KD term (CE has weight 1).
+        dropout: of the student (the teacher always runs in eval mode, where dropout is off).
         """
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, dropout=dropout)
         if teacher_path is None:
             raise ValueError("kd needs teacher_path: the deployed.pt of a completed run (e.g. method 'baseline' or "
                              "'pcl'), written by pcl.runner.save_deployed into the run's checkpoint folder")
         self.temperature = check_positive("temperature", temperature)
         check_positive("kd_weight", kd_weight)
-        self.student = build_backbone(backbone, num_classes)
+        self.student = build_backbone(backbone, num_classes, dropout)
         self.teacher, self.teacher_info = load_teacher(teacher_path, num_classes, teacher_backbone)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
@@ -113,6 +115,9 @@ class KD(Method):
 
     def export_deployed(self) -> Backbone:
         return copy.deepcopy(self.student)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        return {"student": count_parameters(self.student), "teacher": count_parameters(self.teacher)}
 
     def parameter_counts(self) -> dict[str, int]:
         """The frozen teacher is held during training but never trained: counted apart."""

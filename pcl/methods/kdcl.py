@@ -34,10 +34,10 @@ class KDCL(ParallelNetworks):
     name = "kdcl"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 ensemble: str = "naive", rampup_length: int = 0):
+                 ensemble: str = "naive", rampup_length: int = 0, *, dropout: float | None = None):
         """peers: K >= 2 networks, each on its own view. ensemble: naive (mean logits) | min_logit."""
         super().__init__(backbone, num_classes, peers, rampup_length,
-                         "the ensemble target needs at least two networks")
+                         "the ensemble target needs at least two networks", dropout=dropout)
         self.temperature = check_positive("temperature", temperature)
         self.ensemble_kind = check_choice("ensemble", ensemble, ENSEMBLES)
         self.num_views = self.peers

@@ -24,8 +24,8 @@ from torch import nn
 
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import check_bool, check_count, check_positive, head_names
-from pcl.models import Backbone, MultiBranchNet
+from pcl.methods.common import branch_parameter_counts, check_bool, check_count, check_positive, head_names
+from pcl.models import Backbone, MultiBranchNet, count_parameters
 
 
 class PeerAttention(nn.Module):
@@ -49,23 +49,28 @@ class OKDDip(Method):
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
                  rampup_length: int = 80, projection_factor: int = 8, scaled_attention: bool = False,
-                 attention_grad: bool = True, detach_targets: bool = True):
+                 attention_grad: bool = True, detach_targets: bool = True, *, dropout: float | None = None):
         """
         peers: m >= 2 auxiliary peers (m + 1 branches with the leader). projection_factor: q/k dimension is
         feature_dim // projection_factor (at least 1). scaled_attention: divide q.k by sqrt(dimension) (the OKDDip
         code does not). attention_grad: the KD loss trains W_q/W_k through A (False: A is a fixed weighting).
         detach_targets: the peers' logits inside the targets carry no gradient (False: the OKDDip code's behaviour).
         """
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("okddip", "peers", peers, 2, "attention-weighted targets need at least two peers")
         self.temperature = check_positive("temperature", temperature)
         factor = check_count("okddip", "projection_factor", projection_factor, 1)
         self.scaled_attention = check_bool("scaled_attention", scaled_attention)
         self.attention_grad = check_bool("attention_grad", attention_grad)
         self.detach_targets = check_bool("detach_targets", detach_targets)
-        self.net = MultiBranchNet(backbone, num_classes, self.peers + 1)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers + 1, dropout)
         self.projection_dim = max(1, self.net.feature_dim // factor)
         self.attention = PeerAttention(self.net.feature_dim, self.projection_dim, self.scaled_attention)
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        """The auxiliary peers (the group leader learns from them but is not one of the diverse peers)."""
+        return tuple(head_names("peer", self.peers))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(attention [B, m, m], auxiliary peers' logits, leader logits)."""
@@ -112,3 +117,14 @@ class OKDDip(Method):
     def export_deployed(self) -> Backbone:
         """Shared layers + the leader branch."""
         return self.net.export_branch(self.peers)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """peer j / leader: shared + that branch; ensemble (mean of the auxiliary peers): shared + the m peers.
+
+        The attention's projections only shape the training targets: no head needs them at deployment.
+        """
+        counts = branch_parameter_counts(self.net, "peer", self.peers)
+        shared = count_parameters(self.net.shared)
+        counts["leader"] = shared + count_parameters(self.net.branches[self.peers])
+        counts["ensemble"] = shared + sum(count_parameters(b) for b in self.net.branches[: self.peers])
+        return counts

@@ -16,8 +16,16 @@ import torch.nn.functional as F
 
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import BranchGate, check_count, check_positive, gated_logits, head_names, shared_channels
-from pcl.models import Backbone, MultiBranchNet
+from pcl.methods.common import (
+    BranchGate,
+    branch_parameter_counts,
+    check_count,
+    check_positive,
+    gated_logits,
+    head_names,
+    shared_channels,
+)
+from pcl.models import Backbone, MultiBranchNet, count_parameters
 
 
 class ONE(Method):
@@ -26,13 +34,17 @@ class ONE(Method):
     deployed_head = "branch1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80):
+                 rampup_length: int = 80, *, dropout: float | None = None):
         """peers: m >= 2 branches (a gate over one branch would be a constant)."""
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("one", "peers", peers, 2, "the gated ensemble needs at least two branches")
         self.temperature = check_positive("temperature", temperature)
-        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers, dropout)
         self.gate = BranchGate(shared_channels(self.net), self.peers)
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        return tuple(head_names("branch", self.peers))
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(gate weights [B, m], branch logits, gated teacher logits) on one batch."""
@@ -63,3 +75,8 @@ class ONE(Method):
 
     def export_deployed(self) -> Backbone:
         return self.net.export_branch(0)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """branch j: shared + branch j; ensemble (the gated teacher): shared + every branch + the gate."""
+        return branch_parameter_counts(self.net, "branch") | {
+            "ensemble": count_parameters(self.net) + count_parameters(self.gate)}

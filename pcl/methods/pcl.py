@@ -8,6 +8,11 @@ view l, and each peer learns from the mean teachers of the OTHER peers with weig
     L = sum_j CE(z_j, y) + CE(z_e, y) + w(e) (L_pe + L_pm),    deployed: peer 1 of the mean network.
 
 Every switch below is what one ablation changes; the defaults are the spec's.
+
+Two candidate PCL-E heads are logged: `ensemble` (the peer ensemble teacher, a Linear on the live peers' features;
+its classifier is the paper's "0.01-0.08M extra parameters", so most probably the paper's PCL-E) and `pcl_e` (the
+mean of the temporal-mean peers' logits, Algorithm 1's "ensemble model {theta_l, theta_h,j}", no extra
+parameters). `head_parameter_counts()` gives each one's parameters at deployment.
 """
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ from torch import nn
 from pcl.ema import BUFFER_MODES, TemporalMean
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
-from pcl.methods.common import (BranchGate, check_bool, check_choice, check_count, check_positive, gated_logits,
-                                head_names, kd_from_others, shared_channels)
-from pcl.models import Backbone, MultiBranchNet
+from pcl.methods.common import (BranchGate, branch_parameter_counts, check_bool, check_choice, check_count,
+                                check_positive, gated_logits, head_names, kd_from_others, shared_channels)
+from pcl.models import Backbone, MultiBranchNet, count_parameters
 
 ENSEMBLE_FORMS = ("concat_fc", "logit_average", "gate")
 PEER_TEACHERS = ("mean_others", "live_others", "own_mean")
@@ -32,7 +37,8 @@ class PCL(Method):
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
                  rampup_length: int = 80, ema_decay: float = 0.999, ema_buffers: str = "forward",
                  multi_input: bool = True, ensemble_teacher: bool = True, ensemble_form: str = "concat_fc",
-                 detach_ensemble: bool = True, mean_teacher: bool = True, peer_teacher: str = "mean_others"):
+                 detach_ensemble: bool = True, mean_teacher: bool = True, peer_teacher: str = "mean_others", *,
+                 dropout: float | None = None):
         """
         peers: m >= 2. temperature: T of every KD term. rampup_length: epochs of w(e)'s sigmoid ramp-up.
         ema_decay: cap of a_t (1.0 = plain uniform average of all past weights). ema_buffers: how the mean
@@ -42,7 +48,7 @@ class PCL(Method):
         logits are a fixed target in L_pe. peer_teacher: where L_pm's targets come from: mean_others (PCL) |
         live_others (mutual learning between live peers) | own_mean (each peer's own mean teacher).
         """
-        super().__init__(backbone, num_classes, rampup_length=rampup_length)
+        super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("pcl", "peers", peers, 2, "it distils between peers")
         self.temperature = check_positive("temperature", temperature)
         self.ensemble_form = check_choice("ensemble_form", ensemble_form, ENSEMBLE_FORMS)
@@ -56,7 +62,7 @@ class PCL(Method):
         self.mean_teacher = check_bool("mean_teacher", mean_teacher)
         self.num_views = self.peers if multi_input else 1
 
-        self.net = MultiBranchNet(backbone, num_classes, self.peers)
+        self.net = MultiBranchNet(backbone, num_classes, self.peers, dropout)
         if ensemble_teacher and ensemble_form == "concat_fc":
             self.ensemble = nn.Linear(peers * self.net.feature_dim, num_classes)
         elif ensemble_teacher and ensemble_form == "gate":
@@ -77,6 +83,11 @@ class PCL(Method):
         # gate: ONE's gate on the shared feature; with several views, the gate sees their average.
         shared = torch.stack([self.net.shared_features(v) for v in views]).mean(dim=0)
         return gated_logits(self.ensemble(shared), logits)
+
+    @property
+    def peer_heads(self) -> tuple[str, ...]:
+        """The live peers (the networks being trained; their temporal means follow them)."""
+        return tuple(head_names("peer", self.peers))
 
     @property
     def mean_net(self) -> MultiBranchNet:
@@ -132,3 +143,19 @@ class PCL(Method):
         """Shared layers + peer 1 of the mean network (of the live network when there is none)."""
         source = self.mean_net if self.uses_mean_network else self.net
         return source.export_branch(0)
+
+    def head_parameter_counts(self) -> dict[str, int]:
+        """Parameters at deployment of every head.
+
+        peer j / mean_peer j: shared + branch j. ensemble: shared + every live branch + the ensemble teacher's
+        module (concat_fc: Linear(m * feature_dim, C); gate: the gate; logit_average: nothing). pcl_e: shared +
+        every branch of the temporal mean (no extra module). So ensemble - pcl_e is the ensemble teacher's size.
+        """
+        counts = branch_parameter_counts(self.net, "peer")
+        if self.ensemble_teacher:
+            extra = count_parameters(self.ensemble) if hasattr(self, "ensemble") else 0
+            counts["ensemble"] = count_parameters(self.net) + extra
+        if self.uses_mean_network:
+            counts |= branch_parameter_counts(self.mean_net, "mean_peer")
+            counts["pcl_e"] = count_parameters(self.mean_net)
+        return counts

@@ -9,7 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pcl.methods import METHODS, Method, build_method
+from pcl.methods import METHODS, Method, build_method, method_defaults
+from pcl.models import DEFAULT_DROPOUT
 
 BACKBONE = "resnet32"
 NUM_CLASSES = 100
@@ -37,6 +38,40 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
 # What a method holds during training without training it (counted apart from the training column).
 FROZEN_NOTES: dict[str, str] = {"pcl": "the temporal-mean network", "kd": "the frozen teacher"}
 
+# Heads besides the peers and the deployed one, in words (their parameter counts come from the code).
+HEAD_NOTES: dict[tuple[str, str], str] = {
+    ("pcl", "ensemble"): ("the peer ensemble teacher, a Linear on the live peers' concatenated features; its "
+                          "classifier is the paper's '0.01-0.08M extra parameters', so most probably the paper's "
+                          "PCL-E"),
+    ("pcl", "pcl_e"): ("the mean of the temporal-mean peers' logits, Algorithm 1's ensemble model "
+                       "{theta_l, theta_h,j}: no extra parameters"),
+    ("dml", "ensemble"): "mean logits of the networks",
+    ("kdcl", "ensemble"): "mean logits of the networks",
+    ("cl_ilr", "ensemble"): "mean logits of the branches",
+    ("one", "ensemble"): "the gated teacher: branches + gate",
+    ("ffl", "fused"): "the fused classifier: branch bodies + fusion module",
+    ("okddip", "ensemble"): "mean logits of the auxiliary peers",
+    ("kd", "teacher"): "the frozen teacher",
+}
+
+# Where the public reference codes disagree: (method, option, the other choice, what it means). The default
+# shown is read from the method's signature, so it cannot drift from the code.
+DISAGREEMENTS: tuple[tuple[str, str, object, str], ...] = (
+    ("dml", "target", "mean_others",
+     ("pairwise: 1/(K-1) sum_l KD(z_k <- z_l), the spec and DML paper (OKDDip code's `--type`); mean_others: "
+      "KD(z_k <- mean of the others' logits), the OKDDip code's default")),
+    ("dml", "temperature", 1.0, "T = 3 as the OKDDip code; the original DML uses T = 1"),
+    ("cl_ilr", "detach_target", False,
+     "True: the mean of the other branches is a fixed target (spec); False: it carries gradient into them"),
+    ("ffl", "peers", 2, "number of sub-networks: the spec's m = 3 like every method; the official FFL code uses 2"),
+    ("ffl", "fusion_weight_decay", 1e-5,
+     ("weight decay of the fusion module: None = the recipe's (like every parameter); the official code uses 1e-5 "
+      "(its network 1e-4)")),
+    ("okddip", "detach_targets", False,
+     "True: the peers' logits inside the targets are fixed (spec); False: the OKDDip code, which detaches nothing"),
+    ("okddip", "scaled_attention", True, "False: q.k unscaled as the OKDDip code; True: divided by sqrt(d)"),
+)
+
 HEADER = ("| method | what it trains | what it deploys | parameters at training | parameters at deployment |\n"
           "|---|---|---|---:|---:|")
 
@@ -62,6 +97,10 @@ def method_rows() -> list[dict[str, object]]:
             counts = method.parameter_counts()
             trains, deploys = DESCRIPTIONS.get(name, ("(not described)", "(not described)"))
             fill = {"peers": getattr(method, "peers", 1), "backbone": BACKBONE}
+            head_counts = method.head_parameter_counts()
+            peers = set(method.peer_heads)
+            others = {h: n for h, n in head_counts.items() if h != method.deployed_head and h not in peers
+                      and not h.startswith("mean_peer")}
             rows.append({
                 "method": name,
                 "trains": trains.format(**fill),
@@ -69,6 +108,8 @@ def method_rows() -> list[dict[str, object]]:
                 "params_train": counts["params_train"],
                 "params_deployed": counts["params_deployed"],
                 "params_frozen": sum(p.numel() for p in method.parameters()) - counts["params_train"],
+                "peer_heads": ", ".join(method.peer_heads) or "-",
+                "other_heads": others,
             })
     return rows
 
@@ -95,6 +136,47 @@ def markdown() -> str:
     if frozen:
         lines += ["", "Held during training but not trained, so not in the training column: " + "; ".join(frozen)
                   + "."]
+    lines += [
+        "",
+        "## Peers and ensemble heads",
+        "",
+        "The peers are the heads whose diversity is logged every epoch as `test/diversity` (mean pairwise "
+        "disagreement of their top-1 predictions on the test set, %; see `pcl/diversity.py`). Parameters at "
+        "deployment of every other head are recorded as `params_deployed/<head>` "
+        "(`Method.head_parameter_counts()`).",
+        "",
+        "| method | peers | other heads: parameters at deployment |",
+        "|---|---|---|",
+    ]
+    for r in rows:
+        others = "; ".join(f"`{h}` {n:,}" + (f" ({HEAD_NOTES[(str(r['method']), h)]})"
+                                              if (str(r["method"]), h) in HEAD_NOTES else "")
+                           for h, n in r["other_heads"].items()) or "-"
+        lines.append(f"| {r['method']} | {r['peer_heads']} | {others} |")
+    pcl_heads = next(r["other_heads"] for r in rows if r["method"] == "pcl")
+    extra = (pcl_heads["ensemble"] - pcl_heads["pcl_e"]) / 1e6
+    lines += [
+        "",
+        "PCL-E: every PCL run logs both candidates with their counts. `ensemble` is what the paper most probably "
+        f"calls PCL-E: its extra parameters over `pcl_e` are the ensemble teacher's classifier, {extra:.3f}M here. "
+        "`pcl_e` is the average of the temporal-mean peers.",
+        "",
+        "## Options where the reference codes disagree",
+        "",
+        "The default is the spec's; the other choice is one option away (`options.<name>=...` in a run's config).",
+        "",
+        "| method | option | default | other choice | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for method, option, other, meaning in DISAGREEMENTS:
+        default = method_defaults(method)[option]
+        lines.append(f"| {method} | `{option}` | `{default!r}` | `{other!r}` | {meaning} |")
+    zoo = ", ".join(f"{b} {p}" for b, p in DEFAULT_DROPOUT.items())
+    lines += [
+        "",
+        f"Dropout is the run's `dropout` key, the same for every method: None = the zoo's default ({zoo}; the other "
+        "backbones have no dropout layer and refuse a value).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -53,16 +53,31 @@ class Backbone(nn.Module):
         return f"name={self.name!r}, num_classes={self.num_classes}"
 
 
-def init_weights(module: nn.Module) -> None:
-    """Standard init of the model zoo: kaiming-normal convs (fan_out, ReLU), BN weight 1 / bias 0.
+def init_weights(module: nn.Module, *, conv_mode: str = "fan_out", linear_std: float | None = None,
+                 linear_zero_bias: bool = False) -> None:
+    """Initialise ``module`` in place by the rule of the OKDDip/ONE model zoo's network it reproduces.
 
-    Linear layers keep PyTorch's default init, as in the OKDDip/ONE and torchvision code.
+    - ``nn.Conv2d``: kaiming-normal for ReLU, std = sqrt(2 / fan), fan = ``conv_mode`` ("fan_out": out_channels *
+      k*k, the zoo's ResNets and VGG; "fan_in": in_channels * k*k, the zoo's DenseNet, whose code calls
+      ``kaiming_normal_(w)`` with PyTorch's default mode); conv biases zero.
+    - ``nn.BatchNorm2d`` / ``nn.GroupNorm``: weight 1, bias 0.
+    - ``nn.Linear``: N(0, ``linear_std``) weights when given (the zoo's VGG: 0.01), else PyTorch's default
+      (the zoo's ResNets and DenseNet); bias zero when ``linear_zero_bias`` (VGG, DenseNet), else PyTorch's default.
+
+    Each backbone file states which rule it uses; a test compares the resulting statistics per layer type.
     """
+    if conv_mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"conv_mode must be 'fan_in' or 'fan_out', got {conv_mode!r}")
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode=conv_mode, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            if linear_zero_bias and m.bias is not None:
+                nn.init.zeros_(m.bias)

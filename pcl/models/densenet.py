@@ -10,6 +10,10 @@ Definition, matched to the spec's parameter table to the unit (176,122 / 188,092
   channels 24 -> 96 -> 48 -> 120 -> 60 -> 132;
 - final BN + ReLU, global average pool, Linear(132 -> C) with bias.
 
+Initialisation, the zoo's DenseNet rule: convolutions kaiming-normal with fan_in (std sqrt(2 / (in_channels * k*k)),
+PyTorch's default mode, which the zoo's ``nn.init.kaiming_normal_(m.weight)`` uses), BN weight 1 / bias 0, the
+classifier's weight PyTorch's default and its bias 0.
+
 Split (spec section 2): shared = conv0 + block1 + transition1 + block2 + transition2; head.body = block3 +
 final BN + ReLU.
 """
@@ -90,7 +94,7 @@ def densenet_bc(
     body.add_module("relu", nn.ReLU(inplace=True))
     head = Head(body, nn.Linear(c, num_classes), c)
     net = Backbone(shared, head, name, num_classes)
-    init_weights(net)
+    init_weights(net, conv_mode="fan_in", linear_zero_bias=True)
     return net
 
 

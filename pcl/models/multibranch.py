@@ -25,17 +25,19 @@ __all__ = ["MultiBranchNet"]
 class MultiBranchNet(nn.Module):
     """Shared low-level layers + m independently initialised branches (peers)."""
 
-    def __init__(self, backbone: str, num_classes: int, num_branches: int) -> None:
+    def __init__(self, backbone: str, num_classes: int, num_branches: int, dropout: float | None = None) -> None:
+        """dropout: of every branch's (and the shared part's) dropout layers, as :func:`build_backbone` takes it."""
         super().__init__()
         if isinstance(num_branches, bool) or not isinstance(num_branches, numbers.Integral) or num_branches < 1:
             raise ValueError(f"num_branches must be an integer >= 1, got {num_branches!r}")
-        builds = [build_backbone(backbone, num_classes) for _ in range(int(num_branches))]
+        builds = [build_backbone(backbone, num_classes, dropout) for _ in range(int(num_branches))]
         self.shared: nn.Module = builds[0].shared
         self.branches = nn.ModuleList([b.head for b in builds])
         self.num_branches = int(num_branches)
         self.feature_dim = builds[0].head.feature_dim
         self.backbone_name = backbone
         self.num_classes = int(num_classes)
+        self.dropout = dropout
 
     def shared_features(self, x: Tensor) -> Tensor:
         """Output of the shared low-level layers (the input of every branch)."""
@@ -76,7 +78,7 @@ class MultiBranchNet(nn.Module):
         """
         if isinstance(j, bool) or not isinstance(j, numbers.Integral) or not 0 <= j < self.num_branches:
             raise ValueError(f"branch index must be in [0, {self.num_branches}), got {j!r}")
-        net = build_backbone(self.backbone_name, self.num_classes)
+        net = build_backbone(self.backbone_name, self.num_classes, self.dropout)
         net.shared.load_state_dict(self.shared.state_dict())
         net.head.load_state_dict(self.branches[int(j)].state_dict())
         ref = next(self.parameters())

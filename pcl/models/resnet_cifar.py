@@ -18,6 +18,9 @@ Networks:
 - wrn20_8   = Bottleneck [2, 2, 2], width_per_group 64*8        6,848,090 / 6,871,220
   (so inner widths 128 / 256 / 512, outputs 64 / 128 / 256).
 
+Initialisation, the zoo's ResNet rule: conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier
+PyTorch's default (the zoo's ResNets do not touch their Linear).
+
 Split (spec section 2): shared = stem + stage1 + stage2; head.body = stage3.
 """
 
@@ -122,7 +125,7 @@ def cifar_resnet(
     shared.add_module("layer2", stage2)
     head = Head(stage3, nn.Linear(c, num_classes), c)
     net = Backbone(shared, head, name, num_classes)
-    init_weights(net)
+    init_weights(net, conv_mode="fan_out")
     return net
 
 

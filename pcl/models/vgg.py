@@ -4,9 +4,16 @@ Definition, matched to the spec's parameter table to the unit (15,253,578 / 15,2
 
 - 13 conv3x3 (padding 1) WITH bias, each followed by BN + ReLU, in five blocks
   64x2, 128x2, 256x3, 512x3, 512x3, each block ending in MaxPool2d(2) (32x32 input -> 1x1x512);
-- classifier: Linear(512, 512) + ReLU + Linear(512, 512) + ReLU + Linear(512, C), all with bias.
-  The zoo's VGG takes a ``dropout`` argument defaulting to 0.0 (dropout layers after the two hidden ReLUs);
-  it has no parameters, so the counts cannot tell; we default to no dropout and keep the option.
+- classifier: Linear(512, 512) + ReLU + Dropout(p) + Linear(512, 512) + ReLU + Dropout(p) + Linear(512, C), all
+  with bias. p = 0.5 by default: the dropout of the zoo's multi-branch VGGs (ONE's and OKDDip's ``vgg_one`` /
+  ``vgg_GL``); its single-network VGG defaults to 0.0. Every method gets the same p, so the comparison stays fair
+  (``build_backbone(..., dropout=...)``, the run's ``dropout`` key). The Dropout layers are always present (p = 0
+  makes them the identity), so state-dict keys do not depend on p. Dropout has no parameters: the counts cannot
+  tell. Under PCL's temporal mean with ``ema_buffers='forward'`` the mean network runs in train mode, so its
+  dropout is active too, as in Mean Teacher, whose teacher sees noise like the student.
+
+Initialisation, the zoo's VGG rule: conv kaiming-normal fan_out (ReLU) with zero bias, BN weight 1 / bias 0, every
+Linear N(0, 0.01) with zero bias.
 
 The conv biases are what make the count match: without them the total is 4,224 smaller.
 
@@ -37,8 +44,8 @@ def _conv_block(in_channels: int, out_channels: int, num_convs: int) -> nn.Seque
     return nn.Sequential(*layers)
 
 
-def vgg16(num_classes: int, dropout: float = 0.0) -> Backbone:
-    """CIFAR VGG-16 (BN, conv biases, 512-512-C classifier), split before the last conv block."""
+def vgg16(num_classes: int, dropout: float = 0.5) -> Backbone:
+    """CIFAR VGG-16 (BN, conv biases, 512-512-C classifier with dropout p), split before the last conv block."""
     shared = nn.Sequential(
         _conv_block(3, 64, 2),
         _conv_block(64, 128, 2),
@@ -46,14 +53,12 @@ def vgg16(num_classes: int, dropout: float = 0.0) -> Backbone:
         _conv_block(256, 512, 3),
     )
     body = _conv_block(512, 512, 3)
-    mlp: list[nn.Module] = [nn.Linear(512, 512), nn.ReLU(inplace=True)]
-    if dropout > 0:
-        mlp.append(nn.Dropout(dropout))
-    mlp += [nn.Linear(512, 512), nn.ReLU(inplace=True)]
-    if dropout > 0:
-        mlp.append(nn.Dropout(dropout))
-    mlp.append(nn.Linear(512, num_classes))
-    head = Head(body, nn.Sequential(*mlp), 512)
+    mlp = nn.Sequential(
+        nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(512, 512), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(512, num_classes),
+    )
+    head = Head(body, mlp, 512)
     net = Backbone(shared, head, "vgg16", num_classes)
-    init_weights(net)
+    init_weights(net, conv_mode="fan_out", linear_std=0.01, linear_zero_bias=True)
     return net
