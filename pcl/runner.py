@@ -78,7 +78,8 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
     synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
     num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
-    method = build_method(cfg["method"], cfg["backbone"], num_classes, **cfg["options"]).to(device)
+    method = build_method(cfg["method"], cfg["backbone"], num_classes, dropout=cfg["dropout"],
+                          **cfg["options"]).to(device)
     train_loader, test_loader, data_classes = build_loaders(
         cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"], batch_size=cfg["batch_size"],
         num_views=method.num_views, device=device, seed=cfg["seed"], train_subset=cfg["train_subset"],

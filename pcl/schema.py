@@ -51,8 +51,11 @@ def integer(minimum: int, allow_none: bool = False) -> tuple[Callable[[str, Any]
     return check, allowed
 
 
-def real(ok: Callable[[float], bool], allowed: str) -> tuple[Callable[[str, Any], Any], str]:
-    def check(key: str, value: Any) -> float:
+def real(ok: Callable[[float], bool], allowed: str, allow_none: bool = False
+         ) -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> float | None:
+        if value is None and allow_none:
+            return None
         if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
                 or not ok(value)):
             raise _bad(key, value, allowed)
@@ -186,6 +189,12 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         example={"temperature": 4.0}),
     Key("peers", "experiment", 3, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
         unit="networks", example=4),
+    Key("dropout", "experiment", None, real(lambda v: 0 <= v < 1, "a number in [0, 1), or None (the zoo's default)",
+                                               allow_none=True),
+        "classifier dropout of backbones that have it (None: the zoo's, 0.5 for vgg16; the others have none)",
+        unit="probability", example=0.3, neutral=None),
+    Key("backbone_revision", "experiment", 1, integer(1),
+        "derived: revision of the backbone's definition (pcl.models.REVISIONS); never set it", neutral=1),
     Key("seed", "experiment", 0, integer(0), "seed of initialisation, data order and augmentation", example=1),
     Key("teacher_run_key", "experiment", None, text(allow_none=True),
         "two-stage KD: the teacher run whose deployed model the student distils from"),
@@ -420,6 +429,13 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
     if out["teacher_run_key"] is not None and TEACHER_PATH_OPTION not in method_opts:
         raise ConfigError(f"config key 'teacher_run_key' is set but method {method!r} has no option "
                           f"{TEACHER_PATH_OPTION!r} to receive the teacher")
+    from pcl.models import REVISIONS, check_dropout
+
+    try:
+        out["dropout"] = check_dropout(out["backbone"], given.get("dropout"))
+    except ValueError as err:
+        raise ConfigError(f"config key 'dropout': {err}") from None
+    out["backbone_revision"] = REVISIONS.get(out["backbone"], 1)
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
     if check_build and out["teacher_run_key"] is None:
@@ -445,7 +461,7 @@ def _check_method_builds(cfg: Mapping[str, Any]) -> None:
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. "copying into a meta parameter is a no-op" (kd's teacher)
-                build_method(cfg["method"], cfg["backbone"], num_classes, **cfg["options"])
+                build_method(cfg["method"], cfg["backbone"], num_classes, dropout=cfg["dropout"], **cfg["options"])
         except (ValueError, TypeError, FileNotFoundError) as err:
             error = str(err)
         except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is checked by the real build
@@ -484,8 +500,17 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in cfg.items()
            if k not in INFRA_KEYS and not (k in KEYS and KEYS[k].neutral is not _UNSET and v == KEYS[k].neutral)}
     dropped = infra_options(cfg)
-    out["options"] = {k: v for k, v in (cfg.get("options") or {}).items() if k not in dropped}
+    neutral = _method_neutral_options(cfg.get("method"))
+    out["options"] = {k: v for k, v in (cfg.get("options") or {}).items()
+                      if k not in dropped and not (k in neutral and v == neutral[k])}
     return out
+
+
+def _method_neutral_options(method: Any) -> dict[str, Any]:
+    from pcl.methods import METHODS
+
+    cls = METHODS.get(method) if isinstance(method, str) else None
+    return dict(cls.NEUTRAL_OPTIONS) if cls is not None else {}
 
 
 def run_key(cfg: Mapping[str, Any]) -> str:

@@ -10,7 +10,9 @@ PINNED = {
     "c862fc01c350289a": {},
     "2b1dca3d000a0670": {"dataset": "cifar10", "backbone": "wrn20_8", "method": "baseline", "seed": 2},
     "84687fa3c8975a79": {"method": "dml", "backbone": "resnet110", "options": {"temperature": 4.0}},
-    "2697f7d63dd0130b": {"method": "okddip", "backbone": "densenet40_12", "seed": 1},
+    "26775ae116c92d3b": {"method": "okddip", "backbone": "resnet110", "seed": 1},
+    "ca91f14157926041": {"method": "cl_ilr", "backbone": "wrn20_8"},
+    "16d0f4e647ec1c0a": {"method": "ffl", "backbone": "resnet32", "seed": 2},
     "1ebf9919516e1386": {"method": "kd", "options": {"teacher_backbone": "resnet110"},
                          "teacher_run_key": "0123456789abcdef"},
     "19fd73a93bbff149": {"dataset": "imagenet", "backbone": "resnet18", "method": "baseline", "epochs": 90,
@@ -74,3 +76,19 @@ def test_docs_config_md_is_generated_from_the_schema():
     assert path.read_text() == schema.markdown(), "docs/config.md is stale: run `python -m pcl.schema > docs/config.md`"
     for name in schema.KEYS:
         assert f"| {name} |" in path.read_text()
+
+
+def test_a_changed_backbone_definition_moves_its_run_keys_only():
+    """VGG-16 and DenseNet-40-12 now initialise as the OKDDip/ONE zoo does (revision 2): their runs are new runs;
+    the keys computed before for them (commit 81a0d2a) must not match."""
+    assert schema.normalize_run_config({"method": "pcl", "backbone": "vgg16"})["run_key"] != "472e8aab81e02ec6"
+    assert schema.normalize_run_config({"method": "baseline", "backbone": "densenet40_12"})["run_key"] != \
+        "7504fb1494a02d14"
+    vgg = schema.normalize_run_config({"method": "pcl", "backbone": "vgg16"})
+    assert vgg["dropout"] == 0.5 and vgg["backbone_revision"] == 2
+    assert schema.normalize_run_config({**vgg, "dropout": 0.0})["run_key"] != vgg["run_key"]
+
+
+def test_dropout_is_refused_where_the_backbone_has_none():
+    with pytest.raises(schema.ConfigError, match="dropout"):
+        schema.normalize_run_config({"method": "pcl", "backbone": "resnet32", "dropout": 0.5})

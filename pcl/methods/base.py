@@ -37,6 +37,9 @@ class Method(nn.Module):
     deployed_head: str = ""
     #: whether the method has ramped-up distillation terms (then the ramp-up weight is logged every epoch)
     distills: ClassVar[bool] = True
+    #: options added after the first run_key schema, each with the value that computes what the method computed
+    #: before the option existed; at that value an option is left out of the run_key (pcl.schema.identity_config)
+    NEUTRAL_OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
         """dropout: probability of the backbone's dropout layers in every network the method builds (checked by

@@ -51,6 +51,7 @@ def rescale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 class CLILR(Method):
     name = "cl_ilr"
+    NEUTRAL_OPTIONS = {"detach_target": True}
     num_views = 1
     deployed_head = "branch1"
 

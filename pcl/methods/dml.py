@@ -35,6 +35,7 @@ TARGETS = ("pairwise", "mean_others")
 
 class DML(ParallelNetworks):
     name = "dml"
+    NEUTRAL_OPTIONS = {"target": "pairwise"}
     num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,

@@ -58,6 +58,7 @@ class FusionModule(nn.Module):
 
 class FFL(Method):
     name = "ffl"
+    NEUTRAL_OPTIONS = {"fusion_weight_decay": None}
     num_views = 1
     deployed_head = "branch1"
 

@@ -23,6 +23,7 @@ __all__ = [
     "BACKBONES",
     "CIFAR_BACKBONES",
     "DEFAULT_DROPOUT",
+    "REVISIONS",
     "IMAGENET_BACKBONES",
     "Backbone",
     "Head",
@@ -47,6 +48,10 @@ IMAGENET_BACKBONES: tuple[str, ...] = ("resnet18", "resnet34")
 #: Backbones with dropout layers and the zoo's dropout probability for each (used when ``dropout`` is None):
 #: 0.5 in the classifier of the multi-branch VGGs of ONE/OKDDip. Every other backbone has no dropout layer.
 DEFAULT_DROPOUT: dict[str, float] = {"vgg16": 0.5}
+#: Revision of each backbone's definition (layers, initialisation); bump it when they change, so that the run_keys
+#: of that backbone's runs change with it (pcl.schema). 2: the OKDDip/ONE zoo's initialisation (VGG-16 Linear
+#: N(0, 0.01), dropout 0.5; DenseNet convolutions kaiming fan_in). Unlisted backbones are at revision 1.
+REVISIONS: dict[str, int] = {"vgg16": 2, "densenet40_12": 2}
 
 
 def check_dropout(name: str, dropout: object) -> float | None:
