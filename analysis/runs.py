@@ -80,8 +80,8 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
         try:
             records += list(results.iter_records(store))
         except Exception as err:  # noqa: BLE001 - pymongo's errors: unreachable, refused, bad URL
-            raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: "
-                                f"{redact_url(str(err))[:200]}") from None
+            reason = redact_url(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
+            raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: {reason}") from None
     rows = []
     for rec in results.unique_attempts(records):
         config, info = rec.get("config") or {}, rec.get("info") or {}
