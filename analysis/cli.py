@@ -58,9 +58,11 @@ def stores(args: argparse.Namespace) -> list[str]:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call main; AnalysisError -> its one line on stderr and exit code 2."""
+    """Call main; AnalysisError -> its one line on stderr and exit code 2 (argparse's errors exit 2 too)."""
     try:
         return main(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its line already written)
+        return exit_.code if isinstance(exit_.code, int) else 2
     except AnalysisError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2

@@ -222,14 +222,14 @@ def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
 def _ours_text(c: Mapping[str, Any]) -> str:
+    if c["n"] == 0 and c["completed"]:  # --head names a head these runs do not have
+        return f"no such head ({c['completed']} completed runs)"
     if c["n"] == 0:
         text = "-"
     elif c["n"] == 1 or math.isnan(c["std"]):
         text = f"{c['mean']:.2f}"
     else:
         text = f"{c['mean']:.2f} ± {c['std']:.2f}"
-    if math.isnan(c["mean"]) and c["n"]:
-        text = "no such head"
     others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]]
     count = f"n={c['n']}" if c["n"] == c["n_planned"] else f"n={c['n']}/{c['n_planned']}"
     text += f" ({count}{': ' + ', '.join(others) if others else ''})"
@@ -392,18 +392,16 @@ def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates
                       datasets: Sequence[str] | None = None, backbones: Sequence[str] | None = None) -> list[Table]:
     """The tables (one per dataset) of script `name` for this config, from the store's attempts.
 
-    Datasets: --datasets, else the config's dataset when set (--set dataset=... or a named config such as smoke
-    that sets one), else the one dataset of the store whose plan has runs; several such datasets -> AnalysisError
-    naming them. A plan with no run in the store -> AnalysisError naming what the store holds.
+    Datasets: --datasets, else --set dataset=..., else the one dataset of the store's records whose plan (this
+    config with dataset=D) has runs there; several such datasets -> AnalysisError naming them. A plan with no run in the store -> AnalysisError naming what the store holds.
     """
     updates = dict(updates or {})
     if name not in SPECS:
         raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
     if datasets:
         plans = {d: plan_runs(name, {**updates, "dataset": d}, named) for d in datasets}
-    elif "dataset" in updates or any(n == "smoke" for n in named):
-        plan = plan_runs(name, updates, named)
-        plans = {plan[0]["dataset"]: plan}
+    elif "dataset" in updates:
+        plans = {updates["dataset"]: plan_runs(name, updates, named)}
     else:
         plans = _candidate_datasets(name, updates, named, attempts)
         if len(plans) > 1:
