@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -66,3 +67,6 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except AnalysisError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of the analysis
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0

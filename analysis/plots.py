@@ -93,7 +93,9 @@ def error_curves(table: Table) -> list[Figure]:
 
     def names_of(run: dict) -> dict[str, str]:
         head = table.head or run.get("deployed_head")
-        return {f"test/top1_err/{head}": table.spec.display(run["column"])} if head else {}
+        label = table.spec.display(run["column"])
+        names = {f"test/top1_err/{head}": label} if head else {}
+        return names if table.head else {**names, "test/top1_err/deployed": label}  # the same curve, if logged
 
     data = _curves(table, names_of)
     figures = []

@@ -38,11 +38,11 @@ def is_mongo(store: Any) -> bool:
 
 
 def default_stores() -> list[str]:
-    """The stores read when none is given: the file store `results` and $PCL_MONGO_URL when set."""
-    stores = ["results"]
-    if os.environ.get(MONGO_URL_ENV):
-        stores.append(os.environ[MONGO_URL_ENV])
-    return stores
+    """The stores read when none is given: the file store `results` (when it exists or there is no MongoDB) and
+    $PCL_MONGO_URL when set."""
+    url = os.environ.get(MONGO_URL_ENV)
+    stores = ["results"] if Path("results").is_dir() or not url else []
+    return stores + ([url] if url else [])
 
 
 def describe_stores(stores: Sequence[Any]) -> str:
