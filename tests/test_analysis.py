@@ -255,6 +255,11 @@ def test_print_script_table_for_a_scripts_config(study):
     printed = []
     text = tables.print_script_table("ablation_peers", config, [study["results"]], echo=printed.append)
     assert printed == [text] and "### ablations.peers - Number of peers m" in text and "m=5" in text
+    from pcl import results  # what a script's driver passes: its file store and its MongoDB database
+
+    text = tables.print_script_table("table2", registry.resolved_config("table2", BASE, SMOKE),
+                                     [study["mongo_copy"], results.connect(study["mongo"])], echo=printed.append)
+    assert "n=1/2: 1 missing)†" in text and "MongoDB database 'analysis_study'" in text
     down = tables.print_script_table("ablations.peers", config, ["mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS"
                                                                   "=300"], echo=printed.append)
     assert down.startswith("no table: cannot read MongoDB") and "\n" not in down
