@@ -7,6 +7,7 @@ every ablation): runs are matched by run_key, never by the experiment name that 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -139,6 +140,18 @@ def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> f
         if value is not None:
             return value
     return float("nan")
+
+
+@functools.lru_cache(maxsize=None)
+def config_keys(name: str, named_configs: tuple[str, ...] = ()) -> frozenset[str]:
+    """The top-level config keys of script `name` (what `--set KEY=VALUE` may set for it)."""
+    from experiments import registry
+
+    try:
+        return frozenset(registry.resolved_config(name, {}, list(named_configs)))
+    except Exception as err:  # noqa: BLE001 - an unknown named config: Sacred's error, one line
+        raise AnalysisError(f"table {name}: invalid config: {str(err).splitlines()[0] if str(err) else err!r}") \
+            from None
 
 
 def plan_runs(name: str, updates: Mapping[str, Any] | None = None,

@@ -20,7 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from analysis import paper
-from analysis.runs import (STATUSES, AnalysisError, describe_stores, plan_runs, planned_status, read_attempts)
+from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
+                           read_attempts)
 
 METHOD_NAMES = {"baseline": "Baseline", "dml": "DML", "cl_ilr": "CL-ILR", "one": "ONE", "ffl": "FFL-S",
                 "okddip": "OKDDip", "kdcl": "KDCL", "pcl": "PCL", "kd": "KD (two-stage)"}
@@ -395,9 +396,10 @@ def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates
     Datasets: --datasets, else --set dataset=..., else the one dataset of the store's records whose plan (this
     config with dataset=D) has runs there; several such datasets -> AnalysisError naming them. A plan with no run in the store -> AnalysisError naming what the store holds.
     """
-    updates = dict(updates or {})
     if name not in SPECS:
         raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
+    keys = config_keys(name, tuple(named))  # --set keys this script does not have are another script's
+    updates = {k: v for k, v in (updates or {}).items() if k.split(".")[0] in keys}
     if datasets:
         plans = {d: plan_runs(name, {**updates, "dataset": d}, named) for d in datasets}
     elif "dataset" in updates:
@@ -439,8 +441,14 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
     unknown = [n for n in names or () if n not in SPECS]
     if unknown:
         raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+    asked = list(names or SPECS)
+    named = tuple(kwargs.get("named") or ())
+    for key in kwargs.get("updates") or {}:
+        if not any(key.split(".")[0] in config_keys(n, named) for n in asked):
+            raise AnalysisError(f"--set {key}=...: {key.split('.')[0]!r} is not a config key of "
+                                f"{', '.join(asked)}")
     tables, skipped = [], []
-    for name in names or list(SPECS):
+    for name in asked:
         try:
             tables += tables_for_script(name, attempts, stores=described, **kwargs)
         except AnalysisError as err:

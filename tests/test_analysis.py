@@ -217,7 +217,7 @@ def test_the_same_table_from_mongodb_and_from_its_file_copy(study):
 
 
 @pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mixed", "mongo-down",
-                                  "bad-set", "bad-backbone"])
+                                  "bad-set", "unknown-key", "bad-backbone"])
 def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
     argv = {"empty": ["--store", str(tmp_path / "empty")],
@@ -227,6 +227,7 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
             "mixed": ["--store", study["results"], *CLI_T2],  # synthetic and cifar10 runs of this plan
             "mongo-down": ["--store", "mongodb://user:s3cret@127.0.0.1:9/x?serverSelectionTimeoutMS=300"],
             "bad-set": ["--store", study["results"], "--set", "epochs"],
+            "unknown-key": ["--store", study["results"], "--named", "smoke", "--set", "epoch=2"],
             "bad-backbone": ["--store", study["results"], *CLI_T2, "--datasets", "synthetic",
                              "--backbones", "resnet32"]}[case]
     out = tmp_path / "out"
@@ -237,7 +238,8 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
     assert not out.exists()  # nothing written, no empty table
     expected = {"empty": "holds no run records", "no-folder": "does not exist", "unknown-table": "known: table2",
                 "no-runs": "none of the 3 planned runs", "mixed": "several datasets (cifar10, synthetic)",
-                "mongo-down": "cannot read MongoDB", "bad-set": "KEY=VALUE", "bad-backbone": "tiny_resnet8"}[case]
+                "mongo-down": "cannot read MongoDB", "bad-set": "KEY=VALUE", "unknown-key": "'epoch' is not a config key",
+                "bad-backbone": "tiny_resnet8"}[case]
     assert expected in lines[0]
     assert "s3cret" not in captured.err
 
