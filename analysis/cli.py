@@ -1,0 +1,72 @@
+"""The command-line options the analysis commands share (which tables, which stores, which plan) and their errors:
+bad input is one line on stderr and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from analysis.runs import AnalysisError, default_stores
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the usage too)
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set {text!r} is invalid: must be KEY=VALUE (e.g. epochs=10)")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a plain string (dataset=cifar10)
+
+
+def parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The shared options: --tables --store --head --select --datasets --backbones --named --set."""
+    p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="The paper's reference numbers (with confidence A/Q/C and source) are in analysis/paper.py.")
+    p.add_argument("--tables", nargs="+", metavar="NAME",
+                   help="scripts of experiments.registry.SCRIPTS (default: every one that has runs)")
+    p.add_argument("--store", action="append", metavar="FOLDER|URL",
+                   help="file store folder or mongodb:// URL; repeatable (default: results and $PCL_MONGO_URL)")
+    p.add_argument("--head", default=None,
+                   help="report this head (e.g. ensemble) instead of each method's deployed head")
+    p.add_argument("--select", choices=("last", "best"), default="last",
+                   help="last epoch (default) or each run's best epoch ON THE TEST SET (marked as such)")
+    p.add_argument("--datasets", nargs="+", metavar="D", help="datasets (default: the one the store has runs of)")
+    p.add_argument("--backbones", nargs="+", metavar="B", help="only these backbones (rows)")
+    p.add_argument("--named", action="append", default=[], metavar="NAME",
+                   help="the scripts' named config, e.g. smoke or quick (as `with smoke`)")
+    p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="a config value of the scripts' plan, as `with KEY=VALUE` (e.g. epochs=10)")
+    return p
+
+
+def table_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of analysis.tables.build_tables from parsed options."""
+    return {"updates": dict(args.set), "named": list(args.named), "head": args.head, "select": args.select,
+            "datasets": args.datasets, "backbones": args.backbones}
+
+
+def stores(args: argparse.Namespace) -> list[str]:
+    return list(args.store) if args.store else default_stores()
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Call main; AnalysisError -> its one line on stderr and exit code 2 (argparse's errors exit 2 too)."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its line already written)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except AnalysisError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of the analysis
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 0

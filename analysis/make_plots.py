@@ -1,0 +1,39 @@
+"""`python analysis/make_plots.py`: the study's figures (PNG + PDF) into --out, from the same tables as
+make_tables.py: error over training per method, error vs number of peers, ablation bars with the paper's
+differences, deployed head vs live peers vs ensemble, and peer diversity (when the runs logged `test/diversity`).
+
+    python analysis/make_plots.py                              # every table with runs in results/ (+ $PCL_MONGO_URL)
+    python analysis/make_plots.py --tables ablations.peers --store mongodb://host/pcl --out figures
+
+Exit codes: 0 figures written; 2 bad input (as make_tables.py).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis import cli  # noqa: E402
+from analysis.tables import build_tables  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from analysis.plots import make_figures
+
+    p = cli.parser("make_plots.py", __doc__.split("\n\n")[0])
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    args = p.parse_args(argv)
+    tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
+    done, notes = make_figures(tables, args.out)
+    for figure, paths in done:
+        print(f"{paths[0]} (+ .pdf): {figure.caption}")
+    for line in notes + [f"skipped: {s}" for s in skipped]:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

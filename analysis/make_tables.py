@@ -1,0 +1,39 @@
+"""`python analysis/make_tables.py`: the paper's tables from the runs of each script's plan, printed and written as
+Markdown, LaTeX (booktabs) and CSV into --out, each cell beside the paper's number (analysis/paper.py).
+
+    python analysis/make_tables.py                                   # every table with runs in results/ (+ $PCL_MONGO_URL)
+    python analysis/make_tables.py --tables table2 --datasets cifar100 --store mongodb://host/pcl
+    python analysis/make_tables.py --tables table2 --named smoke     # the table of a smoke grid
+    python analysis/make_tables.py --select best                     # best epoch on the TEST set (marked)
+
+Exit codes: 0 tables written; 2 bad input (unknown table, empty/unreachable store, no runs, several datasets).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis import cli  # noqa: E402
+from analysis.tables import build_tables, render_markdown, write_table  # noqa: E402
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser("make_tables.py", __doc__.split("\n\n")[0])
+    p.add_argument("--out", default="tables", help="output folder (default: tables)")
+    args = p.parse_args(argv)
+    tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
+    for table in tables:
+        print(render_markdown(table))
+        paths = write_table(table, args.out)
+        print(f"written: {', '.join(str(p) for p in paths.values())}\n")
+    for line in skipped:
+        print(f"skipped: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

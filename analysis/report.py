@@ -1,0 +1,126 @@
+"""`python analysis/report.py`: one page (Markdown, optional HTML beside it) with the tables and figures of one
+study, the store, the commit, the date, the runs per status and the comparison with the paper (analysis/paper.py).
+
+    python analysis/report.py --out report/report.md --html          # every table with runs in results/
+    python analysis/report.py --tables table2 ablations.peers --store mongodb://host/pcl --out r/report.md
+
+Figures go to a `figures` folder beside the report. Exit codes: 0 written; 2 bad input (as make_tables.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from analysis import cli  # noqa: E402
+from analysis.runs import STATUSES, describe_stores  # noqa: E402
+from analysis.tables import BACKBONE_NAMES, Table, build_tables, render_markdown  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit(root: Path = ROOT) -> str:
+    """The checkout's commit (short hash, "+ local changes" when the tree is dirty), or "unknown"."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + (" + local changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def runs_per_status(tables: Sequence[Table]) -> pd.DataFrame:
+    """Planned runs per status per table, each run_key counted once per table, with a total row."""
+    rows = []
+    for t in tables:
+        counts = t.status_counts
+        rows.append({"table": t.name, "dataset": t.dataset, **counts, "planned": sum(counts.values())})
+    frame = pd.DataFrame(rows, columns=["table", "dataset", *STATUSES, "planned"])
+    keys = pd.concat([t.runs[["run_key", "status"]] for t in tables]).drop_duplicates("run_key")
+    total = {"table": "all (distinct runs)", "dataset": "", **{s: int((keys["status"] == s).sum())
+                                                               for s in STATUSES}, "planned": len(keys)}
+    return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
+
+
+def paper_comparison(tables: Sequence[Table]) -> pd.DataFrame:
+    """Every cell with a known paper number: ours (mean, n), paper (with confidence) and the difference."""
+    rows = []
+    for t in tables:
+        for c in t.cells[t.cells["paper_err"].notna()].to_dict("records"):
+            rows.append({"table": t.name, "dataset": t.dataset, "backbone": BACKBONE_NAMES.get(c["row"], c["row"]),
+                         "column": t.spec.display(c["column"]),
+                         "ours": "-" if c["n"] == 0 else f"{c['mean']:.2f} (n={c['n']})",
+                         "paper": f"{c['paper_err']:.2f} ({c['paper_conf']})",
+                         "ours - paper": "-" if pd.isna(c["diff"]) else f"{c['diff']:+.2f}"})
+    return pd.DataFrame(rows)
+
+
+def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path, *, skipped: Sequence[str] = (),
+                 html: bool = False) -> dict[str, Any]:
+    """Write the report (Markdown; HTML beside it when html) and its figures (out's folder/figures).
+
+    Returns {"md": path, "html": path or None, "figures": [paths of PNGs], "notes": [lines]}.
+    """
+    from analysis.plots import make_figures
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure_dir = out.parent / "figures"
+    done, notes = make_figures(tables, figure_dir)
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = ["# PCL reproduction report", "",
+             f"- Date: {when}", f"- Commit: {git_commit()}", f"- Store: {describe_stores(stores)}",
+             f"- Tables: {', '.join(f'{t.name} ({t.dataset})' for t in tables)}",
+             "- Numbers: top-1 error (%) on the test set, mean ± std (ddof=1) over seeds; the paper's numbers "
+             "and their confidence: analysis/paper.py.", "",
+             "## Runs per status", "", runs_per_status(tables).to_markdown(index=False), ""]
+    comparison = paper_comparison(tables)
+    parts += ["## Comparison with the paper", ""]
+    parts += [comparison.to_markdown(index=False, disable_numparse=True) if not comparison.empty
+              else "No cell of these tables has a known paper number (see analysis/paper.py).", ""]
+    for t in tables:
+        parts += ["## " + t.name + f" ({t.dataset})", "", render_markdown(t)]
+        for figure, paths in [(f, p) for f, p in done if f.stem.startswith(f"{t.name}_{t.dataset}_")]:
+            rel = paths[0].relative_to(out.parent)
+            parts += [f"![{figure.kind}]({rel.as_posix()})", "", f"*{figure.caption}*", ""]
+    if notes or skipped:
+        parts += ["## Not shown", ""] + [f"- {line}" for line in [*notes, *skipped]] + [""]
+    text = "\n".join(parts)
+    out.write_text(text)
+    html_path = None
+    if html:
+        import markdown
+
+        html_path = out.with_suffix(".html")
+        body = markdown.markdown(text, extensions=["tables"])
+        html_path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>PCL reproduction report"
+                             "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+                             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+                             "padding:2px 6px}img{max-width:100%}</style></head><body>" + body + "</body></html>")
+    return {"md": out, "html": html_path, "figures": [p[0] for _, p in done], "notes": notes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser("report.py", __doc__.split("\n\n")[0])
+    p.add_argument("--out", default="report/report.md", help="the report's path (default: report/report.md)")
+    p.add_argument("--html", action="store_true", help="also write the report as HTML beside it")
+    args = p.parse_args(argv)
+    stores = cli.stores(args)
+    tables, skipped = build_tables(args.tables, stores, **cli.table_kwargs(args))
+    written = build_report(tables, stores, args.out, skipped=skipped, html=args.html)
+    print(f"report: {written['md']}" + (f" and {written['html']}" if written["html"] else "")
+          + f" ({len(written['figures'])} figures)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

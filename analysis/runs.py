@@ -1,0 +1,213 @@
+"""Runs of a plan: a script's planned run_keys looked up in the store(s), one row per planned run with its status
+and, when COMPLETED, its number. Reading records needs pandas and pymongo only (pcl.results); expanding a plan
+imports the experiment scripts (Sacred, torch) lazily, so building a table from a given plan needs no torch.
+
+A run a script needs may have been trained by another script (default PCL on ResNet-32 is a cell of table2 and of
+every ablation): runs are matched by run_key, never by the experiment name that recorded them.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from pcl import results
+
+MONGO_URL_ENV = "PCL_MONGO_URL"  # the same variable as pcl.tracking.MONGO_URL_ENV (not imported: it needs torch)
+#: a planned run's status in a table: the latest COMPLETED attempt counts; else the latest attempt's status
+STATUSES = ("completed", "running", "failed", "preempted", "missing")
+_RAW_TO_STATUS = {"COMPLETED": "completed", "RUNNING": "running", "QUEUED": "running", "FAILED": "failed",
+                  "TIMED_OUT": "failed", "INTERRUPTED": "failed", "PREEMPTED": "preempted"}
+_URL_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^:@/\s]*):([^@/\s]*)@")
+
+
+class AnalysisError(Exception):
+    """Bad input to the analysis (store, table name, filters, no runs): one line for the user, exit code 2."""
+
+
+def redact_url(text: str) -> str:
+    """A store description with any MongoDB password replaced by *** (no torch: pcl.tracking is not imported)."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", str(text))
+
+
+def is_mongo(store: Any) -> bool:
+    return isinstance(store, str) and re.match(r"mongodb(\+srv)?://", store) is not None
+
+
+def default_stores() -> list[str]:
+    """The stores read when none is given: the file store `results` (when it exists or there is no MongoDB) and
+    $PCL_MONGO_URL when set."""
+    url = os.environ.get(MONGO_URL_ENV)
+    stores = ["results"] if Path("results").is_dir() or not url else []
+    return stores + ([url] if url else [])
+
+
+def describe_stores(stores: Sequence[Any]) -> str:
+    """'file store results + MongoDB mongodb://user:***@host/db' (passwords redacted)."""
+    parts = []
+    for s in stores:
+        if is_mongo(s):
+            parts.append(f"MongoDB {redact_url(s)}")
+        elif type(s).__name__ == "Database":
+            parts.append(f"MongoDB database {s.name!r}")
+        else:
+            parts.append(f"file store {s}")
+    return " + ".join(parts) or "no store"
+
+
+def _normal_status(record: Mapping[str, Any]) -> str:
+    raw = record.get("status")
+    if raw == "INTERRUPTED" and (record.get("info") or {}).get("preempted"):
+        return "preempted"
+    return _RAW_TO_STATUS.get(raw, "failed")
+
+
+def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
+    """Every attempt in the stores (an attempt in two stores counts once): one row each with run_key, status
+    (one of STATUSES but 'missing'), raw_status, experiment, dataset, backbone, method, seed, time, deployed_head,
+    params_train, params_deployed, num_classes, result (dict), run_id, source, attempt_id and `record`.
+
+    Raises AnalysisError for a missing folder or an unreachable MongoDB (password redacted).
+    """
+    records: list[dict[str, Any]] = []
+    for store in stores:
+        if not is_mongo(store) and type(store).__name__ != "Database" and not Path(store).is_dir():
+            raise AnalysisError(f"store folder {store!r} does not exist (give a results folder or a mongodb:// URL "
+                                f"with --store)")
+        try:
+            records += list(results.iter_records(store))
+        except Exception as err:  # noqa: BLE001 - pymongo's errors: unreachable, refused, bad URL
+            reason = redact_url(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
+            raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: {reason}") from None
+    rows = []
+    for rec in results.unique_attempts(records):
+        config, info = rec.get("config") or {}, rec.get("info") or {}
+        counts = info.get("parameter_counts") or {}
+        when = pd.to_datetime(rec.get("stop_time") or rec.get("heartbeat") or rec.get("start_time"), errors="coerce")
+        rows.append({
+            "run_key": config.get("run_key") or info.get("run_key"), "status": _normal_status(rec),
+            "raw_status": rec.get("status"), "experiment": config.get("experiment"),
+            "dataset": config.get("dataset"), "backbone": config.get("backbone"), "method": config.get("method"),
+            "label": config.get("label"), "seed": config.get("seed"), "time": when,
+            "deployed_head": info.get("deployed_head"), "params_train": counts.get("params_train"),
+            "params_deployed": counts.get("params_deployed"), "parameter_counts": counts,
+            "num_classes": info.get("num_classes"), "result": rec.get("result") if isinstance(
+                rec.get("result"), dict) else {},
+            "run_id": rec.get("run_id"), "source": rec.get("source"),
+            "attempt_id": (rec.get("meta") or {}).get("attempt_id") or info.get("attempt_id"), "record": rec})
+    columns = ["run_key", "status", "raw_status", "experiment", "dataset", "backbone", "method", "label", "seed",
+               "time", "deployed_head", "params_train", "params_deployed", "parameter_counts", "num_classes",
+               "result", "run_id", "source", "attempt_id", "record"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-epoch metrics of one record in long form: name, step (epoch, 1-based), value (pcl.results' reader)."""
+    rows = [{"name": n, "step": s, "value": v}
+            for n, steps, values in results._record_metrics(dict(record), None if names is None else set(names))  # noqa: SLF001
+            for s, v in zip(steps, values)]
+    return pd.DataFrame(rows, columns=["name", "step", "value"])
+
+
+def metric_value(record: Mapping[str, Any], name: str) -> float | None:
+    """The last logged value of metric `name` of one record (None when it was not logged)."""
+    series = metric_series(record, [name])
+    return None if series.empty else float(series.sort_values("step")["value"].iloc[-1])
+
+
+def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> float:
+    """Top-1 error (%) of one COMPLETED attempt: the deployed head (head None) or `head`, at the last epoch
+    (select="last") or at its best epoch on the test set (select="best"); NaN when the run has no such head.
+
+    Keys read: result `deployed/top1_err` (or metric `test/top1_err/deployed`), `last/top1_err/HEAD`,
+    `best_on_test/top1_err/HEAD`, else the last value of metric `test/top1_err/HEAD`.
+    """
+    result = attempt.get("result") or {}
+    name = head or attempt.get("deployed_head")
+    if select == "best":
+        value = result.get(f"best_on_test/top1_err/{name}")
+        return float("nan") if value is None else float(value)
+    if head is None and result.get("deployed/top1_err") is not None:
+        return float(result["deployed/top1_err"])
+    if result.get(f"last/top1_err/{name}") is not None:
+        return float(result[f"last/top1_err/{name}"])
+    for metric in (["test/top1_err/deployed"] if head is None else []) + [f"test/top1_err/{name}"]:
+        value = metric_value(attempt["record"], metric)
+        if value is not None:
+            return value
+    return float("nan")
+
+
+@functools.lru_cache(maxsize=None)
+def config_keys(name: str, named_configs: tuple[str, ...] = ()) -> frozenset[str]:
+    """The top-level config keys of script `name` (what `--set KEY=VALUE` may set for it)."""
+    from experiments import registry
+
+    try:
+        return frozenset(registry.resolved_config(name, {}, list(named_configs)))
+    except Exception as err:  # noqa: BLE001 - an unknown named config: Sacred's error, one line
+        raise AnalysisError(f"table {name}: invalid config: {str(err).splitlines()[0] if str(err) else err!r}") \
+            from None
+
+
+def plan_runs(name: str, updates: Mapping[str, Any] | None = None,
+              named_configs: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The run configs of script `name`'s plan (experiments.registry.plan; imports the scripts, Sacred, torch).
+
+    Raises AnalysisError for an unknown script or an invalid config (the message names the key).
+    """
+    from experiments import registry
+
+    if name not in registry.SCRIPTS:
+        raise AnalysisError(f"unknown table {name!r}; known: {', '.join(registry.SCRIPTS)}")
+    try:
+        return registry.plan(name, dict(updates or {}), list(named_configs))
+    except Exception as err:  # noqa: BLE001 - ConfigError and Sacred's config errors: one line for the user
+        raise AnalysisError(f"table {name}: invalid config: {str(err).splitlines()[0] if str(err) else err!r}") \
+            from None
+
+
+def planned_status(plan: Sequence[Mapping[str, Any]], attempts: pd.DataFrame, *, head: str | None = None,
+                   select: str = "last") -> pd.DataFrame:
+    """One row per planned run: the plan's run config keys (run_key, label, method, backbone, dataset, seed,
+    peers, options) + status (STATUSES), attempts (how many records), value (top-1 error %, NaN unless
+    completed), deployed_head, params_train, params_deployed, num_classes, attempt_id and the chosen `attempt`.
+
+    The latest COMPLETED attempt of a run_key counts; without one, the latest attempt's status.
+    """
+    by_key = {k: g.sort_values("time", na_position="first", kind="stable")
+              for k, g in attempts.groupby("run_key", sort=False)} if len(attempts) else {}
+    rows = []
+    for run in plan:
+        row = {k: run.get(k) for k in ("run_key", "label", "method", "backbone", "dataset", "seed", "peers",
+                                        "experiment")}
+        row["options"] = run.get("options") or {}
+        group = by_key.get(run["run_key"])
+        chosen = None
+        if group is None or group.empty:
+            row.update(status="missing", attempts=0)
+        else:
+            done = group[group["status"] == "completed"]
+            chosen = (done if len(done) else group).iloc[-1]
+            row.update(status=chosen["status"], attempts=len(group))
+        value = float("nan")
+        if chosen is not None and chosen["status"] == "completed":
+            value = result_value(chosen, head, select)
+        for key in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source",
+                    "experiment"):
+            if chosen is not None and chosen[key] is not None and not (key == "experiment" and row.get(key)):
+                row[key] = chosen[key]
+        row.setdefault("deployed_head", None)
+        row["recorded_by"] = None if chosen is None else chosen["experiment"]
+        row["value"] = value
+        row["attempt"] = None if chosen is None else chosen.to_dict()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["AnalysisError", "STATUSES", "default_stores", "describe_stores", "plan_runs", "planned_status",
+           "read_attempts", "redact_url", "result_value"]

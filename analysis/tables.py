@@ -1,0 +1,508 @@
+"""The paper's tables from the runs of a script's plan: aggregation (pandas) and rendering (Markdown via tabulate,
+LaTeX booktabs via pandas Styler, CSV), each cell beside the paper's number from analysis/paper.py.
+
+Every table has one row per backbone and one column per compared thing (method, ablation variant, number of
+peers, or head); a cell is the top-1 error (%) of the deployed head, mean +- std (ddof=1) over the seeds of the
+plan, with n, the planned runs that are not done (missing/running/failed/preempted) and the paper's number with
+our difference ("unknown" where the paper's number is not known). Parameter counts (training / deployment) come
+from the records.
+
+Entry points: `build_tables` (what make_tables.py calls), `print_script_table` (what a script's grid calls when it
+ends), `render_markdown` / `render_latex` / `cells_csv`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from analysis import paper
+from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
+                           read_attempts)
+
+METHOD_NAMES = {"baseline": "Baseline", "dml": "DML", "cl_ilr": "CL-ILR", "one": "ONE", "ffl": "FFL-S",
+                "okddip": "OKDDip", "kdcl": "KDCL", "pcl": "PCL", "kd": "KD (two-stage)"}
+BACKBONE_NAMES = {"resnet32": "ResNet-32", "resnet110": "ResNet-110", "wrn20_8": "WRN-20-8", "vgg16": "VGG-16",
+                  "densenet40_12": "DenseNet-40-12", "resnet18": "ResNet-18", "resnet34": "ResNet-34"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "synthetic"}
+#: the heads the PCL-E table compares (the same as ablations/deployed_head.py HEADS), with what each is
+PCL_HEADS = {"peer1": "peer1 (a live peer)", "mean_peer1": "mean_peer1 (its temporal mean: deployed)",
+             "ensemble": "ensemble (peer ensemble teacher)", "pcl_e": "pcl_e (ensemble of the temporal means)"}
+MARK_FEW = "†"  # a cell with fewer completed runs than planned
+ROW_OURS, ROW_PAPER, ROW_DIFF, ROW_PARAMS = "ours", "paper", "ours - paper", "params train / deployed"
+
+
+def _variant(run: Mapping[str, Any]) -> str:
+    label = run.get("label") or run["method"]
+    return label.rsplit("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one script's planned runs become a table: the column of a run and the columns' display names."""
+
+    name: str
+    title: str
+    column: Callable[[Mapping[str, Any]], str]
+    column_title: str
+    heads: tuple[str, ...] = ()  # non-empty: the columns are these heads of every run (the PCL-E table)
+
+    def display(self, key: str) -> str:
+        if self.heads:
+            shown = PCL_HEADS.get(key, key)
+            return shown + (" = PCL-E here" if key == paper.PCL_E_HEAD else "")
+        return METHOD_NAMES.get(key, key) if self.column_title == "method" else key
+
+
+SPECS: dict[str, TableSpec] = {s.name: s for s in (
+    TableSpec("table2", "CIFAR comparison: top-1 error (%) of the deployed model", lambda r: r["method"], "method"),
+    TableSpec("imagenet", "ImageNet: top-1 error (%) of the deployed model", lambda r: r["method"], "method"),
+    TableSpec("two_stage", "Online vs two-stage distillation: top-1 error (%)", lambda r: r["method"], "method"),
+    TableSpec("ablations.components", "Ablation of PCL's components: top-1 error (%)", _variant, "variant"),
+    TableSpec("ablations.mean_teacher", "Ablation of the peer mean teacher: top-1 error (%)", _variant, "variant"),
+    TableSpec("ablations.ensemble_teacher", "Ablation of the peer ensemble teacher: top-1 error (%)", _variant,
+              "variant"),
+    TableSpec("ablations.peers", "Number of peers m: top-1 error (%)", _variant, "peers"),
+    TableSpec("ablations.deployed_head", "Which model to deploy, and PCL-E: top-1 error (%) per head", _variant,
+              "head", heads=tuple(PCL_HEADS)),
+)}
+
+
+@dataclass
+class Table:
+    """One script's table for one dataset: `cells` (long, numeric, one row per backbone x column) + context."""
+
+    spec: TableSpec
+    dataset: str
+    head: str | None
+    select: str
+    cells: pd.DataFrame
+    runs: pd.DataFrame  # one row per planned run (and head, in the PCL-E table): status, value, params
+    stores: str
+    notes: list[str] = field(default_factory=list)
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def title(self) -> str:
+        what = self.spec.title if self.head is None else self.spec.title.replace(
+            "the deployed model", f"head {self.head!r}")
+        title = f"{self.name} - {what}, {DATASET_NAMES.get(self.dataset, self.dataset)}"
+        if self.select == "best":
+            title += " - BEST EPOCH SELECTED ON THE TEST SET (optimistic; not a held-out result)"
+        return title
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        """Planned runs per status (each run once, also in the PCL-E table where a run gives several cells)."""
+        per_run = self.runs.drop_duplicates("run_key")
+        return {s: int((per_run["status"] == s).sum()) for s in STATUSES}
+
+
+# ---- aggregation ---------------------------------------------------------------------------------------------
+def _head_rows(status: pd.DataFrame, heads: Sequence[str], select: str) -> pd.DataFrame:
+    """The PCL-E table: each planned run once per head, its value that head's error."""
+    from analysis.runs import result_value
+
+    frames = []
+    for head in heads:
+        frame = status.copy()
+        frame["column"] = head
+        frame["value"] = [result_value(a, head, select) if s == "completed" else math.nan
+                          for a, s in zip(frame["attempt"], frame["status"])]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def head_parameter_counts(run: Mapping[str, Any]) -> dict[str, int | None]:
+    """Parameters needed at inference by each head of a PCL run: peer1/mean_peer1 = the deployed network,
+    ensemble = the live multi-branch network + the ensemble teacher's classifier, pcl_e = the temporal-mean
+    multi-branch network (no classifier).
+
+    Read from the record's info.parameter_counts["params_head/HEAD"] when present; else computed by building the
+    method (imports pcl/torch lazily); None where neither is possible.
+    """
+    attempt = run.get("attempt") or {}
+    counts = attempt.get("parameter_counts") or {}
+    out: dict[str, int | None] = {h: counts.get(f"params_head/{h}") for h in PCL_HEADS}
+    out["peer1"] = out["peer1"] or attempt.get("params_deployed")
+    out["mean_peer1"] = out["mean_peer1"] or attempt.get("params_deployed")
+    if (out["ensemble"] is None or out["pcl_e"] is None) and attempt.get("num_classes"):
+        try:
+            from pcl.methods import build_method
+            from pcl.models import count_parameters
+
+            method = build_method(run["method"], run["backbone"], int(attempt["num_classes"]), **run["options"])
+            net = count_parameters(method.net)
+            ensemble = getattr(method, "ensemble", None)
+            if ensemble is not None and hasattr(ensemble, "weight"):
+                out["ensemble"] = out["ensemble"] or net + count_parameters(ensemble)
+            out["pcl_e"] = out["pcl_e"] or (net if getattr(method, "uses_mean_network", False) else None)
+        except Exception:  # noqa: BLE001 - no torch here, or an unknown backbone: the count stays unknown
+            pass
+    return out
+
+
+def _fmt_params(train: Any, deployed: Any) -> str:
+    def one(n: Any) -> str:
+        return "?" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{n / 1e6:.3f}M"
+
+    return f"{one(train)} / {one(deployed)}"
+
+
+def aggregate(spec: TableSpec, status: pd.DataFrame, dataset: str, *, head: str | None = None,
+              select: str = "last") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells, runs): cells has one row per (backbone, column) in plan order with mean, std (ddof=1), n,
+    n_planned, the count of each status, paper_err/paper_std/paper_conf/paper_source, diff (mean - paper_err),
+    params_train/params_deployed (of the completed runs), best (lowest mean of its row)."""
+    if spec.heads:
+        runs = _head_rows(status, spec.heads, select)
+    else:
+        runs = status.copy()
+        runs["column"] = [spec.column(r) for r in runs.to_dict("records")]
+    runs["row"] = runs["backbone"]
+    order_rows = list(dict.fromkeys(runs["row"]))
+    order_cols = list(dict.fromkeys(runs["column"]))
+    done = runs[runs["status"] == "completed"]
+    grouped = done.groupby(["row", "column"], sort=False)["value"]
+    stats = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n="count")
+    counts = runs.groupby(["row", "column"], sort=False)["status"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=list(STATUSES), fill_value=0)
+    cells = counts.join(stats, how="left")
+    cells["n_planned"] = runs.groupby(["row", "column"], sort=False).size()
+    cells["n"] = cells["n"].fillna(0).astype(int)
+    params = done.groupby(["row", "column"], sort=False)[["params_train", "params_deployed"]].median()
+    cells = cells.join(params, how="left") if len(params) else cells.assign(params_train=math.nan,
+                                                                             params_deployed=math.nan)
+    if spec.heads:  # parameters at inference of each head; training parameters are the run's
+        for (row, col), group in done.groupby(["row", "column"], sort=False):
+            counted = head_parameter_counts(group.iloc[0].to_dict()).get(col)
+            cells.loc[(row, col), "params_deployed"] = math.nan if counted is None else counted
+    cells = cells.reset_index()
+    papers = [paper.paper_cell(spec.name, dataset, r, c) if head is None else None
+              for r, c in zip(cells["row"], cells["column"])]
+    cells["paper_err"] = [p.top1_err if p else math.nan for p in papers]
+    cells["paper_std"] = [p.std if p and p.std is not None else math.nan for p in papers]
+    cells["paper_conf"] = [p.confidence if p else "" for p in papers]
+    cells["paper_source"] = [p.source if p else "" for p in papers]
+    cells["diff"] = cells["mean"] - cells["paper_err"]
+    row_best = cells.groupby("row")["mean"].transform("min")
+    cells["best"] = cells["mean"].notna() & cells["mean"].eq(row_best)
+    cells["row"] = pd.Categorical(cells["row"], order_rows, ordered=True)
+    cells["column"] = pd.Categorical(cells["column"], order_cols, ordered=True)
+    cells = cells.sort_values(["row", "column"]).reset_index(drop=True)
+    cells["row"] = cells["row"].astype(str)
+    cells["column"] = cells["column"].astype(str)
+    cells.insert(0, "dataset", dataset)
+    cells.insert(0, "table", spec.name)
+    cells["head"] = "per column" if spec.heads else (head or "deployed")
+    cells["select"] = "best_on_test" if select == "best" else "last_epoch"
+    return cells, runs
+
+
+def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | None) -> pd.DataFrame:
+    """The paper's stated differences (paper.DELTAS) beside ours: error(column) - error(reference), points."""
+    rows = []
+    for backbone in dict.fromkeys(cells["row"]):
+        means = cells[cells["row"] == backbone].set_index("column")["mean"]
+        for d in paper.paper_deltas(spec.name, dataset, backbone):
+            ours = means.get(d.column, math.nan) - means.get(d.reference, math.nan)
+            rows.append({"backbone": BACKBONE_NAMES.get(backbone, backbone), "column": spec.display(d.column),
+                         "reference": spec.display(d.reference),
+                         "ours (points)": "unknown" if math.isnan(ours) or head else f"{ours:+.2f}",
+                         "paper (points)": f"{d.delta_err:+.1f} ({d.confidence})",
+                         "paper's setting": "as this table" if d.dataset else "not stated in the paper"})
+    return pd.DataFrame(rows)
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+def _ours_text(c: Mapping[str, Any]) -> str:
+    if c["n"] == 0 and c["completed"]:  # --head names a head these runs do not have
+        return f"no such head ({c['completed']} completed runs)"
+    if c["n"] == 0:
+        text = "-"
+    elif c["n"] == 1 or math.isnan(c["std"]):
+        text = f"{c['mean']:.2f}"
+    else:
+        text = f"{c['mean']:.2f} ± {c['std']:.2f}"
+    others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]]
+    count = f"n={c['n']}" if c["n"] == c["n_planned"] else f"n={c['n']}/{c['n_planned']}"
+    text += f" ({count}{': ' + ', '.join(others) if others else ''})"
+    return text + (MARK_FEW if c["n"] < c["n_planned"] else "")
+
+
+def _paper_text(c: Mapping[str, Any]) -> str:
+    if math.isnan(c["paper_err"]):
+        return "unknown"
+    std = "" if math.isnan(c["paper_std"]) else f" ± {c['paper_std']:.2f}"
+    return f"{c['paper_err']:.2f}{std} ({c['paper_conf']})"
+
+
+def _diff_text(c: Mapping[str, Any]) -> str:
+    if math.isnan(c["paper_err"]):
+        return "unknown"
+    return "-" if math.isnan(c["diff"]) else f"{c['diff']:+.2f}"
+
+
+def display_frame(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(text, best): the table in the paper's form as strings, rows (backbone, ours|paper|diff|params) x columns,
+    and a same-shaped boolean frame marking the best (lowest) mean of each backbone."""
+    spec, cells = table.spec, table.cells
+    columns = [spec.display(c) for c in dict.fromkeys(cells["column"])]
+    kinds = [ROW_OURS] + ([ROW_PAPER, ROW_DIFF] if table.head is None else []) + [ROW_PARAMS]
+    index = pd.MultiIndex.from_tuples([(BACKBONE_NAMES.get(r, r), k) for r in dict.fromkeys(cells["row"])
+                                       for k in kinds], names=["backbone", ""])
+    text = pd.DataFrame("", index=index, columns=columns)
+    best = pd.DataFrame(False, index=index, columns=columns)
+    for c in cells.to_dict("records"):
+        row, col = BACKBONE_NAMES.get(c["row"], c["row"]), spec.display(c["column"])
+        text.loc[(row, ROW_OURS), col] = _ours_text(c)
+        best.loc[(row, ROW_OURS), col] = bool(c["best"])
+        if table.head is None:
+            text.loc[(row, ROW_PAPER), col] = _paper_text(c)
+            text.loc[(row, ROW_DIFF), col] = _diff_text(c)
+        text.loc[(row, ROW_PARAMS), col] = _fmt_params(c["params_train"], c["params_deployed"])
+    return text, best
+
+
+def _footnotes(table: Table) -> list[str]:
+    counts = table.status_counts
+    lines = [f"Runs of the plan: {sum(counts.values())} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
+             f"store: {table.stores}.",
+             "Cells: mean ± std (ddof=1) over seeds; n = completed runs"
+             + (f"; {MARK_FEW} = fewer completed runs than planned." if (table.cells["n"] < table.cells[
+                 "n_planned"]).any() else ".") + " Bold: lowest error of the row.",
+             "Paper: top-1 error = 100 - the quoted accuracy; confidence "
+             + "; ".join(f"{k} = {v}" for k, v in paper.CONFIDENCE.items()) + " (analysis/paper.py).",
+             "Params: trained parameters / parameters of the deployed model"
+             + (" (PCL-E table: parameters each head needs at inference)." if table.spec.heads else ".")]
+    if table.select == "best":
+        lines.append("Selection: each run's best epoch ON THE TEST SET; these numbers are optimistic.")
+    lines += table.notes
+    return lines
+
+
+def render_markdown(table: Table) -> str:
+    """The table as Markdown (tabulate through pandas), with its title, footnotes and the paper's deltas."""
+    text, best = display_frame(table)
+    shown = text.mask(best, "**" + text + "**").reset_index()
+    shown["backbone"] = shown["backbone"].where(~shown["backbone"].duplicated(), "")
+    parts = [f"### {table.title}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
+    if not table.comparisons.empty:
+        parts += ["Differences the paper states (top-1 error points; negative = better):", "",
+                  table.comparisons.to_markdown(index=False, disable_numparse=True), ""]
+    parts += [f"- {line}" for line in _footnotes(table)]
+    return "\n".join(parts) + "\n"
+
+
+def render_latex(table: Table) -> str:
+    """The table as a LaTeX booktabs tabular (pandas Styler), best of each row in bold, with a caption."""
+    text, best = display_frame(table)
+    styler = text.style.apply(lambda _: best.map(lambda b: "font-weight: bold;" if b else ""), axis=None)
+    styler = (styler.format(escape="latex").format_index(escape="latex", axis=0)
+              .format_index(escape="latex", axis=1))
+    caption = table.title.replace("%", r"\%").replace("_", r"\_")
+    return styler.to_latex(hrules=True, convert_css=True, multirow_align="t", caption=caption,
+                           position_float="centering", environment="table")
+
+
+def cells_csv(table: Table) -> str:
+    """The numeric cells (one row per backbone x column) as CSV: every count, the paper's numbers, the diff."""
+    return table.cells.to_csv(index=False)
+
+
+def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
+    """Write NAME_DATASET.{md,tex,csv} under out_dir; returns the paths by format."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{table.name}_{table.dataset}" + ("_best_on_test" if table.select == "best" else "") + (
+        f"_head-{table.head}" if table.head else "")
+    paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
+    paths["md"].write_text(render_markdown(table))
+    paths["tex"].write_text(render_latex(table))
+    paths["csv"].write_text(cells_csv(table))
+    return paths
+
+
+# ---- building ------------------------------------------------------------------------------------------------
+def _filter(plan: list[dict[str, Any]], datasets: Sequence[str] | None,
+            backbones: Sequence[str] | None) -> list[dict[str, Any]]:
+    return [r for r in plan if (not datasets or r["dataset"] in datasets)
+            and (not backbones or r["backbone"] in backbones)]
+
+
+def build_table(name: str, plan: Sequence[Mapping[str, Any]], attempts: pd.DataFrame, *, stores: str = "",
+                head: str | None = None, select: str = "last") -> Table:
+    """The table of script `name` from its planned runs (one dataset) and the store's attempts (no torch needed
+    unless the PCL-E table has to compute a head's parameter count the record lacks).
+
+    Raises AnalysisError for an unknown table, a plan of several datasets, or a bad select/head.
+    """
+    if name not in SPECS:
+        raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
+    if select not in ("last", "best"):
+        raise AnalysisError(f"--select {select!r} is invalid: must be last or best")
+    datasets = sorted({r["dataset"] for r in plan})
+    if len(datasets) != 1:
+        raise AnalysisError(f"table {name}: one dataset per table, the plan has {', '.join(datasets) or 'none'}")
+    spec = SPECS[name]
+    status = planned_status(plan, attempts, head=head, select=select)
+    cells, runs = aggregate(spec, status, datasets[0], head=None if spec.heads else head, select=select)
+    notes = list(paper.NOTES.get(name, ()))
+    if spec.heads and head:
+        notes.append(f"--head {head} does not apply to this table: its columns are the heads.")
+    shared = sorted({e for e in runs["recorded_by"].dropna()} - {r.get("experiment") for r in plan})
+    if shared:
+        notes.append(f"Some runs were recorded by another script's grid ({', '.join(shared)}): the same run_key, "
+                     "trained once.")
+    table = Table(spec, datasets[0], None if spec.heads else head, select, cells, runs, stores, notes)
+    table.comparisons = comparisons(spec, cells, datasets[0], table.head)
+    return table
+
+
+def _candidate_datasets(name: str, updates: Mapping[str, Any], named: Sequence[str],
+                        attempts: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Datasets of the store's records whose plan (this config with dataset=D) has runs there: D -> plan."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    keys = set(attempts["run_key"].dropna())
+    for dataset in sorted(set(attempts["dataset"].dropna())):
+        try:
+            plan = plan_runs(name, {**updates, "dataset": dataset}, named)
+        except AnalysisError:
+            continue  # the script does not take this dataset
+        if any(r["run_key"] in keys for r in plan):
+            found[dataset] = plan
+    return found
+
+
+def _no_runs_message(name: str, asked: str, attempts: pd.DataFrame, stores: str, plan_size: int) -> str:
+    experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
+    held = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+    return (f"table {name}: none of the {plan_size} planned runs ({asked}) is in {stores}; the store holds runs "
+            f"of: {held} (a smoke grid's table needs --named smoke; another dataset --datasets)")
+
+
+def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates: Mapping[str, Any] | None = None,
+                      named: Sequence[str] = (), head: str | None = None, select: str = "last",
+                      datasets: Sequence[str] | None = None, backbones: Sequence[str] | None = None) -> list[Table]:
+    """The tables (one per dataset) of script `name` for this config, from the store's attempts.
+
+    Datasets: --datasets, else --set dataset=..., else the one dataset of the store's records whose plan (this
+    config with dataset=D) has runs there; several such datasets -> AnalysisError naming them. A plan with no run in the store -> AnalysisError naming what the store holds.
+    """
+    if name not in SPECS:
+        raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
+    keys = config_keys(name, tuple(named))  # --set keys this script does not have are another script's
+    updates = {k: v for k, v in (updates or {}).items() if k.split(".")[0] in keys}
+    if datasets:
+        plans = {d: plan_runs(name, {**updates, "dataset": d}, named) for d in datasets}
+    elif "dataset" in updates:
+        plans = {updates["dataset"]: plan_runs(name, updates, named)}
+    else:
+        plans = _candidate_datasets(name, updates, named, attempts)
+        if len(plans) > 1:
+            raise AnalysisError(f"table {name}: the store holds runs of its plan on several datasets "
+                                f"({', '.join(plans)}); choose with --datasets {' '.join(plans)}")
+        if not plans:
+            plan = plan_runs(name, updates, named)
+            raise AnalysisError(_no_runs_message(name, f"dataset {plan[0]['dataset']}", attempts, stores,
+                                                 len(plan)))
+    tables = []
+    for dataset, plan in plans.items():
+        chosen = _filter(plan, None, backbones)
+        if not chosen:
+            have = sorted({r["backbone"] for r in plan})
+            raise AnalysisError(f"table {name}: no planned run on backbone(s) {', '.join(backbones or [])}; "
+                                f"its plan has {', '.join(have)}")
+        keys = set(attempts["run_key"].dropna())
+        if not any(r["run_key"] in keys for r in chosen):
+            raise AnalysisError(_no_runs_message(name, f"dataset {dataset}", attempts, stores, len(chosen)))
+        tables.append(build_table(name, chosen, attempts, stores=stores, head=head, select=select))
+    return tables
+
+
+def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: Any) -> tuple[list[Table], list[str]]:
+    """Every asked table (all registered scripts when names is None) from the stores: (tables, skipped), where
+    skipped holds one line per script without runs (only when names is None; an asked table without runs raises).
+
+    Raises AnalysisError: empty/unreachable store, unknown table, no runs, several datasets.
+    """
+    described = describe_stores(stores)
+    attempts = read_attempts(stores)
+    if attempts.empty:
+        raise AnalysisError(f"{described} holds no run records (run a grid first, e.g. "
+                            f"python experiments/table2.py with smoke)")
+    unknown = [n for n in names or () if n not in SPECS]
+    if unknown:
+        raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+    asked = list(names or SPECS)
+    named = tuple(kwargs.get("named") or ())
+    for key in kwargs.get("updates") or {}:
+        if not any(key.split(".")[0] in config_keys(n, named) for n in asked):
+            raise AnalysisError(f"--set {key}=...: {key.split('.')[0]!r} is not a config key of "
+                                f"{', '.join(asked)}")
+    tables, skipped = [], []
+    for name in asked:
+        try:
+            tables += tables_for_script(name, attempts, stores=described, **kwargs)
+        except AnalysisError as err:
+            if names is not None or "several datasets" in str(err):
+                raise
+            skipped.append(str(err))
+    if not tables:
+        raise AnalysisError("no table has runs in the store: " + " | ".join(skipped))
+    return tables, skipped
+
+
+def _script_name(name: str) -> str:
+    """A registry name, or the experiment name a script's driver records (e.g. ablation_components)."""
+    if name in SPECS:
+        return name
+    from experiments import registry
+
+    for key in registry.SCRIPTS:
+        if registry.experiment(key).path == name:
+            return key
+    raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
+
+
+def print_script_table(name: str, config: Mapping[str, Any], stores: Any, *, runs: Sequence[Mapping] | None = None,
+                       echo: Callable[[str], None] = print) -> str:
+    """Print (and return) the Markdown table of script `name` for the runs of its plan under `config`: what every
+    table/ablation script calls when its grid ends.
+
+    name: registry name ("table2", "ablations.peers") or the driver's experiment name ("ablation_peers").
+    config: the script's resolved config (the driver's _config); runs: its expanded plan if already at hand.
+    stores: a folder, a MongoDB URL, a list of these, or a pcl.tracking.Store (its .sources()).
+    Never raises for bad input: the one-line reason is printed and returned instead.
+    """
+    try:
+        key = _script_name(name)
+        if runs is None:
+            from experiments import registry
+            from experiments.common import expand
+
+            ex = registry.experiment(key)
+            runs = expand(ex.path, ex.grid, config)
+        sources = stores.sources() if hasattr(stores, "sources") else (
+            list(stores) if isinstance(stores, (list, tuple)) else [stores])
+        attempts = read_attempts(sources)
+        described = describe_stores(sources)
+        text = "\n\n".join(render_markdown(build_table(key, [r for r in runs if r["dataset"] == d], attempts,
+                                                       stores=described))
+                           for d in dict.fromkeys(r["dataset"] for r in runs))
+    except AnalysisError as err:
+        text = f"no table: {err}"
+    echo(text)
+    return text
+
+
+__all__ = ["SPECS", "Table", "TableSpec", "aggregate", "build_table", "build_tables", "cells_csv", "display_frame",
+           "head_parameter_counts", "print_script_table", "render_latex", "render_markdown", "tables_for_script",
+           "write_table"]

@@ -1,0 +1,341 @@
+"""analysis/: records of real smoke runs (file store and the SecantusDB MongoDB server) -> loader, tables, plots,
+report; the numbers of a table equal a hand computation from the record files; statuses are counted per cell.
+
+One session-scoped study trains every run once (tiny_resnet8, synthetic data, 2 epochs):
+  table2 (baseline, pcl) x seeds 0,1                 -> 4 COMPLETED
+  ablations.peers m=2,3,4,5 x seeds 0,1               -> m=3 is table2's pcl run (shared run_key), m=2 COMPLETED,
+                                                         m=4 seed 0 PREEMPTED (a real SIGUSR2 in a callback),
+                                                         m=4 seed 1 and m=5 never run (missing)
+  table2 baseline on cifar10 without data             -> FAILED (a second dataset in the store)
+  table2 pcl seed 0 into MongoDB                      -> COMPLETED (mongo + its file copy)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import cli, make_plots, make_tables, paper, report, runs, tables
+from experiments import registry
+from pcl import tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"method": ["baseline", "pcl"], "seeds": [0, 1], "epochs": 2}
+PEERS = {"peer_counts": [2, 3, 4, 5], "seeds": [0, 1], "epochs": 2}
+SMOKE = ["smoke"]
+CLI_T2 = ["--tables", "table2", "--named", "smoke", "--set", 'method=["baseline","pcl"]', "--set", "seeds=[0,1]",
+          "--set", "epochs=2"]
+
+
+def _grid(configs, results_dir, mongo_url=None, callbacks=()):
+    return tracking.run_grid(configs, results_dir=str(results_dir), mongo_url=mongo_url, log=lambda _: None,
+                             callbacks=callbacks)
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, mongo_session_server):
+    """Real smoke runs into a file store and a MongoDB database; returns their locations and plans."""
+    root = tmp_path_factory.mktemp("analysis-study")
+    results_dir, ck = root / "results", root / "ck"
+    infra = {"results_dir": str(results_dir), "checkpoint_root": str(ck)}
+    plan_t2 = registry.plan("table2", {**BASE, **infra}, SMOKE)
+    plan_peers = registry.plan("ablations.peers", {**PEERS, **infra}, SMOKE)
+    assert _grid(plan_t2, results_dir).exit_code == 0
+    m2 = [r for r in plan_peers if r["peers"] == 2]
+    assert [r.status for r in _grid(m2, results_dir).runs] == ["COMPLETED"] * 2
+
+    def preempt(epoch, metrics):  # SLURM's pre-timeout signal, delivered to this process for real
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    m4 = [r for r in plan_peers if r["peers"] == 4 and r["seed"] == 0]
+    assert _grid(m4, results_dir, callbacks=[preempt]).runs[0].status == "PREEMPTED"
+    empty = root / "no-cifar-here"
+    empty.mkdir()
+    cifar = registry.plan("table2", {**BASE, **infra, "dataset": "cifar10", "data_root": str(empty),
+                                     "method": "baseline", "seeds": [0]}, SMOKE)
+    assert _grid(cifar, results_dir).runs[0].status == "FAILED"
+    mongo_url = mongo_session_server.url(db="analysis_study")
+    mongo_dir = root / "mongo-copy"
+    pcl0 = [r for r in plan_t2 if r["method"] == "pcl" and r["seed"] == 0]
+    assert _grid(pcl0, mongo_dir, mongo_url=mongo_url).exit_code == 0
+    return {"results": str(results_dir), "mongo": mongo_url, "mongo_copy": str(mongo_dir), "plan_t2": plan_t2,
+            "plan_peers": plan_peers, "cifar": cifar, "m4": m4[0], "root": root}
+
+
+def _record_files(results_dir: str) -> dict[str, dict]:
+    """Hand-read every COMPLETED record of a file store: run_key -> run.json's result (no analysis code)."""
+    out = {}
+    for run_dir in Path(results_dir).iterdir():
+        if (run_dir / "run.json").exists():
+            run = json.loads((run_dir / "run.json").read_text())
+            config = json.loads((run_dir / "config.json").read_text())
+            if run["status"] == "COMPLETED":
+                out[config["run_key"]] = run["result"]
+    return out
+
+
+# ---- paper numbers ------------------------------------------------------------------------------------------
+def test_paper_cells_are_errors_with_confidence_and_unknown_cells_are_absent():
+    pcl = paper.paper_cell("table2", "cifar100", "resnet32", "pcl")
+    assert (pcl.top1_err, pcl.std, pcl.confidence) == (pytest.approx(25.86), 0.16, "A")  # 100 - 74.14
+    assert paper.paper_cell("table2", "cifar10", "resnet110", "baseline").top1_err == pytest.approx(5.09)
+    assert paper.paper_cell("table2", "cifar10", "resnet110", "baseline").std is None  # Q: no std given
+    assert paper.paper_cell("table2", "cifar100", "resnet32", "baseline") is None  # unknown: never invented
+    assert paper.paper_cell("imagenet", "imagenet", "resnet18", "dml") is None
+    assert len([c for c in paper.CELLS if c.table == "table2" and c.confidence == "A"]) == 2 * 5 * 7
+    assert all(c.confidence in paper.CONFIDENCE and c.source for c in paper.CELLS + paper.DELTAS)
+    assert {d.column for d in paper.paper_deltas("ablations.components", "cifar100", "resnet32")} >= {
+        "+ peer ensemble teacher", "PCL w/o multi-input"}
+
+
+# ---- loader -------------------------------------------------------------------------------------------------
+def test_statuses_of_a_plan_are_counted_per_run(study):
+    attempts = runs.read_attempts([study["results"]])
+    status = runs.planned_status(study["plan_peers"], attempts)
+    by_m = status.groupby("peers")["status"].apply(list).to_dict()
+    assert by_m == {2: ["completed", "completed"], 3: ["completed", "completed"], 4: ["preempted", "missing"],
+                    5: ["missing", "missing"]}
+    assert status.set_index("peers").loc[3, "recorded_by"].tolist() == ["table2", "table2"]  # trained by table2
+    table = tables.build_table("ablations.peers", study["plan_peers"], attempts, stores="s")
+    cells = table.cells.set_index("column")
+    assert cells.loc["m=4", ["completed", "preempted", "missing", "n", "n_planned"]].tolist() == [0, 1, 1, 0, 2]
+    assert cells.loc["m=5", "missing"] == 2 and math.isnan(cells.loc["m=5", "mean"])
+    assert table.status_counts == {"completed": 4, "running": 0, "failed": 0, "preempted": 1, "missing": 3}
+    text = tables.render_markdown(table)
+    assert "n=0/2: 1 preempted, 1 missing)†" in text and "n=0/2: 2 missing)†" in text
+
+
+def test_failed_run_is_counted_in_its_datasets_table(study):
+    attempts = runs.read_attempts([study["results"]])
+    plan = registry.plan("table2", {**BASE, "dataset": "cifar10"}, SMOKE)
+    table = tables.build_table("table2", plan, attempts, stores="s")
+    baseline = table.cells.set_index("column").loc["baseline"]
+    assert (baseline["failed"], baseline["missing"], baseline["n"]) == (1, 1, 0)
+    assert table.cells.set_index("column").loc["pcl", "missing"] == 2
+
+
+def test_an_interrupted_record_marked_preempted_counts_as_preempted(study, tmp_path):
+    store = tmp_path / "store"
+    attempts = runs.read_attempts([study["results"]])
+    source = Path(attempts.loc[attempts["raw_status"] == "PREEMPTED", "record"].iloc[0]["path"])
+    shutil.copytree(source, store / "1")
+    run = json.loads((store / "1" / "run.json").read_text())
+    info = json.loads((store / "1" / "info.json").read_text())
+    (store / "1" / "run.json").write_text(json.dumps(dict(run, status="INTERRUPTED")))
+    assert runs.read_attempts([str(store)])["status"].tolist() == ["failed"]  # interrupted, not preempted
+    (store / "1" / "info.json").write_text(json.dumps(dict(info, preempted=True)))
+    assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
+
+
+# ---- tables -------------------------------------------------------------------------------------------------
+def test_table_numbers_equal_a_hand_computation_from_the_record_files(study):
+    hand = _record_files(study["results"])
+    attempts = runs.read_attempts([study["results"]])
+    for select, key in (("last", "deployed/top1_err"), ("best", "best_on_test/top1_err/{head}")):
+        table = tables.build_table("table2", study["plan_t2"], attempts, stores="s", select=select)
+        for method, head in (("baseline", "net"), ("pcl", "mean_peer1")):
+            values = [hand[r["run_key"]][key.format(head=head)] for r in study["plan_t2"] if r["method"] == method]
+            cell = table.cells.set_index("column").loc[method]
+            assert cell["n"] == 2 and cell["n_planned"] == 2
+            assert cell["mean"] == pytest.approx(np.mean(values))
+            assert cell["std"] == pytest.approx(np.std(values, ddof=1))
+    # another head: the pcl runs' ensemble teacher; the baseline has none
+    table = tables.build_table("table2", study["plan_t2"], attempts, stores="s", head="ensemble")
+    pcl = [hand[r["run_key"]]["last/top1_err/ensemble"] for r in study["plan_t2"] if r["method"] == "pcl"]
+    assert table.cells.set_index("column").loc["pcl", "mean"] == pytest.approx(np.mean(pcl))
+    assert "no such head" in tables.render_markdown(table)
+    best = table.cells["mean"].idxmin()
+    assert table.cells["best"].tolist() == [i == best for i in table.cells.index]
+
+
+def test_the_pcl_e_table_shows_both_candidate_heads_with_their_parameter_counts(study):
+    attempts = runs.read_attempts([study["results"]])
+    plan = registry.plan("ablations.deployed_head", {"seeds": [0, 1], "epochs": 2}, SMOKE)
+    table = tables.build_table("ablations.deployed_head", plan, attempts, stores="s")
+    cells = table.cells.set_index("column")
+    assert list(cells.index) == ["peer1", "mean_peer1", "ensemble", "pcl_e"]
+    hand = _record_files(study["results"])
+    for head in cells.index:
+        values = [hand[r["run_key"]][f"last/top1_err/{head}"] for r in plan]
+        assert cells.loc[head, "mean"] == pytest.approx(np.mean(values))
+    train = cells.loc["peer1", "params_train"]
+    assert cells.loc["ensemble", "params_deployed"] == train  # the live net + the ensemble classifier: all trained
+    assert cells.loc["mean_peer1", "params_deployed"] < cells.loc["pcl_e", "params_deployed"] < train
+    text = tables.render_markdown(table)
+    assert "ensemble (peer ensemble teacher) = PCL-E here" in text and "pcl_e (ensemble of the temporal means)" in text
+
+
+def test_a_shared_run_key_appears_in_both_scripts_tables(study):
+    attempts = runs.read_attempts([study["results"]])
+    t2 = tables.build_table("table2", study["plan_t2"], attempts, stores="s")
+    peers = tables.build_table("ablations.peers", study["plan_peers"], attempts, stores="s")
+    pcl_keys = {r["run_key"] for r in study["plan_t2"] if r["method"] == "pcl"}
+    assert pcl_keys == {r["run_key"] for r in study["plan_peers"] if r["peers"] == 3}
+    assert (t2.cells.set_index("column").loc["pcl", "mean"]
+            == peers.cells.set_index("column").loc["m=3", "mean"])
+    assert any("recorded by another script's grid (table2)" in n for n in peers.notes)
+
+
+def test_make_tables_writes_markdown_latex_csv_and_prints(study, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert make_tables.main(["--store", study["results"], *CLI_T2, "--datasets", "synthetic", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "### table2 - CIFAR comparison" in printed and "written:" in printed
+    csv = pd.read_csv(out / "table2_synthetic.csv")
+    hand = _record_files(study["results"])
+    base = [hand[r["run_key"]]["deployed/top1_err"] for r in study["plan_t2"] if r["method"] == "baseline"]
+    assert csv.set_index("column").loc["baseline", "mean"] == pytest.approx(np.mean(base))
+    tex = (out / "table2_synthetic.tex").read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\bfseries" in tex
+    md = (out / "table2_synthetic.md").read_text()
+    assert md.count("**") == 2 and "unknown" in md  # one best cell; no paper number on synthetic data
+    assert make_tables.main(["--store", study["results"], *CLI_T2, "--datasets", "synthetic", "--select", "best",
+                             "--out", str(out)]) == 0
+    assert "SELECTED ON THE TEST SET" in (out / "table2_synthetic_best_on_test.md").read_text()
+
+
+def test_the_same_table_from_mongodb_and_from_its_file_copy(study):
+    plan = [r for r in study["plan_t2"] if r["method"] == "pcl" and r["seed"] == 0]
+    from_mongo = tables.build_table("table2", plan, runs.read_attempts([study["mongo"]]), stores="m")
+    from_files = tables.build_table("table2", plan, runs.read_attempts([study["mongo_copy"]]), stores="f")
+    both = runs.read_attempts([study["mongo"], study["mongo_copy"]])
+    assert len(both) == 1  # one attempt, recorded in both stores, counts once
+    hand = _record_files(study["mongo_copy"])[plan[0]["run_key"]]["deployed/top1_err"]
+    assert from_mongo.cells.loc[0, "mean"] == from_files.cells.loc[0, "mean"] == pytest.approx(hand)
+    curves = runs.metric_series(from_mongo.runs.loc[0, "attempt"]["record"], ["test/top1_err/mean_peer1"])
+    assert curves["step"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mixed", "mongo-down",
+                                  "bad-set", "unknown-key", "bad-backbone"])
+def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
+    (tmp_path / "empty").mkdir()
+    argv = {"empty": ["--store", str(tmp_path / "empty")],
+            "no-folder": ["--store", str(tmp_path / "nowhere")],
+            "unknown-table": ["--store", study["results"], "--tables", "table9"],
+            "no-runs": ["--store", study["results"], "--tables", "ablations.deployed_head"],  # full size: none ran
+            "mixed": ["--store", study["results"], *CLI_T2],  # synthetic and cifar10 runs of this plan
+            "mongo-down": ["--store", "mongodb://user:s3cret@127.0.0.1:9/x?serverSelectionTimeoutMS=300"],
+            "bad-set": ["--store", study["results"], "--set", "epochs"],
+            "unknown-key": ["--store", study["results"], "--named", "smoke", "--set", "epoch=2"],
+            "bad-backbone": ["--store", study["results"], *CLI_T2, "--datasets", "synthetic",
+                             "--backbones", "resnet32"]}[case]
+    out = tmp_path / "out"
+    assert cli.run_main(make_tables.main, [*argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err and captured.out == ""
+    assert not out.exists()  # nothing written, no empty table
+    expected = {"empty": "holds no run records", "no-folder": "does not exist", "unknown-table": "known: table2",
+                "no-runs": "none of the 3 planned runs", "mixed": "several datasets (cifar10, synthetic)",
+                "mongo-down": "cannot read MongoDB", "bad-set": "KEY=VALUE", "unknown-key": "'epoch' is not a config key",
+                "bad-backbone": "tiny_resnet8"}[case]
+    assert expected in lines[0]
+    assert "s3cret" not in captured.err
+
+
+def test_mixed_store_tables_by_dataset(study, capsys):
+    assert make_tables.main(["--store", study["results"], *CLI_T2, "--datasets", "cifar10", "synthetic",
+                             "--out", str(study["root"] / "mixed")]) == 0
+    out = capsys.readouterr().out
+    assert "CIFAR-10" in out and "synthetic" in out and "1 failed" in out
+
+
+# ---- the scripts' closing table -----------------------------------------------------------------------------
+def test_print_script_table_for_a_scripts_config(study):
+    config = registry.resolved_config("ablations.peers", {**PEERS, "results_dir": study["results"]}, SMOKE)
+    printed = []
+    text = tables.print_script_table("ablation_peers", config, [study["results"]], echo=printed.append)
+    assert printed == [text] and "### ablations.peers - Number of peers m" in text and "m=5" in text
+    from pcl import results  # what a script's driver passes: its file store and its MongoDB database
+
+    text = tables.print_script_table("table2", registry.resolved_config("table2", BASE, SMOKE),
+                                     [study["mongo_copy"], results.connect(study["mongo"])], echo=printed.append)
+    assert "n=1/2: 1 missing)†" in text and "MongoDB database 'analysis_study'" in text
+    down = tables.print_script_table("ablations.peers", config, ["mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS"
+                                                                  "=300"], echo=printed.append)
+    assert down.startswith("no table: cannot read MongoDB") and "\n" not in down
+
+
+# ---- figures and report -------------------------------------------------------------------------------------
+def _lines(ax):
+    return [line for line in ax.get_lines() if line.get_linestyle() != ":" and len(line.get_xdata())]
+
+
+def test_figures_have_the_expected_lines_and_bars(study, tmp_path):
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    from analysis import plots
+
+    attempts = runs.read_attempts([study["results"]])
+    t2 = tables.build_table("table2", study["plan_t2"], attempts, stores="s")
+    peers = tables.build_table("ablations.peers", study["plan_peers"], attempts, stores="s")
+    (curves,) = plots.error_curves(t2)
+    ax = curves.figure.axes[0]
+    assert len(_lines(ax)) == 2  # baseline and pcl mean lines
+    assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"] == [1]  # LR step
+    assert len(ax.collections) == 2  # one std band per method
+    (heads,) = plots.heads_over_training(t2)
+    (panel,) = heads.figure.axes  # the baseline has one head: only pcl gets a panel
+    assert len(_lines(panel)) == 4  # deployed, live peers, ensemble teacher, pcl_e
+    (bars,) = plots.ablation_bars(peers)
+    assert len(bars.figure.axes[0].patches) == 2  # m=2 and m=3 have runs; m=4 and m=5 none
+    (peer_plot,) = plots.peers_plot(peers)
+    (bars_m,) = peer_plot.figure.axes[0].containers  # one backbone: one line with error bars
+    assert list(bars_m.lines[0].get_xdata()) == [2, 3]
+    assert plots.diversity(t2) == ([], "table2 (synthetic): no run logged 'test/diversity', so there is no "
+                                       "diversity figure")
+    paths = plots.save(curves, tmp_path)
+    image = mpimg.imread(paths[0])
+    assert image.shape[0] > 100 and image.std() > 0 and paths[1].stat().st_size > 1000
+    plt.close("all")
+
+
+def test_report_and_plots_commands(study, tmp_path, capsys):
+    argv = ["--store", study["results"], "--named", "smoke", "--set", "epochs=2", "--set", "seeds=[0,1]",
+            "--set", 'method=["baseline","pcl"]', "--datasets", "synthetic"]
+    assert report.main([*argv, "--tables", "table2", "--out", str(tmp_path / "r" / "report.md"), "--html"]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Runs per status" in text and "Commit:" in text and "file store" in text
+    links = [line[line.index("(") + 1:-1] for line in text.splitlines() if line.startswith("![")]
+    assert links and all((tmp_path / "r" / link).stat().st_size > 1000 for link in links)
+    assert "<table>" in (tmp_path / "r" / "report.html").read_text()
+    assert "no run logged 'test/diversity'" in text
+    peers = ["--store", study["results"], "--named", "smoke", "--set", "epochs=2", "--set", "seeds=[0,1]",
+             "--set", "peer_counts=[2,3,4,5]", "--tables", "ablations.peers", "--out", str(tmp_path / "f")]
+    assert make_plots.main(peers) == 0
+    assert sorted(p.name for p in (tmp_path / "f").glob("*.png")) == [
+        "ablations.peers_synthetic_bars.png", "ablations.peers_synthetic_curves_tiny_resnet8.png",
+        "ablations.peers_synthetic_peers.png"]
+
+
+def test_reading_records_and_building_tables_needs_no_torch(study, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(study["plan_t2"]))
+    code = f"""
+import json, sys
+sys.modules["torch"] = None  # import torch now fails
+from analysis import tables, runs, plots
+attempts = runs.read_attempts([{study["results"]!r}])
+table = tables.build_table("table2", json.loads(open({str(plan_file)!r}).read()), attempts, stores="s")
+print(table.cells.set_index("column").loc["pcl", "mean"])
+print(tables.render_latex(table).count("toprule"))
+assert "torch" in sys.modules and sys.modules["torch"] is None
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    hand = _record_files(study["results"])
+    pcl = [hand[r["run_key"]]["deployed/top1_err"] for r in study["plan_t2"] if r["method"] == "pcl"]
+    assert proc.stdout.split() == [str(np.mean(pcl)), "1"]
