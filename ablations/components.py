@@ -1,4 +1,4 @@
-"""Ablation of PCL's components (spec §11, paper_results.md "Ablations", confidence C).
+"""Ablation of PCL's components (reference numbers: analysis/paper.py, confidence C).
 
 Reproduces the paper's component study, adding one piece at a time to multi-branch training:
   1. multi-branch CE only          (ensemble_teacher=False, mean_teacher=False, multi_input=False)

@@ -1,4 +1,4 @@
-"""Ablation of the peer ensemble teacher's form (spec §11, paper_results.md "Ablations", confidence C).
+"""Ablation of the peer ensemble teacher's form (reference numbers: analysis/paper.py, confidence C).
 
 Reproduces the paper's comparison of ensemble teachers, all else PCL:
   * concat_fc (PCL): one classifier on the concatenated pooled features of the peers;

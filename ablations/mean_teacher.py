@@ -1,4 +1,4 @@
-"""Ablation of the peer mean teacher (spec §11, paper_results.md "Ablations", confidence C).
+"""Ablation of the peer mean teacher (reference numbers: analysis/paper.py, confidence C).
 
 Reproduces the paper's study of where L_pm's targets come from, all else PCL:
   * mean_others (PCL): each peer learns from the temporal means (EMA) of the OTHER peers;

@@ -1,4 +1,4 @@
-"""Ablation of the number of peers m (spec §11, paper_results.md "Ablations", confidence C).
+"""Ablation of the number of peers m (reference numbers: analysis/paper.py, confidence C).
 
 Reproduces the paper's study of m in {2, 3, 4, 5} (`peer_counts`): more peers help, with 4 still competitive.
 The analysis reports the deployed model's error with the training-time parameter count of each m. Default

@@ -164,6 +164,18 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
     return tracking.normalize_run_config(run)
 
 
+def print_table(name: str, cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> None:
+    """The script's table for the runs of its plan, from the stores the grid wrote (analysis/make_tables.py's code)."""
+    from analysis.tables import print_script_table
+    from pcl import results
+
+    url = tracking.resolve_mongo_url(cfg["mongo_url"])
+    stores: list[Any] = [cfg["results_dir"]]
+    if url:
+        stores.append(results.connect(url, cfg["db_name"]))
+    print_script_table(name, cfg, stores, runs=runs)
+
+
 class Plan(list):
     """The run configs of a grid; its str is short because Sacred logs a command's result."""
 
@@ -211,8 +223,11 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
         """Run the grid: each run a separate Sacred run with its own record; COMPLETED run_keys are skipped."""
         cfg = plain(_config)
         runs = expand(name, grid, cfg)
-        return tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
-                                 db_name=cfg["db_name"], experiment_name=name, source_files=sources)
+        report = tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
+                                   db_name=cfg["db_name"], experiment_name=name, source_files=sources)
+        if report.stop_signal is None:  # the grid ends with its table (a preempted job hands its signal on at once)
+            print_table(name, cfg, runs)
+        return report
 
     def plan(_config, options):
         """List the runs of the grid with their run_keys (no training, no record, no store access)."""

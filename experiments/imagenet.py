@@ -1,9 +1,9 @@
 """ImageNet (ILSVRC-2012) with ResNet-18: top-1 error (%) of the deployed model.
 
-Reproduces the paper's ImageNet result. Only PCL vs the plain network is known here (paper_results.md, confidence
+Reproduces the paper's ImageNet result. Only PCL vs the plain network is known here (analysis/paper.py, confidence
 C: PCL 29.58 % top-1 error, about 0.9 points better than the baseline); the grid also runs DML, ONE and OKDDip, the
 online-distillation methods the paper compares on CIFAR whose ImageNet numbers are unknown here (their cells stay
-"unknown" in the analysis, never invented). Recipe [ours, spec §8]: 90 epochs, batch 256, lr 0.1 x0.1 at 30/60,
+"unknown" in the analysis, never invented). Recipe [ours]: 90 epochs, batch 256, lr 0.1 x0.1 at 30/60,
 weight decay 1e-4, RandomResizedCrop 224 + flip. `data_root` must hold the ImageNet folders.
 
     python experiments/imagenet.py with data_root=/data/imagenet

@@ -1,8 +1,8 @@
 """CIFAR comparison, the paper's main table (called Table 2 in this project): top-1 error (%) of the deployed model.
 
 Reproduces: baseline, DML, CL-ILR, ONE, FFL-S, OKDDip, KDCL and PCL with ResNet-32, ResNet-110, WRN-20-8, VGG-16 and
-DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (spec §8, §10;
-reference numbers: paper_results.md, confidence A; the Baseline column is unknown there). PCL-E (the peer ensemble
+DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (§10;
+reference numbers: analysis/paper.py, confidence A; five Baseline cells, confidence Q). PCL-E (the peer ensemble
 of the temporal means) is the `pcl_e` head of the pcl runs, not a separate run; every other head is recorded too.
 
     python experiments/table2.py with dataset=cifar100                          # 8 methods x 5 backbones x 3 seeds

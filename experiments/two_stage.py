@@ -1,6 +1,6 @@
 """Online vs two-stage (offline) distillation: PCL against Hinton-style KD from a pre-trained teacher.
 
-Reproduces the paper's comparison with two-stage KD (spec §10): stage 1 trains the teacher (default: a ResNet-110
+Reproduces the paper's comparison with two-stage KD: stage 1 trains the teacher (default: a ResNet-110
 baseline, `teacher_method`/`teacher_backbone`); stage 2 trains the student backbone (default ResNet-32) with
 `kd` (CE + KD at T = 3), its `teacher_path` resolved from the teacher run's record (teacher run_key -> deployed.pt);
 PCL and the plain baseline on the student backbone are the comparison (the same run_keys as in table2, so runs done
