@@ -1,7 +1,7 @@
 """CIFAR comparison, the paper's main table (called Table 2 in this project): top-1 error (%) of the deployed model.
 
 Reproduces: baseline, DML, CL-ILR, ONE, FFL-S, OKDDip, KDCL and PCL with ResNet-32, ResNet-110, WRN-20-8, VGG-16 and
-DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (§10;
+DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (
 reference numbers: analysis/paper.py, confidence A; five Baseline cells, confidence Q). PCL-E (the peer ensemble
 of the temporal means) is the `pcl_e` head of the pcl runs, not a separate run; every other head is recorded too.
 
