@@ -125,12 +125,12 @@ def head_parameter_counts(run: Mapping[str, Any]) -> dict[str, int | None]:
     ensemble = the live multi-branch network + the ensemble teacher's classifier, pcl_e = the temporal-mean
     multi-branch network (no classifier).
 
-    Read from the record's info.parameter_counts["params_head/HEAD"] when present; else computed by building the
+    Read from the record's info.parameter_counts["params_deployed/HEAD"] when present; else computed by building the
     method (imports pcl/torch lazily); None where neither is possible.
     """
     attempt = run.get("attempt") or {}
     counts = attempt.get("parameter_counts") or {}
-    out: dict[str, int | None] = {h: counts.get(f"params_head/{h}") for h in PCL_HEADS}
+    out: dict[str, int | None] = {h: counts.get(f"params_deployed/{h}") for h in PCL_HEADS}
     out["peer1"] = out["peer1"] or attempt.get("params_deployed")
     out["mean_peer1"] = out["mean_peer1"] or attempt.get("params_deployed")
     if (out["ensemble"] is None or out["pcl_e"] is None) and attempt.get("num_classes"):
