@@ -311,7 +311,7 @@ def test_report_and_plots_commands(study, tmp_path, capsys):
     links = [line[line.index("(") + 1:-1] for line in text.splitlines() if line.startswith("![")]
     assert links and all((tmp_path / "r" / link).stat().st_size > 1000 for link in links)
     assert "<table>" in (tmp_path / "r" / "report.html").read_text()
-    assert "no run logged 'test/diversity'" in text
+    assert "diversity of the peers' test predictions" in text  # the figure of PCL's logged diversity
     peers = ["--store", study["results"], "--named", "smoke", "--set", "epochs=2", "--set", "seeds=[0,1]",
              "--set", "peer_counts=[2,3,4,5]", "--tables", "ablations.peers", "--out", str(tmp_path / "f")]
     assert make_plots.main(peers) == 0
