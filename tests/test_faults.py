@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,7 @@ class Disk:
         self.path = path
         path.mkdir(parents=True)
         self.real = real and os.geteuid() == 0 and shutil.which("mount") is not None and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], capture_output=True).returncode == 0
+            ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)], capture_output=True, check=False).returncode == 0
         if real and not self.real:
             pytest.skip("mounting a tmpfs is not permitted here (the injected full disk runs instead)")
         self.full = False
@@ -89,7 +89,7 @@ class Disk:
 
     def close(self) -> None:
         if self.real:
-            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
 
 
 @pytest.fixture(params=["tmpfs", "injected"])
@@ -203,7 +203,7 @@ def dead_pid() -> int:
 def test_a_claim_is_respected_while_its_holder_lives_and_taken_over_when_it_died(tmp_path, mongo_url, holder,
                                                                                     taken, capsys):
     cfg = tracking.normalize_run_config(smoke(tmp_path))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     claim = {"_id": cfg["run_key"], "attempt_id": "other", "claimed_at": now, "heartbeat": now,
              "host": socket.gethostname(), "pid": dead_pid()}
     if holder != "dead pid on this host":
@@ -373,8 +373,9 @@ def test_no_part_of_a_password_is_ever_shown_whatever_the_url(tmp_path, template
 
 def test_git_remote_tokens_and_passwords_never_reach_records_logs_or_checkpoints(tmp_path, mongo_server_factory,
                                                                                      capsys, caplog):
-    from pymongo import MongoClient
     from urllib.parse import quote_plus
+
+    from pymongo import MongoClient
 
     token, password = "ghp_Tok3nSx9Qz7", "Pw/Wv5@x"
     repo = tmp_path / "repo"

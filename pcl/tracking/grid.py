@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from pcl.engine import MetricsCallback
-from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.data import normalize_run_config
+from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
 from pcl.tracking.run import TrackedRun, run_tracked
 from pcl.tracking.secrets import redact

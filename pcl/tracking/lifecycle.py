@@ -192,7 +192,7 @@ def _claim_is_dead(claim: dict[str, Any], now: datetime.datetime, stale_s: float
     beat = claim.get("heartbeat")
     if isinstance(beat, datetime.datetime):
         if beat.tzinfo is None:
-            beat = beat.replace(tzinfo=datetime.timezone.utc)
+            beat = beat.replace(tzinfo=datetime.UTC)
         age = (now - beat).total_seconds()
         if age > stale_s:
             return f"its heartbeat is {age:.0f} s old (> {stale_s:g} s)"
@@ -214,7 +214,7 @@ def mongo_claim(db: Any, run_key: str, attempt_id: str, *, beat_s: float = CLAIM
     import pymongo.errors
 
     claims = db[CLAIMS_COLLECTION]
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     mine = {"host": socket.gethostname(), "pid": os.getpid(), "attempt_id": attempt_id, "claimed_at": now,
             "heartbeat": now}
     try:
@@ -243,7 +243,7 @@ def mongo_claim(db: Any, run_key: str, attempt_id: str, *, beat_s: float = CLAIM
         while not stop.wait(beat_s):
             with contextlib.suppress(Exception):
                 claims.update_one({"_id": run_key, "attempt_id": attempt_id},
-                                  {"$set": {"heartbeat": datetime.datetime.now(datetime.timezone.utc)}})
+                                  {"$set": {"heartbeat": datetime.datetime.now(datetime.UTC)}})
 
     thread = threading.Thread(target=beat, name=f"pcl-claim-{run_key}", daemon=True)
     thread.start()

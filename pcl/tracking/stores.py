@@ -188,7 +188,7 @@ class _FileObserver(FileStorageObserver):
     def _guard(self, event: str, call: Callable[[], Any], reraise: bool = False) -> Any:
         try:
             return call()
-        except Exception as err:  # noqa: BLE001 - any failed write makes the record incomplete
+        except Exception as err:  # any failed write makes the record incomplete
             self._failed(err, event)
             if reraise:
                 raise
