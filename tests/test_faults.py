@@ -131,6 +131,17 @@ def test_a_full_results_disk_fails_the_run_and_the_next_start_restores_the_recor
     assert sorted(curve["step"]) == [1, 2, 3]  # the whole curve, restored from the checkpoint
 
 
+def test_a_results_disk_full_from_the_start_fails_the_run_before_training(tmp_path, disk):
+    results_dir = disk.path / "results"
+    results_dir.mkdir()
+    disk.fill()
+    report = tracking.run_grid([smoke(tmp_path)], results_dir=str(results_dir), log=lambda _: None)
+    (run,) = report.runs
+    assert run.status == "FAILED" and report.exit_code == 1 and "no space left on device" in run.error.lower()
+    assert not temp_files(results_dir)
+    assert not (tmp_path / "ck" / run.run_key / "checkpoint.pt").exists()  # nothing was trained
+
+
 def test_a_full_checkpoint_disk_names_the_cause_and_keeps_the_good_checkpoint(tmp_path, disk):
     cfg = smoke(tmp_path, epochs=3, checkpoint_root=str(disk.path / "ck"))
     report = grid(tmp_path, [cfg], callbacks=[fill_after_first_epoch(disk)])
@@ -349,6 +360,7 @@ MALFORMED_URLS = [
     "mongodb://alice:Sx9/Qz7@Wv5@[::1",  # does not parse at all
     "mongodb+srv://alice:Sx9Qz7Wv5@",  # no host
     "mongodb://alice:Sx9Qz7Wv5@127.0.0.1:{port}/?authSource=admin&password=Wv5Wv5",
+    "mongodb://alice:Sx9 Qz7@127.0.0.1:{port}",  # a space in the password
 ]
 
 

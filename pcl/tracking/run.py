@@ -235,9 +235,12 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
     info = dict(getattr(run, "info", {}) or {})
     record_errors = []
     if file_observer.error is not None:
+        if mongo_observer is not None and not mongo_observer.failed:
+            remedy = "MongoDB holds the complete record; the file store's copy is marked incomplete"
+        else:
+            remedy = "free the space and start again: the next start restores the record from the checkpoint"
         record_errors.append(f"the file store {store.results_dir} could not write the record of run {key} "
-                             f"({file_observer.error}); free the space and start again: the next start restores "
-                             "the record from the checkpoint")
+                             f"({file_observer.error}); {remedy}")
     if mongo_observer is not None and mongo_observer.failed:
         record_errors.append(f"MongoDB failed during run {key} (training {status}); the complete record is in the "
                              f"file store {file_observer.dir}: upload it later with `python -m pcl.tracking upload "
