@@ -296,6 +296,27 @@ def test_the_run_key_follows_the_data_not_its_path(tmp_path):
     assert record["config"]["data_identity"] == data["identity"] and record["info"]["data"]["files"] == data["files"]
 
 
+def test_the_imagenet_identity_is_its_file_list_wherever_it_lies(tmp_path):
+    from pcl.data.imagenet import imagenet_fingerprint
+
+    for root in ("a", "b"):
+        for split, n in (("train", 3), ("val", 2)):
+            for cls in ("n01", "n02"):
+                folder = tmp_path / root / split / cls
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    (folder / f"{cls}_{i}.JPEG").write_bytes(b"")
+    a, b = imagenet_fingerprint(tmp_path / "a"), imagenet_fingerprint(tmp_path / "b")
+    assert a["identity"] == b["identity"] and (a["train_images"], a["val_images"], a["classes"]) == (6, 4, 2)
+    (tmp_path / "b" / "val" / "n02" / "extra.JPEG").write_bytes(b"")  # one more image: other data
+    changed = imagenet_fingerprint(tmp_path / "b")
+    assert changed["identity"] != a["identity"] and changed["val_images"] == 5
+    cfg = {"dataset": "imagenet", "backbone": "resnet18", "method": "baseline"}
+    keys = {root: tracking.normalize_run_config({**cfg, "data_root": str(tmp_path / root)})["run_key"]
+            for root in ("a", "b")}
+    assert keys["a"] != keys["b"]
+
+
 # ---- damaged checkpoints ------------------------------------------------------------------------------------------
 def damage(path: Path, kind: str, tmp_path: Path) -> str:
     """Write a damaged checkpoint of `kind` at `path`; returns the words the message must contain."""
