@@ -221,6 +221,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         unit="images", example=128),
     Key("synthetic_test_size", "data", 512, integer(1), "synthetic dataset only: test images", unit="images",
         example=64),
+    Key("data_identity", "data", None, text(allow_none=True),
+        "derived from the files read (pcl.tracking): None for the official CIFAR files and synthetic data, else a "
+        "checksum of the data; never set it", example="md5:0123456789abcdef", neutral=None),
     # how and where it runs (not part of the run_key)
     Key("data_root", "infra", None, text(allow_none=True), "dataset folder (None: $PCL_DATA_ROOT, else ./data)",
         example="elsewhere"),

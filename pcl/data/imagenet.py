@@ -13,6 +13,7 @@ Two deliberate choices:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,43 @@ def find_imagenet_root(root: str | os.PathLike | None = None) -> Path:
         f"{str(base / 'imagenet' / 'train')!r} with their val/ siblings). Expected layout: {_LAYOUT_HINT}. "
         f"Set data_root or the PCL_DATA_ROOT environment variable to that folder."
     )
+
+
+#: (class folder, mtime_ns) -> (sha256 of its sorted file names, number of files); a folder's mtime changes when
+#: files are added, removed or renamed in it
+_LISTING_CACHE: dict[tuple[str, int], tuple[str, int]] = {}
+
+
+def _folder_listing(folder: Path) -> tuple[str, int]:
+    key = (str(folder.resolve()), folder.stat().st_mtime_ns)
+    if key not in _LISTING_CACHE:
+        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+        _LISTING_CACHE[key] = (hashlib.sha256("\n".join(names).encode()).hexdigest(), len(names))
+    return _LISTING_CACHE[key]
+
+
+def imagenet_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What identifies the ImageNet data under `root`: a digest of the file list (class folders and file names of
+    train/ and val/, not their contents: hashing 150 GB per launch is not cheap), with the image counts.
+
+    {"dataset": "imagenet", "train_images", "val_images", "classes", "official": False, "identity": "files:..."}.
+    Independent of where the folders are; cached per class folder by its mtime (one scandir per folder the first
+    time). FileNotFoundError when the layout is not there.
+    """
+    base = find_imagenet_root(root)
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    classes = 0
+    for split in ("train", "val"):
+        folders = sorted(e.name for e in os.scandir(base / split) if e.is_dir() and not e.name.startswith("."))
+        classes = max(classes, len(folders))
+        counts[split] = 0
+        for name in folders:
+            listing, n = _folder_listing(base / split / name)
+            digest.update(f"{split}/{name}:{listing}:{n};".encode())
+            counts[split] += n
+    return {"dataset": "imagenet", "train_images": counts["train"], "val_images": counts["val"],
+            "classes": classes, "official": False, "identity": "files:" + digest.hexdigest()[:16]}
 
 
 class MultiView:

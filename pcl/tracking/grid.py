@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from pcl.engine import MetricsCallback
-from pcl.schema import normalize_run_config
+from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
-from pcl.tracking.lifecycle import clear_stop, stop_on_signals, stop_requested, stop_signal
+from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
 from pcl.tracking.run import TrackedRun, run_tracked
 from pcl.tracking.secrets import redact
 from pcl.tracking.stores import open_store
@@ -30,14 +30,16 @@ class GridReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all done; 1: some run FAILED/BLOCKED/LOCKED, or the grid stopped early; 128+N: stopped by signal N."""
+        """0: all done; 1: some run FAILED/RECORD_FAILED/BLOCKED/LOCKED, or the grid stopped early; 128+N: stopped
+        by signal N."""
         if self.stop_signal is not None:
             return 128 + self.stop_signal
-        bad = any(r.status in ("FAILED", "BLOCKED", "LOCKED", "PREEMPTED") for r in self.runs)
+        bad = any(r.status in ("FAILED", "RECORD_FAILED", "BLOCKED", "LOCKED", "PREEMPTED") for r in self.runs)
         return 1 if bad or self.stopped_reason else 0
 
     def __str__(self) -> str:
-        counts = {s: self.count(s) for s in ("COMPLETED", "SKIPPED", "PREEMPTED", "FAILED", "BLOCKED", "LOCKED")}
+        counts = {s: self.count(s) for s in ("COMPLETED", "SKIPPED", "PREEMPTED", "FAILED", "RECORD_FAILED", "BLOCKED",
+                                               "LOCKED")}
         done = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
         stop = f"; stopped: {self.stopped_reason}" if self.stopped_reason else ""
         return f"{len(self.runs)}/{self.planned} runs visited ({done or 'none'}) in {self.store}{stop}"
@@ -55,6 +57,9 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
     """
     configs = [normalize_run_config(c) for c in run_configs]
     store = open_store(results_dir, mongo_url, db_name)
+    if store.mongo_url is None:  # without MongoDB the file lock is the only guard: it must work
+        for root in sorted({c["checkpoint_root"] for c in configs}):
+            check_locking(root)
     report = GridReport(store=store.describe(), planned=len(configs))
     log(f"{len(configs)} run(s) -> {store.describe()}")
     clear_stop()
@@ -69,8 +74,13 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
                 report.stopped_reason = str(err)
                 log(f"stopping the grid: {err}")
                 break
-            outcome = run_tracked(cfg, store, experiment_name=experiment_name, source_files=source_files,
-                                  callbacks=callbacks)
+            try:
+                outcome = run_tracked(cfg, store, experiment_name=experiment_name, source_files=source_files,
+                                      callbacks=callbacks)
+            except StoreUnavailable as err:
+                report.stopped_reason = str(err)
+                log(f"stopping the grid: {err}")
+                break
             report.runs.append(outcome)
             detail = ""
             if outcome.status == "COMPLETED":

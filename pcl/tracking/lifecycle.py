@@ -1,17 +1,23 @@
-"""The run lifecycle: stop signals (SIGTERM/SIGUSR2 -> PREEMPTED), final statuses, the per-run_key lock and what a
-checkpoint says about where a run resumes."""
+"""The run lifecycle: stop signals (SIGTERM/SIGUSR2 -> PREEMPTED), final statuses, the per-run_key lock (a file
+lock, plus an atomic MongoDB claim when records go there) and what a checkpoint says about where a run resumes."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import errno
 import fcntl
 import os
 import signal
+import socket
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import torch
+from pcl.tracking.errors import StoreUnavailable, UserError
+from pcl.tracking.secrets import redact
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
@@ -89,32 +95,192 @@ def redeliver(signum: int) -> None:
 
 
 class RunLocked(RuntimeError):
-    """Another process holds the lock of this run_key (it is running it now)."""
+    """Another process holds the lock or the MongoDB claim of this run_key (it is running it now)."""
+
+
+class LockUnsupported(UserError):
+    """checkpoint_root is on a filesystem without file locks and no MongoDB claims the run_keys instead."""
+
+
+_NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
+def _lock_unsupported_message(path: Path, err: OSError) -> str:
+    return (f"checkpoint_root {str(path.parent.parent)!r} is on a filesystem without file locks (flock on {path}: "
+            f"{os.strerror(err.errno).lower()}), so two processes could train the same run at once. Put "
+            "checkpoint_root on a filesystem with locks (a local disk, or NFS with its lock service), or record to "
+            "MongoDB (mongo_url or $PCL_MONGO_URL), which then claims every run_key itself.")
 
 
 @contextlib.contextmanager
-def _run_lock(ckpt_dir: Path) -> Iterator[None]:
-    """An exclusive lock on checkpoint_root/run_key/.lock while the run trains: one process per run_key."""
+def _run_lock(ckpt_dir: Path, required: bool = True) -> Iterator[bool]:
+    """An exclusive lock on checkpoint_root/run_key/.lock while the run trains: one process per run_key.
+
+    Yields True when locked. On a filesystem without locks (flock: ENOLCK, EOPNOTSUPP...) it raises
+    LockUnsupported with a message saying what to do, or, when not `required` (MongoDB claims the run_key),
+    warns once and yields False. RunLocked when another process holds the lock.
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ckpt_dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    path = ckpt_dir / ".lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    locked = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
-            raise RunLocked(f"run {ckpt_dir.name} is being trained by another process (lock {ckpt_dir / '.lock'})")
-        yield
+            raise RunLocked(f"run {ckpt_dir.name} is being trained by another process (lock {path})") from None
+        except OSError as err:
+            if err.errno not in _NO_LOCK_ERRNOS:
+                raise
+            if required:
+                raise LockUnsupported(_lock_unsupported_message(path, err)) from None
+            if not _WARNED_NO_LOCK:
+                _WARNED_NO_LOCK.append(True)
+                print(f"[pcl.tracking] note: {path.parent.parent} has no file locks; the MongoDB claim of each "
+                      "run_key keeps two processes from training it at once", file=sys.stderr)
+        yield locked
     finally:
         os.close(fd)
 
 
-def _peek_checkpoint(path: Path) -> tuple[int, list[dict[str, float]]]:
-    """(completed epochs, history) of a checkpoint, memory-mapped; (0, []) when there is none or it is unreadable."""
-    if not path.exists():
-        return 0, []
+_WARNED_NO_LOCK: list[bool] = []
+
+
+def check_locking(checkpoint_root: str | os.PathLike) -> None:
+    """LockUnsupported (before any run) when checkpoint_root's filesystem has no file locks. Probes a temp file
+    in checkpoint_root, or in its nearest existing parent when it does not exist yet; leaves nothing behind."""
+    folder = Path(checkpoint_root).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["epoch"]), list(state.get("history", []))
-    except Exception:  # noqa: BLE001 - the runner reports a broken checkpoint with its own message
-        return 0, []
+        fd, name = tempfile.mkstemp(prefix=".pcl-lock-probe", dir=folder)
+    except OSError:
+        return  # not writable: the run's own lock reports it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in _NO_LOCK_ERRNOS:
+            raise LockUnsupported(_lock_unsupported_message(Path(checkpoint_root) / "RUN_KEY" / ".lock", err)
+                                  ) from None
+    finally:
+        os.close(fd)
+        os.unlink(name)
 
 
+# ---- the MongoDB claim of a run_key: where runs of different machines meet --------------------------------------
+CLAIMS_COLLECTION = "claims"
+CLAIM_BEAT_S = 30.0  # the holder refreshes its heartbeat this often
+CLAIM_STALE_S = 300.0  # a claim whose heartbeat is older than this belongs to a dead holder and can be taken over
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_is_dead(claim: dict[str, Any], now: datetime.datetime, stale_s: float) -> str | None:
+    """Why the holder of `claim` is gone (its PID is dead on this host, or its heartbeat is stale), or None."""
+    if claim.get("host") == socket.gethostname() and isinstance(claim.get("pid"), int) \
+            and not _pid_alive(claim["pid"]):
+        return f"its process {claim['pid']} on this host is dead"
+    beat = claim.get("heartbeat")
+    if isinstance(beat, datetime.datetime):
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=datetime.UTC)
+        age = (now - beat).total_seconds()
+        if age > stale_s:
+            return f"its heartbeat is {age:.0f} s old (> {stale_s:g} s)"
+    return None
+
+
+@contextlib.contextmanager
+def mongo_claim(db: Any, run_key: str, attempt_id: str, *, beat_s: float = CLAIM_BEAT_S,
+                stale_s: float = CLAIM_STALE_S, log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Claim `run_key` in MongoDB's `claims` collection (a document with _id = run_key: holder host, pid,
+    attempt_id, heartbeat) for the duration of the block; atomic, so of several processes that share the
+    database (whatever their checkpoint_root) exactly one trains a run_key.
+
+    A thread refreshes the heartbeat every `beat_s` seconds. A claim whose holder died (dead PID on this host,
+    or heartbeat older than `stale_s`) is taken over atomically (compare-and-set on the old holder's attempt_id).
+    Raises RunLocked when a live holder has it. Errors of the heartbeat or release (the database went away
+    mid-run) are ignored: the claim then goes stale and can be taken over.
+    """
+    import pymongo.errors
+
+    claims = db[CLAIMS_COLLECTION]
+    now = datetime.datetime.now(datetime.UTC)
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "attempt_id": attempt_id, "claimed_at": now,
+            "heartbeat": now}
+    try:
+        try:
+            claims.insert_one({"_id": run_key, **mine})
+        except pymongo.errors.DuplicateKeyError:
+            held = claims.find_one({"_id": run_key}) or {}
+            why = _claim_is_dead(held, now, stale_s)
+            if why is None:
+                raise RunLocked(f"run {run_key} is being trained by another process (MongoDB claim of host "
+                                f"{held.get('host')!r}, pid {held.get('pid')}, heartbeat {held.get('heartbeat')})"
+                                ) from None
+            taken = claims.find_one_and_update({"_id": run_key, "attempt_id": held.get("attempt_id")},
+                                               {"$set": mine})
+            if taken is None:
+                raise RunLocked(f"run {run_key} was claimed by another process just now") from None
+            if log is not None:
+                log(f"run {run_key}: taking over the claim of host {held.get('host')!r}, pid {held.get('pid')}: "
+                    f"{why}")
+    except pymongo.errors.PyMongoError as err:
+        raise StoreUnavailable(f"MongoDB failed while claiming run {run_key} ({type(err).__name__}: "
+                               f"{redact(err)[:300]}); the run was not started") from None
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(beat_s):
+            with contextlib.suppress(Exception):
+                claims.update_one({"_id": run_key, "attempt_id": attempt_id},
+                                  {"$set": {"heartbeat": datetime.datetime.now(datetime.UTC)}})
+
+    thread = threading.Thread(target=beat, name=f"pcl-claim-{run_key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            claims.delete_one({"_id": run_key, "attempt_id": attempt_id})
+
+
+# ---- checkpoints: what the last one says, and what to do with a damaged one ------------------------------------
+def inspect_checkpoint(path: Path, identity: Mapping[str, Any] | None = None
+                       ) -> tuple[int, list[dict[str, float]], str | None]:
+    """(completed epochs, history, problem) of the checkpoint at `path`: (0, [], None) when there is none;
+    (0, [], "what is wrong") when it is empty, truncated, not a checkpoint of this suite, or (with `identity`)
+    one of another method/backbone/number of classes."""
+    from pcl.engine import CheckpointError, check_checkpoint, load_checkpoint
+
+    if not path.exists():
+        return 0, [], None
+    try:
+        state = load_checkpoint(path, mmap=True)
+        check_checkpoint(state, path, identity)
+    except CheckpointError as err:
+        return 0, [], err.problem
+    return int(state["epoch"]), list(state.get("history", [])), None
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to `NAME.damaged-YYYYmmdd-HHMMSS` next to it (kept for inspection)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged-{stamp}.{n}")
+        n += 1
+    os.replace(path, target)
+    return target

@@ -2,6 +2,7 @@
 resume from a checkpoint, PREEMPTED on a stop signal, FAILED with its trace)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -18,10 +19,11 @@ from sacred.utils import apply_backspaces_and_linefeeds
 import pcl
 from pcl import results
 from pcl.engine import MetricsCallback, TrainingInterrupted
-from pcl.schema import TEACHER_PATH_OPTION, normalize_run_config, plain, record_config
+from pcl.schema import TEACHER_PATH_OPTION, plain, record_config
+from pcl.tracking.data import data_fingerprint, normalize_run_config
 from pcl.tracking.errors import Preempted
-from pcl.tracking.lifecycle import (RunLocked, _peek_checkpoint, _run_lock, stop_on_signals, stop_requested,
-                                    stop_signal)
+from pcl.tracking.lifecycle import (RunLocked, _run_lock, inspect_checkpoint, mongo_claim, move_aside,
+                                    stop_on_signals, stop_requested, stop_signal)
 from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url
 from pcl.tracking.stores import Store, _FileObserver, _MongoObserver
 
@@ -66,17 +68,28 @@ def resolve_teacher_path(store: Store, teacher_key: str) -> str:
     return str(path)
 
 
+def _say(message: str, log: Callable[[str], None] | None) -> None:
+    """A message about a run (not part of the training output): to `log`, else to stderr."""
+    message = redact(message)
+    if log is not None:
+        log(message)
+    else:
+        print(f"[pcl.tracking] {message}", file=sys.stderr, flush=True)
+
+
 def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str | None = None,
                 source_files: Sequence[str | os.PathLike] = (), callbacks: Sequence[MetricsCallback] = (),
                 log: Callable[[str], None] | None = None) -> TrackedRun:
     """Train one run config as one Sacred run with its own record (unless its run_key is COMPLETED already).
 
     Statuses: COMPLETED, FAILED, PREEMPTED (stopped by a signal or request_stop; resumes next time),
-    INTERRUPTED (Ctrl-C, re-raised), SKIPPED (a COMPLETED record exists and force is off), LOCKED (another process
-    trains this run_key now), BLOCKED (a two-stage student whose teacher is not COMPLETED). The last three leave no
-    record. `callbacks` receive (epoch, metrics) after every epoch, like the runner's.
+    RECORD_FAILED (trained, but a store could not write its record: a full disk, MongoDB gone; the message says
+    which and how it is repaired), INTERRUPTED (Ctrl-C, re-raised), SKIPPED (a COMPLETED record exists and force is
+    off), LOCKED (another process trains this run_key now: the file lock in checkpoint_root, or with MongoDB the
+    claim in its `claims` collection), BLOCKED (a two-stage student whose teacher is not COMPLETED). The last
+    three leave no record. `callbacks` receive (epoch, metrics) after every epoch, like the runner's.
     """
-    cfg = normalize_run_config(config, check_build=False)
+    cfg = normalize_run_config(config, check_build=False)  # data_identity from the files on disk
     key = cfg["run_key"]
     name = experiment_name or cfg["experiment"] or "pcl"
     started = time.perf_counter()
@@ -88,27 +101,67 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
         except LookupError as err:
             return TrackedRun(key, "BLOCKED", error=str(err), label=cfg["label"])
     ckpt_dir = Path(cfg["checkpoint_root"]) / key
+    attempt_id = uuid.uuid4().hex
+    db = store.database()
     try:
-        with _run_lock(ckpt_dir), stop_on_signals():
-            return _run_sacred(cfg, store, name, ckpt_dir, source_files, callbacks, started, log)
+        with contextlib.ExitStack() as held:
+            if db is not None:  # where runs of different machines meet: claimed before the node-local file lock
+                held.enter_context(mongo_claim(db, key, attempt_id, log=lambda m: _say(m, log)))
+            held.enter_context(_run_lock(ckpt_dir, required=db is None))
+            # checked again now that this process holds the run_key: another one may have completed it meanwhile
+            if not cfg["force"] and results.has_completed(store.sources(), key):
+                return TrackedRun(key, "SKIPPED", label=cfg["label"])
+            held.enter_context(stop_on_signals())
+            return _run_sacred(cfg, store, name, ckpt_dir, source_files, callbacks, started, log, attempt_id)
     except RunLocked as err:
         return TrackedRun(key, "LOCKED", error=str(err), label=cfg["label"])
 
 
+def _expected_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint of this run config says it is (pcl.engine's checkpoint identity)."""
+    from pcl.data import NUM_CLASSES
+
+    classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
+    return {"method": cfg["method"], "backbone": cfg["backbone"], "num_classes": classes}
+
+
+def _without_credentials(ex: Experiment) -> None:
+    """Sacred records each source repository's remote URL, and with it any token in it
+    (https://bot:TOKEN@host/...): record only the commit and the dirty flag."""
+    original = ex.get_experiment_info
+
+    def experiment_info() -> dict[str, Any]:
+        info = original()
+        info["repositories"] = [{"commit": r.get("commit"), "dirty": r.get("dirty")}
+                                for r in info.get("repositories") or []]
+        return info
+
+    ex.get_experiment_info = experiment_info
+
+
 def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                 source_files: Sequence[str | os.PathLike], callbacks: Sequence[MetricsCallback], started: float,
-                log: Callable[[str], None] | None) -> TrackedRun:
+                log: Callable[[str], None] | None, attempt_id: str) -> TrackedRun:
     from pcl.runner import run as train_run
 
     key = cfg["run_key"]
     ckpt_path = ckpt_dir / "checkpoint.pt"
-    done_epochs, history = _peek_checkpoint(ckpt_path)
+    done_epochs, history, problem = inspect_checkpoint(ckpt_path, _expected_identity(cfg))
+    damaged = None
+    if problem is not None:  # never blocks the run: kept for inspection, and the run starts over
+        aside = move_aside(ckpt_path)
+        damaged = {"path": str(aside), "problem": problem}
+        _say(f"run {key}: checkpoint {ckpt_path} is unusable: {problem}. Moved to {aside} (kept for inspection); "
+             "the run starts over from epoch 0", log)
     resume = True
     if cfg["force"] and done_epochs >= cfg["epochs"]:
         resume, done_epochs, history = False, 0, []  # force: a finished run trains again from scratch
-    attempt_id = uuid.uuid4().hex
+    elif done_epochs >= cfg["epochs"]:
+        _say(f"run {key}: its checkpoint {ckpt_path} is final ({done_epochs} epochs) but no COMPLETED record "
+             "exists: restoring the record from the checkpoint", log)
 
     ex = Experiment(name, base_dir=str(REPO_ROOT), save_git_info=True)
+    _without_credentials(ex)
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     ex.add_config(record_config(cfg))
     for path in source_files:
@@ -129,6 +182,8 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                     checkpoint_dir=str(ckpt_dir.resolve()), resumed_from_epoch=done_epochs,
                     pcl_version=pcl.__version__, teacher_run_key=cfg["teacher_run_key"],
                     teacher_path=cfg["options"].get(TEACHER_PATH_OPTION))
+        if damaged is not None:
+            info["damaged_checkpoint"] = damaged
         # a resumed attempt re-logs the epochs of its checkpoint: its record holds the whole curve
         for epoch, metrics in enumerate(history):
             log_epoch(epoch, metrics)
@@ -137,6 +192,7 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
             info.update({k: plain(facts[k]) for k in ("parameter_counts", "heads", "deployed_head",
                                                            "determinism", "num_classes", "num_views",
                                                            "environment", "recipe") if k in facts})
+            _record_data(cfg, info)
 
         try:
             outcome = train_run(cfg, checkpoint_dir=ckpt_dir, resume=resume,
@@ -177,15 +233,40 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
     run = ex.current_run
     run_id = getattr(run, "_id", None)
     info = dict(getattr(run, "info", {}) or {})
+    record_errors = []
+    if file_observer.error is not None:
+        if mongo_observer is not None and not mongo_observer.failed:
+            remedy = "MongoDB holds the complete record; the file store's copy is marked incomplete"
+        else:
+            remedy = "free the space and start again: the next start restores the record from the checkpoint"
+        record_errors.append(f"the file store {store.results_dir} could not write the record of run {key} "
+                             f"({file_observer.error}); {remedy}")
     if mongo_observer is not None and mongo_observer.failed:
-        message = (f"MongoDB failed during run {key} (status {status}); the complete record is in the file store "
-                   f"{file_observer.dir}: upload it later with `python -m pcl.tracking upload "
-                   f"{store.results_dir}` (URL from {MONGO_URL_ENV} or --mongo-url)")
-        print(redact(message), file=sys.stderr)
+        record_errors.append(f"MongoDB failed during run {key} (training {status}); the complete record is in the "
+                             f"file store {file_observer.dir}: upload it later with `python -m pcl.tracking upload "
+                             f"{store.results_dir}` (URL from {MONGO_URL_ENV} or --mongo-url)")
         info["mongo_failed"] = True
+    if record_errors:
+        info["record_errors"] = [redact(e) for e in record_errors]
+        for message in record_errors:
+            _say(message, None)
+        if status == "COMPLETED":
+            status = "RECORD_FAILED"
+        error = redact("; ".join(([error] if error else []) + record_errors))
     if log is not None:
         log(redact(f"run {key} {cfg['label'] or ''}: {status}"))
     return TrackedRun(key, status, run_id=run_id, result=result, info=info, error=error,
                       seconds=time.perf_counter() - started, label=cfg["label"])
 
 
+def _record_data(cfg: Mapping[str, Any], info: dict[str, Any]) -> None:
+    """Record the fingerprint of the data the runner has just read; fail the run when it is not the data whose
+    identity is in the run_key (the files changed between planning and reading)."""
+    fingerprint = data_fingerprint(cfg)
+    if fingerprint is None:
+        return
+    info["data"] = plain(fingerprint)
+    if fingerprint["identity"] != cfg["data_identity"]:
+        raise RuntimeError(f"the {cfg['dataset']} files under data_root changed after the run_key was computed "
+                           f"(data identity {fingerprint['identity']!r}, expected {cfg['data_identity']!r}); start "
+                           "again: the run_key follows the data")

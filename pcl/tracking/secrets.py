@@ -1,48 +1,90 @@
 """Secrets: MongoDB URLs and passwords never reach a message, record or log; `redact` and `redact_url` are the
-only way URLs are shown."""
+only way URLs are shown.
+
+A URL is treated as a user typed it, not as RFC 3986 says it should be: the password is everything between the
+first ':' of the user part and the LAST '@' before the host, so a password with '/', '@', ':', '?' or '#' in it,
+a URL without its scheme (`user:pw@host`) and a URL no parser accepts are redacted all the same.
+"""
 from __future__ import annotations
 
 import os
 import re
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
+from urllib.parse import quote, quote_plus, unquote
 
 MONGO_URL_ENV = "PCL_MONGO_URL"
 _SECRETS: set[str] = set()
-_URL_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^:@/\s]*):([^@/\s]*)@")
-_SECRET_PARAMS = ("password", "secret", "token", "key")
+#: in free text: [scheme://]user:PASSWORD@ where PASSWORD runs (without whitespace) to the token's last '@'
+_USERINFO_IN_TEXT = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.\-]*://)?[^\s:/@'\"<>()\[\]{},;=]+):(?!//)(\S*)@")
+_SECRET_PARAM_IN_TEXT = re.compile(r"([?&;][^\s=&;?#]*(?:password|secret|token|key|pwd|mechanismproperties)[^\s=&;?#]*=)[^\s&;#'\"]*",
+                                   re.IGNORECASE)
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.\-]*://)")
+_SECRET_PARAMS = ("password", "secret", "token", "key", "pwd", "mechanismproperties")
+_PASSWORD_DELIMITERS = re.compile(r"[/?#@:\[\]\s]+")
+_MIN_FRAGMENT = 3
+
+
+def _split_url(url: str) -> tuple[str, str | None, str | None, str]:
+    """(scheme incl. '://' or '', user or None, password or None, rest after the userinfo's '@')."""
+    match = _SCHEME.match(url)
+    scheme = match.group(1) if match else ""
+    body = url[match.end():] if match else url.lstrip()
+    if "@" not in body:
+        return scheme, None, None, body
+    userinfo, _, rest = body.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return scheme, user, (password if colon else None), rest
+
+
+def _redact_query(rest: str) -> str:
+    """Secret-looking query parameters (password, token, ...=VALUE) -> ***; the text is not re-encoded."""
+    base, sep, query = rest.partition("?")
+    if not sep:
+        return rest
+    pairs = []
+    for pair in re.split(r"([&;])", query):
+        key, eq, _value = pair.partition("=")
+        secret = eq and any(s in key.lower() for s in _SECRET_PARAMS)
+        pairs.append(f"{key}=***" if secret else pair)
+    return base + "?" + "".join(pairs)
 
 
 def redact_url(url: str | None) -> str:
-    """The URL with its password (and secret-looking query parameters) replaced by ***."""
+    """The URL with its password (and secret-looking query parameters) replaced by ***; any string is accepted
+    (no scheme, unescaped '/', '@' or ':' in the password, unparsable): nothing after `user:` is kept."""
     if not url:
         return str(url)
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", url)
-    if "?" in text:
-        base, _, query = text.partition("?")
-        pairs = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v)
-                 for k, v in parse_qsl(query, keep_blank_values=True)]
-        text = base + "?" + urlencode(pairs, safe="*:/,")
-    return text
+    scheme, user, password, rest = _split_url(str(url))
+    userinfo = ""
+    if user is not None:
+        userinfo = f"{user}:***@" if password is not None else f"{user}@"
+    return redact(scheme + userinfo + _redact_query(rest))
 
 
 def _register_secrets(url: str | None) -> None:
-    """Remember the password of `url` (raw and URL-encoded) so that `redact` removes it from any text."""
+    """Remember the password of `url` (raw, URL-decoded and URL-encoded, and its pieces between URL delimiters
+    that a parser may quote alone) and secret query values, so that `redact` removes them from any text."""
     if not url:
         return
-    match = _URL_USERINFO.search(url)
-    if match and match.group(3):
-        secret = unquote(match.group(3))
-        _SECRETS.update(s for s in {match.group(3), secret, quote(secret, safe=""), quote_plus(secret)} if s)
-    if "?" in url:
-        for key, value in parse_qsl(url.partition("?")[2]):
-            if value and any(s in key.lower() for s in _SECRET_PARAMS):
-                _SECRETS.add(value)
+    _, _, password, rest = _split_url(str(url))
+    if password:
+        secret = unquote(password)
+        found = {password, secret, quote(secret, safe=""), quote_plus(secret)}
+        for spelling in (password, secret):
+            found.update(p for p in _PASSWORD_DELIMITERS.split(spelling) if len(p) >= _MIN_FRAGMENT)
+        _SECRETS.update(s for s in found if s)
+    _, sep, query = rest.partition("?")
+    if sep:
+        for pair in re.split(r"[&;]", query):
+            key, eq, value = pair.partition("=")
+            if eq and value and any(s in key.lower() for s in _SECRET_PARAMS):
+                _SECRETS.update({value, unquote(value)})
 
 
 def redact(text: Any) -> str:
-    """Any text with every MongoDB password this process has seen replaced by ***."""
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", str(text))
+    """Any text with every URL password in it, and every secret this process has seen, replaced by ***."""
+    text = _USERINFO_IN_TEXT.sub(lambda m: f"{m.group(1)}:***@", str(text))
+    text = _SECRET_PARAM_IN_TEXT.sub(lambda m: f"{m.group(1)}***", text)
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
@@ -53,5 +95,3 @@ def resolve_mongo_url(mongo_url: str | None = None) -> str | None:
     url = mongo_url if mongo_url else os.environ.get(MONGO_URL_ENV) or None
     _register_secrets(url)
     return url
-
-

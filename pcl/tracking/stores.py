@@ -2,17 +2,19 @@
 write them; failing fast when MongoDB is unreachable."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import re
+import shutil
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from sacred.observers import FileStorageObserver, MongoObserver
@@ -117,29 +119,111 @@ def open_store(results_dir: str | os.PathLike = "results", mongo_url: str | None
 
 def _url_database(url: str) -> str | None:
     """The database named in the URL path (mongodb://host/DB?...), if any."""
-    match = re.match(r"mongodb(?:\+srv)?://[^/]*/([^?]+)", url)
+    from pcl.tracking.secrets import _split_url
+
+    host_part = _split_url(url)[3]  # after the userinfo's last '@': a '/' in a password is not a database
+    match = re.match(r"[^/?]*/([^?]+)", host_part)
     return unquote(match.group(1)) if match and match.group(1) else None
 
 
 # ---- observers -----------------------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    """Make a rename in folder `path` durable (best effort: some filesystems cannot fsync a folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _atomic_write_json(obj: Any, path: Path) -> None:
+    """JSON to a temp file, fsynced, then renamed over `path`: a crash or a full disk never leaves a half-written
+    record; the temp file is removed when the write fails (and the error re-raised)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    with open(tmp, "w") as f:
-        json.dump(flatten(obj), f, sort_keys=True, indent=2)
-        f.flush()
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(flatten(obj), f, sort_keys=True, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def describe_write_error(err: BaseException) -> str:
+    """What went wrong when writing, in words: 'no space left on device' for ENOSPC (also when wrapped)."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            what = os.strerror(seen.errno).lower()
+            where = f" ({seen.filename})" if seen.filename else ""
+            return f"{what}{where}"
+        seen = seen.__cause__ or seen.__context__
+    return redact(f"{type(err).__name__}: {err}")
 
 
 class _FileObserver(FileStorageObserver):
-    """Sacred's file store with its own run ids (never MongoDB's, which would collide) and atomic JSON writes."""
+    """Sacred's file store with its own run ids (never MongoDB's, which would collide), atomic fsynced JSON writes,
+    and failure tracking: Sacred only warns when an observer fails, so a write that fails (a full disk) sets
+    `error`, and the final event then records the attempt as FAILED ("record incomplete") instead of COMPLETED,
+    so that the next start trains (restores) the run again instead of skipping an incomplete record."""
+
+    error: str | None = None
+
+    def _failed(self, err: BaseException, event: str) -> None:
+        if self.error is None:
+            self.error = f"{event}: {describe_write_error(err)}"
+        for tmp in Path(self.dir or self.basedir).glob(".*.tmp*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _guard(self, event: str, call: Callable[[], Any], reraise: bool = False) -> Any:
+        try:
+            return call()
+        except Exception as err:  # any failed write makes the record incomplete
+            self._failed(err, event)
+            if reraise:
+                raise
+            return None
 
     def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
-        return super().started_event(ex_info, command, host_info, start_time, config, meta_info, None)
+        # a record that cannot even be started fails the run before any training
+        return self._guard("starting the record", lambda: super(_FileObserver, self).started_event(
+            ex_info, command, host_info, start_time, config, meta_info, None), reraise=True)
+
+    def find_or_save(self, filename, store_dir: Path):
+        """Sacred copies a source file once per content; copied atomically, so a partial copy is never reused."""
+        store_dir.mkdir(parents=True, exist_ok=True)
+        stem, ext = os.path.splitext(os.path.basename(filename))
+        from sacred.dependencies import get_digest
+
+        store_path = store_dir / f"{stem}_{get_digest(filename)}{ext}"
+        if not store_path.exists():
+            tmp = store_path.with_name(f".{store_path.name}.tmp{os.getpid()}")
+            try:
+                shutil.copyfile(filename, tmp)
+                os.replace(tmp, store_path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+        return store_path
 
     def save_json(self, obj, filename):
         _atomic_write_json(obj, Path(self.dir) / filename)
 
     def log_metrics(self, metrics_by_name, info):
+        self._guard("writing metrics", lambda: self._log_metrics(metrics_by_name))
+
+    def _log_metrics(self, metrics_by_name) -> None:
         path = Path(self.dir) / "metrics.json"
         try:
             saved = json.loads(path.read_text())
@@ -151,6 +235,38 @@ class _FileObserver(FileStorageObserver):
             entry["steps"] += list(new["steps"])
             entry["timestamps"] += [t.isoformat() if hasattr(t, "isoformat") else t for t in new["timestamps"]]
         _atomic_write_json(saved, path)
+
+    def heartbeat_event(self, info, captured_out, beat_time, result):
+        self._guard("writing the heartbeat", lambda: super(_FileObserver, self).heartbeat_event(
+            info, captured_out, beat_time, result))
+
+    def resource_event(self, filename):
+        self._guard("saving a resource", lambda: super(_FileObserver, self).resource_event(filename))
+
+    def artifact_event(self, name, filename, metadata=None, content_type=None):
+        self._guard("saving an artifact", lambda: super(_FileObserver, self).artifact_event(
+            name, filename, metadata, content_type))
+
+    def completed_event(self, stop_time, result):
+        if self.error is not None:  # never COMPLETED over an incomplete record: the next start must restore it
+            return self._incomplete(stop_time, result)
+        self._guard("writing the final record", lambda: super(_FileObserver, self).completed_event(stop_time,
+                                                                                                      result))
+
+    def interrupted_event(self, interrupt_time, status):
+        self._guard("writing the final record", lambda: super(_FileObserver, self).interrupted_event(
+            interrupt_time, status))
+
+    def failed_event(self, fail_time, fail_trace):
+        self._guard("writing the final record", lambda: super(_FileObserver, self).failed_event(fail_time,
+                                                                                                   fail_trace))
+
+    def _incomplete(self, stop_time, result) -> None:
+        note = (f"record incomplete: {self.error}; the training finished, the next start restores the record from "
+                "the checkpoint")
+        self.run_entry.update(stop_time=stop_time.isoformat(), result=result, status="FAILED", fail_trace=[note])
+        with contextlib.suppress(Exception):
+            _atomic_write_json(self.run_entry, Path(self.dir) / "run.json")
 
 
 class _MongoObserver(MongoObserver):
@@ -180,7 +296,10 @@ class _MongoObserver(MongoObserver):
     def final_save(self, attempts):
         import pymongo.errors
 
-        tries = 1 if self.failed else min(attempts, 2)
+        # A write that failed during the run lost metrics: MongoDB must not show this attempt COMPLETED with a
+        # partial curve (it would be skipped forever). It keeps its last state (RUNNING), which `upload` replaces
+        # with the file store's complete record.
+        tries = 0 if self.failed else min(attempts, 2)
         for i in range(tries):
             try:
                 self.runs.update_one({"_id": self.run_entry["_id"]}, {"$set": self.run_entry}, upsert=True)
