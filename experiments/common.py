@@ -48,7 +48,7 @@ SMOKE: dict[str, Any] = {"dataset": "synthetic", "backbone": "tiny_resnet8", "ep
 
 
 #: keys of the Sacred scope: every schema key but those the driver sets itself (pcl.schema.KEYS)
-SCOPE_KEYS = tuple(k for k in schema.KEYS if k not in ("experiment", "label", "run_key"))
+SCOPE_KEYS = tuple(k for k, key in schema.KEYS.items() if not key.derived and k not in ("experiment", "label"))
 
 
 def scope_defaults() -> dict[str, Any]:
@@ -253,7 +253,7 @@ def _move_mongo_url_to_env(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key == "mongo_url" and "://" in value:
+        if sep and key == "mongo_url" and value.strip("'\"") not in ("", "None", "null"):
             os.environ[tracking.MONGO_URL_ENV] = value.strip("'\"")
             tracking.resolve_mongo_url(os.environ[tracking.MONGO_URL_ENV])  # registers the password for redaction
             continue

@@ -162,6 +162,7 @@ class Key:
     unit: str = ""
     example: Any = None  # another valid value (documentation and tests)
     neutral: Any = _UNSET  # value that hashes as if the key did not exist (keys added after KEY_SCHEMA 1)
+    derived: bool = False  # computed by normalization (never set by a user; not in the Sacred scope)
 
     @property
     def identity(self) -> bool:
@@ -194,7 +195,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "classifier dropout of backbones that have it (None: the zoo's, 0.5 for vgg16; the others have none)",
         unit="probability", example=0.3, neutral=None),
     Key("backbone_revision", "experiment", 1, integer(1),
-        "derived: revision of the backbone's definition (pcl.models.REVISIONS); never set it", neutral=1),
+        "derived: revision of the backbone's definition (pcl.models.REVISIONS); never set it", neutral=1,
+        derived=True),
     Key("seed", "experiment", 0, integer(0), "seed of initialisation, data order and augmentation", example=1),
     Key("teacher_run_key", "experiment", None, text(allow_none=True),
         "two-stage KD: the teacher run whose deployed model the student distils from"),
@@ -223,7 +225,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         example=64),
     Key("data_identity", "data", None, text(allow_none=True),
         "derived from the files read (pcl.tracking): None for the official CIFAR files and synthetic data, else a "
-        "checksum of the data; never set it", example="md5:0123456789abcdef", neutral=None),
+        "checksum of the data; never set it", example="md5:0123456789abcdef", neutral=None, derived=True),
     # how and where it runs (not part of the run_key)
     Key("data_root", "infra", None, text(allow_none=True), "dataset folder (None: $PCL_DATA_ROOT, else ./data)",
         example="elsewhere"),
@@ -239,7 +241,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("progress", "infra", False, boolean(), "progress bar over training and evaluation", example=True),
     Key("experiment", "infra", "", text(), "the script that runs it (set by the driver)", example="table2"),
     Key("label", "infra", "", text(), "the grid cell's name (set by the driver)", example="pcl/resnet32"),
-    Key("run_key", "infra", None, text(allow_none=True), "derived: hash of the identity keys (never set it)"),
+    Key("run_key", "infra", None, text(allow_none=True), "derived: hash of the identity keys (never set it)",
+        derived=True),
     # the grid driver's keys (never in a run config)
     Key("seeds", "driver", [0, 1, 2], (lambda k, v: _seeds(k, v), "a non-empty list of distinct integers >= 0"),
         "one run per seed; the paper reports mean +- std over >= 3 seeds", example=[0]),
