@@ -317,7 +317,7 @@ def test_report_and_plots_commands(study, tmp_path, capsys):
     assert make_plots.main(peers) == 0
     assert sorted(p.name for p in (tmp_path / "f").glob("*.png")) == [
         "ablations.peers_synthetic_bars.png", "ablations.peers_synthetic_curves_tiny_resnet8.png",
-        "ablations.peers_synthetic_peers.png"]
+        "ablations.peers_synthetic_diversity_tiny_resnet8.png", "ablations.peers_synthetic_peers.png"]
 
 
 def test_reading_records_and_building_tables_needs_no_torch(study, tmp_path):
