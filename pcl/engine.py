@@ -25,7 +25,7 @@ import torch
 from pcl.methods.base import Method, check_views
 
 CHECKPOINT_FORMAT = 1
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -275,7 +275,8 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, views: list[tor
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
-          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
+          fast_path: str = "eager", channels_last: bool = False) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -283,8 +284,18 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
     host sync each); by default non-finite losses are detected once per epoch.
+    fast_path: "eager" (default) or "graph": the whole step over static buffers, captured in one CUDA graph on
+    CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
+    (fast path) views in channels_last memory format.
     """
+    from pcl import fastpath  # here: pcl.fastpath imports this module
+
+    if fast_path not in fastpath.FAST_PATHS:
+        raise ValueError(f"fast_path={fast_path!r} is invalid; allowed: {', '.join(fastpath.FAST_PATHS)}")
     device = next(method.parameters()).device
+    fastpath.set_precision(recipe.precision)
+    if channels_last:
+        fastpath.to_channels_last(method)
     optimizer = make_optimizer(method, recipe)
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -301,22 +312,33 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         history = list(state["history"])
         start_epoch = int(state["epoch"])
     resumed_from = start_epoch
+    fast = None
+    if fast_path == "graph":
+        fast = fastpath.StaticStep(method, optimizer, train_loader, precision=recipe.precision,
+                                   channels_last=channels_last)
+        test_loader = None if test_loader is None else fastpath.LargeBatchEval(test_loader,
+                                                                                channels_last=channels_last)
 
     for epoch in range(start_epoch, recipe.epochs):
         optimizer.param_groups[0]["lr"].fill_(recipe.lr_at(epoch))
         method.on_epoch_start(epoch)
         method.train()
         train_loader.set_epoch(epoch)
-        acc = _EpochAccumulator(device)
+        acc = _EpochAccumulator(device) if fast is None else fast.begin_epoch(train_loader)
         weights = method.loss_weights()
         t0 = time.perf_counter()
-        batches = _progress(train_loader, progress, f"epoch {epoch + 1}/{recipe.epochs}")
-        for step, (views, targets) in enumerate(batches):
+        batches = _progress(train_loader if fast is None else fast.batches(train_loader), progress,
+                            f"epoch {epoch + 1}/{recipe.epochs}", len(train_loader))
+        for step, batch in enumerate(batches):
             if should_stop is not None and should_stop():
                 raise TrainingInterrupted(epoch, str(path) if path else None)
-            check_views(method, views)
-            total, losses, logits = train_step(method, optimizer, views, targets, recipe.precision)
-            acc.add(total, losses, logits, targets)
+            if fast is not None:
+                total = fast.step(batch)
+            else:
+                views, targets = batch
+                check_views(method, views)
+                total, losses, logits = train_step(method, optimizer, views, targets, recipe.precision)
+                acc.add(total, losses, logits, targets)
             if check_finite_every and (step + 1) % check_finite_every == 0 and not torch.isfinite(total):
                 _raise_nonfinite(epoch, step, path)
         if device.type == "cuda":
@@ -349,12 +371,12 @@ def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:
                              f"last good checkpoint: {path if path and path.exists() else 'none'}")
 
 
-def _progress(loader: Loader, enabled: bool, desc: str):
+def _progress(loader: Iterable, enabled: bool, desc: str, total: int):
     if not enabled:
         return loader
     from tqdm.auto import tqdm  # imported here so the core stays importable without it
 
-    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+    return tqdm(loader, total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
 def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:

@@ -1,0 +1,243 @@
+"""The fast path computes the eager step's function: the static-buffer step (what a CUDA graph captures) run
+uncaptured on the CPU against pcl.engine.train_step, every method, same seed, a few steps."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from pcl import fastpath
+from pcl.engine import Recipe, _EpochAccumulator, make_optimizer, seed_everything, train, train_step
+from pcl.methods import METHODS, build_method
+from pcl.runner import save_deployed
+
+CLASSES = 4
+STEPS = 3
+TIME_KEYS = {"epoch_time_s", "images_per_s"}
+# The methods' options that make every term live in 3 steps: a ramp-up epoch with w(e) > 0 is set below.
+SMALL = {"peers": 2}
+
+
+def _options(name, tmp_path):
+    options = {k: v for k, v in SMALL.items() if k in _defaults(name)}
+    if name == "kd":
+        path = tmp_path / "teacher.pt"
+        seed_everything(1)
+        save_deployed(build_method("baseline", "tiny_resnet8", CLASSES), path)
+        options["teacher_path"] = str(path)
+    return options
+
+
+def _defaults(name):
+    from pcl.methods import method_defaults
+
+    return method_defaults(name)
+
+
+def _pair(name, tmp_path, recipe=None, channels_last=False):
+    """Two identical copies of a method with their optimisers, in train mode at an epoch with w(e) > 0."""
+    seed_everything(0)
+    a = build_method(name, "tiny_resnet8", CLASSES, **_options(name, tmp_path))
+    if channels_last:
+        fastpath.to_channels_last(a)
+    b = copy.deepcopy(a)
+    recipe = recipe or Recipe(epochs=4, lr=0.05)
+    out = []
+    for m in (a, b):
+        m.on_epoch_start(40)
+        m.train()
+        out.append((m, make_optimizer(m, recipe)))
+    return out
+
+
+def _eager_steps(method, opt, loader, steps, precision="fp32"):
+    loader.set_epoch(0)
+    acc = _EpochAccumulator(torch.device("cpu"))
+    for i, (views, targets) in enumerate(loader):
+        if i == steps:
+            break
+        total, losses, logits = train_step(method, opt, views, targets, precision)
+        acc.add(total, losses, logits, targets)
+    return acc.read()
+
+
+def _fast_steps(fast, loader, steps):
+    loader.set_epoch(0)
+    acc = fast.begin_epoch(loader)
+    for i, batch in enumerate(fast.batches(loader)):
+        if i == steps:
+            break
+        fast.step(batch)
+    return acc.read()
+
+
+def _assert_same_state(a, opt_a, b, opt_b, **tol):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sb[k], sa[k], msg=lambda m, k=k: f"{k}: {m}", **tol)
+    for pa, pb in zip(opt_a.param_groups[0]["params"], opt_b.param_groups[0]["params"]):
+        torch.testing.assert_close(opt_b.state[pb]["momentum_buffer"], opt_a.state[pa]["momentum_buffer"], **tol)
+
+
+def _assert_same_metrics(ma, mb, rel=1e-6):
+    assert ma[1] == mb[1] == -1
+    assert ma[0].keys() == mb[0].keys() and any(k.startswith("train/top1_err/") for k in ma[0])
+    for k in ma[0]:
+        assert mb[0][k] == pytest.approx(ma[0][k], rel=rel, abs=1e-6), k
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_static_step_equals_eager_step_for_every_method(name, tmp_path, tiny_loaders):
+    """3 steps of the static-buffer step (after 2 warm-up steps that must leave no trace) == 3 eager steps:
+    weights, BN statistics, temporal means and their step counters, momentum buffers, loss and accuracy sums."""
+    (a, opt_a), (b, opt_b) = _pair(name, tmp_path)
+    train_loader = tiny_loaders(a.num_views, classes=CLASSES)[0]
+    metrics_a = _eager_steps(a, opt_a, train_loader, STEPS)
+
+    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False, warmup=2)
+    assert fast.draws_mode
+    train_loader.set_epoch(0)
+    fast.begin_epoch(train_loader)
+    before = copy.deepcopy(b.state_dict())
+    fast.run_warmup()
+    for k, v in b.state_dict().items():  # the warm-up (2 real steps) was undone in place
+        assert torch.equal(v, before[k]), k
+    metrics_b = _fast_steps(fast, train_loader, STEPS)
+    _assert_same_state(a, opt_a, b, opt_b)
+    _assert_same_metrics(metrics_a, metrics_b)
+    assert int(fast.batch_index) == STEPS
+
+
+def test_copy_in_mode_for_other_loaders_equals_eager(tmp_path, tiny_loaders):
+    """A loader without on-device draws (e.g. ImageNet's) is copied into static view buffers: same function."""
+    (a, opt_a), (b, opt_b) = _pair("pcl", tmp_path)
+    train_loader = tiny_loaders(a.num_views, classes=CLASSES)[0]
+    metrics_a = _eager_steps(a, opt_a, train_loader, STEPS)
+
+    class PlainLoader:  # only the engine's Loader protocol
+        def __init__(self, inner):
+            self.inner = inner
+
+        def set_epoch(self, e):
+            self.inner.set_epoch(e)
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __iter__(self):
+            return iter(self.inner)
+
+    plain = PlainLoader(train_loader)
+    fast = fastpath.StaticStep(b, opt_b, plain, capture=False)
+    assert not fast.draws_mode
+    metrics_b = _fast_steps(fast, plain, STEPS)
+    _assert_same_state(a, opt_a, b, opt_b)
+    _assert_same_metrics(metrics_a, metrics_b)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_precisions_match_eager_of_the_same_precision(precision, tmp_path, tiny_loaders):
+    (a, opt_a), (b, opt_b) = _pair("pcl", tmp_path, Recipe(epochs=4, lr=0.05, precision=precision))
+    train_loader = tiny_loaders(a.num_views, classes=CLASSES)[0]
+    metrics_a = _eager_steps(a, opt_a, train_loader, STEPS, precision)
+    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False, precision=precision)
+    metrics_b = _fast_steps(fast, train_loader, STEPS)
+    _assert_same_state(a, opt_a, b, opt_b)
+    _assert_same_metrics(metrics_a, metrics_b)
+
+
+def test_channels_last_matches_eager_channels_last(tmp_path, tiny_loaders):
+    """With channels_last weights, the fast step (channels_last views too) equals the eager step."""
+    (a, opt_a), (b, opt_b) = _pair("pcl", tmp_path, channels_last=True)
+    convs = [p for p in b.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    train_loader = tiny_loaders(a.num_views, classes=CLASSES)[0]
+    metrics_a = _eager_steps(a, opt_a, train_loader, STEPS)
+    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False, channels_last=True)
+    metrics_b = _fast_steps(fast, train_loader, STEPS)
+    _assert_same_state(a, opt_a, b, opt_b)
+    _assert_same_metrics(metrics_a, metrics_b)
+
+
+def test_fast_step_never_reads_the_device(tmp_path, tiny_loaders, forbid_host_sync):
+    """What a CUDA graph captures must not synchronise with the host (no .item(), bool(), .cpu())."""
+    (_, _), (b, opt_b) = _pair("pcl", tmp_path)
+    train_loader = tiny_loaders(b.num_views, classes=CLASSES)[0]
+    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False)
+    fast.begin_epoch(train_loader)
+    fast.step(0)  # first step creates the accumulators
+    with forbid_host_sync():
+        fast.step(1)
+        fast.step(2)
+    metrics, bad = fast.acc.read()
+    assert bad == -1 and fast.acc.steps == 3 and metrics["train/loss/total"] > 0
+
+
+@pytest.mark.parametrize("name", ["baseline", "pcl"])
+def test_engine_graph_path_equals_eager_path_with_resume(name, tmp_path, tiny_loaders):
+    """train(fast_path="graph") on the CPU (uncaptured) == train(fast_path="eager"): every per-epoch metric
+    (train losses and errors, large-batch test errors of every head) and the final weights; and 1 epoch +
+    resume + 1 epoch on the fast path == 2 epochs straight."""
+    options = _options(name, tmp_path)
+    loaders = tiny_loaders(2 if name == "pcl" else 1, classes=CLASSES)
+    recipe = Recipe(epochs=2, lr=0.05, milestones=(1,))
+    runs = {}
+    for path in ("eager", "graph"):
+        seed_everything(0)
+        method = build_method(name, "tiny_resnet8", CLASSES, **options)
+        result = train(method, loaders[0], loaders[1], recipe, fast_path=path,
+                       checkpoint_path=tmp_path / f"{path}.pt")
+        runs[path] = (method, [{k: v for k, v in h.items() if k not in TIME_KEYS} for h in result.history])
+    (ma, ha), (mb, hb) = runs["eager"], runs["graph"]
+    assert [h.keys() for h in ha] == [h.keys() for h in hb]
+    for ea, eb in zip(ha, hb):
+        for k in ea:
+            assert eb[k] == pytest.approx(ea[k], rel=1e-5, abs=1e-5), k
+    for k, v in ma.state_dict().items():
+        torch.testing.assert_close(mb.state_dict()[k], v)
+
+    seed_everything(0)
+    first = build_method(name, "tiny_resnet8", CLASSES, **options)
+    train(first, loaders[0], loaders[1], Recipe(epochs=1, lr=0.05, milestones=(1,)), fast_path="graph",
+          checkpoint_path=tmp_path / "resumed.pt")
+    seed_everything(0)
+    resumed = build_method(name, "tiny_resnet8", CLASSES, **options)
+    res = train(resumed, loaders[0], loaders[1], recipe, fast_path="graph", checkpoint_path=tmp_path / "resumed.pt")
+    assert res.resumed_from_epoch == 1
+    for k, v in mb.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
+def test_bad_values_fail_naming_the_key(tmp_path, tiny_loaders):
+    loaders = tiny_loaders(1, classes=CLASSES)
+    method = build_method("baseline", "tiny_resnet8", CLASSES)
+    with pytest.raises(ValueError, match="fast_path='cuda_graph'.*eager, graph"):
+        train(method, loaders[0], loaders[1], Recipe(epochs=1), fast_path="cuda_graph")
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        fastpath.set_precision("fp16")
+    loaders[0].drop_last = False
+    with pytest.raises(ValueError, match="drop_last"):
+        fastpath.StaticStep(method, make_optimizer(method, Recipe()), loaders[0], capture=False)
+    with pytest.raises(ValueError, match="CUDA"):
+        fastpath.StaticStep(method, make_optimizer(method, Recipe()), loaders[1], capture=True)
+
+
+def test_precision_switches_tf32():
+    with fastpath.precision_scope("tf32"):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        fastpath.set_precision("fp32")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        fastpath.set_precision("bf16")
+        assert not torch.backends.cudnn.allow_tf32
+
+
+def test_large_batch_eval_yields_the_whole_split_once(tiny_loaders):
+    _, test_loader, _ = tiny_loaders(1, classes=CLASSES, test_size=130)
+    big = fastpath.LargeBatchEval(test_loader, batch_size=100, channels_last=True)
+    batches = list(big)
+    assert [t.shape[0] for _, t in batches] == [100, 30] and len(big) == 2
+    assert batches[0][0][0].is_contiguous(memory_format=torch.channels_last)
+    small = torch.cat([v[0] for v, _ in test_loader])
+    torch.testing.assert_close(torch.cat([v[0] for v, _ in batches]), small)
