@@ -241,3 +241,39 @@ def test_large_batch_eval_yields_the_whole_split_once(tiny_loaders):
     assert batches[0][0][0].is_contiguous(memory_format=torch.channels_last)
     small = torch.cat([v[0] for v, _ in test_loader])
     torch.testing.assert_close(torch.cat([v[0] for v, _ in batches]), small)
+
+
+def _load_bench(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GPU_CHECK_TINY = ["--device", "cpu", "--backbone", "tiny_resnet8", "--classes", "4", "--batch-size", "16",
+                  "--steps", "4", "--peers", "2", "--methods", "baseline,pcl"]
+
+
+def test_gpu_check_script_passes_on_equal_paths_and_fails_on_a_different_step(tmp_path, monkeypatch, capsys):
+    """bench/gpu_check.py (uncaptured on the CPU): exit 0 and zero differences for the real fast path; exit 1 and
+    FAIL when the fast step computes something else (here: bf16 autocast instead of fp32)."""
+    gpu_check = _load_bench("gpu_check")
+    out = tmp_path / "check.json"
+    assert gpu_check.main(GPU_CHECK_TINY + ["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "pcl" in text and "all passed" in text
+    import json
+
+    report = json.loads(out.read_text())["methods"]
+    assert report["pcl"]["state"] == 0.0 and report["pcl"]["steps"] == 4
+
+    real_step = fastpath.train_step
+    monkeypatch.setattr(fastpath, "train_step", lambda m, o, v, t, precision: real_step(m, o, v, t, "bf16"))
+    assert gpu_check.main(GPU_CHECK_TINY) == 1
+    text = capsys.readouterr().out
+    assert "FAIL" in text and "FAILED: baseline, pcl" in text
+    assert gpu_check.main(["--methods", "nope"]) == 2
