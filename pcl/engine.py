@@ -276,7 +276,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
           should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
-          fast_path: str = "eager", channels_last: bool = False) -> TrainResult:
+          fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -286,7 +286,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     host sync each); by default non-finite losses are detected once per epoch.
     fast_path: "eager" (default) or "graph": the whole step over static buffers, captured in one CUDA graph on
     CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
-    (fast path) views in channels_last memory format.
+    (fast path) views in channels_last memory format. write_checkpoints=False resumes from checkpoint_path but
+    never writes it (the non-zero ranks of a distributed run, pcl.distributed).
     """
     from pcl import fastpath  # here: pcl.fastpath imports this module
 
@@ -356,7 +357,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
             metrics.update(evaluate(method, test_loader, recipe.precision))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
-        if path is not None:
+        if path is not None and write_checkpoints:
             save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                          "rng": _rng_state(), "history": history, "recipe": asdict(recipe)}, path)

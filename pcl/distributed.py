@@ -1,0 +1,293 @@
+"""Multi-GPU training (ImageNet) with torch.distributed: DDP around any method, sharded loaders, rank-0 writes.
+
+Started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment) or by a submitit
+multi-task SLURM job (one task per GPU; `submitit.helpers.TorchDistributedEnvironment` when submitit is installed,
+else the SLURM_* variables). What it guarantees:
+* every rank starts from rank 0's weights (DDP broadcasts them), gradients are averaged over the ranks, so the
+  live networks stay identical; the temporal mean (a deterministic function of the live weights) therefore stays
+  identical too, and the buffers (BN statistics of live and mean networks, EMA step counter) are rank 0's at
+  every step (DDP's buffer broadcast) and after training;
+* BatchNorm as the run config says: "local" (per-rank batch statistics, the usual ImageNet DDP recipe) or "sync"
+  (SyncBatchNorm: statistics over the global batch, CUDA only);
+* data: every rank draws the same global shuffled order and takes its slice of each global batch, so N ranks with
+  per-rank batch b see exactly what one process with batch N*b would (ShardedDeviceLoader; the ImageNet loader
+  takes rank/world_size itself);
+* only rank 0 evaluates, calls the record callbacks and writes checkpoints; every rank resumes from rank 0's
+  checkpoint; a stop request (SIGTERM on any rank) is agreed on collectively so all ranks stop at the same step.
+The CUDA-graph fast path is single-process only for now.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pcl.engine import Loader, MetricsCallback, Recipe, TrainResult, train
+from pcl.methods.base import LogitDict, LossDict, Method
+
+BATCH_NORMS = ("local", "sync")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def detect_env(environ: dict[str, str] | None = None) -> DistEnv:
+    """Rank, world size and local rank from torchrun's variables, else a SLURM task's, else a single process.
+
+    Under SLURM with submitit installed, `TorchDistributedEnvironment().export()` also sets MASTER_ADDR/PORT (the
+    first node, a port derived from the job id) for the env:// rendezvous; without submitit they must be set.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        if environ is None:
+            try:
+                from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - optional layer above
+
+                te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+                return DistEnv(te.rank, te.world_size, te.local_rank)
+            except ImportError:
+                pass
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
+    return DistEnv()
+
+
+def setup(env: DistEnv | None = None, backend: str | None = None, device_type: str | None = None
+          ) -> tuple[DistEnv, torch.device]:
+    """Join the process group (env:// rendezvous) and pick this rank's device; a single process joins nothing.
+
+    backend: nccl on CUDA, gloo on the CPU by default. Returns (env, device).
+    """
+    env = detect_env() if env is None else env
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        # torchrun: all GPUs visible, one per local rank; SLURM --gpus-per-task: one visible GPU per task.
+        device = torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if env.distributed and not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RuntimeError(f"distributed run (world_size={env.world_size}) needs {', '.join(missing)} in the "
+                               "environment (torchrun and submitit set them)")
+        dist.init_process_group(backend or ("nccl" if device_type == "cuda" else "gloo"), rank=env.rank,
+                                world_size=env.world_size,
+                                device_id=device if device_type == "cuda" else None)
+    return env, device
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---- the method under DDP ----------------------------------------------------------------------------------------
+class _StepForward(nn.Module):
+    """DDP only reduces gradients of what ran through its forward: the training step is that forward."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
+        return self.method.training_step(views, targets)
+
+
+class DistributedMethod(Method):
+    """A method whose training step runs through DistributedDataParallel; everything else is the method's own.
+
+    state_dict / load_state_dict are the inner method's (checkpoints are interchangeable with single-process
+    runs); parameters are the inner method's, so the optimiser steps them directly.
+    """
+
+    def __init__(self, method: Method, device: torch.device, find_unused_parameters: bool = False):
+        nn.Module.__init__(self)
+        self.inner = method
+        self.name = method.name
+        self.backbone_name, self.num_classes = method.backbone_name, method.num_classes
+        self.num_views, self.deployed_head, self.distills = method.num_views, method.deployed_head, method.distills
+        ddp = DistributedDataParallel(_StepForward(method), device_ids=[device] if device.type == "cuda" else None,
+                                      broadcast_buffers=True, find_unused_parameters=find_unused_parameters)
+        object.__setattr__(self, "ddp", ddp)  # not a registered child: its parameters are the inner method's
+
+    def training_step(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
+        return self.ddp(views, targets)
+
+    def loss_weights(self) -> dict[str, Tensor]:
+        return self.inner.loss_weights()
+
+    def eval_heads(self, x: Tensor) -> LogitDict:
+        return self.inner.eval_heads(x)
+
+    def export_deployed(self):
+        return self.inner.export_deployed()
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.inner.on_epoch_start(epoch)
+
+    def after_optimizer_step(self) -> None:
+        self.inner.after_optimizer_step()
+
+    def scalars(self) -> dict[str, Tensor]:
+        return self.inner.scalars()
+
+    def parameter_counts(self) -> dict[str, int]:
+        return self.inner.parameter_counts()
+
+    def state_dict(self, *args: Any, **kwargs: Any):
+        return self.inner.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
+        return self.inner.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def prepare_method(method: Method, env: DistEnv, device: torch.device, batch_norm: str = "local",
+                   channels_last: bool = False, find_unused_parameters: bool = False) -> Method:
+    """Move `method` to `device`, convert its BatchNorms if asked, wrap it in DDP when there are several ranks."""
+    if batch_norm not in BATCH_NORMS:
+        raise ValueError(f"batch_norm={batch_norm!r} is invalid; allowed: {', '.join(BATCH_NORMS)}")
+    if batch_norm == "sync" and env.distributed:
+        if device.type != "cuda":
+            raise ValueError("batch_norm='sync' needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             "use batch_norm='local' on the CPU")
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
+    if channels_last:  # before DDP builds its gradient buckets
+        method = method.to(memory_format=torch.channels_last)
+    if not env.distributed:
+        return method
+    return DistributedMethod(method, device, find_unused_parameters)
+
+
+@torch.no_grad()
+def broadcast_state(method: Method, src: int = 0) -> None:
+    """Overwrite every parameter and buffer (incl. the temporal mean's) with rank `src`'s."""
+    if not dist.is_initialized():
+        return
+    for t in method.state_dict().values():
+        dist.broadcast(t, src)
+
+
+# ---- data ---------------------------------------------------------------------------------------------------------
+class ShardedDeviceLoader:
+    """This rank's slice of every global batch of a train DeviceLoader (built with the GLOBAL batch size).
+
+    Every rank holds the split and draws the same epoch permutation and crop/flip draws; rank r takes rows
+    r*b..(r+1)*b of each global batch (b = global batch / world size).
+    """
+
+    def __init__(self, loader: Any, env: DistEnv):
+        if not (loader.train and loader.drop_last):
+            raise ValueError("only a train DeviceLoader with drop_last=True is sharded; evaluate on rank 0")
+        if loader.batch_size % env.world_size:
+            raise ValueError(f"batch_size={loader.batch_size} (global) must be divisible by the world size "
+                             f"{env.world_size}")
+        self.loader, self.env = loader, env
+        self.batch_size = loader.batch_size // env.world_size
+        self.num_views = loader.num_views
+        self.drop_last, self.train = True, True
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        epoch = self.loader.epoch
+        self.loader.epoch += 1
+        perm, dy, dx, flip = self.loader.epoch_draws(epoch)
+        big, b, r = self.loader.batch_size, self.batch_size, self.env.rank
+        for i in range(len(self)):
+            sl = slice(i * big + r * b, i * big + (r + 1) * b)
+            yield self.loader.views_from(perm[sl], dy[:, sl], dx[:, sl], flip[:, sl])
+
+
+def shard_loader(loader: Any, env: DistEnv) -> Any:
+    """The loader this rank trains on: itself for one process, else ShardedDeviceLoader (CIFAR/synthetic).
+
+    ImageNet loaders are sharded at construction (build_loaders(..., rank=, world_size=)): pass them as they are.
+    """
+    if not env.distributed or getattr(loader, "sampler", None) is not None:
+        return loader
+    return ShardedDeviceLoader(loader, env)
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> Callable[[], bool] | None:
+    """A should_stop that all ranks answer alike: every `every`-th call the local flags are max-reduced.
+
+    The engine polls it once per step on every rank, so the reductions line up. A stop is therefore seen up to
+    `every` steps after the signal (one small CPU reduction per `every` steps).
+    """
+    if should_stop is None or not dist.is_initialized():
+        return should_stop
+    group = dist.new_group(backend="gloo")  # a CPU flag, whatever the training backend
+    calls = [0]
+
+    def agreed() -> bool:
+        calls[0] += 1
+        if calls[0] % every:
+            return False
+        flag = torch.tensor([1 if should_stop() else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return bool(flag.item())
+
+    return agreed
+
+
+def train_distributed(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe,
+                      env: DistEnv, *, checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
+                      callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+                      should_stop: Callable[[], bool] | None = None, stop_check_every: int = 20,
+                      **train_kwargs: Any) -> TrainResult:
+    """pcl.engine.train on every rank (method from prepare_method, loader from shard_loader): rank 0 evaluates,
+    records (callbacks) and writes checkpoints; the others resume from rank 0's checkpoint. After training every
+    rank holds rank 0's state (parameters, temporal mean, BN buffers).
+    """
+    if env.distributed and train_kwargs.get("fast_path", "eager") != "eager":
+        raise ValueError("fast_path='graph' is single-process only; use fast_path='eager' with several ranks")
+    main = env.is_main
+    result = train(method, train_loader, test_loader if main else None, recipe,
+                   checkpoint_path=checkpoint_path, resume=resume, callbacks=callbacks if main else (),
+                   progress=progress and main, should_stop=collective_stop(should_stop, stop_check_every),
+                   write_checkpoints=main, **train_kwargs)
+    if env.distributed:
+        broadcast_state(method)
+        dist.barrier()  # rank 0's last checkpoint is on disk before anyone moves on
+    return result
+
+
+def unwrap(method: Method) -> Method:
+    """The plain method inside a DistributedMethod (itself otherwise)."""
+    return method.inner if isinstance(method, DistributedMethod) else method
+
+
+__all__ = ["BATCH_NORMS", "DistEnv", "DistributedMethod", "ShardedDeviceLoader", "broadcast_state", "cleanup",
+           "collective_stop", "detect_env", "prepare_method", "setup", "shard_loader",
+           "train_distributed", "unwrap"]

@@ -1,0 +1,134 @@
+"""Distributed training on the CPU: 2 processes, gloo, a tiny PCL (live peers + temporal mean), a few steps.
+
+One spawned job checks: both ranks end with identical parameters, temporal means and buffers; 1 epoch + resume
++ 1 epoch equals 2 epochs straight (exactly); only rank 0 writes checkpoints and calls the record callbacks. The
+rest (sharding, environment detection, option errors) is checked in-process."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pcl import distributed
+from pcl.data import build_loaders
+from pcl.data.imagenet import _EpochSampler
+
+CLASSES = 4
+GLOBAL_BATCH = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loaders(num_views):
+    return build_loaders("synthetic", batch_size=GLOBAL_BATCH, num_views=num_views, device="cpu", seed=0,
+                         synthetic_classes=CLASSES, synthetic_train_size=96, synthetic_test_size=32)
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    import pcl.engine as engine
+    from pcl.engine import Recipe, seed_everything
+    from pcl.methods import build_method
+
+    writes = []
+    real_save = engine.save_atomic
+    engine.save_atomic = lambda obj, path: (writes.append(str(path)), real_save(obj, path))[1]
+    env, device = distributed.setup(device_type="cpu")
+    assert env == distributed.DistEnv(rank, world, rank)
+    records = []
+
+    def run(epochs, ckpt):
+        seed_everything(rank)  # different seeds per rank: DDP must still start every rank from rank 0's weights
+        method = build_method("pcl", "tiny_resnet8", CLASSES, peers=2, rampup_length=1)
+        method = distributed.prepare_method(method, env, device, batch_norm="local")
+        train_loader, test_loader, _ = _loaders(method.num_views)
+        distributed.train_distributed(method, distributed.shard_loader(train_loader, env), test_loader,
+                                      Recipe(epochs=epochs, lr=0.05, milestones=(1,)), env, checkpoint_path=ckpt,
+                                      callbacks=[lambda e, m: records.append((e, m))], should_stop=lambda: False,
+                                      stop_check_every=1)
+        return {k: v.clone() for k, v in method.state_dict().items()}
+
+    straight = run(2, os.path.join(out_dir, "a", "checkpoint.pt"))
+    run(1, os.path.join(out_dir, "b", "checkpoint.pt"))
+    resumed = run(2, os.path.join(out_dir, "b", "checkpoint.pt"))
+    torch.save({"straight": straight, "resumed": resumed, "writes": writes,
+                "records": [(e, sorted(m)) for e, m in records]}, os.path.join(out_dir, f"rank{rank}.pt"))
+    distributed.cleanup()
+
+
+@pytest.mark.slow  # about 30 s on 2 busy cores (two interpreters, 5 short epochs each)
+def test_two_ranks_identical_resume_exact_rank0_writes(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    state = r0["straight"]
+    assert any(k.startswith("temporal_mean.mean.") for k in state) and "temporal_mean.step" in state
+    assert state["temporal_mean.step"].item() == 2 * (96 // GLOBAL_BATCH)  # one EMA update per global step
+    for k, v in state.items():  # parameters, temporal mean, BN buffers: identical on both ranks
+        assert torch.equal(r1["straight"][k], v), k
+        assert torch.equal(r0["resumed"][k], v), k  # 1 epoch + resume + 1 epoch == 2 epochs straight
+        assert torch.equal(r1["resumed"][k], v), k
+    live = state["net.branches.0.classifier.weight"]
+    mean = state["temporal_mean.mean.branches.0.classifier.weight"]
+    assert not torch.equal(live, mean)  # the mean teacher is a different network, identical across ranks
+    # only rank 0 writes checkpoints (2 + 1 + 1 epochs) and records; rank 1 none
+    assert len(r0["writes"]) == 4 and all(w.endswith("checkpoint.pt") for w in r0["writes"])
+    assert r1["writes"] == [] and r1["records"] == []
+    assert [e for e, _ in r0["records"]] == [0, 1, 0, 1]
+    assert "test/top1_err/mean_peer1" in r0["records"][0][1]
+
+
+def test_sharded_device_loader_splits_each_global_batch():
+    train_loader, _, _ = _loaders(2)
+    full = list(train_loader)
+    shards = []
+    for rank in (0, 1):
+        train_loader.set_epoch(0)
+        loader = distributed.ShardedDeviceLoader(train_loader, distributed.DistEnv(rank, 2, rank))
+        assert loader.batch_size == GLOBAL_BATCH // 2 and len(loader) == len(full)
+        shards.append(list(loader))
+    for (views, labels), (v0, l0), (v1, l1) in zip(full, *shards):
+        assert torch.equal(torch.cat([l0, l1]), labels)
+        for k in range(2):
+            assert torch.equal(torch.cat([v0[k], v1[k]]), views[k])
+    with pytest.raises(ValueError, match="divisible"):
+        distributed.ShardedDeviceLoader(train_loader, distributed.DistEnv(0, 3, 0))
+
+
+def test_imagenet_sampler_shards_global_batches():
+    whole = _EpochSampler(23, seed=1, shuffle=True)
+    order = [i for i, _ in whole]
+    parts = [list(_EpochSampler(23, seed=1, shuffle=True, batch_size=4, rank=r, world_size=2)) for r in (0, 1)]
+    assert all(e == 0 for p in parts for _, e in p) and len(parts[0]) == 8
+    rebuilt = []
+    for k in range(2):  # 23 // 8 = 2 global batches of 8
+        rebuilt += [i for i, _ in parts[0][4 * k:4 * k + 4]] + [i for i, _ in parts[1][4 * k:4 * k + 4]]
+    assert rebuilt == order[:16]
+
+
+def test_environment_detection():
+    assert distributed.detect_env({}) == distributed.DistEnv(0, 1, 0)
+    torchrun = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
+    assert distributed.detect_env(torchrun) == distributed.DistEnv(3, 8, 1)
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
+    assert distributed.detect_env(slurm) == distributed.DistEnv(5, 8, 1)
+    assert distributed.detect_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) == distributed.DistEnv()
+
+
+def test_bad_options_fail_naming_the_key():
+    from pcl.methods import build_method
+
+    method = build_method("baseline", "tiny_resnet8", CLASSES)
+    with pytest.raises(ValueError, match="batch_norm='group'"):
+        distributed.prepare_method(method, distributed.DistEnv(), torch.device("cpu"), batch_norm="group")
+    with pytest.raises(ValueError, match="batch_norm='sync' needs CUDA"):
+        distributed.prepare_method(method, distributed.DistEnv(0, 2, 0), torch.device("cpu"), batch_norm="sync")
+    assert distributed.prepare_method(method, distributed.DistEnv(), torch.device("cpu")) is method
