@@ -277,3 +277,44 @@ def test_gpu_check_script_passes_on_equal_paths_and_fails_on_a_different_step(tm
     text = capsys.readouterr().out
     assert "FAIL" in text and "FAILED: baseline, pcl" in text
     assert gpu_check.main(["--methods", "nope"]) == 2
+
+
+@pytest.mark.slow  # 15-25 s on 2 busy cores (a packed run starts a second interpreter)
+def test_throughput_script_side_by_side_and_epoch_time_file(tmp_path, capsys):
+    """bench/throughput.py on the CPU, tiny: every path and a packed run are measured and printed, the headline
+    ratio is printed, and --write-epoch-times inserts this device's rows while keeping the others."""
+    throughput = _load_bench("throughput")
+    csv_path = tmp_path / "epoch_times.csv"
+    throughput.write_epoch_times(csv_path, [{"card": "NVIDIA H100 80GB HBM3", "backbone": "resnet32",
+                                             "method": "pcl", "images_per_s": "2680", "seconds_per_epoch": "18.66",
+                                             "source": "seed"}])
+    out = tmp_path / "tp.json"
+    rc = throughput.main(["--device", "cpu", "--backbones", "tiny_resnet8", "--fast-only-backbones", "",
+                          "--methods", "pcl", "--peers", "2", "--steps", "1", "--warmup", "1", "--batch-size", "16",
+                          "--naive-workers", "0", "--pack", "1", "--pack-method", "baseline:tiny_resnet8",
+                          "--write-epoch-times", str(csv_path), "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "# headline tiny_resnet8 pcl: fast / naive" in text and "# packed 1 x baseline" in text
+    import json
+
+    report = json.loads(out.read_text())
+    assert {r["path"] for r in report["results"]} == {"fast", "eager", "naive"}
+    assert all(r["images_per_s"] > 0 for r in report["results"]) and report["packed"][0]["aggregate_images_per_s"] > 0
+    rows = throughput.read_epoch_times(csv_path)
+    assert list(rows[0]) == ["card", "backbone", "method", "images_per_s", "seconds_per_epoch", "source"]
+    assert {(r["card"], r["backbone"], r["method"]) for r in rows} == {
+        ("NVIDIA H100 80GB HBM3", "resnet32", "pcl"), ("CPU x1 threads", "tiny_resnet8", "pcl")}
+    mine = next(r for r in rows if r["card"].startswith("CPU"))
+    assert float(mine["seconds_per_epoch"]) == pytest.approx(50000 / float(mine["images_per_s"]), rel=0.01)
+    assert "eager" in mine["source"]
+
+
+def test_seeded_epoch_time_file_matches_the_recorded_h100_figures():
+    throughput = _load_bench("throughput")
+    from pathlib import Path
+
+    rows = throughput.read_epoch_times(Path(__file__).resolve().parents[1] / "bench" / "epoch_times.csv")
+    pcl = next(r for r in rows if r["backbone"] == "resnet32" and r["method"] == "pcl")
+    assert (pcl["card"], pcl["images_per_s"], pcl["seconds_per_epoch"]) == ("NVIDIA H100 80GB HBM3", "2680", "18.66")
+    assert len({r["method"] for r in rows if r["backbone"] == "resnet32"}) == 8
