@@ -18,6 +18,7 @@ The CUDA-graph fast path is single-process only for now.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -127,8 +128,11 @@ class DistributedMethod(Method):
         self.name = method.name
         self.backbone_name, self.num_classes = method.backbone_name, method.num_classes
         self.num_views, self.deployed_head, self.distills = method.num_views, method.deployed_head, method.distills
+        # Buffers follow rank 0 at every forward: `forward_sync_buffers` in new torch, `broadcast_buffers` before.
+        sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+                inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
         ddp = DistributedDataParallel(_StepForward(method), device_ids=[device] if device.type == "cuda" else None,
-                                      broadcast_buffers=True, find_unused_parameters=find_unused_parameters)
+                                      find_unused_parameters=find_unused_parameters, **{sync: True})
         object.__setattr__(self, "ddp", ddp)  # not a registered child: its parameters are the inner method's
 
     def training_step(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
@@ -291,3 +295,87 @@ def unwrap(method: Method) -> Method:
 __all__ = ["BATCH_NORMS", "DistEnv", "DistributedMethod", "ShardedDeviceLoader", "broadcast_state", "cleanup",
            "collective_stop", "detect_env", "prepare_method", "setup", "shard_loader",
            "train_distributed", "unwrap"]
+
+
+# ---- command line: torchrun / srun entry ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """One run on every rank of the job; rank 0 writes OUT_DIR/history.json, checkpoint.pt and deployed.pt.
+
+        torchrun --nproc_per_node=4 -m pcl.distributed --dataset imagenet --data-root DIR --method pcl \
+            --backbone resnet18 --epochs 90 --batch-size 256 --milestones 30,60 --weight-decay 1e-4 --out-dir DIR
+    --batch-size is the GLOBAL batch (split over the ranks). Tracking (Sacred, MongoDB) is the runner's layer above.
+    """
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from pcl.data import build_loaders  # noqa: PLC0415
+    from pcl.data.imagenet import build_imagenet_loaders  # noqa: PLC0415
+    from pcl.engine import seed_everything  # noqa: PLC0415
+    from pcl.methods import build_method  # noqa: PLC0415
+    from pcl.runner import save_deployed  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m pcl.distributed", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="imagenet")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--method", default="pcl")
+    ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"peers\": 3}'")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--epochs", type=int, default=90)
+    ap.add_argument("--batch-size", type=int, default=256, help="global batch, divided over the ranks")
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--milestones", default="30,60")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--batch-norm", default="local", choices=BATCH_NORMS)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=8, help="ImageNet decoding workers per rank")
+    ap.add_argument("--train-subset", type=int, default=None)
+    ap.add_argument("--synthetic-train-size", type=int, default=2048)
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    options = json.loads(args.options)
+    env, device = setup(device_type=args.device)
+    try:
+        if args.batch_size % env.world_size:
+            ap.error(f"--batch-size={args.batch_size} must be divisible by the world size {env.world_size}")
+        seed_everything(args.seed)
+        method = build_method(args.method, args.backbone, _classes(args.dataset), **options)
+        if args.dataset == "imagenet":
+            train_loader, test_loader, _ = build_imagenet_loaders(
+                args.data_root, batch_size=args.batch_size // env.world_size, num_views=method.num_views,
+                device=device, seed=args.seed, train_subset=args.train_subset, workers=args.workers,
+                rank=env.rank, world_size=env.world_size)
+        else:
+            train_loader, test_loader, _ = build_loaders(
+                args.dataset, data_root=args.data_root, batch_size=args.batch_size, num_views=method.num_views,
+                device=device, seed=args.seed, train_subset=args.train_subset,
+                synthetic_train_size=args.synthetic_train_size)
+            train_loader = shard_loader(train_loader, env)
+        method = prepare_method(method, env, device, args.batch_norm, args.channels_last)
+        milestones = tuple(int(m) for m in args.milestones.split(",") if m)
+        recipe = Recipe(epochs=args.epochs, lr=args.lr, milestones=milestones, weight_decay=args.weight_decay,
+                        precision=args.precision)
+        out = Path(args.out_dir)
+        result = train_distributed(method, train_loader, test_loader, recipe, env,
+                                   checkpoint_path=out / "checkpoint.pt", channels_last=args.channels_last)
+        if env.is_main:
+            save_deployed(unwrap(method), out / "deployed.pt")
+            (out / "history.json").write_text(json.dumps({"history": result.history, "summary": result.summary,
+                                                          "world_size": env.world_size}, indent=1))
+    finally:
+        cleanup()
+    return 0
+
+
+def _classes(dataset: str) -> int:
+    from pcl.data import NUM_CLASSES  # noqa: PLC0415
+
+    return NUM_CLASSES[dataset]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

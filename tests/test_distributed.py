@@ -132,3 +132,22 @@ def test_bad_options_fail_naming_the_key():
     with pytest.raises(ValueError, match="batch_norm='sync' needs CUDA"):
         distributed.prepare_method(method, distributed.DistEnv(0, 2, 0), torch.device("cpu"), batch_norm="sync")
     assert distributed.prepare_method(method, distributed.DistEnv(), torch.device("cpu")) is method
+
+
+def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
+    """`python -m pcl.distributed` (what torchrun starts on each rank) as one process: history, checkpoint and
+    deployed model in --out-dir; the deployed model loads into a plain backbone."""
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    import json
+
+    from pcl.models import build_backbone
+
+    assert distributed.main(["--dataset", "synthetic", "--method", "baseline", "--backbone", "tiny_resnet8",
+                             "--epochs", "1", "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu",
+                             "--milestones", "", "--out-dir", str(tmp_path)]) == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["world_size"] == 1 and "deployed/top1_err" in history["summary"]
+    deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
+    build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
+    assert (tmp_path / "checkpoint.pt").exists()
