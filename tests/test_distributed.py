@@ -35,7 +35,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    import pcl.engine as engine
+    from pcl import engine
     from pcl.engine import Recipe, seed_everything
     from pcl.methods import build_method
 

@@ -318,3 +318,21 @@ def test_seeded_epoch_time_file_matches_the_recorded_h100_figures():
     pcl = next(r for r in rows if r["backbone"] == "resnet32" and r["method"] == "pcl")
     assert (pcl["card"], pcl["images_per_s"], pcl["seconds_per_epoch"]) == ("NVIDIA H100 80GB HBM3", "2680", "18.66")
     assert len({r["method"] for r in rows if r["backbone"] == "resnet32"}) == 8
+
+
+def test_ema_decay_is_a_device_tensor_the_step_reads(tmp_path, tiny_loaders):
+    """Changing the temporal mean's decay in place changes what the (static) step computes, with no rebuild."""
+    (_, _), (b, opt_b) = _pair("pcl", tmp_path)
+    train_loader = tiny_loaders(b.num_views, classes=CLASSES)[0]
+    tm = b.temporal_mean
+    assert "decay_cap" not in b.state_dict() and tm.decay_cap.device == next(b.parameters()).device
+    tm.step.fill_(1000.0)
+    b.temporal_mean.set_decay(0.5)
+    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False)
+    fast.begin_epoch(train_loader)
+    before = tm.mean.branches[0].classifier.weight.clone()
+    fast.step(0)
+    live = b.net.branches[0].classifier.weight
+    torch.testing.assert_close(tm.mean.branches[0].classifier.weight, 0.5 * before + 0.5 * live)
+    with pytest.raises(ValueError, match="decay"):
+        tm.set_decay(1.5)
