@@ -55,18 +55,19 @@ class DistEnv:
 def detect_env(environ: dict[str, str] | None = None) -> DistEnv:
     """Rank, world size and local rank from torchrun's variables, else a SLURM task's, else a single process.
 
-    Under SLURM with submitit installed, `TorchDistributedEnvironment().export()` also sets MASTER_ADDR/PORT (the
-    first node, a port derived from the job id) for the env:// rendezvous; without submitit they must be set.
+    In a submitit SLURM task, `TorchDistributedEnvironment().export()` also sets MASTER_ADDR/PORT (the first node, a
+    port derived from the job id) and RANK/WORLD_SIZE for the env:// rendezvous; under a plain srun
+    MASTER_ADDR/MASTER_PORT must be set by the user.
     """
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        if environ is None:
+        if environ is None and env.get("SUBMITIT_EXECUTOR") == "slurm":  # a submitit task (else: plain srun)
             try:
                 from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - optional layer above
 
-                te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+                te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
                 return DistEnv(te.rank, te.world_size, te.local_rank)
             except ImportError:
                 pass

@@ -151,3 +151,18 @@ def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
     deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
     build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_slurm_task_environment_through_submitit(monkeypatch):
+    """A submitit multi-task SLURM job: rank, world size, local rank from the task's variables, and the env://
+    rendezvous variables (first node, a port derived from the job id) exported for init_process_group."""
+    pytest.importorskip("submitit")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
+             "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert distributed.detect_env() == distributed.DistEnv(3, 4, 1)
+    assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "4"
+    assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
