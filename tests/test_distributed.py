@@ -166,3 +166,46 @@ def test_slurm_task_environment_through_submitit(monkeypatch):
     assert distributed.detect_env() == distributed.DistEnv(3, 4, 1)
     assert os.environ["MASTER_ADDR"] == "gpu07" and os.environ["RANK"] == "3" and os.environ["WORLD_SIZE"] == "4"
     assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000
+
+
+def _noise_folders(root, per_class: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(per_class):  # textured, lossless: every crop/flip draw shows in the pixels
+                Image.fromarray(rng.integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(d / f"{i}.png")
+
+
+def _epochs(loader, epochs):
+    out = []
+    for e in epochs:
+        loader.set_epoch(e)
+        out.append([(torch.stack(v), y) for v, y in loader])
+    return out
+
+
+def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
+    """Persistent workers see each new epoch (through the sampler): 2 workers == no workers, epochs 0 and 1; and
+    ranks 0 and 1 of 2 (per-rank batch 2) together yield exactly the single-process batches of 4."""
+    from pcl.data.imagenet import build_imagenet_loaders
+
+    _noise_folders(tmp_path, 6)
+    common = dict(num_views=2, device="cpu", seed=0, crop_size=16, resize_size=20)
+    plain = _epochs(build_imagenet_loaders(tmp_path, batch_size=4, workers=0, **common)[0], (0, 1))
+    loader = build_imagenet_loaders(tmp_path, batch_size=4, workers=2, **common)[0]
+    assert loader.loader.persistent_workers
+    workers = _epochs(loader, (0, 1))
+    assert len(plain[0]) == 3 and not torch.equal(plain[0][0][0], plain[1][0][0])  # epochs differ
+    for pe, we in zip(plain, workers):
+        for (pv, py), (wv, wy) in zip(pe, we):
+            assert torch.equal(pv, wv) and torch.equal(py, wy)
+    ranks = [_epochs(build_imagenet_loaders(tmp_path, batch_size=2, workers=0, rank=r, world_size=2, **common)[0],
+                     (0, 1)) for r in (0, 1)]
+    for e in (0, 1):
+        for (pv, py), (v0, y0), (v1, y1) in zip(plain[e], ranks[0][e], ranks[1][e]):
+            assert torch.equal(torch.cat([v0, v1], dim=1), pv) and torch.equal(torch.cat([y0, y1]), py)
