@@ -272,6 +272,35 @@ def epoch_time_rows(results: list[dict], card: str, path: str, source: str) -> l
             for r in results if r["path"] == path]
 
 
+# ---- the issue's targets (H100/H200, batch 128, CIFAR-100 shapes) ---------------------------------------------------
+TARGETS = (("fast", "pcl", "resnet32", 12_000), ("fast", "baseline", "resnet32", 35_000))
+TARGET_FAST_OVER_NAIVE = ("pcl", "resnet32", 5.0)
+TARGET_PACKED = (4, "pcl", "resnet32", 20_000)
+
+
+def target_lines(results: list[dict], packs: list[dict]) -> list[str]:
+    """'# target ...: met/MISSED' for every target this run measured (meaningful on an H100/H200 only)."""
+    by = {(r["path"], r["method"], r["backbone"]): r["images_per_s"] for r in results}
+    lines = []
+    for path, method, backbone, goal in TARGETS:
+        if (path, method, backbone) in by:
+            got = by[(path, method, backbone)]
+            lines.append(f"# target {method} {backbone} {path} >= {goal:,} images/s: {got:,.0f} "
+                         f"{'met' if got >= goal else 'MISSED'}")
+    method, backbone, goal = TARGET_FAST_OVER_NAIVE
+    if ("fast", method, backbone) in by and ("naive", method, backbone) in by:
+        ratio = by[("fast", method, backbone)] / by[("naive", method, backbone)]
+        lines.append(f"# target {method} {backbone} fast / naive >= {goal:.0f}x: {ratio:.2f}x "
+                     f"{'met' if ratio >= goal else 'MISSED'}")
+    n, method, backbone, goal = TARGET_PACKED
+    for p in packs:
+        if (p["runs"], p["method"], p["backbone"]) == (n, method, backbone):
+            got = p["aggregate_images_per_s"]
+            lines.append(f"# target {n} packed {method} {backbone} >= {goal:,} images/s aggregate: {got:,.0f} "
+                         f"{'met' if got >= goal else 'MISSED'}")
+    return lines
+
+
 # ---- main --------------------------------------------------------------------------------------------------------
 def _card(device: torch.device) -> str:
     if device.type == "cuda":
@@ -381,6 +410,8 @@ def main(argv=None) -> int:
             print(f"# packed {n} x {method_name} {backbone} fast: aggregate {p['aggregate_images_per_s']:,.0f} "
                   f"images/s; per run {', '.join(f'{x:,.0f}' for x in p['per_run_images_per_s'])}; peak MB "
                   f"{', '.join(_fmt(x) for x in p['peak_mem_mb'])}", flush=True)
+    for line in target_lines(results, packs):
+        print(line, flush=True)
     if args.write_epoch_times:
         source = (f"bench/throughput.py {args.epoch_times_path} "
                   f"{args.precision if args.epoch_times_path == 'fast' else 'fp32'} {date}")

@@ -296,6 +296,13 @@ def test_throughput_script_side_by_side_and_epoch_time_file(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "# headline tiny_resnet8 pcl: fast / naive" in text and "# packed 1 x baseline" in text
+    lines = throughput.target_lines([{"path": "fast", "method": "pcl", "backbone": "resnet32", "images_per_s": 13e3},
+                                     {"path": "naive", "method": "pcl", "backbone": "resnet32", "images_per_s": 3e3}],
+                                    [{"runs": 4, "method": "pcl", "backbone": "resnet32",
+                                      "aggregate_images_per_s": 19e3}])
+    assert lines == ["# target pcl resnet32 fast >= 12,000 images/s: 13,000 met",
+                     "# target pcl resnet32 fast / naive >= 5x: 4.33x MISSED",
+                     "# target 4 packed pcl resnet32 >= 20,000 images/s aggregate: 19,000 MISSED"]
     import json
 
     report = json.loads(out.read_text())
