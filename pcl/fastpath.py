@@ -297,7 +297,9 @@ class StaticStep:
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         saved = [(t, t.detach().clone()) for t in self._stateful_tensors()]
-        with torch.cuda.graph(graph):
+        # thread_local: a DataLoader's pin-memory thread may allocate pinned memory while we capture (copy-in
+        # mode); "global" would turn that into a capture error.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.last_total = self.step_fn()
         # Capture records kernels without running them; restoring guards against anything run eagerly in it.
         for t, v in saved:
