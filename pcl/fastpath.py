@@ -11,8 +11,9 @@ What is captured (`StaticStep.step_fn`, a plain function that also runs, uncaptu
   2. `pcl.engine.train_step`: forward of the peers and mean teachers, losses, backward, fused SGD (learning rate
      a device tensor), the temporal-mean update (step counter on the device);
   3. metric accumulation: loss sums, correct counts and the first non-finite step in static device tensors.
-Everything a step reads that changes during training (lr, ramp-up weight w(e), the EMA step counter, the epoch's
-draws) is a device tensor updated in place outside the graph, so one capture serves the whole run.
+Everything a step reads that changes during training (lr, ramp-up weight w(e), the EMA decay cap and step
+counter, the epoch's draws) is a device tensor updated in place outside the graph, so one capture serves the
+whole run.
 
 Capture (CUDA only): a few warm-up steps on a side stream (cuDNN autotuning, lazily created optimiser state and
 accumulators), then `torch.cuda.graph`; afterwards every tensor the warm-up changed (weights, BN statistics, the
