@@ -36,11 +36,21 @@ from pcl.methods import METHODS, build_method, method_defaults  # noqa: E402
 
 def _state(method, optimizer) -> dict[str, torch.Tensor]:
     out = {k: v.detach().float() for k, v in method.state_dict().items() if v.is_floating_point()}
-    for i, p in enumerate(optimizer.param_groups[0]["params"]):
+    for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"]):
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
             out[f"momentum/{i}"] = buf.float()
     return out
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _rel_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, str]:
@@ -93,11 +103,14 @@ def check_method(name: str, args, device: torch.device, teacher_path: str) -> di
         eager_iters = [iter(loaders[0]), iter(loaders[1])]
         for step, batch in zip(range(steps_per_epoch), fast.batches(loaders[2])):
             totals = []
+            rng = _rng_state(device)  # every copy draws the same dropout masks (backbones with dropout)
             for m, opt, it, acc in zip(copies[:2], opts, eager_iters, accs):
+                _set_rng_state(device, rng)
                 views, targets = next(it)
                 total, losses, logits = train_step(m, opt, views, targets, args.precision)
                 acc.add(total, losses, logits, targets)
                 totals.append(total.detach().float())
+            _set_rng_state(device, rng)
             totals.append(fast.step(batch).detach().float())
             ref = totals[0].abs() + 1e-12
             worst["loss_noise"] = max(worst["loss_noise"], ((totals[1] - totals[0]).abs() / ref).item())

@@ -107,65 +107,39 @@ def cleanup() -> None:
 
 # ---- the method under DDP ----------------------------------------------------------------------------------------
 class _StepForward(nn.Module):
-    """DDP only reduces gradients of what ran through its forward: the training step is that forward."""
+    """DDP only reduces gradients of what ran through its forward: the method's training step is that forward."""
 
     def __init__(self, method: Method):
         super().__init__()
         self.method = method
 
     def forward(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
-        return self.method.training_step(views, targets)
+        # the class's step, not the instance's (which is this DDP wrapper, see attach_ddp)
+        return type(self.method).training_step(self.method, views, targets)
 
 
-class DistributedMethod(Method):
-    """A method whose training step runs through DistributedDataParallel; everything else is the method's own.
+def attach_ddp(method: Method, device: torch.device, find_unused_parameters: bool = False) -> Method:
+    """Route `method.training_step` through DistributedDataParallel; everything else stays the method's own.
 
-    state_dict / load_state_dict are the inner method's (checkpoints are interchangeable with single-process
-    runs); parameters are the inner method's, so the optimiser steps them directly.
+    The method object is kept (its state_dict, optimiser groups, heads, hooks are untouched, so checkpoints are
+    interchangeable with single-process runs); only the instance's `training_step` becomes the DDP call, and
+    `method.ddp` holds the wrapper (neither is a registered submodule). `detach_ddp` undoes it.
     """
+    # Buffers follow rank 0 at every forward: `forward_sync_buffers` in new torch, `broadcast_buffers` before.
+    sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+            inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
+    ddp = DistributedDataParallel(_StepForward(method), device_ids=[device] if device.type == "cuda" else None,
+                                  find_unused_parameters=find_unused_parameters, **{sync: True})
+    object.__setattr__(method, "ddp", ddp)
+    object.__setattr__(method, "training_step", ddp)
+    return method
 
-    def __init__(self, method: Method, device: torch.device, find_unused_parameters: bool = False):
-        nn.Module.__init__(self)
-        self.inner = method
-        self.name = method.name
-        self.backbone_name, self.num_classes = method.backbone_name, method.num_classes
-        self.num_views, self.deployed_head, self.distills = method.num_views, method.deployed_head, method.distills
-        # Buffers follow rank 0 at every forward: `forward_sync_buffers` in new torch, `broadcast_buffers` before.
-        sync = ("forward_sync_buffers" if "forward_sync_buffers" in
-                inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
-        ddp = DistributedDataParallel(_StepForward(method), device_ids=[device] if device.type == "cuda" else None,
-                                      find_unused_parameters=find_unused_parameters, **{sync: True})
-        object.__setattr__(self, "ddp", ddp)  # not a registered child: its parameters are the inner method's
 
-    def training_step(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
-        return self.ddp(views, targets)
-
-    def loss_weights(self) -> dict[str, Tensor]:
-        return self.inner.loss_weights()
-
-    def eval_heads(self, x: Tensor) -> LogitDict:
-        return self.inner.eval_heads(x)
-
-    def export_deployed(self):
-        return self.inner.export_deployed()
-
-    def on_epoch_start(self, epoch: int) -> None:
-        self.inner.on_epoch_start(epoch)
-
-    def after_optimizer_step(self) -> None:
-        self.inner.after_optimizer_step()
-
-    def scalars(self) -> dict[str, Tensor]:
-        return self.inner.scalars()
-
-    def parameter_counts(self) -> dict[str, int]:
-        return self.inner.parameter_counts()
-
-    def state_dict(self, *args: Any, **kwargs: Any):
-        return self.inner.state_dict(*args, **kwargs)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False):
-        return self.inner.load_state_dict(state_dict, strict=strict, assign=assign)
+def detach_ddp(method: Method) -> Method:
+    """The plain method again (no DDP step); a no-op for a method without one."""
+    for name in ("training_step", "ddp"):
+        method.__dict__.pop(name, None)
+    return method
 
 
 def prepare_method(method: Method, env: DistEnv, device: torch.device, batch_norm: str = "local",
@@ -183,7 +157,7 @@ def prepare_method(method: Method, env: DistEnv, device: torch.device, batch_nor
         method = method.to(memory_format=torch.channels_last)
     if not env.distributed:
         return method
-    return DistributedMethod(method, device, find_unused_parameters)
+    return attach_ddp(method, device, find_unused_parameters)
 
 
 @torch.no_grad()
@@ -290,11 +264,11 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
 
 
 def unwrap(method: Method) -> Method:
-    """The plain method inside a DistributedMethod (itself otherwise)."""
-    return method.inner if isinstance(method, DistributedMethod) else method
+    """The method without its DDP step (for export or a single-process continuation)."""
+    return detach_ddp(method)
 
 
-__all__ = ["BATCH_NORMS", "DistEnv", "DistributedMethod", "ShardedDeviceLoader", "broadcast_state", "cleanup",
+__all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detach_ddp", "broadcast_state", "cleanup",
            "collective_stop", "detect_env", "prepare_method", "setup", "shard_loader",
            "train_distributed", "unwrap"]
 

@@ -49,13 +49,17 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     def run(epochs, ckpt):
         seed_everything(rank)  # different seeds per rank: DDP must still start every rank from rank 0's weights
         method = build_method("pcl", "tiny_resnet8", CLASSES, peers=2, rampup_length=1)
-        method = distributed.prepare_method(method, env, device, batch_norm="local")
+        keys = list(method.state_dict())
+        assert distributed.prepare_method(method, env, device, batch_norm="local") is method
+        assert list(method.state_dict()) == keys and method.training_step is method.ddp  # only the step changes
         train_loader, test_loader, _ = _loaders(method.num_views)
         distributed.train_distributed(method, distributed.shard_loader(train_loader, env), test_loader,
                                       Recipe(epochs=epochs, lr=0.05, milestones=(1,)), env, checkpoint_path=ckpt,
                                       callbacks=[lambda e, m: records.append((e, m))], should_stop=lambda: False,
                                       stop_check_every=1)
-        return {k: v.clone() for k, v in method.state_dict().items()}
+        state = {k: v.clone() for k, v in method.state_dict().items()}
+        assert "training_step" not in vars(distributed.unwrap(method))
+        return state
 
     straight = run(2, os.path.join(out_dir, "a", "checkpoint.pt"))
     run(1, os.path.join(out_dir, "b", "checkpoint.pt"))

@@ -53,6 +53,7 @@ def _pair(name, tmp_path, recipe=None, channels_last=False):
 
 def _eager_steps(method, opt, loader, steps, precision="fp32"):
     loader.set_epoch(0)
+    torch.manual_seed(123)  # the same global RNG state for both paths (dropout, where a backbone has it)
     acc = _EpochAccumulator(torch.device("cpu"))
     for i, (views, targets) in enumerate(loader):
         if i == steps:
@@ -64,6 +65,7 @@ def _eager_steps(method, opt, loader, steps, precision="fp32"):
 
 def _fast_steps(fast, loader, steps):
     loader.set_epoch(0)
+    torch.manual_seed(123)
     acc = fast.begin_epoch(loader)
     for i, batch in enumerate(fast.batches(loader)):
         if i == steps:
@@ -77,7 +79,10 @@ def _assert_same_state(a, opt_a, b, opt_b, **tol):
     assert sa.keys() == sb.keys()
     for k in sa:
         torch.testing.assert_close(sb[k], sa[k], msg=lambda m, k=k: f"{k}: {m}", **tol)
-    for pa, pb in zip(opt_a.param_groups[0]["params"], opt_b.param_groups[0]["params"]):
+    params_a = [p for g in opt_a.param_groups for p in g["params"]]
+    params_b = [p for g in opt_b.param_groups for p in g["params"]]
+    assert len(params_a) == len(params_b)
+    for pa, pb in zip(params_a, params_b):
         torch.testing.assert_close(opt_b.state[pb]["momentum_buffer"], opt_a.state[pa]["momentum_buffer"], **tol)
 
 
