@@ -35,12 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pcl.engine import train_step
-
-try:  # the run schema owns the allowed values once it exists (pcl/schema.py); the engine before that
-    from pcl.schema import PRECISIONS
-except ImportError:
-    from pcl.engine import PRECISIONS
+from pcl.engine import PRECISIONS, train_step
 from pcl.methods.base import Method, check_views
 
 FAST_PATHS = ("eager", "graph")
