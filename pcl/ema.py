@@ -38,6 +38,9 @@ class TemporalMean(nn.Module):
         for p in self.mean.parameters():
             p.requires_grad_(False)
         self.register_buffer("step", torch.zeros((), dtype=torch.float32))
+        # The cap as a device tensor (not in checkpoints: the option decides it), so a captured step reads it and
+        # set_decay() can change it in place without a new capture.
+        self.register_buffer("decay_cap", torch.tensor(float(decay)), persistent=False)
 
     def train(self, mode: bool = True) -> "TemporalMean":
         super().train(mode)
@@ -47,7 +50,14 @@ class TemporalMean(nn.Module):
 
     def current_alpha(self) -> torch.Tensor:
         """a_t for the update that follows the step counted in `self.step` (device tensor)."""
-        return torch.clamp(1.0 - 1.0 / (self.step + 1.0), max=self.decay)
+        return torch.minimum(1.0 - 1.0 / (self.step + 1.0), self.decay_cap)
+
+    def set_decay(self, decay: float) -> None:
+        """Change the cap of a_t in place (device tensor: no host sync, no new CUDA-graph capture)."""
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"ema decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.decay_cap.fill_(decay)
 
     @torch.no_grad()
     def update(self, live: nn.Module) -> None:

@@ -394,7 +394,8 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, views: list[tor
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
-          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
+          fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -402,8 +403,19 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
     host sync each); by default non-finite losses are detected once per epoch.
+    fast_path: "eager" (default) or "graph": the whole step over static buffers, captured in one CUDA graph on
+    CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
+    (fast path) views in channels_last memory format. write_checkpoints=False resumes from checkpoint_path but
+    never writes it (the non-zero ranks of a distributed run, pcl.distributed).
     """
+    from pcl import fastpath  # here: pcl.fastpath imports this module
+
+    if fast_path not in fastpath.FAST_PATHS:
+        raise ValueError(f"fast_path={fast_path!r} is invalid; allowed: {', '.join(fastpath.FAST_PATHS)}")
     device = next(method.parameters()).device
+    fastpath.set_precision(recipe.precision)
+    if channels_last:
+        fastpath.to_channels_last(method)
     optimizer = make_optimizer(method, recipe)
     history: list[dict[str, float]] = []
     start_epoch = 0
@@ -420,6 +432,12 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         history = list(state["history"])
         start_epoch = int(state["epoch"])
     resumed_from = start_epoch
+    fast = None
+    if fast_path == "graph":
+        fast = fastpath.StaticStep(method, optimizer, train_loader, precision=recipe.precision,
+                                   channels_last=channels_last)
+        test_loader = None if test_loader is None else fastpath.LargeBatchEval(test_loader,
+                                                                                channels_last=channels_last)
 
     for epoch in range(start_epoch, recipe.epochs):
         for group in optimizer.param_groups:  # one shared lr tensor today; every group, should that change
@@ -427,16 +445,21 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         method.on_epoch_start(epoch)
         method.train()
         train_loader.set_epoch(epoch)
-        acc = _EpochAccumulator(device)
+        acc = _EpochAccumulator(device) if fast is None else fast.begin_epoch(train_loader)
         weights = method.loss_weights()
         t0 = time.perf_counter()
-        batches = _progress(train_loader, progress, f"epoch {epoch + 1}/{recipe.epochs}")
-        for step, (views, targets) in enumerate(batches):
+        batches = _progress(train_loader if fast is None else fast.batches(train_loader), progress,
+                            f"epoch {epoch + 1}/{recipe.epochs}", len(train_loader))
+        for step, batch in enumerate(batches):
             if should_stop is not None and should_stop():
                 raise TrainingInterrupted(epoch, str(path) if path else None)
-            check_views(method, views)
-            total, losses, logits = train_step(method, optimizer, views, targets, recipe.precision)
-            acc.add(total, losses, logits, targets)
+            if fast is not None:
+                total = fast.step(batch)
+            else:
+                views, targets = batch
+                check_views(method, views)
+                total, losses, logits = train_step(method, optimizer, views, targets, recipe.precision)
+                acc.add(total, losses, logits, targets)
             if check_finite_every and (step + 1) % check_finite_every == 0 and not torch.isfinite(total):
                 _raise_nonfinite(epoch, step, path)
         if device.type == "cuda":
@@ -454,7 +477,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
             metrics.update(evaluate(method, test_loader, recipe.precision))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
-        if path is not None:
+        if path is not None and write_checkpoints:
             save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                          "rng": _rng_state(), "history": history, "recipe": asdict(recipe)}, path)
@@ -469,12 +492,12 @@ def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:
                              f"last good checkpoint: {path if path and path.exists() else 'none'}")
 
 
-def _progress(loader: Loader, enabled: bool, desc: str):
+def _progress(loader: Iterable, enabled: bool, desc: str, total: int):
     if not enabled:
         return loader
     from tqdm.auto import tqdm  # imported here so the core stays importable without it
 
-    return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+    return tqdm(loader, total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
 def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:

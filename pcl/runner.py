@@ -97,7 +97,8 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
                   "determinism": determinism, "num_classes": num_classes, "num_views": method.num_views,
                   "environment": environment_info(device), "recipe": asdict(recipe)})
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    result = train(method, train_loader, test_loader, recipe,
+    result = train(method, train_loader, test_loader, recipe, fast_path=cfg["fast_path"],
+                   channels_last=cfg["channels_last"],
                    checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None, resume=resume,
                    callbacks=callbacks, progress=progress, should_stop=should_stop)
     deployed_path = None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
 TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
 GROUPS = ("experiment", "recipe", "data", "infra", "driver")
 _UNSET = object()
@@ -212,7 +212,13 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "epochs at which lr *= gamma (None: the recipe's fractions of `epochs`)", unit="epochs", example=[5, 8]),
     Key("gamma", "recipe", 0.1, real(lambda v: 0 < v <= 1, "a number in (0, 1]"), "lr decay factor",
         example=0.2),
-    Key("precision", "recipe", "fp32", choice(lambda: PRECISIONS), "arithmetic precision (bf16: autocast)",
+    Key("channels_last", "recipe", False, boolean(), "weights and views in channels_last memory format",
+        example=True, neutral=False),
+    Key("fast_path", "recipe", "eager", choice(lambda: ("eager", "graph")),
+        "eager, or graph: the whole step captured in one CUDA graph (pcl.fastpath; unverified on a GPU so far; "
+        "bit-identical to eager on the CPU)", example="graph", neutral="eager"),
+    Key("precision", "recipe", "fp32", choice(lambda: PRECISIONS),
+        "arithmetic precision: fp32 (TF32 off), tf32 (TF32 matmul/cuDNN), bf16 (autocast)",
         example="bf16"),
     # which data (part of the run_key)
     Key("train_subset", "data", None, integer(1, allow_none=True),

@@ -5,11 +5,18 @@ contract as DeviceLoader: ``set_epoch``, ``len``, ``num_images``, and iteration 
 labels on device)``. Spec §8 [ours]: train RandomResizedCrop(224) + horizontal flip, ``num_views`` independent
 views per image; test Resize(256) + CenterCrop(224).
 
-Two deliberate choices:
+Deliberate choices (speed: decoding and augmentation in worker processes, the device never waits on them):
 * Workers ship uint8 tensors and normalisation ((x/255 - mean)/std, identical to ToTensor + Normalize up to
   float rounding) runs on the device: four times less host-to-device traffic and worker CPU.
 * Each sample's augmentation is seeded from (seed, epoch, index), so the draws are a pure function of those
-  and do not depend on the number of workers or on which worker loads which sample; resume is exact.
+  and do not depend on the number of workers or on which worker loads which sample; resume is exact. The
+  sampler hands the epoch to the workers with every index, so the workers persist across epochs.
+* Batches come from pinned memory; on CUDA the next batch is copied (non-blocking) and normalised on a side
+  stream while the current one trains.
+* Distributed training (pcl.distributed): with ``rank``/``world_size`` the train split is sharded like a
+  DistributedSampler, but batch-wise: global batch ``i`` (``batch_size * world_size`` images of the one shuffled
+  order) is split into ``world_size`` consecutive slices, so N ranks see together exactly what one process with
+  the global batch would.
 """
 from __future__ import annotations
 
@@ -110,31 +117,47 @@ class _SeededImages(Dataset):
     def __len__(self) -> int:
         return len(self.folder) if self.indices is None else len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[Any, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         j = i if self.indices is None else self.indices[i]
         path, target = self.folder.samples[j]
         img = self.folder.loader(path)
         if not self.random:
             return self.transform(img), target
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((epoch_seed(self.seed, self.epoch) * 1_000_000_007 + j) % (2**63))
+            torch.manual_seed((epoch_seed(self.seed, epoch) * 1_000_000_007 + j) % (2**63))
             return self.transform(img), target
 
 
-class _EpochSampler(Sampler[int]):
-    """Shuffled (or sequential) order that is a pure function of (seed, epoch)."""
+class _EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffled (or sequential) order that is a pure function of (seed, epoch); yields (index, epoch) pairs.
 
-    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+    With world_size > 1 (train only, whole batches): this rank's slice of every global batch (module docstring).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, batch_size: int = 1, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in 0..world_size-1 (world_size={world_size})")
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
 
     def __len__(self) -> int:
-        return self.n
+        if self.world_size == 1:
+            return self.n
+        return self.n // (self.batch_size * self.world_size) * self.batch_size
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+            order = list(range(self.n))
+        else:
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        if self.world_size > 1:
+            b, glob = self.batch_size, self.batch_size * self.world_size
+            order = [order[k * glob + self.rank * b + t] for k in range(self.n // glob) for t in range(b)]
+        epoch = self.epoch
+        return iter([(i, epoch) for i in order])
 
 
 class ImageNetLoader:
@@ -153,6 +176,8 @@ class ImageNetLoader:
         workers: int,
         drop_last: bool | None = None,
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -165,11 +190,15 @@ class ImageNetLoader:
         self.seed = int(seed)
         self.epoch = 0
         self._scale, self._shift = normalization_affine(mean, std, self.device)
-        self.sampler = _EpochSampler(len(dataset), self.seed, shuffle=self.train)
-        if self.drop_last and len(dataset) < self.batch_size:
-            raise ValueError(f"{len(dataset)} images, fewer than batch_size={self.batch_size} with drop_last")
+        if world_size > 1 and not (self.train and self.drop_last):
+            raise ValueError("only the train loader (drop_last=True) is sharded over ranks; evaluate on rank 0")
+        self.sampler = _EpochSampler(len(dataset), self.seed, shuffle=self.train, batch_size=self.batch_size,
+                                     rank=rank, world_size=world_size)
+        if self.drop_last and len(dataset) < self.batch_size * world_size:
+            raise ValueError(f"{len(dataset)} images, fewer than batch_size={self.batch_size} x world_size="
+                             f"{world_size} with drop_last")
         on_cuda = self.device.type == "cuda"
-        # Workers are restarted every epoch (not persistent) so that they see the dataset's new epoch.
+        # The sampler passes the epoch with each index, so the workers can persist across epochs.
         self.loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -178,6 +207,7 @@ class ImageNetLoader:
             pin_memory=on_cuda,
             drop_last=self.drop_last,
             prefetch_factor=4 if workers > 0 else None,
+            persistent_workers=workers > 0,
         )
 
     @property
@@ -204,11 +234,36 @@ class ImageNetLoader:
         x = x.to(self.device, non_blocking=True)
         return apply_affine(x, self._scale, self._shift, self.dtype)
 
+    def _batch_to_device(self, views: Tensor | list[Tensor], labels: Tensor) -> tuple[list[Tensor], Tensor]:
+        if isinstance(views, Tensor):
+            views = [views]
+        return [self._to_device(v) for v in views], labels.to(self.device, non_blocking=True)
+
     def _iterate(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        for views, labels in self.loader:
-            if isinstance(views, Tensor):
-                views = [views]
-            yield [self._to_device(v) for v in views], labels.to(self.device, non_blocking=True)
+        if self.device.type != "cuda":
+            for views, labels in self.loader:
+                yield self._batch_to_device(views, labels)
+            return
+        # Copy + normalise batch k+1 on a side stream while batch k trains on the current stream.
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        batches = iter(self.loader)
+
+        def stage():
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            side.wait_stream(main)  # the side stream's new buffers may reuse memory the main stream freed
+            with torch.cuda.stream(side):
+                return self._batch_to_device(*batch)
+
+        staged = stage()
+        while staged is not None:
+            main.wait_stream(side)
+            views, labels = staged
+            for t in (*views, labels):
+                t.record_stream(main)  # allocated on the side stream, used on the main one
+            staged = stage()
+            yield views, labels
 
 
 def build_imagenet_loaders(
@@ -224,8 +279,14 @@ def build_imagenet_loaders(
     crop_size: int = 224,
     resize_size: int = 256,
     dtype: torch.dtype = torch.float32,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[ImageNetLoader, ImageNetLoader, int]:
-    """``(train_loader, test_loader, num_classes)`` from ``train/`` and ``val/`` class folders."""
+    """``(train_loader, test_loader, num_classes)`` from ``train/`` and ``val/`` class folders.
+
+    ``rank``/``world_size``: shard the train split over the ranks of a distributed run (``batch_size`` is then
+    the per-rank batch); the test loader is not sharded (rank 0 evaluates).
+    """
     from torchvision import datasets, transforms  # noqa: PLC0415 - torchvision import is slow; only here
 
     if num_views < 1:
@@ -262,7 +323,7 @@ def build_imagenet_loaders(
     common = dict(mean=mean, std=std, device=device, seed=seed, workers=workers, dtype=dtype)
     train_loader = ImageNetLoader(
         _SeededImages(train_folder, indices, train_tf, seed, random=True), batch_size=batch_size, train=True,
-        **common,
+        rank=rank, world_size=world_size, **common,
     )
     test_loader = ImageNetLoader(
         _SeededImages(val_folder, None, test_tf, seed, random=False),

@@ -111,19 +111,32 @@ class DeviceLoader:
             x = self.images[i * b : (i + 1) * b]
             yield [self._normalize(x)], self.labels[i * b : (i + 1) * b]
 
-    def _iter_train(self, epoch: int) -> Iterator[tuple[list[Tensor], Tensor]]:
+    def epoch_draws(self, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """All random draws of one training epoch: ``(perm [N], dy [k, nb*B], dx [k, nb*B], flip [k, nb*B])``.
+
+        Batch ``i`` is ``views_from(perm[i*B:(i+1)*B], dy[:, i*B:(i+1)*B], ...)``; the CUDA-graph fast path
+        (pcl.fastpath) copies these into static buffers once per epoch and slices them on the device.
+        """
         g = self._generator(epoch)
-        b, k, nb = self.batch_size, self.num_views, len(self)
         perm = torch.randperm(self.dataset_size, generator=g, device=self.device)
         # All augmentation draws of the epoch in three kernels; batch i uses column block i.
-        dy, dx, flip = sample_crop_flip((k, nb * b), g, self.device, self.padding)
+        dy, dx, flip = sample_crop_flip((self.num_views, len(self) * self.batch_size), g, self.device, self.padding)
+        return perm, dy, dx, flip
+
+    def views_from(self, idx: Tensor, dy: Tensor, dx: Tensor, flip: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The normalised crop+flip views ``[k x [B, C, H, W]]`` and labels ``[B]`` of the images ``idx``."""
+        x = self.images.index_select(0, idx)
+        views = crop_flip(x, dy, dx, flip, self.padding)
+        return list(self._normalize(views).unbind(0)), self.labels.index_select(0, idx)
+
+    def _iter_train(self, epoch: int) -> Iterator[tuple[list[Tensor], Tensor]]:
+        b, nb = self.batch_size, len(self)
+        perm, dy, dx, flip = self.epoch_draws(epoch)
         for i in range(nb):
             sl = slice(i * b, (i + 1) * b)
             idx = perm[sl]
             m = idx.shape[0]  # the last batch may be short when drop_last=False (a host-side int: no sync)
-            x = self.images.index_select(0, idx)
-            views = crop_flip(x, dy[:, sl][:, :m], dx[:, sl][:, :m], flip[:, sl][:, :m], self.padding)
-            yield list(self._normalize(views).unbind(0)), self.labels.index_select(0, idx)
+            yield self.views_from(idx, dy[:, sl][:, :m], dx[:, sl][:, :m], flip[:, sl][:, :m])
 
 
 def _check_subset(train_subset: object, n: int) -> int:

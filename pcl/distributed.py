@@ -1,0 +1,357 @@
+"""Multi-GPU training (ImageNet) with torch.distributed: DDP around any method, sharded loaders, rank-0 writes.
+
+Started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment) or by a submitit
+multi-task SLURM job (one task per GPU; `submitit.helpers.TorchDistributedEnvironment` when submitit is installed,
+else the SLURM_* variables). What it guarantees:
+* every rank starts from rank 0's weights (DDP broadcasts them), gradients are averaged over the ranks, so the
+  live networks stay identical; the temporal mean (a deterministic function of the live weights) therefore stays
+  identical too, and the buffers (BN statistics of live and mean networks, EMA step counter) are rank 0's at
+  every step (DDP's buffer broadcast) and after training;
+* BatchNorm as the run config says: "local" (per-rank batch statistics, the usual ImageNet DDP recipe) or "sync"
+  (SyncBatchNorm: statistics over the global batch, CUDA only);
+* data: every rank draws the same global shuffled order and takes its slice of each global batch, so N ranks with
+  per-rank batch b see exactly what one process with batch N*b would (ShardedDeviceLoader; the ImageNet loader
+  takes rank/world_size itself);
+* only rank 0 evaluates, calls the record callbacks and writes checkpoints; every rank resumes from rank 0's
+  checkpoint; a stop request (SIGTERM on any rank) is agreed on collectively so all ranks stop at the same step.
+The CUDA-graph fast path is single-process only for now.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pcl.engine import Loader, MetricsCallback, Recipe, TrainResult, train
+from pcl.methods.base import LogitDict, LossDict, Method
+
+BATCH_NORMS = ("local", "sync")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def detect_env(environ: dict[str, str] | None = None) -> DistEnv:
+    """Rank, world size and local rank from torchrun's variables, else a SLURM task's, else a single process.
+
+    In a submitit SLURM task, `TorchDistributedEnvironment().export()` also sets MASTER_ADDR/PORT (the first node, a
+    port derived from the job id) and RANK/WORLD_SIZE for the env:// rendezvous; under a plain srun
+    MASTER_ADDR/MASTER_PORT must be set by the user.
+    """
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        if environ is None and env.get("SUBMITIT_EXECUTOR") == "slurm":  # a submitit task (else: plain srun)
+            try:
+                from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - optional layer above
+
+                te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+                return DistEnv(te.rank, te.world_size, te.local_rank)
+            except ImportError:
+                pass
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
+    return DistEnv()
+
+
+def setup(env: DistEnv | None = None, backend: str | None = None, device_type: str | None = None
+          ) -> tuple[DistEnv, torch.device]:
+    """Join the process group (env:// rendezvous) and pick this rank's device; a single process joins nothing.
+
+    backend: nccl on CUDA, gloo on the CPU by default. Returns (env, device).
+    """
+    env = detect_env() if env is None else env
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        # torchrun: all GPUs visible, one per local rank; SLURM --gpus-per-task: one visible GPU per task.
+        device = torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if env.distributed and not dist.is_initialized():
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing:
+            raise RuntimeError(f"distributed run (world_size={env.world_size}) needs {', '.join(missing)} in the "
+                               "environment (torchrun and submitit set them)")
+        dist.init_process_group(backend or ("nccl" if device_type == "cuda" else "gloo"), rank=env.rank,
+                                world_size=env.world_size,
+                                device_id=device if device_type == "cuda" else None)
+    return env, device
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---- the method under DDP ----------------------------------------------------------------------------------------
+class _StepForward(nn.Module):
+    """DDP only reduces gradients of what ran through its forward: the method's training step is that forward."""
+
+    def __init__(self, method: Method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, views: list[Tensor], targets: Tensor) -> tuple[LossDict, LogitDict]:
+        # the class's step, not the instance's (which is this DDP wrapper, see attach_ddp)
+        return type(self.method).training_step(self.method, views, targets)
+
+
+def attach_ddp(method: Method, device: torch.device, find_unused_parameters: bool = False) -> Method:
+    """Route `method.training_step` through DistributedDataParallel; everything else stays the method's own.
+
+    The method object is kept (its state_dict, optimiser groups, heads, hooks are untouched, so checkpoints are
+    interchangeable with single-process runs); only the instance's `training_step` becomes the DDP call, and
+    `method.ddp` holds the wrapper (neither is a registered submodule). `detach_ddp` undoes it.
+    """
+    # Buffers follow rank 0 at every forward: `forward_sync_buffers` in new torch, `broadcast_buffers` before.
+    sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+            inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
+    ddp = DistributedDataParallel(_StepForward(method), device_ids=[device] if device.type == "cuda" else None,
+                                  find_unused_parameters=find_unused_parameters, **{sync: True})
+    object.__setattr__(method, "ddp", ddp)
+    object.__setattr__(method, "training_step", ddp)
+    return method
+
+
+def detach_ddp(method: Method) -> Method:
+    """The plain method again (no DDP step); a no-op for a method without one."""
+    for name in ("training_step", "ddp"):
+        method.__dict__.pop(name, None)
+    return method
+
+
+def prepare_method(method: Method, env: DistEnv, device: torch.device, batch_norm: str = "local",
+                   channels_last: bool = False, find_unused_parameters: bool = False) -> Method:
+    """Move `method` to `device`, convert its BatchNorms if asked, wrap it in DDP when there are several ranks."""
+    if batch_norm not in BATCH_NORMS:
+        raise ValueError(f"batch_norm={batch_norm!r} is invalid; allowed: {', '.join(BATCH_NORMS)}")
+    if batch_norm == "sync" and env.distributed:
+        if device.type != "cuda":
+            raise ValueError("batch_norm='sync' needs CUDA devices (SyncBatchNorm has no CPU kernel); "
+                             "use batch_norm='local' on the CPU")
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method = method.to(device)
+    if channels_last:  # before DDP builds its gradient buckets
+        method = method.to(memory_format=torch.channels_last)
+    if not env.distributed:
+        return method
+    return attach_ddp(method, device, find_unused_parameters)
+
+
+@torch.no_grad()
+def broadcast_state(method: Method, src: int = 0) -> None:
+    """Overwrite every parameter and buffer (incl. the temporal mean's) with rank `src`'s."""
+    if not dist.is_initialized():
+        return
+    for t in method.state_dict().values():
+        dist.broadcast(t, src)
+
+
+# ---- data ---------------------------------------------------------------------------------------------------------
+class ShardedDeviceLoader:
+    """This rank's slice of every global batch of a train DeviceLoader (built with the GLOBAL batch size).
+
+    Every rank holds the split and draws the same epoch permutation and crop/flip draws; rank r takes rows
+    r*b..(r+1)*b of each global batch (b = global batch / world size).
+    """
+
+    def __init__(self, loader: Any, env: DistEnv):
+        if not (loader.train and loader.drop_last):
+            raise ValueError("only a train DeviceLoader with drop_last=True is sharded; evaluate on rank 0")
+        if loader.batch_size % env.world_size:
+            raise ValueError(f"batch_size={loader.batch_size} (global) must be divisible by the world size "
+                             f"{env.world_size}")
+        self.loader, self.env = loader, env
+        self.batch_size = loader.batch_size // env.world_size
+        self.num_views = loader.num_views
+        self.drop_last, self.train = True, True
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_images(self) -> int:
+        return len(self) * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        epoch = self.loader.epoch
+        self.loader.epoch += 1
+        perm, dy, dx, flip = self.loader.epoch_draws(epoch)
+        big, b, r = self.loader.batch_size, self.batch_size, self.env.rank
+        for i in range(len(self)):
+            sl = slice(i * big + r * b, i * big + (r + 1) * b)
+            yield self.loader.views_from(perm[sl], dy[:, sl], dx[:, sl], flip[:, sl])
+
+
+def shard_loader(loader: Any, env: DistEnv) -> Any:
+    """The loader this rank trains on: itself for one process, else ShardedDeviceLoader (CIFAR/synthetic).
+
+    ImageNet loaders are sharded at construction (build_loaders(..., rank=, world_size=)): pass them as they are.
+    """
+    if not env.distributed or getattr(loader, "sampler", None) is not None:
+        return loader
+    return ShardedDeviceLoader(loader, env)
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> Callable[[], bool] | None:
+    """A should_stop that all ranks answer alike: every `every`-th call the local flags are max-reduced.
+
+    The engine polls it once per step on every rank, so the reductions line up. A stop is therefore seen up to
+    `every` steps after the signal (one small CPU reduction per `every` steps).
+    """
+    if should_stop is None or not dist.is_initialized():
+        return should_stop
+    group = dist.new_group(backend="gloo")  # a CPU flag, whatever the training backend
+    calls = [0]
+
+    def agreed() -> bool:
+        calls[0] += 1
+        if calls[0] % every:
+            return False
+        flag = torch.tensor([1 if should_stop() else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return bool(flag.item())
+
+    return agreed
+
+
+def train_distributed(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe,
+                      env: DistEnv, *, checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
+                      callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+                      should_stop: Callable[[], bool] | None = None, stop_check_every: int = 20,
+                      **train_kwargs: Any) -> TrainResult:
+    """pcl.engine.train on every rank (method from prepare_method, loader from shard_loader): rank 0 evaluates,
+    records (callbacks) and writes checkpoints; the others resume from rank 0's checkpoint. After training every
+    rank holds rank 0's state (parameters, temporal mean, BN buffers).
+    """
+    if env.distributed and train_kwargs.get("fast_path", "eager") != "eager":
+        raise ValueError("fast_path='graph' is single-process only; use fast_path='eager' with several ranks")
+    main = env.is_main
+    result = train(method, train_loader, test_loader if main else None, recipe,
+                   checkpoint_path=checkpoint_path, resume=resume, callbacks=callbacks if main else (),
+                   progress=progress and main, should_stop=collective_stop(should_stop, stop_check_every),
+                   write_checkpoints=main, **train_kwargs)
+    if env.distributed:
+        broadcast_state(method)
+        dist.barrier()  # rank 0's last checkpoint is on disk before anyone moves on
+    return result
+
+
+def unwrap(method: Method) -> Method:
+    """The method without its DDP step (for export or a single-process continuation)."""
+    return detach_ddp(method)
+
+
+__all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detach_ddp", "broadcast_state", "cleanup",
+           "collective_stop", "detect_env", "prepare_method", "setup", "shard_loader",
+           "train_distributed", "unwrap"]
+
+
+# ---- command line: torchrun / srun entry ---------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """One run on every rank of the job; rank 0 writes OUT_DIR/history.json, checkpoint.pt and deployed.pt.
+
+        torchrun --nproc_per_node=4 -m pcl.distributed --dataset imagenet --data-root DIR --method pcl \
+            --backbone resnet18 --epochs 90 --batch-size 256 --milestones 30,60 --weight-decay 1e-4 --out-dir DIR
+    --batch-size is the GLOBAL batch (split over the ranks). Tracking (Sacred, MongoDB) is the runner's layer above.
+    """
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from pcl.data import build_loaders  # noqa: PLC0415
+    from pcl.data.imagenet import build_imagenet_loaders  # noqa: PLC0415
+    from pcl.engine import seed_everything  # noqa: PLC0415
+    from pcl.methods import build_method  # noqa: PLC0415
+    from pcl.runner import save_deployed  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m pcl.distributed", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="imagenet")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--method", default="pcl")
+    ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"peers\": 3}'")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--epochs", type=int, default=90)
+    ap.add_argument("--batch-size", type=int, default=256, help="global batch, divided over the ranks")
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--milestones", default="30,60")
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--batch-norm", default="local", choices=BATCH_NORMS)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=8, help="ImageNet decoding workers per rank")
+    ap.add_argument("--train-subset", type=int, default=None)
+    ap.add_argument("--synthetic-train-size", type=int, default=2048)
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    options = json.loads(args.options)
+    env, device = setup(device_type=args.device)
+    try:
+        if args.batch_size % env.world_size:
+            ap.error(f"--batch-size={args.batch_size} must be divisible by the world size {env.world_size}")
+        seed_everything(args.seed)
+        method = build_method(args.method, args.backbone, _classes(args.dataset), **options)
+        if args.dataset == "imagenet":
+            train_loader, test_loader, _ = build_imagenet_loaders(
+                args.data_root, batch_size=args.batch_size // env.world_size, num_views=method.num_views,
+                device=device, seed=args.seed, train_subset=args.train_subset, workers=args.workers,
+                rank=env.rank, world_size=env.world_size)
+        else:
+            train_loader, test_loader, _ = build_loaders(
+                args.dataset, data_root=args.data_root, batch_size=args.batch_size, num_views=method.num_views,
+                device=device, seed=args.seed, train_subset=args.train_subset,
+                synthetic_train_size=args.synthetic_train_size)
+            train_loader = shard_loader(train_loader, env)
+        method = prepare_method(method, env, device, args.batch_norm, args.channels_last)
+        milestones = tuple(int(m) for m in args.milestones.split(",") if m)
+        recipe = Recipe(epochs=args.epochs, lr=args.lr, milestones=milestones, weight_decay=args.weight_decay,
+                        precision=args.precision)
+        out = Path(args.out_dir)
+        result = train_distributed(method, train_loader, test_loader, recipe, env,
+                                   checkpoint_path=out / "checkpoint.pt", channels_last=args.channels_last)
+        if env.is_main:
+            save_deployed(unwrap(method), out / "deployed.pt")
+            (out / "history.json").write_text(json.dumps({"history": result.history, "summary": result.summary,
+                                                          "world_size": env.world_size}, indent=1))
+    finally:
+        cleanup()
+    return 0
+
+
+def _classes(dataset: str) -> int:
+    from pcl.data import NUM_CLASSES  # noqa: PLC0415
+
+    return NUM_CLASSES[dataset]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
