@@ -327,6 +327,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
         if test_loader is not None:
             metrics.update(evaluate(method, test_loader, recipe.precision))
+            metrics.update(deployed_metrics(metrics, method.deployed_head))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         if path is not None:
@@ -352,6 +353,21 @@ def _progress(loader: Loader, enabled: bool, desc: str):
     return tqdm(loader, total=len(loader), desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
+#: the method-independent headline: the deployed head's test errors under one name for every method
+DEPLOYED_METRICS = ("test/top1_err/deployed", "test/top5_err/deployed")
+
+
+def deployed_metrics(metrics: Mapping[str, float], deployed_head: str) -> dict[str, float]:
+    """`test/top1_err/deployed` and `test/top5_err/deployed` (%): copies of the deployed head's test errors
+    (`test/top1_err/<deployed_head>`), so that one metric name gives every method's headline curve."""
+    out = {}
+    for name in DEPLOYED_METRICS:
+        head_key = f"{name.rsplit('/', 1)[0]}/{deployed_head}"
+        if head_key in metrics:
+            out[name] = float(metrics[head_key])
+    return out
+
+
 def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:
     """The final result as a flat dict of floats: every head's last-epoch error and its best epoch's.
 
@@ -361,17 +377,18 @@ def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, 
     if not history:
         return {}
     last = history[-1]
-    out: dict[str, float] = {"epochs": float(last["epoch"])}
+    out: dict[str, float] = {}
+    for kind in ("top1_err", "top5_err"):  # first: clients that show the result cut it at its start
+        key = f"test/{kind}/{deployed_head}"
+        if key in last:
+            out[f"deployed/{kind}"] = last[key]
+    out["epochs"] = float(last["epoch"])
     for key, value in last.items():
-        if key.startswith("test/"):
+        if key.startswith("test/") and key not in DEPLOYED_METRICS:
             out[f"last/{key[len('test/'):]}"] = value
             values = [h[key] for h in history if key in h]
             best = min(values)
             out[f"best_on_test/{key[len('test/'):]}"] = best
             if key.startswith("test/top1_err/"):
                 out[f"best_on_test_epoch/{key[len('test/top1_err/'):]}"] = float(values.index(best) + 1)
-    for kind in ("top1_err", "top5_err"):
-        key = f"test/{kind}/{deployed_head}"
-        if key in last:
-            out[f"deployed/{kind}"] = last[key]
     return out
