@@ -33,17 +33,14 @@ OMNIBOARD_BIN = ROOT / ".ci-cache" / "omniboard" / "node_modules" / ".bin" / "om
 TABLE_METHODS = ("baseline", "dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "pcl")
 HEADLINE = "test/top1_err/deployed"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:keys will default to True in jsonpickle:DeprecationWarning")]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def plain_url(server, db: str) -> str:
-    return f"mongodb://127.0.0.1:{server.port}/{db}"
 
 
 @pytest.fixture(scope="session")
@@ -134,9 +131,10 @@ def test_incense_reads_every_methods_headline_and_the_reused_run(smoke_grid, inc
         return series.iloc[-1]
 
     runs = incense_loader.find({"omniboard.tags": "table2", "status": "COMPLETED"})
-    table = runs.project(on=["config.method", "config.seed", {f"metrics.{HEADLINE}": last}])
-    by_method = table.groupby("method")[f"{HEADLINE.split('.')[-1]}_last"].agg(["mean", "count"])
-    assert sorted(by_method.index) == sorted(TABLE_METHODS) and set(by_method["count"]) == {1}
+    table = runs.project(on=["config.method", "config.backbone", "config.seed",
+                             {"metrics.test/top1_err/deployed": last}])
+    by_method = table.groupby(["backbone", "method"])["test/top1_err/deployed_last"].agg(["mean", "std", "count"])
+    assert sorted(m for _, m in by_method.index) == sorted(TABLE_METHODS) and set(by_method["count"]) == {1}
     for exp in runs:
         assert exp.metrics[HEADLINE].iloc[-1] == exp.result["deployed/top1_err"]
 
@@ -172,9 +170,9 @@ def omniboard(smoke_grid):
         pytest.skip(message)
     port = free_port()
     log = open(smoke_grid.tmp / "omniboard.log", "w+")
-    proc = subprocess.Popen([*command, "--mu", plain_url(smoke_grid.server, smoke_grid.db_name)],
-                            env=dict(os.environ, PORT=str(port)), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # as the README starts it: the URL (with the database in its path) in $MONGO_URI, the port in $PORT
+    proc = subprocess.Popen(command, env=dict(os.environ, PORT=str(port), MONGO_URI=smoke_grid.url),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

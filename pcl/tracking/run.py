@@ -101,7 +101,12 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
     name = experiment_name or cfg["experiment"] or "pcl"
     started = time.perf_counter()
     if not cfg["force"] and results.has_completed(store.sources(), key):
-        tagged = tag_reused(store, key, name)
+        try:
+            tagged = tag_reused(store, key, name)
+        except Exception as err:  # noqa: BLE001 - the run is done; a missing tag is reported, not fatal
+            tagged = []
+            print(redact(f"Warning: could not tag the COMPLETED record of run {key} with experiment {name!r}: "
+                         f"{type(err).__name__}: {err}"), file=sys.stderr)
         return TrackedRun(key, "SKIPPED", label=cfg["label"], info={"tagged": tagged})
     if cfg["teacher_run_key"] is not None:
         try:
