@@ -274,7 +274,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
-    test top-5 error, the loss weights, lr, epoch time and images/s. `should_stop` is polled between steps (a
+    test top-5 error, the deployed head's test errors again under the method-independent names
+    `test/top1_err/deployed` and `test/top5_err/deployed` (DEPLOYED_METRICS), the loss weights, lr, epoch time and
+    images/s. `should_stop` is polled between steps (a
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
     host sync each); by default non-finite losses are detected once per epoch.

@@ -394,3 +394,20 @@ def test_resumed_run_relogs_epochs_with_their_original_timestamps(tmp_path, mong
     local_old, local_new = (json.loads((tmp_path / "results" / str(r["_id"]) / "metrics.json").read_text())[HEADLINE]
                             for r in (a, b))
     assert local_new["timestamps"][0] == local_old["timestamps"][0]
+
+
+def test_ids_side_by_side_when_the_file_store_folder_is_taken(tmp_path, mongo_url):
+    cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="baseline", epochs=1, batch_size=32,
+               synthetic_classes=4, synthetic_train_size=64, synthetic_test_size=32, device="cpu", workers=0,
+               checkpoint_root=str(tmp_path / "ck"), experiment="test_clients", label="ids")
+    (tmp_path / "results" / "1").mkdir(parents=True)  # e.g. a file-only run made before this database existed
+    lines = []
+    report = tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), mongo_url=mongo_url, log=lines.append)
+    run = report.runs[0]
+    assert run.status == "COMPLETED" and run.run_id == 1
+    assert run.info["run_ids"] == {"file": "2", "mongo": 1}
+    doc = results.connect(mongo_url)["runs"].find_one({"_id": 1})
+    assert doc["info"]["run_ids"] == {"file": "2", "mongo": 1}
+    local = json.loads((tmp_path / "results" / "2" / "info.json").read_text())
+    assert local["run_ids"] == {"file": "2", "mongo": 1}
+    assert "(record 1 in MongoDB, 2 in the file store)" in lines[1]  # the grid's line names both

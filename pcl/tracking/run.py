@@ -224,7 +224,7 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
         print(redact(message), file=sys.stderr)
         info["mongo_failed"] = True
     if log is not None:
-        log(redact(f"run {key} {cfg['label'] or ''}: {status} ({_describe_ids(info.get('run_ids'))})"))
+        log(redact(f"run {key} {cfg['label'] or ''}: {status} ({describe_ids(info.get('run_ids'))})"))
     return TrackedRun(key, status, run_id=run_id, result=result, info=info, error=error,
                       seconds=time.perf_counter() - started, label=cfg["label"])
 
@@ -257,7 +257,8 @@ def _run_ids(file_observer: _FileObserver, mongo_observer: _MongoObserver | None
     return ids
 
 
-def _describe_ids(ids: Mapping[str, Any] | None) -> str:
+def describe_ids(ids: Mapping[str, Any] | None) -> str:
+    """'record 13 in MongoDB, 13 in the file store' for info.run_ids (what a log line says about an attempt)."""
     ids = dict(ids or {})
     if "mongo" in ids:
         return f"record {ids['mongo']} in MongoDB, {ids.get('file')} in the file store"

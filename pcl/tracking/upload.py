@@ -147,10 +147,16 @@ def _prepare(db, report: UploadReport) -> None:
         try:
             db["runs"].create_index([("meta.attempt_id", 1)], unique=True, sparse=True, name=ATTEMPT_INDEX)
             return
-        except pymongo.errors.OperationFailure:  # duplicates from older uploads: keep one per attempt
+        except pymongo.errors.OperationFailure as err:
+            if err.code in (85, 86):  # IndexOptionsConflict / IndexKeySpecsConflict: that index exists already
+                unique = any(ix.get("unique") and list(ix["key"]) == ["meta.attempt_id"]
+                             for ix in db["runs"].list_indexes())
+                if unique:
+                    return
+                raise
             if attempt == 2:
                 raise
-            report.duplicates_removed += _remove_duplicates(db)
+            report.duplicates_removed += _remove_duplicates(db)  # duplicates from older uploads: keep one each
 
 
 def _remove_duplicates(db) -> int:
