@@ -313,8 +313,9 @@ def test_upload_killed_half_way_then_run_again_leaves_every_run_complete(smoke_g
             "                os.kill(os.getpid(), signal.SIGKILL)\n"
             "        return write(self, *a, **k)\n"
             "    return wrapped\n"
+            "Collection = pymongo.collection.Collection\n"
             "for name in ('insert_one', 'replace_one', 'update_one'):\n"
-            "    setattr(pymongo.collection.Collection, name, counting(getattr(pymongo.collection.Collection, name)))\n")
+            "    setattr(Collection, name, counting(getattr(Collection, name)))\n")
     killed = subprocess.run(_upload_cmd(smoke_grid.results_dir, kill), env=_env(url), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -70,8 +70,6 @@ class TrackedRun:
     label: str = ""
 
 
-
-
 def resolve_teacher_path(store: Store, teacher_key: str) -> str:
     """The deployed model of the latest COMPLETED run with `teacher_key` (two-stage KD's stage 1)."""
     record = results.find_completed(store.sources(), teacher_key)
@@ -178,8 +176,8 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
             info.update(completed_epochs=err.completed_epochs, preempted=True,
                         checkpoint_path=str(ckpt_path.resolve()) if ckpt_path.exists() else None,
                         stop_signal=signal.Signals(sig).name if sig else "request_stop")
-            raise _PreemptedRecord(f"run {key} preempted after {err.completed_epochs} completed epoch(s); the checkpoint "
-                            f"{ckpt_path} stays and the next start resumes from it") from None
+            raise _PreemptedRecord(f"run {key} preempted after {err.completed_epochs} completed epoch(s); the "
+                                   f"checkpoint {ckpt_path} stays and the next start resumes from it") from None
         info.update(completed_epochs=int(outcome.result.history[-1]["epoch"]) if outcome.result.history else 0,
                     resumed_from_epoch=outcome.result.resumed_from_epoch,
                     checkpoint_path=str(Path(outcome.result.checkpoint_path).resolve()),
@@ -227,8 +225,6 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
         log(redact(f"run {key} {cfg['label'] or ''}: {status} ({describe_ids(info.get('run_ids'))})"))
     return TrackedRun(key, status, run_id=run_id, result=result, info=info, error=error,
                       seconds=time.perf_counter() - started, label=cfg["label"])
-
-
 
 
 def _utc(seconds: float) -> dt.datetime:

@@ -230,8 +230,6 @@ class _MongoObserver(MongoObserver):
               "file store: upload both later with `python -m pcl.tracking upload RESULTS_DIR`", file=sys.stderr)
 
 
-
-
 # ---- tags of reused runs ---------------------------------------------------------------------------------------
 def tag_reused(store: Store, run_key: str, experiment: str) -> list[str]:
     """Tag the latest COMPLETED record of `run_key` in each store (MongoDB, file store) with `experiment`, a script
