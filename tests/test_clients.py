@@ -152,8 +152,13 @@ def test_incense_reads_sources_of_an_uploaded_run(smoke_grid, incense_loader):
 
 
 # ---- Omniboard ---------------------------------------------------------------------------------------------------
+def _omniboard_path() -> Path:
+    """Omniboard's executable: $PCL_OMNIBOARD, else where `.ci/run` installs it."""
+    return Path(os.environ.get("PCL_OMNIBOARD", OMNIBOARD_BIN))
+
+
 def _omniboard_command() -> list[str] | None:
-    path = Path(os.environ.get("PCL_OMNIBOARD", OMNIBOARD_BIN))
+    path = _omniboard_path()
     if shutil.which("node") is None or not path.exists():
         return None
     return [str(path)]
@@ -164,7 +169,7 @@ def omniboard(smoke_grid):
     """Omniboard (npm package, installed by .ci/run) serving the smoke grid's database on a free port."""
     command = _omniboard_command()
     if command is None:
-        message = f"Omniboard not installed ({OMNIBOARD_BIN}; `.ci/run` installs it with npm) or node missing"
+        message = f"Omniboard not installed ({_omniboard_path()}; `.ci/run` installs it with npm) or node missing"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
