@@ -399,7 +399,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
-    test top-5 error, the loss weights, lr, epoch time and images/s. `should_stop` is polled between steps (a
+    test top-5 error, the deployed head's test errors again under the method-independent names
+    `test/top1_err/deployed` and `test/top5_err/deployed` (DEPLOYED_METRICS), the loss weights, lr, epoch time and
+    images/s. `should_stop` is polled between steps (a
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
     host sync each); by default non-finite losses are detected once per epoch.
@@ -475,6 +477,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
         if test_loader is not None:
             metrics.update(evaluate(method, test_loader, recipe.precision))
+            metrics.update(deployed_metrics(metrics, method.deployed_head))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
         if path is not None and write_checkpoints:
@@ -500,6 +503,21 @@ def _progress(loader: Iterable, enabled: bool, desc: str, total: int):
     return tqdm(loader, total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
+#: the method-independent headline: the deployed head's test errors under one name for every method
+DEPLOYED_METRICS = ("test/top1_err/deployed", "test/top5_err/deployed")
+
+
+def deployed_metrics(metrics: Mapping[str, float], deployed_head: str) -> dict[str, float]:
+    """`test/top1_err/deployed` and `test/top5_err/deployed` (%): copies of the deployed head's test errors
+    (`test/top1_err/<deployed_head>`), so that one metric name gives every method's headline curve."""
+    out = {}
+    for name in DEPLOYED_METRICS:
+        head_key = f"{name.rsplit('/', 1)[0]}/{deployed_head}"
+        if head_key in metrics:
+            out[name] = float(metrics[head_key])
+    return out
+
+
 def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, float]:
     """The final result as a flat dict of floats: every head's last-epoch error and its best epoch's.
 
@@ -509,9 +527,14 @@ def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, 
     if not history:
         return {}
     last = history[-1]
-    out: dict[str, float] = {"epochs": float(last["epoch"])}
+    out: dict[str, float] = {}
+    for kind in ("top1_err", "top5_err"):  # first: clients that show the result cut it at its start
+        key = f"test/{kind}/{deployed_head}"
+        if key in last:
+            out[f"deployed/{kind}"] = last[key]
+    out["epochs"] = float(last["epoch"])
     for key, value in last.items():
-        if key.startswith("test/"):
+        if key.startswith("test/") and key not in DEPLOYED_METRICS:
             out[f"last/{key[len('test/'):]}"] = value
             if "_err/" not in key:  # e.g. test/diversity: no "best" value
                 continue
@@ -520,8 +543,4 @@ def summarize(history: list[dict[str, float]], deployed_head: str) -> dict[str, 
             out[f"best_on_test/{key[len('test/'):]}"] = best
             if key.startswith("test/top1_err/"):
                 out[f"best_on_test_epoch/{key[len('test/top1_err/'):]}"] = float(values.index(best) + 1)
-    for kind in ("top1_err", "top5_err"):
-        key = f"test/{kind}/{deployed_head}"
-        if key in last:
-            out[f"deployed/{kind}"] = last[key]
     return out

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 COMPLETED = "COMPLETED"
+PREEMPTED = "PREEMPTED"
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
 #: run-config keys that get their own column (besides config.*)
 CONFIG_COLUMNS = ("experiment", "label", "dataset", "backbone", "method", "seed", "peers", "epochs")
@@ -141,6 +142,16 @@ def unique_attempts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [best[a] for a in order]
 
 
+def run_status(record: dict[str, Any]) -> str | None:
+    """The suite's status of a record: PREEMPTED for both spellings of a preemption (records written since the
+    Omniboard/incense fix say Sacred's INTERRUPTED with info.preempted=True, older ones say PREEMPTED); every other
+    status as recorded (a Ctrl-C stays INTERRUPTED)."""
+    status = record.get("status")
+    if status == "INTERRUPTED" and (record.get("info") or {}).get("preempted"):
+        return PREEMPTED
+    return status
+
+
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -156,7 +167,9 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     counts = info.get("parameter_counts") or {}
     row: dict[str, Any] = {
         "run_key": config.get("run_key") or info.get("run_key"),
-        "status": record.get("status"),
+        "status": run_status(record),
+        "record_status": record.get("status"),
+        "experiments": list(info.get("experiments") or []) or None,
         "attempt_id": (record.get("meta") or {}).get("attempt_id") or info.get("attempt_id"),
         "run_id": record.get("run_id"),
         "source": record.get("source"),
@@ -203,11 +216,12 @@ def dedupe_runs(frame: pd.DataFrame) -> pd.DataFrame:
 def load_runs(store: StoreLike, *, dedupe: bool = True, statuses: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per run_key (or per attempt with dedupe=False): key columns, config.*, result.* and info facts.
 
-    `statuses` keeps only records with those statuses (before de-duplication).
+    `statuses` keeps only records with those statuses (before de-duplication; PREEMPTED matches both spellings,
+    see run_status). The `status` column is run_status, `record_status` the status as stored.
     """
     records = unique_attempts(list(iter_records(store)))
     if statuses is not None:
-        records = [r for r in records if r.get("status") in set(statuses)]
+        records = [r for r in records if run_status(r) in set(statuses)]
     frame = pd.DataFrame([_row(r) for r in records])
     if frame.empty:
         frame = pd.DataFrame(columns=["run_key", "status", "attempt_id", "run_id", "source", *CONFIG_COLUMNS,
@@ -291,4 +305,4 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[
 
 
 __all__ = ["completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",
-           "load_metrics", "load_runs", "unique_attempts"]
+           "load_metrics", "load_runs", "run_status", "unique_attempts"]

@@ -11,7 +11,7 @@ MongoDB; it skips COMPLETED run_keys, resumes preempted ones and never shows a p
 | data.py       | what identifies a run's data: the files' fingerprint -> `data_identity` -> the run_key      |
 | secrets.py    | URL redaction: no password in any message or record                                         |
 | stores.py     | the file store and MongoDB, their Sacred observers, failing fast on an unreachable server    |
-| lifecycle.py  | stop signals -> PREEMPTED, final statuses, the per-run_key lock and MongoDB claim, checkpoints |
+| lifecycle.py  | stop signals -> preempted (INTERRUPTED + info.preempted), final statuses, the per-run_key lock and MongoDB claim, checkpoints |
 | run.py        | one tracked run (skip / resume / record)                                                     |
 | grid.py       | a grid of runs                                                                               |
 | upload.py     | file-store records into MongoDB                                                              |

@@ -18,7 +18,9 @@ class StoreUnavailable(UserError, RuntimeError):
 
 
 class Preempted(SacredInterrupt):
-    """Ends a Sacred run whose training was stopped by a signal: Sacred records the status PREEMPTED."""
+    """Ends a Sacred run whose training was stopped by a signal: Sacred records its standard status INTERRUPTED and
+    info.preempted=True says it was a preemption (the run resumes at its next start; pcl.results reports PREEMPTED).
+    Omniboard, incense and every status filter know INTERRUPTED; a status of our own would be dropped by them."""
 
-    STATUS = "PREEMPTED"
+    STATUS = "INTERRUPTED"
 

@@ -10,7 +10,7 @@ from pcl.engine import MetricsCallback
 from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
-from pcl.tracking.run import TrackedRun, run_tracked
+from pcl.tracking.run import TrackedRun, describe_ids, run_tracked
 from pcl.tracking.secrets import redact
 from pcl.tracking.stores import open_store
 
@@ -89,6 +89,8 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
                                                           else "")
             elif outcome.error:
                 detail = f": {outcome.error.splitlines()[0][:300]}"
+            if outcome.info.get("run_ids"):  # the attempt's record: MongoDB _id and file-store folder
+                detail += f" ({describe_ids(outcome.info['run_ids'])})"
             log(redact(f"[{i}/{len(configs)}] {cfg['label'] or cfg['method']} seed={cfg['seed']} "
                        f"run_key={cfg['run_key']}: {outcome.status}{detail}"))
             if outcome.status == "PREEMPTED":

@@ -1,4 +1,4 @@
-"""The run lifecycle: stop signals (SIGTERM/SIGUSR2 -> PREEMPTED), final statuses, the per-run_key lock (a file
+"""The run lifecycle: stop signals (SIGTERM/SIGUSR2 -> a preempted record: INTERRUPTED + info.preempted), final statuses, the per-run_key lock (a file
 lock, plus an atomic MongoDB claim when records go there) and what a checkpoint says about where a run resumes."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     _STOP.requested = True
     # os.write: print() is not safe inside a signal handler that may interrupt another print
     os.write(2, f"\n[pcl.tracking] {signal.Signals(signum).name} received: stopping at the next step; the last "
-                f"checkpoint stays and the run is recorded PREEMPTED\n".encode())
+                f"checkpoint stays and the run is recorded INTERRUPTED with info.preempted and resumes at its next start\n".encode())
 
 
 @contextlib.contextmanager

@@ -1,8 +1,16 @@
-"""One tracked run: a run config trained as one Sacred run with its own complete record (skip if COMPLETED,
-resume from a checkpoint, PREEMPTED on a stop signal, FAILED with its trace)."""
+"""One tracked run: a run config trained as one Sacred run with its own complete record (skip if COMPLETED, and tag
+it with the reusing script; resume from a checkpoint, PREEMPTED on a stop signal, FAILED with its trace).
+
+A preemption keeps the suite's meaning (the run stops cleanly and resumes from its checkpoint next time) but is
+recorded with Sacred's standard status INTERRUPTED and `info.preempted = True`: Omniboard, incense and every
+status filter know INTERRUPTED, while a status of our own (PREEMPTED) showed without colour and fell out of
+every filter. A Ctrl-C is INTERRUPTED without `info.preempted`. pcl.results reads both spellings.
+"""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import signal
 import sys
@@ -14,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from sacred import Experiment
+from sacred.metrics_logger import ScalarMetricLogEntry
 from sacred.utils import apply_backspaces_and_linefeeds
 
 import pcl
@@ -25,7 +34,11 @@ from pcl.tracking.errors import Preempted
 from pcl.tracking.lifecycle import (RunLocked, _run_lock, inspect_checkpoint, mongo_claim, move_aside,
                                     stop_on_signals, stop_requested, stop_signal)
 from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url
-from pcl.tracking.stores import Store, _FileObserver, _MongoObserver
+from pcl.tracking.stores import Store, _FileObserver, _MongoObserver, tag_reused
+
+#: next to checkpoint.pt: when each epoch was first logged ({"1": ISO time, ...}, UTC); a resumed run re-logs the
+#: checkpoint's epochs with these original timestamps
+EPOCH_TIMES_FILE = "epoch_times.json"
 
 
 def _source_base_dir() -> Path:
@@ -51,8 +64,6 @@ class TrackedRun:
     error: str | None = None
     seconds: float = 0.0
     label: str = ""
-
-
 
 
 def resolve_teacher_path(store: Store, teacher_key: str) -> str:
@@ -82,19 +93,26 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
                 log: Callable[[str], None] | None = None) -> TrackedRun:
     """Train one run config as one Sacred run with its own record (unless its run_key is COMPLETED already).
 
-    Statuses: COMPLETED, FAILED, PREEMPTED (stopped by a signal or request_stop; resumes next time),
-    RECORD_FAILED (trained, but a store could not write its record: a full disk, MongoDB gone; the message says
-    which and how it is repaired), INTERRUPTED (Ctrl-C, re-raised), SKIPPED (a COMPLETED record exists and force is
-    off), LOCKED (another process trains this run_key now: the file lock in checkpoint_root, or with MongoDB the
-    claim in its `claims` collection), BLOCKED (a two-stage student whose teacher is not COMPLETED). The last
-    three leave no record. `callbacks` receive (epoch, metrics) after every epoch, like the runner's.
+    Statuses: COMPLETED, FAILED, PREEMPTED (stopped by a signal or request_stop; resumes next time; its record
+    says INTERRUPTED with info.preempted=True), RECORD_FAILED (trained, but a store could not write its record: a
+    full disk, MongoDB gone; the message says which and how it is repaired), INTERRUPTED (Ctrl-C, re-raised),
+    SKIPPED (a COMPLETED record exists and force is off; that record is tagged with this experiment), LOCKED
+    (another process trains this run_key now: the file lock in checkpoint_root, or with MongoDB the claim in its
+    `claims` collection), BLOCKED (a two-stage student whose teacher is not COMPLETED). The last three leave no
+    record. `callbacks` receive (epoch, metrics) after every epoch, like the runner's.
     """
     cfg = normalize_run_config(config, check_build=False)  # data_identity from the files on disk
     key = cfg["run_key"]
     name = experiment_name or cfg["experiment"] or "pcl"
     started = time.perf_counter()
     if not cfg["force"] and results.has_completed(store.sources(), key):
-        return TrackedRun(key, "SKIPPED", label=cfg["label"])
+        try:
+            tagged = tag_reused(store, key, name)
+        except Exception as err:  # noqa: BLE001 - the run is done; a missing tag is reported, not fatal
+            tagged = []
+            print(redact(f"Warning: could not tag the COMPLETED record of run {key} with experiment {name!r}: "
+                         f"{type(err).__name__}: {err}"), file=sys.stderr)
+        return TrackedRun(key, "SKIPPED", label=cfg["label"], info={"tagged": tagged})
     if cfg["teacher_run_key"] is not None:
         try:
             cfg["options"][TEACHER_PATH_OPTION] = resolve_teacher_path(store, cfg["teacher_run_key"])
@@ -163,6 +181,7 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
     ex = Experiment(name, base_dir=str(REPO_ROOT), save_git_info=True)
     _without_credentials(ex)
     ex.captured_out_filter = apply_backspaces_and_linefeeds
+    _add_dependencies(ex)
     ex.add_config(record_config(cfg))
     for path in source_files:
         if Path(path).is_file():
@@ -178,15 +197,19 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
 
     def main(_run):
         info = _run.info
-        info.update(run_key=key, attempt_id=attempt_id, experiment=name, label=cfg["label"],
+        info.update(run_key=key, attempt_id=attempt_id, experiment=name, experiments=[name], label=cfg["label"],
                     checkpoint_dir=str(ckpt_dir.resolve()), resumed_from_epoch=done_epochs,
                     pcl_version=pcl.__version__, teacher_run_key=cfg["teacher_run_key"],
-                    teacher_path=cfg["options"].get(TEACHER_PATH_OPTION))
+                    teacher_path=cfg["options"].get(TEACHER_PATH_OPTION),
+                    run_ids=_run_ids(file_observer, mongo_observer))
         if damaged is not None:
             info["damaged_checkpoint"] = damaged
-        # a resumed attempt re-logs the epochs of its checkpoint: its record holds the whole curve
+        # a resumed attempt re-logs the epochs of its checkpoint, with their original timestamps: its record holds
+        # the whole curve
+        fallback = _utc(ckpt_path.stat().st_mtime) if history and ckpt_path.exists() else None
         for epoch, metrics in enumerate(history):
-            log_epoch(epoch, metrics)
+            stamp = epoch_times.get(str(epoch + 1))
+            log_epoch(epoch, metrics, dt.datetime.fromisoformat(stamp) if stamp else fallback)
 
         def on_start(facts: dict[str, Any]) -> None:
             info.update({k: plain(facts[k]) for k in ("parameter_counts", "heads", "deployed_head",
@@ -200,11 +223,11 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                                 should_stop=stop_requested, on_start=on_start)
         except TrainingInterrupted as err:
             sig = stop_signal()
-            info.update(completed_epochs=err.completed_epochs,
+            info.update(completed_epochs=err.completed_epochs, preempted=True,
                         checkpoint_path=str(ckpt_path.resolve()) if ckpt_path.exists() else None,
                         stop_signal=signal.Signals(sig).name if sig else "request_stop")
-            raise Preempted(f"run {key} preempted after {err.completed_epochs} completed epoch(s); the checkpoint "
-                            f"{ckpt_path} stays and the next start resumes from it") from None
+            raise Preempted(f"run {key} preempted after {err.completed_epochs} completed epoch(s); the "
+                            f"checkpoint {ckpt_path} stays and the next start resumes from it") from None
         info.update(completed_epochs=int(outcome.result.history[-1]["epoch"]) if outcome.result.history else 0,
                     resumed_from_epoch=outcome.result.resumed_from_epoch,
                     checkpoint_path=str(Path(outcome.result.checkpoint_path).resolve()),
@@ -212,11 +235,20 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                     deployed_head=outcome.deployed_head)
         return {k: float(v) for k, v in outcome.result.summary.items()}
 
-    def log_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
-        run = ex.current_run
+    epoch_times = _read_epoch_times(ckpt_dir) if resume else {}
+
+    def log_epoch(epoch: int, metrics: Mapping[str, float], stamp: dt.datetime | None = None) -> None:
+        """Log one epoch's metrics at step epoch+1, all with one timestamp: `stamp` (a re-logged epoch's original
+        time) or now, which is kept in EPOCH_TIMES_FILE for later resumes (a checkpoint's epoch without one falls
+        back to the checkpoint file's time)."""
+        if stamp is None:
+            stamp = _utc(time.time())
+            epoch_times[str(epoch + 1)] = stamp.isoformat()
+            _write_epoch_times(ckpt_dir, epoch_times)
+        queue = ex.current_run._metrics._logged_metrics  # Sacred's log_scalar always stamps "now"
         for metric, value in metrics.items():
             if metric != "epoch":
-                run.log_scalar(metric, float(value), epoch + 1)
+                queue.put(ScalarMetricLogEntry(metric, epoch + 1, stamp, float(value)))
 
     ex.main(main)
     status, error, result = "COMPLETED", None, {}
@@ -254,7 +286,7 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
             status = "RECORD_FAILED"
         error = redact("; ".join(([error] if error else []) + record_errors))
     if log is not None:
-        log(redact(f"run {key} {cfg['label'] or ''}: {status}"))
+        log(redact(f"run {key} {cfg['label'] or ''}: {status} ({describe_ids(info.get('run_ids'))})"))
     return TrackedRun(key, status, run_id=run_id, result=result, info=info, error=error,
                       seconds=time.perf_counter() - started, label=cfg["label"])
 
@@ -270,3 +302,52 @@ def _record_data(cfg: Mapping[str, Any], info: dict[str, Any]) -> None:
         raise RuntimeError(f"the {cfg['dataset']} files under data_root changed after the run_key was computed "
                            f"(data identity {fingerprint['identity']!r}, expected {cfg['data_identity']!r}); start "
                            "again: the run_key follows the data")
+
+
+def _utc(seconds: float) -> dt.datetime:
+    """POSIX seconds -> naive UTC datetime (what Sacred stamps metrics with)."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _add_dependencies(ex: Experiment) -> None:
+    """torch and torchvision in experiment.dependencies (Sacred finds only the packages it imports itself)."""
+    import torch
+    import torchvision
+
+    from sacred.dependencies import PackageDependency
+
+    # not add_package_dependency: its PEP 440 check rejects local versions such as 2.14.1+cu130
+    ex.dependencies.add(PackageDependency("torch", str(torch.__version__)))
+    ex.dependencies.add(PackageDependency("torchvision", str(torchvision.__version__)))
+
+
+def _run_ids(file_observer: _FileObserver, mongo_observer: _MongoObserver | None) -> dict[str, Any]:
+    """This attempt's ids side by side: its file-store folder name and MongoDB `_id` (the same number unless
+    that folder was taken)."""
+    ids: dict[str, Any] = {"file": Path(file_observer.dir).name if file_observer.dir else None}
+    if mongo_observer is not None and mongo_observer.run_entry is not None:
+        ids["mongo"] = mongo_observer.run_entry.get("_id")
+    return ids
+
+
+def describe_ids(ids: Mapping[str, Any] | None) -> str:
+    """'record 13 in MongoDB, 13 in the file store' for info.run_ids (what a log line says about an attempt)."""
+    ids = dict(ids or {})
+    if "mongo" in ids:
+        return f"record {ids['mongo']} in MongoDB, {ids.get('file')} in the file store"
+    return f"record {ids.get('file')} in the file store"
+
+
+def _read_epoch_times(ckpt_dir: Path) -> dict[str, str]:
+    try:
+        times = json.loads((ckpt_dir / EPOCH_TIMES_FILE).read_text())
+        return {str(k): str(v) for k, v in times.items()} if isinstance(times, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_epoch_times(ckpt_dir: Path, times: Mapping[str, str]) -> None:
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / f".{EPOCH_TIMES_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(dict(times), sort_keys=True))
+    os.replace(tmp, ckpt_dir / EPOCH_TIMES_FILE)

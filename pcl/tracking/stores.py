@@ -171,8 +171,10 @@ def describe_write_error(err: BaseException) -> str:
 
 
 class _FileObserver(FileStorageObserver):
-    """Sacred's file store with its own run ids (never MongoDB's, which would collide), atomic fsynced JSON writes,
-    and failure tracking: Sacred only warns when an observer fails, so a write that fails (a full disk) sets
+    """Sacred's file store with atomic fsynced JSON writes. Its run folder takes MongoDB's id of the same attempt when
+    that folder is free (one id in both stores), else the next free number (info.run_ids records both); run.json
+    holds Omniboard's tags (`omniboard.tags`, the experiments that use the run) like the MongoDB record. Failure
+    tracking: Sacred only warns when an observer fails, so a write that fails (a full disk) sets
     `error`, and the final event then records the attempt as FAILED ("record incomplete") instead of COMPLETED,
     so that the next start trains (restores) the run again instead of skipping an incomplete record."""
 
@@ -194,10 +196,24 @@ class _FileObserver(FileStorageObserver):
                 raise
             return None
 
+    def _make_run_dir(self, _id):
+        if _id is not None:
+            try:
+                return super()._make_run_dir(_id)
+            except FileExistsError:  # another attempt (another database, or file-only) has that folder
+                pass
+        return super()._make_run_dir(None)
+
     def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
+        def start() -> str:
+            super(_FileObserver, self).started_event(ex_info, command, host_info, start_time, config, meta_info,
+                                                     _id)
+            self.run_entry["omniboard"] = {"tags": [ex_info["name"]]}
+            self.save_json(self.run_entry, "run.json")
+            return Path(self.dir).name
+
         # a record that cannot even be started fails the run before any training
-        return self._guard("starting the record", lambda: super(_FileObserver, self).started_event(
-            ex_info, command, host_info, start_time, config, meta_info, None), reraise=True)
+        return self._guard("starting the record", start, reraise=True)
 
     def find_or_save(self, filename, store_dir: Path):
         """Sacred copies a source file once per content; copied atomically, so a partial copy is never reused."""
@@ -275,6 +291,20 @@ class _MongoObserver(MongoObserver):
 
     failed = False
     where = "MongoDB"
+    _tags: list[str] = []
+
+    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
+        self._tags = [ex_info["name"]]
+        return super().started_event(ex_info, command, host_info, start_time, config, meta_info, _id)
+
+    def insert(self):
+        """The first write carries Omniboard's tags; later saves ($set of the run entry) leave them alone, so tags
+        that other scripts add (tag_reused) are never overwritten."""
+        self.run_entry.setdefault("omniboard", {"tags": list(self._tags)})
+        try:
+            return super().insert()
+        finally:
+            self.run_entry.pop("omniboard", None)
 
     def __str__(self) -> str:  # Sacred names a failing observer in its warnings: never with a password
         return self.where
@@ -322,3 +352,59 @@ class _MongoObserver(MongoObserver):
               "file store: upload both later with `python -m pcl.tracking upload RESULTS_DIR`", file=sys.stderr)
 
 
+# ---- tags of reused runs ---------------------------------------------------------------------------------------
+def tag_reused(store: Store, run_key: str, experiment: str) -> list[str]:
+    """Tag the latest COMPLETED record of `run_key` in each store (MongoDB, file store) with `experiment`, a script
+    that reuses the run instead of training it: `omniboard.tags` (Omniboard's tag filter) and `info.experiments`
+    (every experiment that uses the run, the one that trained it first). Returns where it tagged (for the log).
+    Idempotent; a store without such a record is left alone."""
+    tagged = []
+    db = store.database()
+    if db is not None:
+        doc = db["runs"].find_one({"config.run_key": run_key, "status": "COMPLETED"},
+                                  {"_id": 1, "config.experiment": 1, "experiment.name": 1},
+                                  sort=[("stop_time", -1)])
+        if doc is not None:
+            names = _experiment_names(doc, experiment)
+            db["runs"].update_one({"_id": doc["_id"]}, {"$addToSet": {"omniboard.tags": {"$each": names},
+                                                                      "info.experiments": {"$each": names}}})
+            tagged.append(f"MongoDB record {doc['_id']}")
+    run_dir = _latest_completed_dir(store.results_dir, run_key)
+    if run_dir is not None:
+        run = json.loads((run_dir / "run.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+        info_path = run_dir / "info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        names = _experiment_names({"config": config, "experiment": run.get("experiment") or {}}, experiment)
+        tags = (run.setdefault("omniboard", {})).setdefault("tags", [])
+        used = info.setdefault("experiments", [])
+        if not set(names) <= set(tags):
+            tags += [n for n in names if n not in tags]
+            _atomic_write_json(run, run_dir / "run.json")
+        if not set(names) <= set(used):
+            used += [n for n in names if n not in used]
+            _atomic_write_json(info, info_path)
+        tagged.append(f"file-store record {run_dir}")
+    return tagged
+
+
+def _experiment_names(doc: dict[str, Any], experiment: str) -> list[str]:
+    """[the experiment that trained the run, `experiment`] without repetition."""
+    own = (doc.get("config") or {}).get("experiment") or (doc.get("experiment") or {}).get("name")
+    return list(dict.fromkeys(n for n in (own, experiment) if n))
+
+
+def _latest_completed_dir(results_dir: Path, run_key: str) -> Path | None:
+    best, best_time = None, ""
+    root = Path(results_dir)
+    for run_dir in (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else ():
+        try:
+            run = json.loads((run_dir / "run.json").read_text())
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if run.get("status") == "COMPLETED" and config.get("run_key") == run_key:
+            when = str(run.get("stop_time") or "")
+            if best is None or when > best_time:
+                best, best_time = run_dir, when
+    return best

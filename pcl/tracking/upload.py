@@ -1,7 +1,18 @@
-"""Upload: file-store records (and Sacred failure entries) into MongoDB, matched by attempt id; idempotent."""
+"""Upload: file-store records (and Sacred failure entries) into MongoDB, one run document per attempt, idempotent
+and atomic per run, in the layout of Sacred's MongoObserver (sources in GridFS) so Omniboard and incense read them.
+
+Per attempt (meta.attempt_id, unique in `runs` through an index that upload creates) the order is: sources into
+GridFS, the run document without its final status (RUNNING), every metric series (documents with ids derived
+from the attempt and the metric name, so a repeated or concurrent upload replaces instead of adding), and only
+then the final status, result and `info.metrics`. An upload killed at any point leaves the attempt non-final
+(never COMPLETED with missing metrics) and the next upload completes it; uploads running at once give each
+attempt exactly once. Each upload also repairs what older versions wrote: duplicate documents of one attempt,
+sources without content (`[name, null]`), and the status PREEMPTED (-> INTERRUPTED with info.preempted=True).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import numbers
 import os
@@ -17,18 +28,35 @@ from pcl.tracking.lifecycle import FINAL_STATUSES
 from pcl.tracking.secrets import MONGO_URL_ENV, redact_url
 from pcl.tracking.stores import FAILURE_DIR_NAME, open_store
 
+#: the status a run document has while upload writes its metrics (non-final: never skipped, always re-uploaded)
+PENDING_STATUS = "RUNNING"
+#: the unique index that makes one document per attempt
+ATTEMPT_INDEX = "pcl_attempt_id_unique"
+_FINAL_FIELDS = ("status", "stop_time", "result", "fail_trace")
+
 
 @dataclass
 class UploadReport:
+    """What an upload did, by file-store folder or failure entry; its str is the one-line summary."""
+
     inserted: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     skipped_running: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    migrated: int = 0
+    duplicates_removed: int = 0
+    missing_sources: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        repaired = ""
+        if self.migrated or self.duplicates_removed:
+            repaired = (f"; repaired: {self.migrated} PREEMPTED -> INTERRUPTED (info.preempted), "
+                        f"{self.duplicates_removed} duplicate run document(s) removed")
+        missing = f"; {len(self.missing_sources)} source file(s) without content" if self.missing_sources else ""
         return (f"{len(self.inserted)} inserted, {len(self.updated)} updated, {len(self.unchanged)} already "
-                f"there, {len(self.skipped_running)} still RUNNING (left alone), {len(self.unreadable)} unreadable")
+                f"there, {len(self.skipped_running)} still RUNNING (left alone), {len(self.unreadable)} "
+                f"unreadable{repaired}{missing}")
 
 
 def _parse_time(value: Any) -> Any:
@@ -40,27 +68,59 @@ def _parse_time(value: Any) -> Any:
     return value
 
 
-def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(MongoObserver-shaped run document without _id, metrics by name) of one file-store run."""
+def migrate_status(doc: dict[str, Any]) -> dict[str, Any]:
+    """A record's status in today's spelling: PREEMPTED -> Sacred's INTERRUPTED with info.preempted=True."""
+    if doc.get("status") == "PREEMPTED":
+        doc["status"] = "INTERRUPTED"
+        doc.setdefault("info", {})["preempted"] = True
+    return doc
+
+
+def _experiment_names(doc: Mapping[str, Any]) -> list[str]:
+    """Every experiment that uses the run: info.experiments, Omniboard's tags, else the one that trained it."""
+    names = list((doc.get("info") or {}).get("experiments") or [])
+    names += list((doc.get("omniboard") or {}).get("tags") or [])
+    names.append((doc.get("config") or {}).get("experiment") or (doc.get("experiment") or {}).get("name"))
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, Path | None]]]:
+    """(MongoObserver-shaped run document without _id, metrics by name, [(source name, stored copy)]) of one
+    file-store run."""
     run = json.loads((run_dir / "run.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     info_path, metrics_path, cout_path = run_dir / "info.json", run_dir / "metrics.json", run_dir / "cout.txt"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     experiment = dict(run.get("experiment") or {})
-    experiment["sources"] = [[name, None] for name, *_ in experiment.get("sources", [])]  # not re-uploaded
+    sources = []
+    for name, stored, *_ in experiment.get("sources", []):
+        copy = (run_dir.parent / stored) if isinstance(stored, str) else None  # relative to the file store
+        sources.append((name, copy if copy is not None and copy.is_file() else None))
     doc = {
         "experiment": experiment, "format": MongoObserver.VERSION, "command": run.get("command"),
         "host": run.get("host", {}), "start_time": _parse_time(run.get("start_time")), "config": config,
         "meta": run.get("meta", {}), "status": run.get("status"), "resources": run.get("resources", []),
         "artifacts": [], "captured_out": cout_path.read_text(errors="replace") if cout_path.exists() else "",
         "info": {k: v for k, v in info.items() if k != "metrics"}, "heartbeat": _parse_time(run.get("heartbeat")),
-        "result": run.get("result"), "stop_time": _parse_time(run.get("stop_time")),
+        "result": _headline_first(run.get("result")), "stop_time": _parse_time(run.get("stop_time")),
     }
     if "fail_trace" in run:
         doc["fail_trace"] = run["fail_trace"]
+    names = _experiment_names({**doc, "omniboard": run.get("omniboard") or {}})
+    doc["omniboard"] = {"tags": names}
+    doc["info"]["experiments"] = names
     doc["info"]["uploaded_from"] = str(run_dir.resolve())
-    return doc, metrics
+    doc["info"].setdefault("run_ids", {})["file"] = run_dir.name
+    return migrate_status(doc), metrics, sources
+
+
+def _headline_first(result: Any) -> Any:
+    """The result with the deployed figures first, as the run returned it (the file store sorts JSON keys;
+    Omniboard shows the result cut at its start)."""
+    if not isinstance(result, dict):
+        return result
+    return {**{k: v for k, v in result.items() if k.startswith("deployed/")}, **result}
 
 
 class _EntryUnpickler(pickle.Unpickler):
@@ -75,61 +135,172 @@ class _EntryUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# ---- the database: one document per attempt -------------------------------------------------------------------
+def _prepare(db, report: UploadReport) -> None:
+    """Migrate PREEMPTED records, remove duplicate documents of one attempt, create the unique attempt index."""
+    import pymongo.errors
+
+    res = db["runs"].update_many({"status": "PREEMPTED"},
+                                 {"$set": {"status": "INTERRUPTED", "info.preempted": True}})
+    report.migrated += res.modified_count
+    for attempt in range(3):
+        try:
+            db["runs"].create_index([("meta.attempt_id", 1)], unique=True, sparse=True, name=ATTEMPT_INDEX)
+            return
+        except pymongo.errors.OperationFailure as err:
+            if err.code in (85, 86):  # IndexOptionsConflict / IndexKeySpecsConflict: that index exists already
+                unique = any(ix.get("unique") and list(ix["key"]) == ["meta.attempt_id"]
+                             for ix in db["runs"].list_indexes())
+                if unique:
+                    return
+                raise
+            if attempt == 2:
+                raise
+            report.duplicates_removed += _remove_duplicates(db)  # duplicates from older uploads: keep one each
+
+
+def _remove_duplicates(db) -> int:
+    """Keep one document per meta.attempt_id (a final status first, then the lowest _id); delete the others and
+    their metrics. Returns how many were deleted."""
+    by_attempt: dict[str, list[dict[str, Any]]] = {}
+    for doc in db["runs"].find({"meta.attempt_id": {"$exists": True}}, {"_id": 1, "status": 1,
+                                                                         "meta.attempt_id": 1}):
+        by_attempt.setdefault(doc["meta"]["attempt_id"], []).append(doc)
+    removed = 0
+    for docs in by_attempt.values():
+        if len(docs) < 2:
+            continue
+        docs.sort(key=lambda d: (d.get("status") not in FINAL_STATUSES, str(d["_id"])))
+        for doc in docs[1:]:
+            db["metrics"].delete_many({"run_id": doc["_id"]})
+            removed += db["runs"].delete_one({"_id": doc["_id"]}).deleted_count
+    return removed
+
+
 def _next_run_id(runs) -> int:
     last = runs.find_one({}, {"_id": 1}, sort=[("_id", -1)])
     return int(last["_id"]) + 1 if last and isinstance(last["_id"], numbers.Integral) else 1
 
 
-def _insert_run(db, doc: dict[str, Any]) -> int:
+def _insert_run(db, doc: dict[str, Any], attempt: str, preferred_id: int | None) -> tuple[int, bool]:
+    """Insert `doc` under the preferred id (the file-store folder's number) when free, else the next free one.
+    Returns (_id, inserted); inserted is False when another upload inserted this attempt first."""
     import pymongo.errors
 
+    candidate = preferred_id
     while True:
-        doc["_id"] = _next_run_id(db["runs"])
+        doc["_id"] = candidate if candidate is not None else _next_run_id(db["runs"])
+        doc["info"].setdefault("run_ids", {})["mongo"] = doc["_id"]
         try:
             db["runs"].insert_one(doc)
-            return doc["_id"]
+            return doc["_id"], True
         except pymongo.errors.DuplicateKeyError:
-            continue  # another writer took that id: take the next
+            existing = db["runs"].find_one({"meta.attempt_id": attempt}, {"_id": 1})
+            if existing is not None:
+                return existing["_id"], False
+            candidate = None  # that _id belongs to another attempt: take the next free one
 
 
-def _write_metrics(db, run_id: Any, metrics: Mapping[str, Mapping[str, list]]) -> list[dict[str, str]]:
-    db["metrics"].delete_many({"run_id": run_id})
-    refs = []
+def _metric_id(attempt: str, name: str):
+    """The ObjectId of one metric series of one attempt: the same in every upload, so a write replaces."""
+    from bson import ObjectId
+
+    return ObjectId(hashlib.sha1(f"{attempt}\0{name}".encode()).digest()[:12])
+
+
+def _write_metrics(db, run_id: Any, attempt: str, metrics: Mapping[str, Mapping[str, list]]) -> list[dict]:
+    """Every series of the attempt as one metrics document (Sacred's layout); documents of the run that are not
+    among them (a live run's partial series) are deleted. Returns the `info.metrics` references."""
+    import pymongo.errors
+
+    refs, ids = [], []
     for name, series in metrics.items():
-        res = db["metrics"].insert_one({"run_id": run_id, "name": name, "steps": list(series.get("steps", [])),
-                                        "values": list(series.get("values", [])),
-                                        "timestamps": [_parse_time(t) for t in series.get("timestamps", [])]})
-        refs.append({"name": name, "id": str(res.inserted_id)})
+        oid = _metric_id(attempt, name)
+        body = {"run_id": run_id, "name": name, "steps": list(series.get("steps", [])),
+                "values": list(series.get("values", [])),
+                "timestamps": [_parse_time(t) for t in series.get("timestamps", [])]}
+        for _ in range(3):
+            try:
+                db["metrics"].replace_one({"_id": oid}, body, upsert=True)
+                break
+            except pymongo.errors.DuplicateKeyError:  # a concurrent upsert inserted it first: replace again
+                continue
+        refs.append({"name": name, "id": str(oid)})
+        ids.append(oid)
+    db["metrics"].delete_many({"run_id": run_id, "_id": {"$nin": ids}})
     return refs
+
+
+def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, Path | None]],
+                   report: UploadReport, where: str) -> list[list[Any]]:
+    """[[name, GridFS id]] as Sacred's MongoObserver.save_sources writes them (filename: base_dir/name, found
+    again by filename and md5). Content comes from the file store's copy, else from base_dir when its md5 still
+    matches; without either the id stays None and the report says so."""
+    base_dir = (doc.get("experiment") or {}).get("base_dir") or ""
+    out = []
+    for name, copy in sources:
+        abs_path = os.path.join(base_dir, name)
+        data = copy.read_bytes() if copy is not None else None
+        if data is None and Path(abs_path).is_file():
+            data = Path(abs_path).read_bytes()  # no copy in the file store: the file itself, if still present
+        if data is None:
+            report.missing_sources.append(f"{where}: {name}")
+            out.append([name, None])
+            continue
+        md5 = hashlib.md5(data).hexdigest()
+        found = fs.find_one({"filename": abs_path, "md5": md5})
+        out.append([name, found._id if found is not None else fs.put(data, filename=abs_path, md5=md5)])
+    return out
+
+
+def _sources_complete(doc: Mapping[str, Any]) -> bool:
+    return all(len(s) > 1 and s[1] is not None for s in (doc.get("experiment") or {}).get("sources") or [])
+
+
+def _metrics_complete(db, run_id: Any, metrics: Mapping[str, Mapping[str, list]] | None,
+                      existing: Mapping[str, Any]) -> bool:
+    if metrics is None:
+        return True
+    docs = list(db["metrics"].find({"run_id": run_id}, {"name": 1, "steps": 1}))
+    have = {d["name"]: len(d.get("steps") or []) for d in docs}
+    want = {name: len(series.get("steps", [])) for name, series in metrics.items()}
+    refs = {r.get("name"): r.get("id") for r in (existing.get("info") or {}).get("metrics") or []}
+    return len(docs) == len(have) and have == want and refs == {d["name"]: str(d["_id"]) for d in docs}
 
 
 def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name: str | None = None,
            include_running: bool = False, log: Callable[[str], None] = print) -> UploadReport:
-    """Copy file-store records that MongoDB lacks, or holds in an older state, into MongoDB; idempotent.
+    """Copy file-store records that MongoDB lacks, or holds in an older or incomplete state, into MongoDB.
 
-    Records are matched by their attempt id (meta.attempt_id). A Mongo record left RUNNING by a server that went
-    away is replaced by the file copy's final state and metrics. Sacred failure entries (failure_dir pickles) are
-    used for attempts that have no file copy. RUNNING file records are left alone unless `include_running`.
+    Records are matched by their attempt id (meta.attempt_id; one document per attempt, see the module doc). A
+    Mongo record left RUNNING by a server that went away is replaced by the file copy's final state and metrics.
+    Sacred failure entries (failure_dir pickles) are used for attempts that have no file copy. RUNNING file
+    records are left alone unless `include_running`. Idempotent, safe to run concurrently and to kill.
+    Raises StoreUnavailable without a URL or server.
     """
+    import gridfs
+
     store = open_store(results_dir, mongo_url, db_name)
     db = store.database()
     if db is None:
         raise StoreUnavailable(f"upload needs a MongoDB URL (--mongo-url or {MONGO_URL_ENV})")
+    fs = gridfs.GridFS(db)
     report = UploadReport()
+    _prepare(db, report)
     seen: set[str] = set()
     root = Path(results_dir)
     run_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
         if root.is_dir() else []
     for run_dir in run_dirs:
         try:
-            doc, metrics = _file_run_document(run_dir)
+            doc, metrics, sources = _file_run_document(run_dir)
         except (OSError, ValueError) as err:
             report.unreadable.append(f"{run_dir}: {err}")
             continue
         attempt = (doc.get("meta") or {}).get("attempt_id") or f"file:{run_dir.resolve()}"
         doc.setdefault("meta", {})["attempt_id"] = attempt
         seen.add(attempt)
-        _upload_one(db, doc, metrics, attempt, str(run_dir), include_running, report)
+        _upload_one(db, fs, doc, metrics, sources, attempt, run_dir, include_running, report)
     failure_dir = root / FAILURE_DIR_NAME
     for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() else []:
         try:
@@ -143,35 +314,64 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
             continue  # the file copy (with metrics) was uploaded above
         seen.add(attempt)
         entry.pop("_id", None)
-        _upload_one(db, entry, None, attempt, str(path), include_running, report)
+        entry.setdefault("info", {})
+        names = _experiment_names(entry)
+        entry["omniboard"], entry["info"]["experiments"] = {"tags": names}, names
+        _upload_one(db, fs, migrate_status(entry), None, None, attempt, path, include_running, report)
     store.close()
     log(f"upload {root} -> MongoDB {redact_url(store.mongo_url)} (database {store.db_name!r}): {report}")
     return report
 
 
-def _upload_one(db, doc: dict[str, Any], metrics: Mapping[str, Any] | None, attempt: str, where: str,
-                include_running: bool, report: UploadReport) -> None:
+def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
+                sources: list[tuple[str, Path | None]] | None, attempt: str, where: Path, include_running: bool,
+                report: UploadReport) -> None:
     status = doc.get("status")
     if status not in FINAL_STATUSES and not include_running:
-        report.skipped_running.append(where)
+        report.skipped_running.append(str(where))
         return
-    existing = db["runs"].find_one({"meta.attempt_id": attempt}, {"_id": 1, "status": 1, "stop_time": 1})
-    if existing is not None and existing.get("status") == status and existing.get("status") in FINAL_STATUSES:
-        report.unchanged.append(where)
+    names = doc["omniboard"]["tags"]
+    existing = db["runs"].find_one({"meta.attempt_id": attempt},
+                                   {"_id": 1, "status": 1, "experiment.sources": 1, "omniboard": 1,
+                                    "info.experiments": 1, "info.metrics": 1})
+    if existing is not None and existing.get("status") == status and status in FINAL_STATUSES \
+            and _sources_complete(existing) \
+            and set(names) <= set((existing.get("omniboard") or {}).get("tags") or []) \
+            and set(names) <= set((existing.get("info") or {}).get("experiments") or []) \
+            and _metrics_complete(db, existing["_id"], metrics, existing):
+        report.unchanged.append(str(where))
         return
+    if existing is not None and _sources_complete(existing):
+        doc["experiment"]["sources"] = existing["experiment"]["sources"]  # the live run's GridFS files
+    elif sources is not None:
+        doc["experiment"]["sources"] = _store_sources(fs, doc, sources, report, str(where))
+    final = {k: doc.pop(k) for k in _FINAL_FIELDS if k in doc}
+    doc["status"] = PENDING_STATUS  # until every metric is written
+    doc.pop("_id", None)
+    inserted = False
     if existing is None:
+        preferred = int(where.name) if where.name.isdigit() else None
         doc["info"]["metrics"] = []
-        run_id = _insert_run(db, doc)
-        report.inserted.append(where)
+        run_id, inserted = _insert_run(db, doc, attempt, preferred)
+        if not inserted:
+            existing = db["runs"].find_one({"_id": run_id}, {"info": 1, "omniboard": 1})
     else:
         run_id = existing["_id"]
-        doc.pop("_id", None)
-        if metrics is None:  # a failure entry: keep the metrics the server already has
-            doc["info"].pop("metrics", None)
+    if not inserted:
+        old_info = (existing or {}).get("info") or {}
+        doc["info"]["experiments"] = list(dict.fromkeys([*(old_info.get("experiments") or []), *names]))
+        doc["info"]["metrics"] = old_info.get("metrics") or []
+        doc["info"].setdefault("run_ids", {})["mongo"] = run_id
+        doc.pop("omniboard", None)  # tags are only ever added (below)
+        if existing.get("status") in FINAL_STATUSES and final.get("status") == existing.get("status"):
+            doc.pop("status")  # a final record being repaired keeps its status while its metrics are rewritten
         db["runs"].update_one({"_id": run_id}, {"$set": doc})
-        report.updated.append(where)
+        report.updated.append(str(where))
+    else:
+        report.inserted.append(str(where))
+    db["runs"].update_one({"_id": run_id}, {"$addToSet": {"omniboard.tags": {"$each": names},
+                                                          "info.experiments": {"$each": names}}})
+    done = dict(final)
     if metrics is not None:
-        refs = _write_metrics(db, run_id, metrics)
-        db["runs"].update_one({"_id": run_id}, {"$set": {"info.metrics": refs}})
-
-
+        done["info.metrics"] = _write_metrics(db, run_id, attempt, metrics)
+    db["runs"].update_one({"_id": run_id}, {"$set": done})  # last: the record is final only when complete
