@@ -127,13 +127,15 @@ def test_failed_run_is_counted_in_its_datasets_table(study):
 def test_an_interrupted_record_marked_preempted_counts_as_preempted(study, tmp_path):
     store = tmp_path / "store"
     attempts = runs.read_attempts([study["results"]])
-    source = Path(attempts.loc[attempts["raw_status"] == "PREEMPTED", "record"].iloc[0]["path"])
+    source = Path(attempts.loc[attempts["status"] == "preempted", "record"].iloc[0]["path"])
     shutil.copytree(source, store / "1")
     run = json.loads((store / "1" / "run.json").read_text())
     info = json.loads((store / "1" / "info.json").read_text())
-    (store / "1" / "run.json").write_text(json.dumps(dict(run, status="INTERRUPTED")))
-    assert runs.read_attempts([str(store)])["status"].tolist() == ["failed"]  # interrupted, not preempted
-    (store / "1" / "info.json").write_text(json.dumps(dict(info, preempted=True)))
+    assert run["status"] == "INTERRUPTED" and info["preempted"] is True  # how a preemption is recorded now
+    assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
+    (store / "1" / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "preempted"}))
+    assert runs.read_attempts([str(store)])["status"].tolist() == ["failed"]  # a Ctrl-C: interrupted, not preempted
+    (store / "1" / "run.json").write_text(json.dumps(dict(run, status="PREEMPTED")))  # written by older versions
     assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
 
 
