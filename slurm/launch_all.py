@@ -15,7 +15,9 @@ Exit codes: 0 submitted (or nothing to do), 1 a waited-for job failed, 2 bad inp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -45,10 +47,7 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
                         help=f"a RUNNING record whose heartbeat is older is dead (default {DEFAULT_STALE_AFTER_S:g})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python slurm/launch_all.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_store_args(parser)
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
     sel = parser.add_argument_group("selection")
     sel.add_argument("--tables", help="comma-separated registry names (default: all)")
     sel.add_argument("--datasets", help="comma-separated datasets (default: every dataset each table runs on)")
@@ -58,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="config override, parsed like Sacred's `with` (repeatable)")
     sel.add_argument("--named", action="append", default=[], metavar="NAME", help="named config (smoke, quick)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python slurm/launch_all.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_store_args(parser)
+    add_selection_args(parser)
     cl = parser.add_argument_group("cluster (override the profile)")
     cl.add_argument("--executor", choices=("slurm", "local", "debug"))
     cl.add_argument("--partition")
@@ -195,7 +201,8 @@ def submit(to_submit: Sequence[Any], queued: dict[str, Any], options: ClusterOpt
                 fns = [RunJob([r.cfg for r in task], results_dir, db_name, max_attempts=options.max_attempts,
                               teacher_wait_s=options.teacher_wait_s) for task in tasks]
                 try:
-                    jobs = executor.submit_array(fns) if len(fns) > 1 else [executor.submit(fns[0])]
+                    with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's error: ours says it
+                        jobs = executor.submit_array(fns) if len(fns) > 1 else [executor.submit(fns[0])]
                 except Exception as err:  # noqa: BLE001 - sbatch's refusal (submitit's FailedJobError), OSError
                     message = " ".join(str(err).split())
                     went_in = ("; already submitted: " + ", ".join(done_lines)) if done_lines else \
