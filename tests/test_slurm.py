@@ -25,6 +25,7 @@ from slurm import cluster, launch_all, options, plan, status
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "profiles" / "local.toml"
 SCRIPT = ROOT / "slurm" / "local_cluster.sh"
+EPOCHS = 25  # a smoke run of this many epochs lasts long enough to be stopped mid-run (about 0.4 s per epoch)
 
 
 # ---- the cluster -----------------------------------------------------------------------------------------------
@@ -60,7 +61,14 @@ def work(tmp_path, monkeypatch):
     w = {"results": tmp_path / "results", "ckpt": tmp_path / "ckpt", "logs": tmp_path / "logs"}
     w["flags"] = ["--profile", str(PROFILE), "--results-dir", str(w["results"]), "--log-folder", str(w["logs"]),
                   "--named", "smoke", "--set", f"checkpoint_root={w['ckpt']}"]
-    return w
+    yield w
+    # a failed test must not leave jobs behind: the next test would (rightly) find their run_keys alive
+    jobs = {json.loads(p.read_text()).get("job_id") for p in (w["results"] / "slurm").glob("*.json")}
+    jobs.discard(None)
+    if jobs and shutil.which("scancel"):
+        subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=60)
+        for job in jobs:
+            wait_gone(job, 60)
 
 
 def launch(work, *args: str) -> tuple[int, list[str]]:
@@ -274,74 +282,96 @@ def test_queued_runs_are_not_submitted_twice(slurm_cluster, work, capsys):
     assert records(str(work["results"])) == []  # it never ran
 
 
-def _launch_long_run(work, seed: int, epochs: int = 40) -> tuple[str, str]:
-    """Submit one dml smoke run long enough to be stopped mid-run; (run_key, job id) once its first epoch is saved."""
-    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", str(seed),
-                         "--set", f"epochs={epochs}")
+def _launch_long_runs(work, seeds: str, *extra: str) -> dict[str, str]:
+    """Submit dml smoke runs (one per seed) long enough to be stopped mid-run; {run_key: job id} once every run
+    has saved its first epoch."""
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", seeds, "--set",
+                         f"epochs={EPOCHS}", *extra)
     assert code == 0, lines
-    key = next(p.name[:-5] for p in (work["results"] / "slurm").glob("*.json"))
-    job = ledger(work, key)["job_id"]
-    wait_for(lambda: (work["ckpt"] / key / "checkpoint.pt").exists(), 180, "the first checkpoint")
-    return key, job
+    jobs = {p.name[:-5]: ledger(work, p.name[:-5])["job_id"] for p in (work["results"] / "slurm").glob("*.json")}
+    wait_for(lambda: all((work["ckpt"] / key / "checkpoint.pt").exists() for key in jobs), 240,
+             "the first checkpoint of every run")
+    return jobs
 
 
-@pytest.mark.slow
-def test_scancel_mid_run_shows_preempted_and_the_next_launch_resumes_to_one_completed(slurm_cluster, work):
-    key, job = _launch_long_run(work, seed=3)
-    subprocess.run(["scancel", job], check=True)
-    wait_gone(job)
-    report = status.collect(status_args(work, "--seeds", "3", "--set", "epochs=40"))
-    row = report["runs"][0]
-    assert row["run_key"] == key and row["status"] in ("PREEMPTED", "dead"), row
-    assert row["job_id"] == job and row["log"].endswith(".err")
-    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "3", "--set", "epochs=40",
-                         "--wait")
-    assert code == 0 and "1 run(s): 1 to submit" in lines[0], lines
-    recs = records(str(work["results"]))
-    assert [r["status"] for r in recs].count("COMPLETED") == 1 and len(recs) == 2
-    done = next(r for r in recs if r["status"] == "COMPLETED")
-    assert done["info"]["resumed_from_epoch"] >= 1 and done["info"]["completed_epochs"] == 40
-    assert status.collect(status_args(work, "--seeds", "3", "--set", "epochs=40"))["runs"][0]["status"] == \
-        "COMPLETED"
+def _kill_job_python(job: str) -> None:
+    """SIGKILL to the job's python process (like a node dying): the run has no chance to record anything.
+    (`scancel -s KILL` would not do: SLURM turns it into its TERM-then-KILL cancel sequence.)"""
+    raw = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A|%T"], capture_output=True, text=True).stdout.strip()
+    assert raw.endswith("|RUNNING"), f"job {job} is not running any more: {raw!r}"
+    listed = subprocess.run(["scontrol", "listpids", raw.split("|")[0]], capture_output=True, text=True,
+                            check=True).stdout
+    pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    runners = [p for p in pids if "submitit.core._submit" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
+    assert runners, listed
+    for pid in runners:
+        os.kill(pid, 9)
 
 
-@pytest.mark.slow
-def test_a_killed_job_leaves_a_dead_running_record_that_the_next_launch_resumes(slurm_cluster, work, capsys):
-    key, job = _launch_long_run(work, seed=4)
-    subprocess.run(["scancel", "--signal=KILL", "--full", job], check=True)  # no chance to record anything
-    wait_gone(job)
-    rec = records(str(work["results"]))[0]
-    assert rec["status"] == "RUNNING"
-    report = status.collect(status_args(work, "--seeds", "4", "--set", "epochs=40"))
-    assert report["runs"][0]["status"] == "dead" and f"job {job} gone" in report["runs"][0]["detail"]
-    assert status.run(status_args(work, "--seeds", "4", "--set", "epochs=40", raw=True)) == 0
-    text = capsys.readouterr().out
-    assert "dead" in text and f"log: {ledger(work, key)['stderr']}" in text
-    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "4", "--set", "epochs=40",
-                         "--wait")
-    assert code == 0 and "resumes after RUNNING" not in lines[0], lines
-    statuses = sorted(r["status"] for r in records(str(work["results"])))
-    assert statuses == ["COMPLETED", "RUNNING"]  # the dead attempt's record stays as it was
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("how", ["scontrol requeue", "USR2 (submitit checkpoint + requeue)"])
-def test_a_requeued_job_resumes_from_its_checkpoint(slurm_cluster, work, how):
-    key, job = _launch_long_run(work, seed=5)
-    if how == "scontrol requeue":
-        subprocess.run(["scontrol", "requeue", job], check=True)
-    else:
-        subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    # SLURM holds a requeued job for about two minutes (BeginTime): release it now
+def _release_requeued(job: str) -> None:
+    """SLURM holds a requeued job for about two minutes (BeginTime): release it now."""
     wait_for(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
-                                                 text=True).stdout, 60, "the requeued job")
+                                                 text=True).stdout, 60, f"job {job} requeued")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-    wait_gone(job, 240)
-    recs = sorted(records(str(work["results"])), key=lambda r: r["start_time"])
-    assert [r["status"] for r in recs] == ["PREEMPTED", "COMPLETED"], [r["status"] for r in recs]
-    assert recs[1]["info"]["resumed_from_epoch"] >= 1
-    assert ledger(work, key)["job_id"] == job  # the same job ran again
-    assert "COMPLETED" in sacct(job)[0]
+
+
+def _by_key(work) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(records(str(work["results"])), key=lambda r: r["start_time"]):
+        out.setdefault(r["config"]["run_key"], []).append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_runs_stopped_mid_run_show_preempted_or_dead_and_the_next_launch_resumes_each_once(
+        slurm_cluster, work, capsys):
+    jobs = _launch_long_runs(work, "3,4")
+    (cancelled, c_job), (killed, k_job) = sorted(jobs.items(), key=lambda kv: kv[1])
+    subprocess.run(["scancel", c_job], check=True)  # SIGTERM: the run records PREEMPTED
+    _kill_job_python(k_job)  # no record update: stays RUNNING
+    wait_gone(c_job)
+    wait_gone(k_job)
+    report = {r["run_key"]: r for r in status.collect(status_args(work, "--seeds", "3,4"))["runs"]}
+    assert report[cancelled]["status"] == "PREEMPTED", report[cancelled]
+    assert report[killed]["status"] == "dead" and f"job {k_job} gone" in report[killed]["detail"]
+    assert report[killed]["log"] == ledger(work, killed)["stderr"] and report[killed]["log"].endswith(".err")
+    assert status.run(status_args(work, "--seeds", "3,4", raw=True)) == 0
+    text = capsys.readouterr().out
+    assert "dead" in text and f"log: {ledger(work, killed)['stderr']}" in text
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "3,4", "--set",
+                         f"epochs={EPOCHS}", "--wait")
+    assert code == 0 and "2 run(s): 2 to submit" in lines[0], lines
+    recs = _by_key(work)
+    assert [r["status"] for r in recs[cancelled]] == ["PREEMPTED", "COMPLETED"]
+    assert [r["status"] for r in recs[killed]] == ["RUNNING", "COMPLETED"]  # the dead attempt's record stays
+    for key in jobs:
+        done = recs[key][-1]
+        assert done["info"]["resumed_from_epoch"] >= 1 and done["info"]["completed_epochs"] == EPOCHS
+    after = status.collect(status_args(work, "--seeds", "3,4"))
+    assert {r["status"] for r in after["runs"]} == {"COMPLETED"}
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "3,4", "--set",
+                         f"epochs={EPOCHS}")
+    assert code == 0 and "nothing to submit" in lines
+
+
+@pytest.mark.slow
+def test_requeued_jobs_resume_from_their_checkpoints(slurm_cluster, work):
+    jobs = _launch_long_runs(work, "5,6")
+    (requeued, r_job), (signalled, s_job) = sorted(jobs.items(), key=lambda kv: kv[1])
+    subprocess.run(["scontrol", "requeue", r_job], check=True)  # SLURM's requeue: SIGTERM, same job again
+    subprocess.run(["scancel", "--signal=USR2", s_job], check=True)  # pre-timeout signal: submitit requeues
+    for job in (r_job, s_job):
+        _release_requeued(job)
+    for job in (r_job, s_job):
+        wait_gone(job, 240)
+    recs = _by_key(work)
+    for key, job in jobs.items():
+        assert [r["status"] for r in recs[key]] == ["PREEMPTED", "COMPLETED"], key
+        assert recs[key][1]["info"]["resumed_from_epoch"] >= 1
+        assert ledger(work, key)["job_id"] == job  # the same job ran again
+        assert "COMPLETED" in sacct(job)[0]
+    log = Path(ledger(work, signalled)["stderr"]).read_text()
+    assert "Calling checkpoint method" in log and f"Requeued job {s_job}" in log
 
 
 def test_a_job_the_cluster_refuses_is_a_clear_error_and_leaves_no_record(slurm_cluster, work, capsys):
@@ -363,22 +393,27 @@ def test_a_job_the_cluster_refuses_is_a_clear_error_and_leaves_no_record(slurm_c
 
 
 @pytest.mark.slow
-def test_two_runs_share_one_job_with_runs_per_gpu_2(slurm_cluster, work):
-    code, lines = launch(work, "--tables", "table2", "--methods", "one,ffl", "--runs-per-gpu", "2", "--wait")
-    assert code == 0, lines
-    recs = records(str(work["results"]))
-    assert sorted(r["status"] for r in recs) == ["COMPLETED", "COMPLETED"]
-    keys = [r["config"]["run_key"] for r in recs]
-    jobs = {ledger(work, k)["job_id"] for k in keys}
-    assert len(jobs) == 1  # one job (one GPU) ...
-    assert len({r["host"].get("hostname", "") + str(r["info"].get("attempt_id")) for r in recs}) == 2
-    row = sacct(jobs.pop())[0]
-    assert "COMPLETED" in row and "+".join(sorted(keys)) in "+".join(sorted(row.split("pcl:")[1].split("+")))
+def test_two_runs_packed_in_one_job_are_preempted_requeued_and_resumed_together(slurm_cluster, work):
+    jobs = _launch_long_runs(work, "7,8", "--runs-per-gpu", "2")
+    assert len(set(jobs.values())) == 1  # one job (one GPU) for both runs
+    job = next(iter(jobs.values()))
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _release_requeued(job)
+    wait_gone(job, 240)
+    recs = _by_key(work)
+    assert set(recs) == set(jobs)
+    for key in jobs:  # each run: its own record per attempt, its own checkpoint
+        assert [r["status"] for r in recs[key]] == ["PREEMPTED", "COMPLETED"], key
+        assert recs[key][1]["info"]["resumed_from_epoch"] >= 1
+        assert recs[key][1]["info"]["checkpoint_dir"].endswith(key)
+    row = sacct(job)[0]
+    assert "COMPLETED" in row and sorted(row.split("pcl:")[1].split("+")) == sorted(jobs)
 
 
 def status_args(work, *extra: str, raw: bool = False):
     argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke",
-            "--set", f"checkpoint_root={work['ckpt']}", "--tables", "table2", "--methods", "dml", *extra]
+            "--set", f"checkpoint_root={work['ckpt']}", "--set", f"epochs={EPOCHS}", "--tables", "table2",
+            "--methods", "dml", *extra]
     if raw:
         return argv
     parser = status.argparse.ArgumentParser()
