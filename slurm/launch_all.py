@@ -21,6 +21,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -327,6 +328,15 @@ def wait(jobs: Sequence[Any], log=print) -> int:
             bad += 1
             last = [line for line in str(err).splitlines() if line.strip()]
             log(f"job {job.job_id} failed: {last[-1] if last else err} (log: {job.paths.stderr})")
+    ids = {str(job.job_id) for job in jobs}
+    deadline = time.monotonic() + 60
+    while ids and time.monotonic() < deadline:  # SLURM still lists a job for a moment after its result is written
+        try:
+            if not ids & cluster.live_job_ids():
+                break
+        except cluster.ClusterError:
+            break  # no SLURM (local/debug executor)
+        time.sleep(1)
     log(f"{len(jobs) - bad} of {len(jobs)} job(s) done at {dt.datetime.now():%H:%M:%S}")
     return 1 if bad else 0
 

@@ -435,3 +435,64 @@ def test_the_command_line_prints_one_line_and_exits_2_on_an_unknown_table(tmp_pa
                                                "two_stage, ablations.components, ablations.mean_teacher, "
                                                "ablations.ensemble_teacher, ablations.peers, "
                                                "ablations.deployed_head"]
+
+
+def test_a_running_record_is_alive_only_with_a_fresh_heartbeat_and_a_live_job():
+    import datetime as dt
+
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    beat = (now - dt.timedelta(seconds=30)).isoformat()
+    state = plan.RunState([{"status": "RUNNING", "heartbeat": beat, "start_time": beat}])
+    run = lambda: plan.Planned({"run_key": "k1", "label": "x"}, ["table2"])  # noqa: E731
+    cases = [({"job_id": "5_1"}, {"5_1"}, 300, "alive"),  # job in the queue, fresh heartbeat
+             ({"job_id": "5_1"}, {"6"}, 300, "to submit"),  # its job is gone: dead
+             ({"job_id": "5_1"}, {"5_1"}, 10, "to submit"),  # heartbeat stale: dead
+             ({}, None, 300, "alive")]  # no SLURM (local executor): the heartbeat decides
+    for entry, live, stale, expected in cases:
+        r = run()
+        plan.classify([r], {"k1": state}, {}, live, {"k1": entry}, stale_after_s=stale, max_attempts=3, now=now)
+        assert r.status == expected, (entry, live, stale)
+    failed = plan.RunState([{"status": "FAILED", "start_time": beat}] * 2)
+    r = run()
+    plan.classify([r], {"k1": failed}, {}, set(), {}, stale_after_s=300, max_attempts=2, now=now)
+    assert r.status == "failed" and "2 FAILED attempts (max_attempts=2)" in r.detail
+
+
+@pytest.mark.slow
+def test_a_run_that_keeps_failing_stops_after_max_attempts_with_its_log_and_error(slurm_cluster, work, tmp_path):
+    empty = tmp_path / "no-cifar"
+    empty.mkdir()
+    args = ("--tables", "table2", "--methods", "baseline", "--set", "dataset=cifar10", "--set", f"data_root={empty}",
+            "--max-attempts", "1")
+    code, lines = launch(work, *args, "--wait")
+    assert code == 1 and any("failed" in line and "log: " in line for line in lines), lines
+    recs = records(str(work["results"]))
+    assert [r["status"] for r in recs] == ["FAILED"]
+    key = recs[0]["config"]["run_key"]
+    argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
+            f"checkpoint_root={work['ckpt']}", "--set", "dataset=cifar10", "--set", f"data_root={empty}",
+            "--tables", "table2", "--methods", "baseline"]
+    parser = status.argparse.ArgumentParser()
+    launch_all.add_store_args(parser)
+    launch_all.add_selection_args(parser)
+    sargs = parser.parse_args(argv)
+    for k in launch_all.FLAG_OPTIONS:
+        setattr(sargs, k, None)
+    sargs.max_attempts = 1
+    row = status.collect(sargs)["runs"][0]
+    assert row["status"] == "FAILED" and row["log"] == ledger(work, key)["stderr"] and Path(row["log"]).is_file()
+    assert row["error"] and "Error" in row["error"], row
+    before = sacct_all()
+    code, lines = launch(work, *args)
+    assert code == 0 and "nothing to submit" in lines
+    assert any(line.startswith(f"not resubmitted: {key}") and "max_attempts=1" in line for line in lines), lines
+    assert sacct_all() == before and len(records(str(work["results"]))) == 1
+
+
+@pytest.mark.slow
+def test_the_local_executor_runs_the_same_jobs_without_slurm(work):
+    code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--executor", "local", "--wait")
+    assert code == 0, lines
+    recs = records(str(work["results"]))
+    assert [r["status"] for r in recs] == ["COMPLETED"]
+    assert ledger(work, recs[0]["config"]["run_key"])["executor"] == "local"
