@@ -20,6 +20,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -326,8 +327,9 @@ def wait(jobs: Sequence[Any], log=print) -> int:
             job.result()
         except Exception as err:  # noqa: BLE001 - the job's error, as submitit reports it
             bad += 1
-            last = [line for line in str(err).splitlines() if line.strip()]
-            log(f"job {job.job_id} failed: {last[-1] if last else err} (log: {job.paths.stderr})")
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            reason = [line for line in lines if re.match(r"^[\w.]+(Error|Failed|Preempted|Exception): ", line)]
+            log(f"job {job.job_id} failed: {(reason or lines or [repr(err)])[-1][:500]} (log: {job.paths.stderr})")
     ids = {str(job.job_id) for job in jobs}
     deadline = time.monotonic() + 60
     while ids and time.monotonic() < deadline:  # SLURM still lists a job for a moment after its result is written
