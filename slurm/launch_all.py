@@ -314,12 +314,12 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
     except (OptionsError, plan.SelectionError, cluster.ClusterError, LaunchError, tracking.ConfigError) as err:
         print(f"error: {tracking.redact(err)}", file=sys.stderr)
         return 2
-    if not args.wait:
+    if not args.wait and options.executor != "debug":  # debug jobs run in this process, when waited for
         return 0
-    return wait(jobs, log)
+    return wait(jobs, log, slurm=options.executor == "slurm")
 
 
-def wait(jobs: Sequence[Any], log=print) -> int:
+def wait(jobs: Sequence[Any], log=print, slurm: bool = True) -> int:
     """Wait for every job; 0 when all ended without error, 1 otherwise (each failure's log named)."""
     bad = 0
     for job in jobs:
@@ -330,7 +330,7 @@ def wait(jobs: Sequence[Any], log=print) -> int:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             reason = [line for line in lines if re.match(r"^[\w.]+(Error|Failed|Preempted|Exception): ", line)]
             log(f"job {job.job_id} failed: {(reason or lines or [repr(err)])[-1][:500]} (log: {job.paths.stderr})")
-    ids = {str(job.job_id) for job in jobs}
+    ids = {str(job.job_id) for job in jobs} if slurm else set()
     deadline = time.monotonic() + 60
     while ids and time.monotonic() < deadline:  # SLURM still lists a job for a moment after its result is written
         try:
