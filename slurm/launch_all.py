@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 from slurm import cluster  # noqa: E402
 from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile  # noqa: E402
 
-MAX_ARRAY_TASKS = 100  # tasks per array submission: keeps the job comment (the run_keys) short
+MAX_COMMENT = 1024  # SLURM refuses a longer job comment ("parameter too long"); it carries an array's run_keys
 DEFAULT_STALE_AFTER_S = 300.0  # a RUNNING record without heartbeat for this long is dead (Sacred beats every 10 s)
 
 
@@ -165,6 +165,18 @@ def _tasks(runs: Sequence[Any], per_gpu: int) -> list[list[Any]]:
     return [list(runs[i:i + per_gpu]) for i in range(0, len(runs), per_gpu)]
 
 
+def _arrays(tasks: list[list[Any]]) -> list[list[list[Any]]]:
+    """Tasks split into arrays whose job comment (every task's run_keys) fits SLURM's limit."""
+    arrays: list[list[list[Any]]] = [[]]
+    for task in tasks:
+        candidate = arrays[-1] + [task]
+        if arrays[-1] and len(cluster.encode_comment([[r.run_key for r in t] for t in candidate])) > MAX_COMMENT:
+            arrays.append([task])
+        else:
+            arrays[-1] = candidate
+    return [a for a in arrays if a]
+
+
 def _groups(runs: Sequence[Any], options: ClusterOptions) -> list[tuple[dict[str, Any], list[Any]]]:
     """Runs grouped by their resources (one array per group), in plan order."""
     groups: dict[str, tuple[dict[str, Any], list[Any]]] = {}
@@ -190,9 +202,8 @@ def submit(to_submit: Sequence[Any], queued: dict[str, Any], options: ClusterOpt
     job_of: dict[str, str] = {k: q.job_id for k, q in queued.items()}
     for stage in (first, second):
         for resources, runs in _groups(stage, options):
-            for start in range(0, len(runs), MAX_ARRAY_TASKS * options.runs_per_gpu):
-                chunk = runs[start:start + MAX_ARRAY_TASKS * options.runs_per_gpu]
-                tasks = _tasks(chunk, options.runs_per_gpu)
+            for tasks in _arrays(_tasks(runs, options.runs_per_gpu)):
+                chunk = [r for task in tasks for r in task]
                 deps = sorted({job_of[r.cfg["teacher_run_key"]] for r in chunk
                                if r.cfg.get("teacher_run_key") in job_of})
                 dependency = ("afterok:" + ":".join(deps)) if deps and options.executor == "slurm" else None

@@ -498,3 +498,13 @@ def test_the_local_executor_runs_the_same_jobs_without_slurm(work):
     recs = records(str(work["results"]))
     assert [r["status"] for r in recs] == ["COMPLETED"]
     assert ledger(work, recs[0]["config"]["run_key"])["executor"] == "local"
+
+
+def test_arrays_are_split_so_that_their_comment_fits_slurm():
+    runs = [plan.Planned({"run_key": f"{i:016x}"}, ["table2"]) for i in range(130)]
+    for per_gpu in (1, 3):
+        arrays = launch_all._arrays(launch_all._tasks(runs, per_gpu))
+        assert [r for a in arrays for t in a for r in t] == runs  # every run once, in order
+        comments = [cluster.encode_comment([[r.run_key for r in t] for t in a]) for a in arrays]
+        assert all(len(c) <= launch_all.MAX_COMMENT for c in comments) and len(arrays) > 1
+        assert len(comments[0]) > launch_all.MAX_COMMENT - 17 * per_gpu - 1  # arrays are filled up
