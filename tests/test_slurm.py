@@ -25,7 +25,7 @@ from slurm import cluster, launch_all, options, plan, status
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "profiles" / "local.toml"
 SCRIPT = ROOT / "slurm" / "local_cluster.sh"
-EPOCHS = 25  # a smoke run of this many epochs lasts long enough to be stopped mid-run (about 0.4 s per epoch)
+EPOCHS = 15  # a smoke run of this many epochs lasts long enough to be stopped mid-run (0.4-1.5 s per epoch)
 
 
 # ---- the cluster -----------------------------------------------------------------------------------------------
