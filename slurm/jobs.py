@@ -181,8 +181,7 @@ class RunJob(submitit.helpers.Checkpointable):
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
         procs = []
         for cfg in self.configs:
-            proc = subprocess.Popen([sys.executable, "-m", "slurm.jobs"], stdin=subprocess.PIPE, env=env,
-                                    cwd=str(ROOT), text=True)
+            proc = subprocess.Popen([sys.executable, "-m", "slurm.jobs"], stdin=subprocess.PIPE, env=env, text=True)
             proc.stdin.write(self._spec(cfg))
             proc.stdin.close()
             procs.append(proc)
