@@ -1,0 +1,343 @@
+"""The launcher's plan: which runs the selection means (from experiments.registry), where each stands (completed /
+queued / alive / failed / to submit) and what the rest costs in GPU-hours (bench/epoch_times.csv).
+
+No torch-free promise here: planning validates every run config with pcl.tracking, which imports torch.
+"""
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from experiments import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCH_TIMES = ROOT / "bench" / "epoch_times.csv"
+#: datasets a selection sweeps when neither --datasets nor a `dataset` override/named config is given
+DEFAULT_DATASETS = ("cifar10", "cifar100", "imagenet")
+#: images in one training epoch of each dataset (train split)
+EPOCH_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+#: per-epoch evaluation + checkpoint on top of the training steps [ours: the baseline's sanity run on the H100,
+#: 4.4 s per epoch with evaluation vs 3.6 s of training steps, bench/RESULTS.md]
+EVAL_OVERHEAD = 1.2
+#: keys that never go through --set
+FORBIDDEN_SET = {"mongo_url": "the MongoDB URL goes only through $PCL_MONGO_URL in the environment",
+                 "results_dir": "use --results-dir", "db_name": "use --db-name"}
+STATUSES = ("completed", "queued", "alive", "failed", "to submit")
+
+
+class SelectionError(ValueError):
+    """A selection flag names something that does not exist; the message names the value and what exists."""
+
+
+@dataclass
+class Planned:
+    """One run of the plan: its validated run config, the tables that need it, its status and the reason."""
+
+    cfg: dict[str, Any]
+    tables: list[str]
+    status: str = "to submit"
+    detail: str = ""
+    gpu_hours: float = 0.0
+    estimate: str = ""
+
+    @property
+    def run_key(self) -> str:
+        return self.cfg["run_key"]
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as Sacred's `with` reads it: JSON, else a Python literal, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_sets(items: Iterable[str]) -> dict[str, Any]:
+    """KEY=VALUE items -> nested config updates (dotted keys nest: options.beta=2 -> {"options": {"beta": 2}})."""
+    updates: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SelectionError(f"--set {item!r} is invalid: must be KEY=VALUE (e.g. --set epochs=10)")
+        if key in FORBIDDEN_SET:
+            raise SelectionError(f"--set {key}=... is not allowed: {FORBIDDEN_SET[key]}")
+        target = updates
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise SelectionError(f"--set {item!r} conflicts with an earlier --set of {part!r}")
+        target[last] = parse_value(value)
+    return updates
+
+
+def split_list(value: str | None, flag: str, known: Iterable[str] | None = None) -> list[str] | None:
+    """A comma-separated flag value; SelectionError naming an unknown item and the known ones."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise SelectionError(f"{flag} {value!r} is empty: give a comma-separated list")
+    if known is not None:
+        known = list(known)
+        for item in items:
+            if item not in known:
+                raise SelectionError(f"{flag} {item!r} is unknown; known: {', '.join(known)}")
+    return items
+
+
+@dataclass
+class Selection:
+    """What to launch: tables (registry names), dataset sweep, filters on backbone/method, seeds, overrides."""
+
+    tables: list[str] = field(default_factory=lambda: list(registry.SCRIPTS))
+    datasets: list[str] | None = None
+    backbones: list[str] | None = None
+    methods: list[str] | None = None
+    seeds: list[int] | None = None
+    updates: dict[str, Any] = field(default_factory=dict)
+    named: list[str] = field(default_factory=list)
+
+    def dataset_sweep(self) -> list[str | None]:
+        """Datasets to plan each table for (None: the table's own, from its config/named configs)."""
+        if self.datasets is not None:
+            return list(self.datasets)
+        if "dataset" in self.updates or self.named:
+            return [None]
+        return list(DEFAULT_DATASETS)
+
+
+def _is_dataset_refusal(err: Exception) -> bool:
+    return str(err).startswith("config key 'dataset'=")
+
+
+def build_plan(selection: Selection) -> list[Planned]:
+    """Every run of the selection once (a run_key two tables need is listed once, with both tables), teachers of
+    selected two-stage students included; relative checkpoint_root/data_root made absolute (jobs run elsewhere;
+    infrastructure keys never change a run_key).
+
+    Raises SelectionError when a table/dataset/override is refused by every selected script, or nothing remains.
+    """
+    from pcl.tracking import ConfigError
+
+    by_key: dict[str, Planned] = {}
+    planned_any: dict[str, list[dict[str, Any]]] = {}
+    refused: list[str] = []
+    for table in selection.tables:
+        for dataset in selection.dataset_sweep():
+            updates = dict(selection.updates)
+            if dataset is not None:
+                updates["dataset"] = dataset
+            if selection.seeds is not None:
+                updates["seeds"] = list(selection.seeds)
+            try:
+                runs = registry.plan(table, updates, selection.named)
+            except ConfigError as err:
+                if dataset is not None and _is_dataset_refusal(err) and selection.datasets is None:
+                    continue  # this table does not run on this dataset (e.g. ImageNet in table2)
+                if dataset is not None and _is_dataset_refusal(err):
+                    refused.append(f"{table}: {err}")
+                    continue
+                raise SelectionError(f"table {table}: {err}") from None
+            except Exception as err:  # Sacred's own checks (unknown named config, bad key)
+                raise SelectionError(f"table {table}: {type(err).__name__}: {err}") from None
+            planned_any.setdefault(table, []).extend(runs)
+    if refused and not planned_any:
+        raise SelectionError("no selected table runs on the selected dataset(s): " + "; ".join(refused))
+    for table, runs in planned_any.items():
+        plan_keys = {r["run_key"]: r for r in runs}
+        chosen = [r for r in runs if _selected(r, selection)]
+        for run in list(chosen):  # a selected student pulls in its teacher
+            teacher = run.get("teacher_run_key")
+            if teacher and teacher in plan_keys and plan_keys[teacher] not in chosen:
+                chosen.insert(chosen.index(run), plan_keys[teacher])
+        for run in chosen:
+            cfg = dict(run)
+            for key in ("checkpoint_root", "data_root"):
+                if cfg.get(key):
+                    cfg[key] = str(Path(cfg[key]).expanduser().resolve())
+            if cfg["run_key"] in by_key:
+                by_key[cfg["run_key"]].tables.append(table)
+            else:
+                by_key[cfg["run_key"]] = Planned(cfg, [table])
+    if not by_key:
+        raise SelectionError("the selection matches no run (check --tables, --datasets, --backbones, --methods)")
+    return list(by_key.values())
+
+
+def _selected(run: Mapping[str, Any], selection: Selection) -> bool:
+    return ((selection.backbones is None or run["backbone"] in selection.backbones)
+            and (selection.methods is None or run["method"] in selection.methods))
+
+
+# ---- where each run stands -----------------------------------------------------------------------------------
+def _utc(value: Any) -> dt.datetime | None:
+    stamp = pd.to_datetime(value, errors="coerce", utc=True)
+    return None if pd.isna(stamp) else stamp.to_pydatetime()
+
+
+@dataclass
+class RunState:
+    """What the stores say about one run_key: its attempts' records, latest first."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return any(r.get("status") == "COMPLETED" for r in self.records)
+
+    @property
+    def failures(self) -> int:
+        return sum(r.get("status") == "FAILED" for r in self.records)
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.records[0] if self.records else None
+
+    def heartbeat_age_s(self, now: dt.datetime) -> float | None:
+        latest = self.latest
+        if latest is None:
+            return None
+        beat = _utc(latest.get("heartbeat")) or _utc(latest.get("start_time"))
+        return None if beat is None else (now - beat).total_seconds()
+
+
+def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None) -> dict[str, RunState]:
+    """run_key -> RunState from every record of the stores (one record per attempt, latest first)."""
+    from pcl import results
+
+    wanted = set(run_keys) if run_keys is not None else None
+    states: dict[str, RunState] = {}
+    for record in results.unique_attempts(list(results.iter_records(sources))):
+        key = (record.get("config") or {}).get("run_key")
+        if not key or (wanted is not None and key not in wanted):
+            continue
+        states.setdefault(key, RunState()).records.append(record)
+    for state in states.values():
+        state.records.sort(key=lambda r: _utc(r.get("start_time")) or dt.datetime.min.replace(tzinfo=dt.timezone.utc),
+                           reverse=True)
+    return states
+
+
+def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued: Mapping[str, Any],
+             live_jobs: set[str] | None, ledger: Mapping[str, Mapping[str, Any]], *, stale_after_s: float,
+             max_attempts: int, now: dt.datetime | None = None) -> None:
+    """Set each run's status: completed / queued / alive / failed (max_attempts FAILED records) / to submit.
+
+    A RUNNING record is alive while its heartbeat is younger than `stale_after_s` and its job (ledger) is still
+    in the queue; `live_jobs` None (no SLURM: local executor) judges by the heartbeat only. Dead runs are
+    submitted again and resume from their checkpoints.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    for run in planned:
+        key = run.run_key
+        state = states.get(key, RunState())
+        job = queued.get(key)
+        if state.completed:
+            run.status, run.detail = "completed", ""
+        elif job is not None:
+            run.status = "queued" if job.state == "PENDING" else "alive"
+            run.detail = f"job {job.job_id} {job.state}"
+        elif state.latest is not None and state.latest.get("status") == "RUNNING" and \
+                run_is_alive(state, ledger.get(key, {}), live_jobs, stale_after_s, now):
+            run.status, run.detail = "alive", f"RUNNING, heartbeat {state.heartbeat_age_s(now):.0f} s ago"
+        elif state.failures >= max_attempts:
+            run.status, run.detail = "failed", f"{state.failures} FAILED attempts (max_attempts={max_attempts})"
+        else:
+            run.status = "to submit"
+            latest = state.latest
+            run.detail = f"resumes after {latest.get('status')}" if latest is not None else ""
+
+
+def run_is_alive(state: RunState, entry: Mapping[str, Any], live_jobs: set[str] | None, stale_after_s: float,
+                 now: dt.datetime) -> bool:
+    """A RUNNING record whose heartbeat is fresh and whose SLURM job (if the ledger knows it) still exists."""
+    age = state.heartbeat_age_s(now)
+    if age is None or age > stale_after_s:
+        return False
+    job_id = entry.get("job_id")
+    if live_jobs is not None and job_id and entry.get("executor", "slurm") == "slurm":
+        return str(job_id) in live_jobs
+    return True
+
+
+# ---- GPU-hours -----------------------------------------------------------------------------------------------
+def load_epoch_times(path: str | Path = EPOCH_TIMES) -> pd.DataFrame:
+    """The (backbone, method) -> images/s table with its card and source, as bench/throughput.py writes it
+    (columns card, backbone, method, images_per_s, seconds_per_epoch, source; a source starting "estimate:" is not
+    measured). With rows of several cards, the last row of each pair counts (the file is sorted by card).
+
+    Rule for pairs not listed [ours]: the method's cost relative to the baseline on resnet32, applied to the
+    backbone's baseline row; with no baseline row for the backbone, the slowest listed row of the method (a
+    deliberate over-estimate). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
+    table = pd.read_csv(path)
+    return table.drop_duplicates(["backbone", "method"], keep="last").reset_index(drop=True)
+
+
+def images_per_epoch(cfg: Mapping[str, Any]) -> int:
+    """Training images of one epoch of a run config (train_subset, synthetic size, else the split's size)."""
+    if cfg.get("train_subset"):
+        return int(cfg["train_subset"])
+    if cfg["dataset"] == "synthetic":
+        return int(cfg.get("synthetic_train_size") or 0)
+    return EPOCH_IMAGES[cfg["dataset"]]
+
+
+def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, str]:
+    """(images/s, how it was found) for a pair, by the rule the CSV's header states."""
+    rows = table.set_index(["backbone", "method"])["images_per_s"]
+    if (backbone, method) in rows.index:
+        source = str(table.set_index(["backbone", "method"]).loc[(backbone, method), "source"])
+        return float(rows[(backbone, method)]), "estimate" if source.startswith("estimate") else "measured"
+    base = ("resnet32", "baseline")
+    if (backbone, "baseline") in rows.index and (("resnet32", method) in rows.index) and base in rows.index:
+        return (float(rows[(backbone, "baseline")] * rows[("resnet32", method)] / rows[base]),
+                "rule: method/baseline ratio on resnet32 x the backbone's baseline")
+    same = table[table["method"] == method]["images_per_s"]
+    pool = same if not same.empty else table["images_per_s"]
+    return float(pool.min()), "rule: slowest listed row (no baseline row for this backbone)"
+
+
+def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> None:
+    """Set each run's GPU-hours (one run per GPU, training + EVAL_OVERHEAD) and how its throughput was found."""
+    table = load_epoch_times() if table is None else table
+    for run in planned:
+        cfg = run.cfg
+        ips, how = throughput(table, cfg["backbone"], cfg["method"])
+        seconds = cfg["epochs"] * images_per_epoch(cfg) / ips * EVAL_OVERHEAD
+        run.gpu_hours, run.estimate = seconds / 3600, how
+
+
+def summary(planned: Sequence[Planned], tables: Sequence[str]) -> pd.DataFrame:
+    """Per table: runs per status and GPU-hours (all runs, and still to do); a `total` row counts each run once."""
+    rows = []
+    for table in [*tables, "total"]:
+        runs = [r for r in planned if table == "total" or table in r.tables]
+        if not runs and table != "total":
+            continue
+        row: dict[str, Any] = {"table": table, "runs": len(runs)}
+        row.update({s: sum(r.status == s for r in runs) for s in STATUSES})
+        row["gpu_h_all"] = sum(r.gpu_hours for r in runs)
+        row["gpu_h_to_do"] = sum(r.gpu_hours for r in runs if r.status in ("to submit", "queued", "alive"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_hours(value: float) -> str:
+    """GPU-hours for a table: 1 decimal below 100, whole hours above."""
+    if math.isnan(value):
+        return "?"
+    return f"{value:.1f}" if value < 100 else f"{value:,.0f}"

@@ -1,0 +1,156 @@
+"""`python slurm/status.py`: where the reproduction stands, per table, read from the records and the SLURM queue.
+
+Per table: runs COMPLETED / RUNNING / PREEMPTED / FAILED / dead / queued / missing. A run is `dead` when its
+latest record says RUNNING but its heartbeat is older than --stale-after or its SLURM job is gone (the next
+`launch_all.py` resumes it from its checkpoint). Each failure is listed with its log path and last error line.
+Takes the same selection flags as launch_all.py (default: everything); `--json` prints the same as JSON.
+Exit code 0, or 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from slurm import cluster  # noqa: E402
+from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from  # noqa: E402
+from slurm.options import OptionsError  # noqa: E402
+
+COLUMNS = ("COMPLETED", "RUNNING", "PREEMPTED", "FAILED", "dead", "queued", "missing")
+
+
+def last_error_line(record: Mapping[str, Any] | None, log_path: str | None) -> str:
+    """The last line of the record's traceback, else the last error-looking line of the job's log, else ''."""
+    trace = (record or {}).get("fail_trace") or []
+    lines = [line for chunk in trace for line in str(chunk).splitlines() if line.strip()]
+    if lines:
+        return lines[-1].strip()
+    if log_path and Path(log_path).is_file():
+        text = Path(log_path).read_text(errors="replace").splitlines()
+        for line in reversed(text):
+            if "Error" in line or "error:" in line or "FAILED" in line:
+                return line.strip()[:300]
+    return ""
+
+
+def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] | None, ledger: Mapping[str, Any],
+               stale_after_s: float, max_attempts: int, now: dt.datetime) -> tuple[str, str]:
+    """(column, detail) of one planned run."""
+    from slurm.plan import run_is_alive
+
+    job = queued.get(run.run_key)
+    latest = state.latest
+    if state.completed:
+        return "COMPLETED", ""
+    if job is not None and job.state != "PENDING":
+        return "RUNNING", f"job {job.job_id} {job.state}"
+    if job is not None:
+        return "queued", f"job {job.job_id} PENDING" + (f" after {latest.get('status')}" if latest else "")
+    if latest is None:
+        return "missing", ""
+    status = latest.get("status")
+    if status == "RUNNING":
+        age = state.heartbeat_age_s(now)
+        if run_is_alive(state, ledger, live, stale_after_s, now):
+            return "RUNNING", f"heartbeat {age:.0f} s ago"
+        gone = ledger.get("job_id") and live is not None and str(ledger["job_id"]) not in live
+        why = f"job {ledger['job_id']} gone" if gone else f"heartbeat {age:.0f} s ago" if age is not None else "?"
+        return "dead", why
+    if status == "FAILED" or state.failures >= max_attempts:
+        gave_up = " (gave up)" if state.failures >= max_attempts else ""
+        return "FAILED", f"{state.failures} FAILED attempt(s){gave_up}"
+    if status in ("PREEMPTED", "INTERRUPTED", "TIMED_OUT"):
+        return "PREEMPTED", f"{status}, {len(state.records)} attempt(s); resumes on the next launch"
+    return "FAILED", f"record status {status}"
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Tables (counts per column) and runs (one dict each) for the selection."""
+    from pcl import tracking
+    from slurm import plan
+    from slurm.jobs import read_ledger
+
+    options = cluster_options(args)
+    selection = selection_from(args)
+    planned = plan.build_plan(selection)
+    store = tracking.open_store(args.results_dir, None, args.db_name)
+    states = plan.record_states(store.sources(), [r.run_key for r in planned])
+    queued: dict[str, Any] = {}
+    live: set[str] | None = None
+    note = ""
+    if options.executor == "slurm":
+        try:
+            queued, live = cluster.queued_runs(), cluster.live_job_ids()
+        except cluster.ClusterError as err:
+            note = f"queue not checked: {err}"
+    now = dt.datetime.now(dt.timezone.utc)
+    runs = []
+    for run in planned:
+        state = states.get(run.run_key, plan.RunState())
+        entry = read_ledger(args.results_dir, run.run_key)
+        column, detail = run_status(run, state, queued, live, entry, args.stale_after, options.max_attempts, now)
+        log = entry.get("stderr")
+        runs.append({"run_key": run.run_key, "tables": run.tables, "label": run.cfg["label"],
+                     "dataset": run.cfg["dataset"], "seed": run.cfg["seed"], "status": column, "detail": detail,
+                     "attempts": len(state.records), "job_id": entry.get("job_id"), "log": log,
+                     "error": last_error_line(state.latest, log) if column in ("FAILED", "dead") else ""})
+    tables = []
+    for table in [*selection.tables, "total"]:
+        rows = [r for r in runs if table == "total" or table in r["tables"]]
+        if rows or table == "total":
+            tables.append({"table": table, "runs": len(rows), **{c: sum(r["status"] == c for r in rows)
+                                                                 for c in COLUMNS}})
+    return {"tables": tables, "runs": runs, "note": note}
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The tables and the list of failed/dead runs as text."""
+    import pandas as pd
+
+    lines = [pd.DataFrame(report["tables"]).to_string(index=False)]
+    problems = [r for r in report["runs"] if r["status"] in ("FAILED", "dead", "PREEMPTED")]
+    for r in problems:
+        lines.append(f"{r['status']:9} {r['run_key']} {r['label']} ({r['dataset']}, seed {r['seed']}): {r['detail']}"
+                     + (f"; job {r['job_id']}" if r["job_id"] else ""))
+        if r["log"]:
+            lines.append(f"          log: {r['log']}")
+        if r["error"]:
+            lines.append(f"          last error: {r['error']}")
+    if report.get("note"):
+        lines.append(report["note"])
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python slurm/status.py", description=__doc__.split("\n\n")[0])
+    add_store_args(parser)
+    add_selection_args(parser)
+    parser.add_argument("--json", action="store_true", help="print tables and runs as JSON")
+    args = parser.parse_args(argv)
+    args.executor = None
+    for key in ("partition", "account", "qos", "gpus_per_task", "cpus_per_task", "mem", "time", "constraint",
+                "sbatch_lines", "setup", "log_folder", "array_parallelism", "max_attempts", "max_timeouts",
+                "runs_per_gpu", "teacher_wait_s"):
+        setattr(args, key, None)
+    from pcl import tracking
+    from slurm.plan import SelectionError
+
+    try:
+        report = collect(args)
+    except (OptionsError, SelectionError, cluster.ClusterError, tracking.UserError) as err:
+        print(f"error: {tracking.redact(err)}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=1) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,510 @@
+"""The SLURM launcher on a real single-node cluster (slurm/local_cluster.sh): real sbatch submissions of smoke runs
+on the CPU, records in the file store and MongoDB (the conftest's wire-protocol server), scancel / scontrol requeue /
+USR2 mid-run and resume, a refused job, two runs packed in one job; plus its pure parts (options, comments,
+estimates) and every bad-input message.
+
+The session fixture starts the local cluster when none answers (and stops it again); the cluster tests skip, with
+the reason, only where SLURM cannot be installed, and never under CI=true. The launcher is driven in-process
+(`launch_all.run`, the command line's twin); one test runs the real command line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pcl import results
+from slurm import cluster, launch_all, options, plan, status
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "slurm" / "profiles" / "local.toml"
+SCRIPT = ROOT / "slurm" / "local_cluster.sh"
+EPOCHS = 15  # a smoke run of this many epochs lasts long enough to be stopped mid-run (0.4-1.5 s per epoch)
+
+
+# ---- the cluster -----------------------------------------------------------------------------------------------
+def _cluster_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A SLURM cluster that answers: the running one, else the local one started here (and stopped after)."""
+    if _cluster_answers():
+        yield
+        return
+    started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0 or not _cluster_answers():
+        reason = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+        message = f"no SLURM cluster: slurm/local_cluster.sh start failed: {reason[0]}"
+        installed = all(shutil.which(cmd) for cmd in ("sbatch", "slurmctld", "slurmd", "slurmdbd", "munged"))
+        if installed or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + (" (CI=true: the SLURM tests must run)" if not installed else
+                                   " (SLURM is installed: a cluster that does not start is a bug)"))
+        pytest.skip(message + " (SLURM cannot be installed on this machine)")
+    yield
+    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """Folders of one test and the flags that point the launcher at them (local profile, smoke runs)."""
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # launch_all adds the repo root
+    monkeypatch.delenv("PCL_MONGO_URL", raising=False)
+    w = {"results": tmp_path / "results", "ckpt": tmp_path / "ckpt", "logs": tmp_path / "logs"}
+    w["flags"] = ["--profile", str(PROFILE), "--results-dir", str(w["results"]), "--log-folder", str(w["logs"]),
+                  "--named", "smoke", "--set", f"checkpoint_root={w['ckpt']}"]
+    yield w
+    # a failed test must not leave jobs behind: the next test would (rightly) find their run_keys alive
+    jobs = {json.loads(p.read_text()).get("job_id") for p in (w["results"] / "slurm").glob("*.json")}
+    jobs.discard(None)
+    if jobs and shutil.which("scancel"):
+        subprocess.run(["scancel", *sorted(jobs)], capture_output=True, timeout=60)
+        for job in jobs:
+            wait_gone(job, 60)
+
+
+def launch(work, *args: str) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    code = launch_all.run([*work["flags"], *args], log=lines.append)
+    return code, lines
+
+
+def squeue_ids() -> set[str]:
+    return cluster.live_job_ids()
+
+
+def wait_gone(job_id: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while job_id in squeue_ids() or any(j.startswith(job_id + "_") for j in squeue_ids()):
+        assert time.time() < deadline, f"job {job_id} still in the queue after {timeout} s"
+        time.sleep(1)
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def records(store) -> list[dict]:
+    return results.unique_attempts(list(results.iter_records(store)))
+
+
+def ledger(work, key: str) -> dict:
+    return json.loads((work["results"] / "slurm" / f"{key}.json").read_text())
+
+
+def sacct(job_id: str) -> list[str]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,State,Comment"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip().splitlines()
+
+
+def job_base(job_id: str) -> str:
+    return str(job_id).split("_")[0]
+
+
+# ---- pure parts: fast ------------------------------------------------------------------------------------------
+def test_time_formats_and_profile_errors(tmp_path):
+    assert [options.parse_time(v) for v in ("30", "01:30:00", "2-00:00:00", "10:30", 45)] == [30, 90, 2880, 11, 45]
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(options.OptionsError, match="'time'"):
+            options.parse_time(bad)
+    prof = tmp_path / "p.toml"
+    prof.write_text('partition = "gpu"\ncpus_per_tasks = 4\n')
+    with pytest.raises(options.OptionsError, match=r"unknown key\(s\) 'cpus_per_tasks'.*allowed: executor"):
+        options.load_profile(prof)
+    prof.write_text('executor = "auto"\n')
+    with pytest.raises(options.OptionsError, match="'executor'='auto' is invalid: must be one of slurm, local"):
+        options.load_profile(prof)
+    prof.write_text('partition = "gpu\n')
+    with pytest.raises(options.OptionsError, match="is not valid TOML"):
+        options.load_profile(prof)
+    prof.write_text('[backbone.wrn20_9]\ntime = "48:00:00"\n')
+    with pytest.raises(options.OptionsError, match=r"\[backbone.wrn20_9\] names an unknown backbone; known: .*wrn20_8"):
+        options.load_profile(prof)
+
+
+def test_example_profiles_load_and_big_backbones_get_more_time():
+    gpu = options.load_profile(ROOT / "slurm" / "profiles" / "gpu_cluster.toml")
+    small = gpu.resources_for({"dataset": "cifar100", "backbone": "resnet32"})
+    wide = gpu.resources_for({"dataset": "cifar100", "backbone": "wrn20_8"})
+    imagenet = gpu.resources_for({"dataset": "imagenet", "backbone": "resnet18"})
+    assert small["gpus_per_task"] == 1 and small["time"] == "24:00:00"
+    assert gpu.time_minutes(wide["time"]) > gpu.time_minutes(small["time"])
+    assert gpu.time_minutes(imagenet["time"]) > gpu.time_minutes(wide["time"]) and imagenet["cpus_per_task"] == 16
+    local = options.load_profile(PROFILE)
+    assert local.executor == "slurm" and local.gpus_per_task == 0
+
+
+def test_job_comment_names_the_run_keys_of_each_array_task():
+    comment = cluster.encode_comment([["a1"], ["b2", "c3"], ["d4"]])
+    assert comment == "pcl:a1,b2+c3,d4"
+    assert cluster.decode_comment(comment, "1") == ["b2", "c3"]
+    assert cluster.decode_comment(comment, "2") == ["d4"]
+    assert cluster.decode_comment("pcl:k9", "N/A") == ["k9"]
+    assert cluster.decode_comment("someone else's job", "0") == []
+
+
+def test_set_values_parse_like_sacred_and_the_mongo_url_is_refused():
+    assert plan.parse_sets(["epochs=10", "options.beta=0.5", "seeds=[0, 1]", "device=cpu", "force=true",
+                            "milestones=None"]) == {"epochs": 10, "options": {"beta": 0.5}, "seeds": [0, 1],
+                                                    "device": "cpu", "force": True, "milestones": None}
+    with pytest.raises(plan.SelectionError, match=r"mongo_url.*\$PCL_MONGO_URL"):
+        plan.parse_sets(["mongo_url=mongodb://u:p@h/db"])
+    with pytest.raises(plan.SelectionError, match="must be KEY=VALUE"):
+        plan.parse_sets(["epochs"])
+
+
+def test_gpu_hours_use_measured_rows_and_the_stated_rule():
+    table = plan.load_epoch_times()
+    assert plan.throughput(table, "resnet32", "pcl") == (2680.0, "measured")
+    ips, how = plan.throughput(table, "resnet110", "pcl")  # pcl/baseline on resnet32 x resnet110's baseline
+    assert ips == pytest.approx(4000 * 2680 / 13793) and how.startswith("rule: method/baseline")
+    ips, how = plan.throughput(table, "tiny_resnet8", "dml")
+    assert ips == 4261.0 and "slowest" in how
+    run = plan.Planned({"backbone": "resnet32", "method": "pcl", "dataset": "cifar100", "epochs": 300,
+                        "train_subset": None}, ["table2"])
+    plan.estimate([run], table)
+    assert run.gpu_hours == pytest.approx(300 * 50_000 / 2680 * plan.EVAL_OVERHEAD / 3600)  # ~1.87 h
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--tables", "table9"], "--tables 'table9' is unknown; known: table2, imagenet"),
+    (["--methods", "pcl,foo"], "--methods 'foo' is unknown; known: baseline"),
+    (["--backbones", "resnet33"], "--backbones 'resnet33' is unknown; known: densenet40_12"),
+    (["--datasets", "mnist"], "--datasets 'mnist' is unknown; known: cifar10, cifar100, imagenet, synthetic"),
+    (["--seeds", "0,x"], "--seeds '0,x' is invalid: must be comma-separated integers"),
+    (["--set", "mongo_url=mongodb://a:b@host/db"], "not allowed: the MongoDB URL goes only through $PCL_MONGO_URL"),
+    (["--executor", "slurm", "--time", "soon"], "'time'='soon' is invalid"),
+    (["--cpus-per-task", "0"], "'cpus_per_task'=0 is invalid: must be an integer >= 1"),
+    (["--set", "epochs=0"], "config key 'epochs'=0 is invalid"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
+    results_dir = tmp_path / "results"
+    code = launch_all.run(["--results-dir", str(results_dir), "--named", "smoke", "--tables", "table2", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert "a:b@" not in err
+    assert not results_dir.exists()
+
+
+def test_malformed_profile_and_missing_sbatch(tmp_path, capsys, monkeypatch):
+    prof = tmp_path / "bad.toml"
+    prof.write_text("gpus_per_task = 'one'\n")
+    code = launch_all.run(["--profile", str(prof), "--tables", "table2", "--named", "smoke"])
+    assert code == 2
+    assert "key 'gpus_per_task'='one' has the wrong type: must be int" in capsys.readouterr().err
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # python, but no SLURM client
+    code = launch_all.run(["--profile", str(PROFILE), "--results-dir", str(tmp_path / "r"), "--named", "smoke",
+                           "--tables", "table2", "--methods", "baseline"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sbatch is not on PATH" in err and "--executor local" in err
+    assert not (tmp_path / "r" / "slurm").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_of_everything_lists_the_whole_reproduction_with_gpu_hours(capsys, tmp_path):
+    code = launch_all.run(["--dry-run", "--json", "--executor", "local", "--results-dir", str(tmp_path / "r")])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    tables = {t["table"]: t for t in report["tables"]}
+    assert set(tables) == {*__import__("experiments.registry").registry.SCRIPTS, "total"}
+    assert tables["table2"]["runs"] == 8 * 5 * 2 * 3  # methods x backbones x CIFAR-10/100 x seeds
+    assert tables["imagenet"]["runs"] == 5 * 3
+    assert tables["total"]["runs"] == len({r["run_key"] for r in report["runs"]}) == tables["total"]["to submit"]
+    assert tables["total"]["runs"] < sum(t["runs"] for n, t in tables.items() if n != "total")  # shared cells once
+    assert 500 < tables["total"]["gpu_h_all"] < 5000
+    assert all(r["gpu_hours"] > 0 and r["estimate"] for r in report["runs"])
+
+
+# ---- the real cluster ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_grid_runs_on_slurm_with_the_teacher_first_and_a_second_launch_submits_nothing(
+        slurm_cluster, work, mongo_url, monkeypatch):
+    monkeypatch.setenv("PCL_MONGO_URL", mongo_url)
+    code, lines = launch(work, "--tables", "two_stage", "--wait")
+    assert code == 0, lines
+    planned = plan.build_plan(plan.Selection(tables=["two_stage"], named=["smoke"]))
+    keys = {r.run_key for r in planned}
+    student = next(r for r in planned if r.cfg["teacher_run_key"])
+    assert len(keys) == 3 and student.cfg["teacher_run_key"] in keys
+    file_recs, mongo_recs = records(str(work["results"])), records(results.connect(mongo_url))
+    for recs in (file_recs, mongo_recs):
+        assert sorted(r["config"]["run_key"] for r in recs) == sorted(keys)
+        assert {r["status"] for r in recs} == {"COMPLETED"}
+    assert all(r["config"]["checkpoint_root"] == str(work["ckpt"]) for r in file_recs)
+    # the student's job waited for its teacher's job (afterok dependency), in a second submission
+    teacher_job = ledger(work, student.cfg["teacher_run_key"])["job_id"]
+    student_job = ledger(work, student.run_key)["job_id"]
+    assert job_base(student_job) != job_base(teacher_job)
+    assert any(f"after {teacher_job}" in line for line in lines), lines
+    row = sacct(job_base(teacher_job))
+    assert row and "COMPLETED" in row[0] and student.cfg["teacher_run_key"] in row[0]  # comment carries run_keys
+    # second launch: everything COMPLETED -> nothing submitted
+    before = sacct_all()
+    code, lines = launch(work, "--tables", "two_stage")
+    assert code == 0 and "nothing to submit" in lines and "3 run(s): 3 completed" in lines[0]
+    assert sacct_all() == before
+
+
+def sacct_all() -> list[str]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-a", "-S", "now-1days", "-o", "JobID"],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.split()
+
+
+def test_queued_runs_are_not_submitted_twice(slurm_cluster, work, capsys):
+    code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--sbatch-line=--hold")
+    assert code == 0, lines
+    key = next(p.name[:-5] for p in (work["results"] / "slurm").glob("*.json"))
+    job = ledger(work, key)["job_id"]
+    assert cluster.queued_runs()[key].state == "PENDING"
+    try:
+        code, lines = launch(work, "--tables", "table2", "--methods", "baseline")
+        assert code == 0 and "1 run(s): 1 queued" in lines[0] and "nothing to submit" in lines
+        code = launch_all.run([*work["flags"], "--tables", "table2", "--methods", "baseline", "--dry-run",
+                               "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert [(r["run_key"], r["status"]) for r in report["runs"]] == [(key, "queued")]
+    finally:
+        subprocess.run(["scancel", job], check=True)
+    assert records(str(work["results"])) == []  # it never ran
+
+
+def _launch_long_runs(work, seeds: str, *extra: str) -> dict[str, str]:
+    """Submit dml smoke runs (one per seed) long enough to be stopped mid-run; {run_key: job id} once every run
+    has saved its first epoch."""
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", seeds, "--set",
+                         f"epochs={EPOCHS}", *extra)
+    assert code == 0, lines
+    jobs = {p.name[:-5]: ledger(work, p.name[:-5])["job_id"] for p in (work["results"] / "slurm").glob("*.json")}
+    wait_for(lambda: all((work["ckpt"] / key / "checkpoint.pt").exists() for key in jobs), 240,
+             "the first checkpoint of every run")
+    return jobs
+
+
+def _kill_job_python(job: str) -> None:
+    """SIGKILL to the job's python process (like a node dying): the run has no chance to record anything.
+    (`scancel -s KILL` would not do: SLURM turns it into its TERM-then-KILL cancel sequence.)"""
+    raw = subprocess.run(["squeue", "-h", "-j", job, "-o", "%A|%T"], capture_output=True, text=True).stdout.strip()
+    assert raw.endswith("|RUNNING"), f"job {job} is not running any more: {raw!r}"
+    listed = subprocess.run(["scontrol", "listpids", raw.split("|")[0]], capture_output=True, text=True,
+                            check=True).stdout
+    pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    runners = [p for p in pids if "submitit.core._submit" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
+    assert runners, listed
+    for pid in runners:
+        os.kill(pid, 9)
+
+
+def _release_requeued(job: str) -> None:
+    """SLURM holds a requeued job for about two minutes (BeginTime): release it now."""
+    wait_for(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                                                 text=True).stdout, 60, f"job {job} requeued")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
+def _by_key(work) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(records(str(work["results"])), key=lambda r: r["start_time"]):
+        out.setdefault(r["config"]["run_key"], []).append(r)
+    return out
+
+
+@pytest.mark.slow
+def test_runs_stopped_mid_run_show_preempted_or_dead_and_the_next_launch_resumes_each_once(
+        slurm_cluster, work, capsys):
+    jobs = _launch_long_runs(work, "3,4")
+    (cancelled, c_job), (killed, k_job) = sorted(jobs.items(), key=lambda kv: kv[1])
+    subprocess.run(["scancel", c_job], check=True)  # SIGTERM: the run records PREEMPTED
+    _kill_job_python(k_job)  # no record update: stays RUNNING
+    wait_gone(c_job)
+    wait_gone(k_job)
+    report = {r["run_key"]: r for r in status.collect(status_args(work, "--seeds", "3,4"))["runs"]}
+    assert report[cancelled]["status"] == "PREEMPTED", report[cancelled]
+    assert report[killed]["status"] == "dead" and f"job {k_job} gone" in report[killed]["detail"]
+    assert report[killed]["log"] == ledger(work, killed)["stderr"] and report[killed]["log"].endswith(".err")
+    assert status.run(status_args(work, "--seeds", "3,4", raw=True)) == 0
+    text = capsys.readouterr().out
+    assert "dead" in text and f"log: {ledger(work, killed)['stderr']}" in text
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "3,4", "--set",
+                         f"epochs={EPOCHS}", "--wait")
+    assert code == 0 and "2 run(s): 2 to submit" in lines[0], lines
+    recs = _by_key(work)
+    assert [r["status"] for r in recs[cancelled]] == ["PREEMPTED", "COMPLETED"]
+    assert [r["status"] for r in recs[killed]] == ["RUNNING", "COMPLETED"]  # the dead attempt's record stays
+    for key in jobs:
+        done = recs[key][-1]
+        assert done["info"]["resumed_from_epoch"] >= 1 and done["info"]["completed_epochs"] == EPOCHS
+    after = status.collect(status_args(work, "--seeds", "3,4"))
+    assert {r["status"] for r in after["runs"]} == {"COMPLETED"}
+    code, lines = launch(work, "--tables", "table2", "--methods", "dml", "--seeds", "3,4", "--set",
+                         f"epochs={EPOCHS}")
+    assert code == 0 and "nothing to submit" in lines
+
+
+@pytest.mark.slow
+def test_requeued_jobs_resume_from_their_checkpoints(slurm_cluster, work):
+    jobs = _launch_long_runs(work, "5,6")
+    (requeued, r_job), (signalled, s_job) = sorted(jobs.items(), key=lambda kv: kv[1])
+    subprocess.run(["scontrol", "requeue", r_job], check=True)  # SLURM's requeue: SIGTERM, same job again
+    subprocess.run(["scancel", "--signal=USR2", s_job], check=True)  # pre-timeout signal: submitit requeues
+    for job in (r_job, s_job):
+        _release_requeued(job)
+    for job in (r_job, s_job):
+        wait_gone(job, 240)
+    recs = _by_key(work)
+    for key, job in jobs.items():
+        assert [r["status"] for r in recs[key]] == ["PREEMPTED", "COMPLETED"], key
+        assert recs[key][1]["info"]["resumed_from_epoch"] >= 1
+        assert ledger(work, key)["job_id"] == job  # the same job ran again
+        assert "COMPLETED" in sacct(job)[0]
+    log = Path(ledger(work, signalled)["stderr"]).read_text()
+    assert "Calling checkpoint method" in log and f"Requeued job {s_job}" in log
+
+
+def test_a_job_the_cluster_refuses_is_a_clear_error_and_leaves_no_record(slurm_cluster, work, capsys):
+    before = sacct_all()
+    code, _ = launch(work, "--tables", "table2", "--methods", "baseline", "--cpus-per-task", "64")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cpus_per_task=64 is more than any node of partition 'debug' has (at most" in err
+    code, _ = launch(work, "--tables", "table2", "--methods", "baseline", "--partition", "gpu_a100")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "partition 'gpu_a100' does not exist on this cluster; partitions: debug" in err
+    # refused by sbatch itself (no node has this feature): sbatch's reason, and what went in (nothing)
+    code, _ = launch(work, "--tables", "table2", "--methods", "baseline", "--constraint", "a100")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the cluster refused the job array" in err and "constraint=a100" in err
+    assert "Invalid feature specification" in err
+    assert "nothing was submitted" in err and "\n" not in err
+    assert sacct_all() == before
+    assert records(str(work["results"])) == [] and not (work["results"] / "slurm").exists()
+
+
+@pytest.mark.slow
+def test_two_runs_packed_in_one_job_are_preempted_requeued_and_resumed_together(slurm_cluster, work):
+    jobs = _launch_long_runs(work, "7,8", "--runs-per-gpu", "2")
+    assert len(set(jobs.values())) == 1  # one job (one GPU) for both runs
+    job = next(iter(jobs.values()))
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _release_requeued(job)
+    wait_gone(job, 240)
+    recs = _by_key(work)
+    assert set(recs) == set(jobs)
+    for key in jobs:  # each run: its own record per attempt, its own checkpoint
+        assert [r["status"] for r in recs[key]] == ["PREEMPTED", "COMPLETED"], key
+        assert recs[key][1]["info"]["resumed_from_epoch"] >= 1
+        assert recs[key][1]["info"]["checkpoint_dir"].endswith(key)
+    row = sacct(job)[0]
+    assert "COMPLETED" in row and sorted(row.split("pcl:")[1].split("+")) == sorted(jobs)
+
+
+def status_args(work, *extra: str, raw: bool = False):
+    argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke",
+            "--set", f"checkpoint_root={work['ckpt']}", "--set", f"epochs={EPOCHS}", "--tables", "table2",
+            "--methods", "dml", *extra]
+    if raw:
+        return argv
+    parser = status.argparse.ArgumentParser()
+    launch_all.add_store_args(parser)
+    launch_all.add_selection_args(parser)
+    args = parser.parse_args(argv)
+    for key in launch_all.FLAG_OPTIONS:
+        setattr(args, key, None)
+    return args
+
+
+def test_the_command_line_prints_one_line_and_exits_2_on_an_unknown_table(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, str(ROOT / "slurm" / "launch_all.py"), "--tables", "table2,nope",
+                          "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["error: --tables 'nope' is unknown; known: table2, imagenet, "
+                                               "two_stage, ablations.components, ablations.mean_teacher, "
+                                               "ablations.ensemble_teacher, ablations.peers, "
+                                               "ablations.deployed_head"]
+
+
+def test_a_running_record_is_alive_only_with_a_fresh_heartbeat_and_a_live_job():
+    import datetime as dt
+
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    beat = (now - dt.timedelta(seconds=30)).isoformat()
+    state = plan.RunState([{"status": "RUNNING", "heartbeat": beat, "start_time": beat}])
+    run = lambda: plan.Planned({"run_key": "k1", "label": "x"}, ["table2"])  # noqa: E731
+    cases = [({"job_id": "5_1"}, {"5_1"}, 300, "alive"),  # job in the queue, fresh heartbeat
+             ({"job_id": "5_1"}, {"6"}, 300, "to submit"),  # its job is gone: dead
+             ({"job_id": "5_1"}, {"5_1"}, 10, "to submit"),  # heartbeat stale: dead
+             ({}, None, 300, "alive")]  # no SLURM (local executor): the heartbeat decides
+    for entry, live, stale, expected in cases:
+        r = run()
+        plan.classify([r], {"k1": state}, {}, live, {"k1": entry}, stale_after_s=stale, max_attempts=3, now=now)
+        assert r.status == expected, (entry, live, stale)
+    failed = plan.RunState([{"status": "FAILED", "start_time": beat}] * 2)
+    r = run()
+    plan.classify([r], {"k1": failed}, {}, set(), {}, stale_after_s=300, max_attempts=2, now=now)
+    assert r.status == "failed" and "2 FAILED attempts (max_attempts=2)" in r.detail
+
+
+@pytest.mark.slow
+def test_a_run_that_keeps_failing_stops_after_max_attempts_with_its_log_and_error(slurm_cluster, work, tmp_path):
+    empty = tmp_path / "no-cifar"
+    empty.mkdir()
+    args = ("--tables", "table2", "--methods", "baseline", "--set", "dataset=cifar10", "--set", f"data_root={empty}",
+            "--max-attempts", "1")
+    code, lines = launch(work, *args, "--wait")
+    assert code == 1 and any("failed" in line and "log: " in line for line in lines), lines
+    recs = records(str(work["results"]))
+    assert [r["status"] for r in recs] == ["FAILED"]
+    key = recs[0]["config"]["run_key"]
+    argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
+            f"checkpoint_root={work['ckpt']}", "--set", "dataset=cifar10", "--set", f"data_root={empty}",
+            "--tables", "table2", "--methods", "baseline"]
+    parser = status.argparse.ArgumentParser()
+    launch_all.add_store_args(parser)
+    launch_all.add_selection_args(parser)
+    sargs = parser.parse_args(argv)
+    for k in launch_all.FLAG_OPTIONS:
+        setattr(sargs, k, None)
+    sargs.max_attempts = 1
+    row = status.collect(sargs)["runs"][0]
+    assert row["status"] == "FAILED" and row["log"] == ledger(work, key)["stderr"] and Path(row["log"]).is_file()
+    assert row["error"] and "Error" in row["error"], row
+    before = sacct_all()
+    code, lines = launch(work, *args)
+    assert code == 0 and "nothing to submit" in lines
+    assert any(line.startswith(f"not resubmitted: {key}") and "max_attempts=1" in line for line in lines), lines
+    assert sacct_all() == before and len(records(str(work["results"]))) == 1
+
+
+@pytest.mark.slow
+def test_the_local_executor_runs_the_same_jobs_without_slurm(work):
+    code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--executor", "local", "--wait")
+    assert code == 0, lines
+    recs = records(str(work["results"]))
+    assert [r["status"] for r in recs] == ["COMPLETED"]
+    assert ledger(work, recs[0]["config"]["run_key"])["executor"] == "local"
+
+
+def test_arrays_are_split_so_that_their_comment_fits_slurm():
+    runs = [plan.Planned({"run_key": f"{i:016x}"}, ["table2"]) for i in range(130)]
+    for per_gpu in (1, 3):
+        arrays = launch_all._arrays(launch_all._tasks(runs, per_gpu))
+        assert [r for a in arrays for t in a for r in t] == runs  # every run once, in order
+        comments = [cluster.encode_comment([[r.run_key for r in t] for t in a]) for a in arrays]
+        assert all(len(c) <= launch_all.MAX_COMMENT for c in comments) and len(arrays) > 1
+        assert len(comments[0]) > launch_all.MAX_COMMENT - 17 * per_gpu - 1  # arrays are filled up
