@@ -159,14 +159,15 @@ def _checkpoint_identity(method: Method) -> dict[str, Any]:
 
 # ---- evaluation ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[str, float]:
-    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end."""
+def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: bool = False) -> dict[str, float]:
+    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end
+    (`progress`: a bar over the batches)."""
     method.eval()
     correct1: dict[str, torch.Tensor] = {}
     correct5: dict[str, torch.Tensor] = {}
     total = 0
     loader.set_epoch(0)
-    for views, targets in loader:
+    for views, targets in _progress(loader, progress, "evaluation"):
         with _autocast(views[0].device, precision):
             heads = method.eval_heads(views[0])
         total += targets.shape[0]
@@ -270,14 +271,16 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, views: list[tor
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
-          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
+          epoch_log: Callable[[str], None] | None = print) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
     test top-5 error, the loss weights, lr, epoch time and images/s. `should_stop` is polled between steps (a
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
-    host sync each); by default non-finite losses are detected once per epoch.
+    host sync each); by default non-finite losses are detected once per epoch. `epoch_log` receives one plain line
+    per epoch (`epoch_line`; None: silent); `progress` adds bars over training and evaluation.
     """
     device = next(method.parameters()).device
     optimizer = make_optimizer(method, recipe)
@@ -296,6 +299,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         history = list(state["history"])
         start_epoch = int(state["epoch"])
     resumed_from = start_epoch
+    session_start = time.perf_counter()
 
     for epoch in range(start_epoch, recipe.epochs):
         optimizer.param_groups[0]["lr"].fill_(recipe.lr_at(epoch))
@@ -326,9 +330,13 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics["epoch_time_s"] = train_time
         metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
         if test_loader is not None:
-            metrics.update(evaluate(method, test_loader, recipe.precision))
+            metrics.update(evaluate(method, test_loader, recipe.precision, progress=progress))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
+        if epoch_log is not None:
+            per_epoch = (time.perf_counter() - session_start) / (epoch + 1 - start_epoch)
+            epoch_log(epoch_line(history, recipe.epochs, method.deployed_head, time.perf_counter() - t0,
+                                 per_epoch * (recipe.epochs - epoch - 1)))
         if path is not None:
             save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -337,6 +345,39 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
             callback(epoch, metrics)
     return TrainResult(history=history, summary=summarize(history, method.deployed_head),
                        checkpoint_path=str(path) if path else None, resumed_from_epoch=resumed_from)
+
+
+def epoch_line(history: list[dict[str, float]], epochs: int, deployed_head: str, seconds: float,
+               eta_s: float) -> str:
+    """One plain line (no control characters) for the last epoch of `history`: epoch, lr, ramp-up weight, total
+    loss, train and test top-1 error (%) of the deployed head, the best test error so far, the epoch's wall time
+    (training + evaluation) and the estimated time left (mean epoch time of this session x epochs left).
+
+    A deployed temporal mean (`mean_X`) is not trained itself: its train error is that of the live head X.
+    """
+    m = history[-1]
+    parts = [f"epoch {int(m['epoch'])}/{epochs}", f"lr {m['lr']:.4g}"]
+    if "rampup_weight" in m:
+        parts.append(f"ramp-up {m['rampup_weight']:.3f}")
+    parts.append(f"loss {m['train/loss/total']:.4f}")
+    trained = deployed_head if f"train/top1_err/{deployed_head}" in m else deployed_head.removeprefix("mean_")
+    if f"train/top1_err/{trained}" in m:
+        parts.append(f"train err {m[f'train/top1_err/{trained}']:.2f}%"
+                     + (f" ({trained})" if trained != deployed_head else ""))
+    test_key = f"test/top1_err/{deployed_head}"
+    if test_key in m:
+        parts.append(f"test err {m[test_key]:.2f}% ({deployed_head})")
+        best = min((h for h in history if test_key in h), key=lambda h: h[test_key])
+        parts.append(f"best {best[test_key]:.2f}% (epoch {int(best['epoch'])})")
+    parts.append(f"{seconds:.1f}s")
+    parts.append(f"ETA {_clock(eta_s)}")
+    return "  ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(max(seconds, 0.0)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:

@@ -2,6 +2,7 @@
 resume from a checkpoint, PREEMPTED on a stop signal, FAILED with its trace)."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -34,6 +35,29 @@ def _source_base_dir() -> Path:
 
 
 REPO_ROOT = _source_base_dir()
+
+
+class _QuietRunLog(logging.Filter):
+    """Drops Sacred's "Aborted after ..." (a preempted run is reported PREEMPTED by the grid, with its checkpoint)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Aborted after")
+
+
+def _run_logger() -> logging.Logger:
+    """Each run's Sacred logger: warnings only (an observer that fails); the run prints its own lines, and the
+    result dict is in the record, not on the screen."""
+    logger = logging.getLogger("pcl.run")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
+        handler.addFilter(_QuietRunLog())
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+    for handler in logger.handlers:  # the current stderr (a test's capture, a redirected stream)
+        handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
+    return logger
 
 
 @dataclass
@@ -107,8 +131,18 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
     if cfg["force"] and done_epochs >= cfg["epochs"]:
         resume, done_epochs, history = False, 0, []  # force: a finished run trains again from scratch
     attempt_id = uuid.uuid4().hex
+    if resume and done_epochs >= cfg["epochs"]:
+        start = (f"its record is missing but checkpoint {ckpt_path} is final ({done_epochs} epochs): restoring the "
+                 "record from the checkpoint, no training")
+    elif resume and done_epochs > 0:
+        start = f"resuming at epoch {done_epochs + 1}/{cfg['epochs']} from checkpoint {ckpt_path}"
+    elif cfg["force"] and ckpt_path.exists():
+        start = f"force=True: training from scratch, epochs 1-{cfg['epochs']} (checkpoint {ckpt_path} is replaced)"
+    else:
+        start = f"training from scratch, epochs 1-{cfg['epochs']}"
 
     ex = Experiment(name, base_dir=str(REPO_ROOT), save_git_info=True)
+    ex.logger = _run_logger()
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     ex.add_config(record_config(cfg))
     for path in source_files:
@@ -129,6 +163,8 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                     checkpoint_dir=str(ckpt_dir.resolve()), resumed_from_epoch=done_epochs,
                     pcl_version=pcl.__version__, teacher_run_key=cfg["teacher_run_key"],
                     teacher_path=cfg["options"].get(TEACHER_PATH_OPTION))
+        where = file_observer.dir + (f" + {mongo_observer.where}" if mongo_observer else "")
+        print(redact(f"run {key} ({cfg['label'] or cfg['method']}, seed {cfg['seed']}): {start}; record {where}"))
         # a resumed attempt re-logs the epochs of its checkpoint: its record holds the whole curve
         for epoch, metrics in enumerate(history):
             log_epoch(epoch, metrics)
