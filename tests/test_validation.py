@@ -309,3 +309,15 @@ def test_readme_points_only_inside_the_repository_and_gives_times():
         elif "/" in name and not name.startswith(("http", "python")):
             assert (ROOT / name).exists() or (ROOT / name.lstrip("./")).exists(), name
     assert "on a 2-core CPU" in text and "GPU" in text
+
+
+def test_docs_list_every_option_with_default_and_meaning():
+    from pcl.methods import METHODS, method_defaults
+
+    text = (ROOT / "docs" / "methods.md").read_text()
+    for name in METHODS:
+        section = text.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]
+        for key, default in method_defaults(name).items():
+            row = next((line for line in section.splitlines() if line.startswith(f"| `{key}` |")), None)
+            assert row is not None, (name, key)
+            assert f"`{default!r}`" in row and "(undocumented)" not in row, row
