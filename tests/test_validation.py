@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.common import expand, package_sources, run_script
+from experiments.common import run_script
 from pcl import results, tracking
-from pcl.engine import Recipe, epoch_line, seed_everything, train
+from pcl.engine import Recipe, seed_everything, train
 from pcl.methods import build_method
 from pcl.tracking import ConfigError
 from tests.helpers_data import write_cifar10
@@ -219,6 +219,8 @@ def test_each_epoch_prints_one_line_and_progress_adds_bars(tiny_loaders, capsys)
 
 
 def test_epoch_line_best_so_far_and_eta():
+    from pcl.engine import epoch_line
+
     history = [{"epoch": 1, "lr": 0.1, "train/loss/total": 2.0, "test/top1_err/net": 50.0},
                {"epoch": 2, "lr": 0.1, "train/loss/total": 1.5, "test/top1_err/net": 55.0}]
     line = epoch_line(history, 10, "net", 3.0, 3725.0)
@@ -226,43 +228,53 @@ def test_epoch_line_best_so_far_and_eta():
     assert line.endswith("3.0s  ETA 1:02:05")
 
 
+SMOKE_UPDATES = {"method": "baseline"}
+
+
 def _smoke_runs(tmp_path, **overrides):
     from experiments import table2
 
-    updates = {"method": "baseline", "results_dir": str(tmp_path / "results"), "checkpoint_root": str(tmp_path / "ck"),
-               **overrides}
-    return run_script(table2.ex, updates, ["smoke"], command="plan")
+    return run_script(table2.ex, _updates(tmp_path, **overrides), ["smoke"], command="plan")
+
+
+def _updates(tmp_path, **overrides):
+    return {**SMOKE_UPDATES, "results_dir": str(tmp_path / "results"), "checkpoint_root": str(tmp_path / "ck"),
+            **overrides}
 
 
 def test_a_run_says_how_it_starts_resumes_skips_and_restores(tmp_path, capsys):
+    from experiments import table2
+
     runs = _smoke_runs(tmp_path, epochs=2)
-    store = dict(results_dir=tmp_path / "results", experiment_name="table2", source_files=package_sources())
     stop_after_first = [lambda epoch, metrics: tracking.request_stop()]
-    report = tracking.run_grid(runs, callbacks=stop_after_first, **store)
+    report = tracking.run_grid(runs, results_dir=tmp_path / "results", callbacks=stop_after_first)
     captured = capsys.readouterr()
     assert [r.status for r in report.runs] == ["PREEMPTED"]
     assert "training from scratch, epochs 1-2" in captured.out and "epoch 1/2" in captured.out
     assert "PREEMPTED" in captured.out and "Aborted" not in captured.out + captured.err
 
-    report = tracking.run_grid(runs, **store)
+    def drive_grid():  # the driver, in this process (experiments.common.run_script)
+        return run_script(table2.ex, _updates(tmp_path, epochs=2), ["smoke"])
+
+    assert drive_grid().exit_code == 0
     out = capsys.readouterr().out
-    assert report.exit_code == 0
     assert f"resuming at epoch 2/2 from checkpoint {tmp_path / 'ck' / runs[0]['run_key'] / 'checkpoint.pt'}" in out
+    assert "epoch 2/2" in out and "epoch 1/2" not in out
     done = results.find_completed(tmp_path / "results", runs[0]["run_key"])
     err = done["result"]["deployed/top1_err"]
 
-    tracking.run_grid(runs, **store)
+    drive_grid()
     out = capsys.readouterr().out
     assert f"SKIPPED (COMPLETED before, deployed top-1 error {err:.2f}%; record {done['path']}" in out
 
     (Path(done["path"]) / "run.json").unlink()  # the record is gone; the final checkpoint stays
-    tracking.run_grid(runs, **store)
+    drive_grid()
     out = capsys.readouterr().out
     assert "its record is missing but checkpoint" in out and "restoring the record from the checkpoint" in out
 
     # Sacred archives every source file of the package with each run
-    run_json = json.loads((Path(results.find_completed(tmp_path / "results", runs[0]["run_key"])["path"])
-                           / "run.json").read_text())
+    restored = results.find_completed(tmp_path / "results", runs[0]["run_key"])
+    run_json = json.loads((Path(restored["path"]) / "run.json").read_text())
     archived = {Path(p).as_posix() for p, _ in run_json["experiment"]["sources"]}
     package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pcl").rglob("*.py")}
     assert package <= archived, sorted(package - archived)
@@ -308,7 +320,13 @@ def test_readme_points_only_inside_the_repository_and_gives_times():
             assert matches, f"README names {name}, which is not in the repository"
         elif "/" in name and not name.startswith(("http", "python")):
             assert (ROOT / name).exists() or (ROOT / name.lstrip("./")).exists(), name
-    assert "on a 2-core CPU" in text and "GPU" in text
+    # every command of the top block has its expected time on a CPU and on a GPU
+    header = "| command | 2-core CPU | one GPU (H100) |"
+    assert text.count(header) >= 2
+    top = text.split(header, 1)[1].split("\n\n", 1)[0]
+    for command in ("scripts/setup_env.sh", "with quick dataset=cifar10", "pytest"):
+        row = next(line for line in top.splitlines() if command in line)
+        assert len([cell for cell in row.split("|") if cell.strip()]) == 3, row
 
 
 def test_docs_list_every_option_with_default_and_meaning():
