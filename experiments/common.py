@@ -304,18 +304,19 @@ def _capture(fn: Callable[..., Any], *args: Any) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
+_DRIVER_LOG_HANDLER = logging.StreamHandler(sys.stderr)
+_DRIVER_LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+
+
 def _driver_logger(name: str) -> logging.Logger:
     """The driver's logger: silent unless -l LEVEL (the grid prints its own lines; Sacred's "Running command",
     "Result: ..." and config-type warnings of the driver would only repeat them or be superseded by the schema)."""
     logger = logging.getLogger(f"pcl.driver.{name}")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
-        logger.addHandler(handler)
+    if _DRIVER_LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_DRIVER_LOG_HANDLER)
         logger.propagate = False
     logger.setLevel(logging.CRITICAL + 1)
-    for handler in logger.handlers:
-        handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
+    _DRIVER_LOG_HANDLER.stream = sys.stderr  # the current stderr (not setStream: it flushes the old, maybe closed)
     return logger
 
 

@@ -148,11 +148,12 @@ def test_values_wrong_together_fail_in_the_schema():
 
 def test_a_corrupt_cifar_file_is_named(tmp_path):
     from pcl.data import load_cifar
-    from pcl.data.check import DataError, check_data
 
     root = corrupt_cifar(tmp_path)
     with pytest.raises(ValueError, match=r"data_batch_3: not a readable CIFAR batch file .*truncated"):
-        load_cifar("cifar10", root)
+        load_cifar("cifar10", root)  # was a bare EOFError / "pickle data was truncated"
+    from pcl.data.check import DataError, check_data
+
     with pytest.raises(DataError, match=r"'data_root'=.*data_batch_3"):
         check_data("cifar10", root)
 

@@ -9,15 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pcl.engine import MetricsCallback
 from pcl import results
+from pcl.engine import MetricsCallback
 from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError, normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import clear_stop, stop_on_signals, stop_requested, stop_signal
 from pcl.tracking.run import TrackedRun, run_tracked
-from pcl.tracking.secrets import redact
+from pcl.tracking.secrets import redact, resolve_mongo_url
 from pcl.tracking.stores import _url_database, open_store
-from pcl.tracking.secrets import resolve_mongo_url
 
 
 @dataclass

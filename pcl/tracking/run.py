@@ -44,19 +44,22 @@ class _QuietRunLog(logging.Filter):
         return not str(record.msg).startswith("Aborted after")
 
 
+_RUN_LOG_HANDLER = logging.StreamHandler(sys.stderr)
+_RUN_LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
+_RUN_LOG_HANDLER.addFilter(_QuietRunLog())
+
+
 def _run_logger() -> logging.Logger:
     """Each run's Sacred logger: warnings only (an observer that fails); the run prints its own lines, and the
     result dict is in the record, not on the screen."""
     logger = logging.getLogger("pcl.run")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
-        handler.addFilter(_QuietRunLog())
-        logger.addHandler(handler)
+    if _RUN_LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_RUN_LOG_HANDLER)
         logger.propagate = False
         logger.setLevel(logging.WARNING)
-    for handler in logger.handlers:  # the current stderr (a test's capture, a redirected stream)
-        handler.stream = sys.stderr  # (not setStream: it flushes the old one, which may be closed)
+    # the current stderr (a test's capture, a redirected stream); not setStream: it flushes the old one, which may
+    # be closed
+    _RUN_LOG_HANDLER.stream = sys.stderr
     return logger
 
 
