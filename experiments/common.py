@@ -12,6 +12,11 @@ Commands of every script:
     python experiments/SCRIPT.py plan [with ...]               # list the runs and their run_keys, train nothing
     python experiments/SCRIPT.py print_config [with ...]       # Sacred's config view
 
+Every bad input (config, also values wrong together; data; device; folders; database name; an unknown or refused
+flag) is one line on stderr naming the key, the value and what is allowed, exit code 2, before any run, record,
+checkpoint, lock or data folder exists (`cli`). Sacred's flags -F DIR, -m URL, -c COMMENT, -n NAME, -p, -l, -d, -h
+are honoured (HONOURED_FLAGS); the others are refused with a reason (REFUSED_FLAGS).
+
 Config keys: every key of pcl.schema.KEYS (the run keys plus the driver's `seeds`, `results_dir`, `mongo_url` (or
 $PCL_MONGO_URL) and `db_name`). `method` and `backbone` may be a name, a list (`'method=["pcl","dml"]'`)
 or None (the script's whole axis). `options` is merged over each method's defaults; in a grid of several methods an

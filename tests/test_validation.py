@@ -340,3 +340,24 @@ def test_docs_list_every_option_with_default_and_meaning():
             row = next((line for line in section.splitlines() if line.startswith(f"| `{key}` |")), None)
             assert row is not None, (name, key)
             assert f"`{default!r}`" in row and "(undocumented)" not in row, row
+
+
+def test_loglevel_and_print_config_flags_do_what_they_say(tmp_path, monkeypatch):
+    from experiments import table2
+    from experiments.common import cli
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        cli(table2.ex, ["experiments/table2.py", "plan", "-l", "INFO", "-p", "with", "smoke", "method=baseline"])
+    text = printed.getvalue()
+    assert "Running command 'plan'" in text  # -l INFO: the driver's log lines appear
+    assert "checkpoint_root = " in text  # -p: the config is printed first
+    assert "resolved options per method" in text
+
+
+def test_imagenet_folder_is_checked_before_the_grid(tmp_path):
+    from pcl.data.check import DataError, check_data
+
+    (tmp_path / "train" / "n01").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"'data_root'=.*ImageNet"):
+        check_data("imagenet", tmp_path)
