@@ -12,6 +12,11 @@ Commands of every script:
     python experiments/SCRIPT.py plan [with ...]               # list the runs and their run_keys, train nothing
     python experiments/SCRIPT.py print_config [with ...]       # Sacred's config view
 
+Every bad input (config, also values wrong together; data; device; folders; database name; an unknown or refused
+flag) is one line on stderr naming the key, the value and what is allowed, exit code 2, before any run, record,
+checkpoint, lock or data folder exists (`cli`). Sacred's flags -F DIR, -m URL, -c COMMENT, -n NAME, -p, -l, -d, -h
+are honoured (HONOURED_FLAGS); the others are refused with a reason (REFUSED_FLAGS).
+
 Config keys: every key of pcl.schema.KEYS (the run keys plus the driver's `seeds`, `results_dir`, `mongo_url` (or
 $PCL_MONGO_URL) and `db_name`). `method` and `backbone` may be a name, a list (`'method=["pcl","dml"]'`)
 or None (the script's whole axis). `options` is merged over each method's defaults; in a grid of several methods an
@@ -20,7 +25,10 @@ option applies to the methods that have it.
 from __future__ import annotations
 
 import copy
+import difflib
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -29,7 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python experiments/x.py`: make `pcl` and `experiments` importable
     sys.path.insert(0, str(ROOT))
 
+from docopt import DocoptExit, docopt  # noqa: E402  (Sacred's own command-line parser)
 from sacred import Experiment  # noqa: E402
+from sacred.arg_parser import get_config_updates  # noqa: E402
+from sacred.commands import print_config as sacred_print_config  # noqa: E402
+from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
+
+import pcl  # noqa: E402
 
 from pcl import schema, tracking  # noqa: E402
 from pcl.methods import METHODS, method_defaults  # noqa: E402
@@ -125,8 +139,12 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
                           f"known: {', '.join(sorted(METHODS))}")
     orphans = sorted(k for k in user_options if not any(k in method_defaults(m) for m in methods))
     if orphans:
+        valid = sorted({k for m in methods for k in method_defaults(m)})
+        close = sorted({c for k in orphans for c in difflib.get_close_matches(k, valid, n=2)})
+        hint = f"; did you mean {', '.join(f'options.{c}' for c in close)}?" if close else ""
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in orphans)}: not an option of any method "
-                          f"of this grid ({', '.join(sorted(methods))})")
+                          f"of this grid ({', '.join(sorted(methods))}); valid: "
+                          f"{', '.join(valid) or '(none: these methods take no options)'}{hint}")
     base = {k: cfg[k] for k in RUN_KEYS if k in cfg and k not in ("options", "method", "backbone", "run_key")}
     base["experiment"] = name
     runs = []
@@ -183,23 +201,53 @@ class Plan(list):
         return f"{len(self)} run(s)"
 
 
+def _format_options(options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) or "(none)"
+
+
 def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
     """The plan as a table (run_key, every identity key of pcl.schema whose value differs between the runs, the
-    label; one row per run), then each method's resolved options once."""
+    label, and the options each run sets apart from its method's defaults), then every method's resolved options."""
     import pandas as pd
 
     shown = [k for k in schema.RUN_KEYS if schema.KEYS[k].identity and k != "options"]
-    table = pd.DataFrame([{"run_key": r["run_key"], **{k: "" if r[k] is None else str(r[k]) for k in shown},
-                           "label": r["label"] or r["method"]} for r in runs])
+    rows = []
+    for r in runs:
+        defaults = {**method_defaults(r["method"]), **({"peers": r["peers"]} if r["peers"] else {})}
+        changed = {k: v for k, v in r["options"].items() if defaults.get(k, object()) != v}
+        rows.append({"run_key": r["run_key"], **{k: "" if r[k] is None else str(r[k]) for k in shown},
+                     "label": r["label"] or r["method"], "options apart from the defaults": _format_options(changed)})
+    table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if c in ("run_key", "seed", "label") or table[c].nunique() > 1]]
     table.index = range(1, len(table) + 1)
-    options: dict[str, str] = {}
+    return "\n".join([table.to_string(), "", _format_method_options(runs)])
+
+
+def _format_method_options(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Each method's resolved options (its defaults merged with `options`; docs/methods.md says what they mean)."""
+    lines = ["resolved options per method (docs/methods.md: default and meaning of each):"]
+    seen: dict[str, list[str]] = {}
     for r in runs:
-        opts = {k: v for k, v in r["options"].items() if k not in schema.INFRA_OPTIONS}
-        text = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "(none)"
-        options.setdefault(f"{r['method']}: {text}", r["label"])
-    lines = [table.to_string(), "", "resolved method options (docs/methods.md):"]
-    return "\n".join(lines + [f"  {line}" for line in options])
+        shown = _format_options(r["options"])
+        if shown not in seen.setdefault(r["method"], []):
+            seen[r["method"]].append(shown)
+    for method, variants in seen.items():
+        for shown in variants:
+            lines.append(f"  {method}: {shown}")
+    return "\n".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def package_sources() -> list[str]:
+    """Every source file of the pcl package and of the drivers (experiments/, ablations/): Sacred archives them
+    with each run, so a record holds the code that produced it."""
+    package = Path(pcl.__file__).resolve().parent
+    files = sorted(package.rglob("*.py"))
+    for folder in ("experiments", "ablations"):
+        files += sorted((ROOT / folder).glob("*.py"))
+    return [str(f) for f in files if "__pycache__" not in f.parts]
 
 
 def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: str | None = None,
@@ -211,32 +259,53 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
     teacher_backbone); `smoke`/`quick` extend the shared named configs with values for those keys.
     """
     ex = Experiment(name, base_dir=str(ROOT), save_git_info=False)  # the driver: never observed
+    ex.logger = _driver_logger(name)
     if doc:
         ex.doc = doc
     ex.add_config({**scope_defaults(), **dict(defaults or {})})
     ex.config_hook(resolve_recipe)
     ex.add_named_config("quick", {**QUICK, **dict(quick or {})})
     ex.add_named_config("smoke", {**SMOKE, **dict(smoke or {})})
-    sources = [script] if script else []
+    sources = package_sources() + ([str(Path(script).resolve())] if script else [])
 
-    def main(_config, options):  # `options` is named so that `with options.KEY=VALUE` passes Sacred's checks
+    def main(_run, _config, options):  # `options` is named so that `with options.KEY=VALUE` passes Sacred's checks
         """Run the grid: each run a separate Sacred run with its own record; COMPLETED run_keys are skipped."""
         cfg = plain(_config)
+        comment = _run.meta_info.get("comment")  # Sacred's -c COMMENT
+        if comment:
+            if cfg.get("comment") and cfg["comment"] != comment:
+                raise ConfigError(f"config key 'comment'={cfg['comment']!r} conflicts with -c {comment!r}: give "
+                                  "the comment once")
+            cfg["comment"] = comment
         runs = expand(name, grid, cfg)
         report = tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
-                                   db_name=cfg["db_name"], experiment_name=name, source_files=sources)
+                                   db_name=cfg["db_name"], experiment_name=_run.experiment_info["name"],  # -n NAME
+                                   source_files=list(dict.fromkeys(sources)))
         if report.stop_signal is None:  # the grid ends with its table (a preempted job hands its signal on at once)
             print_table(name, cfg, runs)
         return report
 
     def plan(_config, options):
-        """List the runs of the grid with their run_keys (no training, no record, no store access)."""
+        """List the runs of the grid with their run_keys and every method's resolved options (no training, no
+        record, no store access)."""
         runs = Plan(expand(name, grid, plain(_config)))
         print(_format_plan(runs))
         return runs
 
+    def print_config(_run, _config):
+        """Print the resolved config, then every method's resolved options for it (no training, no record)."""
+        if sys.stdout.isatty():
+            sacred_print_config(_run)
+        else:  # no colour codes in a log file
+            print(_ANSI.sub("", _capture(sacred_print_config, _run)))
+        try:
+            print(_format_method_options(expand(name, grid, plain(_config))))
+        except ConfigError as err:
+            print(f"(method options not resolved: {err})")
+
     ex.main(main)
     ex.command(plan, unobserved=True)
+    ex.command(print_config, unobserved=True)
     ex.grid = grid  # for launchers: expand(ex.path, ex.grid, config)
     return ex
 
@@ -246,6 +315,32 @@ def run_script(ex: Experiment, config_updates: Mapping[str, Any] | None = None,
     """The Python equivalent of the command line: the grid's GridReport (or `plan`'s list of run configs)."""
     return ex.run(command, config_updates=dict(config_updates or {}), named_configs=list(named_configs),
                   options={"--unobserved": True}).result
+
+
+def _capture(fn: Callable[..., Any], *args: Any) -> str:
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        fn(*args)
+    return buffer.getvalue().rstrip("\n")
+
+
+_DRIVER_LOG_HANDLER = logging.StreamHandler(sys.stderr)
+_DRIVER_LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+
+
+def _driver_logger(name: str) -> logging.Logger:
+    """The driver's logger: silent unless -l LEVEL (the grid prints its own lines; Sacred's "Running command",
+    "Result: ..." and config-type warnings of the driver would only repeat them or be superseded by the schema)."""
+    logger = logging.getLogger(f"pcl.driver.{name}")
+    if _DRIVER_LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_DRIVER_LOG_HANDLER)
+        logger.propagate = False
+    logger.setLevel(logging.CRITICAL + 1)
+    _DRIVER_LOG_HANDLER.stream = sys.stderr  # the current stderr (not setStream: it flushes the old, maybe closed)
+    return logger
 
 
 def _move_mongo_url_to_env(argv: list[str]) -> list[str]:
@@ -263,14 +358,144 @@ def _move_mongo_url_to_env(argv: list[str]) -> list[str]:
     return out
 
 
+#: Sacred's flags the drivers honour, and what each does here
+HONOURED_FLAGS: dict[str, str] = {
+    "--file_storage": "-F DIR: results_dir=DIR",
+    "--mongo_db": "-m URL: the MongoDB URL (moved to $PCL_MONGO_URL, never printed or recorded)",
+    "--comment": "-c COMMENT: recorded in every run's config as `comment`",
+    "--name": "-n NAME: the experiment name in every run's record",
+    "--print-config": "-p: print the config before running",
+    "--loglevel": "-l LEVEL: the driver's log level",
+    "--debug": "-d: full tracebacks, also for configuration errors",
+    "--help": "-h: this help",
+}
+#: why the other Sacred flags are refused (a flag that did nothing would be a silent surprise)
+REFUSED_FLAGS: dict[str, str] = {
+    "--queue": "the suite has no queue of runs; submit the command to your job scheduler instead",
+    "--unobserved": "every run is always recorded in the file store (results_dir); the driver itself records "
+                    "nothing",
+    "--force": "Sacred's warnings about changed config entries are replaced by the suite's validation; to train "
+               "COMPLETED runs again use force=True",
+    "--id": "each store numbers its own runs; runs are identified by run_key and attempt_id",
+    "--pdb": "use -d for full tracebacks",
+    "--capture": "each run captures its output itself",
+    "--beat-interval": "not configurable in the suite",
+    "--priority": "the suite has no queue of runs",
+    "--enforce_clean": "git state is recorded with each run but not enforced",
+    "--sql": "records go to the file store and MongoDB only",
+    "--tiny_db": "records go to the file store and MongoDB only",
+    "--s3": "records go to the file store and MongoDB only",
+    "--gcs": "records go to the file store and MongoDB only",
+}
+SUPPORTED = "-F DIR, -m URL, -c COMMENT, -n NAME, -p, -l LEVEL, -d, -h"
+
+
+def _flag_name(ex: Experiment, long_flag: str) -> str:
+    for option in ex.all_cli_options:
+        if option.get_flag() == long_flag:
+            return f"{option.get_short_flag()} ({long_flag})"
+    return long_flag
+
+
+def _sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[str, Any]) -> str:
+    """One line for one of Sacred's own configuration errors (an unknown key, an unknown named config, ...)."""
+    if isinstance(err, ConfigAddedError):
+        keys = list(getattr(err, "__conflicting_configs__", ()))
+        shown = ", ".join(f"{k!r}={_dotted(config_updates, k)!r}" for k in keys)
+        known = sorted(k for k in _config_keys(ex) if k not in keys)
+        close = sorted({c for k in keys for c in difflib.get_close_matches(k, known, n=2)})
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"unknown config key(s) {shown}: allowed keys are {', '.join(known)}{hint}"
+    if isinstance(err, NamedConfigNotFoundError):
+        found = re.search(r'"(.*?)"\. Available config values are: (.*)$', str(err))
+        if found:
+            allowed = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
+            return f"named config {found.group(1)!r} is unknown: allowed named configs: {allowed}"
+    return " ".join(str(getattr(err, "message", None) or err).split())
+
+
+def _config_keys(ex: Experiment) -> list[str]:
+    """The keys of a driver's config (the schema's scope plus the script's own keys)."""
+    try:
+        return list(ex._create_run("print_config", options={"--unobserved": True}).config)
+    except Exception:  # noqa: BLE001 - only used for a message
+        return list(SCOPE_KEYS)
+
+
+def _dotted(tree: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[str], dict[str, Any]]:
+    """(command, config updates, named configs, Sacred options for the driver) from a command line, with the
+    honoured flags mapped to the suite and the others refused (tracking.UserError, one line)."""
+    _, usage, internal_usage = ex.get_usage()
+    try:
+        args = docopt(internal_usage, [str(a) for a in argv[1:]], default_help=False)
+    except DocoptExit:
+        raise tracking.UserError(f"the command line is not understood: expected `{Path(argv[0]).name} [COMMAND] "
+                                 f"[FLAGS] [with KEY=VALUE ...]`; flags: {SUPPORTED}; see --help") from None
+    if ex._handle_help(args, usage):
+        sys.exit(0)
+    for flag, value in args.items():
+        if flag.startswith("--") and value and flag not in HONOURED_FLAGS:
+            reason = REFUSED_FLAGS.get(flag, "not supported by the suite's drivers")
+            raise tracking.UserError(f"flag {_flag_name(ex, flag)} is refused: {reason}; supported flags: "
+                                     f"{SUPPORTED}")
+    command = args.get("COMMAND") or ex.default_command
+    problem = ex._check_command(command)
+    if problem:
+        raise tracking.UserError(f"command {command!r} is unknown: {problem.split('Available commands are: ')[-1]}"
+                                 " are the commands")
+    config_updates, named_configs = get_config_updates(args["UPDATE"])
+    if args["--file_storage"]:
+        given = config_updates.get("results_dir")
+        if given is not None and given != args["--file_storage"]:
+            raise tracking.UserError(f"config key 'results_dir'={given!r} conflicts with -F "
+                                     f"{args['--file_storage']!r}: give the results folder once")
+        config_updates["results_dir"] = args["--file_storage"]
+    if args["--mongo_db"]:
+        url = str(args["--mongo_db"]).strip("'\"")
+        if not re.match(r"mongodb(\+srv)?://", url):
+            raise tracking.UserError("flag -m (--mongo_db) needs a MongoDB URL (mongodb://HOST:PORT/DATABASE, "
+                                     "with credentials if needed); Sacred's host:port:db form is not supported")
+        tracking.resolve_mongo_url(url)  # registers the password for redaction
+        os.environ[tracking.MONGO_URL_ENV] = url
+    options = {"--unobserved": True}  # the driver records nothing; each run records itself
+    for flag in ("--comment", "--name", "--print-config", "--loglevel", "--debug"):
+        if args[flag]:
+            options[flag] = args[flag]
+    return command, config_updates, named_configs, options
+
+
 def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:
-    """Sacred's command line for a driver; exits 0 when every run is done, 1 on failures, and on a stop signal
-    hands the signal on (default action or submitit's requeue) once the preempted run is recorded."""
+    """Sacred's command line for a driver, with one line per user error.
+
+    Exit codes: 0 when every run is done (or the only ones left are being trained by another live process),
+    1 on failed runs, 2 on a user error (a bad config value, also values wrong together, missing or corrupt data,
+    a device this machine lacks, a folder that cannot be written, an unknown or refused flag): one line on stderr
+    naming the key, the value and what is allowed, and nothing recorded, checkpointed, locked or downloaded.
+    On a stop signal the signal is handed on (default action or submitit's requeue) once the preempted run is
+    recorded.
+    """
+    _driver_logger(ex.path)  # its handler writes to the current stderr
     args = _move_mongo_url_to_env(list(sys.argv if argv is None else argv))
-    flags = set(args[1:])
-    if not flags & {"-h", "--help", "help", "-u", "--unobserved"}:
-        args.append("--unobserved")  # the driver never records (a -m/-F flag would otherwise attach observers)
-    run = ex.run_commandline(args)
+    debug = any(a in ("-d", "--debug") for a in args[1:])
+    config_updates: dict[str, Any] = {}
+    try:
+        command, config_updates, named_configs, options = _parse(ex, args)
+        run = ex.run(command, config_updates=config_updates, named_configs=named_configs, options=options)
+    except (ConfigError, tracking.UserError, SacredError) as err:
+        if debug:
+            raise
+        line = str(err) if isinstance(err, (ConfigError, tracking.UserError)) else _sacred_error_line(
+            ex, err, config_updates)
+        print(tracking.redact("error: " + " ".join(line.split())), file=sys.stderr)
+        sys.exit(2)
     report = getattr(run, "result", None)
     if isinstance(report, tracking.GridReport):
         if report.stop_signal is not None:

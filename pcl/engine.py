@@ -270,8 +270,9 @@ def _checkpoint_identity(method: Method) -> dict[str, Any]:
 
 # ---- evaluation ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[str, float]:
-    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end.
+def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: bool = False) -> dict[str, float]:
+    """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end
+    (`progress`: a bar over the batches).
 
     With two or more `method.peer_heads`, also `test/diversity`: their mean pairwise disagreement (%), see
     pcl.diversity.
@@ -283,7 +284,7 @@ def evaluate(method: Method, loader: Loader, precision: str = "fp32") -> dict[st
     disagree: torch.Tensor | None = None
     total = 0
     loader.set_epoch(0)
-    for views, targets in loader:
+    for views, targets in _progress(loader, progress, "evaluation"):
         with _autocast(views[0].device, precision):
             heads = method.eval_heads(views[0])
         total += targets.shape[0]
@@ -395,7 +396,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
           should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
-          fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True) -> TrainResult:
+          fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True,
+          epoch_log: Callable[[str], None] | None = print) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -409,6 +411,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
     (fast path) views in channels_last memory format. write_checkpoints=False resumes from checkpoint_path but
     never writes it (the non-zero ranks of a distributed run, pcl.distributed).
+    `epoch_log` receives one plain line per epoch (`epoch_line`; None: silent); `progress` adds bars over training
+    and evaluation.
     """
     from pcl import fastpath  # here: pcl.fastpath imports this module
 
@@ -440,6 +444,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
                                    channels_last=channels_last)
         test_loader = None if test_loader is None else fastpath.LargeBatchEval(test_loader,
                                                                                 channels_last=channels_last)
+    session_start = time.perf_counter()
 
     for epoch in range(start_epoch, recipe.epochs):
         for group in optimizer.param_groups:  # one shared lr tensor today; every group, should that change
@@ -476,10 +481,14 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics["epoch_time_s"] = train_time
         metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
         if test_loader is not None:
-            metrics.update(evaluate(method, test_loader, recipe.precision))
+            metrics.update(evaluate(method, test_loader, recipe.precision, progress=progress))
             metrics.update(deployed_metrics(metrics, method.deployed_head))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
+        if epoch_log is not None:
+            per_epoch = (time.perf_counter() - session_start) / (epoch + 1 - start_epoch)
+            epoch_log(epoch_line(history, recipe.epochs, method.deployed_head, time.perf_counter() - t0,
+                                 per_epoch * (recipe.epochs - epoch - 1)))
         if path is not None and write_checkpoints:
             save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -488,6 +497,39 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
             callback(epoch, metrics)
     return TrainResult(history=history, summary=summarize(history, method.deployed_head),
                        checkpoint_path=str(path) if path else None, resumed_from_epoch=resumed_from)
+
+
+def epoch_line(history: list[dict[str, float]], epochs: int, deployed_head: str, seconds: float,
+               eta_s: float) -> str:
+    """One plain line (no control characters) for the last epoch of `history`: epoch, lr, ramp-up weight, total
+    loss, train and test top-1 error (%) of the deployed head, the best test error so far, the epoch's wall time
+    (training + evaluation) and the estimated time left (mean epoch time of this session x epochs left).
+
+    A deployed temporal mean (`mean_X`) is not trained itself: its train error is that of the live head X.
+    """
+    m = history[-1]
+    parts = [f"epoch {int(m['epoch'])}/{epochs}", f"lr {m['lr']:.4g}"]
+    if "rampup_weight" in m:
+        parts.append(f"ramp-up {m['rampup_weight']:.3f}")
+    parts.append(f"loss {m['train/loss/total']:.4f}")
+    trained = deployed_head if f"train/top1_err/{deployed_head}" in m else deployed_head.removeprefix("mean_")
+    if f"train/top1_err/{trained}" in m:
+        parts.append(f"train err {m[f'train/top1_err/{trained}']:.2f}%"
+                     + (f" ({trained})" if trained != deployed_head else ""))
+    test_key = f"test/top1_err/{deployed_head}"
+    if test_key in m:
+        parts.append(f"test err {m[test_key]:.2f}% ({deployed_head})")
+        best = min((h for h in history if test_key in h), key=lambda h: h[test_key])
+        parts.append(f"best {best[test_key]:.2f}% (epoch {int(best['epoch'])})")
+    parts.append(f"{seconds:.1f}s")
+    parts.append(f"ETA {_clock(eta_s)}")
+    return "  ".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(max(seconds, 0.0)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:

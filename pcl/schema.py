@@ -27,6 +27,10 @@ PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it of
 TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
 GROUPS = ("experiment", "recipe", "data", "infra", "driver")
 _UNSET = object()
+#: MongoDB's rules for a database name (what `db_name` and a URL's database must satisfy)
+MONGO_DB_NAME_RULE = "a MongoDB database name: 1-63 characters, none of / \\ . space \" $ * < > : | ?"
+#: images in the train / test split of the datasets whose size is fixed (the original files)
+SPLIT_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 
 
 class ConfigError(ValueError):
@@ -247,6 +251,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("progress", "infra", False, boolean(), "progress bar over training and evaluation", example=True),
     Key("experiment", "infra", "", text(), "the script that runs it (set by the driver)", example="table2"),
     Key("label", "infra", "", text(), "the grid cell's name (set by the driver)", example="pcl/resnet32"),
+    Key("comment", "infra", "", text(), "a note recorded with each run (Sacred's -c COMMENT)",
+        example="first try"),
     Key("run_key", "infra", None, text(allow_none=True), "derived: hash of the identity keys (never set it)",
         derived=True),
     # the grid driver's keys (never in a run config)
@@ -255,7 +261,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("results_dir", "driver", "results", text(pattern=r".+", allowed="a folder"), "Sacred file store: always written", example="elsewhere"),
     Key("mongo_url", "driver", None, text(allow_none=True),
         "MongoDB URL (else $PCL_MONGO_URL); never recorded, never printed"),
-    Key("db_name", "driver", None, text(allow_none=True), "MongoDB database (None: the URL's, else 'pcl')"),
+    Key("db_name", "driver", None, text(allow_none=True, pattern=r'[^/\\. "$*<>:|?\x00]{1,63}',
+                                        allowed=f"None or {MONGO_DB_NAME_RULE}"),
+        "MongoDB database (None: the URL's, else 'pcl')", example="pcl_tests"),
 )}
 
 #: keys of a run config, in record order
@@ -450,10 +458,48 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
     out["backbone_revision"] = REVISIONS.get(out["backbone"], 1)
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
+    _check_together(out, given_milestones=milestones)
     if check_build and out["teacher_run_key"] is None:
         _check_method_builds(out)
     out["run_key"] = run_key(out)
     return {k: out[k] for k in RUN_KEYS}
+
+
+def train_split_size(cfg: Mapping[str, Any]) -> int | None:
+    """Images in the training split of a run's dataset (before `train_subset`); None where only the data on disk
+    knows (ImageNet: checked when the folder is scanned)."""
+    if cfg["dataset"] == "synthetic":
+        return cfg["synthetic_train_size"]
+    return SPLIT_SIZES[cfg["dataset"]][0] if cfg["dataset"] in SPLIT_SIZES else None
+
+
+def _check_together(out: Mapping[str, Any], given_milestones: list[int] | None) -> None:
+    """Values that are valid alone but wrong together (ConfigError naming the key, the value and the limit).
+
+    - milestones: an LR step at epoch >= `epochs` never happens (the LR would silently never decay). The recipe's
+      own milestones scaled to a very short run (e.g. [1, 1] for epochs=1) are accepted: nobody asked for them.
+    - train_subset: at most the training split; batch_size: at most the images trained on (every step takes a
+      full batch, a smaller split would train no step at all).
+    """
+    epochs = out["epochs"]
+    if given_milestones is not None and given_milestones != scaled_milestones(epochs, recipe_of(out["dataset"])):
+        late = [m for m in given_milestones if m >= epochs]
+        if late:
+            raise ConfigError(f"config key 'milestones'={given_milestones!r} is invalid with epochs={epochs}: "
+                              f"every milestone must be < epochs (an LR step at epoch {late[0]} never happens)")
+    n_train = train_split_size(out)
+    if n_train is None:
+        return
+    where = (f"synthetic_train_size={n_train}" if out["dataset"] == "synthetic"
+             else f"{n_train} training images in {out['dataset']}")
+    if out["train_subset"] is not None and out["train_subset"] > n_train:
+        raise ConfigError(f"config key 'train_subset'={out['train_subset']!r} is invalid with dataset="
+                          f"{out['dataset']!r}: must be at most the training split ({where})")
+    images = n_train if out["train_subset"] is None else out["train_subset"]
+    if out["batch_size"] > images:
+        source = f"train_subset={images}" if out["train_subset"] is not None else where
+        raise ConfigError(f"config key 'batch_size'={out['batch_size']!r} is invalid: must be at most the images "
+                          f"trained on ({source}); a step takes a full batch")
 
 
 _BUILD_CHECKED: dict[str, str | None] = {}

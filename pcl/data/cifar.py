@@ -90,13 +90,22 @@ _NUMPY_GLOBALS = {
 }
 
 
+class DataFileError(ValueError):
+    """A data file that is present but cannot be used (truncated, corrupt, wrong content); the message names the
+    file, what is wrong with it and how to replace it."""
+
+
+class UnsafeDataFileError(DataFileError, pickle.UnpicklingError):
+    """A data file that asks to run code (a pickle global other than numpy's array rebuilders): never loaded."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Resolves only the globals needed to rebuild numpy arrays, dicts, lists and strings."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _NUMPY_GLOBALS or module == "numpy.dtypes":
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise UnsafeDataFileError(
             f"refusing to load global {module}.{name}: a CIFAR batch file only holds numpy arrays and lists"
         )
 
@@ -158,15 +167,23 @@ def cifar_fingerprint(name: str, root: str | os.PathLike | None = None) -> dict[
 
 
 def _read_batch(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        data = f.read()
-        key = _stat_key(path, os.fstat(f.fileno()))
-    # the bytes actually read are what the run's recorded fingerprint describes
-    _MD5_CACHE[key] = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    # latin1 is what the Python 2 originals need for their array bytes; keys may then be str or bytes.
-    raw = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+            key = _stat_key(path, os.fstat(f.fileno()))
+        # the bytes actually read are what the run's recorded fingerprint describes
+        _MD5_CACHE[key] = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        # latin1 is what the Python 2 originals need for their array bytes; keys may then be str or bytes.
+        raw = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except UnsafeDataFileError as err:
+        raise UnsafeDataFileError(f"{path}: {err}") from None
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OSError) as err:  # what a truncated or overwritten pickle raises
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise DataFileError(f"{path}: not a readable CIFAR batch file ({reason}); it is truncated or corrupt: "
+                            "delete it and fetch the files again (download=True)") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+        raise DataFileError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
@@ -176,17 +193,17 @@ def _read_split(directory: Path, files: tuple[str, ...], label_key: str, num_cla
         path = directory / name
         batch = _read_batch(path)
         if "data" not in batch or label_key not in batch:
-            raise ValueError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(batch)})")
+            raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(batch)})")
         data = np.asarray(batch["data"])
         if data.dtype != np.uint8:
-            raise ValueError(f"{path}: 'data' must be uint8, got {data.dtype}")
+            raise DataFileError(f"{path}: 'data' must be uint8, got {data.dtype}")
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"{path}: 'data' must be [N, 3072] (R, G, B planes of 32x32), got {data.shape}")
+            raise DataFileError(f"{path}: 'data' must be [N, 3072] (R, G, B planes of 32x32), got {data.shape}")
         y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
         if y.shape[0] != data.shape[0]:
-            raise ValueError(f"{path}: {data.shape[0]} images but {y.shape[0]} labels")
+            raise DataFileError(f"{path}: {data.shape[0]} images but {y.shape[0]} labels")
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{path}: labels outside 0..{num_classes - 1} (min {y.min()}, max {y.max()})")
+            raise DataFileError(f"{path}: labels outside 0..{num_classes - 1} (min {y.min()}, max {y.max()})")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(y)
     return ArraySplit(

@@ -6,10 +6,12 @@ change). Every method is built with its default options, for resnet32 on CIFAR-1
 """
 from __future__ import annotations
 
+import inspect
+import re
 import tempfile
 from pathlib import Path
 
-from pcl.methods import METHODS, Method, build_method, method_defaults
+from pcl.methods import METHODS, Method, build_method, method_class, method_defaults
 from pcl.models import DEFAULT_DROPOUT
 
 BACKBONE = "resnet32"
@@ -71,6 +73,54 @@ DISAGREEMENTS: tuple[tuple[str, str, object, str], ...] = (
      "True: the peers' logits inside the targets are fixed (spec); False: the OKDDip code, which detaches nothing"),
     ("okddip", "scaled_attention", True, "False: q.k unscaled as the OKDDip code; True: divided by sqrt(d)"),
 )
+
+# Meanings of the options several methods share; a method's own __init__ docstring ("name: meaning.") overrides them.
+COMMON_OPTIONS: dict[str, str] = {
+    "peers": "number of peers / branches / networks m (top-level config key `peers`)",
+    "temperature": "softmax temperature T of the KD terms (each scaled by T^2)",
+    "rampup_length": "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) of the distillation weight (0: none)",
+}
+
+
+def option_meanings(name: str) -> dict[str, str]:
+    """Each option of method `name` -> its meaning, from the method's __init__ docstring (`option: meaning.`, also
+    `a / b: meaning.`), else COMMON_OPTIONS, else "(undocumented)"."""
+    doc = " ".join((inspect.getdoc(method_class(name).__init__) or "").split())
+    options = method_defaults(name)
+    marker = re.compile(r"(?:^|(?<=\. ))((?:%s)(?: / (?:%s))*): " % ("|".join(map(re.escape, options)),
+                                                                    "|".join(map(re.escape, options))))
+    found: dict[str, str] = {}
+    hits = list(marker.finditer(doc)) if options else []
+    for i, hit in enumerate(hits):
+        end = hits[i + 1].start() if i + 1 < len(hits) else len(doc)
+        for key in hit.group(1).split(" / "):
+            found[key] = doc[hit.end():end].strip()
+    out = {}
+    for key in options:
+        parts = [COMMON_OPTIONS.get(key), found.get(key)]
+        out[key] = "; ".join(p.rstrip(".") for p in parts if p) or "(undocumented)"
+    return out
+
+
+def options_markdown() -> list[str]:
+    """The options section: every method's options with default and meaning."""
+    lines = ["## Options", "",
+             "Set with `options.NAME=VALUE` (e.g. `options.temperature=4`; `peers` is the top-level key `peers=N`). "
+             "`plan` and `print_config` show the resolved options of every method of a grid.", ""]
+    for name in METHODS:
+        meanings = option_meanings(name)
+        lines.append(f"### {name}")
+        lines.append("")
+        if not meanings:
+            lines += ["(no options)", ""]
+            continue
+        lines += ["| option | default | meaning |", "|---|---|---|"]
+        for key, default in method_defaults(name).items():
+            meaning = meanings[key].replace("|", "\\|")
+            lines.append(f"| `{key}` | `{default!r}` | {meaning} |")
+        lines.append("")
+    return lines
+
 
 HEADER = ("| method | what it trains | what it deploys | parameters at training | parameters at deployment |\n"
           "|---|---|---|---:|---:|")
@@ -177,7 +227,8 @@ def markdown() -> str:
         f"Dropout is the run's `dropout` key, the same for every method: None = the zoo's default ({zoo}; the other "
         "backbones have no dropout layer and refuse a value).",
     ]
-    return "\n".join(lines) + "\n"
+    lines += ["", *options_markdown()]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
-"""A grid of runs: validate every config and check the store first, then run each as its own tracked run; a
+"""A grid of runs: validate every config, the device, the folders, the data and the store first (`check_grid`: one
+mistake is one message before any run, record, checkpoint or lock), then run each as its own tracked run; a
 signal stops the grid after the current run is recorded."""
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from pcl import results
 from pcl.engine import MetricsCallback
+from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError
 from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
 from pcl.tracking.run import TrackedRun, describe_ids, run_tracked
-from pcl.tracking.secrets import redact
-from pcl.tracking.stores import open_store
+from pcl.tracking.secrets import redact, resolve_mongo_url
+from pcl.tracking.stores import _url_database, open_store
 
 
 @dataclass
@@ -30,19 +35,121 @@ class GridReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all done; 1: some run FAILED/RECORD_FAILED/BLOCKED/LOCKED, or the grid stopped early; 128+N: stopped
-        by signal N."""
+        """0: every run is done, or the only ones not done are being trained by another live process (LOCKED: its
+        lock is held, so that process runs and records them); 1: some run FAILED/RECORD_FAILED/BLOCKED/PREEMPTED,
+        or the grid stopped early; 128+N: stopped by signal N."""
         if self.stop_signal is not None:
             return 128 + self.stop_signal
-        bad = any(r.status in ("FAILED", "RECORD_FAILED", "BLOCKED", "LOCKED", "PREEMPTED") for r in self.runs)
-        return 1 if bad or self.stopped_reason else 0
+        bad = any(r.status in ("FAILED", "RECORD_FAILED", "BLOCKED", "PREEMPTED") for r in self.runs)
+        return 1 if bad or self.stopped_reason or len(self.runs) < self.planned else 0
 
     def __str__(self) -> str:
         counts = {s: self.count(s) for s in ("COMPLETED", "SKIPPED", "PREEMPTED", "FAILED", "RECORD_FAILED", "BLOCKED",
                                                "LOCKED")}
         done = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
         stop = f"; stopped: {self.stopped_reason}" if self.stopped_reason else ""
-        return f"{len(self.runs)}/{self.planned} runs visited ({done or 'none'}) in {self.store}{stop}"
+        locked = ""
+        if counts["LOCKED"] and self.exit_code == 0:
+            locked = (f"; the {counts['LOCKED']} locked run(s) are being trained by another live process, which "
+                      "records them: nothing left to do here")
+        return f"{len(self.runs)}/{self.planned} runs visited ({done or 'none'}) in {self.store}{stop}{locked}"
+
+
+# ---- checks before the first run ---------------------------------------------------------------------------------
+def check_device(name: str) -> None:
+    """`device` must exist on this machine (ConfigError naming the allowed values here)."""
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(name.split(":", 1)[1]) if ":" in name else 0
+    if index < count:
+        return
+    allowed = "auto, cpu" + (f", cuda, cuda:0..cuda:{count - 1}" if count else "")
+    have = "no CUDA device is available" if not count else f"this machine has {count} CUDA device(s)"
+    raise ConfigError(f"config key 'device'={name!r} is invalid: {have} on this machine; allowed here: {allowed}")
+
+
+def check_writable_folder(key: str, path: str | os.PathLike) -> None:
+    """`path` must be a folder this process can create and write; checked without creating anything (a temporary
+    file in the nearest existing folder, removed at once). ConfigError naming the key otherwise."""
+    target = Path(path).expanduser()
+    probe = target.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"config key {key!r}={str(path)!r} is invalid: {str(probe)!r} is a file, not a folder; "
+                          "must be a folder this user can create and write")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise ConfigError(f"config key {key!r}={str(path)!r} is not writable ({err.strerror or err} in "
+                          f"{str(probe)!r}): must be a folder this user can create and write") from None
+
+
+def check_database_name(mongo_url: str | None, db_name: str | None) -> None:
+    """`db_name` and the database named in the MongoDB URL must be legal MongoDB database names."""
+    KEYS["db_name"].check(db_name)
+    url = resolve_mongo_url(mongo_url)
+    named = _url_database(url) if url else None
+    if named is not None:
+        try:
+            KEYS["db_name"].check(named)
+        except ConfigError:
+            raise ConfigError(f"config key 'mongo_url' names the database {named!r}: must be "
+                              f"{MONGO_DB_NAME_RULE}") from None
+
+
+def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathLike,
+               mongo_url: str | None = None, db_name: str | None = None) -> None:
+    """Everything a grid needs that can be checked before it starts, once: the device, the results and checkpoint
+    folders, the database name and the data (read in full, once per dataset and folder), also values that are
+    only wrong together with the data (train_subset or batch_size larger than an ImageNet folder's split).
+
+    Raises ConfigError (one line: key, value, what is allowed) and leaves nothing behind.
+    """
+    from pcl.data import NUM_CLASSES
+    from pcl.data.check import DataError, check_data
+
+    for device in sorted({c["device"] for c in configs}):
+        check_device(device)
+    check_writable_folder("results_dir", results_dir)
+    for root in sorted({str(c["checkpoint_root"]) for c in configs}):
+        check_writable_folder("checkpoint_root", root)
+    check_database_name(mongo_url, db_name)
+    facts = {}
+    for cfg in configs:
+        where = (cfg["dataset"], cfg["data_root"], cfg["download"])
+        if where not in facts:
+            facts[where] = check_data(*where)
+        data = facts[where]
+        if data is None:
+            continue
+        if data.num_classes != NUM_CLASSES[cfg["dataset"]]:
+            raise DataError(f"config key 'data_root'={cfg['data_root']!r}: {cfg['dataset']} there has "
+                            f"{data.num_classes} classes, expected {NUM_CLASSES[cfg['dataset']]}")
+        if cfg["train_subset"] is not None and cfg["train_subset"] > data.train_images:
+            raise ConfigError(f"config key 'train_subset'={cfg['train_subset']} is invalid: must be at most the "
+                              f"{data.train_images} training images of {cfg['dataset']} under data_root")
+        images = cfg["train_subset"] or data.train_images
+        if cfg["batch_size"] > images:
+            raise ConfigError(f"config key 'batch_size'={cfg['batch_size']} is invalid: must be at most the "
+                              f"{images} images trained on; a step takes a full batch")
+
+
+def _skipped_detail(store, key: str) -> str:
+    """A skipped run's stored deployed error and where its record is."""
+    record = results.find_completed(store.sources(), key)
+    if record is None:
+        return ""
+    err = (record.get("result") or {}).get("deployed/top1_err")
+    shown = f", deployed top-1 error {err:.2f}%" if isinstance(err, (int, float)) else ""
+    source = str(record.get("source", ""))
+    where = (record.get("path") if source.startswith("file:") and record.get("path")
+             else f"MongoDB database {source.split(':', 1)[1]!r}, run {record.get('run_id')}")
+    return f" (COMPLETED before{shown}; record {where}; force=True trains it again)"
 
 
 def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.PathLike = "results",
@@ -51,11 +158,13 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
              log: Callable[[str], None] = print) -> GridReport:
     """Run configs in order, each a separate Sacred run; the grid itself records nothing.
 
-    Every config is validated and the store is checked (MongoDB pinged) before the first run. A run that FAILS
+    Every config is validated, the device, folders and data are checked (check_grid) and the store is checked
+    (MongoDB pinged) before the first run. A run that FAILS
     does not stop the grid; a signal does (after the current run is recorded PREEMPTED), and so does a MongoDB
     that stops answering between runs.
     """
     configs = [normalize_run_config(c) for c in run_configs]
+    check_grid(configs, results_dir, mongo_url, db_name)
     store = open_store(results_dir, mongo_url, db_name)
     if store.mongo_url is None:  # without MongoDB the file lock is the only guard: it must work
         for root in sorted({c["checkpoint_root"] for c in configs}):
@@ -87,6 +196,8 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
                 err = outcome.result.get("deployed/top1_err")
                 detail = f" in {outcome.seconds:.1f}s" + (f", deployed top-1 error {err:.2f}%" if err is not None
                                                           else "")
+            elif outcome.status == "SKIPPED":
+                detail = _skipped_detail(store, outcome.run_key)
             elif outcome.error:
                 detail = f": {outcome.error.splitlines()[0][:300]}"
             if outcome.info.get("run_ids"):  # the attempt's record: MongoDB _id and file-store folder

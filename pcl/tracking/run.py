@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import sys
@@ -49,6 +50,32 @@ def _source_base_dir() -> Path:
 
 
 REPO_ROOT = _source_base_dir()
+
+
+class _QuietRunLog(logging.Filter):
+    """Drops Sacred's "Aborted after ..." (a preempted run is reported PREEMPTED by the grid, with its checkpoint)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Aborted after")
+
+
+_RUN_LOG_HANDLER = logging.StreamHandler(sys.stderr)
+_RUN_LOG_HANDLER.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
+_RUN_LOG_HANDLER.addFilter(_QuietRunLog())
+
+
+def _run_logger() -> logging.Logger:
+    """Each run's Sacred logger: warnings only (an observer that fails); the run prints its own lines, and the
+    result dict is in the record, not on the screen."""
+    logger = logging.getLogger("pcl.run")
+    if _RUN_LOG_HANDLER not in logger.handlers:
+        logger.addHandler(_RUN_LOG_HANDLER)
+        logger.propagate = False
+        logger.setLevel(logging.WARNING)
+    # the current stderr (a test's capture, a redirected stream); not setStream: it flushes the old one, which may
+    # be closed
+    _RUN_LOG_HANDLER.stream = sys.stderr
+    return logger
 
 
 @dataclass
@@ -174,12 +201,19 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
     resume = True
     if cfg["force"] and done_epochs >= cfg["epochs"]:
         resume, done_epochs, history = False, 0, []  # force: a finished run trains again from scratch
-    elif done_epochs >= cfg["epochs"]:
-        _say(f"run {key}: its checkpoint {ckpt_path} is final ({done_epochs} epochs) but no COMPLETED record "
-             "exists: restoring the record from the checkpoint", log)
+    if resume and done_epochs >= cfg["epochs"]:
+        start = (f"its record is missing but checkpoint {ckpt_path} is final ({done_epochs} epochs): restoring the "
+                 "record from the checkpoint, no training")
+    elif resume and done_epochs > 0:
+        start = f"resuming at epoch {done_epochs + 1}/{cfg['epochs']} from checkpoint {ckpt_path}"
+    elif cfg["force"] and ckpt_path.exists():
+        start = f"force=True: training from scratch, epochs 1-{cfg['epochs']} (checkpoint {ckpt_path} is replaced)"
+    else:
+        start = f"training from scratch, epochs 1-{cfg['epochs']}"
 
     ex = Experiment(name, base_dir=str(REPO_ROOT), save_git_info=True)
     _without_credentials(ex)
+    ex.logger = _run_logger()
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     _add_dependencies(ex)
     ex.add_config(record_config(cfg))
@@ -204,6 +238,8 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
                     run_ids=_run_ids(file_observer, mongo_observer))
         if damaged is not None:
             info["damaged_checkpoint"] = damaged
+        where = file_observer.dir + (f" + {mongo_observer.where}" if mongo_observer else "")
+        print(redact(f"run {key} ({cfg['label'] or cfg['method']}, seed {cfg['seed']}): {start}; record {where}"))
         # a resumed attempt re-logs the epochs of its checkpoint, with their original timestamps: its record holds
         # the whole curve
         fallback = _utc(ckpt_path.stat().st_mtime) if history and ckpt_path.exists() else None
