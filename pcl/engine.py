@@ -537,12 +537,13 @@ def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:
                              f"last good checkpoint: {path if path and path.exists() else 'none'}")
 
 
-def _progress(loader: Iterable, enabled: bool, desc: str, total: int):
+def _progress(loader: Iterable, enabled: bool, desc: str, total: int | None = None):
+    """`loader` itself, or a tqdm bar over it (`total` batches; default len(loader))."""
     if not enabled:
         return loader
     from tqdm.auto import tqdm  # imported here so the core stays importable without it
 
-    return tqdm(loader, total=total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
+    return tqdm(loader, total=len(loader) if total is None else total, desc=desc, unit="batch", leave=True, dynamic_ncols=True)
 
 
 #: the method-independent headline: the deployed head's test errors under one name for every method
