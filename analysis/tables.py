@@ -456,7 +456,11 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
                 raise
             skipped.append(str(err))
     if not tables:
-        raise AnalysisError("no table has runs in the store: " + " | ".join(skipped))
+        experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
+        held = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+        raise AnalysisError(f"no table's plan{' (' + ' '.join(named) + ')' if named else ''} has runs in "
+                            f"{described}, which holds runs of: {held}; a smoke grid's tables need --named smoke, "
+                            "another dataset --datasets, other settings --set KEY=VALUE as in the grid's `with`")
     return tables, skipped
 
 
