@@ -2,8 +2,9 @@
 
 Reproduces: baseline, DML, CL-ILR, ONE, FFL-S, OKDDip, KDCL and PCL with ResNet-32, ResNet-110, WRN-20-8, VGG-16 and
 DenseNet-40-12 on CIFAR-10 or CIFAR-100 (`dataset=cifar10|cifar100`), mean +- std over `seeds` (
-reference numbers: analysis/paper.py, confidence A; five Baseline cells, confidence Q). PCL-E (the peer ensemble
-of the temporal means) is the `pcl_e` head of the pcl runs, not a separate run; every other head is recorded too.
+reference numbers: analysis/paper.py, confidence A; five Baseline cells, confidence Q). PCL-E is not a separate
+run: both candidate heads of the pcl runs are recorded, `ensemble` (the ensemble teacher; most probably the paper's
+PCL-E) and `pcl_e` (the mean of the temporal-mean peers), with their parameter counts; every other head too.
 
     python experiments/table2.py with dataset=cifar100                          # 8 methods x 5 backbones x 3 seeds
     python experiments/table2.py with quick                                     # 10 epochs on 5000 images
