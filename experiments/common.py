@@ -216,7 +216,7 @@ def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
         defaults = {**method_defaults(r["method"]), **({"peers": r["peers"]} if r["peers"] else {})}
         changed = {k: v for k, v in r["options"].items() if defaults.get(k, object()) != v}
         rows.append({"run_key": r["run_key"], **{k: "" if r[k] is None else str(r[k]) for k in shown},
-                     "label": r["label"] or r["method"], "options apart from the defaults": _format_options(changed)})
+                     "label": r["label"] or r["method"], "options apart from the defaults": f"[{_format_options(changed)}]" if changed else ""})
     table = pd.DataFrame(rows)
     table = table[[c for c in table.columns if c in ("run_key", "seed", "label") or table[c].nunique() > 1]]
     table.index = range(1, len(table) + 1)

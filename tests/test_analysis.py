@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers_data import write_cifar10
+
 from analysis import cli, make_plots, make_tables, paper, report, runs, tables
 from experiments import registry
 from pcl import tracking
@@ -59,11 +61,15 @@ def study(tmp_path_factory, mongo_session_server):
 
     m4 = [r for r in plan_peers if r["peers"] == 4 and r["seed"] == 0]
     assert _grid(m4, results_dir, callbacks=[preempt]).runs[0].status == "PREEMPTED"
-    empty = root / "no-cifar-here"
-    empty.mkdir()
-    cifar = registry.plan("table2", {**BASE, **infra, "dataset": "cifar10", "data_root": str(empty),
+    tiny_cifar = root / "tiny-cifar"
+    write_cifar10(tiny_cifar, per_batch=8, test_size=16)  # the original format, 40 training images
+
+    def crash(epoch, metrics):
+        raise RuntimeError("a run that fails during training")
+
+    cifar = registry.plan("table2", {**BASE, **infra, "dataset": "cifar10", "data_root": str(tiny_cifar),
                                      "method": "baseline", "seeds": [0]}, SMOKE)
-    assert _grid(cifar, results_dir).runs[0].status == "FAILED"
+    assert _grid(cifar, results_dir, callbacks=[crash]).runs[0].status == "FAILED"
     mongo_url = mongo_session_server.url(db="analysis_study")
     mongo_dir = root / "mongo-copy"
     pcl0 = [r for r in plan_t2 if r["method"] == "pcl" and r["seed"] == 0]

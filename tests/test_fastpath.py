@@ -329,7 +329,8 @@ def test_seeded_epoch_time_file_matches_the_recorded_h100_figures():
     rows = throughput.read_epoch_times(Path(__file__).resolve().parents[1] / "bench" / "epoch_times.csv")
     pcl = next(r for r in rows if r["backbone"] == "resnet32" and r["method"] == "pcl")
     assert (pcl["card"], pcl["images_per_s"], pcl["seconds_per_epoch"]) == ("NVIDIA H100 80GB HBM3", "2680", "18.66")
-    assert len({r["method"] for r in rows if r["backbone"] == "resnet32"}) == 8
+    measured = {r["method"] for r in rows if r["backbone"] == "resnet32" and not r["source"].startswith("estimate")}
+    assert len(measured) == 8  # every method of the main table measured on resnet32
 
 
 def test_ema_decay_is_a_device_tensor_the_step_reads(tmp_path, tiny_loaders):
