@@ -181,7 +181,8 @@ def _write_cause(err: BaseException, folder: Path) -> str:
     return f"{type(err).__name__}: {err} ({free} bytes free on that filesystem)"
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: some filesystems cannot fsync a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -218,7 +219,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             raise CheckpointWriteError(f"could not write checkpoint {path}: {cause}; the partial file was removed "
                                        f"and {kept}", _errno_of(err), str(path)) from err
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _errno_of(err: BaseException) -> int | None:

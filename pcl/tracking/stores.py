@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from sacred.observers import FileStorageObserver, MongoObserver
 from sacred.serializer import flatten
 
+from pcl.engine import fsync_dir
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 
@@ -127,20 +128,6 @@ def _url_database(url: str) -> str | None:
 
 
 # ---- observers -----------------------------------------------------------------------------------------------
-def fsync_dir(path: Path) -> None:
-    """Make a rename in folder `path` durable (best effort: some filesystems cannot fsync a folder)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write_json(obj: Any, path: Path) -> None:
     """JSON to a temp file, fsynced, then renamed over `path`: a crash or a full disk never leaves a half-written
     record; the temp file is removed when the write fails (and the error re-raised)."""
