@@ -366,6 +366,23 @@ def build_table(name: str, plan: Sequence[Mapping[str, Any]], attempts: pd.DataF
     return table
 
 
+def _plan_of(name: str, updates: Mapping[str, Any], named: Sequence[str], dataset: str,
+             attempts: pd.DataFrame) -> list[dict[str, Any]]:
+    """The plan of `name` on `dataset`. A run_key follows the data's identity (pcl.tracking.data): unless
+    `data_root` is given, the plan is also tried with each data_root the store's records of that dataset were
+    trained on, and the first plan with runs in the store is taken (else the plain plan)."""
+    plan = plan_runs(name, {**updates, "dataset": dataset}, named)
+    keys = set(attempts["run_key"].dropna())
+    if "data_root" in updates or any(r["run_key"] in keys for r in plan):
+        return plan
+    records = attempts.loc[attempts["dataset"] == dataset, "record"]
+    for root in sorted({(r.get("config") or {}).get("data_root") for r in records} - {None}):
+        other = plan_runs(name, {**updates, "data_root": root, "dataset": dataset}, named)
+        if any(r["run_key"] in keys for r in other):
+            return other
+    return plan
+
+
 def _candidate_datasets(name: str, updates: Mapping[str, Any], named: Sequence[str],
                         attempts: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     """Datasets of the store's records whose plan (this config with dataset=D) has runs there: D -> plan."""
@@ -373,7 +390,7 @@ def _candidate_datasets(name: str, updates: Mapping[str, Any], named: Sequence[s
     keys = set(attempts["run_key"].dropna())
     for dataset in sorted(set(attempts["dataset"].dropna())):
         try:
-            plan = plan_runs(name, {**updates, "dataset": dataset}, named)
+            plan = _plan_of(name, updates, named, dataset, attempts)
         except AnalysisError:
             continue  # the script does not take this dataset
         if any(r["run_key"] in keys for r in plan):
@@ -401,9 +418,9 @@ def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates
     keys = config_keys(name, tuple(named))  # --set keys this script does not have are another script's
     updates = {k: v for k, v in (updates or {}).items() if k.split(".")[0] in keys}
     if datasets:
-        plans = {d: plan_runs(name, {**updates, "dataset": d}, named) for d in datasets}
+        plans = {d: _plan_of(name, updates, named, d, attempts) for d in datasets}
     elif "dataset" in updates:
-        plans = {updates["dataset"]: plan_runs(name, updates, named)}
+        plans = {updates["dataset"]: _plan_of(name, updates, named, updates["dataset"], attempts)}
     else:
         plans = _candidate_datasets(name, updates, named, attempts)
         if len(plans) > 1:
