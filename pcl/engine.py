@@ -167,13 +167,21 @@ class CheckpointWriteError(OSError):
         return self.message
 
 
-def _write_cause(err: BaseException, folder: Path) -> str:
-    """The OS error behind a failed write, in words (torch wraps it: "unexpected pos ..."), else the free space."""
+def os_error_in(err: BaseException) -> OSError | None:
+    """The first OSError with an errno in `err`'s chain of causes (torch and Sacred wrap it), else None."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno:
-            return os.strerror(seen.errno).lower()
+            return seen
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _write_cause(err: BaseException, folder: Path) -> str:
+    """The OS error behind a failed write, in words (torch wraps it: "unexpected pos ..."), else the free space."""
+    os_error = os_error_in(err)
+    if os_error is not None:
+        return os.strerror(os_error.errno).lower()
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -217,18 +225,9 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
             cause = _write_cause(err, path.parent)
             kept = "the previous one is unchanged" if path.exists() else "there was none before"
             raise CheckpointWriteError(f"could not write checkpoint {path}: {cause}; the partial file was removed "
-                                       f"and {kept}", _errno_of(err), str(path)) from err
+                                       f"and {kept}", getattr(os_error_in(err), "errno", None), str(path)) from err
         raise
     fsync_dir(path.parent)
-
-
-def _errno_of(err: BaseException) -> int | None:
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return seen.errno
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> dict[str, Any]:

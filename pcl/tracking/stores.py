@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from sacred.observers import FileStorageObserver, MongoObserver
 from sacred.serializer import flatten
 
-from pcl.engine import fsync_dir
+from pcl.engine import fsync_dir, os_error_in
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 
@@ -147,13 +147,10 @@ def _atomic_write_json(obj: Any, path: Path) -> None:
 
 def describe_write_error(err: BaseException) -> str:
     """What went wrong when writing, in words: 'no space left on device' for ENOSPC (also when wrapped)."""
-    seen = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            what = os.strerror(seen.errno).lower()
-            where = f" ({seen.filename})" if seen.filename else ""
-            return f"{what}{where}"
-        seen = seen.__cause__ or seen.__context__
+    os_error = os_error_in(err)
+    if os_error is not None:
+        where = f" ({os_error.filename})" if os_error.filename else ""
+        return f"{os.strerror(os_error.errno).lower()}{where}"
     return redact(f"{type(err).__name__}: {err}")
 
 
