@@ -16,22 +16,15 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from pcl import results
-
-MONGO_URL_ENV = "PCL_MONGO_URL"  # the same variable as pcl.tracking.MONGO_URL_ENV (not imported: it needs torch)
+from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 #: a planned run's status in a table: the latest COMPLETED attempt counts; else the latest attempt's status
 STATUSES = ("completed", "running", "failed", "preempted", "missing")
 _RAW_TO_STATUS = {"COMPLETED": "completed", "RUNNING": "running", "QUEUED": "running", "FAILED": "failed",
                   "TIMED_OUT": "failed", "INTERRUPTED": "failed", "PREEMPTED": "preempted"}
-_URL_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^:@/\s]*):([^@/\s]*)@")
 
 
 class AnalysisError(Exception):
     """Bad input to the analysis (store, table name, filters, no runs): one line for the user, exit code 2."""
-
-
-def redact_url(text: str) -> str:
-    """A store description with any MongoDB password replaced by *** (no torch: pcl.tracking is not imported)."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", str(text))
 
 
 def is_mongo(store: Any) -> bool:
@@ -78,10 +71,12 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
         if not is_mongo(store) and type(store).__name__ != "Database" and not Path(store).is_dir():
             raise AnalysisError(f"store folder {store!r} does not exist (give a results folder or a mongodb:// URL "
                                 f"with --store)")
+        if is_mongo(store):
+            resolve_mongo_url(store)  # its password is removed from any message below
         try:
             records += list(results.iter_records(store))
         except Exception as err:  # noqa: BLE001 - pymongo's errors: unreachable, refused, bad URL
-            reason = redact_url(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
+            reason = redact(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
             raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: {reason}") from None
     rows = []
     for rec in results.unique_attempts(records):

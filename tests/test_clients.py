@@ -180,16 +180,19 @@ def omniboard(smoke_grid):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
+    last: object = None
     while True:
         try:
-            if json.loads(_get(base + "/api/v1/databases"))[0]["name"] == smoke_grid.db_name:
+            # the session's server holds other tests' databases too: ours must be among those served
+            last = json.loads(_get(base + "/api/v1/databases"))
+            if any(d.get("name") == smoke_grid.db_name for d in last):
                 break
-        except OSError:
-            pass
+        except OSError as err:
+            last = err
         if proc.poll() is not None or time.monotonic() > deadline:
             log.seek(0)
             proc.kill()
-            pytest.fail(f"Omniboard did not start: {log.read()[-2000:]}")
+            pytest.fail(f"Omniboard did not start (last answer: {last!r}): {log.read()[-2000:]}")
         time.sleep(0.3)
     yield SimpleNamespace(proc=proc, api=base + "/sacred/api/v1", base=base, log=log)
     os.killpg(proc.pid, signal.SIGTERM)

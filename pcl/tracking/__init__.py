@@ -8,8 +8,8 @@ MongoDB; it skips COMPLETED run_keys, resumes preempted ones and never shows a p
 | module        | owns                                                                                        |
 |---------------|---------------------------------------------------------------------------------------------|
 | pcl.schema    | (core) the run config: keys, defaults, validation, the run_key                              |
+| pcl.secrets   | URL redaction: no password in any message or record (stdlib only)                           |
 | data.py       | what identifies a run's data: the files' fingerprint -> `data_identity` -> the run_key      |
-| secrets.py    | URL redaction: no password in any message or record                                         |
 | stores.py     | the file store and MongoDB, their Sacred observers, failing fast on an unreachable server    |
 | lifecycle.py  | stop signals -> preempted (INTERRUPTED + info.preempted), final statuses, the per-run_key lock and MongoDB claim, checkpoints |
 | run.py        | one tracked run (skip / resume / record)                                                     |
@@ -30,7 +30,7 @@ from pcl.tracking.lifecycle import (FINAL_STATUSES, STOP_SIGNALS, LockUnsupporte
                                     clear_stop, mongo_claim, redeliver, request_stop, stop_on_signals,
                                     stop_requested, stop_signal)
 from pcl.tracking.run import REPO_ROOT, TrackedRun, resolve_teacher_path, run_tracked
-from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
+from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 from pcl.tracking.stores import DEFAULT_DB_NAME, FAILURE_DIR_NAME, MONGO_TIMEOUT_S, Store, open_store
 from pcl.tracking.upload import UploadReport, upload
 

@@ -6,7 +6,7 @@ import sys
 from typing import Sequence
 
 from pcl.tracking.errors import StoreUnavailable, UserError
-from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url
+from pcl.secrets import MONGO_URL_ENV, redact, redact_url
 from pcl.tracking.stores import DEFAULT_DB_NAME, open_store
 from pcl.tracking.upload import upload
 

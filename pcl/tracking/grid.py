@@ -16,7 +16,7 @@ from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
 from pcl.tracking.run import TrackedRun, describe_ids, run_tracked
-from pcl.tracking.secrets import redact, resolve_mongo_url
+from pcl.secrets import redact, resolve_mongo_url
 from pcl.tracking.stores import _url_database, open_store
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from pcl.tracking.errors import StoreUnavailable, UserError
-from pcl.tracking.secrets import redact
+from pcl.secrets import redact
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")

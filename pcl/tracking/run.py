@@ -34,7 +34,7 @@ from pcl.tracking.data import data_fingerprint, normalize_run_config
 from pcl.tracking.errors import Preempted
 from pcl.tracking.lifecycle import (RunLocked, _run_lock, inspect_checkpoint, mongo_claim, move_aside,
                                     stop_on_signals, stop_requested, stop_signal)
-from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url
+from pcl.secrets import MONGO_URL_ENV, redact, redact_url
 from pcl.tracking.stores import Store, _FileObserver, _MongoObserver, tag_reused
 
 #: next to checkpoint.pt: when each epoch was first logged ({"1": ISO time, ...}, UTC); a resumed run re-logs the

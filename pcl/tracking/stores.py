@@ -22,7 +22,7 @@ from sacred.serializer import flatten
 
 from pcl.engine import fsync_dir, os_error_in
 from pcl.tracking.errors import StoreUnavailable
-from pcl.tracking.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
+from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 
 DEFAULT_DB_NAME = "pcl"
 MONGO_TIMEOUT_S = 2.5
@@ -120,7 +120,7 @@ def open_store(results_dir: str | os.PathLike = "results", mongo_url: str | None
 
 def _url_database(url: str) -> str | None:
     """The database named in the URL path (mongodb://host/DB?...), if any."""
-    from pcl.tracking.secrets import _split_url
+    from pcl.secrets import _split_url
 
     host_part = _split_url(url)[3]  # after the userinfo's last '@': a '/' in a password is not a database
     match = re.match(r"[^/?]*/([^?]+)", host_part)

@@ -25,7 +25,7 @@ from sacred.observers import MongoObserver
 
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import FINAL_STATUSES
-from pcl.tracking.secrets import MONGO_URL_ENV, redact_url
+from pcl.secrets import MONGO_URL_ENV, redact_url
 from pcl.tracking.stores import FAILURE_DIR_NAME, open_store
 
 #: the status a run document has while upload writes its metrics (non-final: never skipped, always re-uploaded)

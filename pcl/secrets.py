@@ -1,5 +1,6 @@
 """Secrets: MongoDB URLs and passwords never reach a message, record or log; `redact` and `redact_url` are the
-only way URLs are shown.
+only way URLs are shown. Standard library only, so that reading records (pcl.results, analysis/) can use it
+without torch or Sacred; the tracking layer and the analysis share it.
 
 A URL is treated as a user typed it, not as RFC 3986 says it should be: the password is everything between the
 first ':' of the user part and the LAST '@' before the host, so a password with '/', '@', ':', '?' or '#' in it,
