@@ -481,7 +481,21 @@ def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:
     naming the key, the value and what is allowed, and nothing recorded, checkpointed, locked or downloaded.
     On a stop signal the signal is handed on (default action or submitit's requeue) once the preempted run is
     recorded.
+    Under torchrun (or srun) with several processes, rank 0 does all of this while the others train the runs it
+    announces (config key `gpus`; pcl.tracking.lead_or_follow) and end with its exit code.
     """
+    outcome = tracking.lead_or_follow(lambda: _run_cli(ex, argv), exit_code=lambda o: o[0])
+    if outcome is None:  # a follower whose rank 0 ended with exit code 0
+        return
+    code, stop_signal = outcome
+    if stop_signal is not None:  # handed on once the followers are told (default action or submitit's requeue)
+        tracking.redeliver(stop_signal)
+    if code or stop_signal is not None:
+        sys.exit(code)
+
+
+def _run_cli(ex: Experiment, argv: Iterable[str] | None) -> tuple[int, int | None]:
+    """The command line's work: (exit code, the stop signal to hand on or None)."""
     _driver_logger(ex.path)  # its handler writes to the current stderr
     args = _move_mongo_url_to_env(list(sys.argv if argv is None else argv))
     debug = any(a in ("-d", "--debug") for a in args[1:])
@@ -495,9 +509,8 @@ def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:
         line = str(err) if isinstance(err, (ConfigError, tracking.UserError)) else _sacred_error_line(
             ex, err, config_updates)
         print(tracking.redact("error: " + " ".join(line.split())), file=sys.stderr)
-        sys.exit(2)
+        return 2, None
     report = getattr(run, "result", None)
     if isinstance(report, tracking.GridReport):
-        if report.stop_signal is not None:
-            tracking.redeliver(report.stop_signal)
-        sys.exit(report.exit_code)
+        return report.exit_code, report.stop_signal
+    return 0, None

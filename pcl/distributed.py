@@ -13,11 +13,17 @@ else the SLURM_* variables). What it guarantees:
   per-rank batch b see exactly what one process with batch N*b would (ShardedDeviceLoader; the ImageNet loader
   takes rank/world_size itself);
 * only rank 0 evaluates, calls the record callbacks and writes checkpoints; every rank resumes from rank 0's
-  checkpoint; a stop request (SIGTERM on any rank) is agreed on collectively so all ranks stop at the same step.
-The CUDA-graph fast path is single-process only for now.
+  checkpoint; a stop request (SIGTERM on any rank) is agreed on collectively so all ranks stop at the same step;
+* a job of several runs (a Sacred script under torchrun, a multi-task SLURM job of slurm/launch_all.py): rank 0
+  runs the tracked entry point (checks, skips, claims, records) inside `leading()` and announces each run it
+  trains (`instruct`, called by pcl.runner); the other ranks `follow` and train exactly those runs.
+The run config keys are `gpus` (the number of processes) and `batch_norm`. The CUDA-graph fast path is
+single-process only for now.
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import inspect
 import os
 from dataclasses import dataclass
@@ -29,10 +35,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from pcl.data.loaders import ShardedDeviceLoader
 from pcl.engine import Loader, MetricsCallback, Recipe, TrainResult, train
 from pcl.methods.base import LogitDict, LossDict, Method
-
-BATCH_NORMS = ("local", "sync")
+from pcl.schema import BATCH_NORMS
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,9 @@ def setup(env: DistEnv | None = None, backend: str | None = None, device_type: s
           ) -> tuple[DistEnv, torch.device]:
     """Join the process group (env:// rendezvous) and pick this rank's device; a single process joins nothing.
 
-    backend: nccl on CUDA, gloo on the CPU by default. Returns (env, device).
+    backend: by default gloo for CPU tensors and, where CUDA is available, nccl for CUDA tensors. Idempotent: a
+    process already in a group keeps it. Returns (env, device). Raises RuntimeError when several processes have
+    no rendezvous address (MASTER_ADDR/MASTER_PORT).
     """
     env = detect_env() if env is None else env
     device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,9 +102,9 @@ def setup(env: DistEnv | None = None, backend: str | None = None, device_type: s
         if missing:
             raise RuntimeError(f"distributed run (world_size={env.world_size}) needs {', '.join(missing)} in the "
                                "environment (torchrun and submitit set them)")
-        dist.init_process_group(backend or ("nccl" if device_type == "cuda" else "gloo"), rank=env.rank,
-                                world_size=env.world_size,
-                                device_id=device if device_type == "cuda" else None)
+        if backend is None:  # CPU tensors (the channel, the stop flag, device=cpu runs) always have gloo
+            backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
     return env, device
 
 
@@ -169,55 +177,6 @@ def broadcast_state(method: Method, src: int = 0) -> None:
         dist.broadcast(t, src)
 
 
-# ---- data ---------------------------------------------------------------------------------------------------------
-class ShardedDeviceLoader:
-    """This rank's slice of every global batch of a train DeviceLoader (built with the GLOBAL batch size).
-
-    Every rank holds the split and draws the same epoch permutation and crop/flip draws; rank r takes rows
-    r*b..(r+1)*b of each global batch (b = global batch / world size).
-    """
-
-    def __init__(self, loader: Any, env: DistEnv):
-        if not (loader.train and loader.drop_last):
-            raise ValueError("only a train DeviceLoader with drop_last=True is sharded; evaluate on rank 0")
-        if loader.batch_size % env.world_size:
-            raise ValueError(f"batch_size={loader.batch_size} (global) must be divisible by the world size "
-                             f"{env.world_size}")
-        self.loader, self.env = loader, env
-        self.batch_size = loader.batch_size // env.world_size
-        self.num_views = loader.num_views
-        self.drop_last, self.train = True, True
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    @property
-    def num_images(self) -> int:
-        return len(self) * self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
-        epoch = self.loader.epoch
-        self.loader.epoch += 1
-        perm, dy, dx, flip = self.loader.epoch_draws(epoch)
-        big, b, r = self.loader.batch_size, self.batch_size, self.env.rank
-        for i in range(len(self)):
-            sl = slice(i * big + r * b, i * big + (r + 1) * b)
-            yield self.loader.views_from(perm[sl], dy[:, sl], dx[:, sl], flip[:, sl])
-
-
-def shard_loader(loader: Any, env: DistEnv) -> Any:
-    """The loader this rank trains on: itself for one process, else ShardedDeviceLoader (CIFAR/synthetic).
-
-    ImageNet loaders are sharded at construction (build_loaders(..., rank=, world_size=)): pass them as they are.
-    """
-    if not env.distributed or getattr(loader, "sampler", None) is not None:
-        return loader
-    return ShardedDeviceLoader(loader, env)
-
-
 # ---- training ----------------------------------------------------------------------------------------------------
 def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> Callable[[], bool] | None:
     """A should_stop that all ranks answer alike: every `every`-th call the local flags are max-reduced.
@@ -225,8 +184,9 @@ def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> 
     The engine polls it once per step on every rank, so the reductions line up. A stop is therefore seen up to
     `every` steps after the signal (one small CPU reduction per `every` steps).
     """
-    if should_stop is None or not dist.is_initialized():
+    if not dist.is_initialized():
         return should_stop
+    local = should_stop or (lambda: False)  # every rank must take part in the reductions, asked or not
     group = dist.new_group(backend="gloo")  # a CPU flag, whatever the training backend
     calls = [0]
 
@@ -234,7 +194,7 @@ def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> 
         calls[0] += 1
         if calls[0] % every:
             return False
-        flag = torch.tensor([1 if should_stop() else 0])
+        flag = torch.tensor([1 if local() else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
         return bool(flag.item())
 
@@ -253,6 +213,8 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
     if env.distributed and train_kwargs.get("fast_path", "eager") != "eager":
         raise ValueError("fast_path='graph' is single-process only; use fast_path='eager' with several ranks")
     main = env.is_main
+    if not main:
+        train_kwargs["epoch_log"] = None
     result = train(method, train_loader, test_loader if main else None, recipe,
                    checkpoint_path=checkpoint_path, resume=resume, callbacks=callbacks if main else (),
                    progress=progress and main, should_stop=collective_stop(should_stop, stop_check_every),
@@ -263,13 +225,88 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
     return result
 
 
+# ---- a job of several runs: rank 0 decides, the other ranks follow ------------------------------------------------
+#: rank 0 may spend long between two runs (checks, records, skipped runs, a teacher it waits for): the followers
+#: wait on this channel that long before giving up
+CHANNEL_TIMEOUT = dt.timedelta(days=7)
+_CHANNEL: list[Any] = []  # [the gloo group of leading()/follow()], empty outside them
+
+
+def _open_channel() -> Any:
+    group = dist.new_group(backend="gloo", timeout=CHANNEL_TIMEOUT)
+    _CHANNEL[:] = [group]
+    return group
+
+
+def instruct(message: dict[str, Any]) -> None:
+    """Rank 0 inside `leading()`: hand every follower `message` (picklable): a run to train, or {"end": code}.
+
+    A no-op elsewhere (a single process, a rank > 0, or ranks that all call the runner themselves).
+    """
+    if _CHANNEL and dist.is_initialized() and dist.get_rank() == 0:
+        dist.broadcast_object_list([message], src=0, group=_CHANNEL[0])
+
+
+@dataclass
+class Leader:
+    """What `leading()` yields: this job's environment and the exit code the followers end with (set it)."""
+
+    env: DistEnv
+    code: int = 0
+
+
+@contextlib.contextmanager
+def leading(env: DistEnv | None = None) -> Iterator[Leader]:
+    """Rank 0 of a job whose other ranks `follow`: joins the process group and opens the instruction channel.
+
+    Inside, whoever trains a run calls `instruct` first (pcl.runner does); on leaving, the followers are told the
+    job ended with `Leader.code` (1 after an exception, the code of a SystemExit) and the group is left.
+    """
+    env, _ = setup(env, device_type="cpu")
+    _open_channel()
+    leader = Leader(env)
+    try:
+        yield leader
+    except SystemExit as err:
+        leader.code = err.code if isinstance(err.code, int) else (0 if err.code is None else 1)
+        raise
+    except BaseException:
+        leader.code = 1
+        raise
+    finally:
+        try:
+            instruct({"end": leader.code})
+        finally:
+            _CHANNEL.clear()
+            cleanup()
+
+
+def follow(train_one: Callable[[dict[str, Any]], Any], env: DistEnv | None = None) -> int:
+    """A rank > 0: join rank 0's group and call `train_one(message)` for every run it announces (`instruct`), until
+    rank 0 says the job ended. Returns rank 0's exit code. An error in `train_one` propagates (the launcher then
+    ends the whole job: torchrun, srun --kill-on-bad-exit)."""
+    env, _ = setup(env, device_type="cpu")
+    group = _open_channel()
+    try:
+        while True:
+            box: list[Any] = [None]
+            dist.broadcast_object_list(box, src=0, group=group)
+            message = box[0]
+            if "end" in message:
+                return int(message["end"])
+            train_one(message)
+    finally:
+        _CHANNEL.clear()
+        cleanup()
+
+
 def unwrap(method: Method) -> Method:
     """The method without its DDP step (for export or a single-process continuation)."""
     return detach_ddp(method)
 
 
 __all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detach_ddp", "broadcast_state", "cleanup",
-           "collective_stop", "detect_env", "prepare_method", "setup", "shard_loader",
+           "collective_stop", "detect_env", "follow", "instruct", "Leader", "leading", "prepare_method", "setup",
            "train_distributed", "unwrap"]
 
 
@@ -286,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from pcl.data import build_loaders  # noqa: PLC0415
-    from pcl.data.imagenet import build_imagenet_loaders  # noqa: PLC0415
     from pcl.engine import seed_everything  # noqa: PLC0415
     from pcl.methods import build_method  # noqa: PLC0415
     from pcl.runner import save_deployed  # noqa: PLC0415
@@ -320,17 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--batch-size={args.batch_size} must be divisible by the world size {env.world_size}")
         seed_everything(args.seed)
         method = build_method(args.method, args.backbone, _classes(args.dataset), **options)
-        if args.dataset == "imagenet":
-            train_loader, test_loader, _ = build_imagenet_loaders(
-                args.data_root, batch_size=args.batch_size // env.world_size, num_views=method.num_views,
-                device=device, seed=args.seed, train_subset=args.train_subset, workers=args.workers,
-                rank=env.rank, world_size=env.world_size)
-        else:
-            train_loader, test_loader, _ = build_loaders(
-                args.dataset, data_root=args.data_root, batch_size=args.batch_size, num_views=method.num_views,
-                device=device, seed=args.seed, train_subset=args.train_subset,
-                synthetic_train_size=args.synthetic_train_size)
-            train_loader = shard_loader(train_loader, env)
+        train_loader, test_loader, _ = build_loaders(
+            args.dataset, data_root=args.data_root, batch_size=args.batch_size, num_views=method.num_views,
+            device=device, seed=args.seed, train_subset=args.train_subset, workers=args.workers,
+            synthetic_train_size=args.synthetic_train_size, rank=env.rank, world_size=env.world_size)
         method = prepare_method(method, env, device, args.batch_norm, args.channels_last)
         milestones = tuple(int(m) for m in args.milestones.split(",") if m)
         recipe = Recipe(epochs=args.epochs, lr=args.lr, milestones=milestones, weight_decay=args.weight_decay,

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torchvision
 
+from pcl import distributed
 from pcl.data import NUM_CLASSES, build_loaders
-from pcl.engine import MetricsCallback, Recipe, TrainResult, save_atomic, seed_everything, train
+from pcl.engine import MetricsCallback, Recipe, TrainResult, save_atomic, seed_everything
 from pcl.methods import build_method
 from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
 
@@ -33,6 +34,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_world_size(gpus: int) -> distributed.DistEnv:
+    """This process's place in a job of `gpus` data-parallel processes (torchrun's or SLURM's variables).
+
+    Raises ConfigError naming the key when the job has another number of processes (e.g. gpus=4 started as one
+    plain process).
+    """
+    env = distributed.detect_env()
+    if env.world_size != gpus:
+        start = ("start it as one process (python experiments/SCRIPT.py ...)" if gpus == 1 else
+                 f"start {gpus} processes (torchrun --nproc_per_node={gpus} experiments/SCRIPT.py with ..., or "
+                 "slurm/launch_all.py)")
+        raise ConfigError(f"config key 'gpus'={gpus} is invalid here: this job has {env.world_size} process(es); "
+                          f"{start}, or set gpus={env.world_size}")
+    return env
+
+
 @dataclass
 class RunOutcome:
     result: TrainResult
@@ -44,8 +61,9 @@ class RunOutcome:
     heads: list[str]
 
 
-def environment_info(device: torch.device | None = None) -> dict[str, str]:
-    """Host, versions (as strings) and accelerator name: enough to tell two runs' environments apart."""
+def environment_info(device: torch.device | None = None, processes: int = 1) -> dict[str, str]:
+    """Host, versions (as strings), accelerator name and the number of data-parallel processes (rank 0's view):
+    enough to tell two runs' environments apart."""
     info = {
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -56,6 +74,7 @@ def environment_info(device: torch.device | None = None) -> dict[str, str]:
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",
         "device": str(device) if device is not None else "",
         "gpu": "none",
+        "processes": str(processes),
     }
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -75,6 +94,13 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     cfg = normalize_run_config(config, check_build=False)
     recipe = Recipe.from_config(cfg)
     device = resolve_device(cfg["device"])
+    env = distributed.DistEnv()
+    if cfg["gpus"] > 1:  # data-parallel: this process is one of `gpus` (rank 0 announces the run to the others)
+        env = check_world_size(cfg["gpus"])
+        env, device = distributed.setup(env, device_type=device.type)
+        if env.is_main:
+            distributed.instruct({"config": cfg, "resume": resume,
+                                  "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir)})
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
     synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
     num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
@@ -83,26 +109,30 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     train_loader, test_loader, data_classes = build_loaders(
         cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"], batch_size=cfg["batch_size"],
         num_views=method.num_views, device=device, seed=cfg["seed"], train_subset=cfg["train_subset"],
-        workers=cfg["workers"], **synthetic)
+        workers=cfg["workers"], rank=env.rank, world_size=env.world_size, **synthetic)
     if data_classes != num_classes:
         raise ValueError(f"dataset {cfg['dataset']!r} under {cfg['data_root']!r} has {data_classes} classes, "
                          f"expected {num_classes}")
     counts = method.parameter_counts()
-    with torch.no_grad():
-        method.eval()
-        probe = next(iter(test_loader))[0][0][:2]
-        heads = list(method.eval_heads(probe))
-    if on_start is not None:
+    heads: list[str] = []
+    if env.is_main:
+        with torch.no_grad():
+            method.eval()
+            probe = next(iter(test_loader))[0][0][:2]
+            heads = list(method.eval_heads(probe))
+    if on_start is not None and env.is_main:
         on_start({"parameter_counts": counts, "heads": heads, "deployed_head": method.deployed_head,
                   "determinism": determinism, "num_classes": num_classes, "num_views": method.num_views,
-                  "environment": environment_info(device), "recipe": asdict(recipe)})
+                  "environment": environment_info(device, env.world_size), "recipe": asdict(recipe)})
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    result = train(method, train_loader, test_loader, recipe, fast_path=cfg["fast_path"],
-                   channels_last=cfg["channels_last"],
-                   checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None, resume=resume,
-                   callbacks=callbacks, progress=progress, should_stop=should_stop)
+    method = distributed.prepare_method(method, env, device, cfg["batch_norm"], cfg["channels_last"])
+    result = distributed.train_distributed(
+        method, train_loader, test_loader, recipe, env, fast_path=cfg["fast_path"],
+        channels_last=cfg["channels_last"], checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None,
+        resume=resume, callbacks=callbacks, progress=progress, should_stop=should_stop)
+    method = distributed.unwrap(method)
     deployed_path = None
-    if ckpt_dir is not None:
+    if ckpt_dir is not None and env.is_main:
         deployed_path = str(ckpt_dir / "deployed.pt")
         save_deployed(method, deployed_path)
     return RunOutcome(result=result, deployed_head=method.deployed_head, deployed_path=deployed_path,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
+BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
 TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
 GROUPS = ("experiment", "recipe", "data", "infra", "driver")
@@ -224,6 +225,13 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("precision", "recipe", "fp32", choice(lambda: PRECISIONS),
         "arithmetic precision: fp32 (TF32 off), tf32 (TF32 matmul/cuDNN), bf16 (autocast)",
         example="bf16"),
+    Key("gpus", "recipe", 1, integer(1),
+        "data-parallel processes, one GPU each (DDP, pcl.distributed; batch_size is the global batch, split "
+        "evenly); started by torchrun or the launcher's multi-task jobs (device=cpu: CPU processes with gloo)",
+        unit="processes", example=4, neutral=1),
+    Key("batch_norm", "recipe", "local", choice(lambda: BATCH_NORMS),
+        "BatchNorm statistics with gpus > 1: local (each process's share of the batch, the usual ImageNet DDP "
+        "recipe) or sync (SyncBatchNorm over the global batch; CUDA only)", example="sync", neutral="local"),
     # which data (part of the run_key)
     Key("train_subset", "data", None, integer(1, allow_none=True),
         "train on a seeded random subset of this many training images (None: all)", unit="images",
@@ -458,6 +466,7 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
     out["backbone_revision"] = REVISIONS.get(out["backbone"], 1)
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
+    _check_data_parallel(out)
     _check_together(out, given_milestones=milestones)
     if check_build and out["teacher_run_key"] is None:
         _check_method_builds(out)
@@ -500,6 +509,24 @@ def _check_together(out: Mapping[str, Any], given_milestones: list[int] | None) 
         source = f"train_subset={images}" if out["train_subset"] is not None else where
         raise ConfigError(f"config key 'batch_size'={out['batch_size']!r} is invalid: must be at most the images "
                           f"trained on ({source}); a step takes a full batch")
+
+
+def _check_data_parallel(out: Mapping[str, Any]) -> None:
+    """`gpus`, `batch_norm`, `batch_size` and `fast_path` together (ConfigError naming the key and what is allowed).
+
+    The global batch is split evenly over the processes; SyncBatchNorm needs several processes; the CUDA-graph
+    step (pcl.fastpath) is single-process.
+    """
+    gpus = out["gpus"]
+    if gpus > 1 and out["batch_size"] % gpus:
+        raise ConfigError(f"config key 'batch_size'={out['batch_size']!r} is invalid with gpus={gpus}: the global "
+                          f"batch is split evenly over the processes, so it must be a multiple of {gpus}")
+    if gpus > 1 and out["fast_path"] != "eager":
+        raise ConfigError(f"config key 'fast_path'={out['fast_path']!r} is invalid with gpus={gpus}: the captured "
+                          "step is single-process; allowed with gpus > 1: eager")
+    if gpus == 1 and out["batch_norm"] != "local":
+        raise ConfigError(f"config key 'batch_norm'={out['batch_norm']!r} is invalid with gpus=1: one process's "
+                          "statistics are the global batch's already; allowed: local (or set gpus > 1)")
 
 
 _BUILD_CHECKED: dict[str, str | None] = {}

@@ -139,6 +139,56 @@ class DeviceLoader:
             yield self.views_from(idx, dy[:, sl][:, :m], dx[:, sl][:, :m], flip[:, sl][:, :m])
 
 
+class ShardedDeviceLoader:
+    """One process's slice of every global batch of a train DeviceLoader (data-parallel training, config key gpus).
+
+    Built on the loader of the GLOBAL batch: every process holds the split and draws the same epoch permutation
+    and crop/flip draws (a function of seed and epoch only); process ``rank`` takes rows ``rank*b..(rank+1)*b`` of
+    each global batch, ``b = batch_size // world_size``. So ``world_size`` processes see exactly the images and
+    views that one process with the global batch would. Raises ValueError for an eval loader, drop_last=False or a
+    global batch that ``world_size`` does not divide.
+    """
+
+    def __init__(self, loader: DeviceLoader, rank: int, world_size: int) -> None:
+        if not (loader.train and loader.drop_last):
+            raise ValueError("only a train DeviceLoader with drop_last=True is sharded; evaluate on rank 0")
+        if loader.batch_size % world_size:
+            raise ValueError(f"batch_size={loader.batch_size} (global) must be divisible by the world size "
+                             f"{world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in 0..{world_size - 1}")
+        self.loader, self.rank, self.world_size = loader, int(rank), int(world_size)
+        self.batch_size = loader.batch_size // world_size
+        self.num_views = loader.num_views
+        self.drop_last, self.train = True, True
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def dataset_size(self) -> int:
+        return self.loader.dataset_size
+
+    @property
+    def num_images(self) -> int:
+        """Images this process trains on per epoch (per view)."""
+        return len(self) * self.batch_size
+
+    @property
+    def epoch(self) -> int:
+        return self.loader.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[list[Tensor], Tensor]]:
+        perm, dy, dx, flip = self.loader.epoch_draws(self.loader.epoch)
+        big, b, r = self.loader.batch_size, self.batch_size, self.rank
+        for i in range(len(self)):
+            sl = slice(i * big + r * b, i * big + (r + 1) * b)
+            yield self.loader.views_from(perm[sl], dy[:, sl], dx[:, sl], flip[:, sl])
+
+
 def _check_subset(train_subset: object, n: int) -> int:
     if isinstance(train_subset, bool) or not isinstance(train_subset, int):
         raise ValueError(f"train_subset must be a positive int or None, got {train_subset!r}")
@@ -172,8 +222,15 @@ def build_loaders(
     dtype: torch.dtype = torch.float32,
     imagenet_crop_size: int = 224,
     imagenet_resize_size: int = 256,
+    rank: int = 0,
+    world_size: int = 1,
 ):
     """``(train_loader, test_loader, num_classes)`` for one of ``DATASETS``.
+
+    ``batch_size`` is the global batch; with ``world_size > 1`` (data-parallel processes) the train loader yields
+    process ``rank``'s share of each global batch (``batch_size // world_size`` images; ShardedDeviceLoader, or the
+    ImageNet sampler's slice), and every process draws the same global order, so the union of the processes'
+    batches is what one process with the global batch trains on.
 
     CIFAR and synthetic data are served by DeviceLoader; ImageNet by a worker-based loader with the same
     contract. ``train_subset`` keeps a random subset (seeded by ``seed``) of the train split for quick runs.
@@ -192,12 +249,14 @@ def build_loaders(
 
         return build_imagenet_loaders(
             data_root,
-            batch_size=batch_size,
+            batch_size=batch_size // world_size,
             num_views=num_views,
             device=device,
             seed=seed,
             train_subset=train_subset,
             test_batch_size=test_batch_size,
+            rank=rank,
+            world_size=world_size,
             workers=workers,
             crop_size=imagenet_crop_size,
             resize_size=imagenet_resize_size,
@@ -215,4 +274,6 @@ def build_loaders(
     common = dict(num_views=num_views, mean=mean, std=std, device=device, seed=seed, dtype=dtype)
     train_loader = DeviceLoader(train, batch_size=batch_size, train=True, **common)
     test_loader = DeviceLoader(test, batch_size=test_batch_size, train=False, **common)
+    if world_size > 1:
+        train_loader = ShardedDeviceLoader(train_loader, rank, world_size)
     return train_loader, test_loader, num_classes

@@ -14,6 +14,7 @@ MongoDB; it skips COMPLETED run_keys, resumes preempted ones and never shows a p
 | lifecycle.py  | stop signals -> preempted (INTERRUPTED + info.preempted), final statuses, the per-run_key lock and MongoDB claim, checkpoints |
 | run.py        | one tracked run (skip / resume / record)                                                     |
 | grid.py       | a grid of runs                                                                               |
+| ranks.py      | data-parallel jobs (`gpus` > 1): rank 0 runs the tracked entry point, the other ranks follow  |
 | upload.py     | file-store records into MongoDB                                                              |
 | cli.py        | `python -m pcl.tracking upload RESULTS_DIR` and `python -m pcl.tracking ping`                |
 
@@ -29,6 +30,7 @@ from pcl.tracking.grid import GridReport, run_grid
 from pcl.tracking.lifecycle import (FINAL_STATUSES, STOP_SIGNALS, LockUnsupported, RunLocked, check_locking,
                                     clear_stop, mongo_claim, redeliver, request_stop, stop_on_signals,
                                     stop_requested, stop_signal)
+from pcl.tracking.ranks import lead_or_follow
 from pcl.tracking.run import REPO_ROOT, TrackedRun, resolve_teacher_path, run_tracked
 from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 from pcl.tracking.stores import DEFAULT_DB_NAME, FAILURE_DIR_NAME, MONGO_TIMEOUT_S, Store, open_store
@@ -38,7 +40,7 @@ __all__ = [
     "ConfigError", "DEFAULT_DB_NAME", "FAILURE_DIR_NAME", "FINAL_STATUSES", "GridReport", "INFRA_KEYS", "KEYS",
     "KEY_SCHEMA", "LockUnsupported", "MONGO_TIMEOUT_S", "MONGO_URL_ENV", "Preempted", "REPO_ROOT", "RUN_KEYS",
     "RunLocked", "STOP_SIGNALS", "Store", "StoreUnavailable", "TrackedRun", "UploadReport", "UserError",
-    "canonical_json", "check_locking", "clear_stop", "data_fingerprint", "identity_config", "main", "mongo_claim",
+    "canonical_json", "check_locking", "clear_stop", "data_fingerprint", "identity_config", "lead_or_follow", "main", "mongo_claim",
     "normalize_run_config", "open_store", "plain", "redact", "redact_url", "redeliver", "request_stop",
     "resolve_mongo_url", "resolve_teacher_path", "run_grid", "run_key", "run_tracked", "stop_on_signals",
     "stop_requested", "stop_signal", "upload",

@@ -71,6 +71,18 @@ def check_device(name: str) -> None:
     raise ConfigError(f"config key 'device'={name!r} is invalid: {have} on this machine; allowed here: {allowed}")
 
 
+def check_data_parallel(configs: Sequence[Mapping[str, Any]]) -> None:
+    """Every config's `gpus` is the number of processes this job has, and `batch_norm`='sync' has CUDA devices
+    (ConfigError naming the key)."""
+    from pcl.runner import check_world_size, resolve_device
+
+    for cfg in configs:
+        check_world_size(cfg["gpus"])
+        if cfg["batch_norm"] == "sync" and resolve_device(cfg["device"]).type != "cuda":
+            raise ConfigError(f"config key 'batch_norm'='sync' is invalid with device={cfg['device']!r} on this "
+                              "machine: SyncBatchNorm has no CPU kernel; allowed here: local")
+
+
 def check_writable_folder(key: str, path: str | os.PathLike) -> None:
     """`path` must be a folder this process can create and write; checked without creating anything (a temporary
     file in the nearest existing folder, removed at once). ConfigError naming the key otherwise."""
@@ -115,6 +127,7 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
 
     for device in sorted({c["device"] for c in configs}):
         check_device(device)
+    check_data_parallel(configs)
     check_writable_folder("results_dir", results_dir)
     for root in sorted({str(c["checkpoint_root"]) for c in configs}):
         check_writable_folder("checkpoint_root", root)
@@ -158,7 +171,8 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
              log: Callable[[str], None] = print) -> GridReport:
     """Run configs in order, each a separate Sacred run; the grid itself records nothing.
 
-    Every config is validated, the device, folders and data are checked (check_grid) and the store is checked
+    Every config is validated, the device, the number of processes (`gpus`), folders and data are checked
+    (check_grid) and the store is checked
     (MongoDB pinged) before the first run. A run that FAILS
     does not stop the grid; a signal does (after the current run is recorded PREEMPTED), and so does a MongoDB
     that stops answering between runs.

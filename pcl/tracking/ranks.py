@@ -1,0 +1,51 @@
+"""Data-parallel jobs (config key `gpus` > 1): rank 0 runs the tracked entry point, the other ranks follow it.
+
+Under torchrun or a multi-task SLURM job every process starts the same entry point (a Sacred script, a launcher
+job). Only rank 0 validates, checks the stores, skips COMPLETED runs, claims run_keys and writes records; each run
+it trains is announced by pcl.runner (pcl.distributed.instruct) and trained by every rank together. The other ranks
+write nothing, print nothing but errors, and end with rank 0's exit code.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from pcl.tracking.lifecycle import stop_on_signals, stop_requested
+
+T = TypeVar("T")
+
+
+def _train_announced(message: dict[str, Any]) -> None:
+    """A follower's share of the run rank 0 announced: same config, same checkpoint folder (read, never written)."""
+    from pcl.engine import TrainingInterrupted
+    from pcl.runner import run
+
+    try:
+        run(message["config"], checkpoint_dir=message["checkpoint_dir"], resume=message["resume"],
+            should_stop=stop_requested)
+    except TrainingInterrupted:
+        pass  # every rank stopped at the same step; rank 0 records the preemption
+
+
+def lead_or_follow(main: Callable[[], T], exit_code: Callable[[T], int] = lambda result: 0) -> T | None:
+    """`main()` in a single process, or on rank 0 of a multi-process job while the other ranks follow it.
+
+    Returns main()'s value on rank 0 (or alone) and None on the other ranks. The followers end with rank 0's exit
+    code: `exit_code(main())`, 1 when main raised, the code of a SystemExit. A follower raises SystemExit with it
+    when it is not 0 (bad input: 2, a failed run: 1), so every process of the job ends alike. Signals (SIGTERM,
+    SIGUSR2) only request a stop on the followers too: all ranks stop at the same step.
+    """
+    from pcl import distributed
+
+    env = distributed.detect_env()
+    if not env.distributed:
+        return main()
+    if env.is_main:
+        with distributed.leading(env) as leader:
+            result = main()
+            leader.code = exit_code(result)
+            return result
+    with stop_on_signals():
+        code = distributed.follow(_train_announced, env)
+    if code:
+        raise SystemExit(code)
+    return None
