@@ -1,4 +1,4 @@
-"""Which model to deploy: a peer, its temporal mean, the peer ensemble, or PCL-E (§11).
+"""Which model to deploy: a peer, its temporal mean, the peer ensemble, or PCL-E (Wu & Gong 2021).
 
 Reproduces the paper's comparison of PCL's heads and of PCL-E with the other methods' ensembles: ONE grid of PCL
 runs (the same run_keys as table2's pcl cells, so nothing is trained twice), whose records already hold every

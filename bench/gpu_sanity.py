@@ -1,4 +1,4 @@
-"""Real-data sanity run: ResNet-32, baseline vs PCL, the spec's recipe shortened to a few epochs.
+"""Real-data sanity run: ResNet-32, baseline vs PCL, the CIFAR recipe (docs/config.md) shortened to a few epochs.
 
     python bench/gpu_sanity.py --data-root DIR --epochs 8 [--out results.json]
 DIR must hold cifar-10-batches-py: on this project that is the LOSSY CIFAR-10 stand-in (real images re-encoded as

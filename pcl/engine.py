@@ -47,8 +47,9 @@ class Loader(Protocol):
 
 @dataclass
 class Recipe:
-    """Optimisation recipe (the engine's view of a run config's recipe keys); defaults are the CIFAR recipe of the
-    spec (§8) as pcl.schema defines it, and every value is checked by the schema's check of that key."""
+    """Optimisation recipe (the engine's view of a run config's recipe keys); defaults are the CIFAR recipe
+    (docs/config.md, "Per-dataset recipes") as pcl.schema defines it, and every value is checked by the schema's check
+    of that key."""
 
     epochs: int = CIFAR_RECIPE.epochs
     lr: float = KEYS["lr"].default

@@ -1,4 +1,4 @@
-"""The baselines PCL is compared against (spec §10): losses against hand-computed values on forced logits, which
+"""The baselines PCL is compared against (docs/methods.md): losses against hand-computed values on forced logits, which
 side of each distillation term carries gradient, the method-specific pieces (ONE's gate, OKDDip's attention, CL-ILR's
 gradient rescaling, KDCL's min-logit target, KD's frozen teacher), exports, options, and docs/methods.md.
 
@@ -695,7 +695,8 @@ def test_methods_doc_is_the_table_the_code_generates():
         "docs/methods.md is stale: run `python -m pcl.methods.table > docs/methods.md`"
     for name in METHODS:
         assert f"| {name} |" in text
-    assert "| baseline | one resnet32, CE only | the network | 472,756 | 472,756 |" in text  # spec §9's count
+    # resnet32's reference parameter count (tests/test_models.py)
+    assert "| baseline | one resnet32, CE only | the network | 472,756 | 472,756 |" in text
     # the options where the reference codes disagree, with the defaults the code has
     for row in ("| dml | `target` | `'pairwise'` | `'mean_others'` |", "| cl_ilr | `detach_target` | `True` | `False` |",
                 "| ffl | `peers` | `3` | `2` |", "| ffl | `fusion_weight_decay` | `None` | `1e-05` |"):

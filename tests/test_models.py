@@ -1,4 +1,4 @@
-"""Tests of pcl.models: backbone sizes (spec section 9), split points and the multi-branch network (section 2)."""
+"""Tests of pcl.models: backbone sizes (the zoo's parameter counts), split points and the multi-branch network."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pcl.models import (
     count_parameters,
 )
 
-# Spec section 9: parameters of one plain network, for 10 and 100 classes.
+# Reference parameter counts (sum of p.numel()) of one plain network of the OKDDip/ONE zoo, for 10 and 100 classes.
 EXPECTED_PARAMS: dict[str, dict[int, int]] = {
     "resnet32": {10: 466_906, 100: 472_756},
     "resnet110": {10: 1_147_738, 100: 1_170_868},
@@ -133,7 +133,8 @@ def test_state_dict_key_prefixes() -> None:
 
 
 def test_split_points() -> None:
-    """Spec section 2: what the shared layers output (channels, resolution) for the CIFAR backbones."""
+    """The split at the last stage (README, "What is the paper's and what is ours"): what the shared layers output
+    (channels, resolution) for the CIFAR backbones."""
     x = torch.randn(2, 3, 32, 32)
     expected = {"resnet32": (32, 16), "densenet40_12": (60, 8), "vgg16": (512, 2)}
     with torch.no_grad():

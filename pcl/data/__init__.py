@@ -1,5 +1,5 @@
 """Data: whole CIFAR/synthetic splits held on the training device with batched on-device augmentation, and an
-ImageNet folder loader with the same contract (spec §3, §8).
+ImageNet folder loader with the same contract (one view per peer: Wu & Gong 2021's multi-input augmentation).
 
 Only torch, torchvision and numpy are imported (torchvision lazily, where it is needed).
 """

@@ -6,7 +6,8 @@ All randomness comes from an explicit ``torch.Generator`` living on the same dev
 draws a pure function of (seed, epoch) and no host synchronisation is ever needed.
 
 Semantics are exactly torchvision's ``RandomCrop(32, padding=4)`` (constant zero fill) followed by
-``RandomHorizontalFlip(0.5)``, drawn independently per sample and per view (spec §3).
+``RandomHorizontalFlip(0.5)``, drawn independently per sample and per view (Wu & Gong 2021: every peer gets its own
+random augmentation of the input).
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """ImageNet (ILSVRC-2012) from the standard ``train/<class>/*`` and ``val/<class>/*`` folders.
 
-JPEG decoding needs CPU workers, so this uses torchvision's ImageFolder and a DataLoader, wrapped to the same
-contract as DeviceLoader: ``set_epoch``, ``len``, ``num_images``, and iteration yields ``(views on device,
-labels on device)``. Spec §8 [ours]: train RandomResizedCrop(224) + horizontal flip, ``num_views`` independent
-views per image; test Resize(256) + CenterCrop(224).
+JPEG decoding needs CPU workers, so this uses torchvision's ImageFolder and a DataLoader, wrapped to the same contract
+as DeviceLoader: ``set_epoch``, ``len``, ``num_images``, and iteration yields ``(views on device, labels on device)``.
+Reconstructed (not stated in the paper): train RandomResizedCrop(224) + horizontal flip, ``num_views`` independent views
+per image; test Resize(256) + CenterCrop(224).
 
 Deliberate choices (speed: decoding and augmentation in worker processes, the device never waits on them):
 * Workers ship uint8 tensors and normalisation ((x/255 - mean)/std, identical to ToTensor + Normalize up to

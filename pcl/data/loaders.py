@@ -31,10 +31,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class DeviceLoader:
     """Iterates a whole ArraySplit held on the device; yields ``(views: list[float Tensor], labels)``.
 
-    ``train=True``: every epoch a fresh permutation and ``num_views`` independent crop+flip views per batch
-    (spec §3: one view per peer). ``train=False``: in order, un-augmented, a single view ``[x]``.
-    ``set_epoch(e)`` fixes the epoch whose draws every following iteration uses. Iterating has no side effects: a
-    progress bar, a probe or a second pass over the same epoch sees the same batches, so nothing outside the run's
+    ``train=True``: every epoch a fresh permutation and ``num_views`` independent crop+flip views per batch (one view
+    per peer: Wu & Gong 2021's multi-input augmentation). ``train=False``: in order, un-augmented, a single view
+    ``[x]``. ``set_epoch(e)`` fixes the epoch whose draws every following iteration uses. Iterating has no side effects:
+    a progress bar, a probe or a second pass over the same epoch sees the same batches, so nothing outside the run's
     identity (seed, epoch) can change what is trained.
     """
 

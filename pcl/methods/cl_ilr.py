@@ -1,14 +1,15 @@
 """CL-ILR: Collaborative Learning with Intermediate-Level Representation sharing (Song & Chai, NeurIPS 2018),
-spec §10, as in the OKDDip codebase.
+as in the OKDDip codebase (its ONE script with `--avg --bpscale`).
 
-A multi-branch network (spec §2) on one view. The shared output h passes through the ILR layer before the m
-branches: identity forward, gradient divided by m backward ("backprop rescaling"), so the shared layers receive the
+A multi-branch network (pcl.models.multibranch) on one view. The shared output h passes through the ILR layer before the
+m branches: identity forward, gradient divided by m backward ("backprop rescaling"), so the shared layers receive the
 MEAN of the branches' gradients instead of their sum. Branch j learns from the mean of the OTHER branches (detached):
 
     L = sum_j CE(z_j, y) + w(e) sum_j KD(z_j <- 1/(m-1) sum_{l != j} z_l),   T = 3, ramp-up 80 epochs.
 
-`detach_target` (the reference codes disagree): True (default, the spec: a KD target carries no gradient) or False
-(the target's gradient flows back into the other branches too, as in code that does not detach its targets).
+`detach_target` (the reference codes disagree): True (default, as everywhere here, pcl.losses.kd_loss: a KD target
+carries no gradient) or False (the target's gradient flows back into the other branches too, as in code that does not
+detach its targets).
 
 Heads: branch1..branchm and `ensemble` (mean logits). Deployed: branch 1 (shared layers + branch 1).
 """

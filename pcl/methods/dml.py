@@ -1,4 +1,4 @@
-"""DML: Deep Mutual Learning (Zhang et al., CVPR 2018), spec §10.
+"""DML: Deep Mutual Learning (Zhang et al., CVPR 2018), as run in the OKDDip codebase (Chen et al., AAAI 2020).
 
 K = `peers` full networks (no shared layers, each its own build_backbone), all on the same augmented batch.
 Network k learns from every other network's current prediction, a fixed (detached) target:
@@ -9,7 +9,7 @@ Follows the OKDDip codebase: T = 3 (the original DML uses T = 1: `temperature=1`
 together from one summed loss (the original alternates updates network by network). DML has no ramp-up, so
 `rampup_length` defaults to 0, i.e. w(e) = 1 from the first epoch; 80 gives the ramp-up of the other methods.
 
-`target` (the reference codes disagree): "pairwise" (default; the spec and the DML paper, and the OKDDip code's
+`target` (the reference codes disagree): "pairwise" (default; the DML paper's loss, and the OKDDip code's
 `--type` switch) is the formula above; "mean_others" (the OKDDip code's default, "ensemble first") distils each
 network from the mean of the other networks' logits, one term per network: sum_k KD(z_k <- 1/(K-1) sum_{l != k} z_l).
 Heads: net1..netK and `ensemble` (mean logits). Deployed: net1, a plain backbone.

@@ -1,7 +1,7 @@
-"""FFL-S: Feature Fusion Learning, sub-network result (Kim et al., ICPR 2020), spec §10.
+"""FFL-S: Feature Fusion Learning, sub-network result (Kim et al., ICPR 2020), after the official FFL code.
 
-m sub-networks as a multi-branch network (spec §2) on one view. A fusion module runs on the CONCATENATED last
-feature maps of the branches (their head.body outputs, m*C channels):
+m sub-networks as a multi-branch network (pcl.models.multibranch) on one view. A fusion module runs on the CONCATENATED
+last feature maps of the branches (their head.body outputs, m*C channels):
 
     u = cat_j body_j(h)                                   [B, m*C, H, W]
     u = ReLU(BN(depthwise conv3x3(u)))                    groups = m*C
@@ -16,8 +16,8 @@ both targets detached:
 The feature maps are not detached: the fused classifier's CE also trains the sub-networks (as in the FFL code).
 Heads: branch1..branchm and `fused`. Deployed: branch 1, since the paper's number is FFL-S, a sub-network.
 
-Where the reference codes disagree: the official FFL code trains 2 sub-networks (`peers=2`); the default stays the
-spec's m = 3 like every other method. It also decays the fusion module's weights less (1e-5, network 1e-4):
+Where the reference codes disagree: the official FFL code trains 2 sub-networks (`peers=2`); the default stays m = 3
+like every other method (ours). It also decays the fusion module's weights less (1e-5, network 1e-4):
 `fusion_weight_decay` sets the fusion module's weight decay (None, the default: the recipe's, like every other
 parameter), through `param_groups`.
 """

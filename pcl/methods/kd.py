@@ -1,4 +1,4 @@
-"""Two-stage KD (Hinton, Vinyals & Dean 2015), spec §10: the offline-distillation comparison.
+"""Two-stage KD (Hinton, Vinyals & Dean 2015): the offline-distillation comparison (README, "Paper map").
 
 Stage 1 is an earlier completed run of this project; its deployed model file (pcl.runner.save_deployed:
 {"backbone", "num_classes", "method", "head", "state_dict"}) is the teacher. Stage 2 trains a fresh student

@@ -1,4 +1,4 @@
-"""KDCL: Knowledge Distillation via Collaborative Learning (Guo et al., CVPR 2020), spec §10.
+"""KDCL: Knowledge Distillation via Collaborative Learning (Guo et al., CVPR 2020), from the KDCL paper.
 
 K = `peers` full networks WITHOUT shared layers; network k trains on its OWN augmented view x_k of each image.
 The soft target is an ensemble of the students' logits, a fixed (detached) target for everyone:

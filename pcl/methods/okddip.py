@@ -1,16 +1,17 @@
-"""OKDDip: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020), spec §10.
+"""OKDDip: Online Knowledge Distillation with Diverse Peers (Chen et al., AAAI 2020), after the OKDDip code.
 
-A multi-branch network (spec §2) with m + 1 branches on one view: m auxiliary peers (branches 1..m) and one group
-leader (the last branch). Attention over the auxiliary peers, from their pooled features f_j:
+A multi-branch network (pcl.models.multibranch) with m + 1 branches on one view: m auxiliary peers (branches 1..m) and
+one group leader (the last branch). Attention over the auxiliary peers, from their pooled features f_j:
 
     q_j = W_q f_j,  k_j = W_k f_j  (bias-free Linear, feature_dim -> feature_dim // projection_factor),
     A = softmax_l(q_j . k_l)       per sample, [B, m, m], each row sums to one (no 1/sqrt(d): OKDDip code),
     t_j = sum_l A_jl z_l           peer j's target,
     L = sum_{all m+1 branches} CE + w(e) [sum_j KD(z_j <- t_j) + KD(z_leader <- 1/m sum_j z_j)],  T = 3, ramp-up 80.
 
-Gradients (spec §1: targets carry no gradient into the logits): the peer logits inside t_j and inside the leader's
-target are detached (`detach_targets`; the OKDDip code detaches nothing), while A keeps its gradient
-(`attention_grad`), so W_q/W_k learn through the KD loss, which is the only loss that reaches them (as in the code).
+Gradients (as everywhere here, pcl.losses.kd_loss: targets carry no gradient into the logits): the peer logits inside
+t_j and inside the leader's target are detached (`detach_targets`; the OKDDip code detaches nothing), while A keeps its
+gradient (`attention_grad`), so W_q/W_k learn through the KD loss, which is the only loss that reaches them (as in the
+code).
 projection_factor 8 is the OKDDip code's `factor` (resnet32: 64 -> 8 dims; vgg16: 512 -> 64).
 Heads: peer1..peerm, leader, `ensemble` (mean of the auxiliary peers). Deployed: the leader (shared + last branch).
 """

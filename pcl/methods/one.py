@@ -1,7 +1,7 @@
-"""ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong, NeurIPS 2018), spec §10.
+"""ONE: On-the-fly Native Ensemble (Lan, Zhu & Gong, NeurIPS 2018), as in the ONE and OKDDip codebases.
 
-A multi-branch network (spec §2) on one view. A gate on the shared feature map (global average pool -> FC(m) ->
-BN -> ReLU -> softmax, common.BranchGate) weighs the branches per sample; the gated ensemble is the teacher:
+A multi-branch network (pcl.models.multibranch) on one view. A gate on the shared feature map (global average pool ->
+FC(m) -> BN -> ReLU -> softmax, common.BranchGate) weighs the branches per sample; the gated ensemble is the teacher:
 
     g = gate(h) (rows sum to one),   z_t = sum_j g_j z_j,
     L = sum_j CE(z_j, y) + CE(z_t, y) + w(e) sum_j KD(z_j <- z_t),   z_t detached in KD, T = 3, ramp-up 80.

@@ -1,4 +1,5 @@
-"""PCL: Peer Collaborative Learning (Wu & Gong, AAAI 2021), spec §2-7.
+"""PCL: Peer Collaborative Learning (Wu & Gong, AAAI 2021: multi-branch network, multi-input augmentation, peer
+ensemble teacher, peer mean teacher, Algorithm 1).
 
 m peers share the low-level layers; peer j trains on its own augmented view x_j. A peer ensemble teacher (one
 linear classifier on the concatenated pooled peer features) is trained by CE and distilled into every peer
@@ -7,7 +8,8 @@ view l, and each peer learns from the mean teachers of the OTHER peers with weig
 
     L = sum_j CE(z_j, y) + CE(z_e, y) + w(e) (L_pe + L_pm),    deployed: peer 1 of the mean network.
 
-Every switch below is what one ablation changes; the defaults are the spec's.
+Every switch below is what one ablation changes; the defaults are PCL as the paper describes it, with the details it
+does not state reconstructed from the ONE/OKDDip codebases (README, "What is the paper's and what is ours").
 
 Two candidate PCL-E heads are logged: `ensemble` (the peer ensemble teacher, a Linear on the live peers' features;
 its classifier is the paper's "0.01-0.08M extra parameters", so most probably the paper's PCL-E) and `pcl_e` (the

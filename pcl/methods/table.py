@@ -60,17 +60,19 @@ HEAD_NOTES: dict[tuple[str, str], str] = {
 # shown is read from the method's signature, so it cannot drift from the code.
 DISAGREEMENTS: tuple[tuple[str, str, object, str], ...] = (
     ("dml", "target", "mean_others",
-     ("pairwise: 1/(K-1) sum_l KD(z_k <- z_l), the spec and DML paper (OKDDip code's `--type`); mean_others: "
+     ("pairwise: 1/(K-1) sum_l KD(z_k <- z_l), the DML paper's loss (OKDDip code's `--type`); mean_others: "
       "KD(z_k <- mean of the others' logits), the OKDDip code's default")),
     ("dml", "temperature", 1.0, "T = 3 as the OKDDip code; the original DML uses T = 1"),
     ("cl_ilr", "detach_target", False,
-     "True: the mean of the other branches is a fixed target (spec); False: it carries gradient into them"),
-    ("ffl", "peers", 2, "number of sub-networks: the spec's m = 3 like every method; the official FFL code uses 2"),
+     ("True: the mean of the other branches is a fixed target (as every KD target here); False: it carries gradient "
+      "into them")),
+    ("ffl", "peers", 2, "number of sub-networks: m = 3 like every method (ours); the official FFL code uses 2"),
     ("ffl", "fusion_weight_decay", 1e-5,
      ("weight decay of the fusion module: None = the recipe's (like every parameter); the official code uses 1e-5 "
       "(its network 1e-4)")),
     ("okddip", "detach_targets", False,
-     "True: the peers' logits inside the targets are fixed (spec); False: the OKDDip code, which detaches nothing"),
+     ("True: the peers' logits inside the targets are fixed (as every KD target here); False: the OKDDip code, which "
+      "detaches nothing")),
     ("okddip", "scaled_attention", True, "False: q.k unscaled as the OKDDip code; True: divided by sqrt(d)"),
 )
 
@@ -213,7 +215,8 @@ def markdown() -> str:
         "",
         "## Options where the reference codes disagree",
         "",
-        "The default is the spec's; the other choice is one option away (`options.<name>=...` in a run's config).",
+        ("The default is this project's choice (see each row's meaning); the other choice is one option away "
+         "(`options.<name>=...` in a run's config)."),
         "",
         "| method | option | default | other choice | meaning |",
         "|---|---|---|---|---|",

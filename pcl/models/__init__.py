@@ -1,4 +1,4 @@
-"""Backbones (spec section 9) and the multi-branch network of PCL (spec section 2).
+"""Backbones (the OKDDip/ONE CIFAR model zoo, torchvision on ImageNet) and PCL's multi-branch network.
 
 Every backbone is a :class:`Backbone`: shared low-level layers + a :class:`Head` (last stage, pool,
 classifier). :class:`MultiBranchNet` shares one backbone's ``shared`` part across m independently initialised
@@ -90,7 +90,7 @@ def build_backbone(name: str, num_classes: int, dropout: float | None = None) ->
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of parameters (sum of ``p.numel()``), the quantity of the spec's table (section 9)."""
+    """Number of parameters (sum of ``p.numel()``), the quantity of the reference counts in tests/test_models.py."""
     return sum(p.numel() for p in module.parameters())
 
 

@@ -1,10 +1,10 @@
 """The common shape of every backbone: shared low-level layers followed by a head.
 
-PCL (spec section 2) shares a backbone's low-level layers and copies its last stage into m peers. Every
-backbone is therefore written once, already split at that point, so the multi-branch network can take the
-``shared`` part of one build and the ``head`` of m independent builds, and a single peer can be exported
-back into a plain :class:`Backbone` by loading state dicts (keys ``shared.*``, ``head.body.*``,
-``head.classifier.*``).
+PCL (Wu & Gong 2021's multi-branch network) shares a backbone's low-level layers and copies its last stage (the split
+point: reconstructed, not stated in the paper) into m peers. Every backbone is therefore written once, already split at
+that point, so the multi-branch network can take the ``shared`` part of one build and the ``head`` of m independent
+builds, and a single peer can be exported back into a plain :class:`Backbone` by loading state dicts (keys ``shared.*``,
+``head.body.*``, ``head.classifier.*``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""CIFAR DenseNet-40-12 (BC) of the OKDDip/ONE model zoo (spec section 9).
+"""CIFAR DenseNet-40-12 (BC) of the OKDDip/ONE model zoo.
 
-Definition, matched to the spec's parameter table to the unit (176,122 / 188,092 params for C = 10 / 100):
+Definition, matched to the zoo's parameter counts to the unit (176,122 / 188,092 params for C = 10 / 100):
 
 - conv0: conv3x3(3 -> 24 = 2 * growth, no bias); no BN/pool after it (CIFAR stem);
 - three dense blocks of 6 bottleneck layers each (depth 40 = 3 * 6 * 2 + 4), growth rate 12;
@@ -14,8 +14,8 @@ Initialisation, the zoo's DenseNet rule: convolutions kaiming-normal with fan_in
 PyTorch's default mode, which the zoo's ``nn.init.kaiming_normal_(m.weight)`` uses), BN weight 1 / bias 0, the
 classifier's weight PyTorch's default and its bias 0.
 
-Split (spec section 2): shared = conv0 + block1 + transition1 + block2 + transition2; head.body = block3 +
-final BN + ReLU.
+Split (last stage; reconstructed, not stated in the paper: README, "What is the paper's and what is ours"): shared =
+conv0 + block1 + transition1 + block2 + transition2; head.body = block3 + final BN + ReLU.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The multi-branch network of PCL (spec section 2): shared low-level layers + m peer heads.
+"""The multi-branch network of PCL (Wu & Gong 2021): shared low-level layers + m peer heads.
 
 Each peer head comes from its own fresh :func:`build_backbone` call, so peers start from independent random
 inits (as ONE builds each branch separately), not copies of one another. Only the first build's ``shared``
 part is kept, so shared parameters exist (and are counted, optimised, EMA-averaged) once.
 
-Multi-input augmentation (spec section 3) feeds each peer its own augmented view. The shared layers then run
+Multi-input augmentation (Wu & Gong 2021) feeds each peer its own augmented view. The shared layers then run
 once per view, so their BatchNorm normalises each view with that view's own batch statistics, exactly as if
 each peer were a separate network on its view; running statistics are updated once per view, in view order.
 """
@@ -70,7 +70,8 @@ class MultiBranchNet(nn.Module):
 
     @torch.no_grad()
     def export_branch(self, j: int = 0) -> Backbone:
-        """A new plain :class:`Backbone` holding the shared layers + branch j (the deployed model, spec section 7).
+        """A new plain :class:`Backbone` holding the shared layers + branch j (the deployed model: Wu & Gong 2021,
+        Algorithm 1's target model).
 
         Weights and buffers (BN running stats) are copied by state dict, so the export is independent of this
         network and its eval-mode logits equal branch j's. It is placed on this network's device/dtype and in

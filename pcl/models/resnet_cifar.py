@@ -1,6 +1,6 @@
-"""CIFAR ResNets of the OKDDip/ONE model zoo: resnet32, resnet110 and wrn20_8 (spec section 9).
+"""CIFAR ResNets of the OKDDip/ONE model zoo: resnet32, resnet110 and wrn20_8.
 
-Definition (torchvision-style blocks on a CIFAR stem), matched to the spec's parameter table to the unit:
+Definition (torchvision-style blocks on a CIFAR stem), matched to the zoo's parameter counts to the unit:
 
 - stem: conv3x3(3 -> 16, stride 1, no bias) + BN + ReLU (no max-pool; inputs are 32x32);
 - three stages of ``planes`` 16 / 32 / 64, strides 1 / 2 / 2;
@@ -21,7 +21,8 @@ Networks:
 Initialisation, the zoo's ResNet rule: conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier
 PyTorch's default (the zoo's ResNets do not touch their Linear).
 
-Split (spec section 2): shared = stem + stage1 + stage2; head.body = stage3.
+Split (last stage; reconstructed, not stated in the paper: README, "What is the paper's and what is ours"): shared =
+stem + stage1 + stage2; head.body = stage3.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def resnet32(num_classes: int) -> Backbone:
 def resnet110(num_classes: int) -> Backbone:
     """ResNet-110 of the OKDDip zoo: Bottleneck [12, 12, 12] (1,147,738 params for 10 classes).
 
-    Not the 1.73M BasicBlock ResNet-110 of other repos (spec section 9).
+    Not the 1.73M BasicBlock ResNet-110 of other repos.
     """
     return cifar_resnet("resnet110", Bottleneck, (12, 12, 12), num_classes)
 

@@ -1,4 +1,4 @@
-"""ImageNet ResNet-18 / ResNet-34, re-using torchvision's modules (spec sections 2 and 9).
+"""ImageNet ResNet-18 / ResNet-34, re-using torchvision's modules.
 
 The network is ``torchvision.models.resnet18/34(weights=None, num_classes=C)`` with its modules moved, not
 copied or re-created, into the shared/head split, so its parameter count and initialisation are exactly
@@ -8,7 +8,7 @@ torchvision's (11,689,512 / 21,797,672 params for 1000 classes):
 - head.body = layer4; head.classifier = fc (512 -> C); torchvision's avgpool is replaced by the head's
   adaptive average pool (same operation, no parameters).
 
-The split follows ONE's ImageNet multi-branch ResNet (spec section 2, [ours]).
+The split follows ONE's ImageNet multi-branch ResNet (ours, not stated in the paper).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""CIFAR VGG-16 with BatchNorm of the OKDDip/ONE model zoo (spec section 9).
+"""CIFAR VGG-16 with BatchNorm of the OKDDip/ONE model zoo.
 
-Definition, matched to the spec's parameter table to the unit (15,253,578 / 15,299,748 params for C = 10 / 100):
+Definition, matched to the zoo's parameter counts to the unit (15,253,578 / 15,299,748 params for C = 10 / 100):
 
 - 13 conv3x3 (padding 1) WITH bias, each followed by BN + ReLU, in five blocks
   64x2, 128x2, 256x3, 512x3, 512x3, each block ending in MaxPool2d(2) (32x32 input -> 1x1x512);
@@ -17,9 +17,10 @@ Linear N(0, 0.01) with zero bias.
 
 The conv biases are what make the count match: without them the total is 4,224 smaller.
 
-Split (spec section 2): shared = the first four blocks (through 512x3 + pool); head.body = the last 512x3 +
-pool block; head.classifier = the 512-512-C MLP. The head's global average pool is a no-op reshape on the
-1x1 map of a 32x32 input and keeps the net usable on other sizes.
+Split (last stage; reconstructed, not stated in the paper: README, "What is the paper's and what is ours"): shared = the
+first four blocks (through 512x3 + pool); head.body = the last 512x3 + pool block; head.classifier = the 512-512-C MLP.
+The head's global average pool is a no-op reshape on the 1x1 map of a 32x32 input and keeps the net usable on other
+sizes.
 """
 
 from __future__ import annotations
