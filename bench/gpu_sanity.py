@@ -2,7 +2,7 @@
 
     python bench/gpu_sanity.py --data-root DIR --epochs 8 [--out results.json]
 DIR must hold cifar-10-batches-py: on this project that is the LOSSY CIFAR-10 stand-in (real images re-encoded as
-JPEG q75, see the infra notes), so the figures are a sanity check of the pipeline, never CIFAR-10 results; with
+JPEG q75), so the figures are a sanity check of the pipeline, never CIFAR-10 results; with
 a shortened schedule (milestones 150/225 of 300 and the 80-epoch ramp-up scaled to --epochs) they are far from
 the paper's 300-epoch numbers by design. Prints every head's test error and the epoch time after each epoch.
 """

@@ -1,7 +1,8 @@
 """Batched, on-device CIFAR augmentation: random crop with zero padding + horizontal flip, then normalisation.
 
 Why on the device: a 3-view method needs three augmented copies of every batch; a CPU loader with few workers
-caps such a method near 4k images/s (infra_notes.md), while one gather on the GPU costs microseconds.
+caps such a method at the workers' decode/augment rate (the naive column of bench/throughput.py measures it),
+while one gather on the GPU costs microseconds.
 All randomness comes from an explicit ``torch.Generator`` living on the same device, so a loader can make the
 draws a pure function of (seed, epoch) and no host synchronisation is ever needed.
 

@@ -2,7 +2,7 @@
 
 Why not torchvision's dataset classes: they keep HWC numpy arrays for per-sample PIL transforms and verify md5
 sums; we want the whole split as one ``[N, 3, 32, 32]`` uint8 tensor to put on the device once, and we must
-accept files whose checksums differ from the originals (e.g. the JPEG stand-in, see infra_notes.md).
+accept files whose checksums differ from the originals (e.g. a re-encoded stand-in copy used for pipeline sanity runs, bench/gpu_sanity.py).
 torchvision is used only to download when asked to.
 
 The files are (Python 2) pickles; they are read with a restricted unpickler that only resolves the few numpy
