@@ -10,8 +10,8 @@ else the SLURM_* variables). What it guarantees:
 * BatchNorm as the run config says: "local" (per-rank batch statistics, the usual ImageNet DDP recipe) or "sync"
   (SyncBatchNorm: statistics over the global batch, CUDA only);
 * data: every rank draws the same global shuffled order and takes its slice of each global batch, so N ranks with
-  per-rank batch b see exactly what one process with batch N*b would (ShardedDeviceLoader; the ImageNet loader
-  takes rank/world_size itself);
+  per-rank batch b see exactly what one process with batch N*b would (pcl.data.build_loaders with rank and
+  world_size: ShardedDeviceLoader, or the ImageNet sampler's slice);
 * only rank 0 evaluates, calls the record callbacks and writes checkpoints; every rank resumes from rank 0's
   checkpoint; a stop request (SIGTERM on any rank) is agreed on collectively so all ranks stop at the same step;
 * a job of several runs (a Sacred script under torchrun, a multi-task SLURM job of slurm/launch_all.py): rank 0
@@ -206,7 +206,7 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
                       callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
                       should_stop: Callable[[], bool] | None = None, stop_check_every: int = 20,
                       **train_kwargs: Any) -> TrainResult:
-    """pcl.engine.train on every rank (method from prepare_method, loader from shard_loader): rank 0 evaluates,
+    """pcl.engine.train on every rank (method from prepare_method, loader from build_loaders(..., rank=, world_size=)): rank 0 evaluates,
     records (callbacks) and writes checkpoints; the others resume from rank 0's checkpoint. After training every
     rank holds rank 0's state (parameters, temporal mean, BN buffers).
     """
@@ -218,7 +218,7 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
     result = train(method, train_loader, test_loader if main else None, recipe,
                    checkpoint_path=checkpoint_path, resume=resume, callbacks=callbacks if main else (),
                    progress=progress and main, should_stop=collective_stop(should_stop, stop_check_every),
-                   write_checkpoints=main, **train_kwargs)
+                   write_checkpoints=main, processes=env.world_size, **train_kwargs)
     if env.distributed:
         broadcast_state(method)
         dist.barrier()  # rank 0's last checkpoint is on disk before anyone moves on

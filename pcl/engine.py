@@ -398,7 +398,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
           callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
           should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
           fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True,
-          epoch_log: Callable[[str], None] | None = print) -> TrainResult:
+          epoch_log: Callable[[str], None] | None = print, processes: int = 1) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -411,7 +411,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     fast_path: "eager" (default) or "graph": the whole step over static buffers, captured in one CUDA graph on
     CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
     (fast path) views in channels_last memory format. write_checkpoints=False resumes from checkpoint_path but
-    never writes it (the non-zero ranks of a distributed run, pcl.distributed).
+    never writes it (the non-zero ranks of a distributed run, pcl.distributed). processes: the data-parallel
+    processes training these steps together, each on its slice of the batch: `images_per_s` counts all of them (the
+    train errors and losses stay this process's slice).
     `epoch_log` receives one plain line per epoch (`epoch_line`; None: silent); `progress` adds bars over training
     and evaluation.
     """
@@ -480,7 +482,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics.update({k: float(v) for k, v in method.scalars().items()})
         metrics["lr"] = recipe.lr_at(epoch)
         metrics["epoch_time_s"] = train_time
-        metrics["images_per_s"] = acc.images / max(train_time, 1e-9)
+        metrics["images_per_s"] = acc.images * processes / max(train_time, 1e-9)
         if test_loader is not None:
             metrics.update(evaluate(method, test_loader, recipe.precision, progress=progress))
             metrics.update(deployed_metrics(metrics, method.deployed_head))

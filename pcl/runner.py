@@ -5,6 +5,7 @@ or MongoDB. The Sacred experiments, the benchmarks and the tests call it.
 """
 from __future__ import annotations
 
+import os
 import platform
 import socket
 from dataclasses import asdict, dataclass
@@ -62,8 +63,8 @@ class RunOutcome:
 
 
 def environment_info(device: torch.device | None = None, processes: int = 1) -> dict[str, str]:
-    """Host, versions (as strings), accelerator name and the number of data-parallel processes (rank 0's view):
-    enough to tell two runs' environments apart."""
+    """Host, versions (as strings), accelerator name, the number of data-parallel processes (rank 0's view) and,
+    in a SLURM job, its id: enough to tell two runs' environments apart and to find the job's logs."""
     info = {
         "host": socket.gethostname(),
         "python": platform.python_version(),
@@ -78,6 +79,9 @@ def environment_info(device: torch.device | None = None, processes: int = 1) -> 
     }
     if device is not None and device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    if os.environ.get("SLURM_JOB_ID"):  # the job as squeue/sacct name it: 123, or 123_4 for an array task
+        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        info["slurm_job_id"] = f"{array[0]}_{array[1]}" if all(array) else os.environ["SLURM_JOB_ID"]
     return info
 
 

@@ -108,7 +108,8 @@ def mem_mb(value: str) -> int:
 def check_request(resources: Iterable[Mapping[str, Any]], parts: Mapping[str, Partition]) -> None:
     """ClusterError for the first request no node of its partition can satisfy (before anything is submitted).
 
-    Each request is a ClusterOptions.resources_for dict (partition, cpus_per_task, mem, gpus_per_task, ...).
+    Each request is a ClusterOptions.resources_for dict (partition, cpus_per_task, mem, gpus_per_task, tasks, ...);
+    a data-parallel run's tasks share one node.
     """
     if not parts:
         raise ClusterError("the cluster has no partition (sinfo lists none)")
@@ -121,16 +122,18 @@ def check_request(resources: Iterable[Mapping[str, Any]], parts: Mapping[str, Pa
             raise ClusterError(f"partition {name!r} does not exist on this cluster; partitions: "
                                f"{', '.join(parts)}")
         part = parts[name]
-        if res["cpus_per_task"] > part.max_cpus:
-            raise ClusterError(f"cpus_per_task={res['cpus_per_task']} is more than any node of partition {name!r} "
-                               f"has (at most {part.max_cpus} CPUs per node)")
+        tasks = res.get("tasks", 1)
+        per_node = f" x {tasks} tasks (gpus={tasks})" if tasks > 1 else ""
+        if res["cpus_per_task"] * tasks > part.max_cpus:
+            raise ClusterError(f"cpus_per_task={res['cpus_per_task']}{per_node} is more than any node of partition "
+                               f"{name!r} has (at most {part.max_cpus} CPUs per node)")
         if res.get("mem") and mem_mb(res["mem"]) > part.max_mem_mb:
             raise ClusterError(f"mem={res['mem']} is more than any node of partition {name!r} has (at most "
                                f"{part.max_mem_mb} MB per node)")
-        if res["gpus_per_task"] > part.max_gpus:
+        if res["gpus_per_task"] * tasks > part.max_gpus:
             allowed = f"at most {part.max_gpus} GPUs per node" if part.max_gpus else "no GPUs (no gpu GRES)"
-            raise ClusterError(f"gpus_per_task={res['gpus_per_task']} is more than any node of partition {name!r} "
-                               f"has ({allowed}); set gpus_per_task = 0 in the profile for CPU nodes")
+            raise ClusterError(f"gpus_per_task={res['gpus_per_task']}{per_node} is more than any node of partition "
+                               f"{name!r} has ({allowed}); set gpus_per_task = 0 in the profile for CPU nodes")
 
 
 def encode_comment(tasks: list[list[str]]) -> str:

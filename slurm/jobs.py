@@ -163,7 +163,14 @@ class RunJob(submitit.helpers.Checkpointable):
         self.max_attempts = max_attempts
         self.teacher_wait_s = teacher_wait_s
 
-    def __call__(self) -> list[dict[str, Any]]:
+    def __call__(self) -> list[dict[str, Any]] | None:
+        """The runs' outcomes. In a multi-task job (a run with gpus > 1) task 0 runs them and the other tasks
+        train what it announces (pcl.tracking.lead_or_follow); those return None."""
+        from pcl import tracking
+
+        return tracking.lead_or_follow(self._call)
+
+    def _call(self) -> list[dict[str, Any]]:
         if len(self.configs) == 1:
             return [run_one(self.configs[0], self.results_dir, self.db_name, max_attempts=self.max_attempts,
                             teacher_wait_s=self.teacher_wait_s)]

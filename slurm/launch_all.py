@@ -131,12 +131,16 @@ def make_executor(options: ClusterOptions, resources: dict[str, Any], *, job_nam
 
     folder = Path(options.log_folder).resolve() / "%j"
     minutes = options.time_minutes(resources["time"])
+    tasks = resources["tasks"]
     if options.executor == "debug":
+        if tasks > 1:
+            raise LaunchError(f"executor 'debug' runs one process; a run with gpus={tasks} needs {tasks}: use the "
+                              "slurm or local executor")
         return submitit.DebugExecutor(folder=folder)
     if options.executor == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=options.max_timeouts)
-        executor.update_parameters(timeout_min=minutes, gpus_per_node=resources["gpus_per_task"],
-                                   signal_delay_s=options.signal_delay_s)
+        executor.update_parameters(timeout_min=minutes, gpus_per_node=resources["gpus_per_task"] * tasks,
+                                   tasks_per_node=tasks, signal_delay_s=options.signal_delay_s)
         return executor
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.max_timeouts)
     extra: dict[str, Any] = {}
@@ -157,6 +161,8 @@ def make_executor(options: ClusterOptions, resources: dict[str, Any], *, job_nam
         params["account"] = options.account
     if resources["gpus_per_task"] > 0:
         params["gpus_per_task"] = resources["gpus_per_task"]
+    if tasks > 1:  # one task per data-parallel process, on one node; one failing task ends them all
+        params.update(nodes=1, ntasks_per_node=tasks, srun_args=["--kill-on-bad-exit=1"])
     executor.update_parameters(**params)
     return executor
 
@@ -202,7 +208,8 @@ def submit(to_submit: Sequence[Any], queued: dict[str, Any], options: ClusterOpt
     job_of: dict[str, str] = {k: q.job_id for k, q in queued.items()}
     for stage in (first, second):
         for resources, runs in _groups(stage, options):
-            for tasks in _arrays(_tasks(runs, options.runs_per_gpu)):
+            per_job = options.runs_per_gpu if resources["tasks"] == 1 else 1  # a data-parallel run has its GPUs
+            for tasks in _arrays(_tasks(runs, per_job)):
                 chunk = [r for task in tasks for r in task]
                 deps = sorted({job_of[r.cfg["teacher_run_key"]] for r in chunk
                                if r.cfg.get("teacher_run_key") in job_of})

@@ -50,10 +50,13 @@ class ClusterOptions:
     dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def resources_for(self, run: Mapping[str, Any]) -> dict[str, Any]:
-        """The resource options of one run config: the defaults, then its dataset's, then its backbone's table."""
+        """The resource options of one run config: the defaults, then its dataset's, then its backbone's table;
+        `tasks` is the run's number of data-parallel processes (config key `gpus`): one task each, with
+        gpus_per_task and cpus_per_task per task."""
         out = {k: getattr(self, k) for k in RESOURCE_KEYS}
         out.update(self.dataset.get(run.get("dataset"), {}))
         out.update(self.backbone.get(run.get("backbone"), {}))
+        out["tasks"] = int(run.get("gpus") or 1)
         return out
 
     def time_minutes(self, value: str | None = None) -> int:

@@ -5,8 +5,14 @@ One spawned job checks: both ranks end with identical parameters, temporal means
 rest (sharding, environment detection, option errors) is checked in-process."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +20,7 @@ import torch.multiprocessing as mp
 
 from pcl import distributed
 from pcl.data import build_loaders
+from pcl.data.loaders import ShardedDeviceLoader
 from pcl.data.imagenet import _EpochSampler
 
 CLASSES = 4
@@ -26,9 +33,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _loaders(num_views):
+def _loaders(num_views, rank=0, world_size=1):
     return build_loaders("synthetic", batch_size=GLOBAL_BATCH, num_views=num_views, device="cpu", seed=0,
-                         synthetic_classes=CLASSES, synthetic_train_size=96, synthetic_test_size=32)
+                         synthetic_classes=CLASSES, synthetic_train_size=96, synthetic_test_size=32, rank=rank,
+                         world_size=world_size)
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -52,8 +60,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         keys = list(method.state_dict())
         assert distributed.prepare_method(method, env, device, batch_norm="local") is method
         assert list(method.state_dict()) == keys and method.training_step is method.ddp  # only the step changes
-        train_loader, test_loader, _ = _loaders(method.num_views)
-        distributed.train_distributed(method, distributed.shard_loader(train_loader, env), test_loader,
+        train_loader, test_loader, _ = _loaders(method.num_views, env.rank, env.world_size)
+        distributed.train_distributed(method, train_loader, test_loader,
                                       Recipe(epochs=epochs, lr=0.05, milestones=(1,)), env, checkpoint_path=ckpt,
                                       callbacks=[lambda e, m: records.append((e, m))], should_stop=lambda: False,
                                       stop_check_every=1)
@@ -65,7 +73,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     run(1, os.path.join(out_dir, "b", "checkpoint.pt"))
     resumed = run(2, os.path.join(out_dir, "b", "checkpoint.pt"))
     torch.save({"straight": straight, "resumed": resumed, "writes": writes,
-                "records": [(e, sorted(m)) for e, m in records]}, os.path.join(out_dir, f"rank{rank}.pt"))
+                "records": [(e, sorted(m)) for e, m in records],
+                "images": [m["images_per_s"] * m["epoch_time_s"] for _, m in records]},
+               os.path.join(out_dir, f"rank{rank}.pt"))
     distributed.cleanup()
 
 
@@ -88,6 +98,8 @@ def test_two_ranks_identical_resume_exact_rank0_writes(tmp_path):
     assert r1["writes"] == [] and r1["records"] == []
     assert [e for e, _ in r0["records"]] == [0, 1, 0, 1]
     assert "test/top1_err/mean_peer1" in r0["records"][0][1]
+    # images/s counts the images of both processes: 3 global batches of 32 per epoch, not rank 0's 3 x 16
+    assert r0["images"] == pytest.approx([96.0] * 4)
 
 
 def test_sharded_device_loader_splits_each_global_batch():
@@ -95,16 +107,20 @@ def test_sharded_device_loader_splits_each_global_batch():
     full = list(train_loader)
     shards = []
     for rank in (0, 1):
-        train_loader.set_epoch(0)
-        loader = distributed.ShardedDeviceLoader(train_loader, distributed.DistEnv(rank, 2, rank))
+        loader, _, _ = _loaders(2, rank, 2)
+        assert isinstance(loader, ShardedDeviceLoader)
         assert loader.batch_size == GLOBAL_BATCH // 2 and len(loader) == len(full)
+        assert list(loader)[0][1].shape == (GLOBAL_BATCH // 2,)  # iterating twice: the same epoch, no side effect
         shards.append(list(loader))
     for (views, labels), (v0, l0), (v1, l1) in zip(full, *shards):
         assert torch.equal(torch.cat([l0, l1]), labels)
         for k in range(2):
             assert torch.equal(torch.cat([v0[k], v1[k]]), views[k])
+    loader.set_epoch(1)
+    train_loader.set_epoch(1)
+    assert torch.equal(next(iter(loader))[1], next(iter(train_loader))[1][GLOBAL_BATCH // 2:])
     with pytest.raises(ValueError, match="divisible"):
-        distributed.ShardedDeviceLoader(train_loader, distributed.DistEnv(0, 3, 0))
+        ShardedDeviceLoader(train_loader, 0, 3)
 
 
 def test_imagenet_sampler_shards_global_batches():
@@ -162,7 +178,8 @@ def test_slurm_task_environment_through_submitit(monkeypatch):
     rendezvous variables (first node, a port derived from the job id) exported for init_process_group."""
     pytest.importorskip("submitit")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "set")  # so that the undo removes what submitit's export sets
+        monkeypatch.delenv(key)
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
              "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]"}
     for key, value in slurm.items():
@@ -213,3 +230,86 @@ def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
     for e in (0, 1):
         for (pv, py), (v0, y0), (v1, y1) in zip(plain[e], ranks[0][e], ranks[1][e]):
             assert torch.equal(torch.cat([v0, v1], dim=1), pv) and torch.equal(torch.cat([y0, y1]), py)
+
+
+# ---- a tracked data-parallel job: torchrun, 2 CPU processes, the Sacred script -------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torchrun(tmp_path, *updates, nproc=2):
+    """`torchrun --nproc_per_node=NPROC experiments/table2.py with smoke ...` (one PCL run) as a new session."""
+    args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
+            "experiments/table2.py", "with", "smoke", "method=pcl", "seeds=[0]", "device=cpu",
+            f"results_dir={tmp_path / 'results'}", f"checkpoint_root={tmp_path / 'ck'}", *updates]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PCL_MONGO_URL")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _records(tmp_path):
+    folders = sorted((tmp_path / "results").glob("[0-9]*"), key=lambda p: int(p.name))
+    return [{"run": json.loads((f / "run.json").read_text()), "config": json.loads((f / "config.json").read_text()),
+             "info": json.loads((f / "info.json").read_text())} for f in folders]
+
+
+@pytest.mark.slow  # about 25 s: three torchrun jobs of two interpreters each
+def test_torchrun_job_rank0_records_once_preempts_together_and_resumes(tmp_path):
+    """The Sacred script under torchrun with gpus=2: one record per attempt, written by rank 0 only; a SIGTERM to
+    the job (as SLURM sends it to every task) stops both ranks at one step and is recorded once as a preemption;
+    the next job resumes from rank 0's checkpoint to one COMPLETED record; a third job skips it."""
+    proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):  # an epoch is done: the run is mid-way
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    (first,) = _records(tmp_path)
+    key = first["config"]["run_key"]
+    assert first["run"]["status"] == "INTERRUPTED" and first["info"]["preempted"] is True, err
+    assert first["config"]["gpus"] == 2 and first["info"]["environment"]["processes"] == "2"
+    done = first["info"]["completed_epochs"]
+    assert 1 <= done < 6
+    assert out.count("training from scratch") == 1  # rank 0 speaks; the follower prints nothing
+    assert torch.load(tmp_path / "ck" / key / "checkpoint.pt", weights_only=True)["epoch"] == done
+
+    again = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    attempts = _records(tmp_path)
+    assert [a["run"]["status"] for a in attempts] == ["INTERRUPTED", "COMPLETED"]
+    assert attempts[1]["info"]["resumed_from_epoch"] == done and attempts[1]["run"]["result"]["epochs"] == 6.0
+    assert out.count(f"resuming at epoch {done + 1}/6") == 1 and out.count("epoch 6/6") == 1
+
+    third = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
+    out, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err
+    assert "SKIPPED" in out and len(_records(tmp_path)) == 2
+
+
+@pytest.mark.slow  # about 8 s: one torchrun job
+def test_torchrun_job_with_the_wrong_gpus_exits_2_on_every_rank_leaving_nothing(tmp_path):
+    proc = _torchrun(tmp_path)  # gpus=1 (the default) in a 2-process job
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert lines == [lines[0]] and "config key 'gpus'=1 is invalid here: this job has 2 process(es)" in lines[0]
+    assert "exitcode  : 2" in err and "exitcode  : 1" not in err  # both ranks end with rank 0's exit code 2
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ck").exists()
+
+
+def test_sync_batch_norm_on_the_cpu_is_refused_before_the_job_starts(monkeypatch):
+    from pcl.schema import ConfigError, normalize_run_config
+    from pcl.tracking.grid import check_data_parallel
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = normalize_run_config({"dataset": "synthetic", "backbone": "tiny_resnet8", "method": "baseline",
+                                "epochs": 1, "batch_size": 32, "gpus": 2, "batch_norm": "sync", "device": "cpu"})
+    with pytest.raises(ConfigError, match="'batch_norm'='sync' is invalid with device='cpu'.*allowed here: local"):
+        check_data_parallel([cfg])
+    check_data_parallel([dict(cfg, batch_norm="local")])  # 2 processes, gpus=2: fine
+    with pytest.raises(ConfigError, match="'gpus'=1 is invalid here: this job has 2 process"):
+        check_data_parallel([dict(cfg, gpus=1, batch_norm="local")])

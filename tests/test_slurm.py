@@ -517,3 +517,27 @@ def test_arrays_are_split_so_that_their_comment_fits_slurm():
         comments = [cluster.encode_comment([[r.run_key for r in t] for t in a]) for a in arrays]
         assert all(len(c) <= launch_all.MAX_COMMENT for c in comments) and len(arrays) > 1
         assert len(comments[0]) > launch_all.MAX_COMMENT - 17 * per_gpu - 1  # arrays are filled up
+
+
+@pytest.mark.slow
+def test_a_data_parallel_run_is_one_job_of_two_tasks_preempted_requeued_and_resumed(slurm_cluster, work):
+    """gpus=2: one job whose two tasks train one run together (gloo on the CPU here, one GPU per task on a GPU
+    cluster); task 0 alone writes the records; a USR2 stops both tasks, submitit requeues the job, and the run
+    resumes from task 0's checkpoint to one COMPLETED record."""
+    jobs = _launch_long_runs(work, "9", "--set", "gpus=2")
+    ((key, job),) = jobs.items()
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    _release_requeued(job)
+    wait_gone(job, 240)
+    recs = _by_key(work)[key]
+    assert [r["status"] for r in recs] == ["PREEMPTED", "COMPLETED"]
+    assert recs[1]["info"]["resumed_from_epoch"] >= 1 and recs[1]["info"]["completed_epochs"] == EPOCHS
+    assert recs[1]["config"]["gpus"] == 2 and recs[1]["info"]["environment"]["processes"] == "2"
+    assert [r["info"]["environment"]["slurm_job_id"] for r in recs] == [job, job]  # the record names its job
+    steps = subprocess.run(["sacct", "-n", "-P", "-j", job, "-o", "JobID,NTasks,State"], capture_output=True,
+                           text=True, timeout=30).stdout.split()
+    assert any(s.split("|")[1] == "2" for s in steps if s.split("|")[0].endswith(".0")), steps  # one step, 2 tasks
+    leader = Path(ledger(work, key)["stdout"])
+    follower = leader.with_name(leader.name.replace("_0_log", "_1_log"))
+    assert f"epoch {EPOCHS}/{EPOCHS}" in leader.read_text() and follower.exists()
+    assert "epoch " not in follower.read_text()  # the follower trains but prints nothing
