@@ -8,6 +8,10 @@ weight decay 1e-4, RandomResizedCrop 224 + flip. `data_root` must hold the Image
 
     python experiments/imagenet.py with data_root=/data/imagenet
     python experiments/imagenet.py with data_root=/data/imagenet method=pcl seeds=[0]
+    torchrun --nproc_per_node=4 experiments/imagenet.py with data_root=/data/imagenet gpus=4   # 4 GPUs per run
+
+`gpus` (data-parallel processes; batch_size stays the global 256) and `batch_norm` (local|sync) are run keys: a
+4-GPU run is another run than a 1-GPU one. On SLURM: `python slurm/launch_all.py --datasets imagenet --set gpus=4`.
 """
 from __future__ import annotations
 
