@@ -226,6 +226,21 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
 
 
 # ---- a job of several runs: rank 0 decides, the other ranks follow ------------------------------------------------
+_BROKEN: list[str] = []  # why a run failed on this process while the others may wait for it in a collective
+
+
+def mark_broken(err: BaseException) -> None:
+    """Note that a data-parallel run failed on this process: the others may be blocked in a collective it will
+    never join, so the job cannot go on (pcl.tracking.lead_or_follow ends it; torchrun / srun end the others)."""
+    if not _BROKEN:
+        _BROKEN.append(f"{type(err).__name__}: {err}".splitlines()[0][:300])
+
+
+def broken() -> str | None:
+    """Why this process's data-parallel job cannot go on (see mark_broken), or None."""
+    return _BROKEN[0] if _BROKEN else None
+
+
 #: rank 0 may spend long between two runs (checks, records, skipped runs, a teacher it waits for): the followers
 #: wait on this channel that long before giving up
 CHANNEL_TIMEOUT = dt.timedelta(days=7)
@@ -274,11 +289,12 @@ def leading(env: DistEnv | None = None) -> Iterator[Leader]:
         leader.code = 1
         raise
     finally:
-        try:
-            instruct({"end": leader.code})
-        finally:
-            _CHANNEL.clear()
-            cleanup()
+        if broken() is None:  # else the followers may be blocked elsewhere: the caller ends the process
+            try:
+                instruct({"end": leader.code})
+            finally:
+                _CHANNEL.clear()
+                cleanup()
 
 
 def follow(train_one: Callable[[dict[str, Any]], Any], env: DistEnv | None = None) -> int:
@@ -306,7 +322,7 @@ def unwrap(method: Method) -> Method:
 
 
 __all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detach_ddp", "broadcast_state", "cleanup",
-           "collective_stop", "detect_env", "follow", "instruct", "Leader", "leading", "prepare_method", "setup",
+           "collective_stop", "broken", "detect_env", "follow", "instruct", "Leader", "leading", "mark_broken", "prepare_method", "setup",
            "train_distributed", "unwrap"]
 
 

@@ -18,7 +18,7 @@ import torchvision
 
 from pcl import distributed
 from pcl.data import NUM_CLASSES, build_loaders
-from pcl.engine import MetricsCallback, Recipe, TrainResult, save_atomic, seed_everything
+from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult, save_atomic, seed_everything
 from pcl.methods import build_method
 from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
 
@@ -93,7 +93,10 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     `checkpoint_dir` (checkpoint.pt, deployed.pt).
 
     `on_start` receives what is known before the first step (parameter counts, heads, determinism flags), so a
-    tracker can record it even if the run later fails.
+    tracker can record it even if the run later fails. With `gpus` > 1 this process is one of a data-parallel job
+    (pcl.distributed): rank 0 announces the run to the others first, and an error on one process marks the job
+    broken (pcl.distributed.broken) so that the caller ends it rather than start another run. Raises ConfigError
+    when `gpus` is not the job's number of processes.
     """
     cfg = normalize_run_config(config, check_build=False)
     recipe = Recipe.from_config(cfg)
@@ -105,6 +108,20 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
         if env.is_main:
             distributed.instruct({"config": cfg, "resume": resume,
                                   "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir)})
+    try:
+        return _train(cfg, recipe, env, device, checkpoint_dir, resume, callbacks, progress, should_stop, on_start)
+    except TrainingInterrupted:
+        raise  # every process stopped at the same step (pcl.distributed.collective_stop)
+    except BaseException as err:
+        if env.distributed:  # the other processes may wait for this one in a collective: the job must end
+            distributed.mark_broken(err)
+        raise
+
+
+def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device: torch.device,
+           checkpoint_dir: str | Path | None, resume: bool, callbacks: Iterable[MetricsCallback], progress: bool,
+           should_stop: Callable[[], bool] | None,
+           on_start: Callable[[dict[str, Any]], None] | None) -> RunOutcome:
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
     synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
     num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]

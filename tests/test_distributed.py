@@ -236,10 +236,10 @@ def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _torchrun(tmp_path, *updates, nproc=2):
-    """`torchrun --nproc_per_node=NPROC experiments/table2.py with smoke ...` (one PCL run) as a new session."""
+def _torchrun(tmp_path, *updates, nproc=2, method="pcl"):
+    """`torchrun --nproc_per_node=NPROC experiments/table2.py with smoke ...` (PCL runs) as a new session."""
     args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
-            "experiments/table2.py", "with", "smoke", "method=pcl", "seeds=[0]", "device=cpu",
+            "experiments/table2.py", "with", "smoke", f"method={method}", "seeds=[0]", "device=cpu",
             f"results_dir={tmp_path / 'results'}", f"checkpoint_root={tmp_path / 'ck'}", *updates]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PCL_MONGO_URL")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -313,3 +313,27 @@ def test_sync_batch_norm_on_the_cpu_is_refused_before_the_job_starts(monkeypatch
     check_data_parallel([dict(cfg, batch_norm="local")])  # 2 processes, gpus=2: fine
     with pytest.raises(ConfigError, match="'gpus'=1 is invalid here: this job has 2 process"):
         check_data_parallel([dict(cfg, gpus=1, batch_norm="local")])
+
+
+@pytest.mark.slow  # about 10 s: one torchrun job
+def test_a_run_failing_on_rank0_ends_the_job_at_once_instead_of_leaving_the_other_rank_waiting(tmp_path):
+    """Rank 0 cannot write its checkpoint (here: a folder where the file goes) while rank 1 trains on into the next
+    epoch's gradient all-reduce. The failure is recorded once (FAILED), the grid's next run is not started, and the
+    job ends within seconds (not after the process group's 30-minute time-out), with exit code 1 and a message that
+    says why."""
+    proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024", method='["pcl","baseline"]')
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    (ckpt,) = list((tmp_path / "ck").glob("*/checkpoint.pt"))
+    ckpt.unlink()
+    (ckpt / "in_the_way").mkdir(parents=True)  # the next checkpoint cannot be renamed into place
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=240)
+    assert time.monotonic() - started < 90, "the job waited for a collective that never came"
+    assert proc.returncode != 0
+    assert "rank 0: a data-parallel run failed here" in err and "ending the job (exit 1)" in err
+    (record,) = _records(tmp_path)
+    assert record["run"]["status"] == "FAILED"

@@ -152,6 +152,14 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
                               f"{images} images trained on; a step takes a full batch")
 
 
+def _data_parallel_broken() -> bool:
+    """A run with gpus > 1 failed on this process (pcl.distributed.broken): no further run can start with the
+    others."""
+    from pcl import distributed
+
+    return distributed.broken() is not None
+
+
 def _skipped_detail(store, key: str) -> str:
     """A skipped run's stored deployed error and where its record is."""
     record = results.find_completed(store.sources(), key)
@@ -220,6 +228,10 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
                        f"run_key={cfg['run_key']}: {outcome.status}{detail}"))
             if outcome.status == "PREEMPTED":
                 report.stopped_reason = "run preempted"
+                break
+            if _data_parallel_broken():
+                report.stopped_reason = "a data-parallel run failed on rank 0; its other processes cannot go on"
+                log(f"stopping the grid: {report.stopped_reason}")
                 break
     report.stop_signal = stop_signal()
     store.close()

@@ -7,6 +7,8 @@ write nothing, print nothing but errors, and end with rank 0's exit code.
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable, TypeVar
 
 from pcl.tracking.lifecycle import stop_on_signals, stop_requested
@@ -39,13 +41,28 @@ def lead_or_follow(main: Callable[[], T], exit_code: Callable[[T], int] = lambda
     env = distributed.detect_env()
     if not env.distributed:
         return main()
-    if env.is_main:
-        with distributed.leading(env) as leader:
-            result = main()
-            leader.code = exit_code(result)
-            return result
-    with stop_on_signals():
-        code = distributed.follow(_train_announced, env)
-    if code:
-        raise SystemExit(code)
-    return None
+    try:
+        if env.is_main:
+            with distributed.leading(env) as leader:
+                result = main()
+                leader.code = exit_code(result)
+                return result
+        with stop_on_signals():
+            code = distributed.follow(_train_announced, env)
+        if code:
+            raise SystemExit(code)
+        return None
+    finally:
+        if distributed.broken() is not None:
+            _end_broken_job(env.rank, distributed.broken())
+
+
+def _end_broken_job(rank: int, why: str) -> None:
+    """A run failed on this process while the others may wait for it in a collective: its record is written (rank 0),
+    so end this process now with exit code 1; torchrun / srun --kill-on-bad-exit then end the others at once rather
+    than let them wait for the collective's time-out."""
+    print(f"[pcl.tracking] rank {rank}: a data-parallel run failed here ({why}); ending the job (exit 1) so that "
+          "the other processes do not wait for this one; the next start resumes from the last checkpoint",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
