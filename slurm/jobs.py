@@ -32,6 +32,9 @@ LEDGER_DIR = "slurm"  # under results_dir: <run_key>.json = the run's latest job
 TEACHER_POLL_S = 10.0
 
 
+REFUSED = "REFUSED"  # the ledger state of a run its job refused before it started (bad data, ...): not resubmitted
+
+
 class RunFailed(RuntimeError):
     """A run ended FAILED (its record says why), or cannot start (teacher missing, too many failed attempts)."""
 
@@ -114,7 +117,8 @@ def run_one(cfg: Mapping[str, Any], results_dir: str, db_name: str | None = None
             teacher_wait_s: float = 3600.0, worker: bool = False) -> dict[str, Any]:
     """Train one run config as one tracked run (pcl.tracking.run_grid); {run_key, status, result} when it is done.
 
-    Raises RunFailed (FAILED record, teacher missing, `max_attempts` FAILED records already) or RunPreempted (a
+    Raises RunFailed (FAILED record, teacher missing, `max_attempts` FAILED records already, or refused before
+    it started: a ConfigError such as missing or corrupt data, kept in the ledger as REFUSED) or RunPreempted (a
     stop signal ended the run PREEMPTED and no requeue handler took the signal). In a worker process
     (`worker=True`) the signal is not handed on: the parent job requeues.
     """
@@ -131,8 +135,14 @@ def run_one(cfg: Mapping[str, Any], results_dir: str, db_name: str | None = None
                         f"{max_attempts}): not started again; last error: {trace[-1] if trace else 'unknown'}")
     if cfg.get("teacher_run_key"):
         _wait_for_teacher(sources, cfg, teacher_wait_s)
-    report = tracking.run_grid([dict(cfg)], results_dir=results_dir, db_name=db_name,
-                               experiment_name=cfg["experiment"] or None)
+    try:
+        report = tracking.run_grid([dict(cfg)], results_dir=results_dir, db_name=db_name,
+                                   experiment_name=cfg["experiment"] or None)
+    except tracking.ConfigError as err:  # refused before it started (data missing or corrupt, ...): no record
+        line = tracking.redact(" ".join(str(err).split()))
+        write_ledger(results_dir, key, state=REFUSED, error=line)
+        raise RunFailed(f"run {key} ({cfg['label']}) was refused before it started, nothing was recorded: {line}. "
+                        "Fix it, then launch again with --retry-refused") from None
     outcome = report.runs[0] if report.runs else None
     status = outcome.status if outcome else "NOT STARTED"
     write_ledger(results_dir, key, state=status)

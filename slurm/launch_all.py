@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the GPU-hours, submit nothing")
     parser.add_argument("--list", action="store_true", help="with --dry-run: one line per run")
     parser.add_argument("--wait", action="store_true", help="wait for the submitted jobs to end")
+    parser.add_argument("--retry-refused", action="store_true",
+                        help="submit again the runs their job refused before they started (fix the cause first)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (with --dry-run)")
     return parser
 
@@ -307,7 +309,7 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                 queue_note = f"Queue not checked: {err}"
         ledger = {r.run_key: read_ledger(args.results_dir, r.run_key) for r in planned}
         plan.classify(planned, states, queued, live, ledger, stale_after_s=args.stale_after,
-                      max_attempts=options.max_attempts)
+                      max_attempts=options.max_attempts, retry_refused=args.retry_refused)
         plan.estimate(planned)
         to_submit = [r for r in planned if r.status == "to submit"]
         if options.executor == "slurm" and to_submit and not queue_note:
@@ -325,6 +327,9 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         for r in planned:
             if r.status == "failed":
                 log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): {r.detail}; see python slurm/status.py")
+            elif r.status == "refused":
+                log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): its job refused it before it started: "
+                    f"{r.detail}; fix that, then add --retry-refused")
         if not to_submit:
             log("nothing to submit")
             return 0

@@ -29,7 +29,7 @@ EVAL_OVERHEAD = 1.2
 #: keys that never go through --set
 FORBIDDEN_SET = {"mongo_url": "the MongoDB URL goes only through $PCL_MONGO_URL in the environment",
                  "results_dir": "use --results-dir", "db_name": "use --db-name"}
-STATUSES = ("completed", "queued", "alive", "failed", "to submit")
+STATUSES = ("completed", "queued", "alive", "failed", "refused", "to submit")
 
 
 class SelectionError(ValueError):
@@ -234,8 +234,10 @@ def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None)
 
 def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued: Mapping[str, Any],
              live_jobs: set[str] | None, ledger: Mapping[str, Mapping[str, Any]], *, stale_after_s: float,
-             max_attempts: int, now: dt.datetime | None = None) -> None:
-    """Set each run's status: completed / queued / alive / failed (max_attempts FAILED records) / to submit.
+             max_attempts: int, now: dt.datetime | None = None, retry_refused: bool = False) -> None:
+    """Set each run's status: completed / queued / alive / failed (max_attempts FAILED records) / refused (its
+    last job refused it before it started, e.g. missing data: the ledger's reason; submitted again only with
+    `retry_refused`) / to submit.
 
     A RUNNING record is alive while its heartbeat is younger than `stale_after_s` and its job (ledger) is still
     in the queue; `live_jobs` None (no SLURM: local executor) judges by the heartbeat only. Dead runs are
@@ -256,6 +258,8 @@ def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued:
             run.status, run.detail = "alive", f"RUNNING, heartbeat {state.heartbeat_age_s(now):.0f} s ago"
         elif state.failures >= max_attempts:
             run.status, run.detail = "failed", f"{state.failures} FAILED attempts (max_attempts={max_attempts})"
+        elif ledger.get(key, {}).get("state") == "REFUSED" and not retry_refused:
+            run.status, run.detail = "refused", str(ledger[key].get("error") or "")
         else:
             run.status = "to submit"
             latest = state.latest

@@ -1,6 +1,8 @@
 """`python slurm/status.py`: where the reproduction stands, per table, read from the records and the SLURM queue.
 
-Per table: runs COMPLETED / RUNNING / PREEMPTED / FAILED / dead / queued / missing. A run is `dead` when its
+Per table: runs COMPLETED / RUNNING / PREEMPTED / FAILED / refused / dead / queued / missing. `refused`: its last
+job refused it before it started (missing or corrupt data, a value wrong on that node), nothing was recorded, and
+launch_all.py submits it again only with --retry-refused. A run is `dead` when its
 latest record says RUNNING but its heartbeat is older than --stale-after or its SLURM job is gone (the next
 `launch_all.py` resumes it from its checkpoint). Each failure is listed with its log path and last error line.
 Takes the same selection flags as launch_all.py (default: everything); `--json` prints the same as JSON.
@@ -23,7 +25,7 @@ from slurm import cluster  # noqa: E402
 from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from  # noqa: E402
 from slurm.options import OptionsError  # noqa: E402
 
-COLUMNS = ("COMPLETED", "RUNNING", "PREEMPTED", "FAILED", "dead", "queued", "missing")
+COLUMNS = ("COMPLETED", "RUNNING", "PREEMPTED", "FAILED", "refused", "dead", "queued", "missing")
 
 
 def last_error_line(record: Mapping[str, Any] | None, log_path: str | None) -> str:
@@ -53,6 +55,8 @@ def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] |
         return "RUNNING", f"job {job.job_id} {job.state}"
     if job is not None:
         return "queued", f"job {job.job_id} PENDING" + (f" after {latest.get('status')}" if latest else "")
+    if ledger.get("state") == "REFUSED":  # its last job refused it before it started: nothing was recorded
+        return "refused", f"{ledger.get('error') or '?'}; fix that, then launch_all.py --retry-refused"
     if latest is None:
         return "missing", ""
     status = latest.get("status")

@@ -428,8 +428,11 @@ def status_args(work, *extra: str, raw: bool = False):
     argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke",
             "--set", f"checkpoint_root={work['ckpt']}", "--set", f"epochs={EPOCHS}", "--tables", "table2",
             "--methods", "dml", *extra]
-    if raw:
-        return argv
+    return argv if raw else status_namespace(argv)
+
+
+def status_namespace(argv: list[str]):
+    """slurm/status.py's arguments as its `collect` takes them."""
     parser = status.argparse.ArgumentParser()
     launch_all.add_store_args(parser)
     launch_all.add_selection_args(parser)
@@ -541,3 +544,32 @@ def test_a_data_parallel_run_is_one_job_of_two_tasks_preempted_requeued_and_resu
     follower = leader.with_name(leader.name.replace("_0_log", "_1_log"))
     assert f"epoch {EPOCHS}/{EPOCHS}" in leader.read_text() and follower.exists()
     assert "epoch " not in follower.read_text()  # the follower trains but prints nothing
+
+
+@pytest.mark.slow
+def test_a_run_its_job_refuses_is_reported_and_not_resubmitted_until_retried(slurm_cluster, work, capsys):
+    """The job finds no CIFAR files where data_root says (the login node does not check data): nothing is
+    recorded, the ledger keeps the job's one-line reason, the next launch reports the run `refused` instead of
+    submitting it again, status shows the reason, and once the data is there --retry-refused trains it."""
+    from tests.helpers_data import write_cifar10
+
+    data = work["results"].parent / "cifar"
+    args = ("--tables", "table2", "--methods", "baseline", "--seeds", "0", "--datasets", "cifar10", "--set",
+            f"data_root={data}")
+    code, lines = launch(work, *args, "--wait")
+    assert code == 1, lines
+    (key,) = [p.name[:-5] for p in (work["results"] / "slurm").glob("*.json")]
+    entry = ledger(work, key)
+    assert entry["state"] == "REFUSED" and "config key 'data_root'" in entry["error"], entry
+    assert records(str(work["results"])) == []
+    code, lines = launch(work, *args)
+    assert code == 0 and "1 run(s): 1 refused" in lines[0] and "nothing to submit" in lines, lines
+    assert any(line.startswith(f"not resubmitted: {key}") and "--retry-refused" in line for line in lines), lines
+    argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
+            f"checkpoint_root={work['ckpt']}", *args]
+    (row,) = status.collect(status_namespace(argv))["runs"]
+    assert row["status"] == "refused" and "config key 'data_root'" in row["detail"]
+    write_cifar10(data, per_batch=8)  # 40 training images: a smoke batch of 32 fits
+    code, lines = launch(work, *args, "--retry-refused", "--wait")
+    assert code == 0, lines
+    assert [r["status"] for r in records(str(work["results"]))] == ["COMPLETED"]
