@@ -402,7 +402,8 @@ def _no_runs_message(name: str, asked: str, attempts: pd.DataFrame, stores: str,
     experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
     held = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
     return (f"table {name}: none of the {plan_size} planned runs ({asked}) is in {stores}; the store holds runs "
-            f"of: {held} (a smoke grid's table needs --named smoke; another dataset --datasets)")
+            f"of: {held} (a smoke grid's table needs --named smoke; another dataset --datasets; runs trained with "
+            "other values of run keys need the same --set, e.g. --set gpus=4 or --set epochs=10)")
 
 
 def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates: Mapping[str, Any] | None = None,

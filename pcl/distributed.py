@@ -59,7 +59,8 @@ class DistEnv:
 
 
 def detect_env(environ: dict[str, str] | None = None) -> DistEnv:
-    """Rank, world size and local rank from torchrun's variables, else a SLURM task's, else a single process.
+    """Rank, world size and local rank from torchrun's variables, else a submitit task's (SLURM or the local
+    executor), else a plain SLURM task's, else a single process.
 
     In a submitit SLURM task, `TorchDistributedEnvironment().export()` also sets MASTER_ADDR/PORT (the first node, a
     port derived from the job id) and RANK/WORLD_SIZE for the env:// rendezvous; under a plain srun
@@ -68,15 +69,17 @@ def detect_env(environ: dict[str, str] | None = None) -> DistEnv:
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"])))
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        if environ is None and env.get("SUBMITIT_EXECUTOR") == "slurm":  # a submitit task (else: plain srun)
-            try:
-                from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - optional layer above
+    executor = env.get("SUBMITIT_EXECUTOR")  # a submitit task: SLURM's, or the local executor's processes
+    tasks = env.get("SLURM_NTASKS" if executor == "slurm" else "SUBMITIT_LOCAL_NTASKS", "1")
+    if environ is None and executor in ("slurm", "local") and int(tasks) > 1:
+        try:
+            from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - optional layer above
 
-                te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-                return DistEnv(te.rank, te.world_size, te.local_rank)
-            except ImportError:
-                pass
+            te = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            return DistEnv(te.rank, te.world_size, te.local_rank)
+        except ImportError:
+            pass
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:  # a plain srun task
         return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
     return DistEnv()
 
@@ -328,74 +331,64 @@ __all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detac
 
 # ---- command line: torchrun / srun entry ---------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    """One run on every rank of the job; rank 0 writes OUT_DIR/history.json, checkpoint.pt and deployed.pt.
+    """One untracked run on every process of the job (pcl.runner.run, the same run config and recipe as the tracked
+    scripts: defaults and time-constant scaling from pcl.schema); rank 0 writes OUT_DIR/history.json,
+    checkpoint.pt and deployed.pt. `gpus` is the job's number of processes.
 
         torchrun --nproc_per_node=4 -m pcl.distributed --dataset imagenet --data-root DIR --method pcl \
-            --backbone resnet18 --epochs 90 --batch-size 256 --milestones 30,60 --weight-decay 1e-4 --out-dir DIR
-    --batch-size is the GLOBAL batch (split over the ranks). Tracking (Sacred, MongoDB) is the runner's layer above.
+            --backbone resnet18 --out-dir DIR
+    --batch-size is the GLOBAL batch (split over the processes); recipe flags left out take the dataset's recipe.
+    Records (Sacred, MongoDB): run the experiment scripts under torchrun instead (README, "Several GPUs").
     """
     import argparse  # noqa: PLC0415
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from pcl.data import build_loaders  # noqa: PLC0415
-    from pcl.engine import seed_everything  # noqa: PLC0415
-    from pcl.methods import build_method  # noqa: PLC0415
-    from pcl.runner import save_deployed  # noqa: PLC0415
+    from pcl.runner import run  # noqa: PLC0415
+    from pcl.schema import normalize_run_config  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m pcl.distributed", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="imagenet")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--method", default="pcl")
-    ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"peers\": 3}'")
+    ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"temperature\": 3}'")
     ap.add_argument("--backbone", default="resnet18")
-    ap.add_argument("--epochs", type=int, default=90)
-    ap.add_argument("--batch-size", type=int, default=256, help="global batch, divided over the ranks")
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--milestones", default="30,60")
-    ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--batch-norm", default="local", choices=BATCH_NORMS)
-    ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=8, help="ImageNet decoding workers per rank")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="global batch, divided over the processes")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--milestones", default=None, help="comma-separated epochs")
+    ap.add_argument("--weight-decay", type=float, default=None)
+    ap.add_argument("--precision", default=None)
+    ap.add_argument("--batch-norm", default=None, choices=BATCH_NORMS)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--workers", type=int, default=None, help="ImageNet decoding workers per process")
     ap.add_argument("--train-subset", type=int, default=None)
-    ap.add_argument("--synthetic-train-size", type=int, default=2048)
-    ap.add_argument("--device", default=None, choices=["cpu", "cuda"])
+    ap.add_argument("--synthetic-train-size", type=int, default=None)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args(argv)
-    options = json.loads(args.options)
-    env, device = setup(device_type=args.device)
+    given = {"dataset": args.dataset, "data_root": args.data_root, "method": args.method, "backbone": args.backbone,
+             "options": json.loads(args.options), "seed": args.seed, "epochs": args.epochs,
+             "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+             "precision": args.precision, "batch_norm": args.batch_norm, "channels_last": args.channels_last,
+             "workers": args.workers, "train_subset": args.train_subset, "device": args.device,
+             "synthetic_train_size": args.synthetic_train_size, "gpus": detect_env().world_size,
+             "milestones": None if args.milestones is None else
+             [int(m) for m in args.milestones.split(",") if m.strip()]}
+    cfg = normalize_run_config({k: v for k, v in given.items() if v is not None})
+    out = Path(args.out_dir)
+    env = detect_env()
     try:
-        if args.batch_size % env.world_size:
-            ap.error(f"--batch-size={args.batch_size} must be divisible by the world size {env.world_size}")
-        seed_everything(args.seed)
-        method = build_method(args.method, args.backbone, _classes(args.dataset), **options)
-        train_loader, test_loader, _ = build_loaders(
-            args.dataset, data_root=args.data_root, batch_size=args.batch_size, num_views=method.num_views,
-            device=device, seed=args.seed, train_subset=args.train_subset, workers=args.workers,
-            synthetic_train_size=args.synthetic_train_size, rank=env.rank, world_size=env.world_size)
-        method = prepare_method(method, env, device, args.batch_norm, args.channels_last)
-        milestones = tuple(int(m) for m in args.milestones.split(",") if m)
-        recipe = Recipe(epochs=args.epochs, lr=args.lr, milestones=milestones, weight_decay=args.weight_decay,
-                        precision=args.precision)
-        out = Path(args.out_dir)
-        result = train_distributed(method, train_loader, test_loader, recipe, env,
-                                   checkpoint_path=out / "checkpoint.pt", channels_last=args.channels_last)
+        outcome = run(cfg, checkpoint_dir=out)
         if env.is_main:
-            save_deployed(unwrap(method), out / "deployed.pt")
-            (out / "history.json").write_text(json.dumps({"history": result.history, "summary": result.summary,
-                                                          "world_size": env.world_size}, indent=1))
+            (out / "history.json").write_text(json.dumps(
+                {"config": cfg, "history": outcome.result.history, "summary": outcome.result.summary,
+                 "world_size": env.world_size}, indent=1))
     finally:
         cleanup()
     return 0
-
-
-def _classes(dataset: str) -> int:
-    from pcl.data import NUM_CLASSES  # noqa: PLC0415
-
-    return NUM_CLASSES[dataset]
 
 
 if __name__ == "__main__":

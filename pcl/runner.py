@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -43,8 +44,11 @@ def check_world_size(gpus: int) -> distributed.DistEnv:
     """
     env = distributed.detect_env()
     if env.world_size != gpus:
-        start = ("start it as one process (python experiments/SCRIPT.py ...)" if gpus == 1 else
-                 f"start {gpus} processes (torchrun --nproc_per_node={gpus} experiments/SCRIPT.py with ..., or "
+        started = Path(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else None
+        script = (f"{started.parent.name}/{started.name}" if started and started.parent.name in
+                  ("experiments", "ablations") else "experiments/SCRIPT.py")
+        start = (f"start it as one process (python {script} ...)" if gpus == 1 else
+                 f"start {gpus} processes (torchrun --nproc_per_node={gpus} {script} with ..., or "
                  "slurm/launch_all.py)")
         raise ConfigError(f"config key 'gpus'={gpus} is invalid here: this job has {env.world_size} process(es); "
                           f"{start}, or set gpus={env.world_size}")

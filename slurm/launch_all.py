@@ -169,6 +169,18 @@ def make_executor(options: ClusterOptions, resources: dict[str, Any], *, job_nam
     return executor
 
 
+def check_cuda_needs(runs: Sequence[Any], options: ClusterOptions) -> None:
+    """LaunchError for the first run whose config needs CUDA (`batch_norm='sync'`, `device=cuda...`) while its
+    resources give its tasks no GPU: its job would only refuse it (checked before anything is submitted)."""
+    for run in runs:
+        cfg = run.cfg
+        needs = ("batch_norm='sync'" if cfg.get("batch_norm") == "sync" else
+                 f"device={cfg['device']!r}" if str(cfg.get("device", "")).startswith("cuda") else None)
+        if needs and options.resources_for(cfg)["gpus_per_task"] == 0:
+            raise LaunchError(f"run {run.run_key} ({cfg['label']}): {needs} needs CUDA, but its jobs get no GPU "
+                              "(gpus_per_task=0 in the profile); set gpus_per_task >= 1, or drop that value")
+
+
 def _tasks(runs: Sequence[Any], per_gpu: int) -> list[list[Any]]:
     return [list(runs[i:i + per_gpu]) for i in range(0, len(runs), per_gpu)]
 
@@ -240,7 +252,8 @@ def submit(to_submit: Sequence[Any], queued: dict[str, Any], options: ClusterOpt
                 submitted_jobs += jobs
                 base = str(jobs[0].job_id).split("_")[0]
                 done_lines.append(f"{base} ({len(chunk)} run(s){', after ' + ','.join(deps) if deps else ''})")
-                log(f"submitted {name}: job {base} with {len(tasks)} task(s), {len(chunk)} run(s)"
+                procs = f", {resources['tasks']} processes each" if resources["tasks"] > 1 else ""
+                log(f"submitted {name}: job {base} with {len(tasks)} array task(s){procs}, {len(chunk)} run(s)"
                     f"{' after ' + ','.join(deps) if deps else ''}")
     return submitted_jobs
 
@@ -312,6 +325,7 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                       max_attempts=options.max_attempts, retry_refused=args.retry_refused)
         plan.estimate(planned)
         to_submit = [r for r in planned if r.status == "to submit"]
+        check_cuda_needs(to_submit, options)
         if options.executor == "slurm" and to_submit and not queue_note:
             try:
                 cluster.check_request([options.resources_for(r.cfg) for r in to_submit], cluster.partitions())
@@ -347,7 +361,7 @@ def wait(jobs: Sequence[Any], log=print, slurm: bool = True) -> int:
     bad = 0
     for job in jobs:
         try:
-            job.result()
+            job.results()  # every task's (a run with gpus=N is a job of N tasks; `result()` refuses those)
         except Exception as err:  # noqa: BLE001 - the job's error, as submitit reports it
             bad += 1
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]

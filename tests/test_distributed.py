@@ -156,18 +156,25 @@ def test_bad_options_fail_naming_the_key():
 
 def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
     """`python -m pcl.distributed` (what torchrun starts on each rank) as one process: history, checkpoint and
-    deployed model in --out-dir; the deployed model loads into a plain backbone."""
+    deployed model in --out-dir; the deployed model loads into a plain backbone; the run config (time constants
+    scaled to the run) is the one the tracked scripts would train, run_key included."""
     for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     import json
 
     from pcl.models import build_backbone
 
-    assert distributed.main(["--dataset", "synthetic", "--method", "baseline", "--backbone", "tiny_resnet8",
-                             "--epochs", "1", "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu",
-                             "--milestones", "", "--out-dir", str(tmp_path)]) == 0
+    from pcl.schema import normalize_run_config
+
+    assert distributed.main(["--dataset", "synthetic", "--method", "pcl", "--backbone", "tiny_resnet8",
+                             "--epochs", "2", "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu",
+                             "--out-dir", str(tmp_path)]) == 0
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["world_size"] == 1 and "deployed/top1_err" in history["summary"]
+    tracked = normalize_run_config({"dataset": "synthetic", "method": "pcl", "backbone": "tiny_resnet8", "epochs": 2,
+                                    "batch_size": 32, "synthetic_train_size": 64})
+    assert history["config"]["run_key"] == tracked["run_key"]
+    assert history["config"]["options"]["rampup_length"] == tracked["options"]["rampup_length"] < 80
     deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
     build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
     assert (tmp_path / "checkpoint.pt").exists()

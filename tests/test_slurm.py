@@ -197,6 +197,9 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule():
     (["--executor", "slurm", "--time", "soon"], "'time'='soon' is invalid"),
     (["--cpus-per-task", "0"], "'cpus_per_task'=0 is invalid: must be an integer >= 1"),
     (["--set", "epochs=0"], "config key 'epochs'=0 is invalid"),
+    (["--set", "gpus=2", "--set", "batch_norm=sync", "--gpus-per-task", "0"],
+     "batch_norm='sync' needs CUDA, but its jobs get no GPU (gpus_per_task=0 in the profile)"),
+    (["--set", "device=cuda", "--gpus-per-task", "0", "--executor", "local"], "device='cuda' needs CUDA"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
     results_dir = tmp_path / "results"
@@ -504,11 +507,15 @@ def test_a_run_that_keeps_failing_stops_after_max_attempts_with_its_log_and_erro
 
 
 @pytest.mark.slow
-def test_the_local_executor_runs_the_same_jobs_without_slurm(work):
-    code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--executor", "local", "--wait")
-    assert code == 0, lines
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_the_local_executor_runs_the_same_jobs_without_slurm(work, gpus):
+    """Also a data-parallel run (gpus=2: one job of two local processes), whose --wait reads every task's result."""
+    code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--executor", "local", "--wait",
+                         "--set", f"gpus={gpus}")
+    assert code == 0 and "1 of 1 job(s) done" in lines[-1], lines
     recs = records(str(work["results"]))
     assert [r["status"] for r in recs] == ["COMPLETED"]
+    assert recs[0]["info"]["environment"]["processes"] == str(gpus)
     assert ledger(work, recs[0]["config"]["run_key"])["executor"] == "local"
 
 
@@ -544,6 +551,8 @@ def test_a_data_parallel_run_is_one_job_of_two_tasks_preempted_requeued_and_resu
     follower = leader.with_name(leader.name.replace("_0_log", "_1_log"))
     assert f"epoch {EPOCHS}/{EPOCHS}" in leader.read_text() and follower.exists()
     assert "epoch " not in follower.read_text()  # the follower trains but prints nothing
+    assert "[pcl.tracking] SIGUSR2 received" in leader.with_suffix(".err").read_text()  # rank 0 says it, once
+    assert "[pcl.tracking]" not in follower.with_suffix(".err").read_text()
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ class _StopState:
         self.requested = False
         self.previous: dict[int, Any] = {}
         self.depth = 0
+        self.quiet = False
 
 
 _STOP = _StopState()
@@ -38,20 +39,24 @@ def _on_signal(signum: int, frame: Any) -> None:
     if _STOP.signum is None:
         _STOP.signum = signum
     _STOP.requested = True
+    if _STOP.quiet:
+        return
     # os.write: print() is not safe inside a signal handler that may interrupt another print
     os.write(2, f"\n[pcl.tracking] {signal.Signals(signum).name} received: stopping at the next step; the last "
                 f"checkpoint stays and the run is recorded INTERRUPTED with info.preempted and resumes at its next start\n".encode())
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[_StopState]:
-    """While active, SIGTERM/SIGUSR2 only request a stop (polled by the runner between steps).
+def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS, quiet: bool = False) -> Iterator[_StopState]:
+    """While active, SIGTERM/SIGUSR2 only request a stop (polled by the runner between steps); `quiet`: without
+    the message (the followers of a data-parallel job: rank 0 says it).
 
     Re-entrant; installs handlers only in the main thread. On exit the previous handlers come back, so
     `redeliver` can hand the signal on (to the default action, or to submitit's requeue handler).
     """
     install = threading.current_thread() is threading.main_thread() and _STOP.depth == 0
     if install:
+        _STOP.quiet = quiet
         for sig in signals:
             _STOP.previous[sig] = signal.signal(sig, _on_signal)
     _STOP.depth += 1

@@ -47,7 +47,7 @@ def lead_or_follow(main: Callable[[], T], exit_code: Callable[[T], int] = lambda
                 result = main()
                 leader.code = exit_code(result)
                 return result
-        with stop_on_signals():
+        with stop_on_signals(quiet=True):
             code = distributed.follow(_train_announced, env)
         if code:
             raise SystemExit(code)
