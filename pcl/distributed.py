@@ -239,6 +239,14 @@ def mark_broken(err: BaseException) -> None:
         _BROKEN.append(f"{type(err).__name__}: {err}".splitlines()[0][:300])
 
 
+def lost_peer(err: BaseException) -> bool:
+    """Whether `err` is a collective failing because another process of the job is gone (killed, crashed):
+    gloo's closed or reset connections, NCCL's DistBackendError."""
+    text = str(err)
+    return (isinstance(err, getattr(dist, "DistBackendError", ())) or
+            any(s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")))
+
+
 def broken() -> str | None:
     """Why this process's data-parallel job cannot go on (see mark_broken), or None."""
     return _BROKEN[0] if _BROKEN else None
@@ -325,7 +333,7 @@ def unwrap(method: Method) -> Method:
 
 
 __all__ = ["BATCH_NORMS", "DistEnv", "ShardedDeviceLoader", "attach_ddp", "detach_ddp", "broadcast_state", "cleanup",
-           "collective_stop", "broken", "detect_env", "follow", "instruct", "Leader", "leading", "mark_broken", "prepare_method", "setup",
+           "collective_stop", "broken", "detect_env", "lost_peer", "follow", "instruct", "Leader", "leading", "mark_broken", "prepare_method", "setup",
            "train_distributed", "unwrap"]
 
 

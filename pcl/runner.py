@@ -117,8 +117,13 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     except TrainingInterrupted:
         raise  # every process stopped at the same step (pcl.distributed.collective_stop)
     except BaseException as err:
-        if env.distributed:  # the other processes may wait for this one in a collective: the job must end
-            distributed.mark_broken(err)
+        if not env.distributed:
+            raise
+        distributed.mark_broken(err)  # the other processes may wait for this one in a collective: the job must end
+        if distributed.lost_peer(err):
+            raise RuntimeError(f"another process of this data-parallel job ended during the run (rank {env.rank} "
+                               f"saw: {str(err).splitlines()[0][:200]}); see that process's log for why. The last "
+                               "checkpoint stays: the next start resumes from it") from err
         raise
 
 

@@ -344,3 +344,32 @@ def test_a_run_failing_on_rank0_ends_the_job_at_once_instead_of_leaving_the_othe
     assert "rank 0: a data-parallel run failed here" in err and "ending the job (exit 1)" in err
     (record,) = _records(tmp_path)
     assert record["run"]["status"] == "FAILED"
+
+
+@pytest.mark.slow  # about 20 s: two torchrun jobs
+def test_a_killed_follower_ends_the_job_with_a_message_and_the_next_start_resumes(tmp_path):
+    """SIGKILL to rank 1 mid-run (a node or process dying): rank 0's collective fails, its record says FAILED with
+    a message naming the cause, the job ends in seconds, and the next job resumes to one COMPLETED record."""
+    proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    ranks = {}
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        ranks.update({int(v.split(b"=")[1]): int(pid) for v in environ if v.startswith(b"RANK=")})
+    os.kill(ranks[1], signal.SIGKILL)
+    started = time.monotonic()
+    out, err = proc.communicate(timeout=240)
+    assert time.monotonic() - started < 90 and proc.returncode != 0
+    (failed,) = _records(tmp_path)
+    assert failed["run"]["status"] == "FAILED"
+    assert "another process of this data-parallel job ended during the run" in failed["run"]["fail_trace"][-1]
+    again = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    attempts = _records(tmp_path)
+    assert [a["run"]["status"] for a in attempts] == ["FAILED", "COMPLETED"]
+    assert attempts[1]["info"]["resumed_from_epoch"] >= 1
