@@ -254,6 +254,14 @@ def _torchrun(tmp_path, *updates, nproc=2, method="pcl"):
                             start_new_session=True)
 
 
+def _wait_for_checkpoint(proc, tmp_path, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
 def _records(tmp_path):
     folders = sorted((tmp_path / "results").glob("[0-9]*"), key=lambda p: int(p.name))
     return [{"run": json.loads((f / "run.json").read_text()), "config": json.loads((f / "config.json").read_text()),
@@ -266,11 +274,7 @@ def test_torchrun_job_rank0_records_once_preempts_together_and_resumes(tmp_path)
     the job (as SLURM sends it to every task) stops both ranks at one step and is recorded once as a preemption;
     the next job resumes from rank 0's checkpoint to one COMPLETED record; a third job skips it."""
     proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):  # an epoch is done: the run is mid-way
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    _wait_for_checkpoint(proc, tmp_path)  # an epoch is done: the run is mid-way
     os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     (first,) = _records(tmp_path)
@@ -329,11 +333,7 @@ def test_a_run_failing_on_rank0_ends_the_job_at_once_instead_of_leaving_the_othe
     job ends within seconds (not after the process group's 30-minute time-out), with exit code 1 and a message that
     says why."""
     proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024", method='["pcl","baseline"]')
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    _wait_for_checkpoint(proc, tmp_path)  # an epoch is done: the run is mid-way
     (ckpt,) = list((tmp_path / "ck").glob("*/checkpoint.pt"))
     ckpt.unlink()
     (ckpt / "in_the_way").mkdir(parents=True)  # the next checkpoint cannot be renamed into place
@@ -351,11 +351,7 @@ def test_a_killed_follower_ends_the_job_with_a_message_and_the_next_start_resume
     """SIGKILL to rank 1 mid-run (a node or process dying): rank 0's collective fails, its record says FAILED with
     a message naming the cause, the job ends in seconds, and the next job resumes to one COMPLETED record."""
     proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "ck").glob("*/checkpoint.pt")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+    _wait_for_checkpoint(proc, tmp_path)  # an epoch is done: the run is mid-way
     ranks = {}
     for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
