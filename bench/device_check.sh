@@ -5,7 +5,8 @@
 #   2. bench/throughput.py: fast / eager / naive side by side (resnet32, resnet110; wrn20_8 fast), 1/2/4 packed
 #      PCL runs, peak memory, GPU busy share; epoch times of the eager path -> $OUT/epoch_times.csv (and of the
 #      fast path -> $OUT/epoch_times_fast.csv), both starting from bench/epoch_times.csv.
-#   3. optional (SANITY=1): the real-data sanity run on the lossy CIFAR-10 stand-in; needs
+#   3. optional (SANITY=1): the real-data sanity run on the lossy CIFAR-10 stand-in (baseline and PCL, seeds $SEEDS,
+#      default 0,1; $EPOCHS epochs; the fast path when step 1 ran and passed, else eager); needs
 #      .device_carry/{data/cifar10-jpeg.tar.gz,tools/cifar10_standin.py} carried along.
 # Needs only torch, torchvision, numpy (no sacred, pymongo, submitit). PHASES selects steps (default "check bench").
 # Each phase has its own time limit so a hang cannot eat the lease. Exit status: 1 if the GPU check failed.
@@ -41,6 +42,9 @@ fi
 
 if [[ " $PHASES " == *" sanity "* || "${SANITY:-0}" == 1 ]]; then
   python .device_carry/tools/cifar10_standin.py data >/dev/null
-  timeout 400 python bench/gpu_sanity.py --data-root data --epochs "$EPOCHS" --out "$OUT/sanity.json" 2>&1 | tee "$OUT/sanity.txt"
+  # the fast path only where the GPU check passed (status 0); SEEDS, SANITY_TIMEOUT as the lease allows
+  fast=eager; [[ " $PHASES " == *" check "* && $status -eq 0 ]] && fast=graph
+  timeout "${SANITY_TIMEOUT:-400}" python bench/gpu_sanity.py --data-root data --epochs "$EPOCHS" \
+    --seeds "${SEEDS:-0,1}" --fast-path "${FAST_PATH:-$fast}" --out "$OUT/sanity.json" 2>&1 | tee "$OUT/sanity.txt"
 fi
 exit $status
