@@ -219,7 +219,7 @@ def _epochs(loader, epochs):
 
 def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
     """Persistent workers see each new epoch (through the sampler): 2 workers == no workers, epochs 0 and 1; and
-    ranks 0 and 1 of 2 (per-rank batch 2) together yield exactly the single-process batches of 4."""
+    ranks 0 and 1 of 2 (global batch 4, per-rank 2) together yield exactly the single-process batches of 4."""
     from pcl.data.imagenet import build_imagenet_loaders
 
     _noise_folders(tmp_path, 6)
@@ -232,8 +232,10 @@ def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
     for pe, we in zip(plain, workers):
         for (pv, py), (wv, wy) in zip(pe, we):
             assert torch.equal(pv, wv) and torch.equal(py, wy)
-    ranks = [_epochs(build_imagenet_loaders(tmp_path, batch_size=2, workers=0, rank=r, world_size=2, **common)[0],
-                     (0, 1)) for r in (0, 1)]
+    # through pcl.data.build_loaders (what the runner calls): the global batch 4, each rank's share 2
+    ranks = [_epochs(build_loaders("imagenet", data_root=tmp_path, batch_size=4, workers=0, rank=r, world_size=2,
+                                   num_views=2, device="cpu", seed=0, imagenet_crop_size=16,
+                                   imagenet_resize_size=20)[0], (0, 1)) for r in (0, 1)]
     for e in (0, 1):
         for (pv, py), (v0, y0), (v1, y1) in zip(plain[e], ranks[0][e], ranks[1][e]):
             assert torch.equal(torch.cat([v0, v1], dim=1), pv) and torch.equal(torch.cat([y0, y1]), py)
