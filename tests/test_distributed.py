@@ -175,6 +175,31 @@ def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
                                     "batch_size": 32, "synthetic_train_size": 64})
     assert history["config"]["run_key"] == tracked["run_key"]
     assert history["config"]["options"]["rampup_length"] == tracked["options"]["rampup_length"] < 80
+
+
+def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_line(tmp_path, capsys, monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    flags = ["--dataset", "synthetic", "--method", "baseline", "--backbone", "tiny_resnet8", "--epochs", "1",
+             "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu"]
+    for bad, named in ((["--options", "{bad"], "--options '{bad' is not JSON"),
+                       (["--milestones", "a,b"], "--milestones 'a,b' is invalid"),
+                       (["--method", "nope"], "config key 'method'='nope'"),
+                       (["--batch-norm", "sync"], "'batch_norm'='sync' is invalid with gpus=1")):
+        assert distributed.main([*flags, *bad, "--out-dir", str(tmp_path / "fresh")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and named in err, err
+    assert not (tmp_path / "fresh").exists()
+    assert distributed.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    # another run (another lr) in the same folder would resume the first one's checkpoint: refused, nothing touched
+    before = (tmp_path / "a" / "checkpoint.pt").read_bytes()
+    assert distributed.main([*flags, "--lr", "0.5", "--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "holds the checkpoint of another run" in err and "it differs in lr" in err
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == before
+    assert distributed.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0  # the same run again: resumed, done
+    assert "resumed from" in capsys.readouterr().out
     deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
     build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
     assert (tmp_path / "checkpoint.pt").exists()
