@@ -175,6 +175,9 @@ def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
                                     "batch_size": 32, "synthetic_train_size": 64})
     assert history["config"]["run_key"] == tracked["run_key"]
     assert history["config"]["options"]["rampup_length"] == tracked["options"]["rampup_length"] < 80
+    deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
+    build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
+    assert (tmp_path / "checkpoint.pt").exists()
 
 
 def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_line(tmp_path, capsys, monkeypatch):
@@ -200,9 +203,6 @@ def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_li
     assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == before
     assert distributed.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0  # the same run again: resumed, done
     assert "resumed from" in capsys.readouterr().out
-    deployed = torch.load(tmp_path / "deployed.pt", weights_only=True)
-    build_backbone("tiny_resnet8", deployed["num_classes"]).load_state_dict(deployed["state_dict"])
-    assert (tmp_path / "checkpoint.pt").exists()
 
 
 def test_slurm_task_environment_through_submitit(monkeypatch):
