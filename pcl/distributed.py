@@ -108,8 +108,30 @@ def setup(env: DistEnv | None = None, backend: str | None = None, device_type: s
                                "environment (torchrun and submitit set them)")
         if backend is None:  # CPU tensors (the channel, the stop flag, device=cpu runs) always have gloo
             backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size, timeout=collective_timeout())
     return env, device
+
+
+#: how long a training collective waits for a process that does not come (frozen, swapped out, stuck on a file
+#: system) before it fails the run; rank 0's evaluation and checkpoint between epochs must fit in it
+COLLECTIVE_TIMEOUT_ENV = "PCL_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
+
+
+def collective_timeout() -> dt.timedelta:
+    """The training process group's time-out: $PCL_COLLECTIVE_TIMEOUT_S seconds, default 600 (torch's gloo
+    default of 30 minutes would hold a whole job's GPUs that long for one frozen process). Not part of a run's
+    identity: it changes when a run fails, never a number. Raises ConfigError for a value that is not a positive
+    number."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, str(DEFAULT_COLLECTIVE_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"environment variable {COLLECTIVE_TIMEOUT_ENV}={raw!r} is invalid: must be a number of "
+                          "seconds > 0")
+    return dt.timedelta(seconds=seconds)
 
 
 def cleanup() -> None:

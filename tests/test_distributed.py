@@ -5,6 +5,7 @@ One spawned job checks: both ranks end with identical parameters, temporal means
 rest (sharding, environment detection, option errors) is checked in-process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -270,13 +271,14 @@ def test_imagenet_loader_persistent_workers_and_rank_shards(tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _torchrun(tmp_path, *updates, nproc=2, method="pcl"):
+def _torchrun(tmp_path, *updates, nproc=2, method="pcl", env=None):
     """`torchrun --nproc_per_node=NPROC experiments/table2.py with smoke ...` (PCL runs) as a new session."""
     args = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={_free_port()}",
             "experiments/table2.py", "with", "smoke", f"method={method}", "seeds=[0]", "device=cpu",
             f"results_dir={tmp_path / 'results'}", f"checkpoint_root={tmp_path / 'ck'}", *updates]
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PCL_MONGO_URL")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -396,3 +398,25 @@ def test_a_killed_follower_ends_the_job_with_a_message_and_the_next_start_resume
     attempts = _records(tmp_path)
     assert [a["run"]["status"] for a in attempts] == ["FAILED", "COMPLETED"]
     assert attempts[1]["info"]["resumed_from_epoch"] >= 1
+
+
+@pytest.mark.slow  # about 20 s: one torchrun job
+def test_a_frozen_process_fails_the_run_after_the_collective_timeout_not_30_minutes(tmp_path):
+    """SIGSTOP to rank 1 (a frozen process: no crash, no closed connection): rank 0's next gradient all-reduce gives
+    up after $PCL_COLLECTIVE_TIMEOUT_S (here 5 s) and the run is recorded FAILED; the job ends."""
+    proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024", env={"PCL_COLLECTIVE_TIMEOUT_S": "5"})
+    _wait_for_checkpoint(proc, tmp_path)
+    follower = next(int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                        text=True).stdout.split()
+                    if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    os.kill(follower, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        while '"status": "FAILED"' not in "".join(p.read_text() for p in (tmp_path / "results").glob("*/run.json")):
+            assert time.monotonic() - started < 120, "rank 0 still waits for the frozen process"
+            time.sleep(0.2)
+    finally:  # torchrun would give the frozen process its 30-second grace: end it now
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(follower, signal.SIGKILL)
+        out, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0
