@@ -35,6 +35,14 @@ TEACHER_POLL_S = 10.0
 REFUSED = "REFUSED"  # the ledger state of a run its job refused before it started (bad data, ...): not resubmitted
 
 
+def refused_config(cfg: Mapping[str, Any]) -> str:
+    """What a refusal applies to: the whole run config (infra keys such as data_root and device included), so a
+    launch with other values is not held back by an older refusal."""
+    from pcl.schema import canonical_json
+
+    return canonical_json({k: v for k, v in cfg.items() if k not in ("label", "experiment")})
+
+
 class RunFailed(RuntimeError):
     """A run ended FAILED (its record says why), or cannot start (teacher missing, too many failed attempts)."""
 
@@ -140,7 +148,7 @@ def run_one(cfg: Mapping[str, Any], results_dir: str, db_name: str | None = None
                                    experiment_name=cfg["experiment"] or None)
     except tracking.ConfigError as err:  # refused before it started (data missing or corrupt, ...): no record
         line = tracking.redact(" ".join(str(err).split()))
-        write_ledger(results_dir, key, state=REFUSED, error=line)
+        write_ledger(results_dir, key, state=REFUSED, error=line, refused_config=refused_config(cfg))
         raise RunFailed(f"run {key} ({cfg['label']}) was refused before it started, nothing was recorded: {line}. "
                         "Fix it, then launch again with --retry-refused") from None
     outcome = report.runs[0] if report.runs else None

@@ -10,7 +10,8 @@ Selection: --tables (registry names), --datasets (each table is planned for ever
 cifar10, cifar100 and imagenet), --backbones / --methods (filters on the planned runs; a two-stage student keeps its
 teacher), --seeds (the scripts' `seeds`), --set KEY=VALUE (config overrides as in `with KEY=VALUE`), --named NAME
 (named configs: smoke, quick). MongoDB: only through $PCL_MONGO_URL (the jobs inherit the environment).
-Exit codes: 0 submitted (or nothing to do), 1 a waited-for job failed, 2 bad input or the cluster refused a job.
+Exit codes: 0 submitted (or nothing to do), 1 a waited-for job failed (with --wait also: runs of the selection are
+failed or refused, so not everything is done), 2 bad input or the cluster refused a job.
 """
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ def check_cuda_needs(runs: Sequence[Any], options: ClusterOptions) -> None:
                  f"device={cfg['device']!r}" if str(cfg.get("device", "")).startswith("cuda") else None)
         if needs and options.resources_for(cfg)["gpus_per_task"] == 0:
             raise LaunchError(f"run {run.run_key} ({cfg['label']}): {needs} needs CUDA, but its jobs get no GPU "
-                              "(gpus_per_task=0 in the profile); set gpus_per_task >= 1, or drop that value")
+                              "(gpus_per_task=0); set gpus_per_task >= 1 (profile or --gpus-per-task), or drop "
+                              "that value")
 
 
 def _tasks(runs: Sequence[Any], per_gpu: int) -> list[list[Any]]:
@@ -344,16 +346,17 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
             elif r.status == "refused":
                 log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): its job refused it before it started: "
                     f"{r.detail}; fix that, then add --retry-refused")
+        held = [r for r in planned if r.status in ("failed", "refused")]
         if not to_submit:
             log("nothing to submit")
-            return 0
+            return 1 if args.wait and held else 0  # --wait: done means done (tables can be built next)
         jobs = submit(to_submit, queued, options, str(Path(args.results_dir).resolve()), args.db_name, log=log)
     except (OptionsError, plan.SelectionError, cluster.ClusterError, LaunchError, tracking.ConfigError) as err:
         print(f"error: {tracking.redact(err)}", file=sys.stderr)
         return 2
     if not args.wait and options.executor != "debug":  # debug jobs run in this process, when waited for
         return 0
-    return wait(jobs, log, slurm=options.executor == "slurm")
+    return wait(jobs, log, slurm=options.executor == "slurm") or (1 if held else 0)
 
 
 def wait(jobs: Sequence[Any], log=print, slurm: bool = True) -> int:

@@ -258,12 +258,19 @@ def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued:
             run.status, run.detail = "alive", f"RUNNING, heartbeat {state.heartbeat_age_s(now):.0f} s ago"
         elif state.failures >= max_attempts:
             run.status, run.detail = "failed", f"{state.failures} FAILED attempts (max_attempts={max_attempts})"
-        elif ledger.get(key, {}).get("state") == "REFUSED" and not retry_refused:
+        elif _refused(ledger.get(key, {}), run.cfg) and not retry_refused:
             run.status, run.detail = "refused", str(ledger[key].get("error") or "")
         else:
             run.status = "to submit"
             latest = state.latest
             run.detail = f"resumes after {latest.get('status')}" if latest is not None else ""
+
+
+def _refused(entry: Mapping[str, Any], cfg: Mapping[str, Any]) -> bool:
+    """The run's last job refused exactly this config (another data_root, device, ... is worth a new try)."""
+    from slurm.jobs import refused_config
+
+    return entry.get("state") == "REFUSED" and entry.get("refused_config") in (None, refused_config(cfg))
 
 
 def run_is_alive(state: RunState, entry: Mapping[str, Any], live_jobs: set[str] | None, stale_after_s: float,

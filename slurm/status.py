@@ -115,11 +115,11 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    """The tables and the list of failed/dead runs as text."""
+    """The tables and the list of failed, refused, dead and preempted runs as text."""
     import pandas as pd
 
     lines = [pd.DataFrame(report["tables"]).to_string(index=False)]
-    problems = [r for r in report["runs"] if r["status"] in ("FAILED", "dead", "PREEMPTED")]
+    problems = [r for r in report["runs"] if r["status"] in ("FAILED", "refused", "dead", "PREEMPTED")]
     for r in problems:
         lines.append(f"{r['status']:9} {r['run_key']} {r['label']} ({r['dataset']}, seed {r['seed']}): {r['detail']}"
                      + (f"; job {r['job_id']}" if r["job_id"] else ""))

@@ -198,7 +198,7 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule():
     (["--cpus-per-task", "0"], "'cpus_per_task'=0 is invalid: must be an integer >= 1"),
     (["--set", "epochs=0"], "config key 'epochs'=0 is invalid"),
     (["--set", "gpus=2", "--set", "batch_norm=sync", "--gpus-per-task", "0"],
-     "batch_norm='sync' needs CUDA, but its jobs get no GPU (gpus_per_task=0 in the profile)"),
+     "batch_norm='sync' needs CUDA, but its jobs get no GPU (gpus_per_task=0)"),
     (["--set", "device=cuda", "--gpus-per-task", "0", "--executor", "local"], "device='cuda' needs CUDA"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
@@ -574,6 +574,15 @@ def test_a_run_its_job_refuses_is_reported_and_not_resubmitted_until_retried(slu
     code, lines = launch(work, *args)
     assert code == 0 and "1 run(s): 1 refused" in lines[0] and "nothing to submit" in lines, lines
     assert any(line.startswith(f"not resubmitted: {key}") and "--retry-refused" in line for line in lines), lines
+    assert launch(work, *args, "--wait")[0] == 1  # --wait: not everything is done
+    assert status.render(status.collect(status_namespace(
+        ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
+         f"checkpoint_root={work['ckpt']}", *args]))).count(f"refused   {key}") == 1  # the text names it
+    # another data_root is another try, although the run_key (official files: neutral) is the same
+    other = [a if not a.startswith("data_root=") else f"data_root={data}-elsewhere" for a in args]
+    capsys.readouterr()
+    code, lines = launch(work, *other, "--dry-run", "--list")
+    assert code == 0 and f"{key}  to submit" in capsys.readouterr().out
     argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
             f"checkpoint_root={work['ckpt']}", *args]
     (row,) = status.collect(status_namespace(argv))["runs"]
