@@ -4,7 +4,7 @@ Per table: runs COMPLETED / RUNNING / PREEMPTED / FAILED / refused / dead / queu
 job refused it before it started (missing or corrupt data, a value wrong on that node), nothing was recorded, and
 launch_all.py submits it again only with --retry-refused. A run is `dead` when its
 latest record says RUNNING but its heartbeat is older than --stale-after or its SLURM job is gone (the next
-`launch_all.py` resumes it from its checkpoint). Each failure is listed with its log path and last error line.
+`launch_all.py` resumes it from its checkpoint), or whose job began it and ended before it wrote any record. Each failure is listed with its log path and last error line.
 Takes the same selection flags as launch_all.py (default: everything); `--json` prints the same as JSON.
 Exit code 0, or 2 on bad input.
 """
@@ -58,6 +58,10 @@ def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] |
     if ledger.get("state") == "REFUSED":  # its last job refused it before it started: nothing was recorded
         return "refused", f"{ledger.get('error') or '?'}; fix that, then launch_all.py --retry-refused"
     if latest is None:
+        job_id = ledger.get("job_id")
+        if ledger.get("state") == "STARTED" and job_id and live is not None and str(job_id) not in live:
+            # the job began the run but ended before any record (MongoDB unreachable, killed at start): its log says
+            return "dead", f"job {job_id} ended before the run wrote a record; the next launch submits it again"
         return "missing", ""
     status = latest.get("status")
     if status == "RUNNING":

@@ -591,3 +591,15 @@ def test_a_run_its_job_refuses_is_reported_and_not_resubmitted_until_retried(slu
     code, lines = launch(work, *args, "--retry-refused", "--wait")
     assert code == 0, lines
     assert [r["status"] for r in records(str(work["results"]))] == ["COMPLETED"]
+
+
+def test_a_job_that_ended_before_any_record_is_dead_with_its_log_not_missing(tmp_path):
+    """The ledger says its job STARTED the run, the job is gone, no record exists (e.g. MongoDB unreachable when
+    the job began): status shows `dead` with the job, instead of `missing` with nothing to look at."""
+    run = plan.Planned({"run_key": "0123456789abcdef", "label": "pcl/resnet32"}, ["table2"])
+    now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+    started = {"job_id": "77", "state": "STARTED", "stderr": str(tmp_path / "77_0_log.err")}
+    column, detail = status.run_status(run, plan.RunState(), {}, set(), started, 300.0, 3, now)
+    assert column == "dead" and "job 77 ended before the run wrote a record" in detail
+    assert status.run_status(run, plan.RunState(), {}, {"77"}, started, 300.0, 3, now)[0] == "missing"  # still live
+    assert status.run_status(run, plan.RunState(), {}, set(), {}, 300.0, 3, now)[0] == "missing"  # never submitted
