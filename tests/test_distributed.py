@@ -291,6 +291,14 @@ def _wait_for_checkpoint(proc, tmp_path, timeout=120.0):
         time.sleep(0.02)
 
 
+def _rank_pid(proc, rank: int) -> int:
+    """The pid of torchrun's worker process `rank` (from its environment)."""
+    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+        if f"RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            return int(pid)
+    raise AssertionError(f"torchrun {proc.pid} has no worker of rank {rank}")
+
+
 def _records(tmp_path):
     folders = sorted((tmp_path / "results").glob("[0-9]*"), key=lambda p: int(p.name))
     return [{"run": json.loads((f / "run.json").read_text()), "config": json.loads((f / "config.json").read_text()),
@@ -381,11 +389,7 @@ def test_a_killed_follower_ends_the_job_with_a_message_and_the_next_start_resume
     a message naming the cause, the job ends in seconds, and the next job resumes to one COMPLETED record."""
     proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024")
     _wait_for_checkpoint(proc, tmp_path)  # an epoch is done: the run is mid-way
-    ranks = {}
-    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        ranks.update({int(v.split(b"=")[1]): int(pid) for v in environ if v.startswith(b"RANK=")})
-    os.kill(ranks[1], signal.SIGKILL)
+    os.kill(_rank_pid(proc, 1), signal.SIGKILL)
     started = time.monotonic()
     out, err = proc.communicate(timeout=240)
     assert time.monotonic() - started < 90 and proc.returncode != 0
@@ -406,9 +410,7 @@ def test_a_frozen_process_fails_the_run_after_the_collective_timeout_not_30_minu
     up after $PCL_COLLECTIVE_TIMEOUT_S (here 5 s) and the run is recorded FAILED; the job ends."""
     proc = _torchrun(tmp_path, "gpus=2", "epochs=6", "synthetic_train_size=1024", env={"PCL_COLLECTIVE_TIMEOUT_S": "5"})
     _wait_for_checkpoint(proc, tmp_path)
-    follower = next(int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                        text=True).stdout.split()
-                    if b"RANK=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    follower = _rank_pid(proc, 1)
     os.kill(follower, signal.SIGSTOP)
     started = time.monotonic()
     try:

@@ -489,12 +489,7 @@ def test_a_run_that_keeps_failing_stops_after_max_attempts_with_its_log_and_erro
     key = recs[0]["config"]["run_key"]
     argv = ["--profile", str(PROFILE), "--results-dir", str(work["results"]), "--named", "smoke", "--set",
             f"checkpoint_root={work['ckpt']}", "--set", "lr=1e30", "--tables", "table2", "--methods", "baseline"]
-    parser = status.argparse.ArgumentParser()
-    launch_all.add_store_args(parser)
-    launch_all.add_selection_args(parser)
-    sargs = parser.parse_args(argv)
-    for k in launch_all.FLAG_OPTIONS:
-        setattr(sargs, k, None)
+    sargs = status_namespace(argv)
     sargs.max_attempts = 1
     row = status.collect(sargs)["runs"][0]
     assert row["status"] == "FAILED" and row["log"] == ledger(work, key)["stderr"] and Path(row["log"]).is_file()
