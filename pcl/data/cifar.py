@@ -5,13 +5,13 @@ sums; we want the whole split as one ``[N, 3, 32, 32]`` uint8 tensor to put on t
 accept files whose checksums differ from the originals (e.g. a re-encoded stand-in copy used for pipeline sanity runs, bench/gpu_sanity.py).
 torchvision is used only to download when asked to.
 
-The files are (Python 2) pickles; they are read with a restricted unpickler that only resolves the few numpy
-globals an array needs, so a tampered data file cannot run code.
+The files are (Python 2) pickles; they are read with pcl.safe_pickle's restricted unpickler, which resolves only
+the exact (module, name) pairs of the few numpy globals an array needs (no dotted names), so a tampered data file
+cannot run code.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from pcl.safe_pickle import UnsafePickleError, restricted_loads
 
 
 @dataclass
@@ -95,19 +97,11 @@ class DataFileError(ValueError):
     file, what is wrong with it and how to replace it."""
 
 
-class UnsafeDataFileError(DataFileError, pickle.UnpicklingError):
+class UnsafeDataFileError(DataFileError, UnsafePickleError):
     """A data file that asks to run code (a pickle global other than numpy's array rebuilders): never loaded."""
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only the globals needed to rebuild numpy arrays, dicts, lists and strings."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _NUMPY_GLOBALS or module == "numpy.dtypes":
-            return super().find_class(module, name)
-        raise UnsafeDataFileError(
-            f"refusing to load global {module}.{name}: a CIFAR batch file only holds numpy arrays and lists"
-        )
+_WHAT = "a CIFAR batch file only holds numpy arrays and lists"
 
 
 # ---- what identifies the data: checksums of the files actually read --------------------------------------------
@@ -174,12 +168,13 @@ def _read_batch(path: Path) -> dict[str, Any]:
         # the bytes actually read are what the run's recorded fingerprint describes
         _MD5_CACHE[key] = hashlib.md5(data, usedforsecurity=False).hexdigest()
         # latin1 is what the Python 2 originals need for their array bytes; keys may then be str or bytes.
-        raw = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except UnsafeDataFileError as err:
+        raw = restricted_loads(data, _NUMPY_GLOBALS, _WHAT, encoding="latin1")
+    except UnsafePickleError as err:
         raise UnsafeDataFileError(f"{path}: {err}") from None
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, OSError) as err:  # what a truncated or overwritten pickle raises
-        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            MemoryError, OSError, OverflowError, RecursionError, UnicodeError) as err:
+        # what a truncated, overwritten or hand-made pickle raises (BUILD on an odd object, a bad opcode, ...)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300] if str(err) else type(err).__name__
         raise DataFileError(f"{path}: not a readable CIFAR batch file ({reason}); it is truncated or corrupt: "
                             "delete it and fetch the files again (download=True)") from None
     if not isinstance(raw, dict):

@@ -16,13 +16,13 @@ import hashlib
 import json
 import numbers
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sacred.observers import MongoObserver
 
+from pcl.safe_pickle import restricted_loads
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import FINAL_STATUSES
 from pcl.secrets import MONGO_URL_ENV, redact_url
@@ -123,16 +123,18 @@ def _headline_first(result: Any) -> Any:
     return {**{k: v for k, v in result.items() if k.startswith("deployed/")}, **result}
 
 
-class _EntryUnpickler(pickle.Unpickler):
-    """Sacred failure entries hold only plain containers, datetimes and ObjectIds: nothing else is loaded."""
+#: Sacred failure entries hold only plain containers, datetimes and ObjectIds: nothing else is loaded
+#: (pcl.safe_pickle: exact pairs, no dotted names)
+_ENTRY_GLOBALS = frozenset({("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta"),
+                            ("bson.objectid", "ObjectId"), ("collections", "OrderedDict"),
+                            ("_codecs", "encode")})  # how protocol 2 spells bytes
 
-    ALLOWED = {("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta"),
-               ("bson.objectid", "ObjectId"), ("collections", "OrderedDict")}
 
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a failure entry")
-        return super().find_class(module, name)
+def _read_failure_entry(path: Path) -> dict[str, Any]:
+    entry = restricted_loads(path.read_bytes(), _ENTRY_GLOBALS, "a failure entry holds only a run document")
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a run document (a dict), got {type(entry).__name__}")
+    return entry
 
 
 # ---- the database: one document per attempt -------------------------------------------------------------------
@@ -304,10 +306,9 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     failure_dir = root / FAILURE_DIR_NAME
     for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() else []:
         try:
-            with open(path, "rb") as f:
-                entry = _EntryUnpickler(f).load()
-        except Exception as err:  # noqa: BLE001
-            report.unreadable.append(f"{path}: {err}")
+            entry = _read_failure_entry(path)
+        except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile pickle raises: named, skipped
+            report.unreadable.append(f"{path}: {' '.join(str(err).split())[:300]}")
             continue
         attempt = (entry.get("meta") or {}).get("attempt_id")
         if not attempt or attempt in seen:

@@ -1,0 +1,62 @@
+"""The one owner of reading pickles the suite did not just write (CIFAR batch files, Sacred failure entries).
+
+A pickle is a program: its GLOBAL, STACK_GLOBAL, INST, OBJ, NEWOBJ and EXT opcodes import any global, REDUCE calls
+it, BUILD calls `__setstate__` or sets attributes. Every one of those imports goes through `find_class`, so the
+unpickler here resolves a global only when its (module, name) pair is on an exact allow-list given by the caller:
+
+- no module-wide allowances, and no dotted names: Python's own `find_class` resolves `a.b.c` attribute chains
+  for protocol >= 4 (``numpy.dtypes`` + ``__builtins__.get`` reaches `eval`); a name holding a dot is refused;
+- the allowed object is looked up with `importlib` + one `getattr`, never through pickle's Python 2 name mapping;
+- persistent ids are refused.
+
+What is left for a pickle to do is call the allowed callables on data it holds itself, which the callers choose
+to be harmless (numpy's array rebuilders, datetime). Imports only the standard library: no torch.
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+from typing import Any, BinaryIO, Iterable
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle that asks for a global outside the allow-list (or a persistent id): nothing of it is loaded."""
+
+
+def _show(text: Any) -> str:
+    """A name from the pickle as one printable line (it is attacker-chosen: no newlines, no control codes)."""
+    if isinstance(text, str) and text.isprintable() and len(text) <= 120:
+        return text
+    return ascii(text)[:120]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Resolves exactly the (module, name) pairs of `allowed`; `what` says what the file should hold (for the
+    message of a refusal)."""
+
+    def __init__(self, file: BinaryIO, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._allowed = frozenset(allowed)
+        self._what = what
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (not isinstance(module, str) or not isinstance(name, str) or "." in name
+                or (module, name) not in self._allowed):
+            raise UnsafePickleError(f"refusing to load global {_show(module)}.{_show(name)}: {self._what}")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:  # an allowed name this numpy/Python does not have
+            raise UnsafePickleError(f"cannot resolve global {module}.{name}: {err}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"refusing persistent id {_show(pid)}: {self._what}")
+
+
+def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> Any:
+    """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
+    pickle.Unpickler (encoding, errors, fix_imports)."""
+    return RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs).load()
+
+
+__all__ = ["RestrictedUnpickler", "UnsafePickleError", "restricted_loads"]

@@ -1,0 +1,210 @@
+"""Issue 19, "Trust nothing it reads": what crosses into the suite from outside is checked, never executed.
+
+Kind 1 here: pickles (CIFAR batch files, Sacred failure entries) never run code. Every opcode family that imports
+a global (GLOBAL, STACK_GLOBAL, INST, OBJ, NEWOBJ, EXT), REDUCE chains and BUILD on odd objects are written by
+hand, raw opcodes (pickletools names in the comments); each is refused with one line that names the file, and
+none of them leaves its marker file behind. Valid CIFAR batches (Python 2 originals, bytes keys at protocol 2,
+re-saved at protocol 4 and 5) still load.
+"""
+from __future__ import annotations
+
+import copyreg
+import datetime as dt
+import pickle
+import re
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers_data import CIFAR10_DIR, write_cifar10
+from pcl.safe_pickle import UnsafePickleError, restricted_loads
+
+
+# ---- raw opcodes -------------------------------------------------------------------------------------------------
+def u(text: str) -> bytes:
+    """SHORT_BINUNICODE (or BINUNICODE) of `text`."""
+    data = text.encode()
+    return (b"\x8c" + bytes([len(data)]) if len(data) < 256 else b"X" + struct.pack("<I", len(data))) + data
+
+
+PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
+
+
+def hostile_pickles(marker: Path) -> dict[str, tuple[bytes, bool]]:
+    """name -> (pickle bytes, whether the refusal must be UnsafeDataFileError, i.e. refused before anything runs).
+    Each would create `marker` if it were executed."""
+    m = str(marker)
+    cmd = f"touch {m}"
+    code = f"__import__('pathlib').Path({m!r}).write_text('owned')"
+    big = b"J\xff\xff\xff\x7f"  # BININT 2**31-1
+    return {
+        # GLOBAL (protocol 0): os.system('touch marker')
+        "global_os_system": (b"cos\nsystem\n(V" + cmd.encode() + b"\ntR.", True),
+        # GLOBAL + REDUCE at protocol 2: builtins.eval(code)
+        "global_builtins_eval": (PROTO2 + b"cbuiltins\neval\n" + u(code) + b"\x85R.", True),
+        # Python 2 names that pickle maps onto Python 3 ones (fix_imports): __builtin__.eval
+        "global_py2_name": (PROTO2 + b"c__builtin__\neval\n" + u(code) + b"\x85R.", True),
+        # an allowed module, another name: numpy.savetxt(marker, [1])
+        "global_allowed_module_other_name": (PROTO2 + b"cnumpy\nsavetxt\n(" + u(m) + b"]K\x01atR.", True),
+        # any name of numpy.dtypes was allowed
+        "global_numpy_dtypes_module": (PROTO2 + b"cnumpy.dtypes\n__builtins__\n.", True),
+        # dotted names: protocol >= 4 resolves attribute chains (the issue's example, via STACK_GLOBAL)
+        "stack_global_dotted": (PROTO4 + u("numpy.dtypes") + u("__builtins__.get") + b"\x93" + u("eval")
+                                + b"\x85R" + u(code) + b"\x85R.", True),
+        "global_dotted_proto4": (PROTO4 + b"cnumpy.dtypes\n__builtins__.get\n" + u("eval") + b"\x85R" + u(code)
+                                 + b"\x85R.", True),
+        "stack_global_dotted_allowed_prefix": (PROTO4 + u("numpy") + u("ndarray.__reduce__") + b"\x93.", True),
+        "stack_global_os_system": (PROTO4 + u("os") + u("system") + b"\x93" + u(cmd) + b"\x85R.", True),
+        # a name that is not one line (the refusal must still be one line)
+        "stack_global_newline_name": (PROTO4 + u("os\nsystem") + u("x\ny") + b"\x93.", True),
+        # INST: instantiate os.system(cmd) from a MARK
+        "inst": (b"(V" + cmd.encode() + b"\nios\nsystem\n.", True),
+        # OBJ: the class is the first item after the MARK
+        "obj": (b"(cos\nsystem\nV" + cmd.encode() + b"\no.", True),
+        # NEWOBJ / NEWOBJ_EX of a class from another module
+        "newobj": (PROTO2 + b"csubprocess\nPopen\n(Vtouch\n" + u(m) + b"l\x85\x81.", True),
+        "newobj_ex": (PROTO4 + u("subprocess") + u("Popen") + b"\x93(" + u("touch") + u(m) + b"l\x85}\x92.",
+                      True),
+        # REDUCE chains on allowed globals only: numpy.dtype(...) called again; a huge ndarray
+        "reduce_chain_on_result": (PROTO2 + b"cnumpy\ndtype\n" + u("u1") + b"\x85R" + u("x") + b"\x85R.", False),
+        "reduce_huge_array": (PROTO2 + b"cnumpy\nndarray\n(" + big * 3 + b"t\x85R.", False),
+        # BUILD on odd objects: an allowed class (setattr on a type), a builtin function, a dict, a dtype
+        "build_on_class_slotstate": (PROTO2 + b"cnumpy\nndarray\nN}" + u("__reduce__") + b"cnumpy\ndtype\ns\x86b.",
+                                     False),
+        "build_on_class_dict": (PROTO2 + b"cnumpy\ndtype\n}" + u("__setstate__") + b"cnumpy\nndarray\nsb.", False),
+        "build_on_builtin_function": (PROTO2 + b"c_codecs\nencode\n}" + u("x") + b"K\x01sb.", False),
+        "build_on_dict": (PROTO2 + b"}}" + u("x") + b"K\x01sb.", False),
+        "build_on_dtype_bad_state": (PROTO2 + b"cnumpy\ndtype\n" + u("u1") + b"\x85R" + u("junk") + b"b.", False),
+        # persistent ids
+        "persid": (b"Pfoo\n.", True),
+        "binpersid": (PROTO2 + u("foo") + b"Q.", True),
+        # a hostile global nested deep in a valid-looking batch
+        "nested_in_batch": (PROTO2 + b"}(" + u("data") + b"]cos\nsystem\n" + u(cmd) + b"\x85Ra" + u("labels")
+                            + b"]u.", True),
+        # not a pickle at all / truncated
+        "truncated": (PROTO2 + b"cnumpy\nndarr", False),
+    }
+
+
+def _check_refused(root: Path, marker: Path, data: bytes, unsafe: bool) -> str:
+    from pcl.data.cifar import DataFileError, UnsafeDataFileError, load_cifar
+
+    path = root / CIFAR10_DIR / "test_batch"
+    path.write_bytes(data)
+    with pytest.raises(DataFileError) as info:
+        load_cifar("cifar10", root)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    if unsafe:
+        assert isinstance(info.value, UnsafeDataFileError), message
+        assert isinstance(info.value, pickle.UnpicklingError)
+    assert not marker.exists(), "the pickle ran code"
+    return message
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root)
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(hostile_pickles(Path("x"))))
+def test_hostile_cifar_batch_is_refused_in_one_line(cifar_root, tmp_path, case):
+    marker = tmp_path / "owned"
+    data, unsafe = hostile_pickles(marker)[case]
+    _check_refused(cifar_root, marker, data, unsafe)
+
+
+def test_extension_registry_goes_through_the_allow_list(cifar_root, tmp_path):
+    """EXT1 looks a global up in copyreg's extension registry: still find_class, still refused."""
+    marker = tmp_path / "owned"
+    copyreg.add_extension("os", "system", 0xF1)
+    try:
+        message = _check_refused(cifar_root, marker, PROTO2 + b"\x82\xf1" + u(f"touch {marker}") + b"\x85R.", True)
+    finally:
+        copyreg.remove_extension("os", "system", 0xF1)
+    assert "os.system" in message
+
+
+def test_refusal_names_the_global(cifar_root, tmp_path):
+    data, _ = hostile_pickles(tmp_path / "owned")["stack_global_dotted"]
+    message = _check_refused(cifar_root, tmp_path / "owned", data, True)
+    assert "numpy.dtypes.__builtins__.get" in message
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_valid_batches_still_load_at_every_protocol(tmp_path, protocol):
+    """The originals (Python 2 pickles, bytes keys, protocol 2) and copies re-saved by today's numpy."""
+    from pcl.data.cifar import load_cifar
+
+    written = write_cifar10(tmp_path, style="py3")  # protocol 2, bytes keys, as the python-version files
+    if protocol != 2:
+        for path in (tmp_path / CIFAR10_DIR).iterdir():
+            batch = pickle.loads(path.read_bytes(), encoding="bytes")
+            path.write_bytes(pickle.dumps(batch, protocol=protocol))
+    train, test, _ = load_cifar("cifar10", tmp_path)
+    images, labels = written["test"]
+    assert np.array_equal(test.images.numpy(), images) and test.labels.tolist() == labels.tolist()
+    assert len(train) == len(written["train"][0])
+
+
+def test_python2_originals_still_load(tmp_path):
+    from pcl.data.cifar import load_cifar
+
+    written = write_cifar10(tmp_path, style="py2")
+    _, test, _ = load_cifar("cifar10", tmp_path)
+    assert np.array_equal(test.images.numpy(), written["test"][0])
+
+
+def test_failure_entries_are_read_with_the_same_rule(tmp_path):
+    """Sacred failure entries (upload reads them): datetimes and ObjectIds load, a dotted global does not."""
+    from bson import ObjectId
+
+    from pcl.tracking.upload import _read_failure_entry
+
+    entry = {"_id": ObjectId(), "start_time": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc),
+             "meta": OrderedDict(attempt_id="a1"), "took": dt.timedelta(seconds=3)}
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"ok{protocol}.pickle"
+        path.write_bytes(pickle.dumps(entry, protocol=protocol))
+        assert _read_failure_entry(path) == entry
+    marker = tmp_path / "owned"
+    bad = tmp_path / "bad.pickle"
+    bad.write_bytes(PROTO4 + u("datetime") + u("sys.modules") + b"\x93.")
+    with pytest.raises(UnsafePickleError, match=re.escape("datetime.sys.modules")):
+        _read_failure_entry(bad)
+    bad.write_bytes(hostile_pickles(marker)["global_os_system"][0])
+    with pytest.raises(UnsafePickleError):
+        _read_failure_entry(bad)
+    assert not marker.exists()
+
+
+def test_restricted_loads_allows_exact_pairs_only():
+    allowed = {("datetime", "timedelta")}
+    assert restricted_loads(pickle.dumps(dt.timedelta(1), protocol=4), allowed, "t") == dt.timedelta(1)
+    for module, name in (("datetime", "datetime"), ("datetime", "timedelta.max"), ("datetime.sys", "modules")):
+        with pytest.raises(UnsafePickleError):
+            restricted_loads(PROTO4 + u(module) + u(name) + b"\x93.", allowed, "t")
+
+
+def test_every_loader_in_the_package_is_safe():
+    """No other way into pickle: torch.load only with weights_only=True, no pickle.load/loads or Unpickler outside
+    pcl/safe_pickle.py, no numpy.load with allow_pickle, no yaml.load (scripts included)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("pcl", "analysis", "experiments", "ablations", "slurm", "scripts", "bench"):
+        for path in sorted((root / folder).rglob("*.py")) if (root / folder).is_dir() else []:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            rel = path.relative_to(root).as_posix()
+            for call in re.finditer(r"torch\.load\(([^)]*)\)", text):
+                if "weights_only=True" not in call.group(1):
+                    offenders.append(f"{rel}: torch.load without weights_only=True")
+            if rel != "pcl/safe_pickle.py" and re.search(
+                    r"pickle\.(load|loads|Unpickler)\b|\bUnpickler\(|allow_pickle\s*=\s*True|yaml\.load\(|"
+                    r"yaml\.unsafe_load|marshal\.loads?\(|shelve\.open\(|dill\.|cloudpickle\.load", text):
+                offenders.append(f"{rel}: an unrestricted deserializer")
+    assert not offenders, offenders
