@@ -4,7 +4,7 @@
                               [--channels-last] [--tolerance 1e-3] [--out check.json]
 
 For every method three copies of the same seeded network train in lock step on the same batches (two identical
-device loaders): eager (pcl.engine.train_step), a second eager copy, and the fast path (pcl.fastpath.StaticStep,
+device loaders): eager (pcl.step.train_step), a second eager copy, and the fast path (pcl.fastpath.StaticStep,
 captured on CUDA). The second eager copy measures this GPU's own run-to-run noise (atomics in some backward
 kernels); the captured copy passes when, after every epoch and at the end,
     max over weights/BN buffers/temporal means/momentum of  max|captured - eager| / (max|eager| + 1e-12)
@@ -30,7 +30,9 @@ import torch  # noqa: E402
 
 from pcl import fastpath  # noqa: E402
 from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic  # noqa: E402
-from pcl.engine import Recipe, _EpochAccumulator, make_optimizer, seed_everything, train_step  # noqa: E402
+from pcl.engine import Recipe, make_optimizer  # noqa: E402
+from pcl.seeding import seed_everything  # noqa: E402
+from pcl.step import EpochAccumulator, train_step  # noqa: E402
 from pcl.methods import METHODS, build_method, method_defaults  # noqa: E402
 
 
@@ -98,7 +100,7 @@ def check_method(name: str, args, device: torch.device, teacher_path: str) -> di
             m.on_epoch_start(40 + 20 * epoch)  # mid ramp-up: every distillation term has weight > 0
             m.train()
             loader.set_epoch(epoch)
-        accs = [_EpochAccumulator(device), _EpochAccumulator(device)]
+        accs = [EpochAccumulator(device), EpochAccumulator(device)]
         fast_acc = fast.begin_epoch(loaders[2])
         eager_iters = [iter(loaders[0]), iter(loaders[1])]
         for step, batch in zip(range(steps_per_epoch), fast.batches(loaders[2])):

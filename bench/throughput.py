@@ -7,7 +7,7 @@
 Paths (every figure: images/s of whole training steps, CIFAR-100 shapes, synthetic uint8 data):
   fast   pcl.fastpath.StaticStep: on-device views + step + temporal mean + metric sums, one CUDA graph per step
          on CUDA (uncaptured on the CPU); --precision and --channels-last apply.
-  eager  pcl.engine.train_step on the device-resident loader (GPU crop/flip), fp32 (TF32 off), the default path.
+  eager  pcl.step.train_step on the device-resident loader (GPU crop/flip), fp32 (TF32 off), the default path.
   naive  what the public re-implementations do: a torchvision CPU DataLoader (PIL images, RandomCrop(32, pad 4) +
          RandomHorizontalFlip + ToTensor + Normalize once per view, --naive-workers workers, pinned memory) feeding
          the eager step; PyTorch's default math (cuDNN TF32 on). The headline is fast / naive per network.
@@ -38,7 +38,9 @@ import torch  # noqa: E402
 
 from pcl import fastpath  # noqa: E402
 from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic  # noqa: E402
-from pcl.engine import Recipe, make_optimizer, seed_everything, train_step  # noqa: E402
+from pcl.engine import Recipe, make_optimizer  # noqa: E402
+from pcl.seeding import seed_everything  # noqa: E402
+from pcl.step import train_step  # noqa: E402
 from pcl.methods import build_method, method_defaults  # noqa: E402
 
 PATHS = ("fast", "eager", "naive")

@@ -1,34 +1,32 @@
-"""The training loop every method shares: SGD recipe, per-epoch evaluation of every head, checkpoints, resume.
+"""The training loop every method shares: SGD recipe, epochs, per-epoch evaluation of every head, checkpoints, resume.
 
-The step never synchronises with the host: the learning rate and loss weights are device tensors, losses and
-correct counts accumulate on the device and are read once per epoch, and a non-finite loss is remembered on the
-device (first bad step) and reported at the end of the epoch. That keeps the step capturable by a CUDA graph later.
+The step itself (pcl.step) never synchronises with the host: the learning rate and loss weights are device tensors,
+losses and correct counts accumulate on the device and are read once per epoch, and a non-finite loss is remembered
+on the device (first bad step) and reported at the end of the epoch. That keeps the step capturable by a CUDA graph
+(pcl.fastpath, fast_path="graph").
 
-Checkpoints are written atomically (temp file + rename) after every epoch and hold only tensors and plain
-containers, so they load with `torch.load(weights_only=True)`. A run resumed from the checkpoint of epoch e
-continues exactly as the uninterrupted run would: data order and augmentation are a pure function of (seed, epoch),
-and the global RNG state is saved with the weights.
+After every epoch the loop writes a checkpoint atomically (pcl.checkpoint: temp file + rename; only tensors and plain
+containers, so it loads with `torch.load(weights_only=True)`). A run resumed from the checkpoint of epoch e continues
+exactly as the uninterrupted run would: data order and augmentation are a pure function of (seed, epoch), and the
+global RNG state (pcl.seeding) is saved with the weights.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-import numpy as np
 import torch
 
+from pcl import fastpath
+from pcl.checkpoint import CHECKPOINT_FORMAT, checkpoint_identity, load_checkpoint, save_atomic
 from pcl.diversity import disagreement_count, diversity_percent
 from pcl.methods.base import Method, check_views
 from pcl.schema import CIFAR_RECIPE, KEYS, ConfigError, scaled_milestones
-
-CHECKPOINT_FORMAT = 1
+from pcl.seeding import rng_state, set_rng_state
+from pcl.step import EpochAccumulator, autocast_for, train_step
 
 MetricsCallback = Callable[[int, dict[str, float]], None]
 
@@ -105,170 +103,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# ---- reproducibility -----------------------------------------------------------------------------------------
-def seed_everything(seed: int, deterministic: bool = False) -> dict[str, Any]:
-    """Seed Python, numpy and torch (all devices); optionally force deterministic kernels. Returns what was set."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.backends.cudnn.deterministic = deterministic
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    return determinism_flags() | {"seed": seed}
-
-
-def determinism_flags() -> dict[str, Any]:
-    return {
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
-        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
-    }
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------------------
-CHECKPOINT_KEYS = ("format", "identity", "epoch", "method", "optimizer", "rng", "history")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: empty, truncated, not a checkpoint of this suite, or one of another
-    method/backbone. `path` is the file, `problem` says what is wrong (the message names both)."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        super().__init__(f"checkpoint {path} is unusable: {problem}")
-        self.path = str(path)
-        self.problem = problem
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (e.g. no space left on device); the partial temp file is removed and the
-    previous checkpoint is unchanged. `errno` is the OS error's (ENOSPC...) when known, `filename` the file."""
-
-    def __init__(self, message: str, errno: int | None = None, filename: str | None = None):
-        super().__init__(message)
-        self.message, self.errno, self.filename = message, errno, filename
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def os_error_in(err: BaseException) -> OSError | None:
-    """The first OSError with an errno in `err`'s chain of causes (torch and Sacred wrap it), else None."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _write_cause(err: BaseException, folder: Path) -> str:
-    """The OS error behind a failed write, in words (torch wraps it: "unexpected pos ..."), else the free space."""
-    os_error = os_error_in(err)
-    if os_error is not None:
-        return os.strerror(os_error.errno).lower()
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return f"{type(err).__name__}: {err}"
-    return f"{type(err).__name__}: {err} ({free} bytes free on that filesystem)"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: some filesystems cannot fsync a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a half-written file.
-
-    A failed write (no space left on device, quota, I/O error) removes the temp file, leaves the previous file at
-    `path` as it was and raises CheckpointWriteError naming the file and the cause.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:  # a Python file: torch's own writer hides the OS error behind "unexpected pos"
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(err, (OSError, RuntimeError)):
-            cause = _write_cause(err, path.parent)
-            kept = "the previous one is unchanged" if path.exists() else "there was none before"
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {cause}; the partial file was removed "
-                                       f"and {kept}", getattr(os_error_in(err), "errno", None), str(path)) from err
-        raise
-    fsync_dir(path.parent)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> dict[str, Any]:
-    """Load a torch file (a checkpoint, a deployed model) safely (weights_only: no arbitrary code from pickles).
-
-    Raises CheckpointError naming the file and what is wrong: empty (0 bytes), truncated or not a torch file, or
-    objects refused by weights_only. `check_checkpoint` then tells whether it is a training checkpoint.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(path, "the file is empty (0 bytes; a write that never finished)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(path, f"it holds objects other than tensors and plain containers, refused by "
-                                    f"weights_only ({str(err).splitlines()[0][:200]})") from None
-    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... for damaged archives
-        raise CheckpointError(path, f"truncated or not a torch file ({size} bytes; {type(err).__name__}: "
-                                    f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from None
-    return state
-
-
-def check_checkpoint(state: Any, path: str | os.PathLike, identity: Mapping[str, Any] | None = None) -> None:
-    """CheckpointError unless `state` is a checkpoint of this suite (format and keys) and, when `identity` is
-    given, one of that method/backbone/number of classes."""
-    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
-        found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(path, f"not a checkpoint of this suite (expected keys {', '.join(CHECKPOINT_KEYS)}; "
-                                    f"found {found})")
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(path, f"checkpoint format {state['format']!r}, this code reads {CHECKPOINT_FORMAT}")
-    if identity is not None and dict(state["identity"]) != dict(identity):
-        raise CheckpointError(path, f"written by {state['identity']}, not {dict(identity)}")
-
-
-def _checkpoint_identity(method: Method) -> dict[str, Any]:
-    return {"method": method.name, "backbone": method.backbone_name, "num_classes": method.num_classes}
-
-
 # ---- evaluation ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: bool = False) -> dict[str, float]:
@@ -286,7 +120,7 @@ def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: 
     total = 0
     loader.set_epoch(0)
     for views, targets in _progress(loader, progress, "evaluation"):
-        with _autocast(views[0].device, precision):
+        with autocast_for(views[0].device, precision):
             heads = method.eval_heads(views[0])
         total += targets.shape[0]
         for name, logits in heads.items():
@@ -312,56 +146,7 @@ def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: 
     return out
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # ---- training ------------------------------------------------------------------------------------------------
-class _EpochAccumulator:
-    """Device-side sums of the step's losses and correct counts; read back once per epoch."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.sums: dict[str, torch.Tensor] = {}
-        self.steps = 0
-        self.images = 0
-        self.step_index = torch.zeros((), dtype=torch.long, device=device)
-        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-
-    def add(self, total: torch.Tensor, losses: dict[str, torch.Tensor], logits: dict[str, torch.Tensor],
-            targets: torch.Tensor) -> None:
-        total = total.detach().float()
-        bad = ~torch.isfinite(total) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad, self.step_index, self.first_bad_step)
-        self.step_index += 1
-        self._add("train/loss/total", total)
-        for name, value in losses.items():
-            self._add(f"train/loss/{name}", value.detach().float())
-        for name, z in logits.items():
-            self._add(f"train/correct/{name}", (z.detach().argmax(dim=1) == targets).sum().float())
-        self.steps += 1
-        self.images += targets.shape[0]
-
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        if key in self.sums:
-            self.sums[key] += value
-        else:
-            self.sums[key] = value.clone()
-
-    def read(self) -> tuple[dict[str, float], int]:
-        keys = list(self.sums)
-        values = torch.stack([self.sums[k] for k in keys] + [self.first_bad_step.float()]).double().cpu().tolist()
-        out: dict[str, float] = {}
-        for k, v in zip(keys, values[:-1]):
-            if k.startswith("train/correct/"):
-                out["train/top1_err/" + k[len("train/correct/"):]] = 100.0 * (1.0 - v / max(self.images, 1))
-            else:
-                out[k] = v / max(self.steps, 1)
-        return out, int(values[-1])
-
-
 def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
     """SGD of the recipe over the method's parameter groups (`Method.param_groups`), the lr a device tensor.
 
@@ -372,25 +157,6 @@ def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
     return torch.optim.SGD(method.param_groups(recipe.weight_decay), lr=torch.tensor(recipe.lr, device=device),
                            momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                            fused=True)
-
-
-def train_step(method: Method, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
-               targets: torch.Tensor, precision: str = "fp32"
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One optimisation step: losses, weighted sum, backward, SGD, temporal-mean hooks. No host sync.
-
-    Returns (total loss, raw loss terms, logits per head), all still on the device. This is the unit a CUDA-graph
-    fast path would capture.
-    """
-    with _autocast(views[0].device, precision):
-        losses, logits = method.training_step(views, targets)
-        weights = method.loss_weights()
-        total = sum(weights[name] * value if name in weights else value for name, value in losses.items())
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-    method.after_optimizer_step()
-    return total, losses, logits
 
 
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
@@ -417,8 +183,6 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     `epoch_log` receives one plain line per epoch (`epoch_line`; None: silent); `progress` adds bars over training
     and evaluation.
     """
-    from pcl import fastpath  # here: pcl.fastpath imports this module
-
     if fast_path not in fastpath.FAST_PATHS:
         raise ValueError(f"fast_path={fast_path!r} is invalid; allowed: {', '.join(fastpath.FAST_PATHS)}")
     device = next(method.parameters()).device
@@ -431,13 +195,13 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if path is not None and resume and path.exists():
         state = load_checkpoint(path, map_location=device)
-        identity = _checkpoint_identity(method)
+        identity = checkpoint_identity(method)
         if state.get("identity") != identity:
             raise ValueError(f"checkpoint {path} was written by {state.get('identity')}, not {identity}; "
                              "remove it or point checkpoint_path elsewhere")
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
     resumed_from = start_epoch
@@ -455,7 +219,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         method.on_epoch_start(epoch)
         method.train()
         train_loader.set_epoch(epoch)
-        acc = _EpochAccumulator(device) if fast is None else fast.begin_epoch(train_loader)
+        acc = EpochAccumulator(device) if fast is None else fast.begin_epoch(train_loader)
         weights = method.loss_weights()
         t0 = time.perf_counter()
         batches = _progress(train_loader if fast is None else fast.batches(train_loader), progress,
@@ -493,9 +257,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
             epoch_log(epoch_line(history, recipe.epochs, method.deployed_head, time.perf_counter() - t0,
                                  per_epoch * (recipe.epochs - epoch - 1)))
         if path is not None and write_checkpoints:
-            save_atomic({"format": CHECKPOINT_FORMAT, "identity": _checkpoint_identity(method),
+            save_atomic({"format": CHECKPOINT_FORMAT, "identity": checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                         "rng": _rng_state(), "history": history, "recipe": asdict(recipe)}, path)
+                         "rng": rng_state(), "history": history, "recipe": asdict(recipe)}, path)
         for callback in callbacks:
             callback(epoch, metrics)
     return TrainResult(history=history, summary=summarize(history, method.deployed_head),

@@ -8,7 +8,7 @@ What is captured (`StaticStep.step_fn`, a plain function that also runs, uncaptu
      (copied once per epoch into static buffers) by a device batch counter, then gathered, cropped, flipped and
      normalised (exactly `DeviceLoader.views_from`); for any other loader the views are copied into static
      buffers before each replay;
-  2. `pcl.engine.train_step`: forward of the peers and mean teachers, losses, backward, fused SGD (learning rate
+  2. `pcl.step.train_step`: forward of the peers and mean teachers, losses, backward, fused SGD (learning rate
      a device tensor), the temporal-mean update (step counter on the device);
   3. metric accumulation: loss sums, correct counts and the first non-finite step in static device tensors.
 Everything a step reads that changes during training (lr, ramp-up weight w(e), the EMA decay cap and step
@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pcl.engine import train_step
 from pcl.schema import PRECISIONS
 from pcl.methods.base import Method, check_views
+from pcl.step import train_step
 
 FAST_PATHS = ("eager", "graph")
 
@@ -65,7 +65,7 @@ def to_channels_last(method: Method) -> Method:
 class StaticAccumulator:
     """The engine's per-epoch metric sums, kept in fixed device tensors that a captured step updates in place.
 
-    `read()` returns what `pcl.engine._EpochAccumulator.read` returns: mean loss terms per step, train top-1
+    `read()` returns what `pcl.step.EpochAccumulator.read` returns: mean loss terms per step, train top-1
     error (%) per head, and the first non-finite step (-1 if none).
     """
 

@@ -19,9 +19,11 @@ import torchvision
 
 from pcl import distributed
 from pcl.data import NUM_CLASSES, build_loaders
-from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult, save_atomic, seed_everything
+from pcl.checkpoint import save_atomic
+from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult
 from pcl.methods import build_method
 from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
+from pcl.seeding import seed_everything
 
 def resolve_device(name: str) -> torch.device:
     """The torch device for the config key `device` (auto: CUDA when available, else the CPU).
@@ -102,7 +104,7 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     broken (pcl.distributed.broken) so that the caller ends it rather than start another run. Raises ConfigError
     when `gpus` is not the job's number of processes.
     """
-    cfg = normalize_run_config(config, check_build=False)
+    cfg = normalize_run_config(config)
     recipe = Recipe.from_config(cfg)
     device = resolve_device(cfg["device"])
     env = distributed.DistEnv()

@@ -45,7 +45,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     from pcl import engine
-    from pcl.engine import Recipe, seed_everything
+    from pcl.engine import Recipe
+    from pcl.seeding import seed_everything
     from pcl.methods import build_method
 
     writes = []

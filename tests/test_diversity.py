@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pcl.diversity import disagreement_count, diversity_percent, num_pairs
-from pcl.engine import Recipe, evaluate, seed_everything, summarize, train
+from pcl.engine import Recipe, evaluate, summarize, train
+from pcl.seeding import seed_everything
 from pcl.methods import build_method
 
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcl.engine import (NonFiniteLossError, Recipe, TrainingInterrupted, load_checkpoint, make_optimizer,
-                        seed_everything, summarize, train, train_step)
+from pcl.checkpoint import load_checkpoint
+from pcl.engine import NonFiniteLossError, Recipe, TrainingInterrupted, make_optimizer, summarize, train
+from pcl.seeding import seed_everything
+from pcl.step import train_step
 from pcl.methods import build_method
 from pcl.methods.baseline import Baseline
 

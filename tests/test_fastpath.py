@@ -1,5 +1,5 @@
 """The fast path computes the eager step's function: the static-buffer step (what a CUDA graph captures) run
-uncaptured on the CPU against pcl.engine.train_step, every method, same seed, a few steps."""
+uncaptured on the CPU against pcl.step.train_step, every method, same seed, a few steps."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from pcl import fastpath
-from pcl.engine import Recipe, _EpochAccumulator, make_optimizer, seed_everything, train, train_step
+from pcl.engine import Recipe, make_optimizer, train
+from pcl.seeding import seed_everything
+from pcl.step import EpochAccumulator, train_step
 from pcl.methods import METHODS, build_method
 from pcl.runner import save_deployed
 
@@ -54,7 +56,7 @@ def _pair(name, tmp_path, recipe=None, channels_last=False):
 def _eager_steps(method, opt, loader, steps, precision="fp32"):
     loader.set_epoch(0)
     torch.manual_seed(123)  # the same global RNG state for both paths (dropout, where a backbone has it)
-    acc = _EpochAccumulator(torch.device("cpu"))
+    acc = EpochAccumulator(torch.device("cpu"))
     for i, (views, targets) in enumerate(loader):
         if i == steps:
             break

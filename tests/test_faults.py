@@ -23,7 +23,7 @@ import torch
 
 from helpers_data import write_cifar10
 from pcl import results, schema, tracking
-from pcl.engine import load_checkpoint
+from pcl.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -358,7 +358,7 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_run_starts_over(tmp_path, k
 
 
 def test_loading_a_damaged_checkpoint_names_the_file_and_the_problem(tmp_path):
-    from pcl.engine import CheckpointError
+    from pcl.checkpoint import CheckpointError
 
     for kind in ("zero-byte", "truncated"):
         path = tmp_path / kind / "checkpoint.pt"

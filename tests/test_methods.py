@@ -14,13 +14,14 @@ import pytest
 import torch
 from torch import nn
 
-from pcl.engine import Recipe, make_optimizer, train_step
+from pcl.engine import Recipe, make_optimizer
 from pcl.losses import rampup
 from pcl.methods import METHODS, build_method, method_defaults
 from pcl.methods.cl_ilr import rescale_gradient
 from pcl.methods.kdcl import min_logit_target
 from pcl.models import build_backbone
 from pcl.runner import save_deployed
+from pcl.step import train_step
 
 C = 4  # classes
 T = 3.0

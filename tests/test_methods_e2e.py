@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from pcl.engine import Recipe, seed_everything, train
+from pcl.engine import Recipe, train
+from pcl.seeding import seed_everything
 from pcl.methods import build_method
 from pcl.runner import save_deployed
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcl.engine import Recipe, seed_everything, train
+from pcl.engine import Recipe, train
+from pcl.seeding import seed_everything
 from pcl.losses import rampup
 from pcl.methods import build_method
 from pcl.models import build_backbone

@@ -21,7 +21,8 @@ import pytest
 
 from experiments.common import run_script
 from pcl import results, tracking
-from pcl.engine import Recipe, seed_everything, train
+from pcl.engine import Recipe, train
+from pcl.seeding import seed_everything
 from pcl.methods import build_method
 from pcl.tracking import ConfigError
 from tests.helpers_data import write_cifar10

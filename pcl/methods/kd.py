@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pcl.checkpoint import load_checkpoint
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import check_positive
@@ -35,8 +36,6 @@ DEPLOYED_KEYS = ("backbone", "num_classes", "state_dict")
 def load_teacher(path: str | os.PathLike, num_classes: int,
                  teacher_backbone: str | None = None) -> tuple[Backbone, dict[str, Any]]:
     """Rebuild the teacher from a deployed-model file; every mismatch fails naming the path and what differs."""
-    from pcl.engine import load_checkpoint  # here, not at the top: pcl.engine imports pcl.methods
-
     path = Path(path)
     hint = ("train the teacher first (e.g. a 'baseline' run) and pass the deployed.pt its run writes "
             "(pcl.runner.save_deployed)")

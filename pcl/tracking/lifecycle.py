@@ -267,7 +267,7 @@ def inspect_checkpoint(path: Path, identity: Mapping[str, Any] | None = None
     """(completed epochs, history, problem) of the checkpoint at `path`: (0, [], None) when there is none;
     (0, [], "what is wrong") when it is empty, truncated, not a checkpoint of this suite, or (with `identity`)
     one of another method/backbone/number of classes."""
-    from pcl.engine import CheckpointError, check_checkpoint, load_checkpoint
+    from pcl.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 
     if not path.exists():
         return 0, [], None

@@ -163,7 +163,7 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
 
 
 def _expected_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What a checkpoint of this run config says it is (pcl.engine's checkpoint identity)."""
+    """What a checkpoint of this run config says it is (pcl.checkpoint.checkpoint_identity)."""
     from pcl.data import NUM_CLASSES
 
     classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
