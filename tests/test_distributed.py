@@ -20,6 +20,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pcl import distributed
+from pcl.distributed import cli as distributed_cli
 from pcl.data import build_loaders
 from pcl.data.loaders import ShardedDeviceLoader
 from pcl.data.imagenet import _EpochSampler
@@ -168,7 +169,7 @@ def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
 
     from pcl.schema import normalize_run_config
 
-    assert distributed.main(["--dataset", "synthetic", "--method", "pcl", "--backbone", "tiny_resnet8",
+    assert distributed_cli.main(["--dataset", "synthetic", "--method", "pcl", "--backbone", "tiny_resnet8",
                              "--epochs", "2", "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu",
                              "--out-dir", str(tmp_path)]) == 0
     history = json.loads((tmp_path / "history.json").read_text())
@@ -191,19 +192,19 @@ def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_li
                        (["--milestones", "a,b"], "--milestones 'a,b' is invalid"),
                        (["--method", "nope"], "config key 'method'='nope'"),
                        (["--batch-norm", "sync"], "'batch_norm'='sync' is invalid with gpus=1")):
-        assert distributed.main([*flags, *bad, "--out-dir", str(tmp_path / "fresh")]) == 2
+        assert distributed_cli.main([*flags, *bad, "--out-dir", str(tmp_path / "fresh")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and named in err, err
     assert not (tmp_path / "fresh").exists()
-    assert distributed.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0
+    assert distributed_cli.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0
     capsys.readouterr()
     # another run (another lr) in the same folder would resume the first one's checkpoint: refused, nothing touched
     before = (tmp_path / "a" / "checkpoint.pt").read_bytes()
-    assert distributed.main([*flags, "--lr", "0.5", "--out-dir", str(tmp_path / "a")]) == 2
+    assert distributed_cli.main([*flags, "--lr", "0.5", "--out-dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "holds the checkpoint of another run" in err and "it differs in lr" in err
     assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == before
-    assert distributed.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0  # the same run again: resumed, done
+    assert distributed_cli.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0  # the same run again: resumed, done
     assert "resumed from" in capsys.readouterr().out
 
 

@@ -1,0 +1,112 @@
+"""The command line of multi-GPU training, `python -m pcl.distributed` (torchrun / srun start it on every process):
+flags -> one untracked run config -> pcl.runner.run, rank 0 writing the run's files in --out-dir.
+
+The library it drives (process group, DDP, sharded data, rank 0 leading) is pcl.distributed itself, which never
+imports the runner; pcl/distributed/__main__.py only calls `main` here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pcl.data.check import check_data
+from pcl.distributed import DistEnv, cleanup, detect_env
+from pcl.runner import resolve_device, run
+from pcl.schema import BATCH_NORMS, ConfigError, identity_config, normalize_run_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One untracked run on every process of the job (pcl.runner.run, the same run config and recipe as the tracked
+    scripts: defaults and time-constant scaling from pcl.schema); rank 0 writes OUT_DIR/config.json (first),
+    checkpoint.pt, deployed.pt and history.json. Started again with the same flags it resumes; with flags that
+    make another run it refuses (one line, exit 2), as it does for any bad flag. `gpus` is the job's number of
+    processes.
+
+        torchrun --nproc_per_node=4 -m pcl.distributed --dataset imagenet --data-root DIR --method pcl \
+            --backbone resnet18 --out-dir DIR
+    --batch-size is the GLOBAL batch (split over the processes); recipe flags left out take the dataset's recipe.
+    Records (Sacred, MongoDB): run the experiment scripts under torchrun instead (README, "Several GPUs").
+    """
+    ap = argparse.ArgumentParser(prog="python -m pcl.distributed", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="imagenet")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--method", default="pcl")
+    ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"temperature\": 3}'")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="global batch, divided over the processes")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--milestones", default=None, help="comma-separated epochs")
+    ap.add_argument("--weight-decay", type=float, default=None)
+    ap.add_argument("--precision", default=None)
+    ap.add_argument("--batch-norm", default=None, choices=BATCH_NORMS)
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--workers", type=int, default=None, help="ImageNet decoding workers per process")
+    ap.add_argument("--train-subset", type=int, default=None)
+    ap.add_argument("--synthetic-train-size", type=int, default=None)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    env = detect_env()
+    out = Path(args.out_dir)
+    try:
+        cfg = _cli_config(args, env)
+    except ConfigError as err:  # one line, exit 2, nothing written (every rank stops; rank 0 says why)
+        if env.is_main:
+            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
+    resumed = (out / "checkpoint.pt").exists()
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    try:
+        outcome = run(cfg, checkpoint_dir=out)
+        if env.is_main:
+            (out / "history.json").write_text(json.dumps(
+                {"config": cfg, "history": outcome.result.history, "summary": outcome.result.summary,
+                 "world_size": env.world_size}, indent=1))
+            err = outcome.result.summary.get("deployed/top1_err")
+            print(f"run {cfg['run_key']}: {'resumed from' if resumed else 'trained, checkpoint'} {out / 'checkpoint.pt'}"
+                  f"; {cfg['epochs']} epochs done, deployed top-1 error {err:.2f}%; {out / 'history.json'}")
+    finally:
+        cleanup()
+    return 0
+
+
+def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
+    """The run config of `python -m pcl.distributed`'s flags, checked like the scripts' (ConfigError, one line):
+    values, data, device, and that --out-dir holds no other run's checkpoint (it would be resumed as this one)."""
+    try:
+        options = json.loads(args.options)
+    except ValueError as err:
+        raise ConfigError(f"--options {args.options!r} is not JSON ({err}); e.g. '{{\"temperature\": 3}}'") from None
+    try:
+        milestones = None if args.milestones is None else [int(m) for m in args.milestones.split(",") if m.strip()]
+    except ValueError:
+        raise ConfigError(f"--milestones {args.milestones!r} is invalid: must be comma-separated epochs") from None
+    given = {"dataset": args.dataset, "data_root": args.data_root, "method": args.method, "backbone": args.backbone,
+             "options": options, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
+             "lr": args.lr, "weight_decay": args.weight_decay, "precision": args.precision,
+             "batch_norm": args.batch_norm, "channels_last": args.channels_last, "workers": args.workers,
+             "train_subset": args.train_subset, "device": args.device, "milestones": milestones,
+             "synthetic_train_size": args.synthetic_train_size, "gpus": env.world_size}
+    cfg = normalize_run_config({k: v for k, v in given.items() if v is not None})
+    device = resolve_device(cfg["device"])
+    if cfg["batch_norm"] == "sync" and device.type != "cuda":
+        raise ConfigError("--batch-norm sync needs CUDA devices (SyncBatchNorm has no CPU kernel); allowed here: local")
+    check_data(cfg["dataset"], cfg["data_root"], cfg["download"])
+    written = Path(args.out_dir) / "config.json"  # written before the first step: also a run killed mid-way
+    if written.exists():
+        before = json.loads(written.read_text())
+        if before.get("run_key") != cfg["run_key"]:
+            mine, theirs = identity_config(cfg), identity_config(before)
+            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k)) or ["run_key"]
+            raise ConfigError(f"--out-dir {args.out_dir!r} holds the checkpoint of another run ({before.get('run_key')}"
+                              f"; it differs in {', '.join(changed)}): it would be resumed as this one; use another "
+                              "--out-dir")
+    return cfg
