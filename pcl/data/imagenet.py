@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import MEANS_STDS, apply_affine, normalization_affine
 from .cifar import resolve_data_root
-from .loaders import epoch_seed, subset_indices
+from .draws import epoch_seed, subset_indices
 
 _LAYOUT_HINT = (
     "ROOT/train/<class_name>/<image files> and ROOT/val/<class_name>/<image files> (the same class folders in "

@@ -15,18 +15,11 @@ from torch import Tensor
 
 from .augment import MEANS_STDS, apply_affine, crop_flip, normalization_affine, sample_crop_flip
 from .cifar import ArraySplit, load_cifar
+from .draws import epoch_seed, subset_indices
 from .synthetic import make_synthetic
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
-
-_EPOCH_SEED_STRIDE = 100_003
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The generator seed of one epoch: a pure function of (seed, epoch)."""
-    return seed * _EPOCH_SEED_STRIDE + epoch
-
 
 class DeviceLoader:
     """Iterates a whole ArraySplit held on the device; yields ``(views: list[float Tensor], labels)``.
@@ -195,12 +188,6 @@ def _check_subset(train_subset: object, n: int) -> int:
     if not 1 <= train_subset <= n:
         raise ValueError(f"train_subset must be in 1..{n} (the train split size), got {train_subset}")
     return train_subset
-
-
-def subset_indices(n: int, size: int, seed: int) -> Tensor:
-    """A seeded random subset of ``range(n)`` (sorted), the same on every machine for a given seed."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:size].sort().values
 
 
 def build_loaders(
