@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
+from analysis import escape
 from analysis.runs import AnalysisError, default_stores
 
 
@@ -65,7 +66,7 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its line already written)
         return exit_.code if isinstance(exit_.code, int) else 2
     except AnalysisError as err:
-        sys.stderr.write(f"error: {err}\n")
+        sys.stderr.write(f"error: {escape.terminal(err)}\n")  # record text in it: one line, no escape codes
         return 2
     except BrokenPipeError:  # `... | head`: the reader left; not an error of the analysis
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit

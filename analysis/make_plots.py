@@ -16,7 +16,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import cli  # noqa: E402
+from analysis import cli, escape  # noqa: E402
 from analysis.tables import build_tables  # noqa: E402
 
 
@@ -29,9 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
     done, notes = make_figures(tables, args.out)
     for figure, paths in done:
-        print(f"{paths[0]} (+ .pdf): {figure.caption}")
+        print(f"{paths[0]} (+ .pdf): {escape.terminal(figure.caption)}")
     for line in notes + [f"skipped: {s}" for s in skipped]:
-        print(line)
+        print(escape.terminal(line))
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import cli  # noqa: E402
+from analysis import cli, escape  # noqa: E402
 from analysis.tables import build_tables, render_markdown, write_table  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_table(table, args.out)
         print(f"written: {', '.join(str(p) for p in paths.values())}\n")
     for line in skipped:
-        print(f"skipped: {line}")
+        print(f"skipped: {escape.terminal(line)}")
     return 0
 
 

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis import paper  # noqa: E402
+from analysis import escape, paper  # noqa: E402
 from analysis.runs import metric_series  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, Table  # noqa: E402
 
@@ -56,7 +56,7 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
         series = metric_series(run["attempt"]["record"], list(wanted))
         if series.empty:
             continue
-        series["series"] = series["name"].map(wanted)
+        series["series"] = series["name"].map({k: escape.plot(v) for k, v in wanted.items()})  # legend text
         series = series.groupby(["series", "step"], as_index=False)["value"].mean()  # e.g. the mean of live peers
         series = series.assign(row=run["row"], column=run["column"], seed=run["seed"], run_key=run["run_key"])
         frames.append(series.rename(columns={"step": "epoch"}))
@@ -71,9 +71,15 @@ def _milestones(table: Table, row: str) -> list[int]:
     marks: set[int] = set()
     for a in attempts["attempt"]:
         cfg = (a.get("record") or {}).get("config") or {}
-        epochs = cfg.get("epochs") or 0
-        marks.update(m for m in cfg.get("milestones") or [] if 0 < m < epochs)
+        epochs, milestones = cfg.get("epochs"), cfg.get("milestones")
+        if not _number(epochs) or not isinstance(milestones, list):
+            continue  # a record of another shape: no LR steps drawn from it
+        marks.update(int(m) for m in milestones if _number(m) and 0 < m < epochs)
     return sorted(marks)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _title(table: Table, row: str) -> str:
@@ -105,7 +111,7 @@ def error_curves(table: Table) -> list[Figure]:
                      part["epoch"].nunique() < 4 else None)
         _mark_lr_steps(ax, _milestones(table, row))
         head = f"head {table.head}" if table.head else "deployed head"
-        ax.set(xlabel="epoch", ylabel=f"{ERR_LABEL}, {head}", title=_title(table, row))
+        ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"), title=escape.plot(_title(table, row)))
         ax.legend(title="method" if table.spec.column_title == "method" else table.spec.column_title, fontsize=8)
         figures.append(Figure(f"{table.name}_{table.dataset}_curves_{row}", "curves",
                               f"{_title(table, row)}: test error of the {head} over training (line: mean over "
@@ -125,9 +131,9 @@ def peers_plot(table: Table) -> list[Figure]:
     for row, part in cells.groupby("row", sort=False):
         part = part.sort_values("m")
         ax.errorbar(part["m"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=4,
-                    label=BACKBONE_NAMES.get(row, row))
-    ax.set(xlabel="number of peers m", ylabel=ERR_LABEL, title=f"{table.name} on "
-           f"{DATASET_NAMES.get(table.dataset, table.dataset)}")
+                    label=escape.plot(BACKBONE_NAMES.get(row, row)))
+    ax.set(xlabel="number of peers m", ylabel=ERR_LABEL, title=escape.plot(
+        f"{table.name} on {DATASET_NAMES.get(table.dataset, table.dataset)}"))
     ax.set_xticks(sorted(cells["m"].unique()))
     ax.legend(title="backbone")
     return [Figure(f"{table.name}_{table.dataset}_peers", "peers",
@@ -150,7 +156,7 @@ def ablation_bars(table: Table) -> list[Figure]:
         part = cells[cells["row"] == row].set_index("column")
         xs = [columns.index(c) + (i - (len(rows) - 1) / 2) * width for c in part.index]
         ax.bar(xs, part["mean"], width=width, yerr=part["std"].fillna(0), capsize=4,
-               label=BACKBONE_NAMES.get(row, row))
+               label=escape.plot(BACKBONE_NAMES.get(row, row)))
         for c, x in zip(part.index, xs):
             for d in paper.paper_deltas(table.name, table.dataset, row):
                 if d.column == c:
@@ -160,8 +166,8 @@ def ablation_bars(table: Table) -> list[Figure]:
                     ax.annotate(text, (x, part.loc[c, "mean"]), xytext=(0, 14), textcoords="offset points",
                                 ha="center", fontsize=7)
     ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels([table.spec.display(c) for c in columns], rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel=ERR_LABEL, title=f"{table.name} on {DATASET_NAMES.get(table.dataset, table.dataset)}")
+    ax.set_xticklabels([escape.plot(table.spec.display(c)) for c in columns], rotation=20, ha="right", fontsize=8)
+    ax.set(ylabel=ERR_LABEL, title=escape.plot(f"{table.name} on {DATASET_NAMES.get(table.dataset, table.dataset)}"))
     ax.margins(y=0.25)
     ax.legend(title="backbone")
     fig.tight_layout()
@@ -197,13 +203,14 @@ def heads_over_training(table: Table) -> list[Figure]:
     data = _curves(table, names_of)
     figures = []
     for row, part in data.groupby("row", sort=False):
+        part = part.assign(column=part["column"].map(escape.plot))  # the panels' titles
         grid = sns.relplot(data=part, x="epoch", y="value", hue="series", col="column", col_wrap=min(
             4, part["column"].nunique()), kind="line", errorbar="sd", height=3.2, aspect=1.2,
             marker="o" if part["epoch"].nunique() < 4 else None, facet_kws={"sharey": False})
         grid.set_axis_labels("epoch", ERR_LABEL)
         grid.set_titles("{col_name}")
         grid.legend.set_title("head")
-        grid.figure.suptitle(_title(table, row), y=1.03)
+        grid.figure.suptitle(escape.plot(_title(table, row)), y=1.03)
         for ax in grid.axes.flat:
             _mark_lr_steps(ax, _milestones(table, row))
         figures.append(Figure(f"{table.name}_{table.dataset}_heads_{row}", "heads",
@@ -227,7 +234,7 @@ def diversity(table: Table) -> tuple[list[Figure], str | None]:
         sns.lineplot(data=part, x="epoch", y="value", hue="series", errorbar="sd", ax=ax)
         _mark_lr_steps(ax, _milestones(table, row))
         ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise distance of predictions)",
-               title=_title(table, row))
+               title=escape.plot(_title(table, row)))
         figures.append(Figure(f"{table.name}_{table.dataset}_diversity_{row}", "diversity",
                               f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig))
     return figures, None

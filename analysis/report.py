@@ -13,15 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import quote
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
-from analysis import cli  # noqa: E402
+from analysis import cli, escape  # noqa: E402
 from analysis.runs import STATUSES, describe_stores  # noqa: E402
-from analysis.tables import BACKBONE_NAMES, Table, build_tables, render_markdown  # noqa: E402
+from analysis.tables import BACKBONE_NAMES, Table, build_tables, escaped_frame, render_markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,30 +79,33 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
     done, notes = make_figures(tables, figure_dir)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = ["# PCL reproduction report", "",
-             f"- Date: {when}", f"- Commit: {git_commit()}", f"- Store: {describe_stores(stores)}",
-             f"- Tables: {', '.join(f'{t.name} ({t.dataset})' for t in tables)}",
+             f"- Date: {when}", f"- Commit: {escape.markdown(git_commit())}",
+             f"- Store: {escape.markdown(describe_stores(stores), limit=2000)}",
+             f"- Tables: {escape.markdown(', '.join(f'{t.name} ({t.dataset})' for t in tables), limit=2000)}",
              "- Numbers: top-1 error (%) on the test set, mean ± std (ddof=1) over seeds; the paper's numbers "
              "and their confidence: analysis/paper.py.", "",
-             "## Runs per status", "", runs_per_status(tables).to_markdown(index=False), ""]
+             "## Runs per status", "",
+             escaped_frame(runs_per_status(tables), escape.markdown).to_markdown(index=False), ""]
     comparison = paper_comparison(tables)
     parts += ["## Comparison with the paper", ""]
-    parts += [comparison.to_markdown(index=False, disable_numparse=True) if not comparison.empty
+    parts += [escaped_frame(comparison, escape.markdown).to_markdown(index=False, disable_numparse=True)
+              if not comparison.empty
               else "No cell of these tables has a known paper number (see analysis/paper.py).", ""]
     for t in tables:
-        parts += ["## " + t.name + f" ({t.dataset})", "", render_markdown(t)]
+        parts += ["## " + escape.markdown(f"{t.name} ({t.dataset})"), "", render_markdown(t)]
         for figure, paths in [(f, p) for f, p in done if f.stem.startswith(f"{t.name}_{t.dataset}_")]:
-            rel = paths[0].relative_to(out.parent)
-            parts += [f"![{figure.kind}]({rel.as_posix()})", "", f"*{figure.caption}*", ""]
+            rel = quote(paths[0].relative_to(out.parent).as_posix())
+            parts += [f"![{escape.markdown(figure.kind)}]({rel})", "",
+                      f"*{escape.markdown(figure.caption, limit=2000)}*", ""]
     if notes or skipped:
-        parts += ["## Not shown", ""] + [f"- {line}" for line in [*notes, *skipped]] + [""]
+        parts += ["## Not shown", ""] + [f"- {escape.markdown(line, limit=2000)}" for line in [*notes, *skipped]]
+        parts += [""]
     text = "\n".join(parts)
     out.write_text(text)
     html_path = None
     if html:
-        import markdown
-
         html_path = out.with_suffix(".html")
-        body = markdown.markdown(text, extensions=["tables"])
+        body = escape.markdown_to_html(text)  # raw HTML off: no tag of a record can get through
         html_path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>PCL reproduction report"
                              "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
                              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from analysis import paper
+from analysis import escape, paper
 from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
                            read_attempts)
 
@@ -291,30 +291,48 @@ def _footnotes(table: Table) -> list[str]:
 def render_markdown(table: Table) -> str:
     """The table as Markdown (tabulate through pandas), with its title, footnotes and the paper's deltas."""
     text, best = display_frame(table)
-    shown = text.mask(best, "**" + text + "**").reset_index()
+    text = escaped_frame(text, escape.markdown)  # record text (labels, names) is shown, never interpreted
+    shown = text.mask(best.to_numpy(), "**" + text + "**").reset_index()
     shown["backbone"] = shown["backbone"].where(~shown["backbone"].duplicated(), "")
-    parts = [f"### {table.title}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
+    parts = [f"### {escape.markdown(table.title)}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
     if not table.comparisons.empty:
         parts += ["Differences the paper states (top-1 error points; negative = better):", "",
-                  table.comparisons.to_markdown(index=False, disable_numparse=True), ""]
-    parts += [f"- {line}" for line in _footnotes(table)]
+                  escaped_frame(table.comparisons, escape.markdown).to_markdown(index=False, disable_numparse=True),
+                  ""]
+    parts += [f"- {escape.markdown(line, limit=2000)}" for line in _footnotes(table)]
     return "\n".join(parts) + "\n"
+
+
+def escaped_frame(frame: pd.DataFrame, escape_text: Callable[[Any], Any]) -> pd.DataFrame:
+    """`frame` with every cell, column name and index label passed through `escape_text` (analysis.escape): what
+    a renderer does before a frame that holds record text reaches its format."""
+    out = frame.map(escape_text)
+    out.columns = [escape_text(c) for c in frame.columns]
+    if isinstance(frame.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples([tuple(escape_text(x) for x in t) for t in frame.index],
+                                              names=frame.index.names)
+    else:
+        out.index = pd.Index([escape_text(x) for x in frame.index], name=frame.index.name)
+    return out
 
 
 def render_latex(table: Table) -> str:
     """The table as a LaTeX booktabs tabular (pandas Styler), best of each row in bold, with a caption."""
     text, best = display_frame(table)
+    text = escaped_frame(text, escape.one_line)  # one line each; the Styler escapes LaTeX's specials below
+    best = best.set_axis(text.index, axis=0).set_axis(text.columns, axis=1)
     styler = text.style.apply(lambda _: best.map(lambda b: "font-weight: bold;" if b else ""), axis=None)
     styler = (styler.format(escape="latex").format_index(escape="latex", axis=0)
               .format_index(escape="latex", axis=1))
-    caption = table.title.replace("%", r"\%").replace("_", r"\_")
+    caption = escape.latex(table.title)
     return styler.to_latex(hrules=True, convert_css=True, multirow_align="t", caption=caption,
                            position_float="centering", environment="table")
 
 
 def cells_csv(table: Table) -> str:
-    """The numeric cells (one row per backbone x column) as CSV: every count, the paper's numbers, the diff."""
-    return table.cells.to_csv(index=False)
+    """The numeric cells (one row per backbone x column) as CSV: every count, the paper's numbers, the diff; text
+    cells a spreadsheet would take for a formula are escaped (analysis.escape.csv_cell)."""
+    return table.cells.map(escape.csv_cell).to_csv(index=False)
 
 
 def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
@@ -354,7 +372,7 @@ def build_table(name: str, plan: Sequence[Mapping[str, Any]], attempts: pd.DataF
     spec = SPECS[name]
     status = planned_status(plan, attempts, head=head, select=select)
     cells, runs = aggregate(spec, status, datasets[0], head=None if spec.heads else head, select=select)
-    notes = list(paper.NOTES.get(name, ()))
+    notes: list[str] = [escape.Markdown(n) for n in paper.NOTES.get(name, ())]  # the suite's own Markdown
     if spec.heads and head:
         notes.append(f"--head {head} does not apply to this table: its columns are the heads.")
     shared = sorted({e for e in runs["recorded_by"].dropna()} - {r.get("experiment") for r in plan})
