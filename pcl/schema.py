@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from pcl import registry
+
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
 BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
@@ -32,6 +34,9 @@ _UNSET = object()
 MONGO_DB_NAME_RULE = "a MongoDB database name: 1-63 characters, none of / \\ . space \" $ * < > : | ?"
 #: images in the train / test split of the datasets whose size is fixed (the original files)
 SPLIT_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+#: the datasets a run can use, and their classes (synthetic: its default; `synthetic_classes` sets it)
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
+NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
 
 
 class ConfigError(ValueError):
@@ -136,18 +141,7 @@ def _seeds(key: str, value: Any) -> list[int]:
 
 
 def _datasets():
-    from pcl.data import DATASETS
     return DATASETS
-
-
-def _backbones():
-    from pcl.models import BACKBONES
-    return BACKBONES
-
-
-def _methods():
-    from pcl.methods import METHODS
-    return METHODS
 
 
 # ---- the keys ----------------------------------------------------------------------------------------------------
@@ -188,8 +182,8 @@ class Key:
 KEYS: dict[str, Key] = {k.name: k for k in (
     # what the experiment is (these make the run_key)
     Key("dataset", "experiment", "cifar100", choice(_datasets), "dataset", example="cifar10"),
-    Key("backbone", "experiment", "resnet32", choice(_backbones), "backbone network", example="wrn20_8"),
-    Key("method", "experiment", "pcl", choice(_methods), "training method (pcl.methods.METHODS)", example="dml"),
+    Key("backbone", "experiment", "resnet32", choice(registry.backbones), "backbone network", example="wrn20_8"),
+    Key("method", "experiment", "pcl", choice(registry.methods), "training method (pcl.registry)", example="dml"),
     Key("options", "experiment", {}, mapping(),
         "method options merged over the method's defaults (docs/methods.md); time constants scale with the run",
         example={"temperature": 4.0}),
@@ -200,7 +194,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "classifier dropout of backbones that have it (None: the zoo's, 0.5 for vgg16; the others have none)",
         unit="probability", example=0.3, neutral=None),
     Key("backbone_revision", "experiment", 1, integer(1),
-        "derived: revision of the backbone's definition (pcl.models.REVISIONS); never set it", neutral=1,
+        "derived: revision of the backbone's definition (declared `revision`); never set it", neutral=1,
         derived=True),
     Key("seed", "experiment", 0, integer(0), "seed of initialisation, data order and augmentation", example=1),
     Key("teacher_run_key", "experiment", None, text(allow_none=True),
@@ -343,11 +337,21 @@ def scale_ema_decay(decay: float, steps: int) -> float:
     return 1.0 - 1.0 / window
 
 
-#: method options that are time constants of the recipe: scaled to the run unless given explicitly
-TIME_CONSTANTS: dict[str, Callable[[Any, Mapping[str, Any]], Any]] = {
-    "rampup_length": lambda value, cfg: scale_rampup(value, cfg["epochs"]),
+#: how a method option declared a time constant of the recipe (Option.time_constant) is scaled to the run, unless
+#: given explicitly: "epochs" a length in epochs, "ema_decay" a per-step decay (its window in steps)
+TIME_SCALES: dict[str, Callable[[Any, Mapping[str, Any]], Any]] = {
+    "epochs": lambda value, cfg: scale_rampup(value, cfg["epochs"]),
     "ema_decay": lambda value, cfg: scale_ema_decay(value, cfg["epochs"] * steps_per_epoch(cfg)),
 }
+
+
+def time_constant_names() -> str:
+    """The declared time constants, as `option` (methods), for the docs."""
+    found: dict[str, list[str]] = {}
+    for name, spec in registry.methods().items():
+        for option in spec.time_constants:
+            found.setdefault(option, []).append(name)
+    return ", ".join(f"`{option}` ({', '.join(names)})" for option, names in found.items())
 
 
 def dataset_defaults(dataset: str, epochs: int | None = None) -> dict[str, Any]:
@@ -364,48 +368,22 @@ def defaults() -> dict[str, Any]:
 
 
 # ---- validation ----------------------------------------------------------------------------------------------------
-def _check_option(method: str, key: str, value: Any, default: Any) -> Any:
-    """An option's value must have its default's type (ints are fine where the default is a float)."""
-    def wrong(expected: str) -> ConfigError:
-        return ConfigError(f"config key 'options.{key}'={value!r} (method {method!r}) has the wrong type: "
-                           f"expected {expected}, like the default {default!r}")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise wrong("True or False")
-        return value
-    if isinstance(default, numbers.Integral):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise wrong("an integer")
-        return int(value)
-    if isinstance(default, numbers.Real):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise wrong("a finite number")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise wrong("a string")
-        return value
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)):
-            raise wrong("a list")
-        return list(value)
-    try:  # default None or anything else: any JSON value
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        raise wrong("a JSON value (string, number, bool, list, dict or None)") from None
-    return value
+def _check_option(method: str, option: Any, value: Any) -> Any:
+    """A method option's value checked against its declaration (pcl.declarations.Option): type, bounds, choices."""
+    try:
+        return option.check(value)
+    except ValueError as err:
+        raise ConfigError(f"config key 'options.{option.name}'={value!r} (method {method!r}) is invalid: {err}; "
+                          f"default {option.default!r}") from None
 
 
-def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) -> dict[str, Any]:
+def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A complete, validated run config with its `run_key`; idempotent (normalizing twice changes nothing).
 
     Every wrong type, out-of-range value, unknown key, dataset, backbone, method or option raises ConfigError
-    naming the key, before anything is trained or recorded. With `check_build` the method is also built on the
-    meta device (no memory, no data) so that its own constructor checks run too (e.g. peers >= 2 for pcl).
+    naming the key, before anything is trained or recorded. Method options are checked against their declarations
+    (pcl.declarations.Option: type, bounds, choices), so nothing is built and no torch is imported.
     """
-    from pcl.methods import method_defaults
-
     raw = dict(raw)
     store_keys = sorted(STORE_KEYS & set(raw))
     if store_keys:
@@ -434,17 +412,17 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
 
     # options: the method's defaults, then the given ones; `peers` lives at the top level
     options = out["options"]
-    method_opts = method_defaults(method)
+    declared = {o.name: o for o in registry.method(method).options}
+    method_opts = {name: o.default for name, o in declared.items()}
     unknown = sorted(set(options) - set(method_opts))
     if unknown:
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in unknown)}: not option(s) of method "
                           f"{method!r}; its options: {', '.join(sorted(method_opts)) or '(none)'}")
     merged = dict(method_opts)
-    for key, scale in TIME_CONSTANTS.items():
-        if key in merged:
-            merged[key] = scale(merged[key], out)
+    for key, kind in registry.method(method).time_constants.items():
+        merged[key] = TIME_SCALES[kind](merged[key], out)
     for key, value in options.items():
-        merged[key] = _check_option(method, key, value, method_opts[key])
+        merged[key] = _check_option(method, declared[key], value)
     if "peers" in method_opts:
         out["peers"] = KEYS["peers"].default if out["peers"] is None else out["peers"]
         if "peers" in options and merged["peers"] != out["peers"]:
@@ -457,19 +435,15 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
     if out["teacher_run_key"] is not None and TEACHER_PATH_OPTION not in method_opts:
         raise ConfigError(f"config key 'teacher_run_key' is set but method {method!r} has no option "
                           f"{TEACHER_PATH_OPTION!r} to receive the teacher")
-    from pcl.models import REVISIONS, check_dropout
-
     try:
-        out["dropout"] = check_dropout(out["backbone"], given.get("dropout"))
+        out["dropout"] = registry.check_dropout(out["backbone"], given.get("dropout"))
     except ValueError as err:
         raise ConfigError(f"config key 'dropout': {err}") from None
-    out["backbone_revision"] = REVISIONS.get(out["backbone"], 1)
+    out["backbone_revision"] = registry.backbone(out["backbone"]).revision
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
     _check_data_parallel(out)
     _check_together(out, given_milestones=milestones)
-    if check_build and out["teacher_run_key"] is None:
-        _check_method_builds(out)
     out["run_key"] = run_key(out)
     return {k: out[k] for k in RUN_KEYS}
 
@@ -529,33 +503,6 @@ def _check_data_parallel(out: Mapping[str, Any]) -> None:
                           "statistics are the global batch's already; allowed: local (or set gpus > 1)")
 
 
-_BUILD_CHECKED: dict[str, str | None] = {}
-
-
-def _check_method_builds(cfg: Mapping[str, Any]) -> None:
-    """Run the method's constructor on the meta device: its own checks, without memory or data (cached)."""
-    import torch
-
-    from pcl.data import NUM_CLASSES
-    from pcl.methods import build_method
-
-    num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
-    probe = canonical_json([cfg["method"], cfg["backbone"], num_classes, cfg["options"]])
-    if probe not in _BUILD_CHECKED:
-        error = None
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "copying into a meta parameter is a no-op" (kd's teacher)
-                build_method(cfg["method"], cfg["backbone"], num_classes, dropout=cfg["dropout"], **cfg["options"])
-        except (ValueError, TypeError, FileNotFoundError) as err:
-            error = str(err)
-        except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is checked by the real build
-            error = None
-        _BUILD_CHECKED[probe] = error
-    if _BUILD_CHECKED[probe] is not None:
-        raise ConfigError(f"config of method {cfg['method']!r} (key 'options' or 'peers'): {_BUILD_CHECKED[probe]}")
-
-
 def plain(obj: Any) -> Any:
     """Plain dicts and lists, recursively: tuples (Sacred would store {"py/tuple": ...}) and Sacred's read-only
     config containers both become JSON-shaped values."""
@@ -592,10 +539,8 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _method_neutral_options(method: Any) -> dict[str, Any]:
-    from pcl.methods import METHODS
-
-    cls = METHODS.get(method) if isinstance(method, str) else None
-    return dict(cls.NEUTRAL_OPTIONS) if cls is not None else {}
+    spec = registry.methods().get(method) if isinstance(method, str) else None
+    return spec.neutral_options if spec is not None else {}
 
 
 def run_key(cfg: Mapping[str, Any]) -> str:
@@ -634,12 +579,8 @@ def markdown() -> str:
     lines += [f"| {name} | {r.epochs} | {r.batch_size} | {r.weight_decay:g} | {', '.join(map(str, r.milestones))} "
               f"(scaled to `epochs`) |" for name, r in RECIPES.items()]
     lines += ["", "## Time constants scaled with the run", "",
-              f"Method options {', '.join(f'`{k}`' for k in TIME_CONSTANTS)} keep the paper's share of the run "
+              f"Method options declared as time constants ({time_constant_names()}) keep the paper's share of the run "
               f"({REFERENCE_EPOCHS} epochs, {REFERENCE_STEPS:,} steps) unless set explicitly: ramp-up 80 of 300 "
               "epochs, temporal-mean window 1/(1 - ema_decay) = 1,000 of 117,000 steps. The values used are in "
               "each run's config.", ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

@@ -153,10 +153,10 @@ def from_mapping(values: Mapping[str, Any], where: str = "options",
 
 
 def _check_backbones(options: ClusterOptions, where: str) -> None:
-    from pcl.data import DATASETS
-    from pcl.models import BACKBONES
+    from pcl import registry
+    from pcl.schema import DATASETS
 
-    for kind, known in (("backbone", BACKBONES), ("dataset", DATASETS)):
+    for kind, known in (("backbone", registry.backbones()), ("dataset", DATASETS)):
         for name in getattr(options, kind):
             if name not in known:
                 raise OptionsError(f"{where}: [{kind}.{name}] names an unknown {kind}; known: "

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from experiments import registry
+from pcl import registry as declared  # the methods and backbones as declared (their costs)
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_TIMES = ROOT / "bench" / "epoch_times.csv"
@@ -291,9 +292,9 @@ def load_epoch_times(path: str | Path = EPOCH_TIMES) -> pd.DataFrame:
     (columns card, backbone, method, images_per_s, seconds_per_epoch, source; a source starting "estimate:" is not
     measured). With rows of several cards, the last row of each pair counts (the file is sorted by card).
 
-    Rule for pairs not listed [ours]: the method's cost relative to the baseline on resnet32, applied to the
-    backbone's baseline row; with no baseline row for the backbone, the slowest listed row of the method (a
-    deliberate over-estimate). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
+    Rule for pairs not listed [ours]: the method's cost relative to the baseline on resnet32 (declared
+    `relative_cost` where resnet32 has no row of it), applied to the backbone's baseline row (without one,
+    resnet32's baseline row divided by the backbone's declared `relative_cost`). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
     table = pd.read_csv(path)
     return table.drop_duplicates(["backbone", "method"], keep="last").reset_index(drop=True)
 
@@ -308,18 +309,29 @@ def images_per_epoch(cfg: Mapping[str, Any]) -> int:
 
 
 def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, str]:
-    """(images/s, how it was found) for a pair, by the rule the CSV's header states."""
+    """(images/s, how it was found) for a pair, by the rule load_epoch_times states: a listed row; else the
+    backbone's baseline speed (its row, else resnet32's divided by the backbone's declared relative_cost) divided by
+    the method's cost relative to the baseline (measured on resnet32 where both rows exist, else declared)."""
     rows = table.set_index(["backbone", "method"])["images_per_s"]
     if (backbone, method) in rows.index:
         source = str(table.set_index(["backbone", "method"]).loc[(backbone, method), "source"])
         return float(rows[(backbone, method)]), "estimate" if source.startswith("estimate") else "measured"
     base = ("resnet32", "baseline")
-    if (backbone, "baseline") in rows.index and (("resnet32", method) in rows.index) and base in rows.index:
-        return (float(rows[(backbone, "baseline")] * rows[("resnet32", method)] / rows[base]),
-                "rule: method/baseline ratio on resnet32 x the backbone's baseline")
-    same = table[table["method"] == method]["images_per_s"]
-    pool = same if not same.empty else table["images_per_s"]
-    return float(pool.min()), "rule: slowest listed row (no baseline row for this backbone)"
+    if base not in rows.index:
+        return float(rows.min()), "rule: slowest listed row (no resnet32 baseline row)"
+    how = []
+    if (backbone, "baseline") in rows.index:
+        base_ips = float(rows[(backbone, "baseline")])
+    else:
+        base_ips = float(rows[base]) / declared.backbone(backbone).relative_cost
+        how.append("the backbone's declared cost")
+    if ("resnet32", method) in rows.index:
+        ratio = float(rows[base]) / float(rows[("resnet32", method)])
+    else:
+        ratio = declared.method(method).relative_cost
+        how.append("the method's declared cost")
+    return base_ips / ratio, "rule: " + (" and ".join(how) or "method/baseline ratio on resnet32 x the backbone's "
+                                                               "baseline")
 
 
 def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> None:

@@ -13,13 +13,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from pcl.schema import DATASETS, NUM_CLASSES  # the datasets and their classes are config facts (torch-free)
+
 from .augment import MEANS_STDS, apply_affine, crop_flip, normalization_affine, sample_crop_flip
 from .cifar import ArraySplit, load_cifar
 from .draws import epoch_seed, subset_indices
 from .synthetic import make_synthetic
-
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
-NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
 
 class DeviceLoader:
     """Iterates a whole ArraySplit held on the device; yields ``(views: list[float Tensor], labels)``.

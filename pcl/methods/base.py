@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from pcl.declarations import MethodSpec
 from pcl.losses import rampup
 from pcl.models import Backbone, count_parameters
 
@@ -28,18 +29,26 @@ LogitDict = dict[str, torch.Tensor]
 
 
 class Method(nn.Module):
-    """Base class: subclasses set `name`, `num_views`, `deployed_head` and implement the abstract methods."""
+    """Base class: a subclass sets `declaration` (its file's DECLARATION, pcl.declarations.MethodSpec) and
+    `num_views`, sets `deployed_head` (it may depend on the options) and implements the abstract methods. Its
+    `__init__` takes (backbone, num_classes, *, <every declared option>, dropout): `pcl.methods.build_method`
+    passes the declared defaults merged with the run's options."""
 
+    declaration: ClassVar[MethodSpec]
+    #: the method's config name and whether it has ramped-up distillation terms (logged every epoch): declared
     name: ClassVar[str] = "method"
+    distills: ClassVar[bool] = True
     #: views of each training image the step needs (1 = every branch sees the same augmented batch)
     num_views: int = 1
     #: the head whose error is the method's reported number
     deployed_head: str = ""
-    #: whether the method has ramped-up distillation terms (then the ramp-up weight is logged every epoch)
-    distills: ClassVar[bool] = True
-    #: options added after the first run_key schema, each with the value that computes what the method computed
-    #: before the option existed; at that value an option is left out of the run_key (pcl.schema.identity_config)
-    NEUTRAL_OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declaration = cls.__dict__.get("declaration")
+        if declaration is not None:
+            cls.name, cls.distills = declaration.name, declaration.distills
+            cls.deployed_head = cls.__dict__.get("deployed_head", declaration.deployed)
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
         """dropout: probability of the backbone's dropout layers in every network the method builds (checked by
@@ -87,6 +96,10 @@ class Method(nn.Module):
         The engine logs their diversity (`pcl.diversity`) every epoch when there are at least two. Default: none.
         """
         return ()
+
+    def trained_head_of(self, head: str) -> str:
+        """The head whose training logits stand for `head` (a temporal mean's averaged head, as declared)."""
+        return self.declaration.trained_head_of(head) if hasattr(self, "declaration") else head
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)

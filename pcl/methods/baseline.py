@@ -6,15 +6,22 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.models import Backbone, build_backbone
 
 
+DECLARATION = MethodSpec(
+    name="baseline", display="Baseline", citation="the plain backbone, cross-entropy only",
+    trains="one {backbone}, CE only", deploys="the network",
+    heads=(Head("net", "network", "the network"),), deployed="net",
+    relative_cost=1.0, tables=("table2", "imagenet", "two_stage"), order=0, distills=False,
+)
+
+
 class Baseline(Method):
-    name = "baseline"
+    declaration = DECLARATION
     num_views = 1
-    deployed_head = "net"
-    distills = False
 
     def __init__(self, backbone: str, num_classes: int, *, dropout: float | None = None):
         super().__init__(backbone, num_classes, dropout=dropout)

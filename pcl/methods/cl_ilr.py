@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import (
@@ -31,6 +32,29 @@ from pcl.methods.common import (
     mean_of_others,
 )
 from pcl.models import Backbone, MultiBranchNet, count_parameters
+
+
+DECLARATION = MethodSpec(
+    name="cl_ilr", display="CL-ILR", citation="Song & Chai, NeurIPS 2018 (as in the OKDDip codebase)",
+    trains=("{peers} branches on shared stem + stages 1-2 (shared gradient divided by {peers}), each distils from "
+            "the mean of the others"),
+    deploys="shared + branch 1",
+    heads=(Head("branch{j}", "peer", "branch j"), Head("ensemble", "ensemble", "mean logits of the branches")),
+    deployed="branch1",
+    options=(
+        Option("peers", 3, "number of branches m (top-level config key `peers`)", minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
+               minimum=0, time_constant="epochs"),
+        Option("gradient_rescale", True, "divide the shared layers' gradient by m (ILR); False = plain CL"),
+        Option("detach_target", True, "the mean of the other branches is a fixed target (False: it carries gradient)",
+               neutral=True,
+               disagreement=(False, "True: the mean of the other branches is a fixed target (as every KD target "
+                                    "here); False: it carries gradient into them")),
+    ),
+    relative_cost=2.38, tables=("table2",), order=2,
+)
 
 
 class GradientRescale(torch.autograd.Function):
@@ -51,14 +75,11 @@ def rescale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 class CLILR(Method):
-    name = "cl_ilr"
-    NEUTRAL_OPTIONS = {"detach_target": True}
+    declaration = DECLARATION
     num_views = 1
-    deployed_head = "branch1"
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, gradient_rescale: bool = True, detach_target: bool = True, *,
-                 dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 gradient_rescale: bool, detach_target: bool, dropout: float | None = None):
         """peers: m >= 2 branches. gradient_rescale: divide the shared layers' gradient by m (ILR); False = plain CL.
         detach_target: the mean of the other branches is a fixed target (False: it carries gradient)."""
         super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)

@@ -48,7 +48,6 @@ def kd_from_others(student_logits: list[torch.Tensor], teacher_logits: list[torc
 class ParallelNetworks(Method):
     """K full networks without shared layers (DML, KDCL): heads net1..netK + their mean; net1 is deployed."""
 
-    deployed_head = "net1"
 
     def __init__(self, backbone: str, num_classes: int, peers: int, rampup_length: int, why: str,
                  dropout: float | None = None):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict
 from pcl.methods.common import (
@@ -30,16 +31,37 @@ from pcl.methods.common import (
     mean_of_others,
 )
 
+
+DECLARATION = MethodSpec(
+    name="dml", display="DML", citation="Zhang et al., CVPR 2018 (as run in the OKDDip codebase)",
+    trains="{peers} full networks on the same batch, each distils from the others", deploys="network 1",
+    heads=(Head("net{j}", "peer", "network j"), Head("ensemble", "ensemble", "mean logits of the networks")),
+    deployed="net1",
+    options=(
+        Option("peers", 3, "number of networks K (top-level config key `peers`)", minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True,
+               disagreement=(1.0, "T = 3 as the OKDDip code; the original DML uses T = 1")),
+        Option("rampup_length", 0, "epochs of the sigmoid ramp-up of the distillation weight (0: none, DML's)",
+               minimum=0, time_constant="epochs"),
+        Option("target", "pairwise", "what each network distils from", choices=("pairwise", "mean_others"),
+               neutral="pairwise",
+               disagreement=("mean_others", "pairwise: 1/(K-1) sum_l KD(z_k <- z_l), the DML paper's loss (OKDDip "
+                             "code's `--type`); mean_others: KD(z_k <- mean of the others' logits), the OKDDip "
+                             "code's default")),
+    ),
+    views=1, relative_cost=3.24, tables=("table2", "imagenet"), order=1,
+)
+
 TARGETS = ("pairwise", "mean_others")
 
 
 class DML(ParallelNetworks):
-    name = "dml"
-    NEUTRAL_OPTIONS = {"target": "pairwise"}
+    declaration = DECLARATION
     num_views = 1
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 0, target: str = "pairwise", *, dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 target: str, dropout: float | None = None):
         """peers: K >= 2 networks. temperature: T of the KD terms. rampup_length: 0 = no ramp-up (DML's).
         target: pairwise (1/(K-1) sum of KD from each other network) | mean_others (KD from their mean logits)."""
         super().__init__(backbone, num_classes, peers, rampup_length, "mutual learning needs at least two networks",

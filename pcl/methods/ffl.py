@@ -29,11 +29,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import branch_parameter_counts, check_count, check_positive, head_names
 from pcl.models import Backbone, MultiBranchNet, count_parameters
 from pcl.models.base import init_weights
+
+
+DECLARATION = MethodSpec(
+    name="ffl", display="FFL-S", citation="Kim et al., ICPR 2020 (after the official FFL code)",
+    trains=("{peers} sub-network branches on shared stem + stages 1-2 + fusion module (depthwise/pointwise conv) "
+            "+ fused classifier"),
+    deploys="shared + sub-network 1 (FFL-S)",
+    heads=(Head("branch{j}", "peer", "sub-network j"),
+           Head("fused", "ensemble", "the fused classifier: branch bodies + fusion module")),
+    deployed="branch1",
+    options=(
+        Option("peers", 3, "number of sub-networks m (top-level config key `peers`)", minimum=2,
+               disagreement=(2, "number of sub-networks: m = 3 like every method (ours); the official FFL code "
+                                "uses 2")),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
+               minimum=0, time_constant="epochs"),
+        Option("fusion_weight_decay", None, "weight decay of the fusion module (None: the recipe's)", kind="float",
+               minimum=0, neutral=None,
+               disagreement=(1e-5, "weight decay of the fusion module: None = the recipe's (like every parameter); "
+                                   "the official code uses 1e-5 (its network 1e-4)")),
+    ),
+    relative_cost=2.41, tables=("table2",), order=4,
+)
 
 
 class FusionModule(nn.Module):
@@ -57,14 +83,11 @@ class FusionModule(nn.Module):
 
 
 class FFL(Method):
-    name = "ffl"
-    NEUTRAL_OPTIONS = {"fusion_weight_decay": None}
+    declaration = DECLARATION
     num_views = 1
-    deployed_head = "branch1"
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, fusion_weight_decay: float | None = None, *,
-                 dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 fusion_weight_decay: float | None, dropout: float | None = None):
         """peers: m >= 2 sub-networks (fusing one feature map would be no fusion; the official code uses 2).
         fusion_weight_decay: weight decay of the fusion module (None: the recipe's; the official code: 1e-5)."""
         super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)

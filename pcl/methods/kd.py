@@ -21,11 +21,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.checkpoint import load_checkpoint
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import check_positive
 from pcl.models import Backbone, build_backbone, count_parameters
+
+
+DECLARATION = MethodSpec(
+    name="kd", display="KD (two-stage)", citation="Hinton, Vinyals & Dean 2015",
+    trains="one {backbone} student; the teacher (here a {backbone} baseline run) is frozen", deploys="the student",
+    heads=(Head("student", "network", "the student"), Head("teacher", "frozen", "the frozen teacher")),
+    deployed="student",
+    options=(
+        Option("teacher_path", None, "deployed.pt of a completed run (required; set from `teacher_run_key`)",
+               kind="path", infra=True),
+        Option("teacher_backbone", None, "if given, must be the teacher file's backbone (a guard for configs)",
+               kind="str"),
+        Option("temperature", 3.0, "softmax temperature T of the KD term (scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("kd_weight", 1.0, "weight of the KD term (CE has weight 1)", minimum=0, exclusive_minimum=True),
+    ),
+    relative_cost=1.53, tables=("two_stage",), order=8, distills=False, frozen_note="the frozen teacher",
+)
 
 DEPLOYED_KEYS = ("backbone", "num_classes", "state_dict")
 
@@ -66,14 +85,11 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
 
 
 class KD(Method):
-    name = "kd"
+    declaration = DECLARATION
     num_views = 1
-    deployed_head = "student"
-    distills = False  # a constant kd_weight, no ramp-up
 
-    def __init__(self, backbone: str, num_classes: int, teacher_path: str | None = None,
-                 teacher_backbone: str | None = None, temperature: float = 3.0, kd_weight: float = 1.0, *,
-                 dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, teacher_path: str | None, teacher_backbone: str | None,
+                 temperature: float, kd_weight: float, dropout: float | None = None):
         """
         teacher_path: deployed.pt of a completed run (required). teacher_backbone: if given, must be the file's
         backbone (a guard for configs). temperature: T. kd_weight: weight of the KD term (CE has weight 1).

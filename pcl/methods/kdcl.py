@@ -17,9 +17,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict
 from pcl.methods.common import ParallelNetworks, check_choice, check_positive, head_names
+
+
+DECLARATION = MethodSpec(
+    name="kdcl", display="KDCL", citation="Guo et al., CVPR 2020 (from the KDCL paper)",
+    trains="{peers} full networks, each on its own view; the ensemble of their logits teaches each",
+    deploys="network 1",
+    heads=(Head("net{j}", "peer", "network j"), Head("ensemble", "ensemble", "mean logits of the networks")),
+    deployed="net1",
+    options=(
+        Option("peers", 3, "number of networks K, each on its own view (top-level config key `peers`)", minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("ensemble", "naive", "the soft target: naive (mean logits) | min_logit (KDCL's MinLogit)",
+               choices=("naive", "min_logit")),
+        Option("rampup_length", 0, "epochs of the sigmoid ramp-up of the distillation weight (0: none, KDCL's)",
+               minimum=0, time_constant="epochs"),
+    ),
+    views="peers", relative_cost=3.37, tables=("table2",), order=6,
+)
 
 ENSEMBLES = ("naive", "min_logit")
 
@@ -31,10 +51,10 @@ def min_logit_target(logits: list[torch.Tensor], targets: torch.Tensor) -> torch
 
 
 class KDCL(ParallelNetworks):
-    name = "kdcl"
+    declaration = DECLARATION
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 ensemble: str = "naive", rampup_length: int = 0, *, dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, ensemble: str,
+                 rampup_length: int, dropout: float | None = None):
         """peers: K >= 2 networks, each on its own view. ensemble: naive (mean logits) | min_logit."""
         super().__init__(backbone, num_classes, peers, rampup_length,
                          "the ensemble target needs at least two networks", dropout=dropout)

@@ -23,10 +23,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import branch_parameter_counts, check_bool, check_count, check_positive, head_names
 from pcl.models import Backbone, MultiBranchNet, count_parameters
+
+
+DECLARATION = MethodSpec(
+    name="okddip", display="OKDDip", citation="Chen et al., AAAI 2020 (after the OKDDip code)",
+    trains=("{peers} auxiliary peers + 1 group leader on shared stem + stages 1-2, query/key projections for the "
+            "peers' attention"),
+    deploys="shared + group leader",
+    heads=(Head("peer{j}", "peer", "auxiliary peer j"), Head("leader", "network", "the group leader"),
+           Head("ensemble", "ensemble", "mean logits of the auxiliary peers")),
+    deployed="leader",
+    options=(
+        Option("peers", 3, "number of auxiliary peers m (m + 1 branches with the leader; top-level key `peers`)",
+               minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
+               minimum=0, time_constant="epochs"),
+        Option("projection_factor", 8, "q/k dimension is feature_dim // projection_factor (at least 1)", minimum=1),
+        Option("scaled_attention", False, "divide q.k by sqrt(dimension) (the OKDDip code does not)",
+               disagreement=(True, "False: q.k unscaled as the OKDDip code; True: divided by sqrt(d)")),
+        Option("attention_grad", True, "the KD loss trains W_q/W_k through A (False: A is a fixed weighting)"),
+        Option("detach_targets", True,
+               "the peers' logits inside the targets carry no gradient (False: the OKDDip code's behaviour)",
+               disagreement=(False, "True: the peers' logits inside the targets are fixed (as every KD target "
+                                    "here); False: the OKDDip code, which detaches nothing")),
+    ),
+    relative_cost=2.42, tables=("table2", "imagenet"), order=5,
+)
 
 
 class PeerAttention(nn.Module):
@@ -44,13 +73,12 @@ class PeerAttention(nn.Module):
 
 
 class OKDDip(Method):
-    name = "okddip"
+    declaration = DECLARATION
     num_views = 1
-    deployed_head = "leader"
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, projection_factor: int = 8, scaled_attention: bool = False,
-                 attention_grad: bool = True, detach_targets: bool = True, *, dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 projection_factor: int, scaled_attention: bool, attention_grad: bool, detach_targets: bool,
+                 dropout: float | None = None):
         """
         peers: m >= 2 auxiliary peers (m + 1 branches with the leader). projection_factor: q/k dimension is
         feature_dim // projection_factor (at least 1). scaled_attention: divide q.k by sqrt(dimension) (the OKDDip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import (
@@ -28,13 +29,30 @@ from pcl.methods.common import (
 from pcl.models import Backbone, MultiBranchNet, count_parameters
 
 
-class ONE(Method):
-    name = "one"
-    num_views = 1
-    deployed_head = "branch1"
+DECLARATION = MethodSpec(
+    name="one", display="ONE", citation="Lan, Zhu & Gong, NeurIPS 2018 (as in the ONE and OKDDip codebases)",
+    trains="{peers} branches on shared stem + stages 1-2 + a gate; the gated ensemble teaches every branch",
+    deploys="shared + branch 1",
+    heads=(Head("branch{j}", "peer", "branch j"), Head("ensemble", "ensemble", "the gated teacher: branches + gate")),
+    deployed="branch1",
+    options=(
+        Option("peers", 3, "number of branches m (top-level config key `peers`; a gate over one is a constant)",
+               minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of the KD terms (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
+               minimum=0, time_constant="epochs"),
+    ),
+    relative_cost=1.98, tables=("table2", "imagenet"), order=3,
+)
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, *, dropout: float | None = None):
+
+class ONE(Method):
+    declaration = DECLARATION
+    num_views = 1
+
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 dropout: float | None = None):
         """peers: m >= 2 branches (a gate over one branch would be a constant)."""
         super().__init__(backbone, num_classes, rampup_length=rampup_length, dropout=dropout)
         self.peers = check_count("one", "peers", peers, 2, "the gated ensemble needs at least two branches")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcl.declarations import Head, MethodSpec, Option
 from pcl.ema import BUFFER_MODES, TemporalMean
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
@@ -29,18 +30,55 @@ from pcl.methods.common import (BranchGate, branch_parameter_counts, check_bool,
                                 check_positive, gated_logits, head_names, kd_from_others, shared_channels)
 from pcl.models import Backbone, MultiBranchNet, count_parameters
 
+
+DECLARATION = MethodSpec(
+    name="pcl", display="PCL", citation="Wu & Gong, AAAI 2021",
+    trains=("{peers} peers on shared stem + stages 1-2, peer j on its own view; concat-FC ensemble teacher; peer "
+            "mean teachers from a temporal mean (EMA, not trained)"),
+    deploys="shared + peer 1 of the temporal mean",
+    heads=(Head("peer{j}", "peer", "live peer j"),
+           Head("mean_peer{j}", "temporal_mean", "the temporal mean of peer j", mean_of="peer{j}"),
+           Head("ensemble", "ensemble",
+                "the peer ensemble teacher, a Linear on the live peers' concatenated features; its classifier is "
+                "the paper's '0.01-0.08M extra parameters', so most probably the paper's PCL-E"),
+           Head("pcl_e", "ensemble",
+                "the mean of the temporal-mean peers' logits, Algorithm 1's ensemble model "
+                "{theta_l, theta_h,j}: no extra parameters")),
+    deployed="mean_peer1",
+    options=(
+        Option("peers", 3, "number of peers m (top-level config key `peers`)", minimum=2),
+        Option("temperature", 3.0, "softmax temperature T of every KD term (each scaled by T^2)", minimum=0,
+               exclusive_minimum=True),
+        Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
+               minimum=0, time_constant="epochs"),
+        Option("ema_decay", 0.999, "cap of the temporal mean's decay a_t (1.0 = plain uniform average)", minimum=0,
+               maximum=1, time_constant="ema_decay"),
+        Option("ema_buffers", "forward", "how the mean network's BN buffers are kept",
+               choices=("forward", "copy", "average")),
+        Option("multi_input", True, "each peer on its own view (False: every peer sees the same view)"),
+        Option("ensemble_teacher", True, "the peer ensemble teacher's terms (CE and L_pe) on or off"),
+        Option("ensemble_form", "concat_fc", "the ensemble teacher: concat_fc (PCL) | logit_average | gate (ONE's)",
+               choices=("concat_fc", "logit_average", "gate")),
+        Option("detach_ensemble", True, "the ensemble's logits are a fixed target in L_pe"),
+        Option("mean_teacher", True, "the peer mean teacher term L_pm on or off"),
+        Option("peer_teacher", "mean_others",
+               "where L_pm's targets come from: mean_others (PCL) | live_others (mutual learning between live peers) "
+               "| own_mean (each peer's own mean teacher)", choices=("mean_others", "live_others", "own_mean")),
+    ),
+    views="peers", relative_cost=5.15, tables=("table2", "imagenet", "two_stage"), order=7,
+    frozen_note="the temporal-mean network",
+)
+
 ENSEMBLE_FORMS = ("concat_fc", "logit_average", "gate")
 PEER_TEACHERS = ("mean_others", "live_others", "own_mean")
 
 
 class PCL(Method):
-    name = "pcl"
+    declaration = DECLARATION
 
-    def __init__(self, backbone: str, num_classes: int, peers: int = 3, temperature: float = 3.0,
-                 rampup_length: int = 80, ema_decay: float = 0.999, ema_buffers: str = "forward",
-                 multi_input: bool = True, ensemble_teacher: bool = True, ensemble_form: str = "concat_fc",
-                 detach_ensemble: bool = True, mean_teacher: bool = True, peer_teacher: str = "mean_others", *,
-                 dropout: float | None = None):
+    def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
+                 ema_decay: float, ema_buffers: str, multi_input: bool, ensemble_teacher: bool, ensemble_form: str,
+                 detach_ensemble: bool, mean_teacher: bool, peer_teacher: str, dropout: float | None = None):
         """
         peers: m >= 2. temperature: T of every KD term. rampup_length: epochs of w(e)'s sigmoid ramp-up.
         ema_decay: cap of a_t (1.0 = plain uniform average of all past weights). ema_buffers: how the mean

@@ -2,22 +2,22 @@
 
 Every backbone is a :class:`Backbone`: shared low-level layers + a :class:`Head` (last stage, pool,
 classifier). :class:`MultiBranchNet` shares one backbone's ``shared`` part across m independently initialised
-heads (peers). Backbones are registered in an explicit dict so the set of valid names is visible in one place
-and error messages can list it.
+heads (peers). A backbone declares itself in its file (``DECLARATIONS = (BackboneSpec(...), ...)``, read by
+``pcl.registry`` without torch); ``BACKBONES`` maps each declared name to its file's builder.
 """
 
 from __future__ import annotations
 
+import importlib
 import numbers
 from typing import Callable
 
 from torch import nn
 
+from pcl import registry
+from pcl.registry import check_dropout
+
 from .base import Backbone, Head
-from .densenet import densenet40_12
-from .resnet_cifar import resnet32, resnet110, tiny_resnet8, wrn20_8
-from .resnet_imagenet import resnet18, resnet34
-from .vgg import vgg16
 
 __all__ = [
     "BACKBONES",
@@ -33,44 +33,17 @@ __all__ = [
     "count_parameters",
 ]
 
+#: every declared backbone -> its builder (the function its declaration names, in its own file)
 BACKBONES: dict[str, Callable[..., Backbone]] = {
-    "resnet32": resnet32,
-    "resnet110": resnet110,
-    "wrn20_8": wrn20_8,
-    "vgg16": vgg16,
-    "densenet40_12": densenet40_12,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "tiny_resnet8": tiny_resnet8,  # not in the paper: smoke runs and tests only
-}
-CIFAR_BACKBONES: tuple[str, ...] = ("resnet32", "resnet110", "wrn20_8", "vgg16", "densenet40_12")
-IMAGENET_BACKBONES: tuple[str, ...] = ("resnet18", "resnet34")
-#: Backbones with dropout layers and the zoo's dropout probability for each (used when ``dropout`` is None):
-#: 0.5 in the classifier of the multi-branch VGGs of ONE/OKDDip. Every other backbone has no dropout layer.
-DEFAULT_DROPOUT: dict[str, float] = {"vgg16": 0.5}
-#: Revision of each backbone's definition (layers, initialisation); bump it when they change, so that the run_keys
-#: of that backbone's runs change with it (pcl.schema). 2: the OKDDip/ONE zoo's initialisation (VGG-16 Linear
-#: N(0, 0.01), dropout 0.5; DenseNet convolutions kaiming fan_in). Unlisted backbones are at revision 1.
-REVISIONS: dict[str, int] = {"vgg16": 2, "densenet40_12": 2}
-
-
-def check_dropout(name: str, dropout: object) -> float | None:
-    """The dropout probability ``name`` is built with: the zoo's default for None, else the value, checked.
-
-    Errors (ValueError, naming the key, the value and what is allowed): a value for a backbone without dropout
-    layers; a value that is not a number in [0, 1).
-    """
-    if name not in DEFAULT_DROPOUT:
-        if dropout is not None:
-            raise ValueError(f"dropout={dropout!r} cannot be used with backbone {name!r}: it has no dropout layer; "
-                             f"leave dropout unset (None), or use one of: {', '.join(sorted(DEFAULT_DROPOUT))}")
-        return None
-    if dropout is None:
-        return DEFAULT_DROPOUT[name]
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1) (or None for the zoo's {DEFAULT_DROPOUT[name]} of "
-                         f"{name}), got dropout={dropout!r}")
-    return float(dropout)
+    name: getattr(importlib.import_module(registry.backbone_module(name)), spec.builder)
+    for name, spec in registry.backbones().items()}
+#: the rows of the paper's CIFAR and ImageNet tables (declared `tables`)
+CIFAR_BACKBONES: tuple[str, ...] = registry.table_backbones("table2")
+IMAGENET_BACKBONES: tuple[str, ...] = registry.dataset_backbones("imagenet")
+#: Backbones with dropout layers and the zoo's dropout probability for each (declared `dropout`)
+DEFAULT_DROPOUT: dict[str, float] = registry.default_dropout()
+#: Revision of each backbone's definition (declared `revision`; unlisted backbones are at revision 1)
+REVISIONS: dict[str, int] = {n: s.revision for n, s in registry.backbones().items() if s.revision != 1}
 
 
 def build_backbone(name: str, num_classes: int, dropout: float | None = None) -> Backbone:

@@ -23,7 +23,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pcl.declarations import BackboneSpec
+
 from .base import Backbone, Head, init_weights
+
+DECLARATIONS = (
+    BackboneSpec(name="densenet40_12", display="DenseNet-40-12", builder="densenet40_12",
+                 citation="Huang et al., CVPR 2017, BC variant (OKDDip/ONE zoo)",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 176_122, 100: 188_092},
+                 split=("shared = conv0 + block1 + transition1 + block2 + transition2; branch = block3 + BN + ReLU "
+                        "+ pool + classifier (ours: the paper does not state it)"),
+                 init="conv kaiming-normal fan_in, BN 1 / 0, classifier PyTorch's default weight and zero bias",
+                 revision=2, relative_cost=3.07, tables=("table2",), order=4),
+)
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "densenet_bc", "densenet40_12"]
 

@@ -29,7 +29,28 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from pcl.declarations import BackboneSpec
+
 from .base import Backbone, Head, init_weights
+
+DECLARATIONS = (
+    BackboneSpec(name="resnet32", display="ResNet-32", builder="resnet32",
+                 citation="He et al., CVPR 2016 (OKDDip/ONE zoo)",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 466_906, 100: 472_756},
+                 split='shared = stem + stage1 + stage2; branch = stage3 + pool + classifier (ours: the paper does not state it)', init="conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier PyTorch's default (the zoo's rule)", relative_cost=1.0, tables=("table2",), order=0),
+    BackboneSpec(name="resnet110", display="ResNet-110", builder="resnet110",
+                 citation="He et al., CVPR 2016 (OKDDip/ONE zoo: Bottleneck [12, 12, 12])",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 1_147_738, 100: 1_170_868},
+                 split='shared = stem + stage1 + stage2; branch = stage3 + pool + classifier (ours: the paper does not state it)', init="conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier PyTorch's default (the zoo's rule)", relative_cost=3.45, tables=("table2",), order=1),
+    BackboneSpec(name="wrn20_8", display="WRN-20-8", builder="wrn20_8",
+                 citation="Zagoruyko & Komodakis, BMVC 2016 (OKDDip zoo: Bottleneck [2, 2, 2], width 64*8)",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 6_848_090, 100: 6_871_220},
+                 split='shared = stem + stage1 + stage2; branch = stage3 + pool + classifier (ours: the paper does not state it)', init="conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier PyTorch's default (the zoo's rule)", relative_cost=1.26, tables=("table2",), order=2),
+    BackboneSpec(name="tiny_resnet8", display="tiny ResNet-8", builder="tiny_resnet8",
+                 citation="not in the paper: BasicBlock [1, 1, 1], widths 4/8/16, smoke runs and tests on a CPU",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 5_214, 100: 6_744},
+                 split='shared = stem + stage1 + stage2; branch = stage3 + pool + classifier (ours: the paper does not state it)', init="conv kaiming-normal fan_out (ReLU), BN weight 1 / bias 0, the classifier PyTorch's default (the zoo's rule)", relative_cost=0.2, in_paper=False, order=90),
+)
 
 __all__ = ["BasicBlock", "Bottleneck", "cifar_resnet", "resnet32", "resnet110", "wrn20_8"]
 

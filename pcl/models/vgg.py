@@ -27,7 +27,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from pcl.declarations import BackboneSpec
+
 from .base import Backbone, Head, init_weights
+
+DECLARATIONS = (
+    BackboneSpec(name="vgg16", display="VGG-16", builder="vgg16",
+                 citation="Simonyan & Zisserman, ICLR 2015, with BatchNorm (OKDDip/ONE zoo)",
+                 datasets=("cifar10", "cifar100", "synthetic"), params={10: 15_253_578, 100: 15_299_748},
+                 split=("shared = the first four conv blocks; branch = the last 512x3 block + pool + the 512-512-C "
+                        "MLP (ours: the paper does not state it)"),
+                 init="conv kaiming-normal fan_out (ReLU) with zero bias, BN 1 / 0, every Linear N(0, 0.01)",
+                 dropout=0.5, revision=2, relative_cost=1.53, tables=("table2",), order=3),
+)
 
 __all__ = ["vgg16"]
 

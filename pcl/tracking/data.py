@@ -32,13 +32,13 @@ def data_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     return cifar_fingerprint(dataset, cfg.get("data_root"))
 
 
-def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) -> dict[str, Any]:
+def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """pcl.schema.normalize_run_config, with `data_identity` (and so the run_key) taken from the data on disk.
 
     When the data cannot be read here (not downloaded yet, `plan` on another machine) the given value stays (None:
     the official files are assumed); the tracked run computes it again before it checks for a COMPLETED record.
     """
-    cfg = schema.normalize_run_config(raw, check_build=check_build)
+    cfg = schema.normalize_run_config(raw)
     try:
         fingerprint = data_fingerprint(cfg)
     except OSError:
@@ -46,4 +46,4 @@ def normalize_run_config(raw: Mapping[str, Any], *, check_build: bool = True) ->
     identity = fingerprint["identity"] if fingerprint is not None else None
     if identity == cfg["data_identity"]:
         return cfg
-    return schema.normalize_run_config({**cfg, "data_identity": identity}, check_build=False)
+    return schema.normalize_run_config({**cfg, "data_identity": identity})

@@ -128,7 +128,7 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
     `claims` collection), BLOCKED (a two-stage student whose teacher is not COMPLETED). The last three leave no
     record. `callbacks` receive (epoch, metrics) after every epoch, like the runner's.
     """
-    cfg = normalize_run_config(config, check_build=False)  # data_identity from the files on disk
+    cfg = normalize_run_config(config)  # data_identity from the files on disk
     key = cfg["run_key"]
     name = experiment_name or cfg["experiment"] or "pcl"
     started = time.perf_counter()

@@ -1,0 +1,154 @@
+"""The registries of methods and backbones, built from the declarations of their files, without importing torch.
+
+Every `pcl/methods/*.py` file with a top-level `DECLARATION = MethodSpec(...)` is a method; every `pcl/models/*.py`
+file with `DECLARATIONS = (BackboneSpec(...), ...)` declares backbones (pcl.declarations). Nothing else lists them:
+config validation, run keys, the scripts' default grids, table columns and rows, display names, generated docs,
+the launcher's cost and the tests all read these functions. The torch side (`pcl.methods.method_class`,
+`pcl.models.build_backbone`) imports the module a declaration came from.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+from pathlib import Path
+
+from pcl.declarations import BackboneSpec, DeclarationError, MethodSpec, read_declaration
+
+PACKAGE = Path(__file__).resolve().parent
+METHOD_VARIABLE = "DECLARATION"
+BACKBONE_VARIABLE = "DECLARATIONS"
+
+
+def _declaring_files(folder: Path, variable: str) -> list[Path]:
+    """The folder's modules that assign `variable` at the top level (a cheap text test before parsing)."""
+    return [p for p in sorted(folder.glob("*.py"))
+            if not p.name.startswith("_") and f"\n{variable} = " in "\n" + p.read_text(encoding="utf-8")]
+
+
+@functools.cache
+def _methods() -> tuple[dict[str, MethodSpec], dict[str, str]]:
+    specs: dict[str, MethodSpec] = {}
+    modules: dict[str, str] = {}
+    for path in _declaring_files(PACKAGE / "methods", METHOD_VARIABLE):
+        spec = read_declaration(path, METHOD_VARIABLE)
+        if not isinstance(spec, MethodSpec):
+            raise DeclarationError(f"{path.name}: {METHOD_VARIABLE} must be a MethodSpec(...)")
+        if spec.name in specs:
+            raise DeclarationError(f"{path.name}: method {spec.name!r} is declared twice "
+                                   f"(also in {modules[spec.name]})")
+        specs[spec.name], modules[spec.name] = spec, f"pcl.methods.{path.stem}"
+    ordered = dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0])))
+    return ordered, modules
+
+
+@functools.cache
+def _backbones() -> tuple[dict[str, BackboneSpec], dict[str, str]]:
+    specs: dict[str, BackboneSpec] = {}
+    modules: dict[str, str] = {}
+    for path in _declaring_files(PACKAGE / "models", BACKBONE_VARIABLE):
+        declared = read_declaration(path, BACKBONE_VARIABLE)
+        if not isinstance(declared, tuple) or not all(isinstance(s, BackboneSpec) for s in declared):
+            raise DeclarationError(f"{path.name}: {BACKBONE_VARIABLE} must be a tuple of BackboneSpec(...)")
+        for spec in declared:
+            if spec.name in specs:
+                raise DeclarationError(f"{path.name}: backbone {spec.name!r} is declared twice "
+                                       f"(also in {modules[spec.name]})")
+            specs[spec.name], modules[spec.name] = spec, f"pcl.models.{path.stem}"
+    ordered = dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0])))
+    return ordered, modules
+
+
+def methods() -> dict[str, MethodSpec]:
+    """Every declared method, name -> declaration, in column order."""
+    return _methods()[0]
+
+
+def backbones() -> dict[str, BackboneSpec]:
+    """Every declared backbone, name -> declaration, in row order."""
+    return _backbones()[0]
+
+
+def method(name: str) -> MethodSpec:
+    """The declaration of method `name`; ValueError listing the known ones."""
+    try:
+        return methods()[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(methods()))}") from None
+
+
+def backbone(name: str) -> BackboneSpec:
+    """The declaration of backbone `name`; ValueError listing the known ones."""
+    try:
+        return backbones()[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(backbones()))}") from None
+
+
+def method_module(name: str) -> str:
+    """The module that implements method `name` (imported by the torch side only)."""
+    method(name)
+    return _methods()[1][name]
+
+
+def backbone_module(name: str) -> str:
+    """The module that builds backbone `name` (imported by the torch side only)."""
+    backbone(name)
+    return _backbones()[1][name]
+
+
+def table_methods(table: str) -> tuple[str, ...]:
+    """The methods of a paper table's default grid (declared `tables`), in column order."""
+    return tuple(name for name, spec in methods().items() if table in spec.tables)
+
+
+def table_backbones(table: str) -> tuple[str, ...]:
+    """The backbones of a paper table's default grid (declared `tables`), in row order."""
+    return tuple(name for name, spec in backbones().items() if table in spec.tables)
+
+
+def dataset_backbones(dataset: str) -> tuple[str, ...]:
+    """The backbones declared for `dataset` (e.g. the launcher's --backbones for cifar100)."""
+    return tuple(name for name, spec in backbones().items() if dataset in spec.datasets)
+
+
+def method_display(name: str) -> str:
+    """A method's name in tables and figures (the name itself when it is not declared: e.g. a foreign record)."""
+    spec = methods().get(name) if isinstance(name, str) else None
+    return spec.display if spec is not None else str(name)
+
+
+def backbone_display(name: str) -> str:
+    """A backbone's name in tables and figures (the name itself when it is not declared)."""
+    spec = backbones().get(name) if isinstance(name, str) else None
+    return spec.display if spec is not None else str(name)
+
+
+
+def default_dropout() -> dict[str, float]:
+    """Backbones with dropout layers -> the zoo's dropout probability (declared `dropout`)."""
+    return {name: spec.dropout for name, spec in backbones().items() if spec.dropout is not None}
+
+
+def check_dropout(name: str, dropout: object) -> float | None:
+    """The dropout probability backbone `name` is built with: the zoo's default for None, else the value, checked.
+
+    Errors (ValueError, naming the key, the value and what is allowed): a value for a backbone without dropout
+    layers; a value that is not a number in [0, 1).
+    """
+    zoo = default_dropout()
+    if name not in zoo:
+        if dropout is not None:
+            raise ValueError(f"dropout={dropout!r} cannot be used with backbone {name!r}: it has no dropout layer; "
+                             f"leave dropout unset (None), or use one of: {', '.join(sorted(zoo))}")
+        return None
+    if dropout is None:
+        return zoo[name]
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1) (or None for the zoo's {zoo[name]} of "
+                         f"{name}), got dropout={dropout!r}")
+    return float(dropout)
+
+
+__all__ = ["backbone", "backbone_display", "backbone_module", "backbones", "check_dropout", "dataset_backbones",
+           "default_dropout", "method", "method_display", "method_module", "methods", "table_backbones",
+           "table_methods"]
