@@ -25,12 +25,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from pcl import results, tracking
+from pcl import registry, results, tracking
 from pcl.tracking.upload import ATTEMPT_INDEX
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNIBOARD_BIN = ROOT / ".ci-cache" / "omniboard" / "node_modules" / ".bin" / "omniboard"
-TABLE_METHODS = ("baseline", "dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "pcl")
+TABLE_METHODS = registry.table_methods("table2")  # the methods of table2's grid (`with smoke`: one backbone)
 HEADLINE = "test/top1_err/deployed"
 
 pytestmark = [pytest.mark.slow,
@@ -59,7 +59,7 @@ def smoke_grid(mongo_session_server, tmp_path_factory):
     file_only = {"results_dir": str(tmp / "file-only"), "checkpoint_root": str(tmp / "ck"), "peer_counts": [2]}
     alone = run_script(experiment("ablations.peers"), file_only, ["smoke"])
     report = tracking.upload(tmp / "file-only", url, log=lambda _: None)
-    assert [r.status for r in table2.runs] == ["COMPLETED"] * 8
+    assert [r.status for r in table2.runs] == ["COMPLETED"] * len(TABLE_METHODS)
     assert [r.status for r in peers.runs] == ["SKIPPED"] and [r.status for r in alone.runs] == ["COMPLETED"]
     assert len(report.inserted) == 1
     db = results.connect(url)
@@ -73,7 +73,7 @@ def smoke_grid(mongo_session_server, tmp_path_factory):
 def test_records_carry_headline_tags_ids_and_dependencies(smoke_grid):
     db = smoke_grid.db
     runs = list(db["runs"].find())
-    assert len(runs) == 9
+    assert len(runs) == len(TABLE_METHODS) + 1  # table2's runs + the peers ablation's m=2 (uploaded)
     for run in runs:
         # one headline curve for every method, equal to its deployed head's; the result starts with it
         headline = db["metrics"].find_one({"run_id": run["_id"], "name": HEADLINE})
@@ -212,10 +212,10 @@ def _runs(omniboard, select: str) -> list[dict]:
 
 def test_omniboard_lists_runs_with_status_tags_and_headline(smoke_grid, omniboard):
     runs = {r["_id"]: r for r in _runs(omniboard, "_id,status,omniboard,experiment.name,config.method")}
-    assert len(runs) == 9 and {r["status"] for r in runs.values()} == {"COMPLETED"}
+    assert len(runs) == len(TABLE_METHODS) + 1 and {r["status"] for r in runs.values()} == {"COMPLETED"}
     reused = smoke_grid.db["runs"].find_one({"config.run_key": smoke_grid.reused_key})["_id"]
     assert runs[reused]["omniboard"]["tags"] == ["table2", "ablation_peers"]
-    assert sum("table2" in r["omniboard"]["tags"] for r in runs.values()) == 8
+    assert sum("table2" in r["omniboard"]["tags"] for r in runs.values()) == len(TABLE_METHODS)
     # the README's metric column: metric test/top1_err/deployed, its last value, for every method alike
     column = json.dumps({"name": "deployed_top1", "metric_name": HEADLINE, "extrema": "last"}).encode()
     request = urllib.request.Request(f"{omniboard.api}/Omniboard.Metric.Columns", data=column, method="POST",
@@ -223,7 +223,7 @@ def test_omniboard_lists_runs_with_status_tags_and_headline(smoke_grid, omniboar
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status in (200, 201)
     rows = _runs(omniboard, "_id,deployed_top1,result")
-    assert len(rows) == 9
+    assert len(rows) == len(TABLE_METHODS) + 1
     for row in rows:
         assert row["deployed_top1"] == row["result"]["deployed/top1_err"], row["_id"]
         query = urllib.parse.quote(json.dumps({"run_id": row["_id"], "name": HEADLINE}))

@@ -141,9 +141,10 @@ def test_table2_plans_the_whole_table_and_one_cell():
                                                                                               5e-4)
     methods = registered(table2.TABLE_METHODS)
     whole = run_script(table2.ex, {"dataset": "cifar10", "method": methods}, command="plan")
-    assert len(whole) == len(methods) * 5 * 3
+    assert len(whole) == len(methods) * len(table2.TABLE_BACKBONES) * 3
     assert len({p["run_key"] for p in whole}) == len(whole)
-    assert [p["seed"] for p in whole[: len(methods) * 5]] == [0] * len(methods) * 5  # seed-major order
+    cells = len(methods) * len(table2.TABLE_BACKBONES)
+    assert [p["seed"] for p in whole[:cells]] == [0] * cells  # seed-major order
     assert "pcl/resnet32" in {p["label"] for p in whole}
     # the same experiment from another script has the same run_key (done once, used by both)
     from ablations import components

@@ -7,6 +7,7 @@ network, never with the code under test.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -19,13 +20,14 @@ from pcl.losses import rampup
 from pcl.methods import METHODS, build_method, method_defaults
 from pcl.methods.cl_ilr import rescale_gradient
 from pcl.methods.kdcl import min_logit_target
-from pcl.models import build_backbone
+from pcl import registry
+from pcl.models import Head, build_backbone
 from pcl.runner import save_deployed
 from pcl.step import train_step
 
 C = 4  # classes
 T = 3.0
-BASELINES = ("dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "kd")
+EVERY_METHOD = list(registry.methods())  # every declared method, the ones added later included
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -521,13 +523,13 @@ def test_kd_bad_teacher_fails_at_construction(teacher_file, tmp_path):
 
 
 # ---- every method ------------------------------------------------------------------------------------------------
-def test_every_baseline_is_registered():
-    assert set(BASELINES) <= set(METHODS)
-    for name in BASELINES:
-        assert METHODS[name].name == name
+def test_every_declared_method_has_its_class():
+    assert list(METHODS) == EVERY_METHOD
+    for name in EVERY_METHOD:
+        assert METHODS[name].name == name and METHODS[name].declaration == registry.method(name)
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", EVERY_METHOD)
 def test_export_loads_into_plain_backbone_with_identical_predictions(name, teacher_file):
     method = _build(name, teacher_file)
     method.train()
@@ -601,7 +603,7 @@ def test_rampup_defaults_and_weights_of_the_kd_terms(name, length, teacher_file)
         assert method.scalars()["rampup_weight"].item() == pytest.approx(rampup(epoch, length))
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", EVERY_METHOD)
 def test_step_makes_no_host_sync(name, teacher_file, forbid_host_sync):
     method = _build(name, teacher_file)
     optimizer = make_optimizer(method, Recipe())
@@ -612,18 +614,17 @@ def test_step_makes_no_host_sync(name, teacher_file, forbid_host_sync):
     assert torch.isfinite(total)
 
 
-# Networks/branches (each with its own classifier) every method builds, with peers=2 where it has peers.
-NETWORKS_BUILT = {"baseline": 1, "kd": 1, "pcl": 4, "dml": 2, "kdcl": 2, "cl_ilr": 2, "one": 2, "ffl": 2, "okddip": 3}
-MULTI_PEER = ("pcl", "dml", "kdcl", "cl_ilr", "one", "ffl", "okddip")
+# Methods with peers (declared option `peers`): built with peers=2 below.
+MULTI_PEER = tuple(name for name, spec in registry.methods().items() if "peers" in spec.defaults)
 
 
 def test_dropout_is_a_run_argument_not_a_method_option():
-    assert set(NETWORKS_BUILT) == set(METHODS)
+    assert set(registry.methods()) == set(METHODS)
     for name in METHODS:
         assert "dropout" not in method_defaults(name), name
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS_BUILT))
+@pytest.mark.parametrize("name", list(registry.methods()))
 def test_dropout_reaches_every_network_and_is_active_in_train_mode(name, teacher_file):
     """vgg16 with dropout=0.3: every classifier of every network/branch (PCL: live and temporal-mean peers) has
     p = 0.3; in train mode two passes over the same batch differ in every peer and the deployed head."""
@@ -632,7 +633,12 @@ def test_dropout_reaches_every_network_and_is_active_in_train_mode(name, teacher
         options["teacher_path"] = str(teacher_file)  # a tiny_resnet8 teacher: no dropout of its own
     torch.manual_seed(0)
     method = build_method(name, "vgg16", C, dropout=0.3, **options)
-    assert [m.p for m in method.modules() if isinstance(m, nn.Dropout)] == [0.3] * (2 * NETWORKS_BUILT[name])
+    frozen = {id(m) for m in getattr(method, "teacher", nn.Module()).modules()}
+    heads = [m for m in method.modules() if isinstance(m, Head) and id(m) not in frozen]
+    assert len(heads) >= max(1, options.get("peers", 1))  # one classifier per network / branch
+    for head in heads:  # VGG-16's classifier has two dropout layers: both at the run's p
+        assert [m.p for m in head.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    assert sum(isinstance(m, nn.Dropout) for m in method.modules()) == 2 * len(heads)
     assert {m.p for m in method.export_deployed().modules() if isinstance(m, nn.Dropout)} == {0.3}
     x = _images(batch=2)[0]
     with torch.no_grad():
@@ -672,6 +678,25 @@ def test_peer_heads_and_parameter_counts_of_every_head(name, teacher_file):
     plain = sum(p.numel() for p in build_backbone("tiny_resnet8", C).parameters())
     for head in peers:
         assert counts[head] == plain  # a peer alone is the plain backbone
+
+
+@pytest.mark.parametrize("name", list(registry.methods()))
+def test_the_declaration_describes_the_built_method(name, teacher_file):
+    """Every head the method evaluates is declared with its role; the peers are the declared peer heads; a temporal
+    mean's declared source is a head too; the deployed head and the views are the declared ones (default options)."""
+    spec = registry.method(name)
+    method = _build(name, teacher_file)
+    method.eval()
+    heads = method.eval_heads(_images(batch=2)[0])
+    for head in heads:
+        assert spec.head(head) is not None, f"{name}: head {head!r} is not declared"
+        assert method.trained_head_of(head) in heads
+    assert set(method.peer_heads) == {h for h in heads if spec.head(h).role == "peer"}
+    assert method.deployed_head == spec.deployed and method.name == name and method.distills == spec.distills
+    views = spec.views if isinstance(spec.views, int) else spec.defaults[spec.views]
+    assert method.num_views == views
+    assert set(inspect.signature(type(method).__init__).parameters) == {"self", "backbone", "num_classes",
+                                                                      "dropout", *spec.defaults}
 
 
 def test_pcl_e_candidates_parameter_counts():

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
+from pcl import registry
 from pcl.models import (
     BACKBONES,
     CIFAR_BACKBONES,
@@ -58,14 +59,28 @@ def _distinct_views(m: int, batch: int = 4) -> list[torch.Tensor]:
 # --- backbones -----------------------------------------------------------------------------------------------
 
 
-def test_registry_names() -> None:
-    assert set(BACKBONES) == set(CIFAR_BACKBONES) | set(IMAGENET_BACKBONES) | {"tiny_resnet8"}
-    assert CIFAR_BACKBONES == ("resnet32", "resnet110", "wrn20_8", "vgg16", "densenet40_12")
-    assert IMAGENET_BACKBONES == ("resnet18", "resnet34")
+def test_every_declared_backbone_is_built_by_its_file() -> None:
+    assert list(BACKBONES) == list(registry.backbones())
+    assert set(CIFAR_BACKBONES) <= set(BACKBONES) and set(IMAGENET_BACKBONES) <= set(BACKBONES)
+    assert set(EXPECTED_PARAMS) <= set(CIFAR_BACKBONES)  # the zoo's networks are the rows of the CIFAR table
+
+
+@pytest.mark.parametrize("name", list(registry.backbones()))
+def test_declared_parameter_counts_are_what_a_build_has(name: str) -> None:
+    spec = registry.backbone(name)
+    assert spec.params, f"{name} declares no parameter count"
+    for num_classes, count in spec.params.items():
+        assert count_parameters(build_backbone(name, num_classes)) == count, (name, num_classes)
+    assert spec.name in DEFAULT_DROPOUT or spec.dropout is None
+
+
+def test_declared_counts_of_the_zoo_are_its_reference_counts() -> None:
+    for name, counts in EXPECTED_PARAMS.items():
+        assert registry.backbone(name).params == counts, name
 
 
 @pytest.mark.parametrize("num_classes", [10, 100])
-@pytest.mark.parametrize("name", CIFAR_BACKBONES)
+@pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
 def test_cifar_parameter_count_matches_spec(name: str, num_classes: int) -> None:
     net = build_backbone(name, num_classes)
     assert isinstance(net, Backbone) and isinstance(net.head, Head)
@@ -208,7 +223,7 @@ def test_init_statistics_follow_the_zoo_rule_per_layer_type(name: str) -> None:
 
 
 def test_vgg16_dropout_defaults_to_the_zoo_and_is_settable() -> None:
-    assert DEFAULT_DROPOUT == {"vgg16": 0.5}
+    assert DEFAULT_DROPOUT["vgg16"] == 0.5
     default = build_backbone("vgg16", 10)
     assert [m.p for m in default.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
     set_03 = build_backbone("vgg16", 10, dropout=0.3)
