@@ -255,7 +255,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         if epoch_log is not None:
             per_epoch = (time.perf_counter() - session_start) / (epoch + 1 - start_epoch)
             epoch_log(epoch_line(history, recipe.epochs, method.deployed_head, time.perf_counter() - t0,
-                                 per_epoch * (recipe.epochs - epoch - 1)))
+                                 per_epoch * (recipe.epochs - epoch - 1),
+                                 trained_head=method.trained_head_of(method.deployed_head)))
         if path is not None and write_checkpoints:
             save_atomic({"format": CHECKPOINT_FORMAT, "identity": checkpoint_identity(method),
                          "epoch": epoch + 1, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
@@ -267,19 +268,20 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
 
 
 def epoch_line(history: list[dict[str, float]], epochs: int, deployed_head: str, seconds: float,
-               eta_s: float) -> str:
+               eta_s: float, trained_head: str | None = None) -> str:
     """One plain line (no control characters) for the last epoch of `history`: epoch, lr, ramp-up weight, total
     loss, train and test top-1 error (%) of the deployed head, the best test error so far, the epoch's wall time
     (training + evaluation) and the estimated time left (mean epoch time of this session x epochs left).
 
-    A deployed temporal mean (`mean_X`) is not trained itself: its train error is that of the live head X.
+    A deployed temporal mean is not trained itself: its train error is that of `trained_head`, the live head it
+    averages (declared: `Head(..., mean_of=...)`, `Method.trained_head_of`).
     """
     m = history[-1]
     parts = [f"epoch {int(m['epoch'])}/{epochs}", f"lr {m['lr']:.4g}"]
     if "rampup_weight" in m:
         parts.append(f"ramp-up {m['rampup_weight']:.3f}")
     parts.append(f"loss {m['train/loss/total']:.4f}")
-    trained = deployed_head if f"train/top1_err/{deployed_head}" in m else deployed_head.removeprefix("mean_")
+    trained = trained_head or deployed_head
     if f"train/top1_err/{trained}" in m:
         parts.append(f"train err {m[f'train/top1_err/{trained}']:.2f}%"
                      + (f" ({trained})" if trained != deployed_head else ""))

@@ -1,0 +1,123 @@
+"""Declarations of methods and backbones (pcl.declarations) and the registry built from them (pcl.registry): read
+without running a file, checked, and the only place the rest of the suite learns names, options, heads and costs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pcl import registry
+from pcl.declarations import DeclarationError, Head, MethodSpec, Option, read_declaration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_declaration_is_read_without_running_its_file(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import no_such_module_at_all\nraise SystemExit('ran')\n"
+                    "DECLARATION = MethodSpec(name='x', display='X', citation='c', trains='t', deploys='d',\n"
+                    "    heads=(Head('net', 'network'),), deployed='net', options=(Option('k', 2, 'doc'),))\n")
+    spec = read_declaration(path, "DECLARATION")
+    assert spec.name == "x" and spec.defaults == {"k": 2} and spec.option("k").kind == "int"
+
+
+@pytest.mark.parametrize("expression", [
+    "__import__('os').system('true')",
+    "MethodSpec(name=open('/etc/hostname').read())",
+    "[x for x in ()]",
+    "MethodSpec.__init__",
+    "lambda: 1",
+    "SOME_CONSTANT",
+])
+def test_a_declaration_holds_only_constructors_and_literals(tmp_path, expression):
+    path = tmp_path / "m.py"
+    path.write_text(f"DECLARATION = {expression}\n")
+    with pytest.raises(DeclarationError, match=r"m\.py:1: DECLARATION may hold only"):
+        read_declaration(path, "DECLARATION")
+
+
+def test_a_missing_declaration_is_named(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(DeclarationError, match="m.py: no top-level DECLARATION"):
+        read_declaration(path, "DECLARATION")
+
+
+def test_the_registry_imports_no_torch():
+    code = ("import sys; from pcl import registry, schema; registry.methods(); registry.backbones(); "
+            "schema.normalize_run_config({'method': 'pcl', 'backbone': 'wrn20_8'}); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_every_method_file_declares_and_every_paper_table_has_a_grid():
+    files = {p.stem for p in (ROOT / "pcl" / "methods").glob("*.py") if "\nDECLARATION = " in p.read_text()}
+    assert {registry.method_module(m).rsplit(".", 1)[1] for m in registry.methods()} == files
+    for spec in registry.methods().values():
+        assert spec.in_paper or not spec.tables  # a method outside the paper is in no default grid
+    assert registry.table_methods("table2") and registry.table_backbones("table2")
+
+
+def test_temporal_mean_heads_name_their_live_head():
+    spec = MethodSpec(name="x", display="X", citation="c", trains="t", deploys="d", deployed="ema_student",
+                      heads=(Head("student", "network"), Head("ema_student", "temporal_mean", mean_of="student"),
+                             Head("peer{j}", "peer"), Head("avg{j}", "temporal_mean", mean_of="peer{j}")))
+    assert spec.trained_head_of("ema_student") == "student"
+    assert spec.trained_head_of("avg12") == "peer12" and spec.trained_head_of("peer3") == "peer3"
+    assert spec.head("avg012") is None and spec.trained_head_of("nothing") == "nothing"
+    with pytest.raises(ValueError, match="temporal_mean head names the head it averages"):
+        Head("mean", "temporal_mean")
+
+
+def test_the_epoch_line_takes_the_declared_live_head_of_a_deployed_temporal_mean():
+    from pcl.engine import epoch_line
+
+    history = [{"epoch": 1, "lr": 0.1, "train/loss/total": 2.0, "train/top1_err/student": 40.0,
+                "test/top1_err/ema_student": 50.0}]
+    line = epoch_line(history, 2, "ema_student", 1.0, 1.0, trained_head="student")
+    assert "train err 40.00% (student)" in line and "test err 50.00% (ema_student)" in line
+
+
+def test_option_checks_say_what_is_allowed():
+    temperature = Option("temperature", 3.0, "T", minimum=0, exclusive_minimum=True)
+    assert temperature.check(4) == 4.0 and isinstance(temperature.check(4), float)
+    for bad in (0, -1, True, "3", float("nan"), None):
+        with pytest.raises(ValueError, match="must be a finite number > 0"):
+            temperature.check(bad)
+    choice = Option("form", "a", "f", choices=("a", "b"))
+    with pytest.raises(ValueError, match="must be one of a, b"):
+        choice.check("c")
+    assert Option("wd", None, "w", kind="float", minimum=0).check(None) is None
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+                 st.lists(st.integers(), max_size=2)))
+def test_an_option_check_accepts_or_says_why(value):
+    """Any JSON-like value: a declared option returns a value of its kind, or ValueError with what is allowed."""
+    for option in (Option("n", 3, "n", minimum=2), Option("f", 0.5, "f", minimum=0, maximum=1),
+                   Option("b", True, "b"), Option("s", "x", "s", choices=("x", "y")), Option("a", None, "a")):
+        try:
+            out = option.check(value)
+        except ValueError as err:
+            assert str(err).startswith("must be ")
+            continue
+        if option.kind == "int":
+            assert type(out) is int and out >= 2
+        elif option.kind == "float":
+            assert type(out) is float and 0 <= out <= 1
+        elif option.kind == "bool":
+            assert type(out) is bool
+        elif option.choices:
+            assert out in option.choices
+
+
+def test_unknown_names_fail_listing_the_known_ones():
+    with pytest.raises(ValueError, match="unknown method 'nope'; known methods: .*pcl"):
+        registry.method("nope")
+    with pytest.raises(ValueError, match="unknown backbone 'nope'; known backbones: .*resnet32"):
+        registry.backbone("nope")
+    assert registry.method_display("nope") == "nope" and registry.backbone_display(["x"]) == "['x']"
