@@ -13,13 +13,8 @@ The paper does not state backbone and dataset here; the default is ResNet-32 on 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid
 
 VARIANTS: dict[str, dict] = {
     "multi-branch CE": {"ensemble_teacher": False, "mean_teacher": False, "multi_input": False},

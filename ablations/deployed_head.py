@@ -10,13 +10,8 @@ deployment parameter counts. The analysis compares those heads from the same run
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid
 
 HEADS = ("peer1", "mean_peer1", "ensemble", "pcl_e")  # what the analysis compares (result keys last/top1_err/HEAD)
 

@@ -10,13 +10,8 @@ Default ResNet-32 on CIFAR-100 (not stated in the paper). The PCL cell shares it
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid
 
 FORMS = ("concat_fc", "logit_average", "gate")
 

@@ -9,14 +9,9 @@ ResNet-32 on CIFAR-100 (not stated in the paper). The m=3 cell shares its run_ke
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import cli, make_experiment, pcl_ablation_grid  # noqa: E402
-from pcl.tracking import ConfigError  # noqa: E402
+from experiments.common import cli, make_experiment, pcl_ablation_grid
+from pcl.tracking import ConfigError
 
 
 def grid(cfg: dict) -> list[dict]:

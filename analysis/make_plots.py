@@ -10,14 +10,10 @@ Exit codes: 0 figures written; 2 bad input (as make_tables.py).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis import cli, escape  # noqa: E402
-from analysis.tables import build_tables  # noqa: E402
+from analysis import cli, escape
+from analysis.tables import build_tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,14 +11,10 @@ Exit codes: 0 tables written; 2 bad input (unknown table, empty/unreachable stor
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from analysis import cli, escape  # noqa: E402
-from analysis.tables import build_tables, render_markdown, write_table  # noqa: E402
+from analysis import cli, escape
+from analysis.tables import build_tables, render_markdown, write_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:

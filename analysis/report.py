@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from analysis import cli, escape  # noqa: E402
-from analysis.runs import STATUSES, describe_stores  # noqa: E402
-from analysis.tables import BACKBONE_NAMES, Table, build_tables, escaped_frame, render_markdown  # noqa: E402
+from analysis import cli, escape
+from analysis.runs import STATUSES, describe_stores
+from analysis.tables import BACKBONE_NAMES, Table, build_tables, escaped_frame, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

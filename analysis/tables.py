@@ -526,10 +526,8 @@ def print_script_table(name: str, config: Mapping[str, Any], stores: Any, *, run
         key = _script_name(name)
         if runs is None:
             from experiments import registry
-            from experiments.common import expand
 
-            ex = registry.experiment(key)
-            runs = expand(ex.path, ex.grid, config)
+            runs = registry.plan_for_config(key, config)
         sources = stores.sources() if hasattr(stores, "sources") else (
             list(stores) if isinstance(stores, (list, tuple)) else [stores])
         attempts = read_attempts(sources)

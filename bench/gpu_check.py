@@ -24,16 +24,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from pcl import fastpath  # noqa: E402
-from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic  # noqa: E402
-from pcl.engine import Recipe, make_optimizer  # noqa: E402
-from pcl.seeding import seed_everything  # noqa: E402
-from pcl.step import EpochAccumulator, train_step  # noqa: E402
-from pcl.methods import METHODS, build_method, method_defaults  # noqa: E402
+from pcl import fastpath
+from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic
+from pcl.engine import Recipe, make_optimizer
+from pcl.seeding import seed_everything
+from pcl.step import EpochAccumulator, train_step
+from pcl.methods import METHODS, build_method, method_defaults
 
 
 def _state(method, optimizer) -> dict[str, torch.Tensor]:

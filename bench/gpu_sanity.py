@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from pcl.runner import environment_info, run  # noqa: E402
-from pcl.schema import normalize_run_config  # noqa: E402
+from pcl.runner import environment_info, run
+from pcl.schema import normalize_run_config
 
 
 def main() -> None:

@@ -31,17 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pcl import fastpath  # noqa: E402
-from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic  # noqa: E402
-from pcl.engine import Recipe, make_optimizer  # noqa: E402
-from pcl.seeding import seed_everything  # noqa: E402
-from pcl.step import train_step  # noqa: E402
-from pcl.methods import build_method, method_defaults  # noqa: E402
+from pcl import fastpath
+from pcl.data import MEANS_STDS, DeviceLoader, make_synthetic
+from pcl.engine import Recipe, make_optimizer
+from pcl.seeding import seed_everything
+from pcl.step import train_step
+from pcl.methods import build_method, method_defaults
 
 PATHS = ("fast", "eager", "naive")
 EPOCH_TIME_COLUMNS = ("card", "backbone", "method", "images_per_s", "seconds_per_epoch", "source")

@@ -33,21 +33,20 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from docopt import DocoptExit, docopt  # Sacred's own command-line parser
+from sacred import Experiment
+from sacred.arg_parser import get_config_updates
+from sacred.commands import print_config as sacred_print_config
+from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
+
+import pcl
+
+from experiments.grid_table import print_table
+from pcl import schema, tracking
+from pcl.methods import METHODS, method_defaults
+from pcl.schema import RUN_KEYS, ConfigError, plain
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as `python experiments/x.py`: make `pcl` and `experiments` importable
-    sys.path.insert(0, str(ROOT))
-
-from docopt import DocoptExit, docopt  # noqa: E402  (Sacred's own command-line parser)
-from sacred import Experiment  # noqa: E402
-from sacred.arg_parser import get_config_updates  # noqa: E402
-from sacred.commands import print_config as sacred_print_config  # noqa: E402
-from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError  # noqa: E402
-
-import pcl  # noqa: E402
-
-from pcl import schema, tracking  # noqa: E402
-from pcl.methods import METHODS, method_defaults  # noqa: E402
-from pcl.schema import RUN_KEYS, ConfigError, plain  # noqa: E402
 
 Cell = dict[str, Any]
 GridFn = Callable[[dict[str, Any]], list[Cell]]
@@ -182,18 +181,6 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
     return tracking.normalize_run_config(run)
 
 
-def print_table(name: str, cfg: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> None:
-    """The script's table for the runs of its plan, from the stores the grid wrote (analysis/make_tables.py's code)."""
-    from analysis.tables import print_script_table
-    from pcl import results
-
-    url = tracking.resolve_mongo_url(cfg["mongo_url"])
-    stores: list[Any] = [cfg["results_dir"]]
-    if url:
-        stores.append(results.connect(url, cfg["db_name"]))
-    print_script_table(name, cfg, stores, runs=runs)
-
-
 class Plan(list):
     """The run configs of a grid; its str is short because Sacred logs a command's result."""
 
@@ -303,10 +290,15 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
         except ConfigError as err:
             print(f"(method options not resolved: {err})")
 
+    def plan_for_config(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The validated run configs of this script's grid for a resolved config (the driver's `_config`)."""
+        return expand(name, grid, config)
+
     ex.main(main)
     ex.command(plan, unobserved=True)
     ex.command(print_config, unobserved=True)
-    ex.grid = grid  # for launchers: expand(ex.path, ex.grid, config)
+    ex.grid = grid
+    ex.plan_for_config = plan_for_config  # experiments.registry reads every plan through it
     return ex
 
 

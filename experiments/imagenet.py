@@ -15,13 +15,8 @@ weight decay 1e-4, RandomResizedCrop 224 + flip. `data_root` must hold the Image
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import axis, check_dataset, cli, make_experiment
 
 TABLE_METHODS = ("baseline", "dml", "one", "okddip", "pcl")
 

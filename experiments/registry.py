@@ -7,14 +7,11 @@ and validates every run config), so a table is built from exactly the run_keys i
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,10 @@ def plan(name: str, config_updates: Mapping[str, Any] | None = None,
 
     Raises pcl.tracking.ConfigError naming the key for any invalid value.
     """
-    from experiments.common import expand
+    return plan_for_config(name, resolved_config(name, config_updates, named_configs))
 
-    ex = experiment(name)
-    return expand(ex.path, ex.grid, resolved_config(name, config_updates, named_configs))
+
+def plan_for_config(name: str, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The validated run configs of script `name` for a config Sacred already resolved (a driver's `_config`, or
+    `resolved_config`): its grid expanded by the driver (experiments.common.expand), in grid order."""
+    return experiment(name).plan_for_config(config)

@@ -13,14 +13,9 @@ PCL-E) and `pcl_e` (the mean of the temporal-mean peers), with their parameter c
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
-from pcl.models import CIFAR_BACKBONES  # noqa: E402
+from experiments.common import axis, check_dataset, cli, make_experiment
+from pcl.models import CIFAR_BACKBONES
 
 TABLE_METHODS = ("baseline", "dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "pcl")
 

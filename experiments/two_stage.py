@@ -11,13 +11,8 @@ there are skipped here). For each seed the teacher runs before its student. Numb
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from experiments.common import axis, check_dataset, cli, make_experiment  # noqa: E402
+from experiments.common import axis, check_dataset, cli, make_experiment
 
 STUDENT_METHODS = ("baseline", "kd", "pcl")
 

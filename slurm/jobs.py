@@ -25,8 +25,6 @@ from typing import Any, Mapping, Sequence
 import submitit
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 LEDGER_DIR = "slurm"  # under results_dir: <run_key>.json = the run's latest job id and log paths
 TEACHER_POLL_S = 10.0

@@ -28,11 +28,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from slurm import cluster  # noqa: E402
-from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile  # noqa: E402
+from slurm import cluster
+from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile
 
 MAX_COMMENT = 1024  # SLURM refuses a longer job comment ("parameter too long"); it carries an array's run_keys
 DEFAULT_STALE_AFTER_S = 300.0  # a RUNNING record without heartbeat for this long is dead (Sacred beats every 10 s)

@@ -17,13 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from slurm import cluster  # noqa: E402
-from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from  # noqa: E402
-from slurm.options import OptionsError  # noqa: E402
+from slurm import cluster
+from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from
+from slurm.options import OptionsError
 
 COLUMNS = ("COMPLETED", "RUNNING", "PREEMPTED", "FAILED", "refused", "dead", "queued", "missing")
 
