@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
+#: the version of a training checkpoint's layout, and the keys every training checkpoint holds
 CHECKPOINT_FORMAT = 1
-
 CHECKPOINT_KEYS = ("format", "identity", "epoch", "method", "optimizer", "rng", "history")
 
 

@@ -27,6 +27,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> dict[str, Any]:
 
 
 def determinism_flags() -> dict[str, Any]:
+    """The switches that decide whether kernels are deterministic and in which precision they compute (recorded
+    with each run)."""
     return {
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
@@ -37,6 +39,7 @@ def determinism_flags() -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
+    """The global torch RNG state (CPU and, where available, every CUDA device), as a checkpoint stores it."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -44,6 +47,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned (the CUDA part only where CUDA is available)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
