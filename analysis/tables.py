@@ -20,13 +20,13 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from analysis import escape, paper
+from pcl import registry
 from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
                            read_attempts)
 
-METHOD_NAMES = {"baseline": "Baseline", "dml": "DML", "cl_ilr": "CL-ILR", "one": "ONE", "ffl": "FFL-S",
-                "okddip": "OKDDip", "kdcl": "KDCL", "pcl": "PCL", "kd": "KD (two-stage)"}
-BACKBONE_NAMES = {"resnet32": "ResNet-32", "resnet110": "ResNet-110", "wrn20_8": "WRN-20-8", "vgg16": "VGG-16",
-                  "densenet40_12": "DenseNet-40-12", "resnet18": "ResNet-18", "resnet34": "ResNet-34"}
+#: display names, from the declarations (pcl.registry; a name that is not declared is shown as it is)
+METHOD_NAMES = {name: spec.display for name, spec in registry.methods().items()}
+BACKBONE_NAMES = {name: spec.display for name, spec in registry.backbones().items()}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "synthetic"}
 #: the heads the PCL-E table compares (the same as ablations/deployed_head.py HEADS), with what each is
 PCL_HEADS = {"peer1": "peer1 (a live peer)", "mean_peer1": "mean_peer1 (its temporal mean: deployed)",

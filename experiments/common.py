@@ -43,7 +43,7 @@ import pcl
 
 from experiments.grid_table import print_table
 from pcl import schema, tracking
-from pcl.methods import METHODS, method_defaults
+from pcl import registry
 from pcl.schema import RUN_KEYS, ConfigError, plain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,13 +132,13 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
         raise ConfigError("config key 'options.peers': set the top-level key peers=N instead")
     methods = {c.get("method", cfg.get("method")) for c in cells}
     methods |= {c["teacher"]["method"] for c in cells if c.get("teacher")}
-    unknown = sorted(m for m in methods if m not in METHODS)
+    unknown = sorted(m for m in methods if m not in registry.methods())
     if unknown:
         raise ConfigError(f"config key 'method': unknown method(s) {', '.join(map(repr, unknown))}; "
-                          f"known: {', '.join(sorted(METHODS))}")
-    orphans = sorted(k for k in user_options if not any(k in method_defaults(m) for m in methods))
+                          f"known: {', '.join(sorted(registry.methods()))}")
+    orphans = sorted(k for k in user_options if not any(k in _defaults(m) for m in methods))
     if orphans:
-        valid = sorted({k for m in methods for k in method_defaults(m)})
+        valid = sorted({k for m in methods for k in _defaults(m)})
         close = sorted({c for k in orphans for c in difflib.get_close_matches(k, valid, n=2)})
         hint = f"; did you mean {', '.join(f'options.{c}' for c in close)}?" if close else ""
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in orphans)}: not an option of any method "
@@ -167,7 +167,7 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
     method = cell.get("method")
     if method is None:
         raise ConfigError(f"grid cell {cell.get('label', cell)!r} names no method")
-    defaults = method_defaults(method)
+    defaults = _defaults(method)
     clash = sorted(set(cell_options) & set(user_options))
     if clash:
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in clash)}: this grid varies them "
@@ -200,7 +200,7 @@ def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
     shown = [k for k in schema.RUN_KEYS if schema.KEYS[k].identity and k != "options"]
     rows = []
     for r in runs:
-        defaults = {**method_defaults(r["method"]), **({"peers": r["peers"]} if r["peers"] else {})}
+        defaults = {**_defaults(r["method"]), **({"peers": r["peers"]} if r["peers"] else {})}
         changed = {k: v for k, v in r["options"].items() if defaults.get(k, object()) != v}
         rows.append({"run_key": r["run_key"], **{k: "" if r[k] is None else str(r[k]) for k in shown},
                      "label": r["label"] or r["method"], "options apart from the defaults": f"[{_format_options(changed)}]" if changed else ""})
@@ -506,3 +506,8 @@ def _run_cli(ex: Experiment, argv: Iterable[str] | None) -> tuple[int, int | Non
     if isinstance(report, tracking.GridReport):
         return report.exit_code, report.stop_signal
     return 0, None
+
+
+def _defaults(method: str) -> dict[str, Any]:
+    """A method's declared option defaults (pcl.registry: no torch)."""
+    return registry.method(method).defaults

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 
 from experiments.common import axis, check_dataset, cli, make_experiment
+from pcl import registry
 
-TABLE_METHODS = ("baseline", "dml", "one", "okddip", "pcl")
+#: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)
+TABLE_METHODS = registry.table_methods("imagenet")
+TABLE_BACKBONES = registry.table_backbones("imagenet")
 
 
 def grid(cfg: dict) -> list[dict]:
     check_dataset(cfg, ("imagenet",))
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
-            for backbone in axis(cfg["backbone"], ("resnet18",))
+            for backbone in axis(cfg["backbone"], TABLE_BACKBONES)
             for method in axis(cfg["method"], TABLE_METHODS)]
 
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 
 from experiments.common import axis, check_dataset, cli, make_experiment
-from pcl.models import CIFAR_BACKBONES
+from pcl import registry
 
-TABLE_METHODS = ("baseline", "dml", "cl_ilr", "one", "ffl", "okddip", "kdcl", "pcl")
+#: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)
+TABLE_METHODS = registry.table_methods("table2")
+TABLE_BACKBONES = registry.table_backbones("table2")
 
 
 def grid(cfg: dict) -> list[dict]:
     check_dataset(cfg, ("cifar10", "cifar100"))
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
-            for backbone in axis(cfg["backbone"], CIFAR_BACKBONES)
+            for backbone in axis(cfg["backbone"], TABLE_BACKBONES)
             for method in axis(cfg["method"], TABLE_METHODS)]
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 
 from experiments.common import axis, check_dataset, cli, make_experiment
+from pcl import registry
 
-STUDENT_METHODS = ("baseline", "kd", "pcl")
+#: the students compared, from the declarations: the methods that list this table (pcl.registry)
+STUDENT_METHODS = registry.table_methods("two_stage")
 
 
 def grid(cfg: dict) -> list[dict]:

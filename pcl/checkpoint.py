@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import torch
 
+from pcl.fsio import fsync_dir, os_error_in
+
 #: the version of a training checkpoint's layout, and the keys every training checkpoint holds
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "identity", "epoch", "method", "optimizer", "rng", "history")
@@ -43,16 +45,6 @@ class CheckpointWriteError(OSError):
         return self.message
 
 
-def os_error_in(err: BaseException) -> OSError | None:
-    """The first OSError with an errno in `err`'s chain of causes (torch and Sacred wrap it), else None."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def _write_cause(err: BaseException, folder: Path) -> str:
     """The OS error behind a failed write, in words (torch wraps it: "unexpected pos ..."), else the free space."""
     os_error = os_error_in(err)
@@ -63,20 +55,6 @@ def _write_cause(err: BaseException, folder: Path) -> str:
     except OSError:
         return f"{type(err).__name__}: {err}"
     return f"{type(err).__name__}: {err} ({free} bytes free on that filesystem)"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: some filesystems cannot fsync a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -23,12 +23,12 @@ import torch
 from pcl import fastpath
 from pcl.checkpoint import CHECKPOINT_FORMAT, checkpoint_identity, load_checkpoint, save_atomic
 from pcl.diversity import disagreement_count, diversity_percent
+from pcl.interrupts import MetricsCallback, TrainingInterrupted
 from pcl.methods.base import Method, check_views
 from pcl.schema import CIFAR_RECIPE, KEYS, ConfigError, scaled_milestones
 from pcl.seeding import rng_state, set_rng_state
 from pcl.step import EpochAccumulator, autocast_for, train_step
 
-MetricsCallback = Callable[[int, dict[str, float]], None]
 
 
 class Loader(Protocol):
@@ -82,16 +82,6 @@ class Recipe:
 
 class NonFiniteLossError(RuntimeError):
     """The total loss became NaN or infinite; the run stops and its last good checkpoint stays on disk."""
-
-
-class TrainingInterrupted(Exception):
-    """A stop was requested (SIGTERM, SLURM pre-timeout signal): the last completed epoch's checkpoint is on disk."""
-
-    def __init__(self, completed_epochs: int, checkpoint_path: str | None):
-        super().__init__(f"training interrupted after {completed_epochs} completed epoch(s); "
-                         f"checkpoint: {checkpoint_path}")
-        self.completed_epochs = completed_epochs
-        self.checkpoint_path = checkpoint_path
 
 
 @dataclass

@@ -18,8 +18,8 @@ import json
 import math
 import numbers
 import re
-import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pcl import registry
@@ -435,6 +435,15 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     if out["teacher_run_key"] is not None and TEACHER_PATH_OPTION not in method_opts:
         raise ConfigError(f"config key 'teacher_run_key' is set but method {method!r} has no option "
                           f"{TEACHER_PATH_OPTION!r} to receive the teacher")
+    if TEACHER_PATH_OPTION in method_opts and out["teacher_run_key"] is None and merged[TEACHER_PATH_OPTION] is None:
+        raise ConfigError(f"config key 'options.{TEACHER_PATH_OPTION}' is required by method {method!r}: the "
+                          "deployed.pt of a completed run (or name the teacher run with teacher_run_key)")
+    for key, option in declared.items():  # a file the run will read must be there before anything starts
+        if option.kind == "path" and merged[key] is not None and not (key in INFRA_OPTIONS
+                                                                      and out["teacher_run_key"] is not None):
+            if not Path(merged[key]).expanduser().is_file():
+                raise ConfigError(f"config key 'options.{key}'={merged[key]!r} (method {method!r}): the file does "
+                                  "not exist")
     try:
         out["dropout"] = registry.check_dropout(out["backbone"], given.get("dropout"))
     except ValueError as err:

@@ -106,9 +106,8 @@ def cluster_options(args: argparse.Namespace) -> ClusterOptions:
 
 def selection_from(args: argparse.Namespace):
     from experiments import registry
-    from pcl.data import DATASETS
-    from pcl.methods import METHODS
-    from pcl.models import BACKBONES
+    from pcl import registry as declared
+    from pcl.schema import DATASETS
     from slurm.plan import Selection, SelectionError, parse_sets, split_list
 
     seeds = None
@@ -119,8 +118,8 @@ def selection_from(args: argparse.Namespace):
         seeds = [int(s) for s in items]
     return Selection(tables=split_list(args.tables, "--tables", registry.SCRIPTS) or list(registry.SCRIPTS),
                      datasets=split_list(args.datasets, "--datasets", sorted(DATASETS)),
-                     backbones=split_list(args.backbones, "--backbones", sorted(BACKBONES)),
-                     methods=split_list(args.methods, "--methods", sorted(METHODS)),
+                     backbones=split_list(args.backbones, "--backbones", sorted(declared.backbones())),
+                     methods=split_list(args.methods, "--methods", sorted(declared.methods())),
                      seeds=seeds, updates=parse_sets(args.set), named=list(args.named))
 
 

@@ -255,7 +255,7 @@ def test_a_filesystem_without_file_locks_is_a_clear_message(tmp_path, mongo_url,
 def test_the_official_cifar_files_keep_the_run_keys_and_other_files_change_them():
     import torchvision
 
-    from pcl.data.cifar import identity_of_files, official_md5s
+    from pcl.data.fingerprint import identity_of_files, official_md5s
 
     for name, cls in (("cifar10", torchvision.datasets.CIFAR10), ("cifar100", torchvision.datasets.CIFAR100)):
         official = dict(cls.train_list + cls.test_list)
@@ -297,7 +297,7 @@ def test_the_run_key_follows_the_data_not_its_path(tmp_path):
 
 
 def test_the_imagenet_identity_is_its_file_list_wherever_it_lies(tmp_path):
-    from pcl.data.imagenet import imagenet_fingerprint
+    from pcl.data.fingerprint import imagenet_fingerprint
 
     for root in ("a", "b"):
         for split, n in (("train", 3), ("val", 2)):

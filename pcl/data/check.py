@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pcl.schema import ConfigError
 
-from .cifar import _LAYOUT, DataFileError, load_cifar, resolve_data_root
+from .cifar import DataFileError, load_cifar
+from .fingerprint import _LAYOUT, resolve_data_root
 
 
 class DataError(ConfigError):
@@ -83,7 +84,7 @@ def _undo_download(root: Path, existed: bool, before: set[str]) -> None:
 def _check_imagenet(data_root: str | os.PathLike | None, shown: str) -> DataFacts:
     from torchvision import datasets  # noqa: PLC0415 - only for ImageNet
 
-    from .imagenet import find_imagenet_root
+    from .fingerprint import find_imagenet_root
 
     try:
         root = find_imagenet_root(data_root)

@@ -24,6 +24,8 @@ from torch import Tensor
 
 from pcl.safe_pickle import UnsafePickleError, restricted_loads
 
+from .fingerprint import _DATA_ROOT_ENV, _LAYOUT, _MD5_CACHE, _stat_key, resolve_data_root
+
 
 @dataclass
 class ArraySplit:
@@ -56,29 +58,6 @@ class ArraySplit:
         return ArraySplit(self.images.to(device), self.labels.to(device))
 
 
-# name -> (directory, train files, test files, label key, number of classes, display name)
-_LAYOUT: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, int, str]] = {
-    "cifar10": (
-        "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)),
-        ("test_batch",),
-        "labels",
-        10,
-        "CIFAR-10",
-    ),
-    "cifar100": ("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR-100"),
-}
-
-_DATA_ROOT_ENV = "PCL_DATA_ROOT"
-
-
-def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
-    """``root`` if given, else ``$PCL_DATA_ROOT``, else ``./data`` (so clusters can point every job at one copy)."""
-    if root is None or str(root) == "":
-        root = os.environ.get(_DATA_ROOT_ENV) or "data"
-    return Path(root).expanduser()
-
-
 _NUMPY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
@@ -102,62 +81,6 @@ class UnsafeDataFileError(DataFileError, UnsafePickleError):
 
 
 _WHAT = "a CIFAR batch file only holds numpy arrays and lists"
-
-
-# ---- what identifies the data: checksums of the files actually read --------------------------------------------
-#: (resolved path, size, mtime_ns) -> md5 hex digest; a file is hashed again only when it changes
-_MD5_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _stat_key(path: Path, st: os.stat_result) -> tuple[str, int, int]:
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def file_md5(path: str | os.PathLike) -> str:
-    """md5 (hex) of a file's bytes, cached by (path, size, mtime): ~0.3 s per CIFAR split the first time, then a
-    stat. md5 because torchvision lists the official files' md5 sums."""
-    path = Path(path)
-    key = _stat_key(path, path.stat())
-    if key not in _MD5_CACHE:
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-        _MD5_CACHE[key] = digest.hexdigest()
-    return _MD5_CACHE[key]
-
-
-def official_md5s(name: str) -> dict[str, str]:
-    """The official python-version files of CIFAR-10/100 and their md5 sums, as torchvision lists them."""
-    import torchvision  # noqa: PLC0415 - slow import, only here
-
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    return {file: md5 for file, md5 in (*cls.train_list, *cls.test_list)}
-
-
-def identity_of_files(name: str, md5s: dict[str, str]) -> str | None:
-    """The data identity of a set of CIFAR files (file name -> md5): None (neutral: the run_key is the one of
-    runs on the official data) when they are torchvision's official files, else "md5:" + a digest of the file
-    names and md5 sums, which does not depend on where the files are."""
-    if md5s == official_md5s(name):
-        return None
-    text = ";".join(f"{file}={md5}" for file, md5 in sorted(md5s.items()))
-    return "md5:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cifar_fingerprint(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What identifies the CIFAR data under `root`: {"dataset", "files": {file: md5}, "official", "identity"}.
-
-    `identity` is what the run_key hashes (pcl.schema key `data_identity`): None for the official files. Raises
-    FileNotFoundError when a file is missing. Cheap after the first call (md5s cached by path, size, mtime).
-    """
-    if name not in _LAYOUT:
-        raise ValueError(f"unknown CIFAR dataset {name!r}; expected one of {sorted(_LAYOUT)}")
-    dirname, train_files, test_files = _LAYOUT[name][:3]
-    directory = resolve_data_root(root) / dirname
-    md5s = {file: file_md5(directory / file) for file in (*train_files, *test_files)}
-    identity = identity_of_files(name, md5s)
-    return {"dataset": name, "files": md5s, "official": identity is None, "identity": identity}
 
 
 def _read_batch(path: Path) -> dict[str, Any]:

@@ -20,10 +20,8 @@ Deliberate choices (speed: decoding and augmentation in worker processes, the de
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,65 +29,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import MEANS_STDS, apply_affine, normalization_affine
-from .cifar import resolve_data_root
+from .fingerprint import _LAYOUT_HINT, find_imagenet_root
 from .draws import epoch_seed, subset_indices
-
-_LAYOUT_HINT = (
-    "ROOT/train/<class_name>/<image files> and ROOT/val/<class_name>/<image files> (the same class folders in "
-    "both; the raw validation archive is flat and must first be sorted into class folders), where ROOT is the "
-    "data root or its 'imagenet' subfolder"
-)
-
-
-def find_imagenet_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``train/`` and ``val/``: the data root itself or ``<data root>/imagenet``."""
-    base = resolve_data_root(root)
-    for candidate in (base, base / "imagenet"):
-        if (candidate / "train").is_dir() and (candidate / "val").is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"ImageNet not found under data root {str(base)!r} (looked for {str(base / 'train')!r} and "
-        f"{str(base / 'imagenet' / 'train')!r} with their val/ siblings). Expected layout: {_LAYOUT_HINT}. "
-        f"Set data_root or the PCL_DATA_ROOT environment variable to that folder."
-    )
-
-
-#: (class folder, mtime_ns) -> (sha256 of its sorted file names, number of files); a folder's mtime changes when
-#: files are added, removed or renamed in it
-_LISTING_CACHE: dict[tuple[str, int], tuple[str, int]] = {}
-
-
-def _folder_listing(folder: Path) -> tuple[str, int]:
-    key = (str(folder.resolve()), folder.stat().st_mtime_ns)
-    if key not in _LISTING_CACHE:
-        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
-        _LISTING_CACHE[key] = (hashlib.sha256("\n".join(names).encode()).hexdigest(), len(names))
-    return _LISTING_CACHE[key]
-
-
-def imagenet_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What identifies the ImageNet data under `root`: a digest of the file list (class folders and file names of
-    train/ and val/, not their contents: hashing 150 GB per launch is not cheap), with the image counts.
-
-    {"dataset": "imagenet", "train_images", "val_images", "classes", "official": False, "identity": "files:..."}.
-    Independent of where the folders are; cached per class folder by its mtime (one scandir per folder the first
-    time). FileNotFoundError when the layout is not there.
-    """
-    base = find_imagenet_root(root)
-    digest = hashlib.sha256()
-    counts: dict[str, int] = {}
-    classes = 0
-    for split in ("train", "val"):
-        folders = sorted(e.name for e in os.scandir(base / split) if e.is_dir() and not e.name.startswith("."))
-        classes = max(classes, len(folders))
-        counts[split] = 0
-        for name in folders:
-            listing, n = _folder_listing(base / split / name)
-            digest.update(f"{split}/{name}:{listing}:{n};".encode())
-            counts[split] += n
-    return {"dataset": "imagenet", "train_images": counts["train"], "val_images": counts["val"],
-            "classes": classes, "official": False, "identity": "files:" + digest.hexdigest()[:16]}
-
 
 class MultiView:
     """Applies a random ``transform`` ``num_views`` times to one image and returns the list of results."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from pcl.schema import DATASETS, NUM_CLASSES  # the datasets and their classes are config facts (torch-free)
+from pcl.schema import DATASETS, NUM_CLASSES  # noqa: F401 - config facts (torch-free), re-exported by pcl.data
 
 from .augment import MEANS_STDS, apply_affine, crop_flip, normalization_affine, sample_crop_flip
 from .cifar import ArraySplit, load_cifar

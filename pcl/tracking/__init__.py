@@ -19,29 +19,42 @@ MongoDB; it skips COMPLETED run_keys, resumes preempted ones and never shows a p
 | cli.py        | `python -m pcl.tracking upload RESULTS_DIR` and `python -m pcl.tracking ping`                |
 
 Checkpoints never go into MongoDB/GridFS. The core (models, methods, data, engine, runner) never imports this
-package; reading records (pcl.results) needs neither this package nor torch.
+package; reading records (pcl.results) needs neither this package nor torch. The names below are loaded on first
+use (PEP 562): `pcl.tracking.normalize_run_config` for `plan` imports no torch; `run_grid` (training) does.
 """
-from pcl.schema import (INFRA_KEYS, KEY_SCHEMA, KEYS, RUN_KEYS, ConfigError, canonical_json, identity_config,
-                        plain, run_key)
-from pcl.tracking.cli import main
-from pcl.tracking.data import data_fingerprint, normalize_run_config
-from pcl.tracking.errors import Preempted, StoreUnavailable, UserError
-from pcl.tracking.grid import GridReport, run_grid
-from pcl.tracking.lifecycle import (FINAL_STATUSES, STOP_SIGNALS, LockUnsupported, RunLocked, check_locking,
-                                    clear_stop, mongo_claim, redeliver, request_stop, stop_on_signals,
-                                    stop_requested, stop_signal)
-from pcl.tracking.ranks import lead_or_follow
-from pcl.tracking.run import REPO_ROOT, TrackedRun, resolve_teacher_path, run_tracked
-from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
-from pcl.tracking.stores import DEFAULT_DB_NAME, FAILURE_DIR_NAME, MONGO_TIMEOUT_S, Store, open_store
-from pcl.tracking.upload import UploadReport, upload
+from __future__ import annotations
 
-__all__ = [
-    "ConfigError", "DEFAULT_DB_NAME", "FAILURE_DIR_NAME", "FINAL_STATUSES", "GridReport", "INFRA_KEYS", "KEYS",
-    "KEY_SCHEMA", "LockUnsupported", "MONGO_TIMEOUT_S", "MONGO_URL_ENV", "Preempted", "REPO_ROOT", "RUN_KEYS",
-    "RunLocked", "STOP_SIGNALS", "Store", "StoreUnavailable", "TrackedRun", "UploadReport", "UserError",
-    "canonical_json", "check_locking", "clear_stop", "data_fingerprint", "identity_config", "lead_or_follow", "main", "mongo_claim",
-    "normalize_run_config", "open_store", "plain", "redact", "redact_url", "redeliver", "request_stop",
-    "resolve_mongo_url", "resolve_teacher_path", "run_grid", "run_key", "run_tracked", "stop_on_signals",
-    "stop_requested", "stop_signal", "upload",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("INFRA_KEYS", "KEY_SCHEMA", "KEYS", "RUN_KEYS", "ConfigError", "canonical_json",
+                     "identity_config", "plain", "run_key"), "pcl.schema"),
+    "main": "pcl.tracking.cli",
+    **dict.fromkeys(("data_fingerprint", "normalize_run_config"), "pcl.tracking.data"),
+    **dict.fromkeys(("Preempted", "StoreUnavailable", "UserError"), "pcl.tracking.errors"),
+    **dict.fromkeys(("GridReport", "run_grid"), "pcl.tracking.grid"),
+    **dict.fromkeys(("FINAL_STATUSES", "STOP_SIGNALS", "LockUnsupported", "RunLocked", "check_locking", "clear_stop",
+                     "mongo_claim", "redeliver", "request_stop", "stop_on_signals", "stop_requested",
+                     "stop_signal"), "pcl.tracking.lifecycle"),
+    "lead_or_follow": "pcl.tracking.ranks",
+    **dict.fromkeys(("REPO_ROOT", "TrackedRun", "resolve_teacher_path", "run_tracked"), "pcl.tracking.run"),
+    **dict.fromkeys(("MONGO_URL_ENV", "redact", "redact_url", "resolve_mongo_url"), "pcl.secrets"),
+    **dict.fromkeys(("DEFAULT_DB_NAME", "FAILURE_DIR_NAME", "MONGO_TIMEOUT_S", "Store", "open_store"),
+                    "pcl.tracking.stores"),
+    **dict.fromkeys(("UploadReport", "upload"), "pcl.tracking.upload"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pcl.tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

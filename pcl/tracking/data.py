@@ -24,10 +24,10 @@ def data_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     if dataset not in FILE_DATASETS:
         return None
     if dataset == "imagenet":
-        from pcl.data.imagenet import imagenet_fingerprint
+        from pcl.data.fingerprint import imagenet_fingerprint
 
         return imagenet_fingerprint(cfg.get("data_root"))
-    from pcl.data.cifar import cifar_fingerprint
+    from pcl.data.fingerprint import cifar_fingerprint
 
     return cifar_fingerprint(dataset, cfg.get("data_root"))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pcl import results
-from pcl.engine import MetricsCallback
+from pcl.interrupts import MetricsCallback
 from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError
 from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
@@ -122,7 +122,7 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
 
     Raises ConfigError (one line: key, value, what is allowed) and leaves nothing behind.
     """
-    from pcl.data import NUM_CLASSES
+    from pcl.schema import NUM_CLASSES
     from pcl.data.check import DataError, check_data
 
     for device in sorted({c["device"] for c in configs}):

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any, Callable, TypeVar
 
+from pcl.process_env import detect_env
 from pcl.tracking.lifecycle import stop_on_signals, stop_requested
 
 T = TypeVar("T")
@@ -18,7 +19,7 @@ T = TypeVar("T")
 
 def _train_announced(message: dict[str, Any]) -> None:
     """A follower's share of the run rank 0 announced: same config, same checkpoint folder (read, never written)."""
-    from pcl.engine import TrainingInterrupted
+    from pcl.interrupts import TrainingInterrupted
     from pcl.runner import run
 
     try:
@@ -36,11 +37,11 @@ def lead_or_follow(main: Callable[[], T], exit_code: Callable[[T], int] = lambda
     when it is not 0 (bad input: 2, a failed run: 1), so every process of the job ends alike. Signals (SIGTERM,
     SIGUSR2) only request a stop on the followers too: all ranks stop at the same step.
     """
-    from pcl import distributed
-
-    env = distributed.detect_env()
+    env = detect_env()
     if not env.distributed:
         return main()
+    from pcl import distributed  # torch: only in a multi-process job
+
     try:
         if env.is_main:
             with distributed.leading(env) as leader:

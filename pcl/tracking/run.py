@@ -28,7 +28,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 import pcl
 from pcl import results
-from pcl.engine import MetricsCallback, TrainingInterrupted
+from pcl.interrupts import MetricsCallback, TrainingInterrupted
 from pcl.schema import TEACHER_PATH_OPTION, plain, record_config
 from pcl.tracking.data import data_fingerprint, normalize_run_config
 from pcl.tracking.errors import Preempted
@@ -164,7 +164,7 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
 
 def _expected_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint of this run config says it is (pcl.checkpoint.checkpoint_identity)."""
-    from pcl.data import NUM_CLASSES
+    from pcl.schema import NUM_CLASSES
 
     classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
     return {"method": cfg["method"], "backbone": cfg["backbone"], "num_classes": classes}

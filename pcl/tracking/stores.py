@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from sacred.observers import FileStorageObserver, MongoObserver
 from sacred.serializer import flatten
 
-from pcl.checkpoint import fsync_dir, os_error_in
+from pcl.fsio import fsync_dir, os_error_in
 from pcl.tracking.errors import StoreUnavailable
 from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 

@@ -1,0 +1,153 @@
+"""What identifies the data a run reads, and where the files are: the CIFAR files' layout, the data root, md5 sums
+of the files (cached), the data identity that enters the run_key. Imports no torch: `plan`, `status` and the
+launcher compute run keys without it (pcl.tracking.data); the loaders (cifar.py) import from here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+# name -> (directory, train files, test files, label key, number of classes, display name)
+_LAYOUT: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, int, str]] = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+        10,
+        "CIFAR-10",
+    ),
+    "cifar100": ("cifar-100-python", ("train",), ("test",), "fine_labels", 100, "CIFAR-100"),
+}
+
+_DATA_ROOT_ENV = "PCL_DATA_ROOT"
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """``root`` if given, else ``$PCL_DATA_ROOT``, else ``./data`` (so clusters can point every job at one copy)."""
+    if root is None or str(root) == "":
+        root = os.environ.get(_DATA_ROOT_ENV) or "data"
+    return Path(root).expanduser()
+
+
+# ---- what identifies the data: checksums of the files actually read --------------------------------------------
+#: (resolved path, size, mtime_ns) -> md5 hex digest; a file is hashed again only when it changes
+_MD5_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _stat_key(path: Path, st: os.stat_result) -> tuple[str, int, int]:
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """md5 (hex) of a file's bytes, cached by (path, size, mtime): ~0.3 s per CIFAR split the first time, then a
+    stat. md5 because torchvision lists the official files' md5 sums."""
+    path = Path(path)
+    key = _stat_key(path, path.stat())
+    if key not in _MD5_CACHE:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+        _MD5_CACHE[key] = digest.hexdigest()
+    return _MD5_CACHE[key]
+
+
+#: the official python-version files of CIFAR-10/100 and their md5 sums, as torchvision lists them (a test compares:
+#: written out here so that planning never imports torchvision)
+OFFICIAL_MD5S: dict[str, dict[str, str]] = {
+    "cifar10": {"data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+                "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+                "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e"},
+    "cifar100": {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+}
+
+
+def official_md5s(name: str) -> dict[str, str]:
+    """The official python-version files of CIFAR-10/100 and their md5 sums."""
+    return dict(OFFICIAL_MD5S[name])
+
+
+def identity_of_files(name: str, md5s: dict[str, str]) -> str | None:
+    """The data identity of a set of CIFAR files (file name -> md5): None (neutral: the run_key is the one of
+    runs on the official data) when they are torchvision's official files, else "md5:" + a digest of the file
+    names and md5 sums, which does not depend on where the files are."""
+    if md5s == official_md5s(name):
+        return None
+    text = ";".join(f"{file}={md5}" for file, md5 in sorted(md5s.items()))
+    return "md5:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cifar_fingerprint(name: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What identifies the CIFAR data under `root`: {"dataset", "files": {file: md5}, "official", "identity"}.
+
+    `identity` is what the run_key hashes (pcl.schema key `data_identity`): None for the official files. Raises
+    FileNotFoundError when a file is missing. Cheap after the first call (md5s cached by path, size, mtime).
+    """
+    if name not in _LAYOUT:
+        raise ValueError(f"unknown CIFAR dataset {name!r}; expected one of {sorted(_LAYOUT)}")
+    dirname, train_files, test_files = _LAYOUT[name][:3]
+    directory = resolve_data_root(root) / dirname
+    md5s = {file: file_md5(directory / file) for file in (*train_files, *test_files)}
+    identity = identity_of_files(name, md5s)
+    return {"dataset": name, "files": md5s, "official": identity is None, "identity": identity}
+
+
+# ---- ImageNet: class folders of train/ and val/ ---------------------------------------------------------------
+_LAYOUT_HINT = (
+    "ROOT/train/<class_name>/<image files> and ROOT/val/<class_name>/<image files> (the same class folders in "
+    "both; the raw validation archive is flat and must first be sorted into class folders), where ROOT is the "
+    "data root or its 'imagenet' subfolder"
+)
+
+
+def find_imagenet_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``train/`` and ``val/``: the data root itself or ``<data root>/imagenet``."""
+    base = resolve_data_root(root)
+    for candidate in (base, base / "imagenet"):
+        if (candidate / "train").is_dir() and (candidate / "val").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"ImageNet not found under data root {str(base)!r} (looked for {str(base / 'train')!r} and "
+        f"{str(base / 'imagenet' / 'train')!r} with their val/ siblings). Expected layout: {_LAYOUT_HINT}. "
+        f"Set data_root or the PCL_DATA_ROOT environment variable to that folder."
+    )
+
+
+#: (class folder, mtime_ns) -> (sha256 of its sorted file names, number of files); a folder's mtime changes when
+#: files are added, removed or renamed in it
+_LISTING_CACHE: dict[tuple[str, int], tuple[str, int]] = {}
+
+
+def _folder_listing(folder: Path) -> tuple[str, int]:
+    key = (str(folder.resolve()), folder.stat().st_mtime_ns)
+    if key not in _LISTING_CACHE:
+        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+        _LISTING_CACHE[key] = (hashlib.sha256("\n".join(names).encode()).hexdigest(), len(names))
+    return _LISTING_CACHE[key]
+
+
+def imagenet_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What identifies the ImageNet data under `root`: a digest of the file list (class folders and file names of
+    train/ and val/, not their contents: hashing 150 GB per launch is not cheap), with the image counts.
+
+    {"dataset": "imagenet", "train_images", "val_images", "classes", "official": False, "identity": "files:..."}.
+    Independent of where the folders are; cached per class folder by its mtime (one scandir per folder the first
+    time). FileNotFoundError when the layout is not there.
+    """
+    base = find_imagenet_root(root)
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    classes = 0
+    for split in ("train", "val"):
+        folders = sorted(e.name for e in os.scandir(base / split) if e.is_dir() and not e.name.startswith("."))
+        classes = max(classes, len(folders))
+        counts[split] = 0
+        for name in folders:
+            listing, n = _folder_listing(base / split / name)
+            digest.update(f"{split}/{name}:{listing}:{n};".encode())
+            counts[split] += n
+    return {"dataset": "imagenet", "train_images": counts["train"], "val_images": counts["val"],
+            "classes": classes, "official": False, "identity": "files:" + digest.hexdigest()[:16]}
