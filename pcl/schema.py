@@ -1,10 +1,11 @@
 """The one definition of a run: every config key with its default, type, allowed values, unit and whether it is part
-of the run_key; the per-dataset recipes; validation and the run_key itself.
+of the run_key; validation and the run_key itself. The per-dataset recipes live in pcl.recipes, the value checks in
+pcl.config_checks; both are re-exported here, the one entry point for a run config.
 
 Everything that handles a run config derives from `KEYS` and `RECIPES`: validation (`normalize_run_config`), the
 run_key (`run_key`), the Sacred config scope and `print_config` (experiments/common.py), `plan`'s columns, the
 runner's input (pcl.runner.run takes a normalized config) and the engine's `Recipe` defaults. Adding a config key
-is one `Key(...)` line here (plus where it is used). Core layer: imports torch, numpy and the core packages only.
+is one `Key(...)` line here (plus where it is used). Records layer: imports no torch (the declarations are read by pcl.registry).
 
 A key's value at its `neutral` (the behaviour from before the key existed) is left out of the run_key, so adding a
 key never moves the run_keys of runs that it does not change. `KEY_SCHEMA` changes only when the meaning of an
@@ -15,14 +16,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
-import numbers
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pcl import registry
+# re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
+from pcl.config_checks import (ConfigError, _seeds, boolean, choice, epochs_list, integer, mapping, real,
+                               text)  # noqa: F401
+from pcl.recipes import (CIFAR_RECIPE, DATASETS, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
+                         REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
+                         recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
+                         time_constant_names, train_split_size)  # noqa: F401
 
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
 BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
@@ -32,112 +37,6 @@ GROUPS = ("experiment", "recipe", "data", "infra", "driver")
 _UNSET = object()
 #: MongoDB's rules for a database name (what `db_name` and a URL's database must satisfy)
 MONGO_DB_NAME_RULE = "a MongoDB database name: 1-63 characters, none of / \\ . space \" $ * < > : | ?"
-#: images in the train / test split of the datasets whose size is fixed (the original files)
-SPLIT_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
-#: the datasets a run can use, and their classes (synthetic: its default; `synthetic_classes` sets it)
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
-NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
-
-
-class ConfigError(ValueError):
-    """A config value of the wrong type, out of range, or wrong together with another; raised before any training,
-    record, checkpoint or lock. Its message names the key, the value and what is allowed."""
-
-
-# ---- value checks: (key, value) -> normalized value, or ConfigError --------------------------------------------
-def _bad(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"config key {key!r}={value!r} is invalid: must be {allowed}")
-
-
-def integer(minimum: int, allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
-    allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-
-    def check(key: str, value: Any) -> int | None:
-        if value is None and allow_none:
-            return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise _bad(key, value, allowed)
-        return int(value)
-    return check, allowed
-
-
-def real(ok: Callable[[float], bool], allowed: str, allow_none: bool = False
-         ) -> tuple[Callable[[str, Any], Any], str]:
-    def check(key: str, value: Any) -> float | None:
-        if value is None and allow_none:
-            return None
-        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-                or not ok(value)):
-            raise _bad(key, value, allowed)
-        return float(value)
-    return check, allowed
-
-
-def boolean() -> tuple[Callable[[str, Any], Any], str]:
-    def check(key: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise _bad(key, value, "True or False")
-        return value
-    return check, "True or False"
-
-
-def text(allow_none: bool = False, pattern: str | None = None, allowed: str | None = None
-         ) -> tuple[Callable[[str, Any], Any], str]:
-    allowed = allowed or ("a string" + (" or None" if allow_none else ""))
-
-    def check(key: str, value: Any) -> str | None:
-        if value is None and allow_none:
-            return None
-        if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
-            raise _bad(key, value, allowed)
-        return value
-    return check, allowed
-
-
-def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:
-    """One of a registry's names (read when checking, so registries stay the one list)."""
-    def check(key: str, value: Any) -> str:
-        allowed = sorted(names())
-        if not isinstance(value, str) or value not in allowed:
-            raise _bad(key, value, f"one of {', '.join(allowed)}")
-        return value
-
-    class Allowed:  # the registry's names, read when shown
-        def __str__(self) -> str:
-            return "one of " + ", ".join(sorted(names()))
-    return check, Allowed()
-
-
-def epochs_list() -> tuple[Callable[[str, Any], Any], str]:
-    allowed = "a list of increasing epochs >= 1, or None (the recipe's, scaled to `epochs`)"
-
-    def check(key: str, value: Any) -> list[int] | None:
-        if value is None:
-            return None
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise _bad(key, value, allowed)
-        out = [integer(1)[0](key, m) for m in value]
-        if out != sorted(out):
-            raise _bad(key, value, allowed)
-        return out
-    return check, allowed
-
-
-def mapping() -> tuple[Callable[[str, Any], Any], str]:
-    def check(key: str, value: Any) -> dict[str, Any]:
-        value = {} if value is None else value
-        if not isinstance(value, Mapping):
-            raise _bad(key, value, "a dict of the method's options")
-        return dict(value)
-    return check, "a dict of the method's options"
-
-
-def _seeds(key: str, value: Any) -> list[int]:
-    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise _bad(key, value, "a non-empty list of distinct integers >= 0")
-    return list(seeds)
 
 
 def _datasets():
@@ -280,88 +179,6 @@ SYNTHETIC_KEYS = ("synthetic_classes", "synthetic_train_size", "synthetic_test_s
 INFRA_OPTIONS: frozenset[str] = frozenset({TEACHER_PATH_OPTION})
 
 
-# ---- the per-dataset recipes -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasetRecipe:
-    """A dataset's recipe (CIFAR: the ONE/OKDDip codebases' recipe; ImageNet: ours): the values of the recipe keys whose
-    default is None, and the LR steps as epochs of the `epochs`-long schedule (scaled to shorter runs)."""
-
-    epochs: int
-    batch_size: int
-    weight_decay: float
-    milestones: tuple[int, ...]
-
-
-CIFAR_RECIPE = DatasetRecipe(epochs=300, batch_size=128, weight_decay=5e-4, milestones=(150, 225))
-IMAGENET_RECIPE = DatasetRecipe(epochs=90, batch_size=256, weight_decay=1e-4, milestones=(30, 60))
-RECIPES: dict[str, DatasetRecipe] = {"cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE, "synthetic": CIFAR_RECIPE,
-                                     "imagenet": IMAGENET_RECIPE}
-
-
-def recipe_of(dataset: str) -> DatasetRecipe:
-    return RECIPES.get(dataset, CIFAR_RECIPE)
-
-
-def scaled_milestones(epochs: int, recipe: DatasetRecipe = CIFAR_RECIPE) -> list[int]:
-    """The recipe's LR steps scaled to `epochs` (e.g. 150/225 of 300 -> 2/3 of 4) [ours]."""
-    return [max(1, round(m * epochs / recipe.epochs)) for m in recipe.milestones]
-
-
-#: training-split sizes (images) of the datasets whose size does not come from the config
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
-#: the paper's schedule, in which its time constants are stated: 300 CIFAR epochs of 50,000 // 128 steps (CIFAR_RECIPE)
-REFERENCE_EPOCHS = CIFAR_RECIPE.epochs
-REFERENCE_STEPS = CIFAR_RECIPE.epochs * (TRAIN_SIZES["cifar100"] // CIFAR_RECIPE.batch_size)
-
-
-def steps_per_epoch(cfg: Mapping[str, Any]) -> int:
-    """Optimiser steps per epoch of a run config (the train loader drops the last partial batch)."""
-    size = cfg["synthetic_train_size"] if cfg["dataset"] == "synthetic" else TRAIN_SIZES[cfg["dataset"]]
-    if cfg.get("train_subset") is not None:
-        size = min(size, cfg["train_subset"])
-    return max(1, size // cfg["batch_size"])
-
-
-def scale_rampup(length: int, epochs: int) -> int:
-    """A ramp-up of `length` of the paper's 300 epochs, as the same share of an `epochs`-long run (>= 1 epoch; 0 =
-    no ramp-up stays 0): 80 of 300 -> 80 of 300, 24 of 90 (ImageNet), 3 of 10 (`quick`) [ours]."""
-    return length if length == 0 or epochs == REFERENCE_EPOCHS else max(1, round(length * epochs / REFERENCE_EPOCHS))
-
-
-def scale_ema_decay(decay: float, steps: int) -> float:
-    """A temporal-mean decay whose averaging window 1/(1 - decay) (0.999: 1,000 steps, 0.85 % of the paper's 117,000
-    steps) is the same share of a `steps`-long run; 1.0 (plain average) stays 1.0 [ours]."""
-    if decay >= 1.0 or steps == REFERENCE_STEPS:
-        return decay
-    window = max(1.0, steps / REFERENCE_STEPS / (1.0 - decay))
-    return 1.0 - 1.0 / window
-
-
-#: how a method option declared a time constant of the recipe (Option.time_constant) is scaled to the run, unless
-#: given explicitly: "epochs" a length in epochs, "ema_decay" a per-step decay (its window in steps)
-TIME_SCALES: dict[str, Callable[[Any, Mapping[str, Any]], Any]] = {
-    "epochs": lambda value, cfg: scale_rampup(value, cfg["epochs"]),
-    "ema_decay": lambda value, cfg: scale_ema_decay(value, cfg["epochs"] * steps_per_epoch(cfg)),
-}
-
-
-def time_constant_names() -> str:
-    """The declared time constants, as `option` (methods), for the docs."""
-    found: dict[str, list[str]] = {}
-    for name, spec in registry.methods().items():
-        for option in spec.time_constants:
-            found.setdefault(option, []).append(name)
-    return ", ".join(f"`{option}` ({', '.join(names)})" for option, names in found.items())
-
-
-def dataset_defaults(dataset: str, epochs: int | None = None) -> dict[str, Any]:
-    """The recipe keys' defaults for `dataset` (milestones scaled to `epochs`, default the recipe's)."""
-    recipe = recipe_of(dataset)
-    epochs = recipe.epochs if epochs is None else epochs
-    return {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "weight_decay": recipe.weight_decay,
-            "milestones": scaled_milestones(epochs, recipe)}
-
-
 def defaults() -> dict[str, Any]:
     """Every key's default as the Sacred scope shows it before the dataset is known (recipe keys None)."""
     return {k: copy.deepcopy(key.default) for k, key in KEYS.items()}
@@ -455,14 +272,6 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     _check_together(out, given_milestones=milestones)
     out["run_key"] = run_key(out)
     return {k: out[k] for k in RUN_KEYS}
-
-
-def train_split_size(cfg: Mapping[str, Any]) -> int | None:
-    """Images in the training split of a run's dataset (before `train_subset`); None where only the data on disk
-    knows (ImageNet: checked when the folder is scanned)."""
-    if cfg["dataset"] == "synthetic":
-        return cfg["synthetic_train_size"]
-    return SPLIT_SIZES[cfg["dataset"]][0] if cfg["dataset"] in SPLIT_SIZES else None
 
 
 def _check_together(out: Mapping[str, Any], given_milestones: list[int] | None) -> None:
@@ -570,26 +379,3 @@ def describe() -> list[dict[str, Any]]:
     return [{"key": k.name, "group": k.group, "type": k.type,
              "default": "the dataset's recipe" if k.default is None and k.group == "recipe" else repr(k.default),
              "unit": k.unit, "run_key": "yes" if k.identity else "no", "doc": k.doc} for k in KEYS.values()]
-
-
-def markdown() -> str:
-    """docs/config.md: every key, then the per-dataset recipes and the scaled time constants."""
-    rows = describe()
-    cols = list(rows[0])
-    lines = ["# Config keys (generated by `python -m pcl.schema`; do not edit)", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
-    lines += ["", "## Per-dataset recipes", "",
-              ("CIFAR: the recipe of the ONE and OKDDip codebases that PCL builds on (SGD, Nesterov momentum 0.9, "
-               "lr 0.1, x0.1 at each milestone); ImageNet: our choice, the usual ResNet-18 schedule. Both are "
-               "reconstructed (not stated in the paper)."), "",
-              "| dataset | epochs | batch_size | weight_decay | milestones |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r.epochs} | {r.batch_size} | {r.weight_decay:g} | {', '.join(map(str, r.milestones))} "
-              f"(scaled to `epochs`) |" for name, r in RECIPES.items()]
-    lines += ["", "## Time constants scaled with the run", "",
-              f"Method options declared as time constants ({time_constant_names()}) keep the paper's share of the run "
-              f"({REFERENCE_EPOCHS} epochs, {REFERENCE_STEPS:,} steps) unless set explicitly: ramp-up 80 of 300 "
-              "epochs, temporal-mean window 1/(1 - ema_decay) = 1,000 of 117,000 steps. The values used are in "
-              "each run's config.", ""]
-    return "\n".join(lines)

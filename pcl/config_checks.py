@@ -1,0 +1,110 @@
+"""Value checks of config keys: each takes (key, value) and returns the normalized value, or raises ConfigError
+naming the key, the value and what is allowed. pcl.schema builds its key table from them. Standard library only.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type, out of range, or wrong together with another; raised before any training,
+    record, checkpoint or lock. Its message names the key, the value and what is allowed."""
+
+
+# ---- value checks: (key, value) -> normalized value, or ConfigError --------------------------------------------
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config key {key!r}={value!r} is invalid: must be {allowed}")
+
+
+def integer(minimum: int, allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+
+    def check(key: str, value: Any) -> int | None:
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise _bad(key, value, allowed)
+        return int(value)
+    return check, allowed
+
+
+def real(ok: Callable[[float], bool], allowed: str, allow_none: bool = False
+         ) -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> float | None:
+        if value is None and allow_none:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or not ok(value)):
+            raise _bad(key, value, allowed)
+        return float(value)
+    return check, allowed
+
+
+def boolean() -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _bad(key, value, "True or False")
+        return value
+    return check, "True or False"
+
+
+def text(allow_none: bool = False, pattern: str | None = None, allowed: str | None = None
+         ) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = allowed or ("a string" + (" or None" if allow_none else ""))
+
+    def check(key: str, value: Any) -> str | None:
+        if value is None and allow_none:
+            return None
+        if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
+            raise _bad(key, value, allowed)
+        return value
+    return check, allowed
+
+
+def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:
+    """One of a registry's names (read when checking, so registries stay the one list)."""
+    def check(key: str, value: Any) -> str:
+        allowed = sorted(names())
+        if not isinstance(value, str) or value not in allowed:
+            raise _bad(key, value, f"one of {', '.join(allowed)}")
+        return value
+
+    class Allowed:  # the registry's names, read when shown
+        def __str__(self) -> str:
+            return "one of " + ", ".join(sorted(names()))
+    return check, Allowed()
+
+
+def epochs_list() -> tuple[Callable[[str, Any], Any], str]:
+    allowed = "a list of increasing epochs >= 1, or None (the recipe's, scaled to `epochs`)"
+
+    def check(key: str, value: Any) -> list[int] | None:
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _bad(key, value, allowed)
+        out = [integer(1)[0](key, m) for m in value]
+        if out != sorted(out):
+            raise _bad(key, value, allowed)
+        return out
+    return check, allowed
+
+
+def mapping() -> tuple[Callable[[str, Any], Any], str]:
+    def check(key: str, value: Any) -> dict[str, Any]:
+        value = {} if value is None else value
+        if not isinstance(value, Mapping):
+            raise _bad(key, value, "a dict of the method's options")
+        return dict(value)
+    return check, "a dict of the method's options"
+
+
+def _seeds(key: str, value: Any) -> list[int]:
+    seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise _bad(key, value, "a non-empty list of distinct integers >= 0")
+    return list(seeds)
