@@ -43,12 +43,16 @@ def real(ok: Callable[[float], bool], allowed: str, allow_none: bool = False
     return check, allowed
 
 
-def boolean() -> tuple[Callable[[str, Any], Any], str]:
-    def check(key: str, value: Any) -> bool:
+def boolean(allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = "True or False" + (" or None" if allow_none else "")
+
+    def check(key: str, value: Any) -> bool | None:
+        if value is None and allow_none:
+            return None
         if not isinstance(value, bool):
-            raise _bad(key, value, "True or False")
+            raise _bad(key, value, allowed)
         return value
-    return check, "True or False"
+    return check, allowed
 
 
 def text(allow_none: bool = False, pattern: str | None = None, allowed: str | None = None

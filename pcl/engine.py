@@ -13,6 +13,7 @@ global RNG state (pcl.seeding) is saved with the weights.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,6 +30,10 @@ from pcl.schema import CIFAR_RECIPE, KEYS, ConfigError, scaled_milestones
 from pcl.seeding import rng_state, set_rng_state
 from pcl.step import EpochAccumulator, autocast_for, train_step
 
+
+
+#: seconds between two progress lines inside an epoch when no bar is shown
+HEARTBEAT_S = 60.0
 
 
 class Loader(Protocol):
@@ -95,7 +100,8 @@ class TrainResult:
 
 # ---- evaluation ----------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: bool = False) -> dict[str, float]:
+def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: bool = False,
+             heartbeat: Heartbeat | None = None) -> dict[str, float]:
     """Top-1 and top-5 error (%) of every head on the un-augmented test split; one host read at the end
     (`progress`: a bar over the batches).
 
@@ -109,7 +115,11 @@ def evaluate(method: Method, loader: Loader, precision: str = "fp32", progress: 
     disagree: torch.Tensor | None = None
     total = 0
     loader.set_epoch(0)
-    for views, targets in _progress(loader, progress, "evaluation"):
+    if heartbeat is not None:
+        heartbeat.start("evaluation", len(loader), _images_per_batch(loader))
+    for step, (views, targets) in enumerate(_progress(loader, progress, "evaluation")):
+        if heartbeat is not None:
+            heartbeat.tick(step)
         with autocast_for(views[0].device, precision):
             heads = method.eval_heads(views[0])
         total += targets.shape[0]
@@ -151,10 +161,11 @@ def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
 
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
-          callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+          callbacks: Iterable[MetricsCallback] = (), progress: bool | None = False,
           should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
           fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True,
-          epoch_log: Callable[[str], None] | None = print, processes: int = 1) -> TrainResult:
+          epoch_log: Callable[[str], None] | None = print, processes: int = 1, eval_every: int = 1,
+          heartbeat_s: float = HEARTBEAT_S) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
 
     callbacks receive (epoch, metrics) after every epoch: every loss term, every head's train/test top-1 and
@@ -171,8 +182,14 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     processes training these steps together, each on its slice of the batch: `images_per_s` counts all of them (the
     train errors and losses stay this process's slice).
     `epoch_log` receives one plain line per epoch (`epoch_line`; None: silent); `progress` adds bars over training
-    and evaluation.
+    and evaluation (None: bars when stderr is a terminal). Without bars, `epoch_log` also gets a line every
+    `heartbeat_s` seconds inside an epoch (steps done, images/s, the epoch's time left), so a slow epoch is never
+    silent. `eval_every`: evaluate every that many epochs and always the last one; evaluation changes no trained
+    number (eval mode, no gradient, its own data order), so the cadence is bookkeeping.
     """
+    if progress is None:
+        progress = sys.stderr.isatty()
+    beat = None if progress or epoch_log is None else Heartbeat(epoch_log, heartbeat_s)
     if fast_path not in fastpath.FAST_PATHS:
         raise ValueError(f"fast_path={fast_path!r} is invalid; allowed: {', '.join(fastpath.FAST_PATHS)}")
     device = next(method.parameters()).device
@@ -214,9 +231,13 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         t0 = time.perf_counter()
         batches = _progress(train_loader if fast is None else fast.batches(train_loader), progress,
                             f"epoch {epoch + 1}/{recipe.epochs}", len(train_loader))
+        if beat is not None:
+            beat.start(f"epoch {epoch + 1}/{recipe.epochs}", len(train_loader), _images_per_batch(train_loader))
         for step, batch in enumerate(batches):
             if should_stop is not None and should_stop():
-                raise TrainingInterrupted(epoch, str(path) if path else None)
+                raise TrainingInterrupted(epoch, str(path) if path and path.exists() else None)
+            if beat is not None:
+                beat.tick(step)
             if fast is not None:
                 total = fast.step(batch)
             else:
@@ -237,8 +258,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
         metrics["lr"] = recipe.lr_at(epoch)
         metrics["epoch_time_s"] = train_time
         metrics["images_per_s"] = acc.images * processes / max(train_time, 1e-9)
-        if test_loader is not None:
-            metrics.update(evaluate(method, test_loader, recipe.precision, progress=progress))
+        if test_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
+            metrics.update(evaluate(method, test_loader, recipe.precision, progress=progress, heartbeat=beat))
             metrics.update(deployed_metrics(metrics, method.deployed_head))
         metrics["epoch"] = epoch + 1
         history.append(metrics)
@@ -294,6 +315,41 @@ def _clock(seconds: float) -> str:
 def _raise_nonfinite(epoch: int, step: int, path: Path | None) -> None:
     raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} (1-based); "
                              f"last good checkpoint: {path if path and path.exists() else 'none'}")
+
+
+class Heartbeat:
+    """A plain progress line every `interval_s` seconds inside a long loop (training steps or evaluation), for logs
+    and terminals without a bar: "epoch 3/10  step 120/390 (31%)  412 images/s  1:05 left in this phase".
+
+    Reads only the host clock between steps (no device synchronisation: on a GPU the rate counts launched steps,
+    which run at most a few steps ahead of the device)."""
+
+    def __init__(self, log: Callable[[str], None], interval_s: float = HEARTBEAT_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log, self.interval_s, self.clock = log, interval_s, clock
+        self.what, self.total, self.batch, self.t0, self.next_at = "", 0, 0.0, 0.0, 0.0
+
+    def start(self, what: str, total: int, images_per_batch: float) -> None:
+        self.what, self.total, self.batch = what, total, images_per_batch
+        self.t0 = self.clock()
+        self.next_at = self.t0 + self.interval_s
+
+    def tick(self, step: int) -> None:
+        """Called before step `step` (0-based); logs a line when the interval has passed."""
+        now = self.clock()
+        if now < self.next_at or step == 0:
+            return
+        self.next_at = now + self.interval_s
+        elapsed = now - self.t0
+        rate = step / elapsed if elapsed > 0 else 0.0
+        left = (self.total - step) / rate if rate > 0 else 0.0
+        share = f" ({100 * step / self.total:.0f}%)" if self.total else ""
+        images = f"  {rate * self.batch:,.0f} images/s" if self.batch else ""
+        self.log(f"{self.what}  step {step}/{self.total}{share}{images}  {_clock(left)} left in this phase")
+
+
+def _images_per_batch(loader: Loader) -> float:
+    return getattr(loader, "num_images", 0) / max(len(loader), 1)
 
 
 def _progress(loader: Iterable, enabled: bool, desc: str, total: int | None = None):

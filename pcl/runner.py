@@ -92,7 +92,7 @@ def environment_info(device: torch.device | None = None, processes: int = 1) -> 
 
 
 def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, resume: bool = True,
-        callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+        callbacks: Iterable[MetricsCallback] = (), progress: bool | None = False,
         should_stop: Callable[[], bool] | None = None,
         on_start: Callable[[dict[str, Any]], None] | None = None) -> RunOutcome:
     """Train one run config (pcl.schema keys; normalized here). Checkpoint and deployed model go to
@@ -130,7 +130,8 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
 
 
 def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device: torch.device,
-           checkpoint_dir: str | Path | None, resume: bool, callbacks: Iterable[MetricsCallback], progress: bool,
+           checkpoint_dir: str | Path | None, resume: bool, callbacks: Iterable[MetricsCallback],
+           progress: bool | None,
            should_stop: Callable[[], bool] | None,
            on_start: Callable[[dict[str, Any]], None] | None) -> RunOutcome:
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
@@ -161,7 +162,8 @@ def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device
     result = distributed.train_distributed(
         method, train_loader, test_loader, recipe, env, fast_path=cfg["fast_path"],
         channels_last=cfg["channels_last"], checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None,
-        resume=resume, callbacks=callbacks, progress=progress, should_stop=should_stop)
+        resume=resume, callbacks=callbacks, progress=progress, should_stop=should_stop,
+        eval_every=cfg["eval_every"])
     method = distributed.unwrap(method)
     deployed_path = None
     if ckpt_dir is not None and env.is_main:

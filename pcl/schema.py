@@ -149,7 +149,12 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("checkpoint_root", "infra", "checkpoints", text(), "checkpoints under checkpoint_root/run_key/",
         example="elsewhere"),
     Key("force", "infra", False, boolean(), "train a COMPLETED run_key again from scratch", example=True),
-    Key("progress", "infra", False, boolean(), "progress bar over training and evaluation", example=True),
+    Key("progress", "infra", None, boolean(allow_none=True),
+        "progress bars over training and evaluation (None: when stderr is a terminal); without bars a plain line "
+        "at least every minute inside an epoch", example=True),
+    Key("eval_every", "infra", 1, integer(1),
+        "evaluate every head on the test set every this many epochs, and always the last epoch (changes no trained "
+        "number)", unit="epochs", example=5),
     Key("experiment", "infra", "", text(), "the script that runs it (set by the driver)", example="table2"),
     Key("label", "infra", "", text(), "the grid cell's name (set by the driver)", example="pcl/resnet32"),
     Key("comment", "infra", "", text(), "a note recorded with each run (Sacred's -c COMMENT)",

@@ -167,3 +167,34 @@ def test_progress_bar_per_epoch(tiny_loaders, capsys):
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err
     assert f"{len(loaders[0])}/{len(loaders[0])}" in err  # every batch of the epoch went through the bar
+
+
+def test_a_heartbeat_line_every_interval_inside_a_phase():
+    from pcl.engine import Heartbeat
+
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat(lines.append, interval_s=60.0, clock=lambda: now[0])
+    beat.start("epoch 3/10", total=400, images_per_batch=128)
+    for step in range(400):
+        now[0] = step * 1.0  # one step a second: a line at 60 s, 120 s, ...
+        beat.tick(step)
+    assert len(lines) == 6 and lines[0].startswith("epoch 3/10  step 60/400 (15%)  128 images/s")
+    assert lines[0].endswith("0:05:40 left in this phase")
+    beat.start("evaluation", total=10, images_per_batch=0)
+    beat.tick(0)
+    assert len(lines) == 6  # the first step of a phase never logs
+
+
+def test_a_long_epoch_without_a_bar_talks(tiny_loaders):
+    """No bar (progress None on a non-terminal): the epoch log gets progress lines inside the epoch (every
+    heartbeat_s) and during evaluation, and one line per epoch."""
+    loaders = tiny_loaders()
+    torch.manual_seed(0)
+    method = build_method("baseline", "tiny_resnet8", loaders[2])
+    lines: list[str] = []
+    train(method, loaders[0], loaders[1], Recipe(epochs=1, milestones=(1,)), progress=None,
+          epoch_log=lines.append, heartbeat_s=0.0)
+    assert any(" step " in line and "images/s" in line and line.startswith("epoch 1/1") for line in lines)
+    assert any(line.startswith("evaluation  step ") for line in lines)
+    assert lines[-1].startswith("epoch 1/1  lr ")

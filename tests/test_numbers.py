@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcl import schema, tracking
+from pcl import registry, schema, tracking
 from pcl.data import DeviceLoader, make_synthetic
 from pcl.losses import rampup
 
@@ -53,6 +53,17 @@ def test_settings_outside_the_run_key_leave_every_number_bit_identical(tmp_path,
             assert torch.equal(other_weights[param], tensor), (name, param)
 
 
+def test_evaluation_cadence_changes_no_trained_number(tmp_path):
+    """eval_every=2 over 3 epochs: the same run_key, train curves and final weights to the bit; the test curves
+    have epochs 2 and 3 (the last epoch is always evaluated) with the values of an every-epoch run."""
+    key, curves, weights = _train(tmp_path, "every_epoch", epochs=3)
+    other_key, other_curves, other_weights = _train(tmp_path, "sparse", epochs=3, eval_every=2)
+    assert other_key == key and other_curves.keys() == curves.keys()
+    for metric, values in curves.items():
+        assert other_curves[metric] == (values[1:] if metric.startswith("test/") else values), metric
+    assert all(torch.equal(other_weights[p], w) for p, w in weights.items())
+
+
 def test_iterating_a_loader_has_no_side_effects():
     """An epoch's order and augmentation are a function of (seed, epoch) set through set_epoch only."""
     split, _, _ = make_synthetic(4, 64, 16, seed=0, image_size=8)
@@ -69,15 +80,19 @@ def test_iterating_a_loader_has_no_side_effects():
 
 
 # ---- a short schedule keeps the recipe's proportions ------------------------------------------------------------
-RAMPED = ("pcl", "one", "cl_ilr", "ffl", "okddip")
+#: the declared methods with a ramp-up by default (a time constant of the paper's schedule)
+RAMPED = tuple(name for name, spec in registry.methods().items()
+               if spec.time_constants.get("rampup_length") == "epochs" and spec.defaults["rampup_length"] > 0)
 
 
 def test_the_papers_300_epoch_recipe_is_unchanged():
     cfg = schema.normalize_run_config({"dataset": "cifar100", "method": "pcl"})
     assert cfg["epochs"] == 300 and cfg["milestones"] == [150, 225]
     assert cfg["options"]["rampup_length"] == 80 and cfg["options"]["ema_decay"] == 0.999
+    assert "pcl" in RAMPED
     for method in RAMPED:
-        assert schema.normalize_run_config({"method": method})["options"]["rampup_length"] == 80
+        default = registry.method(method).defaults["rampup_length"]
+        assert schema.normalize_run_config({"method": method})["options"]["rampup_length"] == default
 
 
 @pytest.mark.parametrize("method", RAMPED)

@@ -366,3 +366,15 @@ def test_imagenet_folder_is_checked_before_the_grid(tmp_path):
     (tmp_path / "train" / "n01").mkdir(parents=True)
     with pytest.raises(DataError, match=r"'data_root'=.*ImageNet"):
         check_data("imagenet", tmp_path)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_none_was_written(tmp_path, capsys, monkeypatch):
+    import pcl.tracking.run as tracked
+
+    runs = _smoke_runs(tmp_path, epochs=2)
+    monkeypatch.setattr(tracked, "stop_requested", lambda: True)  # a stop before the first step
+    report = tracking.run_grid(runs, results_dir=tmp_path / "results")
+    out = capsys.readouterr().out
+    assert [r.status for r in report.runs] == ["PREEMPTED"]
+    assert "no checkpoint was written yet" in out and "stays and the next start resumes" not in out
+    assert not (tmp_path / "ck" / runs[0]["run_key"] / "checkpoint.pt").exists()

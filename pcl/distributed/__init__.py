@@ -189,7 +189,7 @@ def collective_stop(should_stop: Callable[[], bool] | None, every: int = 20) -> 
 
 def train_distributed(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe,
                       env: DistEnv, *, checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
-                      callbacks: Iterable[MetricsCallback] = (), progress: bool = False,
+                      callbacks: Iterable[MetricsCallback] = (), progress: bool | None = False,
                       should_stop: Callable[[], bool] | None = None, stop_check_every: int = 20,
                       **train_kwargs: Any) -> TrainResult:
     """pcl.engine.train on every rank (method from prepare_method, loader from build_loaders(..., rank=, world_size=)): rank 0 evaluates,
@@ -203,7 +203,7 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
         train_kwargs["epoch_log"] = None
     result = train(method, train_loader, test_loader if main else None, recipe,
                    checkpoint_path=checkpoint_path, resume=resume, callbacks=callbacks if main else (),
-                   progress=progress and main, should_stop=collective_stop(should_stop, stop_check_every),
+                   progress=progress if main else False, should_stop=collective_stop(should_stop, stop_check_every),
                    write_checkpoints=main, processes=env.world_size, **train_kwargs)
     if env.distributed:
         broadcast_state(method)

@@ -262,8 +262,12 @@ def _run_sacred(cfg: dict[str, Any], store: Store, name: str, ckpt_dir: Path,
             info.update(completed_epochs=err.completed_epochs, preempted=True,
                         checkpoint_path=str(ckpt_path.resolve()) if ckpt_path.exists() else None,
                         stop_signal=signal.Signals(sig).name if sig else "request_stop")
-            raise Preempted(f"run {key} preempted after {err.completed_epochs} completed epoch(s); the "
-                            f"checkpoint {ckpt_path} stays and the next start resumes from it") from None
+            if ckpt_path.exists():  # say only what is on disk
+                after = (f"the checkpoint {ckpt_path} (epoch {err.completed_epochs}) stays and the next start "
+                         "resumes from it")
+            else:
+                after = "no checkpoint was written yet (the first epoch did not end): the next start begins anew"
+            raise Preempted(f"run {key} preempted after {err.completed_epochs} completed epoch(s); {after}") from None
         info.update(completed_epochs=int(outcome.result.history[-1]["epoch"]) if outcome.result.history else 0,
                     resumed_from_epoch=outcome.result.resumed_from_epoch,
                     checkpoint_path=str(Path(outcome.result.checkpoint_path).resolve()),
