@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pcl import registry as declared
+
 from pcl import results
 from slurm import cluster, launch_all, options, plan, status
 
@@ -179,8 +181,15 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule():
     assert plan.throughput(table, "resnet32", "pcl") == (2680.0, "measured")
     ips, how = plan.throughput(table, "resnet110", "pcl")  # pcl/baseline on resnet32 x resnet110's baseline
     assert ips == pytest.approx(4000 * 2680 / 13793) and how.startswith("rule: method/baseline")
+    # no row for the backbone: resnet32's baseline row / the backbone's declared cost, x the method's measured ratio
     ips, how = plan.throughput(table, "tiny_resnet8", "dml")
-    assert ips == 4261.0 and "slowest" in how
+    tiny = declared.backbone("tiny_resnet8").relative_cost
+    assert ips == pytest.approx(13793 / tiny * 4261 / 13793) and "backbone's declared cost" in how
+    # no measured row of the method at all: its declared cost relative to the baseline
+    for name, spec in declared.methods().items():
+        if not ((table["method"] == name) & (table["backbone"] == "resnet32")).any():
+            ips, how = plan.throughput(table, "resnet110", name)
+            assert ips == pytest.approx(4000 / spec.relative_cost) and "method's declared cost" in how
     run = plan.Planned({"backbone": "resnet32", "method": "pcl", "dataset": "cifar100", "epochs": 300,
                         "train_subset": None}, ["table2"])
     plan.estimate([run], table)
