@@ -114,9 +114,10 @@ def metric_value(record: Mapping[str, Any], name: str) -> float | None:
     return None if series.empty else float(series.sort_values("step")["value"].iloc[-1])
 
 
-def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> float:
+def result_lookup(attempt: Mapping[str, Any], head: str | None, select: str) -> float | None:
     """Top-1 error (%) of one COMPLETED attempt: the deployed head (head None) or `head`, at the last epoch
-    (select="last") or at its best epoch on the test set (select="best"); NaN when the run has no such head.
+    (select="last") or at its best epoch on the test set (select="best"); None when the run has no such head,
+    NaN when it recorded NaN (a diverged run: not the same as a head it does not have).
 
     Keys read: result `deployed/top1_err` (or metric `test/top1_err/deployed`), `last/top1_err/HEAD`,
     `best_on_test/top1_err/HEAD`, else the last value of metric `test/top1_err/HEAD`.
@@ -125,7 +126,7 @@ def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> f
     name = head or attempt.get("deployed_head")
     if select == "best":
         value = result.get(f"best_on_test/top1_err/{name}")
-        return float("nan") if value is None else float(value)
+        return None if value is None else float(value)
     if head is None and result.get("deployed/top1_err") is not None:
         return float(result["deployed/top1_err"])
     if result.get(f"last/top1_err/{name}") is not None:
@@ -134,7 +135,13 @@ def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> f
         value = metric_value(attempt["record"], metric)
         if value is not None:
             return value
-    return float("nan")
+    return None
+
+
+def result_value(attempt: Mapping[str, Any], head: str | None, select: str) -> float:
+    """result_lookup with NaN for a head the run does not have."""
+    value = result_lookup(attempt, head, select)
+    return float("nan") if value is None else value
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,14 +196,17 @@ def planned_status(plan: Sequence[Mapping[str, Any]], attempts: pd.DataFrame, *,
             done = group[group["status"] == "completed"]
             chosen = (done if len(done) else group).iloc[-1]
             row.update(status=chosen["status"], attempts=len(group))
-        value = float("nan")
+        value, row["nan_result"] = float("nan"), False
         if chosen is not None and chosen["status"] == "completed":
-            value = result_value(chosen, head, select)
+            found = result_lookup(chosen, head, select)
+            value = float("nan") if found is None else found
+            row["nan_result"] = found is not None and found != found  # recorded NaN (diverged), not "no head"
         for key in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source",
                     "experiment"):
             if chosen is not None and chosen[key] is not None and not (key == "experiment" and row.get(key)):
                 row[key] = chosen[key]
-        row.setdefault("deployed_head", None)
+        for key in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source"):
+            row.setdefault(key, None)  # a record of an older version (no info.json) has none of them
         row["recorded_by"] = None if chosen is None else chosen["experiment"]
         row["value"] = value
         row["attempt"] = None if chosen is None else chosen.to_dict()

@@ -108,14 +108,16 @@ class Table:
 # ---- aggregation ---------------------------------------------------------------------------------------------
 def _head_rows(status: pd.DataFrame, heads: Sequence[str], select: str) -> pd.DataFrame:
     """The PCL-E table: each planned run once per head, its value that head's error."""
-    from analysis.runs import result_value
+    from analysis.runs import result_lookup
 
     frames = []
     for head in heads:
         frame = status.copy()
         frame["column"] = head
-        frame["value"] = [result_value(a, head, select) if s == "completed" else math.nan
-                          for a, s in zip(frame["attempt"], frame["status"])]
+        found = [result_lookup(a, head, select) if s == "completed" else None
+                 for a, s in zip(frame["attempt"], frame["status"])]
+        frame["value"] = [math.nan if v is None else v for v in found]
+        frame["nan_result"] = [v is not None and math.isnan(v) for v in found]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -177,6 +179,10 @@ def aggregate(spec: TableSpec, status: pd.DataFrame, dataset: str, *, head: str 
     cells = counts.join(stats, how="left")
     cells["n_planned"] = runs.groupby(["row", "column"], sort=False).size()
     cells["n"] = cells["n"].fillna(0).astype(int)
+    nan_flag = runs["nan_result"].fillna(False).astype(bool) if "nan_result" in runs else False
+    nan_runs = runs[runs["status"].eq("completed") & nan_flag]
+    cells["nan_results"] = nan_runs.groupby(["row", "column"], sort=False).size().reindex(
+        cells.index, fill_value=0).astype(int)  # completed runs that recorded NaN (diverged)
     params = done.groupby(["row", "column"], sort=False)[["params_train", "params_deployed"]].median()
     cells = cells.join(params, how="left") if len(params) else cells.assign(params_train=math.nan,
                                                                              params_deployed=math.nan)
@@ -223,6 +229,9 @@ def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
 def _ours_text(c: Mapping[str, Any]) -> str:
+    nan_results = int(c.get("nan_results") or 0)
+    if c["n"] == 0 and c["completed"] and nan_results:
+        return f"NaN ({nan_results} of {c['completed']} completed runs recorded NaN: diverged)"
     if c["n"] == 0 and c["completed"]:  # --head names a head these runs do not have
         return f"no such head ({c['completed']} completed runs)"
     if c["n"] == 0:
@@ -231,7 +240,7 @@ def _ours_text(c: Mapping[str, Any]) -> str:
         text = f"{c['mean']:.2f}"
     else:
         text = f"{c['mean']:.2f} ± {c['std']:.2f}"
-    others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]]
+    others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]] + ([f"{nan_results} NaN"] if nan_results else [])
     count = f"n={c['n']}" if c["n"] == c["n_planned"] else f"n={c['n']}/{c['n_planned']}"
     text += f" ({count}{': ' + ', '.join(others) if others else ''})"
     return text + (MARK_FEW if c["n"] < c["n_planned"] else "")

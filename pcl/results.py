@@ -5,14 +5,27 @@ A store is a file-store folder (str/Path), a MongoDB URL ("mongodb://..."), a py
 state). Every attempt of a run is a record; records of the same experiment share `run_key`. `load_runs` keeps, per
 run_key, the latest COMPLETED attempt (else the latest attempt), so preempted-and-resumed runs count once.
 
+Records are read from outside (a shared database, a folder another version or another user wrote): this module
+is the one safe reader every command uses. A record that is damaged, foreign (another project's document in a
+shared database), of an older version or half-written is skipped with one warning line on stderr that names it
+(once per process, `skipped_records()` lists them) and the others are read on; a record's files are read only
+inside its own folder (no symbolic links, nothing bigger than MAX_FILE_BYTES, no FIFO that would block), and
+every field a reader uses has the type it expects (`check_record`).
+
 Only pandas and (for MongoDB, lazily) pymongo are imported: no Sacred, no torch.
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
+import numbers
+import os
 import re
-import warnings
-from pathlib import Path
+import stat
+import sys
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
@@ -59,32 +72,248 @@ def _source_name(kind: str, where: Any) -> str:
     return f"mongo:{where.name}" if kind == "mongo" else f"file:{where}"
 
 
+# ---- the boundary: files of a record, skipped records ---------------------------------------------------------
+#: the largest file of a record that is read (a record this suite writes is a few MB at most)
+MAX_FILE_BYTES = 256 << 20
+#: Sacred's statuses and the suite's older PREEMPTED
+KNOWN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "TIMED_OUT", "PREEMPTED")
+_SKIPPED: dict[str, str] = {}
+
+
+class RecordError(ValueError):
+    """A record, or a file of one, that cannot be used: damaged, foreign, of an older version or half-written."""
+
+
+def one_line(value: Any, limit: int = 300) -> str:
+    """Text from a record as one printable line for a terminal (no control characters or escape codes)."""
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") else ch
+                            for ch in text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def skip_record(where: Any, reason: Any) -> None:
+    """Name a skipped record: one warning line on stderr, once per record per process."""
+    where, reason = one_line(where), one_line(reason)
+    if where not in _SKIPPED:
+        _SKIPPED[where] = reason
+        sys.stderr.write(f"warning: skipping run record {where}: {reason}\n")
+
+
+def skipped_records() -> dict[str, str]:
+    """Every record skipped so far in this process: where -> why."""
+    return dict(_SKIPPED)
+
+
+def safe_path(folder: Path, relative: Any) -> Path:
+    """folder/relative when `relative` is a relative path that stays inside `folder` with no symbolic link on
+    the way (the file itself need not exist); RecordError otherwise (absolute, `..`, a link, not a string)."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise RecordError(f"file name {relative!r} is not a relative path")
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    if (relative.startswith(("/", "\\", "~")) or PureWindowsPath(relative).drive or ".." in parts
+            or not parts):
+        raise RecordError(f"file name {relative!r} leaves {folder}")
+    path = Path(folder)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise RecordError(f"{path} is a symbolic link (a record's files are read only inside its folder)")
+    return path
+
+
+def read_file(folder: Path, relative: Any, limit: int = MAX_FILE_BYTES) -> bytes | None:
+    """The bytes of a regular file inside `folder` (safe_path), None when it does not exist; RecordError for a
+    link, a FIFO/device/folder, a file bigger than `limit` or one that cannot be read."""
+    path = safe_path(folder, relative)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RecordError(f"{path} is a symbolic link") from None
+        raise RecordError(f"{path}: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise RecordError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise RecordError(f"{path} holds {info.st_size} bytes, more than {limit}")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise RecordError(f"{path}: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise RecordError(f"{path} holds more than {limit} bytes")
+    return data
+
+
+def read_json(folder: Path, relative: str, limit: int = MAX_FILE_BYTES) -> Any:
+    """A JSON file inside `folder` (read_file), None when absent; RecordError when it is not JSON."""
+    data = read_file(folder, relative, limit)
+    return None if data is None else _parse_json(data, relative)
+
+
+def _parse_json(data: bytes, name: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:  # half-written, damaged, not UTF-8, nested beyond reason
+        raise RecordError(f"{name} is not JSON ({type(err).__name__}: {str(err)[:100]})") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check(ok: bool, what: str, value: Any, want: str) -> None:
+    if not ok:
+        shown = type(value).__name__ if isinstance(value, (dict, list)) else one_line(value, 60)
+        raise RecordError(f"{what} is {shown}, not {want}")
+
+
+def _dict_or_empty(record: dict[str, Any], key: str) -> dict[str, Any]:
+    value = record.get(key)
+    if value is None:
+        return {}
+    _check(isinstance(value, dict), key, value, "a mapping")
+    return value
+
+
+def check_record(record: Any) -> dict[str, Any]:
+    """The record with every field a reader uses of the type it expects (config, info, meta, host, experiment
+    mappings; run_key a string; the names of CONFIG_COLUMNS strings; seeds and counts integers; the result a
+    mapping of numbers; times strings or datetimes); RecordError naming the first field that is not."""
+    _check(isinstance(record, dict), "the record", record, "a mapping")
+    config = record.get("config")
+    _check(isinstance(config, dict), "config", config, "a mapping")
+    for key in ("info", "meta", "host", "experiment"):
+        record[key] = _dict_or_empty(record, key)
+    info, meta = record["info"], record["meta"]
+    status = record.get("status")
+    _check(isinstance(status, str) and status in KNOWN_STATUSES, "status", status, "a run status")
+    run_key = config.get("run_key") if config.get("run_key") is not None else info.get("run_key")
+    if run_key is None:
+        raise RecordError("no run_key: not a record of this suite")
+    _check(isinstance(run_key, str) and run_key != "", "config.run_key", run_key, "a string")
+    for key in ("experiment", "label", "dataset", "backbone", "method"):
+        _check(config.get(key) is None or isinstance(config[key], str), f"config.{key}", config.get(key),
+               "a string")
+    for key in ("seed", "peers", "epochs"):
+        _check(config.get(key) is None or _int(config[key]), f"config.{key}", config.get(key), "an integer")
+    _check(meta.get("attempt_id") is None or isinstance(meta["attempt_id"], str), "meta.attempt_id",
+           meta.get("attempt_id"), "a string")
+    _check(info.get("attempt_id") is None or isinstance(info["attempt_id"], str), "info.attempt_id",
+           info.get("attempt_id"), "a string")
+    for key in ("start_time", "stop_time", "heartbeat"):
+        value = record.get(key)
+        _check(value is None or isinstance(value, str) or hasattr(value, "isoformat"), key, value, "a time")
+    result = record.get("result")
+    _check(result is None or isinstance(result, dict), "result", result, "a mapping of numbers")
+    for key, value in (result or {}).items():
+        _check(value is None or _number(value), f"result[{one_line(key, 60)}]", value, "a number")
+    _check(info.get("deployed_head") is None or isinstance(info["deployed_head"], str), "info.deployed_head",
+           info.get("deployed_head"), "a string")
+    _check(info.get("num_classes") is None or _int(info["num_classes"]), "info.num_classes",
+           info.get("num_classes"), "an integer")
+    counts = info.get("parameter_counts")
+    _check(counts is None or isinstance(counts, dict), "info.parameter_counts", counts, "a mapping")
+    for key, value in (counts or {}).items():
+        _check(value is None or _number(value), f"info.parameter_counts[{one_line(key, 60)}]", value, "a number")
+    for key in ("experiments", "heads"):
+        value = info.get(key)
+        _check(value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
+               f"info.{key}", value, "a list of strings")
+    return record
+
+
 def _file_run_dirs(root: Path) -> list[Path]:
+    """The numbered run folders of a file store (a link in place of one is named and skipped)."""
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    out = []
+    for p in root.iterdir():
+        if p.name.isdigit():
+            if p.is_symlink():
+                skip_record(p, "a symbolic link, not a run folder of this store")
+            elif p.is_dir():
+                out.append(p)
+    return sorted(out, key=lambda p: int(p.name))
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def run_folders(root: Path) -> list[Path]:
+    """The numbered run folders of a file store, in order (a link in place of one is named and skipped)."""
+    return _file_run_dirs(Path(root))
 
 
-def _file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
-    if not (run_dir / "run.json").exists() or not (run_dir / "config.json").exists():
+def read_run_files(run_dir: Path, with_info: bool = True) -> tuple[dict, dict, dict] | None:
+    """(run.json, config.json, info.json or {}) of a file-store folder as mappings, read inside it (read_json);
+    None while Sacred is still creating it (no run.json or config.json yet); RecordError otherwise."""
+    run_bytes, config_bytes = read_file(run_dir, "run.json"), read_file(run_dir, "config.json")
+    if run_bytes is None or config_bytes is None:
         return None  # a run being created right now (Sacred makes the folder first)
-    try:
-        run = _read_json(run_dir / "run.json")
-        config = _read_json(run_dir / "config.json")
-        info_path = run_dir / "info.json"
-        info = _read_json(info_path) if with_info and info_path.exists() else {}
-    except (OSError, ValueError) as err:  # a run starting right now, or a damaged folder
-        warnings.warn(f"skipping unreadable run record {run_dir}: {err}", stacklevel=3)
+    run, config = _parse_json(run_bytes, "run.json"), _parse_json(config_bytes, "config.json")
+    _check(isinstance(run, dict), "run.json", run, "a mapping")
+    _check(isinstance(config, dict), "config.json", config, "a mapping")
+    info = read_json(run_dir, "info.json") if with_info else None
+    _check(info is None or isinstance(info, dict), "info.json", info, "a mapping")
+    return run, config, info or {}
+
+
+def check_metrics(metrics: Any) -> dict[str, dict[str, Any]]:
+    """A metrics.json mapping (name -> {steps, values, timestamps}) with every series checked (RecordError)."""
+    _check(isinstance(metrics, dict), "metrics.json", metrics, "a mapping")
+    for name, series in metrics.items():
+        _checked_series(name, series)
+        timestamps = series.get("timestamps", [])
+        _check(isinstance(timestamps, list), f"timestamps of {one_line(name, 60)}", timestamps, "a list")
+    return metrics
+
+
+def read_file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
+    """The record of one file-store folder, checked (check_record); None while Sacred is still creating it (no
+    run.json or config.json yet); RecordError when it is damaged, foreign or of another shape."""
+    files = read_run_files(run_dir, with_info)
+    if files is None:
         return None
-    return {"run_id": run_dir.name, "status": run.get("status"), "config": config, "info": info,
-            "result": run.get("result"), "meta": run.get("meta") or {}, "start_time": run.get("start_time"),
-            "stop_time": run.get("stop_time"), "heartbeat": run.get("heartbeat"), "host": run.get("host") or {},
-            "experiment": run.get("experiment") or {}, "fail_trace": run.get("fail_trace"),
-            "path": str(run_dir)}
+    run, config, info = files
+    record = {"run_id": run_dir.name, "status": run.get("status"), "config": config,
+              "info": info, "result": run.get("result"), "meta": run.get("meta"),
+              "start_time": run.get("start_time"), "stop_time": run.get("stop_time"),
+              "heartbeat": run.get("heartbeat"), "host": run.get("host"), "experiment": run.get("experiment"),
+              "fail_trace": run.get("fail_trace"), "path": str(run_dir)}
+    return check_record(record)
+
+
+def file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
+    """read_file_record, or None (named once) when the record cannot be used."""
+    try:
+        return read_file_record(run_dir, with_info)
+    except (RecordError, OSError) as err:
+        skip_record(run_dir, err)
+        return None
+
+
+_file_record = file_record
+
+
+def _mongo_records(db: Any, query: dict[str, Any] | None, projection: dict[str, Any] | None) -> Iterator[dict]:
+    """The documents of `runs` matching `query` that are records of this suite, checked; another project's
+    documents (no string config.run_key) are passed over silently; damaged ones of ours are named once."""
+    for doc in db["runs"].find(query or {}, projection):
+        config = doc.get("config") if isinstance(doc, dict) else None
+        if not isinstance(config, dict) or config.get("run_key") is None:
+            continue  # a shared database: another project's (or a notebook's) document, not ours
+        doc["run_id"] = doc.pop("_id", None)
+        try:
+            yield check_record(doc)
+        except RecordError as err:
+            skip_record(f"mongo:{db.name} run {doc['run_id']}", err)
 
 
 def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
@@ -95,8 +324,7 @@ def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Itera
     """
     for kind, where in _sources(store):
         if kind == "mongo":
-            for doc in where["runs"].find(query or {}, _PROJECTION):
-                doc["run_id"] = doc.pop("_id")
+            for doc in _mongo_records(where, query, _PROJECTION):
                 doc["source"] = _source_name(kind, where)
                 doc["_db"] = where  # for load_metrics
                 yield doc
@@ -235,11 +463,12 @@ def completed_run_keys(store: StoreLike) -> set[str]:
     """run_keys with at least one COMPLETED record: what a launcher skips."""
     keys: set[str] = set()
     for kind, where in _sources(store):
-        if kind == "mongo":
-            keys.update(k for k in where["runs"].distinct("config.run_key", {"status": COMPLETED}) if k)
+        if kind == "mongo":  # not distinct(): it would count each element of a list-valued run_key
+            keys.update(r["config"]["run_key"] for r in _mongo_records(
+                where, {"status": COMPLETED}, {"config.run_key": 1, "status": 1}))
         else:
             for run_dir in _file_run_dirs(where):
-                record = _file_record(run_dir, with_info=False)
+                record = _file_record(run_dir)  # checked whole: a record the tables skip is not completed
                 if record is not None and record["status"] == COMPLETED and record["config"].get("run_key"):
                     keys.add(record["config"]["run_key"])
     return keys
@@ -255,12 +484,13 @@ def find_completed(store: StoreLike, run_key: str) -> dict[str, Any] | None:
 
 def has_completed(store: StoreLike, run_key: str) -> bool:
     for kind, where in _sources(store):
-        if kind == "mongo":
-            if where["runs"].find_one({"config.run_key": run_key, "status": COMPLETED}, {"_id": 1}) is not None:
+        if kind == "mongo":  # a list holding run_key matches the query too: only a string run_key counts
+            if any(r["config"]["run_key"] == run_key for r in _mongo_records(
+                    where, {"config.run_key": run_key, "status": COMPLETED}, {"config.run_key": 1, "status": 1})):
                 return True
         else:
             for run_dir in _file_run_dirs(where):
-                record = _file_record(run_dir, with_info=False)
+                record = _file_record(run_dir)
                 if record and record["status"] == COMPLETED and record["config"].get("run_key") == run_key:
                     return True
     return False
@@ -285,23 +515,43 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
 
 
 def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[tuple[str, list, list]]:
-    source = record["source"]
+    source = str(record.get("source") or "")
     if source.startswith("file:"):
-        path = Path(record["path"]) / "metrics.json"
+        where = Path(record["path"])
         try:
-            metrics = _read_json(path) if path.exists() else {}
-        except (OSError, ValueError):
-            metrics = {}
-        for name, series in metrics.items():
-            if names is None or name in names:
-                yield name, series.get("steps", []), series.get("values", [])
-        return
-    db = record["_db"]
-    query: dict[str, Any] = {"run_id": record["run_id"]}
-    if names is not None:
-        query["name"] = {"$in": sorted(names)}
-    for doc in db["metrics"].find(query):
-        yield doc["name"], doc.get("steps", []), doc.get("values", [])
+            metrics = read_json(where, "metrics.json")
+            _check(metrics is None or isinstance(metrics, dict), "metrics.json", metrics, "a mapping")
+        except RecordError as err:
+            skip_record(where / "metrics.json", err)
+            return
+        series_of = [(name, series) for name, series in (metrics or {}).items()]
+        where_text = str(where / "metrics.json")
+    else:
+        db = record["_db"]
+        query: dict[str, Any] = {"run_id": record["run_id"]}
+        if names is not None:
+            query["name"] = {"$in": sorted(names)}
+        series_of = [(doc.get("name"), doc) for doc in db["metrics"].find(query) if isinstance(doc, dict)]
+        where_text = f"{source} run {record.get('run_id')} metrics"
+    for name, series in series_of:
+        if names is not None and name not in names:
+            continue
+        try:
+            yield (name, *_checked_series(name, series))
+        except RecordError as err:
+            skip_record(f"{where_text} {one_line(name, 80)}", err)
+
+
+def _checked_series(name: Any, series: Any) -> tuple[list, list]:
+    """(steps, values) of one metric series: integer steps and numeric values (None -> NaN) of equal length."""
+    _check(isinstance(name, str), "the metric name", name, "a string")
+    _check(isinstance(series, dict), "the series", series, "a mapping")
+    steps, values = series.get("steps", []), series.get("values", [])
+    _check(isinstance(steps, list) and all(_int(s) for s in steps), "steps", steps, "a list of integers")
+    _check(isinstance(values, list) and all(v is None or _number(v) for v in values), "values", values,
+           "a list of numbers")
+    _check(len(steps) == len(values), "steps", len(steps), f"as many as the values ({len(values)})")
+    return list(steps), [math.nan if v is None else float(v) for v in values]
 
 
 __all__ = ["completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",

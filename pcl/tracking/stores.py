@@ -21,6 +21,7 @@ from sacred.observers import FileStorageObserver, MongoObserver
 from sacred.serializer import flatten
 
 from pcl.fsio import fsync_dir, os_error_in
+from pcl import results
 from pcl.tracking.errors import StoreUnavailable
 from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
 
@@ -354,14 +355,21 @@ def tag_reused(store: Store, run_key: str, experiment: str) -> list[str]:
                                                                       "info.experiments": {"$each": names}}})
             tagged.append(f"MongoDB record {doc['_id']}")
     run_dir = _latest_completed_dir(store.results_dir, run_key)
+    files = None
     if run_dir is not None:
-        run = json.loads((run_dir / "run.json").read_text())
-        config = json.loads((run_dir / "config.json").read_text())
+        try:
+            files = results.read_run_files(run_dir)  # read inside the folder, checked: a damaged one is left
+        except results.RecordError as err:
+            results.skip_record(run_dir, err)
+    if run_dir is not None and files is not None:
+        run, config, info = files
         info_path = run_dir / "info.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
         names = _experiment_names({"config": config, "experiment": run.get("experiment") or {}}, experiment)
-        tags = (run.setdefault("omniboard", {})).setdefault("tags", [])
-        used = info.setdefault("experiments", [])
+        if not isinstance(run.get("omniboard"), dict) or not isinstance(run["omniboard"].get("tags"), list):
+            run["omniboard"] = {"tags": []}
+        if not isinstance(info.get("experiments"), list):
+            info["experiments"] = []
+        tags, used = run["omniboard"]["tags"], info["experiments"]
         if not set(names) <= set(tags):
             tags += [n for n in names if n not in tags]
             _atomic_write_json(run, run_dir / "run.json")
@@ -380,15 +388,10 @@ def _experiment_names(doc: dict[str, Any], experiment: str) -> list[str]:
 
 def _latest_completed_dir(results_dir: Path, run_key: str) -> Path | None:
     best, best_time = None, ""
-    root = Path(results_dir)
-    for run_dir in (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else ():
-        try:
-            run = json.loads((run_dir / "run.json").read_text())
-            config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if run.get("status") == "COMPLETED" and config.get("run_key") == run_key:
-            when = str(run.get("stop_time") or "")
+    for run_dir in results.run_folders(Path(results_dir)):
+        record = results.file_record(run_dir)  # checked; a damaged record is named and skipped
+        if record is not None and record["status"] == "COMPLETED" and record["config"].get("run_key") == run_key:
+            when = str(record.get("stop_time") or "")
             if best is None or when > best_time:
                 best, best_time = run_dir, when
     return best

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import numbers
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping
 
 from sacred.observers import MongoObserver
 
+from pcl import results
 from pcl.safe_pickle import restricted_loads
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import FINAL_STATUSES
@@ -84,35 +84,73 @@ def _experiment_names(doc: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, Path | None]]]:
-    """(MongoObserver-shaped run document without _id, metrics by name, [(source name, stored copy)]) of one
-    file-store run."""
-    run = json.loads((run_dir / "run.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
-    info_path, metrics_path, cout_path = run_dir / "info.json", run_dir / "metrics.json", run_dir / "cout.txt"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+#: where Sacred's file store archives the sources of its runs (relative to the store)
+SOURCES_DIR = "_sources"
+
+
+def _archived_source(store_root: Path, stored: Any) -> bytes:
+    """The content of a source the run archived in its file store: `_sources/NAME` inside the store, a regular
+    file reached without links (pcl.results.read_file). A record that points anywhere else (an absolute path,
+    `..`, a link, another folder of the store) is not followed: RecordError."""
+    parts = PurePosixPath(stored).parts if isinstance(stored, str) else ()
+    if len(parts) != 2 or parts[0] != SOURCES_DIR:
+        raise results.RecordError(f"{stored!r} is not a file the run archived in {SOURCES_DIR}/")
+    data = results.read_file(store_root, stored)
+    if data is None:
+        raise results.RecordError(f"{stored} is missing")
+    return data
+
+
+def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, bytes | None]],
+                                                 list[str]]:
+    """(MongoObserver-shaped run document without _id, metrics by name, [(source name, archived content)],
+    [why a source has no content]) of one file-store run.
+
+    Every file is read inside the run's folder, or for sources inside the store's `_sources/`, through
+    pcl.results (no links, no path that leaves them; the record's base_dir is never read). RecordError (a
+    ValueError) for a damaged, half-written, foreign or older record."""
+    files = results.read_run_files(run_dir)
+    if files is None:
+        raise results.RecordError("no run.json or config.json (a run being created, or not a run folder)")
+    run, config, info = files
+    results.check_record({"status": run.get("status"), "config": config, "info": dict(info),
+                          "result": run.get("result"), "meta": run.get("meta"), "host": run.get("host"),
+                          "experiment": run.get("experiment"), "start_time": run.get("start_time"),
+                          "stop_time": run.get("stop_time"), "heartbeat": run.get("heartbeat")})
+    metrics = results.check_metrics(results.read_json(run_dir, "metrics.json") or {})
+    cout = results.read_file(run_dir, "cout.txt")
     experiment = dict(run.get("experiment") or {})
-    sources = []
-    for name, stored, *_ in experiment.get("sources", []):
-        copy = (run_dir.parent / stored) if isinstance(stored, str) else None  # relative to the file store
-        sources.append((name, copy if copy is not None and copy.is_file() else None))
+    listed = experiment.get("sources") or []
+    if not isinstance(listed, list) or not all(isinstance(s, (list, tuple)) and len(s) >= 2
+                                               and isinstance(s[0], str) for s in listed):
+        raise results.RecordError("experiment.sources is not a list of [name, stored copy]")
+    sources, missing = [], []
+    for name, stored, *_ in listed:
+        try:
+            sources.append((name, _archived_source(run_dir.parent, stored)))
+        except results.RecordError as err:
+            sources.append((name, None))
+            missing.append(f"{name} ({err})")
+    omniboard = run.get("omniboard") if isinstance(run.get("omniboard"), dict) else {}
+    tags = omniboard.get("tags") if isinstance(omniboard.get("tags"), list) else []
     doc = {
         "experiment": experiment, "format": MongoObserver.VERSION, "command": run.get("command"),
         "host": run.get("host", {}), "start_time": _parse_time(run.get("start_time")), "config": config,
         "meta": run.get("meta", {}), "status": run.get("status"), "resources": run.get("resources", []),
-        "artifacts": [], "captured_out": cout_path.read_text(errors="replace") if cout_path.exists() else "",
+        "artifacts": [], "captured_out": cout.decode("utf-8", errors="replace") if cout is not None else "",
         "info": {k: v for k, v in info.items() if k != "metrics"}, "heartbeat": _parse_time(run.get("heartbeat")),
         "result": _headline_first(run.get("result")), "stop_time": _parse_time(run.get("stop_time")),
     }
     if "fail_trace" in run:
         doc["fail_trace"] = run["fail_trace"]
-    names = _experiment_names({**doc, "omniboard": run.get("omniboard") or {}})
+    names = _experiment_names({**doc, "omniboard": {"tags": [t for t in tags if isinstance(t, str)]}})
     doc["omniboard"] = {"tags": names}
     doc["info"]["experiments"] = names
     doc["info"]["uploaded_from"] = str(run_dir.resolve())
-    doc["info"].setdefault("run_ids", {})["file"] = run_dir.name
-    return migrate_status(doc), metrics, sources
+    run_ids = doc["info"].get("run_ids")
+    doc["info"]["run_ids"] = dict(run_ids) if isinstance(run_ids, dict) else {}
+    doc["info"]["run_ids"]["file"] = run_dir.name
+    return migrate_status(doc), metrics, sources, missing
 
 
 def _headline_first(result: Any) -> Any:
@@ -233,18 +271,16 @@ def _write_metrics(db, run_id: Any, attempt: str, metrics: Mapping[str, Mapping[
     return refs
 
 
-def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, Path | None]],
+def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, bytes | None]],
                    report: UploadReport, where: str) -> list[list[Any]]:
     """[[name, GridFS id]] as Sacred's MongoObserver.save_sources writes them (filename: base_dir/name, found
-    again by filename and md5). Content comes from the file store's copy, else from base_dir when its md5 still
-    matches; without either the id stays None and the report says so."""
-    base_dir = (doc.get("experiment") or {}).get("base_dir") or ""
+    again by filename and md5). Content comes only from the copy the run archived in its file store (never
+    from base_dir, a path the record names); without it the id stays None and the report says so."""
+    base_dir = (doc.get("experiment") or {}).get("base_dir")
+    base_dir = base_dir if isinstance(base_dir, str) else ""
     out = []
-    for name, copy in sources:
-        abs_path = os.path.join(base_dir, name)
-        data = copy.read_bytes() if copy is not None else None
-        if data is None and Path(abs_path).is_file():
-            data = Path(abs_path).read_bytes()  # no copy in the file store: the file itself, if still present
+    for name, data in sources:
+        abs_path = os.path.join(base_dir, name)  # a name in GridFS only: nothing is read from it
         if data is None:
             report.missing_sources.append(f"{where}: {name}")
             out.append([name, None])
@@ -291,14 +327,15 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     _prepare(db, report)
     seen: set[str] = set()
     root = Path(results_dir)
-    run_dirs = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
-        if root.is_dir() else []
-    for run_dir in run_dirs:
+    for run_dir in results.run_folders(root):  # a link in place of a run folder is named and skipped
         try:
-            doc, metrics, sources = _file_run_document(run_dir)
-        except (OSError, ValueError) as err:
-            report.unreadable.append(f"{run_dir}: {err}")
+            doc, metrics, sources, missing = _file_run_document(run_dir)
+        except (OSError, ValueError) as err:  # RecordError: damaged, foreign, older or half-written
+            report.unreadable.append(f"{run_dir}: {results.one_line(err)}")
+            log(f"warning: not uploaded: {run_dir}: {results.one_line(err)}")
             continue
+        for reason in missing:  # e.g. a path outside the store: not read, named (the report counts them)
+            log(f"warning: {run_dir}: source {results.one_line(reason)}: uploaded without content")
         attempt = (doc.get("meta") or {}).get("attempt_id") or f"file:{run_dir.resolve()}"
         doc.setdefault("meta", {})["attempt_id"] = attempt
         seen.add(attempt)
@@ -310,7 +347,12 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
         except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile pickle raises: named, skipped
             report.unreadable.append(f"{path}: {' '.join(str(err).split())[:300]}")
             continue
-        attempt = (entry.get("meta") or {}).get("attempt_id")
+        try:
+            results.check_record(entry)
+        except results.RecordError as err:
+            report.unreadable.append(f"{path}: {results.one_line(err)}")
+            continue
+        attempt = entry["meta"].get("attempt_id")
         if not attempt or attempt in seen:
             continue  # the file copy (with metrics) was uploaded above
         seen.add(attempt)
@@ -325,7 +367,7 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
 
 
 def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
-                sources: list[tuple[str, Path | None]] | None, attempt: str, where: Path, include_running: bool,
+                sources: list[tuple[str, bytes | None]] | None, attempt: str, where: Path, include_running: bool,
                 report: UploadReport) -> None:
     status = doc.get("status")
     if status not in FINAL_STATUSES and not include_running:

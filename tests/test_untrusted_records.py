@@ -1,0 +1,332 @@
+"""Issue 19, kinds 3 and 4: `upload` never reads a file outside the run it uploads, and every reader survives every
+record (damaged, foreign, older-version, half-written): it is skipped with one warning line that names it, and the
+others are read on. Records are written by hand (no training); a property test (Hypothesis) feeds randomly shaped
+and typed records to every reader.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from analysis import runs, tables
+from pcl import results
+
+
+# ---- records written by hand --------------------------------------------------------------------------------------
+def good_files(run_key: str, number: int, value: float = 30.0, status: str = "COMPLETED") -> dict[str, object]:
+    """The files of a record as this suite writes them: name -> JSON value."""
+    return {
+        "run.json": {"status": status, "result": {"deployed/top1_err": value, "epochs": 2.0},
+                     "meta": {"attempt_id": f"att-{run_key}-{number}"}, "start_time": "2026-01-01T00:00:00",
+                     "stop_time": f"2026-01-01T00:{number % 60:02d}:00", "heartbeat": "2026-01-01T00:00:30",
+                     "host": {"hostname": "h"}, "experiment": {"name": "table2", "sources": []}},
+        "config.json": {"run_key": run_key, "experiment": "table2", "dataset": "cifar100", "method": "pcl",
+                        "backbone": "resnet32", "seed": 0, "peers": 3, "epochs": 2, "milestones": [1]},
+        "info.json": {"deployed_head": "mean_peer1", "num_classes": 100, "heads": ["peer1", "mean_peer1"],
+                      "parameter_counts": {"params_train": 100, "params_deployed": 50}},
+        "metrics.json": {"test/top1_err/deployed": {"steps": [1, 2], "values": [60.0, value],
+                                                    "timestamps": ["2026-01-01T00:00:00", "2026-01-01T00:01:00"]}},
+    }
+
+
+def write_record(store: Path, number: int, files: dict[str, object]) -> Path:
+    run_dir = store / str(number)
+    run_dir.mkdir(parents=True)
+    for name, body in files.items():
+        if body is None:
+            continue
+        (run_dir / name).write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+    return run_dir
+
+
+def plan_of(*keys: str) -> list[dict]:
+    return [{"run_key": k, "label": None, "method": "pcl", "backbone": "resnet32", "dataset": "cifar100",
+             "seed": i, "peers": 3, "experiment": "table2", "options": {}} for i, k in enumerate(keys)]
+
+
+def warnings_naming(err: str, where: Path | str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:") and str(where) in line]
+
+
+def read_everything(store: Path, keys: list[str]) -> dict[str, object]:
+    """Every reader of records, as the commands call them."""
+    frame = results.load_runs(str(store), dedupe=False)
+    out = {"runs": frame, "completed": results.completed_run_keys(str(store)),
+           "has": [results.has_completed(str(store), k) for k in keys],
+           "found": [results.find_completed(str(store), k) for k in keys],
+           "metrics": results.load_metrics(str(store))}
+    attempts = runs.read_attempts([str(store)])
+    table = tables.build_table("table2", plan_of(*keys), attempts, stores=str(store))
+    out["markdown"] = tables.render_markdown(table)
+    out["latex"] = tables.render_latex(table)
+    out["csv"] = tables.cells_csv(table)
+    out["table"] = table
+    return out
+
+
+# ---- kind 4: the examples of the issue ----------------------------------------------------------------------------
+BAD = {
+    "run.json holds []": {"run.json": []},
+    "half-written run.json": {"run.json": b'{"status": "COMPLETED", "resu'},
+    "string result": {"run.json": {"result": "error 12%"}},
+    "list-valued run_key": {"config.json": {"run_key": ["k-list"]}},
+    "run_key from another project": {"config.json": {"run_key": None}},
+    "status not a string": {"run.json": {"status": {"$ne": 1}}},
+    "dict start_time": {"run.json": {"start_time": {"a": 1}}},
+    "text in meta.attempt_id list": {"run.json": {"meta": {"attempt_id": ["x"]}}},
+    "config.dataset a list": {"config.json": {"dataset": ["cifar100"]}},
+    "info.json holds a string": {"info.json": "older"},
+    "binary garbage config": {"config.json": b"\xff\xfe\x00garbage"},
+    "deeply nested": {"config.json": b"[" * 100000},
+}
+
+
+def _bad_files(run_key: str, number: int, change: dict) -> dict[str, object]:
+    files = good_files(run_key, number)
+    for name, body in change.items():
+        if isinstance(body, dict) and isinstance(files[name], dict):
+            files[name] = {**files[name], **body}
+        else:
+            files[name] = body
+    return files
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_record_is_named_once_and_the_others_are_read(tmp_path, capsys, case):
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("good-a", 1))
+    bad = write_record(store, 2, _bad_files("bad", 2, BAD[case]))
+    write_record(store, 3, good_files("good-b", 3))
+    out = read_everything(store, ["good-a", "good-b", "bad"])
+    assert set(out["runs"]["run_key"]) == {"good-a", "good-b"}
+    assert out["completed"] == {"good-a", "good-b"} and out["has"] == [True, True, False]
+    err = capsys.readouterr().err
+    named = warnings_naming(err, bad)
+    assert len(named) == 1, err  # named once, though every reader above read it
+    assert "Traceback" not in err and not warnings_naming(err, store / "1")
+
+
+def test_completed_record_of_an_older_version_without_info_json(tmp_path, capsys):
+    """Older versions wrote no info.json: the run counts, its parameter counts are unknown (no KeyError)."""
+    store = tmp_path / "results"
+    write_record(store, 1, {**good_files("old", 1, value=25.0), "info.json": None})
+    out = read_everything(store, ["old"])
+    assert "25.00" in out["markdown"] and "? / ?" in out["markdown"]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_being_created_is_passed_over_silently(tmp_path, capsys):
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("a", 1))
+    (store / "2").mkdir()  # Sacred makes the folder first
+    write_record(store, 3, {"config.json": good_files("b", 3)["config.json"]})
+    out = read_everything(store, ["a"])
+    assert list(out["runs"]["run_key"]) == ["a"]
+    assert capsys.readouterr().err == ""
+
+
+def test_text_metric_values_are_named_and_the_table_and_plots_are_made(tmp_path, capsys):
+    from analysis import plots
+
+    store = tmp_path / "results"
+    files = good_files("a", 1)
+    files["metrics.json"]["test/top1_err/deployed"]["values"] = [60.0, "thirty"]
+    write_record(store, 1, files)
+    write_record(store, 2, good_files("b", 2, value=31.0))
+    out = read_everything(store, ["a", "b"])
+    assert "30.50" in out["markdown"]  # the result is fine: the table counts both runs
+    done, _ = plots.make_figures([out["table"]], tmp_path / "figs")
+    assert done
+    err = capsys.readouterr().err
+    assert len(warnings_naming(err, store / "1" / "metrics.json")) == 1, err
+
+
+def test_nan_result_is_a_diverged_run_not_a_missing_head(tmp_path):
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("a", 1, value=math.nan))
+    out = read_everything(store, ["a"])
+    assert "no such head" not in out["markdown"]
+    assert "NaN (1 of 1 completed runs recorded NaN: diverged)" in out["markdown"]
+    assert out["table"].cells["nan_results"].tolist() == [1]
+
+
+def test_links_and_fifos_in_a_store_are_not_followed(tmp_path, capsys):
+    store, outside = tmp_path / "results", tmp_path / "outside"
+    write_record(store, 1, good_files("a", 1))
+    elsewhere = write_record(outside, 7, good_files("linked", 7))
+    (store / "2").symlink_to(elsewhere, target_is_directory=True)  # a run folder that is a link
+    linked_files = write_record(store, 3, good_files("c", 3))
+    (linked_files / "run.json").unlink()
+    (linked_files / "run.json").symlink_to(elsewhere / "run.json")
+    fifo_run = write_record(store, 4, good_files("d", 4))
+    (fifo_run / "metrics.json").unlink()
+    os.mkfifo(fifo_run / "metrics.json")  # reading it would block forever
+    out = read_everything(store, ["a", "linked", "c", "d"])
+    assert set(out["runs"]["run_key"]) == {"a", "d"}
+    err = capsys.readouterr().err
+    for where in (store / "2", store / "3", fifo_run / "metrics.json"):
+        assert len(warnings_naming(err, where)) == 1, err
+
+
+def test_foreign_mongo_documents_are_ignored(mongo_url, capsys):
+    """A shared MongoDB: a notebook's document (ObjectId _id, no config), another project's run, and one of ours
+    with a list-valued run_key: only our valid record is read, and the list never counts as completed."""
+    from pymongo import MongoClient
+
+    db = MongoClient(mongo_url).get_default_database()
+    db["runs"].insert_one({"note": "a notebook's insert_one"})
+    db["runs"].insert_one({"_id": 5, "status": "COMPLETED", "config": {"lr": 0.1}, "experiment": {"name": "x"}})
+    db["runs"].insert_one({"_id": 6, "status": "COMPLETED", "config": {"run_key": ["k1"]}})
+    good = good_files("k2", 1)
+    db["runs"].insert_one({"_id": 7, **good["run.json"], "config": good["config.json"], "info": good["info.json"]})
+    frame = results.load_runs(mongo_url)
+    assert list(frame["run_key"]) == ["k2"]
+    assert results.completed_run_keys(mongo_url) == {"k2"}
+    assert not results.has_completed(mongo_url, "k1") and results.has_completed(mongo_url, "k2")
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "run 6" in line]) == 1 and "run 5" not in err
+
+
+# ---- kind 3: upload reads only what the run archived --------------------------------------------------------------
+def test_upload_never_reads_a_file_outside_the_run(tmp_path, mongo_url, capsys):
+    import gridfs
+    from pymongo import MongoClient
+
+    from pcl.tracking.upload import upload
+
+    secret = "PRIVATE-KEY-0123456789"
+    private = tmp_path / "home"
+    private.mkdir()
+    (private / "id_rsa").write_text(secret)
+    (private / "script.py").write_text(secret + " script")
+    store = tmp_path / "results"
+    write_record(store, 1, {**good_files("k0", 1), "run.json": []})  # run.json holding [] first: upload goes on with the folders after it
+    files = good_files("k", 2)
+    sources_dir = store / "_sources"
+    sources_dir.mkdir(parents=True)
+    (sources_dir / "ok_0123.py").write_text("print('archived by the run')\n")
+    (sources_dir / "link_0123.py").symlink_to(private / "id_rsa")
+    files["run.json"]["experiment"] = {
+        "name": "table2", "base_dir": str(private),
+        "sources": [["ok.py", "_sources/ok_0123.py"], ["abs.py", str(private / "id_rsa")],
+                    ["up.py", "../home/id_rsa"], ["link.py", "_sources/link_0123.py"],
+                    ["script.py", "_sources/missing_0123.py"], ["sneaky.py", "_sources/../../home/id_rsa"],
+                    ["id_rsa", None]]}
+    write_record(store, 2, files)
+    linked_out = write_record(store, 3, good_files("k3", 3))
+    (linked_out / "cout.txt").symlink_to(private / "id_rsa")  # captured output that is a link: not followed
+    report = upload(str(store), mongo_url, log=lambda line: None)
+    assert len(report.inserted) == 1 and str(store / "2") in report.inserted[0]
+    assert [line.split(":")[0] for line in report.unreadable] == [str(store / "1"), str(store / "3")]
+    db = MongoClient(mongo_url).get_default_database()
+    fs = gridfs.GridFS(db)
+    contents = [f.read().decode() for f in fs.find()]
+    assert contents == ["print('archived by the run')\n"]
+    everything = json.dumps([list(db[c].find({}, {"_id": 0})) for c in db.list_collection_names()], default=str)
+    assert secret not in everything
+    (doc,) = db["runs"].find()
+    sources = dict(doc["experiment"]["sources"])
+    assert sources["ok.py"] is not None and all(sources[n] is None for n in sources if n != "ok.py")
+    assert len(report.missing_sources) == 6
+
+
+def test_upload_skips_damaged_records_and_goes_on(tmp_path, mongo_url):
+    from pcl.tracking.upload import upload
+
+    store = tmp_path / "results"
+    for number, case in enumerate(sorted(BAD), start=1):
+        write_record(store, number, _bad_files(f"bad{number}", number, BAD[case]))
+    write_record(store, 99, good_files("good", 99))
+    report = upload(str(store), mongo_url, log=lambda line: None)
+    assert len(report.inserted) == 1 and str(store / "99") in report.inserted[0]
+    assert len(report.unreadable) == len(BAD)
+    assert all("\n" not in line for line in report.unreadable)
+
+
+# ---- the property: randomly shaped and typed records ---------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 80), max_value=2 ** 80)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8)
+#: where a random value goes in a valid record (file, then keys)
+PLACES = [("run.json",), ("run.json", "status"), ("run.json", "result"), ("run.json", "result", "deployed/top1_err"),
+          ("run.json", "meta"), ("run.json", "meta", "attempt_id"), ("run.json", "start_time"),
+          ("run.json", "stop_time"), ("run.json", "host"), ("run.json", "experiment"), ("config.json",),
+          ("config.json", "run_key"), ("config.json", "dataset"), ("config.json", "seed"),
+          ("config.json", "experiment"), ("config.json", "milestones"), ("config.json", "epochs"), ("info.json",),
+          ("info.json", "parameter_counts"), ("info.json", "parameter_counts", "params_deployed"),
+          ("info.json", "deployed_head"), ("info.json", "heads"), ("info.json", "num_classes"), ("metrics.json",),
+          ("metrics.json", "test/top1_err/deployed"), ("metrics.json", "test/top1_err/deployed", "values"),
+          ("metrics.json", "test/top1_err/deployed", "steps")]
+DELETE = object()
+DAMAGE = st.sampled_from([None, "truncate", "garbage", "utf16", "delete-info", "delete-metrics", "empty"])
+
+
+def _mutated(files: dict, changes) -> dict:
+    files = copy.deepcopy(files)
+    for place, value in changes:
+        holder, key = files, place[-1]
+        for part in place[:-1]:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            if value is DELETE:
+                holder.pop(key, None)
+            else:
+                holder[key] = value
+    return files
+
+
+@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(changes=st.lists(st.tuples(st.sampled_from(PLACES), JSON | st.just(DELETE)), max_size=4),
+                  damage=DAMAGE, which=st.sampled_from(["run.json", "config.json", "info.json", "metrics.json"]))
+def test_every_reader_survives_every_record(changes, damage, which):
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "results"
+        write_record(store, 1, good_files("valid", 1))
+        files = _mutated(good_files("random", 2, value=33.0), changes)
+        encoded = {n: json.dumps(b).encode() for n, b in files.items()}
+        if which not in encoded:
+            damage = None
+        if damage == "truncate":
+            encoded[which] = encoded[which][: len(encoded[which]) // 2]
+        elif damage == "garbage":
+            encoded[which] = os.urandom(12)
+        elif damage == "utf16":
+            encoded[which] = json.dumps(files[which]).encode("utf-16")
+        elif damage == "empty":
+            encoded[which] = b""
+        elif damage in ("delete-info", "delete-metrics"):
+            encoded.pop("info.json" if damage == "delete-info" else "metrics.json", None)
+        random_dir = write_record(store, 2, encoded)
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            out = read_everything(store, ["valid", "random"])
+            from pcl.tracking.upload import _file_run_document
+
+            try:
+                _file_run_document(random_dir)
+            except ValueError:  # RecordError: named by upload's report
+                pass
+        frame = out["runs"]
+        assert "valid" in set(frame["run_key"]) and out["has"][0]  # the valid record is always read
+        named = [line for line in err.getvalue().splitlines() if str(random_dir) in line]
+        if "2" not in set(frame["run_id"].astype(str)):  # not read: it was named, once (unless it is a run being created: no run.json/config)
+            created = {"run.json", "config.json"} - set(encoded)
+            assert len([line for line in named if re.search(rf"{re.escape(str(random_dir))}:", line)]) == (
+                0 if created else 1), err.getvalue()
+        assert len(named) == len(set(named))  # nothing named twice
