@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from analysis import cli, escape
+from analysis import claims, cli, escape
 from analysis.runs import STATUSES, describe_stores
 from analysis.tables import BACKBONE_NAMES, Table, build_tables, escaped_frame, render_markdown
 
@@ -88,6 +88,7 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
     parts += [escaped_frame(comparison, escape.markdown).to_markdown(index=False, disable_numparse=True)
               if not comparison.empty
               else "No cell of these tables has a known paper number (see analysis/paper.py).", ""]
+    parts += [claims.claims_section(tables), ""]  # a verdict per claim of the paper (analysis/claims.py)
     for t in tables:
         parts += ["## " + escape.markdown(f"{t.name} ({t.dataset})"), "", render_markdown(t)]
         for figure, paths in [(f, p) for f, p in done if f.stem.startswith(f"{t.name}_{t.dataset}_")]:

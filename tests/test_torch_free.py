@@ -1,7 +1,7 @@
 """Commands that only read or plan import neither torch nor torchvision (issue: records at the speed of a query).
 
 Each command runs in a subprocess whose import system refuses torch and torchvision and reports any attempt, even
-one the code caught: plan, print_config, status, the launcher's dry run, make_tables, make_plots, report, upload and
+one the code caught: plan, print_config, status, the launcher's dry run, make_tables, make_plots, claims, report, upload and
 pcl.results, on a store of real records (a MongoDB server for upload). Torch is imported when a run trains.
 """
 from __future__ import annotations
@@ -70,6 +70,7 @@ COMMANDS = {
                     *SMOKE_SET, "--out", "tables"],
     "make_plots": [str(ROOT / "analysis" / "make_plots.py"), "--store", "results", "--tables", "table2",
                    *SMOKE_SET, "--out", "figures"],
+    "claims": [str(ROOT / "analysis" / "claims.py"), "--store", "results", "--tables", "table2", *SMOKE_SET],
     "report": [str(ROOT / "analysis" / "report.py"), "--store", "results", "--tables", "table2", *SMOKE_SET,
                "--out", "report", "--html"],
 }

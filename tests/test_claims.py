@@ -1,0 +1,96 @@
+"""analysis/claims.py: a verdict per claim of the paper (held / not held / not enough runs) with effect, 95 %
+interval and test, and the paper's numbers against our intervals only where the setting is the paper's. Expected
+values are computed here by hand (Welch-Satterthwaite, t quantiles from the closed forms for these df)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis import claims
+from analysis.tables import SPECS, Table
+
+
+def _runs(values: dict[str, list[float]], row: str = "resnet32", keys: dict[str, list[str]] | None = None,
+          config: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for column, xs in values.items():
+        for i, x in enumerate(xs):
+            key = (keys or {}).get(column, [f"{column}-{i}" for i in range(len(xs))])[i]
+            rows.append({"column": column, "row": row, "status": "completed", "value": x, "run_key": key,
+                         "attempt": {"record": {"config": config or {}}}})
+    return pd.DataFrame(rows)
+
+
+def test_welch_interval_and_verdicts():
+    claim = claims.Claim("table2", "PCL has a lower error than DML", "pcl", "dml")
+    v = claims.judge(claim, _runs({"pcl": [10.0, 11.0, 12.0], "dml": [20.0, 21.0, 22.0]}), "cifar100", "resnet32")
+    # se = sqrt(1/3 + 1/3), df = 4, t_{0.975, 4} = 2.7764451
+    half = 2.7764451 * math.sqrt(2 / 3)
+    assert v.verdict == claims.HELD and v.effect == pytest.approx(-10.0)
+    assert (v.low, v.high) == (pytest.approx(-10 - half, abs=1e-5), pytest.approx(-10 + half, abs=1e-5))
+    assert v.test.startswith("Welch") and v.p_value < 0.001
+    overlapping = claims.judge(claim, _runs({"pcl": [10.0, 14.0, 12.0], "dml": [13.0, 11.0, 15.0]}), "c", "r")
+    assert overlapping.verdict == claims.NOT_HELD and overlapping.low < 0 < overlapping.high
+    opposite = claims.judge(claim, _runs({"pcl": [20.0, 21.0, 22.0], "dml": [10.0, 11.0, 12.0]}), "c", "r")
+    assert opposite.verdict == claims.NOT_HELD and opposite.low > 0
+    one_seed = claims.judge(claim, _runs({"pcl": [10.0], "dml": [20.0, 21.0]}), "c", "r")
+    assert one_seed.verdict == claims.TOO_FEW and math.isnan(one_seed.effect)
+
+
+def test_heads_of_the_same_runs_are_compared_pairwise():
+    claim = claims.Claim("ablations.deployed_head", "mean beats live", "mean_peer1", "peer1", paired=True)
+    keys = {"mean_peer1": ["a", "b", "c"], "peer1": ["a", "b", "c"]}
+    runs = _runs({"mean_peer1": [30.0, 40.0, 50.0], "peer1": [31.0, 41.5, 51.0]}, keys=keys)
+    v = claims.judge(claim, runs, "cifar100", "resnet32")
+    # d = (-1, -1.5, -1): mean -7/6, sd 0.288675, t_{0.975, 2} = 4.3026527
+    half = 4.3026527 * 0.28867513 / math.sqrt(3)
+    assert v.effect == pytest.approx(-7 / 6) and v.high == pytest.approx(-7 / 6 + half, abs=1e-5)
+    assert v.verdict == claims.HELD and v.test.startswith("paired")  # unpaired, the spread of runs would hide it
+    assert claims.judge(claims.Claim("t", "x", "mean_peer1", "peer1"), runs, "c", "r").verdict == claims.NOT_HELD
+
+
+def test_claims_follow_the_tables_columns_and_the_scripts_variants():
+    from ablations import components, mean_teacher
+
+    def table(name, columns):
+        return Table(SPECS[name], "cifar100", None, "last", pd.DataFrame(), _runs({c: [1.0] for c in columns}), "s")
+
+    main = claims.claims_for(table("table2", ["baseline", "dml", "pcl"]))
+    assert [(c.better, c.worse) for c in main] == [("pcl", "baseline"), ("pcl", "dml")]
+    assert claims.claims_for(table("table2", ["baseline", "dml"])) == []  # no PCL runs: nothing to claim
+    steps = list(components.VARIANTS)
+    made = claims.claims_for(table("ablations.components", steps))
+    assert [(c.better, c.worse) for c in made[:3]] == list(zip(steps[1:4], steps[:3]))
+    pcl, *others = list(mean_teacher.VARIANTS)
+    assert {c.worse for c in claims.claims_for(table("ablations.mean_teacher", [pcl, *others]))} == set(others)
+
+
+def _cell_table(dataset: str, config: dict, values: list[float], paper_err: float) -> Table:
+    runs = _runs({"pcl": values}, config=config)
+    mean, std = pd.Series(values).mean(), pd.Series(values).std()
+    cells = pd.DataFrame([{"row": "resnet32", "column": "pcl", "mean": mean, "std": std, "n": len(values),
+                           "paper_err": paper_err, "paper_conf": "A"}])
+    return Table(SPECS["table2"], dataset, None, "last", cells, runs, "s")
+
+
+def test_the_papers_number_inside_our_interval_only_in_the_papers_setting():
+    papers = {"dataset": "cifar100", "epochs": 300, "train_subset": None, "data_identity": None}
+    inside = claims.reproduced(_cell_table("cifar100", papers, [25.5, 26.0, 26.5], 25.86))
+    assert inside["verdict"].tolist() == ["reproduced"] and inside["ci_low"][0] < 25.86 < inside["ci_high"][0]
+    outside = claims.reproduced(_cell_table("cifar100", papers, [30.0, 30.1, 30.2], 25.86))
+    assert outside["verdict"].tolist() == ["not reproduced"]
+    short = claims.reproduced(_cell_table("cifar10", {**papers, "epochs": 2, "train_subset": 1000,
+                                                      "data_identity": "md5:0123"}, [70.0, 71.0], 6.0))
+    verdict = short["verdict"][0]
+    assert verdict.startswith("not comparable") and "2 epochs, not the paper's 300" in verdict
+    assert "not the official files" in verdict and "subset" in verdict
+
+
+def test_record_text_in_a_claim_is_escaped():
+    claim = claims.Claim("table2", "PCL has a lower error than x", "pcl", "x")
+    v = claims.judge(claim, _runs({"pcl": [1.0, 2.0], "x": [3.0, 4.0]}, row="<img onerror=alert(1)>|\n# h"), "c",
+                     "<img onerror=alert(1)>|\n# h")
+    text = claims.render_markdown([v], [])
+    assert "<img" not in text and "\n# h" not in text
