@@ -17,16 +17,17 @@ import pytest
 
 from experiments.common import expand, run_script
 from pcl import results, tracking
-from pcl.methods import METHODS
+from experiments import registry
 from pcl import schema
 from pcl.tracking import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("experiments.table2", "experiments.imagenet", "experiments.two_stage", "ablations.components",
-           "ablations.mean_teacher", "ablations.ensemble_teacher", "ablations.peers", "ablations.deployed_head")
+# every registered script (experiments.registry); the fast tier runs the first one's grid, CI every one
+SCRIPTS = [pytest.param(s.module, marks=() if i == 0 else pytest.mark.slow)
+           for i, s in enumerate(registry.SCRIPTS.values())]
 
 
-@pytest.fixture(params=["file", "mongo"])
+@pytest.fixture(params=["file", pytest.param("mongo", marks=pytest.mark.slow)])
 def store(request, tmp_path):
     updates = {"results_dir": str(tmp_path / "results"), "checkpoint_root": str(tmp_path / "ck")}
     if request.param == "file":
@@ -35,16 +36,11 @@ def store(request, tmp_path):
     return {"kind": "mongo", "updates": dict(updates, mongo_url=url), "read": url}
 
 
-def registered(methods) -> list[str]:
-    """The script's methods that are registered now (others appear once written)."""
-    return [m for m in methods if m in METHODS]
-
-
 def smoke_updates(module) -> dict:
-    """Restrict the method axis of the comparison tables to registered methods."""
+    """The comparison tables' method axis as the script states it (its default grid)."""
     for attr in ("TABLE_METHODS", "STUDENT_METHODS"):
         if hasattr(module, attr):
-            return {"method": registered(getattr(module, attr))}
+            return {"method": list(getattr(module, attr))}
     return {}
 
 
@@ -75,7 +71,7 @@ def test_every_script_runs_its_smoke_grid(script, store):
 
 
 def _check_table2(module, plan, recs):
-    assert {p["method"] for p in plan} == set(registered(module.TABLE_METHODS))
+    assert {p["method"] for p in plan} == set(module.TABLE_METHODS)
     pcl = next(r for r in recs.values() if r["config"]["method"] == "pcl")
     assert "last/top1_err/pcl_e" in pcl["result"]  # PCL-E is a head of the pcl run
 
@@ -84,7 +80,7 @@ def _check_two_stage(module, plan, recs):
     teacher = plan[0]
     assert teacher["label"].startswith("teacher")
     students = [p for p in plan if p["teacher_run_key"]]
-    assert len(students) == ("kd" in METHODS)
+    assert len(students) == ("kd" in module.STUDENT_METHODS)
     for student in students:
         assert student["teacher_run_key"] == teacher["run_key"]
         info = recs[student["run_key"]]["info"]
@@ -139,7 +135,7 @@ def test_table2_plans_the_whole_table_and_one_cell():
     assert (cell["method"], cell["backbone"], cell["seed"], cell["dataset"]) == ("pcl", "resnet32", 0, "cifar100")
     assert (cell["epochs"], cell["milestones"], cell["batch_size"], cell["weight_decay"]) == (300, [150, 225], 128,
                                                                                               5e-4)
-    methods = registered(table2.TABLE_METHODS)
+    methods = list(table2.TABLE_METHODS)
     whole = run_script(table2.ex, {"dataset": "cifar10", "method": methods}, command="plan")
     assert len(whole) == len(methods) * len(table2.TABLE_BACKBONES) * 3
     assert len({p["run_key"] for p in whole}) == len(whole)
@@ -218,6 +214,7 @@ def test_options_apply_only_to_the_methods_that_have_them():
                                        "mongo_url": None, "db_name": None, "seed": 0})
 
 
+@pytest.mark.slow  # waits for the server-selection time-out
 def test_command_line_unreachable_mongo_fails_fast_and_never_shows_the_password(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

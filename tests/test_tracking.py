@@ -280,6 +280,7 @@ def test_unreachable_mongo_fails_within_seconds_without_record_or_checkpoint(tmp
         tracking.open_store(tmp_path / "results", no_direct)
 
 
+@pytest.mark.slow  # a server stopped and started again mid-run
 def test_database_lost_mid_run_is_kept_and_uploaded_later(tmp_path, mongo_server):
     url = mongo_server.url()
 
