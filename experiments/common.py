@@ -210,6 +210,30 @@ def _format_plan(runs: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join([table.to_string(), "", _format_method_options(runs)])
 
 
+def _plan_summary(runs: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> str:
+    """`plan`'s last line: how many runs, per dataset, method and backbone, how many seeds, and how many are already
+    COMPLETED in the file store (the grid skips those; MongoDB is not read: with it, more may be done)."""
+    from collections import Counter
+
+    def counts(key: str) -> str:
+        return ", ".join(f"{k} {n}" for k, n in Counter(str(r[key]) for r in runs).items())
+
+    seeds = sorted({r["seed"] for r in runs})
+    line = (f"plan: {len(runs)} run(s); per dataset: {counts('dataset')}; per method: {counts('method')}; per "
+            f"backbone: {counts('backbone')}; {len(seeds)} seed(s)")
+    store = Path(str(config.get("results_dir") or "results"))
+    mongo = " (MongoDB not read: more may be done there)" if (
+        config.get("mongo_url") or os.environ.get(tracking.MONGO_URL_ENV)) else ""
+    if not store.is_dir():
+        return f"{line}; none COMPLETED yet (no file store at {store}){mongo}"
+    from pcl import results
+
+    done = {(r.get("config") or {}).get("run_key") for r in results.iter_records(str(store), {"status": "COMPLETED"})}
+    completed = sum(r["run_key"] in done for r in runs)
+    return (f"{line}; {completed} already COMPLETED in {store} (the grid skips them; force=True trains them again)"
+            f"{mongo}")
+
+
 def _format_method_options(runs: Sequence[Mapping[str, Any]]) -> str:
     """Each method's resolved options (its defaults merged with `options`; docs/methods.md says what they mean)."""
     lines = ["resolved options per method (docs/methods.md: default and meaning of each):"]
@@ -273,10 +297,14 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
         return report
 
     def plan(_config, options):
-        """List the runs of the grid with their run_keys and every method's resolved options (no training, no
-        record, no store access)."""
-        runs = Plan(expand(name, grid, plain(_config)))
+        """List the runs of the grid (run_keys, every method's options) and a summary line; trains nothing.
+
+        Nothing is trained or recorded; only the file store (results_dir) is read, to count the runs already
+        COMPLETED there."""
+        config = plain(_config)
+        runs = Plan(expand(name, grid, config))
         print(_format_plan(runs))
+        print(_plan_summary(runs, config))
         return runs
 
     def print_config(_run, _config):
@@ -389,6 +417,27 @@ def _flag_name(ex: Experiment, long_flag: str) -> str:
     return long_flag
 
 
+def _help_text(ex: Experiment, usage: str) -> str:
+    """Sacred's usage with its Options section replaced by the flags the drivers honour (HONOURED_FLAGS, with what
+    each does here) and one line naming the refused ones: --help lists no flag that is then refused."""
+    head, sep, rest = usage.partition("\nOptions:\n")
+    if not sep:
+        return usage
+    _, sep, tail = rest.partition("\nArguments:")
+    lines = ["", "Options (Sacred's flags that the suite honours):"]
+    refused = []
+    for option in ex.all_cli_options:
+        flag, short = option.get_flag(), option.get_short_flag()
+        if flag not in HONOURED_FLAGS:
+            refused.append(short or flag)
+            continue
+        form, _, what = HONOURED_FLAGS[flag].partition(": ")
+        value = form.split(" ", 1)[1] if " " in form else ""
+        lines.append(f"  {f'{short} {value}, {flag}={value}' if value else f'{short}, {flag}':31} {what}")
+    lines.append(f"Sacred's other flags ({', '.join(refused)}) are refused, each with the reason.")
+    return "\n".join([head, *lines, "", sep.lstrip("\n") + tail if sep else ""])
+
+
 def _sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[str, Any]) -> str:
     """One line for one of Sacred's own configuration errors (an unknown key, an unknown named config, ...)."""
     if isinstance(err, ConfigAddedError):
@@ -431,7 +480,7 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
     except DocoptExit:
         raise tracking.UserError(f"the command line is not understood: expected `{Path(argv[0]).name} [COMMAND] "
                                  f"[FLAGS] [with KEY=VALUE ...]`; flags: {SUPPORTED}; see --help") from None
-    if ex._handle_help(args, usage):
+    if ex._handle_help(args, _help_text(ex, usage)):
         sys.exit(0)
     for flag, value in args.items():
         if flag.startswith("--") and value and flag not in HONOURED_FLAGS:

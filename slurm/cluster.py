@@ -17,6 +17,9 @@ COMMENT_PREFIX = "pcl:"
 LIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED",
                          "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"})
 QUERY_TIMEOUT_S = 30
+#: what to do when the controller does not answer (appended to a failed or silent sinfo / squeue)
+CONTROLLER_HINT = ("is a SLURM controller reachable? `scontrol ping` says; on this machine start the local cluster "
+                   "with `bash slurm/local_cluster.sh start`, or run without SLURM with --executor local")
 
 
 class ClusterError(RuntimeError):
@@ -52,10 +55,11 @@ def _run(args: list[str]) -> str:
         raise ClusterError(f"{args[0]} is not on PATH: this machine is no SLURM client (install SLURM, or use "
                            "--executor local)") from None
     except subprocess.TimeoutExpired:
-        raise ClusterError(f"{' '.join(args)} did not answer within {QUERY_TIMEOUT_S} s: is slurmctld up?") from None
+        raise ClusterError(f"{' '.join(args)} did not answer within {QUERY_TIMEOUT_S} s: {CONTROLLER_HINT}") from None
     if out.returncode != 0:
         detail = (out.stderr or out.stdout).strip().splitlines()
-        raise ClusterError(f"{' '.join(args[:2])} failed: {detail[-1] if detail else f'exit {out.returncode}'}")
+        raise ClusterError(f"{' '.join(args[:2])} failed: {detail[-1] if detail else f'exit {out.returncode}'} "
+                           f"({CONTROLLER_HINT})")
     return out.stdout
 
 

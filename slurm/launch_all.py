@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--teacher-wait-s", type=int)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the GPU-hours, submit nothing")
     parser.add_argument("--list", action="store_true", help="with --dry-run: one line per run")
-    parser.add_argument("--wait", action="store_true", help="wait for the submitted jobs to end")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for the submitted jobs to end; a line each time jobs end (runs completed, failed, "
+                        "still running)")
     parser.add_argument("--retry-refused", action="store_true",
                         help="submit again the runs their job refused before they started (fix the cause first)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (with --dry-run)")
@@ -169,7 +171,8 @@ def make_executor(options: ClusterOptions, resources: dict[str, Any], *, job_nam
 
 def check_cuda_needs(runs: Sequence[Any], options: ClusterOptions) -> None:
     """LaunchError for the first run whose config needs CUDA (`batch_norm='sync'`, `device=cuda...`) while its
-    resources give its tasks no GPU: its job would only refuse it (checked before anything is submitted)."""
+    resources give its tasks no GPU: its job would only refuse it (checked for every planned run, before the
+    cluster is asked anything)."""
     for run in runs:
         cfg = run.cfg
         needs = ("batch_norm='sync'" if cfg.get("batch_norm") == "sync" else
@@ -279,6 +282,11 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
     for col in ("gpu_h_all", "gpu_h_to_do"):
         shown[col] = shown[col].map(format_hours)
     print(shown.rename(columns={"gpu_h_all": "GPU-h all", "gpu_h_to_do": "GPU-h to do"}).to_string(index=False))
+    rows = int(frame.loc[frame["table"] != "total", "runs"].sum())
+    if rows > len(planned):
+        shared = sum(len(r.tables) > 1 for r in planned)
+        print(f"{shared} of the {len(planned)} runs are shared between tables (the same run_key: trained once, counted "
+              f"in each table's row): the rows add up to {rows}, the total counts each run once.")
     measured = sum(r.estimate == "measured" for r in planned)
     print(f"GPU-hours: bench/epoch_times.csv (H100 80GB, one run per GPU, +20 % evaluation); {measured} of "
           f"{len(planned)} runs from measured (backbone, method) rows, the rest by the file's stated rule."
@@ -303,6 +311,8 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         options = cluster_options(args)
         selection = selection_from(args)
         planned = plan.build_plan(selection)
+        # a value that needs CUDA where the jobs get no GPU is bad input whatever the cluster says: before asking it
+        check_cuda_needs(planned, options)
         try:
             store = tracking.open_store(args.results_dir, None, args.db_name)
         except tracking.StoreUnavailable as err:
@@ -324,7 +334,6 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                       max_attempts=options.max_attempts, retry_refused=args.retry_refused)
         plan.estimate(planned)
         to_submit = [r for r in planned if r.status == "to submit"]
-        check_cuda_needs(to_submit, options)
         if options.executor == "slurm" and to_submit and not queue_note:
             try:
                 cluster.check_request([options.resources_for(r.cfg) for r in to_submit], cluster.partitions())
@@ -353,20 +362,46 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         return 2
     if not args.wait and options.executor != "debug":  # debug jobs run in this process, when waited for
         return 0
-    return wait(jobs, log, slurm=options.executor == "slurm") or (1 if held else 0)
+    runs_per_job: dict[str, int] = {}
+    for r in to_submit:  # the ledger names each run's job (several runs share one with --runs-per-gpu)
+        job_id = str(read_ledger(args.results_dir, r.run_key).get("job_id", ""))
+        runs_per_job[job_id] = runs_per_job.get(job_id, 0) + 1
+    return wait(jobs, log, slurm=options.executor == "slurm", runs_per_job=runs_per_job) or (1 if held else 0)
 
 
-def wait(jobs: Sequence[Any], log=print, slurm: bool = True) -> int:
-    """Wait for every job; 0 when all ended without error, 1 otherwise (each failure's log named)."""
-    bad = 0
-    for job in jobs:
-        try:
-            job.results()  # every task's (a run with gpus=N is a job of N tasks; `result()` refuses those)
-        except Exception as err:  # noqa: BLE001 - the job's error, as submitit reports it
-            bad += 1
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            reason = [line for line in lines if re.match(r"^[\w.]+(Error|Failed|Preempted|Exception): ", line)]
-            log(f"job {job.job_id} failed: {(reason or lines or [repr(err)])[-1][:500]} (log: {job.paths.stderr})")
+def wait(jobs: Sequence[Any], log=print, slurm: bool = True, runs_per_job: dict[str, int] | None = None,
+         poll_s: float = 2.0) -> int:
+    """Wait for every job; 0 when all ended without error, 1 otherwise (each failure's log named).
+
+    Each time jobs end, one line says how many runs completed, failed and are still running or queued
+    (`runs_per_job`: job id -> its number of runs, 1 when not given)."""
+    per_job = runs_per_job or {}
+    runs_in = {str(job.job_id): per_job.get(str(job.job_id), 1) for job in jobs}
+    total = sum(runs_in.values())
+    bad = completed = failed = 0
+    pending = list(jobs)
+    while pending:
+        ended = [job for job in pending if _job_done(job)]
+        if not ended:
+            time.sleep(poll_s)
+            continue
+        for job in ended:
+            pending.remove(job)
+            try:
+                out = job.results()  # every task's (a run with gpus=N is a job of N tasks; `result()` refuses those)
+            except Exception as err:  # noqa: BLE001 - the job's error, as submitit reports it
+                bad += 1
+                failed += runs_in[str(job.job_id)]
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                reason = [line for line in lines if re.match(r"^[\w.]+(Error|Failed|Preempted|Exception): ", line)]
+                log(f"job {job.job_id} failed: {(reason or lines or [repr(err)])[-1][:500]} "
+                    f"(log: {job.paths.stderr})")
+                continue
+            done_runs = sum(len(o) for o in out if isinstance(o, list)) if isinstance(out, list) else 0
+            completed += done_runs or runs_in[str(job.job_id)]
+        log(f"{completed} of {total} run(s) completed, {failed} failed, {max(total - completed - failed, 0)} still "
+            f"running or queued ({len(jobs) - len(pending)} of {len(jobs)} job(s) ended) at "
+            f"{dt.datetime.now():%H:%M:%S}")
     ids = {str(job.job_id) for job in jobs} if slurm else set()
     deadline = time.monotonic() + 60
     while ids and time.monotonic() < deadline:  # SLURM still lists a job for a moment after its result is written
@@ -378,6 +413,17 @@ def wait(jobs: Sequence[Any], log=print, slurm: bool = True) -> int:
         time.sleep(1)
     log(f"{len(jobs) - bad} of {len(jobs)} job(s) done at {dt.datetime.now():%H:%M:%S}")
     return 1 if bad else 0
+
+
+def _job_done(job: Any) -> bool:
+    """Whether a submitit job has ended (a debug job runs here, now); a job whose state cannot be read counts as
+    ended (its `results()` then says why)."""
+    if type(job).__name__ == "DebugJob":  # its done() runs it and, on an error, would run it again in results()
+        return True
+    try:
+        return bool(job.done())
+    except Exception:  # noqa: BLE001 - e.g. the controller went away: results() reports it
+        return True
 
 
 def main() -> None:

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +134,77 @@ def _sacred_sys_capture():
     sacred.SETTINGS.CAPTURE_MODE = "sys"
     yield
     sacred.SETTINGS.CAPTURE_MODE = previous
+
+
+# ---- SLURM: the single-node cluster of slurm/local_cluster.sh, for the tests that submit real jobs ---------------
+SLURM_SCRIPT = Path(__file__).resolve().parents[1] / "slurm" / "local_cluster.sh"
+
+
+def slurm_packages() -> list[str]:
+    """The Debian packages slurm/local_cluster.sh installs when they are missing (its own list, read from it)."""
+    found = re.search(r'local pkgs="([^"]+)"', SLURM_SCRIPT.read_text())
+    assert found, f"{SLURM_SCRIPT} no longer names its packages as `local pkgs=\"...\"`"
+    return found.group(1).split()
+
+
+def missing_slurm_packages() -> list[str]:
+    """Those of slurm_packages() that dpkg does not list as installed (all of them without dpkg)."""
+    if shutil.which("dpkg") is None:
+        return slurm_packages()
+    return [p for p in slurm_packages()
+            if subprocess.run(["dpkg", "-s", p], capture_output=True, timeout=60).returncode != 0]
+
+
+def slurm_cluster_answers() -> bool:
+    """Whether a SLURM controller answers and has a usable node (sinfo)."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
+
+
+def say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal now, whatever pytest captures (what a fixture does to the machine is never silent)."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        if reporter is not None:
+            reporter.write_line(line)
+        else:  # pragma: no cover - pytest without its terminal (-p no:terminal)
+            print(line, flush=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request):
+    """A SLURM cluster that answers: the running one (e.g. the one .ci/run starts; left running), else the local one
+    started here with `bash slurm/local_cluster.sh start` and stopped again at the end of the session.
+
+    As root on Debian/Ubuntu that script installs its packages (slurm-wlm, munge, slurmdbd, mariadb-server) the
+    first time and writes /etc/slurm/slurm.conf and slurmdbd.conf (only where no other SLURM config exists): a line
+    on the terminal says so before it starts. Where SLURM cannot be installed (not root, no apt-get) the tests that
+    need the cluster skip with the reason, never under CI=true; where SLURM is installed, a cluster that does not
+    start fails them."""
+    if slurm_cluster_answers():
+        yield
+        return
+    missing = missing_slurm_packages()
+    installs = (f"installs the Debian packages {' '.join(missing)} (apt-get, one-off), "
+                if missing and os.geteuid() == 0 else "")
+    say(request.config, f"\ntests: a test needs SLURM and none answers: `bash slurm/local_cluster.sh start` {installs}"
+                        "writes /etc/slurm/slurm.conf and starts munged, MariaDB, slurmdbd, slurmctld and slurmd "
+                        "(stopped after the tests; README: Tests)")
+    started = subprocess.run(["bash", str(SLURM_SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0 or not slurm_cluster_answers():
+        reason = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+        message = f"no SLURM cluster: slurm/local_cluster.sh start failed: {reason[0]}"
+        installed = all(shutil.which(cmd) for cmd in ("sbatch", "slurmctld", "slurmd", "slurmdbd", "munged"))
+        if installed or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + (" (CI=true: the SLURM tests must run)" if not installed else
+                                   " (SLURM is installed: a cluster that does not start is a bug)"))
+        pytest.skip(message + " (SLURM cannot be installed on this machine)")
+    say(request.config, "tests: " + (started.stdout.strip().splitlines() or ["local SLURM cluster up"])[-1])
+    yield
+    subprocess.run(["bash", str(SLURM_SCRIPT), "stop"], capture_output=True, text=True, timeout=300)

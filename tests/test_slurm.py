@@ -3,9 +3,10 @@ on the CPU, records in the file store and MongoDB (the conftest's wire-protocol 
 USR2 mid-run and resume, a refused job, two runs packed in one job; plus its pure parts (options, comments,
 estimates) and every bad-input message.
 
-The session fixture starts the local cluster when none answers (and stops it again); the cluster tests skip, with
-the reason, only where SLURM cannot be installed, and never under CI=true. The launcher is driven in-process
-(`launch_all.run`, the command line's twin); one test runs the real command line.
+The session fixture `slurm_cluster` (tests/conftest.py) starts the local cluster when none answers (and stops it
+again), saying so on the terminal; the cluster tests skip, with the reason, only where SLURM cannot be installed, and
+never under CI=true. The bad-input tests run with a controller that does not answer: they need no cluster. The
+launcher is driven in-process (`launch_all.run`, the command line's twin); one test runs the real command line.
 """
 from __future__ import annotations
 
@@ -26,35 +27,23 @@ from slurm import cluster, launch_all, options, plan, status
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "profiles" / "local.toml"
-SCRIPT = ROOT / "slurm" / "local_cluster.sh"
 EPOCHS = 15  # a smoke run of this many epochs lasts long enough to be stopped mid-run (0.4-1.5 s per epoch)
 
 
-# ---- the cluster -----------------------------------------------------------------------------------------------
-def _cluster_answers() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
-    return out.returncode == 0 and any(s.strip() in ("idle", "mixed", "allocated") for s in out.stdout.split())
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A SLURM cluster that answers: the running one, else the local one started here (and stopped after)."""
-    if _cluster_answers():
-        yield
-        return
-    started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
-    if started.returncode != 0 or not _cluster_answers():
-        reason = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
-        message = f"no SLURM cluster: slurm/local_cluster.sh start failed: {reason[0]}"
-        installed = all(shutil.which(cmd) for cmd in ("sbatch", "slurmctld", "slurmd", "slurmdbd", "munged"))
-        if installed or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message + (" (CI=true: the SLURM tests must run)" if not installed else
-                                   " (SLURM is installed: a cluster that does not start is a bug)"))
-        pytest.skip(message + " (SLURM cannot be installed on this machine)")
-    yield
-    subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+# ---- the cluster: the session fixture `slurm_cluster` (tests/conftest.py) ------------------------------------
+@pytest.fixture
+def unreachable_controller(tmp_path, monkeypatch):
+    """SLURM's client commands first on PATH, answering as they do when no slurmctld is reachable (the bad-input
+    tests must not depend on whether a cluster runs)."""
+    bin_dir = tmp_path / "no-controller-bin"
+    bin_dir.mkdir()
+    for cmd in ("sinfo", "squeue", "sbatch", "scontrol", "sacct", "scancel"):
+        script = bin_dir / cmd
+        script.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect "
+                          "failure)' >&2\nexit 1\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return bin_dir
 
 
 @pytest.fixture
@@ -210,7 +199,7 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule():
      "batch_norm='sync' needs CUDA, but its jobs get no GPU (gpus_per_task=0)"),
     (["--set", "device=cuda", "--gpus-per-task", "0", "--executor", "local"], "device='cuda' needs CUDA"),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected):
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, expected, unreachable_controller):
     results_dir = tmp_path / "results"
     code = launch_all.run(["--results-dir", str(results_dir), "--named", "smoke", "--tables", "table2", *args])
     err = capsys.readouterr().err.strip()
@@ -607,3 +596,65 @@ def test_a_job_that_ended_before_any_record_is_dead_with_its_log_not_missing(tmp
     assert column == "dead" and "job 77 ended before the run wrote a record" in detail
     assert status.run_status(run, plan.RunState(), {}, {"77"}, started, 300.0, 3, now)[0] == "missing"  # still live
     assert status.run_status(run, plan.RunState(), {}, set(), {}, 300.0, 3, now)[0] == "missing"  # never submitted
+
+
+# ---- what the launcher says (issue 22) ---------------------------------------------------------------------------
+def test_an_unreachable_controller_is_one_line_that_says_what_to_do(tmp_path, capsys, unreachable_controller):
+    argv = ["--results-dir", str(tmp_path / "r"), "--named", "smoke", "--tables", "table2", "--methods", "baseline"]
+    assert launch_all.run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: squeue -h failed: slurm_load_jobs error: Unable to contact slurm controller"), err
+    assert "\n" not in err
+    for hint in ("`scontrol ping`", "`bash slurm/local_cluster.sh start`", "--executor local"):
+        assert hint in err, err
+    assert launch_all.run([*argv, "--dry-run"]) == 0  # the dry run plans anyway and says why the queue is unknown
+    out = capsys.readouterr().out
+    assert "Queue not checked: squeue -h failed" in out and "`scontrol ping`" in out
+
+
+class _FakeJob:
+    """A submitit job that ends at its n-th poll, with a result (a list of run dicts) or an error."""
+
+    def __init__(self, job_id: str, ends_at_poll: int, runs: int = 1, error: Exception | None = None):
+        self.job_id, self.ends_at_poll, self.runs, self.error, self.polls = job_id, ends_at_poll, runs, error, 0
+        self.paths = type("Paths", (), {"stderr": f"/logs/{job_id}_0_log.err"})()
+
+    def done(self) -> bool:
+        self.polls += 1
+        return self.polls >= self.ends_at_poll
+
+    def results(self):
+        if self.error is not None:
+            raise self.error
+        return [[{"run_key": f"k{self.job_id}{i}", "status": "COMPLETED"} for i in range(self.runs)]]
+
+
+def test_wait_says_how_many_runs_completed_failed_and_are_still_running_as_jobs_end():
+    jobs = [_FakeJob("11", 1), _FakeJob("12", 2, runs=2, error=RuntimeError(
+        "Job failed\nslurm.jobs.RunFailed: run k12 (dml/tiny_resnet8) ended FAILED: loss is nan")), _FakeJob("13", 3)]
+    lines: list[str] = []
+    code = launch_all.wait(jobs, lines.append, slurm=False, runs_per_job={"12": 2}, poll_s=0)
+    assert code == 1
+    progress = [line.split(" at ")[0] for line in lines if "still running" in line]
+    assert progress == ["1 of 4 run(s) completed, 0 failed, 3 still running or queued (1 of 3 job(s) ended)",
+                        "1 of 4 run(s) completed, 2 failed, 1 still running or queued (2 of 3 job(s) ended)",
+                        "2 of 4 run(s) completed, 2 failed, 0 still running or queued (3 of 3 job(s) ended)"], lines
+    assert any(line.startswith("job 12 failed: slurm.jobs.RunFailed: run k12") and "(log: /logs/12_0_log.err)" in line
+               for line in lines), lines
+    assert lines[-1].startswith("2 of 3 job(s) done at")
+
+
+def test_the_dry_run_says_how_many_runs_the_tables_share(tmp_path, capsys):
+    argv = ["--dry-run", "--executor", "local", "--named", "smoke", "--results-dir", str(tmp_path / "r")]
+    assert launch_all.run([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = sum(t["runs"] for t in report["tables"] if t["table"] != "total")
+    total = len(report["runs"])
+    shared = sum(len(r["tables"]) > 1 for r in report["runs"])
+    assert rows > total and shared > 0
+    assert launch_all.run(argv) == 0
+    out = capsys.readouterr().out
+    assert (f"{shared} of the {total} runs are shared between tables (the same run_key: trained once, counted in "
+            f"each table's row): the rows add up to {rows}, the total counts each run once.") in out, out
+    assert launch_all.run([*argv, "--tables", "table2"]) == 0
+    assert "shared between tables" not in capsys.readouterr().out  # one table: nothing to explain
