@@ -330,3 +330,37 @@ def test_every_reader_survives_every_record(changes, damage, which):
             assert len([line for line in named if re.search(rf"{re.escape(str(random_dir))}:", line)]) == (
                 0 if created else 1), err.getvalue()
         assert len(named) == len(set(named))  # nothing named twice
+
+
+# ---- a shared MongoDB: other projects' documents -------------------------------------------------------------------
+def test_a_shared_database_with_foreign_documents(tmp_path, mongo_url, capsys):
+    """A notebook's insert_one (ObjectId _id) and another project's runs (string and float ids, odd meta): a new
+    run still gets the next integer id, upload neither loops nor counts them, and no reader reads them."""
+    from bson import ObjectId
+    from pymongo import MongoClient
+
+    from pcl import tracking
+    from pcl.tracking.upload import upload
+
+    db = MongoClient(mongo_url).get_default_database()
+    db["runs"].insert_many([{"_id": ObjectId(), "note": "notebook"}, {"_id": "their-run", "config": {}},
+                            {"_id": 2.5, "meta": {"attempt_id": ["odd"]}}, {"_id": 4, "config": {"lr": 1}}])
+    cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="baseline", epochs=1, batch_size=32,
+               synthetic_classes=4, synthetic_train_size=64, synthetic_test_size=32, device="cpu", workers=0,
+               checkpoint_root=str(tmp_path / "ck"), experiment="test_untrusted", label="smoke")
+    report = tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), mongo_url=mongo_url,
+                               log=lambda _: None)
+    assert [r.status for r in report.runs] == ["COMPLETED"]
+    ours = db["runs"].find_one({"config.run_key": {"$exists": True}})
+    assert ours["_id"] == 5 and ours["status"] == "COMPLETED"
+    assert db["runs"].count_documents({"_id": None}) == 0
+    store = tmp_path / "file-only"
+    write_record(store, 1, good_files("uploaded", 1))
+    up = upload(str(store), mongo_url, log=lambda line: None)
+    assert len(up.inserted) == 1 and db["runs"].find_one({"config.run_key": "uploaded"})["_id"] == 1  # its folder's
+    write_record(store, 5, good_files("second", 5))  # folder 5 is taken by the run above: the next integer id
+    assert len(upload(str(store), mongo_url, log=lambda line: None).inserted) == 1
+    assert db["runs"].find_one({"config.run_key": "second"})["_id"] == 6
+    frame = results.load_runs(mongo_url)
+    assert sorted(frame["run_key"]) == sorted([ours["config"]["run_key"], "uploaded", "second"])
+    assert "Traceback" not in capsys.readouterr().err

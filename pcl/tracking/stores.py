@@ -270,6 +270,14 @@ class _FileObserver(FileStorageObserver):
             _atomic_write_json(self.run_entry, Path(self.dir) / "run.json")
 
 
+def next_run_id(runs: Any) -> int:
+    """The next integer _id of a `runs` collection: one above its highest integer _id, 1 for none. Documents of
+    other projects in a shared database (ObjectId, string or float ids: a notebook's insert_one) are passed over,
+    never added to."""
+    last = runs.find_one({"_id": {"$type": ["int", "long"]}}, {"_id": 1}, sort=[("_id", -1)])
+    return int(last["_id"]) + 1 if last is not None else 1
+
+
 class _MongoObserver(MongoObserver):
     """MongoObserver whose final save gives up within seconds when the server is gone (Sacred's default retries
     for ~35 s) and then leaves the entry in failure_dir; `failed` tells the tracker to point at `upload`."""
@@ -284,10 +292,23 @@ class _MongoObserver(MongoObserver):
 
     def insert(self):
         """The first write carries Omniboard's tags; later saves ($set of the run entry) leave them alone, so tags
-        that other scripts add (tag_reused) are never overwritten."""
+        that other scripts add (tag_reused) are never overwritten. A new run takes the next integer _id
+        (next_run_id): Sacred's own choice adds 1 to the highest _id, which fails when a shared database holds
+        another project's document with an ObjectId or string _id."""
+        import pymongo.errors
+
         self.run_entry.setdefault("omniboard", {"tags": list(self._tags)})
         try:
-            return super().insert()
+            if self.overwrite or self.run_entry.get("_id") is not None:
+                return super().insert()
+            for _ in range(1000):
+                self.run_entry["_id"] = next_run_id(self.runs)
+                try:
+                    self.runs.insert_one(self.run_entry)
+                    return None
+                except pymongo.errors.DuplicateKeyError:  # a run started elsewhere took that id: the next one
+                    continue
+            raise StoreUnavailable("MongoDB: no free run id after 1000 tries (runs started at once everywhere?)")
         finally:
             self.run_entry.pop("omniboard", None)
 

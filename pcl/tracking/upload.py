@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,7 +25,7 @@ from pcl.safe_pickle import restricted_loads
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import FINAL_STATUSES
 from pcl.secrets import MONGO_URL_ENV, redact_url
-from pcl.tracking.stores import FAILURE_DIR_NAME, open_store
+from pcl.tracking.stores import FAILURE_DIR_NAME, next_run_id, open_store
 
 #: the status a run document has while upload writes its metrics (non-final: never skipped, always re-uploaded)
 PENDING_STATUS = "RUNNING"
@@ -205,7 +204,9 @@ def _remove_duplicates(db) -> int:
     by_attempt: dict[str, list[dict[str, Any]]] = {}
     for doc in db["runs"].find({"meta.attempt_id": {"$exists": True}}, {"_id": 1, "status": 1,
                                                                          "meta.attempt_id": 1}):
-        by_attempt.setdefault(doc["meta"]["attempt_id"], []).append(doc)
+        attempt = doc["meta"].get("attempt_id") if isinstance(doc.get("meta"), dict) else None
+        if isinstance(attempt, str):  # another project's document may hold anything there
+            by_attempt.setdefault(attempt, []).append(doc)
     removed = 0
     for docs in by_attempt.values():
         if len(docs) < 2:
@@ -218,8 +219,7 @@ def _remove_duplicates(db) -> int:
 
 
 def _next_run_id(runs) -> int:
-    last = runs.find_one({}, {"_id": 1}, sort=[("_id", -1)])
-    return int(last["_id"]) + 1 if last and isinstance(last["_id"], numbers.Integral) else 1
+    return next_run_id(runs)  # integer ids only: another project's ObjectId _id is passed over
 
 
 def _insert_run(db, doc: dict[str, Any], attempt: str, preferred_id: int | None) -> tuple[int, bool]:
@@ -228,7 +228,7 @@ def _insert_run(db, doc: dict[str, Any], attempt: str, preferred_id: int | None)
     import pymongo.errors
 
     candidate = preferred_id
-    while True:
+    for _ in range(1000):
         doc["_id"] = candidate if candidate is not None else _next_run_id(db["runs"])
         doc["info"].setdefault("run_ids", {})["mongo"] = doc["_id"]
         try:
@@ -239,6 +239,7 @@ def _insert_run(db, doc: dict[str, Any], attempt: str, preferred_id: int | None)
             if existing is not None:
                 return existing["_id"], False
             candidate = None  # that _id belongs to another attempt: take the next free one
+    raise StoreUnavailable(f"MongoDB: no free run id for attempt {attempt} after 1000 tries")
 
 
 def _metric_id(attempt: str, name: str):
