@@ -228,7 +228,11 @@ def _plan_summary(runs: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) 
         return f"{line}; none COMPLETED yet (no file store at {store}){mongo}"
     from pcl import results
 
-    done = {(r.get("config") or {}).get("run_key") for r in results.iter_records(str(store), {"status": "COMPLETED"})}
+    try:
+        done = {(r.get("config") or {}).get("run_key")
+                for r in results.iter_records(str(store), {"status": "COMPLETED"})}
+    except Exception as err:  # noqa: BLE001 - a summary line never stops `plan`
+        return f"{line}; COMPLETED runs not counted ({store} could not be read: {' '.join(str(err).split())[:200]})"
     completed = sum(r["run_key"] in done for r in runs)
     return (f"{line}; {completed} already COMPLETED in {store} (the grid skips them; force=True trains them again)"
             f"{mongo}")
