@@ -27,9 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis import cli, escape, paper
+from analysis import cli, escape
 from analysis.tables import METHOD_NAMES, Table, build_tables
-from pcl import recipes
 
 HELD, NOT_HELD, TOO_FEW = "held", "not held", "not enough runs"
 LEVEL = 0.95
@@ -165,29 +164,10 @@ def verdicts(tables: Iterable[Table]) -> list[Verdict]:
 
 
 # ---- the cells against the paper's numbers ---------------------------------------------------------------------
-def setting_gaps(table: Table) -> list[str]:
-    """Why the runs of `table` are not in the paper's setting (empty: they are): another dataset than the paper's,
-    data other than the official files, a shorter schedule, a training subset."""
-    gaps: list[str] = []
-    if table.dataset not in ("cifar10", "cifar100", "imagenet"):
-        gaps.append(f"dataset {table.dataset} is not one of the paper's")
-    configs = [(a.get("record") or {}).get("config") or {} for a in table.runs.get("attempt", []) if
-               isinstance(a, dict)]
-    if any(c.get("data_identity") and not str(c["data_identity"]).startswith("files:") for c in configs):
-        gaps.append("the data are not the official files")
-    epochs = {c.get("epochs") for c in configs} - {None}
-    paper_epochs = recipes.recipe_of(table.dataset).epochs
-    if epochs and epochs != {paper_epochs}:
-        gaps.append(f"{', '.join(map(str, sorted(epochs)))} epochs, not the paper's {paper_epochs}")
-    if any(c.get("train_subset") for c in configs):
-        gaps.append("trained on a subset of the training images")
-    return gaps
-
-
 def reproduced(table: Table) -> pd.DataFrame:
     """Per cell with a paper number: our mean, its 95 % t-interval over seeds and whether the paper's number lies
     inside ("reproduced"), or why it cannot say (fewer than 2 runs, not the paper's setting)."""
-    gaps = setting_gaps(table)
+    gaps = table.setting.gaps if table.setting is not None else []
     rows = []
     for c in table.cells.to_dict("records"):
         reference = c.get("paper_err")

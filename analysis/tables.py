@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from analysis import escape, paper
+from analysis.setting import DATASET_NAMES, Setting
 from pcl import registry
 from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
                            read_attempts)
@@ -27,7 +28,6 @@ from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores
 #: display names, from the declarations (pcl.registry; a name that is not declared is shown as it is)
 METHOD_NAMES = {name: spec.display for name, spec in registry.methods().items()}
 BACKBONE_NAMES = {name: spec.display for name, spec in registry.backbones().items()}
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "synthetic"}
 #: the heads the PCL-E table compares (the same as ablations/deployed_head.py HEADS), with what each is
 PCL_HEADS = {"peer1": "peer1 (a live peer)", "mean_peer1": "mean_peer1 (its temporal mean: deployed)",
              "ensemble": "ensemble (peer ensemble teacher)", "pcl_e": "pcl_e (ensemble of the temporal means)"}
@@ -84,6 +84,7 @@ class Table:
     stores: str
     notes: list[str] = field(default_factory=list)
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
+    setting: Setting | None = None  # what the runs are (data, epochs, subset, seeds): analysis.setting
 
     @property
     def name(self) -> str:
@@ -94,6 +95,8 @@ class Table:
         what = self.spec.title if self.head is None else self.spec.title.replace(
             "the deployed model", f"head {self.head!r}")
         title = f"{self.name} - {what}, {DATASET_NAMES.get(self.dataset, self.dataset)}"
+        if self.setting is not None:
+            title += f" [{self.setting.describe()}]"
         if self.select == "best":
             title += " - BEST EPOCH SELECTED ON THE TEST SET (optimistic; not a held-out result)"
         return title
@@ -212,7 +215,8 @@ def aggregate(spec: TableSpec, status: pd.DataFrame, dataset: str, *, head: str 
     return cells, runs
 
 
-def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | None) -> pd.DataFrame:
+def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | None,
+                comparable: bool = True) -> pd.DataFrame:
     """The paper's stated differences (paper.DELTAS) beside ours: error(column) - error(reference), points."""
     rows = []
     for backbone in dict.fromkeys(cells["row"]):
@@ -221,7 +225,8 @@ def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | 
             ours = means.get(d.column, math.nan) - means.get(d.reference, math.nan)
             rows.append({"backbone": BACKBONE_NAMES.get(backbone, backbone), "column": spec.display(d.column),
                          "reference": spec.display(d.reference),
-                         "ours (points)": "unknown" if math.isnan(ours) or head else f"{ours:+.2f}",
+                         "ours (points)": ("not comparable: not the paper's setting" if not comparable else
+                                           "unknown" if math.isnan(ours) or head else f"{ours:+.2f}"),
                          "paper (points)": f"{d.delta_err:+.1f} ({d.confidence})",
                          "paper's setting": "as this table" if d.dataset else "not stated in the paper"})
     return pd.DataFrame(rows)
@@ -249,6 +254,8 @@ def _ours_text(c: Mapping[str, Any]) -> str:
 def _paper_text(c: Mapping[str, Any]) -> str:
     if math.isnan(c["paper_err"]):
         return "unknown"
+    if c.get("not_comparable"):
+        return f"{c['paper_err']:.2f} ({c['paper_conf']}): not comparable ({c['not_comparable']})"
     std = "" if math.isnan(c["paper_std"]) else f" ± {c['paper_std']:.2f}"
     return f"{c['paper_err']:.2f}{std} ({c['paper_conf']})"
 
@@ -256,6 +263,8 @@ def _paper_text(c: Mapping[str, Any]) -> str:
 def _diff_text(c: Mapping[str, Any]) -> str:
     if math.isnan(c["paper_err"]):
         return "unknown"
+    if c.get("not_comparable"):
+        return "not comparable"
     return "-" if math.isnan(c["diff"]) else f"{c['diff']:+.2f}"
 
 
@@ -348,8 +357,8 @@ def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
     """Write NAME_DATASET.{md,tex,csv} under out_dir; returns the paths by format."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.name}_{table.dataset}" + ("_best_on_test" if table.select == "best" else "") + (
-        f"_head-{table.head}" if table.head else "")
+    stem = f"{table.name}_{table.dataset}" + (f"_{table.setting.slug}" if table.setting else "") + (
+        "_best_on_test" if table.select == "best" else "") + (f"_head-{table.head}" if table.head else "")
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
     paths["md"].write_text(render_markdown(table))
     paths["tex"].write_text(render_latex(table))
@@ -388,8 +397,15 @@ def build_table(name: str, plan: Sequence[Mapping[str, Any]], attempts: pd.DataF
     if shared:
         notes.append(f"Some runs were recorded by another script's grid ({', '.join(shared)}): the same run_key, "
                      "trained once.")
-    table = Table(spec, datasets[0], None if spec.heads else head, select, cells, runs, stores, notes)
-    table.comparisons = comparisons(spec, cells, datasets[0], table.head)
+    setting = Setting.of(plan)
+    if not setting.papers:  # the paper's numbers stay visible, but no difference is computed against them
+        cells["not_comparable"] = "; ".join(setting.gaps)
+        cells["diff"] = math.nan
+        notes.append(f"Not the paper's setting ({'; '.join(setting.gaps)}): the paper's numbers are shown for "
+                     "reference only, no difference is computed.")
+    table = Table(spec, datasets[0], None if spec.heads else head, select, cells, runs, stores, notes,
+                  setting=setting)
+    table.comparisons = comparisons(spec, cells, datasets[0], table.head, comparable=setting.papers)
     return table
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import claims
+from analysis.setting import Setting
 from analysis.tables import SPECS, Table
 
 
@@ -72,7 +73,8 @@ def _cell_table(dataset: str, config: dict, values: list[float], paper_err: floa
     mean, std = pd.Series(values).mean(), pd.Series(values).std()
     cells = pd.DataFrame([{"row": "resnet32", "column": "pcl", "mean": mean, "std": std, "n": len(values),
                            "paper_err": paper_err, "paper_conf": "A"}])
-    return Table(SPECS["table2"], dataset, None, "last", cells, runs, "s")
+    plan = [{**config, "dataset": dataset, "seed": seed} for seed in range(len(values))]
+    return Table(SPECS["table2"], dataset, None, "last", cells, runs, "s", setting=Setting.of(plan))
 
 
 def test_the_papers_number_inside_our_interval_only_in_the_papers_setting():
@@ -86,6 +88,8 @@ def test_the_papers_number_inside_our_interval_only_in_the_papers_setting():
     verdict = short["verdict"][0]
     assert verdict.startswith("not comparable") and "2 epochs, not the paper's 300" in verdict
     assert "not the official files" in verdict and "subset" in verdict
+    synthetic = claims.reproduced(_cell_table("synthetic", {**papers, "dataset": "synthetic"}, [1.0, 2.0], 6.0))
+    assert "synthetic is not a dataset of the paper" in synthetic["verdict"][0]
 
 
 def test_record_text_in_a_claim_is_escaped():

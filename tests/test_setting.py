@@ -1,0 +1,37 @@
+"""A table knows what it shows (analysis/setting.py): the setting from the plan in its title and file name, and the
+paper's numbers compared only in the paper's setting."""
+from __future__ import annotations
+
+import math
+
+from analysis import tables
+from analysis.setting import Setting
+
+
+def _plan(**changes):
+    base = {"dataset": "cifar10", "epochs": 300, "train_subset": None, "data_identity": None}
+    return [{**base, **changes, "seed": s} for s in (0, 1, 2)]
+
+
+def test_the_papers_setting_and_every_way_to_leave_it():
+    papers = Setting.of(_plan())
+    assert papers.papers and papers.gaps == [] and papers.slug == "official_300ep_3seeds"
+    assert papers.describe() == "CIFAR-10, the official files, 300 epochs, all training images, seeds 0-2"
+    stand_in = Setting.of(_plan(epochs=2, train_subset=1000, data_identity="md5:0123456789abcdef"))
+    assert stand_in.gaps == ["the data are not the official files", "2 epochs, not the paper's 300",
+                             "a subset of the training images"]
+    assert stand_in.slug == "files-01234567_2ep_1000img_3seeds"
+    assert "other files than the official ones (md5:0123456789abcdef" in stand_in.describe()
+    assert stand_in.describe().endswith("(not the paper's setting)")
+    assert Setting.of(_plan(dataset="synthetic", epochs=1)).gaps[0] == "synthetic is not a dataset of the paper"
+    imagenet = Setting.of(_plan(dataset="imagenet", epochs=90, data_identity="files:abcd"))
+    assert imagenet.papers and imagenet.data == "an ImageNet folder"
+
+
+def test_a_cell_outside_the_papers_setting_shows_the_paper_but_no_difference():
+    cell = {"paper_err": 6.0, "paper_std": math.nan, "paper_conf": "A", "diff": math.nan,
+            "not_comparable": "2 epochs, not the paper's 300"}
+    assert tables._paper_text(cell) == "6.00 (A): not comparable (2 epochs, not the paper's 300)"
+    assert tables._diff_text(cell) == "not comparable"
+    comparable = {**cell, "not_comparable": None, "diff": 1.5}
+    assert tables._paper_text(comparable) == "6.00 (A)" and tables._diff_text(comparable) == "+1.50"
