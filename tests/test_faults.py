@@ -305,10 +305,10 @@ def test_the_imagenet_identity_is_its_file_list_wherever_it_lies(tmp_path):
                 folder = tmp_path / root / split / cls
                 folder.mkdir(parents=True)
                 for i in range(n):
-                    (folder / f"{cls}_{i}.JPEG").write_bytes(b"")
+                    (folder / f"{cls}_{i}.JPEG").write_bytes(b"\xff\xd8")  # not empty: an empty image is refused
     a, b = imagenet_fingerprint(tmp_path / "a"), imagenet_fingerprint(tmp_path / "b")
     assert a["identity"] == b["identity"] and (a["train_images"], a["val_images"], a["classes"]) == (6, 4, 2)
-    (tmp_path / "b" / "val" / "n02" / "extra.JPEG").write_bytes(b"")  # one more image: other data
+    (tmp_path / "b" / "val" / "n02" / "extra.JPEG").write_bytes(b"\xff\xd8")  # one more image: other data
     changed = imagenet_fingerprint(tmp_path / "b")
     assert changed["identity"] != a["identity"] and changed["val_images"] == 5
     cfg = {"dataset": "imagenet", "backbone": "resnet18", "method": "baseline"}

@@ -208,3 +208,71 @@ def test_every_loader_in_the_package_is_safe():
                     r"yaml\.unsafe_load|marshal\.loads?\(|shelve\.open\(|dill\.|cloudpickle\.load", text):
                 offenders.append(f"{rel}: an unrestricted deserializer")
     assert not offenders, offenders
+
+
+# ---- ImageNet folders: what the scan reads is what the fingerprint hashes -----------------------------------------
+def _image_root(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls, colour in (("cat", (200, 30, 30)), ("dog", (30, 200, 30))):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), colour).save(folder / f"{i}.png")
+    return root
+
+
+def _fifo(path: Path) -> None:
+    import os
+
+    os.mkfifo(path)
+
+
+IMAGENET_TRAPS = {
+    # name -> (how to make it under the root, the entry the message must name)
+    "link up inside a class folder": (lambda r: (r / "train/cat/up").symlink_to(".."), "train/cat/up"),
+    "class folder linked to its parent": (lambda r: (r / "train/loop").symlink_to("."), "train/loop"),
+    "image linked into /proc": (lambda r: (r / "train/cat/k.png").symlink_to("/proc/self/status"), "train/cat/k.png"),
+    "class folder linked outside": (lambda r: (r / "train/bird").symlink_to("/etc"), "train/bird"),
+    "broken link": (lambda r: (r / "train/dog/gone.png").symlink_to(r / "nowhere.png"), "train/dog/gone.png"),
+    "fifo image": (lambda r: _fifo(r / "val/dog/f.png"), "val/dog/f.png"),
+    "empty image": (lambda r: (r / "val/cat/empty.png").write_bytes(b""), "val/cat/empty.png"),
+    "class without images": (lambda r: ((r / "val/fish").mkdir(), (r / "val/fish/README.txt").write_text("x")),
+                             "val/fish"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGENET_TRAPS))
+def test_imagenet_folder_traps_are_refused_in_one_line(tmp_path, case):
+    from pcl.data.check import DataError, check_data
+    from pcl.data.fingerprint import ImageFolderError, imagenet_fingerprint
+
+    root = _image_root(tmp_path / "imagenet")
+    make, entry = IMAGENET_TRAPS[case]
+    make(root)
+    with pytest.raises(DataError) as info:
+        check_data("imagenet", root)
+    message = str(info.value)
+    assert "\n" not in message and str(root / entry) in message, message
+    with pytest.raises(ImageFolderError):  # planning (the run_key) reads the same listing
+        imagenet_fingerprint(root)
+
+
+def test_imagenet_links_inside_the_root_are_read_and_counted_alike(tmp_path):
+    """A link to an image elsewhere under the root is fine: the fingerprint, the check and the loader see the
+    same files (the loader no longer walks the folders itself)."""
+    from pcl.data import build_loaders
+    from pcl.data.check import check_data
+    from pcl.data.fingerprint import imagenet_fingerprint
+
+    root = _image_root(tmp_path / "imagenet")
+    (root / "train/cat/linked.png").symlink_to(root / "train/dog/0.png")
+    (root / "train/.hidden.png").write_bytes(b"x")  # dot entries and stray files are not read
+    (root / "train/cat/notes.txt").write_text("x")
+    facts = check_data("imagenet", root)
+    fingerprint = imagenet_fingerprint(root)
+    train, test, classes = build_loaders("imagenet", data_root=root, batch_size=1, num_views=1, device="cpu", seed=0,
+                                         workers=0, imagenet_crop_size=8, imagenet_resize_size=8)
+    assert facts.train_images == fingerprint["train_images"] == train.dataset_size == 5
+    assert facts.test_images == fingerprint["val_images"] == test.dataset_size == 4 and classes == 2

@@ -82,20 +82,18 @@ def _undo_download(root: Path, existed: bool, before: set[str]) -> None:
 
 
 def _check_imagenet(data_root: str | os.PathLike | None, shown: str) -> DataFacts:
-    from torchvision import datasets  # noqa: PLC0415 - only for ImageNet
+    from .fingerprint import find_imagenet_root, scan_imagenet
 
-    from .fingerprint import find_imagenet_root
-
-    try:
-        root = find_imagenet_root(data_root)
-        train = datasets.ImageFolder(str(root / "train"))
-        val = datasets.ImageFolder(str(root / "val"))
-    except FileNotFoundError as err:
+    try:  # the listing the fingerprint and the loader use: links that leave the root or loop, nested folders,
+        root = find_imagenet_root(data_root)  # special or empty files, classes without images: one line each
+        scanned = scan_imagenet(root)
+    except OSError as err:  # FileNotFoundError, ImageFolderError
         raise DataError(f"{shown}: {_one_line(err)}") from None
-    if train.class_to_idx != val.class_to_idx:
+    (train_classes, train), (val_classes, val) = scanned["train"], scanned["val"]
+    if train_classes != val_classes:
         raise DataError(f"{shown}: ImageNet train/ and val/ under {str(root)!r} have different class folders "
-                        f"({len(train.classes)} vs {len(val.classes)})")
-    return DataFacts(len(train), len(val), len(train.classes))
+                        f"({len(train_classes)} vs {len(val_classes)})")
+    return DataFacts(len(train), len(val), len(train_classes))
 
 
 def _one_line(err: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -116,17 +117,102 @@ def find_imagenet_root(root: str | os.PathLike | None = None) -> Path:
     )
 
 
-#: (class folder, mtime_ns) -> (sha256 of its sorted file names, number of files); a folder's mtime changes when
-#: files are added, removed or renamed in it
-_LISTING_CACHE: dict[tuple[str, int], tuple[str, int]] = {}
+#: the image files a class folder holds (torchvision's ImageFolder extensions)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def _folder_listing(folder: Path) -> tuple[str, int]:
-    key = (str(folder.resolve()), folder.stat().st_mtime_ns)
+class ImageFolderError(OSError):
+    """An entry under the ImageNet root that is not read: a link that leaves the root or loops, a folder or
+    special file inside a class folder, an empty image file, a class folder without images. The message names
+    it, in one line. (An OSError, like a missing folder: the data check turns it into exit 2 before any record.)"""
+
+
+def _inside(path: str, root_real: str) -> bool:
+    return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _class_folders(split_dir: Path, root_real: str) -> list[str]:
+    """The class folders of train/ or val/ (sorted; dot folders ignored), each checked: a link must stay inside
+    the data root and must not point at a folder that contains it (a loop)."""
+    split_real = os.path.realpath(split_dir)
+    names = []
+    with os.scandir(split_dir) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_symlink():
+                target = os.path.realpath(e.path)
+                if not _inside(target, root_real):
+                    raise ImageFolderError(f"{e.path}: a link that leaves the data root {root_real} (-> {target})")
+                if _inside(split_real, target):
+                    raise ImageFolderError(f"{e.path}: a link to a folder that contains it (-> {target}): a loop")
+            if e.is_dir():
+                names.append(e.name)
+    return sorted(names)
+
+
+def _class_images(folder: Path, root_real: str) -> list[str]:
+    """The image file names of one class folder (sorted; dot files and other file types ignored), every entry
+    checked first: no folder inside it, no link that leaves the root or is broken, no special file (a FIFO or a
+    device would hang the reader), no empty image file, at least one image."""
+    names = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_symlink():
+                target = os.path.realpath(e.path)
+                if not _inside(target, root_real):
+                    raise ImageFolderError(f"{e.path}: a link that leaves the data root {root_real} (-> {target})")
+                try:
+                    info = os.stat(target)
+                except OSError as err:
+                    raise ImageFolderError(f"{e.path}: a broken link ({err.strerror})") from None
+            else:
+                info = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                raise ImageFolderError(f"{e.path}: a folder inside a class folder (class folders hold image files; "
+                                       "nested folders are not read)")
+            if not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageFolderError(f"{e.path}: not a regular file")
+            if info.st_size == 0:
+                raise ImageFolderError(f"{e.path}: an empty image file")
+            names.append(e.name)
+    if not names:
+        raise ImageFolderError(f"{folder}: a class folder without images ({', '.join(IMAGE_EXTENSIONS)})")
+    return sorted(names)
+
+
+#: (class folder, data root, mtime_ns) -> (sha256 of its sorted image names, number of images); a folder's mtime
+#: changes when files are added, removed or renamed in it
+_LISTING_CACHE: dict[tuple[str, str, int], tuple[str, int]] = {}
+
+
+def _folder_listing(folder: Path, root_real: str) -> tuple[str, int]:
+    key = (str(folder.resolve()), root_real, folder.stat().st_mtime_ns)
     if key not in _LISTING_CACHE:
-        names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+        names = _class_images(folder, root_real)
         _LISTING_CACHE[key] = (hashlib.sha256("\n".join(names).encode()).hexdigest(), len(names))
     return _LISTING_CACHE[key]
+
+
+def scan_imagenet(root: str | os.PathLike | None = None) -> dict[str, tuple[list[str], list[tuple[str, int]]]]:
+    """What the ImageNet loader reads: {"train" | "val": (class names, [(image path, class index)])}, from the
+    same checked listing as imagenet_fingerprint (so both see the same files). ImageFolderError (one line naming
+    the entry) or FileNotFoundError when the layout is not there."""
+    base = find_imagenet_root(root)
+    root_real = os.path.realpath(base)
+    out = {}
+    for split in ("train", "val"):
+        classes = _class_folders(base / split, root_real)
+        if not classes:
+            raise FileNotFoundError(f"no class folder in {base / split}")
+        samples = [(str(base / split / name / image), index) for index, name in enumerate(classes)
+                   for image in _class_images(base / split / name, root_real)]
+        out[split] = (classes, samples)
+    return out
 
 
 def imagenet_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -138,15 +224,16 @@ def imagenet_fingerprint(root: str | os.PathLike | None = None) -> dict[str, Any
     time). FileNotFoundError when the layout is not there.
     """
     base = find_imagenet_root(root)
+    root_real = os.path.realpath(base)
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
     classes = 0
     for split in ("train", "val"):
-        folders = sorted(e.name for e in os.scandir(base / split) if e.is_dir() and not e.name.startswith("."))
+        folders = _class_folders(base / split, root_real)  # checked: links stay inside the root, no loop
         classes = max(classes, len(folders))
         counts[split] = 0
         for name in folders:
-            listing, n = _folder_listing(base / split / name)
+            listing, n = _folder_listing(base / split / name, root_real)
             digest.update(f"{split}/{name}:{listing}:{n};".encode())
             counts[split] += n
     return {"dataset": "imagenet", "train_images": counts["train"], "val_images": counts["val"],

@@ -29,8 +29,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import MEANS_STDS, apply_affine, normalization_affine
-from .fingerprint import _LAYOUT_HINT, find_imagenet_root
+from .fingerprint import _LAYOUT_HINT, find_imagenet_root, scan_imagenet
 from .draws import epoch_seed, subset_indices
+
+def _scanned_folder(datasets: Any, split_dir: Any, classes: list[str], samples: list[tuple[str, int]]) -> Any:
+    """torchvision's ImageFolder over the files of fingerprint.scan_imagenet (its own walk would follow every
+    link, loops included, and read files the fingerprint does not list)."""
+
+    class ScannedFolder(datasets.ImageFolder):
+        def find_classes(self, directory: Any) -> tuple[list[str], dict[str, int]]:
+            return list(classes), {name: i for i, name in enumerate(classes)}
+
+        def make_dataset(self, *args: Any, **kwargs: Any) -> list[tuple[str, int]]:
+            return list(samples)
+
+    return ScannedFolder(str(split_dir))
+
 
 class MultiView:
     """Applies a random ``transform`` ``num_views`` times to one image and returns the list of results."""
@@ -233,9 +247,10 @@ def build_imagenet_loaders(
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     root = find_imagenet_root(data_root)
-    try:
-        train_folder = datasets.ImageFolder(str(root / "train"))
-        val_folder = datasets.ImageFolder(str(root / "val"))
+    try:  # the checked listing the fingerprint hashes (links inside the root only, no loops): the same files
+        scanned = scan_imagenet(root)
+        train_folder = _scanned_folder(datasets, root / "train", *scanned["train"])
+        val_folder = _scanned_folder(datasets, root / "val", *scanned["val"])
     except FileNotFoundError as e:  # e.g. no class sub-folders, or no images in one
         raise FileNotFoundError(f"ImageNet under {str(root)!r} is not in the expected layout ({e}). "
                                 f"Expected: {_LAYOUT_HINT}.") from e
