@@ -92,12 +92,12 @@ def one_line(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def skip_record(where: Any, reason: Any) -> None:
-    """Name a skipped record: one warning line on stderr, once per record per process."""
+def skip_record(where: Any, reason: Any, what: str = "run record") -> None:
+    """Name a skipped record (or ledger entry, `what`): one warning line on stderr, once per process."""
     where, reason = one_line(where), one_line(reason)
     if where not in _SKIPPED:
         _SKIPPED[where] = reason
-        sys.stderr.write(f"warning: skipping run record {where}: {reason}\n")
+        sys.stderr.write(f"warning: skipping {what} {where}: {reason}\n")
 
 
 def skipped_records() -> dict[str, str]:

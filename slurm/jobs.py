@@ -58,10 +58,7 @@ def write_ledger(results_dir: str | os.PathLike, run_key: str, **entry: Any) -> 
     """Update the run_key's ledger entry (atomic replace); fields: job_id, stdout, stderr, host, state, ..."""
     path = ledger_path(results_dir, run_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = {}
+    old = read_ledger(results_dir, run_key)  # checked: a damaged entry is named and replaced
     old.update({k: v for k, v in entry.items() if v is not None}, run_key=run_key,
                updated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -69,12 +66,34 @@ def write_ledger(results_dir: str | os.PathLike, run_key: str, **entry: Any) -> 
     os.replace(tmp, path)
 
 
+#: the fields of a ledger entry that commands read, and their types (pcl.results reads the file: no links, no FIFO)
+_LEDGER_TYPES: dict[str, tuple[type, ...]] = {
+    "job_id": (str, int), "state": (str,), "error": (str,), "executor": (str,), "stdout": (str,), "stderr": (str,),
+    "host": (str,), "updated": (str,), "run_key": (str,)}
+
+
 def read_ledger(results_dir: str | os.PathLike, run_key: str) -> dict[str, Any]:
-    """The run_key's ledger entry ({} when the launcher never submitted it)."""
+    """The run_key's ledger entry ({} when the launcher never submitted it). A ledger file is read from outside
+    (a results folder may be shared): one that is not a JSON mapping, or a field of another type, is named once
+    on stderr and left out."""
+    from pcl import results
+
+    path = ledger_path(results_dir, run_key)
     try:
-        return json.loads(ledger_path(results_dir, run_key).read_text())
-    except (OSError, ValueError):
+        data = results.read_file(path.parent, path.name, limit=1 << 20)
+        entry = {} if data is None else json.loads(data)
+    except (results.RecordError, OSError, ValueError, RecursionError) as err:
+        results.skip_record(path, err, what="ledger entry")
         return {}
+    if not isinstance(entry, dict):
+        results.skip_record(path, f"holds {type(entry).__name__}, not a mapping", what="ledger entry")
+        return {}
+    for key, types in _LEDGER_TYPES.items():
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            results.skip_record(f"{path} field {key}", f"is {type(value).__name__}", what="ledger entry")
+            entry.pop(key)
+    return entry
 
 
 def _job_facts() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,16 +28,36 @@ COLUMNS = ("COMPLETED", "RUNNING", "PREEMPTED", "FAILED", "refused", "dead", "qu
 
 def last_error_line(record: Mapping[str, Any] | None, log_path: str | None) -> str:
     """The last line of the record's traceback, else the last error-looking line of the job's log, else ''."""
+    from pcl.results import one_line
+
     trace = (record or {}).get("fail_trace") or []
+    trace = trace if isinstance(trace, list) else [trace]
     lines = [line for chunk in trace for line in str(chunk).splitlines() if line.strip()]
     if lines:
-        return lines[-1].strip()
-    if log_path and Path(log_path).is_file():
-        text = Path(log_path).read_text(errors="replace").splitlines()
-        for line in reversed(text):
-            if "Error" in line or "error:" in line or "FAILED" in line:
-                return line.strip()[:300]
+        return one_line(lines[-1].strip())  # text of a record: one line, no terminal escape codes
+    for line in reversed(_log_tail(log_path).splitlines()):
+        if "Error" in line or "error:" in line or "FAILED" in line:
+            return one_line(line.strip())
     return ""
+
+
+def _log_tail(log_path: Any, limit: int = 1 << 20) -> str:
+    """The last `limit` bytes of a job's log named by its ledger entry: a regular file opened without following
+    a link (a FIFO or a device named there would block or never end); '' otherwise."""
+    if not isinstance(log_path, str) or not log_path:
+        return ""
+    import stat
+
+    try:
+        fd = os.open(log_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return ""
+        f.seek(max(0, info.st_size - limit))
+        return f.read(limit).decode("utf-8", errors="replace")
 
 
 def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] | None, ledger: Mapping[str, Any],

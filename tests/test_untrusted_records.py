@@ -364,3 +364,38 @@ def test_a_shared_database_with_foreign_documents(tmp_path, mongo_url, capsys):
     frame = results.load_runs(mongo_url)
     assert sorted(frame["run_key"]) == sorted([ours["config"]["run_key"], "uploaded", "second"])
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---- ledgers (slurm/): the launcher's notes in a results folder others may write ----------------------------------
+@pytest.mark.parametrize("body", [b"[]", b"{not json", b'{"job_id": ["1"], "state": 3, "stderr": {"a": 1}}', "fifo",
+                                  "link"])
+def test_a_damaged_ledger_entry_is_named_and_read_as_empty(tmp_path, capsys, body):
+    from slurm.jobs import ledger_path, read_ledger, write_ledger
+
+    path = ledger_path(tmp_path, "k")
+    path.parent.mkdir(parents=True)
+    if body == "fifo":
+        os.mkfifo(path)
+    elif body == "link":
+        (tmp_path / "elsewhere.json").write_text('{"job_id": "9", "stderr": "/etc/shadow"}')
+        path.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        path.write_bytes(body)
+    entry = read_ledger(tmp_path, "k")
+    assert "job_id" not in entry and "stderr" not in entry and not isinstance(entry.get("state"), int)
+    assert len([line for line in capsys.readouterr().err.splitlines() if str(path) in line]) >= 1
+    if body not in ("fifo", "link"):
+        write_ledger(tmp_path, "k", job_id="12", state="STARTED")  # a damaged entry is replaced, not a crash
+        assert read_ledger(tmp_path, "k")["job_id"] == "12"
+
+
+def test_status_reads_a_log_only_as_a_regular_file_and_shows_one_line(tmp_path):
+    from slurm.status import last_error_line
+
+    fifo = tmp_path / "job.err"
+    os.mkfifo(fifo)
+    assert last_error_line(None, str(fifo)) == ""  # would block forever if opened for reading as a file
+    log = tmp_path / "real.err"
+    log.write_text("ok\nRuntimeError: \x1b[2Jboom\x07\n")
+    assert last_error_line(None, str(log)) == "RuntimeError: [2Jboom"  # no ESC: the terminal is not driven
+    assert last_error_line({"fail_trace": "ValueError: x\x1b]0;t\x07"}, None) == "ValueError: x ]0;t"
