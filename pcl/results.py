@@ -59,13 +59,15 @@ def _sources(store: StoreLike) -> list[tuple[str, Any]]:
 
 
 def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
-    """A pymongo Database for `url` (its path's database, else db_name, else "pcl"), failing within seconds."""
+    """A pymongo Database for `url` (db_name, else its path's database percent-decoded as the writers read it,
+    else "pcl"), failing within seconds."""
     import pymongo
+
+    from pcl.secrets import url_database
 
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout_s * 1000),
                                  connectTimeoutMS=int(timeout_s * 1000))
-    match = re.match(r"mongodb(?:\+srv)?://[^/]*/([^?]+)", url)
-    return client[db_name or (match.group(1) if match else None) or "pcl"]
+    return client[db_name or url_database(url) or "pcl"]
 
 
 def _source_name(kind: str, where: Any) -> str:

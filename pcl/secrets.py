@@ -50,6 +50,15 @@ def _redact_query(rest: str) -> str:
     return base + "?" + "".join(pairs)
 
 
+def url_database(url: str) -> str | None:
+    """The database named in a MongoDB URL's path (mongodb://host/DB?...), percent-decoded, or None: the one
+    reading of that name, shared by the writers (pcl.tracking.stores) and the readers (pcl.results), so both use
+    the same database. A '/' in the password is not taken for the path."""
+    host_part = _split_url(url)[3]  # after the userinfo's last '@'
+    match = re.match(r"[^/?]*/([^?]+)", host_part)
+    return unquote(match.group(1)) if match and match.group(1) else None
+
+
 def redact_url(url: str | None) -> str:
     """The URL with its password (and secret-looking query parameters) replaced by ***; any string is accepted
     (no scheme, unescaped '/', '@' or ':' in the password, unparsable): nothing after `user:` is kept."""

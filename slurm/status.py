@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import runs, tables
+from analysis import render, runs, tables
 from pcl import results
 
 
@@ -64,9 +64,9 @@ def read_everything(store: Path, keys: list[str]) -> dict[str, object]:
            "metrics": results.load_metrics(str(store))}
     attempts = runs.read_attempts([str(store)])
     table = tables.build_table("table2", plan_of(*keys), attempts, stores=str(store))
-    out["markdown"] = tables.render_markdown(table)
-    out["latex"] = tables.render_latex(table)
-    out["csv"] = tables.cells_csv(table)
+    out["markdown"] = render.render_markdown(table)
+    out["latex"] = render.render_latex(table)
+    out["csv"] = render.cells_csv(table)
     out["table"] = table
     return out
 
@@ -399,3 +399,18 @@ def test_status_reads_a_log_only_as_a_regular_file_and_shows_one_line(tmp_path):
     log.write_text("ok\nRuntimeError: \x1b[2Jboom\x07\n")
     assert last_error_line(None, str(log)) == "RuntimeError: [2Jboom"  # no ESC: the terminal is not driven
     assert last_error_line({"fail_trace": "ValueError: x\x1b]0;t\x07"}, None) == "ValueError: x ]0;t"
+
+
+def test_writers_and_readers_agree_on_a_percent_encoded_database_name(tmp_path, mongo_session_server):
+    """mongodb://host/pcl%2Dshared: upload (a writer) and every reader use the database 'pcl-shared'."""
+    from pcl.secrets import url_database
+    from pcl.tracking.upload import upload
+
+    url = mongo_session_server.url(db="pcl%2Dshared")
+    assert url_database(url) == "pcl-shared" == results.connect(url).name
+    assert url_database("mongodb://user:pa/ss@host/db") == "db"  # a '/' in the password is not the path
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("encoded", 1))
+    assert len(upload(str(store), url, log=lambda line: None).inserted) == 1
+    assert list(results.load_runs(url)["run_key"]) == ["encoded"]
+    assert list(runs.read_attempts([url])["run_key"]) == ["encoded"]

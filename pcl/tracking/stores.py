@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import pickle
-import re
 import shutil
 import sys
 import threading
@@ -15,7 +14,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
 
 from sacred.observers import FileStorageObserver, MongoObserver
 from sacred.serializer import flatten
@@ -121,11 +119,9 @@ def open_store(results_dir: str | os.PathLike = "results", mongo_url: str | None
 
 def _url_database(url: str) -> str | None:
     """The database named in the URL path (mongodb://host/DB?...), if any."""
-    from pcl.secrets import _split_url
+    from pcl.secrets import url_database
 
-    host_part = _split_url(url)[3]  # after the userinfo's last '@': a '/' in a password is not a database
-    match = re.match(r"[^/?]*/([^?]+)", host_part)
-    return unquote(match.group(1)) if match and match.group(1) else None
+    return url_database(url)  # the readers (pcl.results.connect) read the same name
 
 
 # ---- observers -----------------------------------------------------------------------------------------------
