@@ -414,3 +414,56 @@ def test_writers_and_readers_agree_on_a_percent_encoded_database_name(tmp_path, 
     assert len(upload(str(store), url, log=lambda line: None).inserted) == 1
     assert list(results.load_runs(url)["run_key"]) == ["encoded"]
     assert list(runs.read_attempts([url])["run_key"]) == ["encoded"]
+
+
+# ---- anything in the way is named, not tracebacked ----------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "broken link"])
+def test_a_file_where_a_checkpoint_folder_should_be_is_named_before_the_grid(tmp_path, kind):
+    from pcl import tracking
+    from pcl.schema import ConfigError
+
+    cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="baseline", epochs=1, batch_size=32,
+               synthetic_classes=4, synthetic_train_size=64, synthetic_test_size=32, device="cpu", workers=0,
+               checkpoint_root=str(tmp_path / "ck"), experiment="test_untrusted", label="smoke")
+    key = tracking.normalize_run_config(cfg)["run_key"]
+    (tmp_path / "ck").mkdir()
+    if kind == "file":
+        (tmp_path / "ck" / key).write_text("in the way")
+    else:
+        (tmp_path / "ck" / key).symlink_to(tmp_path / "gone")
+    with pytest.raises(ConfigError) as info:
+        tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), log=lambda _: None)
+    assert "\n" not in str(info.value) and str(tmp_path / "ck" / key) in str(info.value)
+    assert not (tmp_path / "results").exists()  # before any record
+
+
+def test_a_store_is_indexed_once_and_new_or_changed_folders_are_still_seen(tmp_path):
+    """has_completed per run_key reads each folder once per process (an index), yet sees a folder created after
+    the first lookup, a RUNNING record that became COMPLETED, and a folder Sacred is still creating."""
+    import json
+    import os
+
+    from pcl import results
+
+    root = tmp_path / "results"
+
+    def write(run_id, key, status, config=True):
+        folder = root / str(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "run.json").write_text(json.dumps({"status": status, "result": None}))
+        if config:
+            (folder / "config.json").write_text(json.dumps({"run_key": key}))
+
+    write(1, "a", "COMPLETED")
+    write(2, "b", "RUNNING")
+    assert results.has_completed(str(root), "a") and not results.has_completed(str(root), "b")
+    write(3, "c", "COMPLETED", config=False)  # being created: no config.json yet
+    assert not results.has_completed(str(root), "c")
+    (root / "3" / "config.json").write_text(json.dumps({"run_key": "c"}))
+    write(4, "d", "COMPLETED")
+    write(2, "b", "COMPLETED, a longer text")  # a status change rewrites run.json
+    (root / "2" / "run.json").write_text(json.dumps({"status": "COMPLETED", "result": {"x": 1.0}}))
+    os.utime(root / "2" / "run.json", ns=(1, 10**18))
+    assert results.has_completed(str(root), "c") and results.has_completed(str(root), "d")
+    assert results.has_completed(str(root), "b")
+    assert results.find_completed(str(root), "b")["path"] == str(root / "2")
