@@ -437,7 +437,7 @@ def test_a_file_where_a_checkpoint_folder_should_be_is_named_before_the_grid(tmp
     assert not (tmp_path / "results").exists()  # before any record
 
 
-def test_a_store_is_indexed_once_and_new_or_changed_folders_are_still_seen(tmp_path):
+def test_a_store_is_indexed_once_and_new_or_changed_folders_are_still_seen(tmp_path, monkeypatch):
     """has_completed per run_key reads each folder once per process (an index), yet sees a folder created after
     the first lookup, a RUNNING record that became COMPLETED, and a folder Sacred is still creating."""
     import json
@@ -461,9 +461,85 @@ def test_a_store_is_indexed_once_and_new_or_changed_folders_are_still_seen(tmp_p
     assert not results.has_completed(str(root), "c")
     (root / "3" / "config.json").write_text(json.dumps({"run_key": "c"}))
     write(4, "d", "COMPLETED")
-    write(2, "b", "COMPLETED, a longer text")  # a status change rewrites run.json
     (root / "2" / "run.json").write_text(json.dumps({"status": "COMPLETED", "result": {"x": 1.0}}))
     os.utime(root / "2" / "run.json", ns=(1, 10**18))
     assert results.has_completed(str(root), "c") and results.has_completed(str(root), "d")
     assert results.has_completed(str(root), "b")
     assert results.find_completed(str(root), "b")["path"] == str(root / "2")
+    reads = []
+    original = results.read_file_record
+    monkeypatch.setattr(results, "read_file_record", lambda *a, **k: reads.append(a[0]) or original(*a, **k))
+    for key in ("a", "b", "c", "d", "e"):  # unchanged folders: no folder parsed again
+        results.has_completed(str(root), key)
+    assert reads == []
+
+
+class Database:
+    """A stand-in for a pymongo Database holding given documents (pcl.results recognises it by name): find()
+    applies equality filters on dotted keys, as the readers use it."""
+
+    def __init__(self, runs: list, metrics: list | None = None):
+        self.name, self.client = "fake", None
+        self._collections = {"runs": _Collection(runs), "metrics": _Collection(metrics or [])}
+
+    def __getitem__(self, name: str) -> "_Collection":
+        return self._collections[name]
+
+
+class _Collection:
+    def __init__(self, docs: list):
+        self.docs = docs
+
+    def find(self, query: dict | None = None, projection: dict | None = None):
+        def value(doc, dotted):
+            for part in dotted.split("."):
+                doc = doc.get(part) if isinstance(doc, dict) else None
+            return doc
+
+        out = []
+        for doc in self.docs:
+            ok = all(not isinstance(want, dict) and (value(doc, k) == want or (
+                isinstance(value(doc, k), list) and want in value(doc, k))) for k, want in (query or {}).items())
+            if ok:
+                out.append(copy.deepcopy(doc))
+        return out
+
+
+@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(changes=st.lists(st.tuples(st.sampled_from([p[1:] for p in PLACES if p[0] != "metrics.json"
+                                                              and len(p) > 1]), JSON | st.just(DELETE)), max_size=4),
+                  foreign=st.lists(JSON, max_size=3), series=JSON)
+def test_every_reader_survives_every_database_document(changes, foreign, series):
+    """Documents of a shared database: ours mutated at random, anything at all from others (a document that is
+    not even a mapping), and a random metric series."""
+    good = good_files("valid", 1)
+    valid = {"_id": 1, **good["run.json"], "config": good["config.json"], "info": good["info.json"]}
+    files = good_files("random", 2, value=33.0)
+    doc = {"_id": 2, **files["run.json"], "config": files["config.json"], "info": files["info.json"]}
+    for place, value in changes:  # the same places as in the files, inside one document
+        holder = doc
+        for part in place[:-1]:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            if value is DELETE:
+                holder.pop(place[-1], None)
+            else:
+                holder[place[-1]] = value
+    metrics = [{"_id": "m1", "run_id": 1, **good["metrics.json"]["test/top1_err/deployed"],
+                "name": "test/top1_err/deployed"}, {"_id": "m2", "run_id": 2, "name": "test/top1_err/deployed",
+                                                    **(series if isinstance(series, dict) else {"values": series})}]
+    db = Database([valid, doc, *[{"_id": 10 + i, **f} if isinstance(f, dict) else f
+                                 for i, f in enumerate(foreign)]], metrics)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        frame = results.load_runs(db, dedupe=False)
+        assert "valid" in set(frame["run_key"])
+        assert "valid" in results.completed_run_keys(db) and results.has_completed(db, "valid")
+        results.find_completed(db, "random")
+        results.load_metrics(db)
+        attempts = runs.read_attempts([db])
+        table = tables.build_table("table2", plan_of("valid", "random"), attempts, stores="fake")
+        render.render_markdown(table)
