@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pcl import results
@@ -102,10 +103,13 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
 
 def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-epoch metrics of one record in long form: name, step (epoch, 1-based), value (pcl.results' reader)."""
-    rows = [{"name": n, "step": s, "value": v}
-            for n, steps, values in results._record_metrics(dict(record), None if names is None else set(names))  # noqa: SLF001
-            for s, v in zip(steps, values)]
-    return pd.DataFrame(rows, columns=["name", "step", "value"])
+    parts = [(n, steps, values) for n, steps, values in
+             results._record_metrics(dict(record), None if names is None else set(names))]  # noqa: SLF001
+    if not parts:
+        return pd.DataFrame(columns=["name", "step", "value"])
+    return pd.DataFrame({"name": np.concatenate([np.repeat(np.array([n], dtype=object), len(s)) for n, s, _ in parts]),
+                         "step": np.concatenate([np.asarray(s, dtype=np.int64) for _, s, _ in parts]),
+                         "value": np.concatenate([np.asarray(v, dtype=np.float64) for _, _, v in parts])})
 
 
 def metric_value(record: Mapping[str, Any], name: str) -> float | None:
@@ -173,43 +177,67 @@ def plan_runs(name: str, updates: Mapping[str, Any] | None = None,
             from None
 
 
+def _latest_attempts(attempts: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+    """(latest COMPLETED attempt per run_key, latest attempt per run_key, attempts per run_key), computed once per
+    attempts frame (sorted once, then dictionary lookups: linear in the store, not tables x runs)."""
+    cached = attempts.attrs.get("_latest")
+    if cached is not None:
+        return cached
+    ordered = attempts.sort_values("time", na_position="first", kind="stable")
+    rows = ordered.to_dict("records")
+    latest: dict[str, Any] = {}
+    latest_done: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        key = row["run_key"]
+        if not isinstance(key, str):
+            continue
+        latest[key] = row
+        counts[key] = counts.get(key, 0) + 1
+        if row["status"] == "completed":
+            latest_done[key] = row
+    attempts.attrs["_latest"] = (latest_done, latest, counts)
+    return latest_done, latest, counts
+
+
 def planned_status(plan: Sequence[Mapping[str, Any]], attempts: pd.DataFrame, *, head: str | None = None,
                    select: str = "last") -> pd.DataFrame:
     """One row per planned run: the plan's run config keys (run_key, label, method, backbone, dataset, seed,
     peers, options) + status (STATUSES), attempts (how many records), value (top-1 error %, NaN unless
-    completed), deployed_head, params_train, params_deployed, num_classes, attempt_id and the chosen `attempt`.
+    completed), deployed_head, params_train, params_deployed, num_classes, attempt_id, the chosen `attempt`, and
+    `newer` (the status of a later attempt the cell does not use, e.g. "failed" or "running"; None).
 
     The latest COMPLETED attempt of a run_key counts; without one, the latest attempt's status.
     """
-    by_key = {k: g.sort_values("time", na_position="first", kind="stable")
-              for k, g in attempts.groupby("run_key", sort=False)} if len(attempts) else {}
+    latest_done, latest, counts = _latest_attempts(attempts) if len(attempts) else ({}, {}, {})
     rows = []
     for run in plan:
         row = {k: run.get(k) for k in ("run_key", "label", "method", "backbone", "dataset", "seed", "peers",
                                         "experiment")}
         row["options"] = run.get("options") or {}
-        group = by_key.get(run["run_key"])
-        chosen = None
-        if group is None or group.empty:
+        key = run["run_key"]
+        chosen = latest_done.get(key) or latest.get(key)
+        newest = latest.get(key)
+        row["newer"] = (newest["status"] if newest is not None and chosen is not None
+                        and newest["attempt_id"] != chosen["attempt_id"] else None)
+        if chosen is None:
             row.update(status="missing", attempts=0)
         else:
-            done = group[group["status"] == "completed"]
-            chosen = (done if len(done) else group).iloc[-1]
-            row.update(status=chosen["status"], attempts=len(group))
+            row.update(status=chosen["status"], attempts=counts[key])
         value, row["nan_result"] = float("nan"), False
         if chosen is not None and chosen["status"] == "completed":
             found = result_lookup(chosen, head, select)
             value = float("nan") if found is None else found
             row["nan_result"] = found is not None and found != found  # recorded NaN (diverged), not "no head"
-        for key in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source",
-                    "experiment"):
-            if chosen is not None and chosen[key] is not None and not (key == "experiment" and row.get(key)):
-                row[key] = chosen[key]
-        for key in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source"):
-            row.setdefault(key, None)  # a record of an older version (no info.json) has none of them
+        for name in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source",
+                     "experiment"):
+            if chosen is not None and chosen[name] is not None and not (name == "experiment" and row.get(name)):
+                row[name] = chosen[name]
+        for name in ("deployed_head", "params_train", "params_deployed", "num_classes", "attempt_id", "source"):
+            row.setdefault(name, None)  # a record of an older version (no info.json) has none of them
         row["recorded_by"] = None if chosen is None else chosen["experiment"]
         row["value"] = value
-        row["attempt"] = None if chosen is None else chosen.to_dict()
+        row["attempt"] = None if chosen is None else dict(chosen)
         rows.append(row)
     return pd.DataFrame(rows)
 

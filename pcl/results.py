@@ -28,6 +28,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 COMPLETED = "COMPLETED"
@@ -292,16 +293,76 @@ def read_file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | 
     return check_record(record)
 
 
+#: run folder -> (its files' (mtime_ns, size), its checked record): a command that reads the store several times
+#: (tables, figures, a relaunch asking for each run_key) parses each folder once; a changed file is read again
+_RECORD_CACHE: dict[tuple[str, bool], tuple[tuple, dict[str, Any] | None]] = {}
+
+
+def _stamp(run_dir: Path) -> tuple | None:
+    stamp = []
+    for name in ("run.json", "config.json", "info.json"):
+        try:
+            st = os.lstat(run_dir / name)
+        except FileNotFoundError:
+            stamp.append(None)
+            continue
+        except OSError:
+            return None
+        stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(stamp)
+
+
 def file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
-    """read_file_record, or None (named once) when the record cannot be used."""
+    """read_file_record, or None (named once) when the record cannot be used. Cached per folder until one of its
+    files changes; each call returns its own top-level dict (callers add `source`)."""
+    key = (str(run_dir), with_info)
+    stamp = _stamp(run_dir)
+    cached = _RECORD_CACHE.get(key)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return None if cached[1] is None else dict(cached[1])
     try:
-        return read_file_record(run_dir, with_info)
+        record = read_file_record(run_dir, with_info)
     except (RecordError, OSError) as err:
         skip_record(run_dir, err)
-        return None
+        record = None
+    if stamp is not None and (record is not None or stamp[0] is not None):  # never cache a folder being created
+        _RECORD_CACHE[key] = (stamp, record)
+    return None if record is None else dict(record)
 
 
 _file_record = file_record
+
+
+#: file store folder -> (run folders indexed, run_key -> its run folders): one scan per command; later lookups only
+#: read the folders created since (a relaunch or a SLURM job asks once per run_key)
+_INDEX: dict[str, tuple[set[str], dict[str, list[Path]]]] = {}
+
+
+def file_folders_of(root: Path, run_key: str) -> list[Path]:
+    """The run folders of a file store whose record has `run_key` (checked records; indexed per process)."""
+    seen, by_key = _INDEX.setdefault(str(Path(root).resolve()), (set(), {}))
+    for run_dir in _file_run_dirs(Path(root)):
+        if run_dir.name in seen:
+            continue
+        record = file_record(run_dir)
+        if record is None and not all(os.path.lexists(run_dir / f) for f in ("run.json", "config.json")):
+            continue  # being created (Sacred writes the folder first): look again next time
+        seen.add(run_dir.name)  # damaged folders too: named once, never indexed
+        key = None if record is None else record["config"].get("run_key")
+        if isinstance(key, str):
+            by_key.setdefault(key, []).append(run_dir)
+    return list(by_key.get(run_key, ()))
+
+
+def completed_file_records(root: Path, run_key: str) -> list[dict[str, Any]]:
+    """The COMPLETED records of `run_key` in a file store (each folder re-checked: a record may have changed)."""
+    out = []
+    for run_dir in file_folders_of(root, run_key):
+        record = file_record(run_dir)
+        if record is not None and record["status"] == COMPLETED and record["config"].get("run_key") == run_key:
+            record["source"] = _source_name("file", Path(root))
+            out.append(record)
+    return out
 
 
 def _mongo_records(db: Any, query: dict[str, Any] | None, projection: dict[str, Any] | None) -> Iterator[dict]:
@@ -478,7 +539,15 @@ def completed_run_keys(store: StoreLike) -> set[str]:
 
 def find_completed(store: StoreLike, run_key: str) -> dict[str, Any] | None:
     """The latest COMPLETED record of `run_key` (a plain dict, as iter_records yields), or None."""
-    records = list(iter_records(store, {"config.run_key": run_key, "status": COMPLETED}))
+    records: list[dict[str, Any]] = []
+    for kind, where in _sources(store):
+        if kind == "mongo":
+            for doc in _mongo_records(where, {"config.run_key": run_key, "status": COMPLETED}, _PROJECTION):
+                if doc["config"]["run_key"] == run_key:  # a list holding run_key matches the query too
+                    doc["source"], doc["_db"] = _source_name(kind, where), where
+                    records.append(doc)
+        else:
+            records += completed_file_records(where, run_key)
     if not records:
         return None
     return max(records, key=lambda r: _finality(r)[1])
@@ -490,30 +559,41 @@ def has_completed(store: StoreLike, run_key: str) -> bool:
             if any(r["config"]["run_key"] == run_key for r in _mongo_records(
                     where, {"config.run_key": run_key, "status": COMPLETED}, {"config.run_key": 1, "status": 1})):
                 return True
-        else:
-            for run_dir in _file_run_dirs(where):
-                record = _file_record(run_dir)
-                if record and record["status"] == COMPLETED and record["config"].get("run_key") == run_key:
-                    return True
+        elif completed_file_records(where, run_key):
+            return True
     return False
 
 
 def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
                  names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per-epoch metrics in long form: attempt_id, run_key, run_id, source, name, step, value."""
+    """Per-epoch metrics in long form: attempt_id, run_key, run_id, source, name, step, value.
+
+    Only the metrics in `names` (default: all) of the attempts in `attempt_ids` (default: all) are kept, built as
+    columns (one array per series, not a Python object per point): memory follows what is asked for."""
     wanted = set(attempt_ids) if attempt_ids is not None else None
     name_set = set(names) if names is not None else None
-    rows: list[dict[str, Any]] = []
+    columns: dict[str, list] = {c: [] for c in ("attempt_id", "run_key", "run_id", "source", "name")}
+    steps_parts: list[Any] = []
+    value_parts: list[Any] = []
     for record in unique_attempts(list(iter_records(store))):
         attempt = (record.get("meta") or {}).get("attempt_id")
         if wanted is not None and attempt not in wanted:
             continue
         key = (record.get("config") or {}).get("run_key")
         for name, steps, values in _record_metrics(record, name_set):
-            rows += [{"attempt_id": attempt, "run_key": key, "run_id": record["run_id"],
-                      "source": record["source"], "name": name, "step": s, "value": v}
-                     for s, v in zip(steps, values)]
-    return pd.DataFrame(rows, columns=["attempt_id", "run_key", "run_id", "source", "name", "step", "value"])
+            n = len(steps)
+            for column, value in (("attempt_id", attempt), ("run_key", key), ("run_id", record["run_id"]),
+                                  ("source", record["source"]), ("name", name)):
+                columns[column].append(np.repeat(np.array([value], dtype=object), n))
+            steps_parts.append(np.asarray(steps, dtype=np.int64))
+            value_parts.append(np.asarray(values, dtype=np.float64))
+    if not steps_parts:
+        return pd.DataFrame(columns=["attempt_id", "run_key", "run_id", "source", "name", "step", "value"])
+    frame = pd.DataFrame({c: np.concatenate(parts) for c, parts in columns.items()})
+    frame["name"] = frame["name"].astype("category")
+    frame["step"] = np.concatenate(steps_parts)
+    frame["value"] = np.concatenate(value_parts)
+    return frame
 
 
 def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[tuple[str, list, list]]:

@@ -103,3 +103,12 @@ def test_the_blocker_reports_an_import_of_torch(tmp_path):
     script.write_text("try:\n    import torch\nexcept ImportError:\n    pass\n")
     proc = _blocked([str(script)], tmp_path)
     assert proc.returncode == 3 and "IMPORTS TORCH: torch" in proc.stderr
+
+
+def test_the_upload_function_is_the_packages_name_after_any_import_of_its_module():
+    import importlib
+
+    import pcl.tracking as tracking_package
+
+    importlib.import_module("pcl.tracking.upload")
+    assert callable(tracking_package.upload) and tracking_package.upload.__module__ == "pcl.tracking.upload"

@@ -43,9 +43,12 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("MONGO_URL_ENV", "redact", "redact_url", "resolve_mongo_url"), "pcl.secrets"),
     **dict.fromkeys(("DEFAULT_DB_NAME", "FAILURE_DIR_NAME", "MONGO_TIMEOUT_S", "Store", "open_store"),
                     "pcl.tracking.stores"),
-    **dict.fromkeys(("UploadReport", "upload"), "pcl.tracking.upload"),
 }
-__all__ = sorted(_EXPORTS)
+# `upload` is both a submodule and its function: importing the submodule anywhere would bind the module to the
+# package's name `upload`, so the function is bound here, after that import (torch-free: the store and Sacred).
+from pcl.tracking.upload import UploadReport, upload  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "UploadReport", "upload"])
 
 
 def __getattr__(name: str) -> Any:

@@ -404,11 +404,9 @@ def _experiment_names(doc: dict[str, Any], experiment: str) -> list[str]:
 
 
 def _latest_completed_dir(results_dir: Path, run_key: str) -> Path | None:
-    best, best_time = None, ""
-    for run_dir in results.run_folders(Path(results_dir)):
-        record = results.file_record(run_dir)  # checked; a damaged record is named and skipped
-        if record is not None and record["status"] == "COMPLETED" and record["config"].get("run_key") == run_key:
-            when = str(record.get("stop_time") or "")
-            if best is None or when > best_time:
-                best, best_time = run_dir, when
-    return best
+    records = results.completed_file_records(Path(results_dir), run_key)  # indexed: no scan of the store per run
+    if not records:
+        return None
+    return Path(max(records, key=lambda r: str(r.get("stop_time") or ""))["path"])
+
+
