@@ -85,6 +85,7 @@ BAD = {
     "info.json holds a string": {"info.json": "older"},
     "binary garbage config": {"config.json": b"\xff\xfe\x00garbage"},
     "deeply nested": {"config.json": b"[" * 100000},
+    "meta null and host a list": {"run.json": {"meta": None, "host": ["h"]}},
 }
 
 
@@ -243,9 +244,10 @@ def test_upload_skips_damaged_records_and_goes_on(tmp_path, mongo_url):
     store = tmp_path / "results"
     for number, case in enumerate(sorted(BAD), start=1):
         write_record(store, number, _bad_files(f"bad{number}", number, BAD[case]))
+    write_record(store, 98, _bad_files("null-meta", 98, {"run.json": {"meta": None, "resources": {"a": 1}}}))
     write_record(store, 99, good_files("good", 99))
-    report = upload(str(store), mongo_url, log=lambda line: None)
-    assert len(report.inserted) == 1 and str(store / "99") in report.inserted[0]
+    report = upload(str(store), mongo_url, log=lambda line: None)  # an older record without meta is uploaded
+    assert len(report.inserted) == 2 and str(store / "99") in report.inserted[1]
     assert len(report.unreadable) == len(BAD)
     assert all("\n" not in line for line in report.unreadable)
 

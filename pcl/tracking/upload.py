@@ -134,8 +134,9 @@ def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], l
     tags = omniboard.get("tags") if isinstance(omniboard.get("tags"), list) else []
     doc = {
         "experiment": experiment, "format": MongoObserver.VERSION, "command": run.get("command"),
-        "host": run.get("host", {}), "start_time": _parse_time(run.get("start_time")), "config": config,
-        "meta": run.get("meta", {}), "status": run.get("status"), "resources": run.get("resources", []),
+        "host": run.get("host") or {}, "start_time": _parse_time(run.get("start_time")), "config": config,
+        "meta": dict(run.get("meta") or {}), "status": run.get("status"),
+        "resources": run.get("resources") if isinstance(run.get("resources"), list) else [],
         "artifacts": [], "captured_out": cout.decode("utf-8", errors="replace") if cout is not None else "",
         "info": {k: v for k, v in info.items() if k != "metrics"}, "heartbeat": _parse_time(run.get("heartbeat")),
         "result": _headline_first(run.get("result")), "stop_time": _parse_time(run.get("stop_time")),
