@@ -74,6 +74,24 @@ def test_declared_parameter_counts_are_what_a_build_has(name: str) -> None:
     assert spec.name in DEFAULT_DROPOUT or spec.dropout is None
 
 
+@pytest.mark.parametrize("name", list(registry.backbones()))
+def test_every_declared_backbone_runs_forward_and_splits_into_shared_layers_and_a_branch(name: str) -> None:
+    """Any backbone added later is covered: logits of the right shape from the whole network and from its shared
+    part + head (the split the multi-branch methods use), a multi-branch network of it with two peers."""
+    spec = registry.backbone(name)
+    num_classes = min(spec.params)
+    size = 64 if "imagenet" in spec.datasets and len(spec.datasets) == 1 else 32
+    net = build_backbone(name, num_classes).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        logits = net(x)
+        assert logits.shape == (2, num_classes)
+        feature, split_logits = net.head(net.shared(x))  # Head: (pooled feature, logits)
+        assert torch.allclose(split_logits, logits) and feature.shape == (2, net.head.feature_dim)
+        outputs = MultiBranchNet(name, num_classes, 2).eval().forward_views([x])
+    assert len(outputs) == 2 and all(z.shape == (2, num_classes) for _, z in outputs)
+
+
 def test_declared_counts_of_the_zoo_are_its_reference_counts() -> None:
     for name, counts in EXPECTED_PARAMS.items():
         assert registry.backbone(name).params == counts, name

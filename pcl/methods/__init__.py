@@ -57,7 +57,14 @@ def build_method(name: str, backbone: str, num_classes: int, *, dropout: float |
     if unknown:
         raise ValueError(f"method {name!r} has no option(s) {', '.join(unknown)}; "
                          f"allowed: {', '.join(sorted(allowed)) or '(none)'}")
-    return cls(backbone, num_classes, dropout=dropout, **{**allowed, **options})
+    spec = registry.method(name)
+    checked = {}
+    for key, value in options.items():  # the declared checks, as a run config's (pcl.schema)
+        try:
+            checked[key] = spec.option(key).check(value)
+        except ValueError as err:
+            raise ValueError(f"method {name!r}: option {key}={value!r} is invalid: {err}") from None
+    return cls(backbone, num_classes, dropout=dropout, **{**allowed, **checked})
 
 
 __all__ = ["METHODS", "Method", "build_method", "check_views", "method_class", "method_defaults"]

@@ -29,8 +29,10 @@ LogitDict = dict[str, torch.Tensor]
 
 
 class Method(nn.Module):
-    """Base class: a subclass sets `declaration` (its file's DECLARATION, pcl.declarations.MethodSpec) and
-    `num_views`, sets `deployed_head` (it may depend on the options) and implements the abstract methods. Its
+    """Base class: a subclass sets `declaration` (its file's DECLARATION, pcl.declarations.MethodSpec; name,
+    distills, deployed head and a fixed number of views come from it; a number of views set by an option, e.g.
+    `views="peers"`, and a deployed head that depends on the options are set in `__init__`) and implements the
+    abstract methods. Its
     `__init__` takes (backbone, num_classes, *, <every declared option>, dropout): `pcl.methods.build_method`
     passes the declared defaults merged with the run's options."""
 
@@ -49,6 +51,8 @@ class Method(nn.Module):
         if declaration is not None:
             cls.name, cls.distills = declaration.name, declaration.distills
             cls.deployed_head = cls.__dict__.get("deployed_head", declaration.deployed)
+            if isinstance(declaration.views, int):  # else an option sets it: the class's __init__ does
+                cls.num_views = cls.__dict__.get("num_views", declaration.views)
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
         """dropout: probability of the backbone's dropout layers in every network the method builds (checked by

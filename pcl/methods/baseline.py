@@ -21,7 +21,6 @@ DECLARATION = MethodSpec(
 
 class Baseline(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, dropout: float | None = None):
         super().__init__(backbone, num_classes, dropout=dropout)

@@ -76,7 +76,6 @@ def rescale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 class CLILR(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
                  gradient_rescale: bool, detach_target: bool, dropout: float | None = None):

@@ -58,7 +58,6 @@ TARGETS = ("pairwise", "mean_others")
 
 class DML(ParallelNetworks):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
                  target: str, dropout: float | None = None):

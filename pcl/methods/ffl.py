@@ -84,7 +84,6 @@ class FusionModule(nn.Module):
 
 class FFL(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
                  fusion_weight_decay: float | None, dropout: float | None = None):

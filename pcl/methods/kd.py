@@ -86,7 +86,6 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
 
 class KD(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, teacher_path: str | None, teacher_backbone: str | None,
                  temperature: float, kd_weight: float, dropout: float | None = None):

@@ -74,7 +74,6 @@ class PeerAttention(nn.Module):
 
 class OKDDip(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
                  projection_factor: int, scaled_attention: bool, attention_grad: bool, detach_targets: bool,

@@ -49,7 +49,6 @@ DECLARATION = MethodSpec(
 
 class ONE(Method):
     declaration = DECLARATION
-    num_views = 1
 
     def __init__(self, backbone: str, num_classes: int, *, peers: int, temperature: float, rampup_length: int,
                  dropout: float | None = None):
