@@ -14,7 +14,8 @@ The paper does not state backbone and dataset here; the default is ResNet-32 on 
 from __future__ import annotations
 
 
-from experiments.common import cli, make_experiment, pcl_ablation_grid
+from experiments.cli import cli
+from experiments.common import make_experiment, pcl_ablation_grid
 
 VARIANTS: dict[str, dict] = {
     "multi-branch CE": {"ensemble_teacher": False, "mean_teacher": False, "multi_input": False},

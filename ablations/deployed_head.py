@@ -11,7 +11,8 @@ deployment parameter counts. The analysis compares those heads from the same run
 from __future__ import annotations
 
 
-from experiments.common import cli, make_experiment, pcl_ablation_grid
+from experiments.cli import cli
+from experiments.common import make_experiment, pcl_ablation_grid
 
 HEADS = ("peer1", "mean_peer1", "ensemble", "pcl_e")  # what the analysis compares (result keys last/top1_err/HEAD)
 

@@ -11,7 +11,8 @@ Default ResNet-32 on CIFAR-100 (not stated in the paper). The PCL cell shares it
 from __future__ import annotations
 
 
-from experiments.common import cli, make_experiment, pcl_ablation_grid
+from experiments.cli import cli
+from experiments.common import make_experiment, pcl_ablation_grid
 
 FORMS = ("concat_fc", "logit_average", "gate")
 

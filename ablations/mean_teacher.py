@@ -13,7 +13,8 @@ Default ResNet-32 on CIFAR-100 (not stated in the paper). The PCL cell shares it
 from __future__ import annotations
 
 
-from experiments.common import cli, make_experiment, pcl_ablation_grid
+from experiments.cli import cli
+from experiments.common import make_experiment, pcl_ablation_grid
 
 VARIANTS: dict[str, dict] = {
     "peer mean teachers of the others (PCL)": {"peer_teacher": "mean_others"},

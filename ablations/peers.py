@@ -10,7 +10,8 @@ ResNet-32 on CIFAR-100 (not stated in the paper). The m=3 cell shares its run_ke
 from __future__ import annotations
 
 
-from experiments.common import cli, make_experiment, pcl_ablation_grid
+from experiments.cli import cli
+from experiments.common import make_experiment, pcl_ablation_grid
 from pcl.tracking import ConfigError
 
 

@@ -16,7 +16,8 @@ weight decay 1e-4, RandomResizedCrop 224 + flip. `data_root` must hold the Image
 from __future__ import annotations
 
 
-from experiments.common import axis, check_dataset, cli, make_experiment
+from experiments.cli import cli
+from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry
 
 #: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)

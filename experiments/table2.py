@@ -14,7 +14,8 @@ PCL-E) and `pcl_e` (the mean of the temporal-mean peers), with their parameter c
 from __future__ import annotations
 
 
-from experiments.common import axis, check_dataset, cli, make_experiment
+from experiments.cli import cli
+from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry
 
 #: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)

@@ -12,7 +12,8 @@ there are skipped here). For each seed the teacher runs before its student. Numb
 from __future__ import annotations
 
 
-from experiments.common import axis, check_dataset, cli, make_experiment
+from experiments.cli import cli
+from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry
 
 #: the students compared, from the declarations: the methods that list this table (pcl.registry)

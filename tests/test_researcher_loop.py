@@ -63,16 +63,16 @@ def test_what_the_readme_commands_write_in_the_repository_is_ignored_by_git(path
 
 
 def test_help_lists_only_the_flags_that_are_honoured(capsys):
-    from experiments import common, table2
+    from experiments import cli, table2
 
     with pytest.raises(SystemExit) as stop:
-        common.cli(table2.ex, ["experiments/table2.py", "--help"])
+        cli.cli(table2.ex, ["experiments/table2.py", "--help"])
     assert stop.value.code == 0
     text = capsys.readouterr().out
     options = text.split("Options (", 1)[1].split("\nArguments:", 1)[0]
     listed = [line.split()[0].rstrip(",") for line in options.splitlines() if line.startswith("  -")]
-    assert sorted(listed) == sorted(h.split(":")[0].split()[0] for h in common.HONOURED_FLAGS.values())
-    for flag in common.REFUSED_FLAGS:
+    assert sorted(listed) == sorted(h.split(":")[0].split()[0] for h in cli.HONOURED_FLAGS.values())
+    for flag in cli.REFUSED_FLAGS:
         assert flag not in options.split("are refused")[0]
     assert "-q" in options.split("Sacred's other flags")[1] and "-u" in options.split("Sacred's other flags")[1]
     assert "host:port:db" not in text  # Sacred's -m form, which the suite refuses

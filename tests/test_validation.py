@@ -86,7 +86,7 @@ BAD_INPUTS = {
 
 
 #: cases that run the real command line in a subprocess (each costs an interpreter start); the others call the
-#: same entry point, experiments.common.cli, in this process
+#: same entry point, experiments.cli.cli, in this process
 IN_A_SUBPROCESS = ("smoke+quick", "corrupt_data", "queue_flag")
 #: a proxy that refuses at once: a download fails fast and the same way with or without a network
 NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
@@ -94,10 +94,10 @@ NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0
 
 
 def drive_in_process(tmp_path: Path, args: list[str], capsys, monkeypatch) -> tuple[int, str]:
-    """experiments.common.cli on `table2.py ARGS` (what `python experiments/table2.py ARGS` runs): exit code and
+    """experiments.cli.cli on `table2.py ARGS` (what `python experiments/table2.py ARGS` runs): exit code and
     everything printed."""
     from experiments import table2
-    from experiments.common import cli
+    from experiments.cli import cli
 
     for name, value in NO_NETWORK.items():
         monkeypatch.setenv(name, value)
@@ -349,7 +349,7 @@ def test_docs_list_every_option_with_default_and_meaning():
 
 def test_loglevel_and_print_config_flags_do_what_they_say(tmp_path, monkeypatch):
     from experiments import table2
-    from experiments.common import cli
+    from experiments.cli import cli
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
