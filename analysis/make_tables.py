@@ -14,7 +14,8 @@ import sys
 from typing import Sequence
 
 from analysis import cli, escape
-from analysis.tables import build_tables, render_markdown, write_table
+from analysis.render import render_markdown, write_table
+from analysis.tables import build_tables
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,8 +18,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from analysis import claims, cli, escape
+from analysis.render import escaped_frame, render_markdown
 from analysis.runs import STATUSES, describe_stores
-from analysis.tables import BACKBONE_NAMES, Table, build_tables, escaped_frame, render_markdown
+from analysis.tables import BACKBONE_NAMES, Table, build_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 

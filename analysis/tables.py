@@ -1,20 +1,20 @@
-"""The paper's tables from the runs of a script's plan: aggregation (pandas) and rendering (Markdown via tabulate,
-LaTeX booktabs via pandas Styler, CSV), each cell beside the paper's number from analysis/paper.py.
+"""The paper's tables from the runs of a script's plan: what each table is (TableSpec, SPECS), the Table it becomes,
+aggregation (pandas), the paper's stated differences beside ours (`comparisons`) and building a table from a plan and
+the stores (`build_table`, `tables_for_script`, `build_tables`). Rendering (Markdown, LaTeX, CSV, files) is
+analysis/render.py.
 
 Every table has one row per backbone and one column per compared thing (method, ablation variant, number of
 peers, or head); a cell is the top-1 error (%) of the deployed head, mean +- std (ddof=1) over the seeds of the
 plan, with n, the planned runs that are not done (missing/running/failed/preempted) and the paper's number with
-our difference ("unknown" where the paper's number is not known). Parameter counts (training / deployment) come
-from the records.
+our difference ("unknown" where the paper's number is not known), from analysis/paper.py. Parameter counts
+(training / deployment) come from the records.
 
-Entry points: `build_tables` (what make_tables.py calls), `print_script_table` (what a script's grid calls when it
-ends), `render_markdown` / `render_latex` / `cells_csv`.
+Entry points: `build_tables` (what make_tables.py calls), `tables_for_script`, `build_table`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -31,8 +31,6 @@ BACKBONE_NAMES = {name: spec.display for name, spec in registry.backbones().item
 #: the heads the PCL-E table compares (the same as ablations/deployed_head.py HEADS), with what each is
 PCL_HEADS = {"peer1": "peer1 (a live peer)", "mean_peer1": "mean_peer1 (its temporal mean: deployed)",
              "ensemble": "ensemble (peer ensemble teacher)", "pcl_e": "pcl_e (ensemble of the temporal means)"}
-MARK_FEW = "†"  # a cell with fewer completed runs than planned
-ROW_OURS, ROW_PAPER, ROW_DIFF, ROW_PARAMS = "ours", "paper", "ours - paper", "params train / deployed"
 
 
 def _variant(run: Mapping[str, Any]) -> str:
@@ -154,13 +152,6 @@ def head_parameter_counts(run: Mapping[str, Any]) -> dict[str, int | None]:
     return out
 
 
-def _fmt_params(train: Any, deployed: Any) -> str:
-    def one(n: Any) -> str:
-        return "?" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{n / 1e6:.3f}M"
-
-    return f"{one(train)} / {one(deployed)}"
-
-
 def aggregate(spec: TableSpec, status: pd.DataFrame, dataset: str, *, head: str | None = None,
               select: str = "last") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells, runs): cells has one row per (backbone, column) in plan order with mean, std (ddof=1), n,
@@ -230,140 +221,6 @@ def comparisons(spec: TableSpec, cells: pd.DataFrame, dataset: str, head: str | 
                          "paper (points)": f"{d.delta_err:+.1f} ({d.confidence})",
                          "paper's setting": "as this table" if d.dataset else "not stated in the paper"})
     return pd.DataFrame(rows)
-
-
-# ---- rendering -----------------------------------------------------------------------------------------------
-def _ours_text(c: Mapping[str, Any]) -> str:
-    nan_results = int(c.get("nan_results") or 0)
-    if c["n"] == 0 and c["completed"] and nan_results:
-        return f"NaN ({nan_results} of {c['completed']} completed runs recorded NaN: diverged)"
-    if c["n"] == 0 and c["completed"]:  # --head names a head these runs do not have
-        return f"no such head ({c['completed']} completed runs)"
-    if c["n"] == 0:
-        text = "-"
-    elif c["n"] == 1 or math.isnan(c["std"]):
-        text = f"{c['mean']:.2f}"
-    else:
-        text = f"{c['mean']:.2f} ± {c['std']:.2f}"
-    others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]] + ([f"{nan_results} NaN"] if nan_results else [])
-    count = f"n={c['n']}" if c["n"] == c["n_planned"] else f"n={c['n']}/{c['n_planned']}"
-    text += f" ({count}{': ' + ', '.join(others) if others else ''})"
-    return text + (MARK_FEW if c["n"] < c["n_planned"] else "")
-
-
-def _paper_text(c: Mapping[str, Any]) -> str:
-    if math.isnan(c["paper_err"]):
-        return "unknown"
-    if c.get("not_comparable"):
-        return f"{c['paper_err']:.2f} ({c['paper_conf']}): not comparable ({c['not_comparable']})"
-    std = "" if math.isnan(c["paper_std"]) else f" ± {c['paper_std']:.2f}"
-    return f"{c['paper_err']:.2f}{std} ({c['paper_conf']})"
-
-
-def _diff_text(c: Mapping[str, Any]) -> str:
-    if math.isnan(c["paper_err"]):
-        return "unknown"
-    if c.get("not_comparable"):
-        return "not comparable"
-    return "-" if math.isnan(c["diff"]) else f"{c['diff']:+.2f}"
-
-
-def display_frame(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(text, best): the table in the paper's form as strings, rows (backbone, ours|paper|diff|params) x columns,
-    and a same-shaped boolean frame marking the best (lowest) mean of each backbone."""
-    spec, cells = table.spec, table.cells
-    columns = [spec.display(c) for c in dict.fromkeys(cells["column"])]
-    kinds = [ROW_OURS] + ([ROW_PAPER, ROW_DIFF] if table.head is None else []) + [ROW_PARAMS]
-    index = pd.MultiIndex.from_tuples([(BACKBONE_NAMES.get(r, r), k) for r in dict.fromkeys(cells["row"])
-                                       for k in kinds], names=["backbone", ""])
-    text = pd.DataFrame("", index=index, columns=columns)
-    best = pd.DataFrame(False, index=index, columns=columns)
-    for c in cells.to_dict("records"):
-        row, col = BACKBONE_NAMES.get(c["row"], c["row"]), spec.display(c["column"])
-        text.loc[(row, ROW_OURS), col] = _ours_text(c)
-        best.loc[(row, ROW_OURS), col] = bool(c["best"])
-        if table.head is None:
-            text.loc[(row, ROW_PAPER), col] = _paper_text(c)
-            text.loc[(row, ROW_DIFF), col] = _diff_text(c)
-        text.loc[(row, ROW_PARAMS), col] = _fmt_params(c["params_train"], c["params_deployed"])
-    return text, best
-
-
-def _footnotes(table: Table) -> list[str]:
-    counts = table.status_counts
-    lines = [f"Runs of the plan: {sum(counts.values())} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
-             f"store: {table.stores}.",
-             "Cells: mean ± std (ddof=1) over seeds; n = completed runs"
-             + (f"; {MARK_FEW} = fewer completed runs than planned." if (table.cells["n"] < table.cells[
-                 "n_planned"]).any() else ".") + " Bold: lowest error of the row.",
-             "Paper: top-1 error = 100 - the quoted accuracy; confidence "
-             + "; ".join(f"{k} = {v}" for k, v in paper.CONFIDENCE.items()) + " (analysis/paper.py).",
-             "Params: trained parameters / parameters of the deployed model"
-             + (" (PCL-E table: parameters each head needs at inference)." if table.spec.heads else ".")]
-    if table.select == "best":
-        lines.append("Selection: each run's best epoch ON THE TEST SET; these numbers are optimistic.")
-    lines += table.notes
-    return lines
-
-
-def render_markdown(table: Table) -> str:
-    """The table as Markdown (tabulate through pandas), with its title, footnotes and the paper's deltas."""
-    text, best = display_frame(table)
-    text = escaped_frame(text, escape.markdown)  # record text (labels, names) is shown, never interpreted
-    shown = text.mask(best.to_numpy(), "**" + text + "**").reset_index()
-    shown["backbone"] = shown["backbone"].where(~shown["backbone"].duplicated(), "")
-    parts = [f"### {escape.markdown(table.title)}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
-    if not table.comparisons.empty:
-        parts += ["Differences the paper states (top-1 error points; negative = better):", "",
-                  escaped_frame(table.comparisons, escape.markdown).to_markdown(index=False, disable_numparse=True),
-                  ""]
-    parts += [f"- {escape.markdown(line, limit=2000)}" for line in _footnotes(table)]
-    return "\n".join(parts) + "\n"
-
-
-def escaped_frame(frame: pd.DataFrame, escape_text: Callable[[Any], Any]) -> pd.DataFrame:
-    """`frame` with every cell, column name and index label passed through `escape_text` (analysis.escape): what
-    a renderer does before a frame that holds record text reaches its format."""
-    out = frame.map(escape_text)
-    out.columns = [escape_text(c) for c in frame.columns]
-    if isinstance(frame.index, pd.MultiIndex):
-        out.index = pd.MultiIndex.from_tuples([tuple(escape_text(x) for x in t) for t in frame.index],
-                                              names=frame.index.names)
-    else:
-        out.index = pd.Index([escape_text(x) for x in frame.index], name=frame.index.name)
-    return out
-
-
-def render_latex(table: Table) -> str:
-    """The table as a LaTeX booktabs tabular (pandas Styler), best of each row in bold, with a caption."""
-    text, best = display_frame(table)
-    text = escaped_frame(text, escape.one_line)  # one line each; the Styler escapes LaTeX's specials below
-    best = best.set_axis(text.index, axis=0).set_axis(text.columns, axis=1)
-    styler = text.style.apply(lambda _: best.map(lambda b: "font-weight: bold;" if b else ""), axis=None)
-    styler = (styler.format(escape="latex").format_index(escape="latex", axis=0)
-              .format_index(escape="latex", axis=1))
-    caption = escape.latex(table.title)
-    return styler.to_latex(hrules=True, convert_css=True, multirow_align="t", caption=caption,
-                           position_float="centering", environment="table")
-
-
-def cells_csv(table: Table) -> str:
-    """The numeric cells (one row per backbone x column) as CSV: every count, the paper's numbers, the diff; text
-    cells a spreadsheet would take for a formula are escaped (analysis.escape.csv_cell)."""
-    return table.cells.map(escape.csv_cell).to_csv(index=False)
-
-
-def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
-    """Write NAME_DATASET.{md,tex,csv} under out_dir; returns the paths by format."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.name}_{table.dataset}" + (f"_{table.setting.slug}" if table.setting else "") + (
-        "_best_on_test" if table.select == "best" else "") + (f"_head-{table.head}" if table.head else "")
-    paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
-    paths["md"].write_text(render_markdown(table))
-    paths["tex"].write_text(render_latex(table))
-    paths["csv"].write_text(cells_csv(table))
-    return paths
 
 
 # ---- building ------------------------------------------------------------------------------------------------
@@ -525,47 +382,5 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
     return tables, skipped
 
 
-def _script_name(name: str) -> str:
-    """A registry name, or the experiment name a script's driver records (e.g. ablation_components)."""
-    if name in SPECS:
-        return name
-    from experiments import registry
-
-    for key in registry.SCRIPTS:
-        if registry.experiment(key).path == name:
-            return key
-    raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
-
-
-def print_script_table(name: str, config: Mapping[str, Any], stores: Any, *, runs: Sequence[Mapping] | None = None,
-                       echo: Callable[[str], None] = print) -> str:
-    """Print (and return) the Markdown table of script `name` for the runs of its plan under `config`: what every
-    table/ablation script calls when its grid ends.
-
-    name: registry name ("table2", "ablations.peers") or the driver's experiment name ("ablation_peers").
-    config: the script's resolved config (the driver's _config); runs: its expanded plan if already at hand.
-    stores: a folder, a MongoDB URL, a list of these, or a pcl.tracking.Store (its .sources()).
-    Never raises for bad input: the one-line reason is printed and returned instead.
-    """
-    try:
-        key = _script_name(name)
-        if runs is None:
-            from experiments import registry
-
-            runs = registry.plan_for_config(key, config)
-        sources = stores.sources() if hasattr(stores, "sources") else (
-            list(stores) if isinstance(stores, (list, tuple)) else [stores])
-        attempts = read_attempts(sources)
-        described = describe_stores(sources)
-        text = "\n\n".join(render_markdown(build_table(key, [r for r in runs if r["dataset"] == d], attempts,
-                                                       stores=described))
-                           for d in dict.fromkeys(r["dataset"] for r in runs))
-    except AnalysisError as err:
-        text = f"no table: {err}"
-    echo(text)
-    return text
-
-
-__all__ = ["SPECS", "Table", "TableSpec", "aggregate", "build_table", "build_tables", "cells_csv", "display_frame",
-           "head_parameter_counts", "print_script_table", "render_latex", "render_markdown", "tables_for_script",
-           "write_table"]
+__all__ = ["SPECS", "Table", "TableSpec", "aggregate", "build_table", "build_tables", "head_parameter_counts",
+           "tables_for_script"]

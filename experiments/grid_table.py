@@ -1,4 +1,4 @@
-"""The table a script's grid prints when it ends: analysis/make_tables.py's code (analysis.tables) over the stores
+"""The table a script's grid prints when it ends: analysis/make_tables.py's code (analysis.render) over the stores
 the grid wrote, for the runs of its plan.
 
 The driver (experiments.common) imports this module and this module imports the analysis, one direction only: the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from analysis.tables import print_script_table
+from analysis.render import print_script_table
 from pcl import results
 from pcl.secrets import resolve_mongo_url
 

@@ -26,7 +26,7 @@ import pytest
 
 from helpers_data import write_cifar10
 
-from analysis import cli, make_plots, make_tables, paper, report, runs, tables
+from analysis import cli, make_plots, make_tables, paper, render, report, runs, tables
 from experiments import registry
 from pcl import tracking
 
@@ -117,7 +117,7 @@ def test_statuses_of_a_plan_are_counted_per_run(study):
     assert cells.loc["m=4", ["completed", "preempted", "missing", "n", "n_planned"]].tolist() == [0, 1, 1, 0, 2]
     assert cells.loc["m=5", "missing"] == 2 and math.isnan(cells.loc["m=5", "mean"])
     assert table.status_counts == {"completed": 4, "running": 0, "failed": 0, "preempted": 1, "missing": 3}
-    text = tables.render_markdown(table)
+    text = render.render_markdown(table)
     assert "n=0/2: 1 preempted, 1 missing)†" in text and "n=0/2: 2 missing)†" in text
 
 
@@ -162,7 +162,7 @@ def test_table_numbers_equal_a_hand_computation_from_the_record_files(study):
     table = tables.build_table("table2", study["plan_t2"], attempts, stores="s", head="ensemble")
     pcl = [hand[r["run_key"]]["last/top1_err/ensemble"] for r in study["plan_t2"] if r["method"] == "pcl"]
     assert table.cells.set_index("column").loc["pcl", "mean"] == pytest.approx(np.mean(pcl))
-    assert "no such head" in tables.render_markdown(table)
+    assert "no such head" in render.render_markdown(table)
     best = table.cells["mean"].idxmin()
     assert table.cells["best"].tolist() == [i == best for i in table.cells.index]
 
@@ -180,7 +180,7 @@ def test_the_pcl_e_table_shows_both_candidate_heads_with_their_parameter_counts(
     train = cells.loc["peer1", "params_train"]
     assert cells.loc["ensemble", "params_deployed"] == train  # the live net + the ensemble classifier: all trained
     assert cells.loc["mean_peer1", "params_deployed"] < cells.loc["pcl_e", "params_deployed"] < train
-    text = tables.render_markdown(table)
+    text = render.render_markdown(table)
     assert "ensemble (peer ensemble teacher) = PCL-E here" in text and "pcl_e (ensemble of the temporal means)" in text
 
 
@@ -266,14 +266,14 @@ def test_mixed_store_tables_by_dataset(study, capsys):
 def test_print_script_table_for_a_scripts_config(study):
     config = registry.resolved_config("ablations.peers", {**PEERS, "results_dir": study["results"]}, SMOKE)
     printed = []
-    text = tables.print_script_table("ablation_peers", config, [study["results"]], echo=printed.append)
+    text = render.print_script_table("ablation_peers", config, [study["results"]], echo=printed.append)
     assert printed == [text] and "### ablations.peers - Number of peers m" in text and "m=5" in text
     from pcl import results  # what a script's driver passes: its file store and its MongoDB database
 
-    text = tables.print_script_table("table2", registry.resolved_config("table2", BASE, SMOKE),
+    text = render.print_script_table("table2", registry.resolved_config("table2", BASE, SMOKE),
                                      [study["mongo_copy"], results.connect(study["mongo"])], echo=printed.append)
     assert "n=1/2: 1 missing)†" in text and "MongoDB database 'analysis_study'" in text
-    down = tables.print_script_table("ablations.peers", config, ["mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS"
+    down = render.print_script_table("ablations.peers", config, ["mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS"
                                                                   "=300"], echo=printed.append)
     assert down.startswith("no table: cannot read MongoDB") and "\n" not in down
 
@@ -341,11 +341,11 @@ class Block(importlib.abc.MetaPathFinder):  # import torch now fails (sys.module
         if name.split(".")[0] in ("torch", "torchvision"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-from analysis import tables, runs, plots
+from analysis import render, tables, runs, plots
 attempts = runs.read_attempts([{study["results"]!r}])
 table = tables.build_table("table2", json.loads(open({str(plan_file)!r}).read()), attempts, stores="s")
 print(table.cells.set_index("column").loc["pcl", "mean"])
-print(tables.render_latex(table).count("toprule"))
+print(render.render_latex(table).count("toprule"))
 assert "torch" not in sys.modules
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from analysis import tables
+from analysis import render
 from analysis.setting import Setting
 
 
@@ -31,7 +31,7 @@ def test_the_papers_setting_and_every_way_to_leave_it():
 def test_a_cell_outside_the_papers_setting_shows_the_paper_but_no_difference():
     cell = {"paper_err": 6.0, "paper_std": math.nan, "paper_conf": "A", "diff": math.nan,
             "not_comparable": "2 epochs, not the paper's 300"}
-    assert tables._paper_text(cell) == "6.00 (A): not comparable (2 epochs, not the paper's 300)"
-    assert tables._diff_text(cell) == "not comparable"
+    assert render._paper_text(cell) == "6.00 (A): not comparable (2 epochs, not the paper's 300)"
+    assert render._diff_text(cell) == "not comparable"
     comparable = {**cell, "not_comparable": None, "diff": 1.5}
-    assert tables._paper_text(comparable) == "6.00 (A)" and tables._diff_text(comparable) == "+1.50"
+    assert render._paper_text(comparable) == "6.00 (A)" and render._diff_text(comparable) == "+1.50"

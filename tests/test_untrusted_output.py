@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import cli, escape, report, runs, tables
+from analysis import cli, escape, render, report, runs, tables
 
 SCRIPT = "<script>alert('x')</script>"
 IMG = '<img src=x onerror="alert(1)">'
@@ -89,17 +89,17 @@ def _assert_inert_markdown(text: str) -> None:
 def test_markdown_table_shows_record_text_as_text(hostile_tables):
     table, _ = hostile_tables
     assert any("recorded by another script's grid" in n for n in table.notes)  # the record's names reach notes
-    text = tables.render_markdown(table)
+    text = render.render_markdown(table)
     _assert_inert_markdown(text)
     assert "&lt;script&gt;" in text  # shown, not dropped
 
 
 def test_latex_and_csv_are_inert(hostile_tables):
     table, _ = hostile_tables
-    tex = tables.render_latex(table)
+    tex = render.render_latex(table)
     assert r"\input{" not in tex and "\x1b" not in tex
     assert "\n# pwned" not in tex and "\n\n" not in tex.split(r"\begin{tabular}")[1]  # no paragraph break
-    rows = list(csv.reader(io.StringIO(tables.cells_csv(table))))
+    rows = list(csv.reader(io.StringIO(render.cells_csv(table))))
     assert all(not cell.startswith(("=", "+", "-", "@")) or cell.lstrip("+-").replace(".", "").isdigit()
                for row in rows for cell in row if cell and not cell[0].isdigit())
 
