@@ -83,6 +83,10 @@ def _experiment_names(doc: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
+class _BeingCreated(Exception):
+    """A run folder without run.json or config.json yet: a run starting right now (left alone, like RUNNING)."""
+
+
 #: where Sacred's file store archives the sources of its runs (relative to the store)
 SOURCES_DIR = "_sources"
 
@@ -110,7 +114,7 @@ def _file_run_document(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], l
     ValueError) for a damaged, half-written, foreign or older record."""
     files = results.read_run_files(run_dir)
     if files is None:
-        raise results.RecordError("no run.json or config.json (a run being created, or not a run folder)")
+        raise _BeingCreated(run_dir)
     run, config, info = files
     results.check_record({"status": run.get("status"), "config": config, "info": dict(info),
                           "result": run.get("result"), "meta": run.get("meta"), "host": run.get("host"),
@@ -332,6 +336,9 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     for run_dir in results.run_folders(root):  # a link in place of a run folder is named and skipped
         try:
             doc, metrics, sources, missing = _file_run_document(run_dir)
+        except _BeingCreated:
+            report.skipped_running.append(str(run_dir))
+            continue
         except (OSError, ValueError) as err:  # RecordError: damaged, foreign, older or half-written
             report.unreadable.append(f"{run_dir}: {results.one_line(err)}")
             log(f"warning: not uploaded: {run_dir}: {results.one_line(err)}")
