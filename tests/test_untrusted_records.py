@@ -87,6 +87,9 @@ BAD = {
     "deeply nested": {"config.json": b"[" * 100000},
     "meta null and host a list": {"run.json": {"meta": None, "host": ["h"]}},
 }
+#: records every reader accepts that MongoDB cannot hold: upload names them and goes on
+UNSTORABLE = {"a NUL in a result key": {"run.json": {"result": {"top1\x00": 1.0}}},
+              "an integer beyond 8 bytes": {"config.json": {"seed": 2 ** 70}}}
 
 
 def _bad_files(run_key: str, number: int, change: dict) -> dict[str, object]:
@@ -245,10 +248,12 @@ def test_upload_skips_damaged_records_and_goes_on(tmp_path, mongo_url):
     for number, case in enumerate(sorted(BAD), start=1):
         write_record(store, number, _bad_files(f"bad{number}", number, BAD[case]))
     write_record(store, 98, _bad_files("null-meta", 98, {"run.json": {"meta": None, "resources": {"a": 1}}}))
+    for number, case in enumerate(sorted(UNSTORABLE), start=90):
+        write_record(store, number, _bad_files(f"unstorable{number}", number, UNSTORABLE[case]))
     write_record(store, 99, good_files("good", 99))
     report = upload(str(store), mongo_url, log=lambda line: None)  # an older record without meta is uploaded
     assert len(report.inserted) == 2 and str(store / "99") in report.inserted[1]
-    assert len(report.unreadable) == len(BAD)
+    assert len(report.unreadable) == len(BAD) + len(UNSTORABLE)
     assert all("\n" not in line for line in report.unreadable)
 
 

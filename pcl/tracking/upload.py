@@ -348,6 +348,11 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
         attempt = (doc.get("meta") or {}).get("attempt_id") or f"file:{run_dir.resolve()}"
         doc.setdefault("meta", {})["attempt_id"] = attempt
         seen.add(attempt)
+        unstorable = _unstorable(doc, metrics)
+        if unstorable:  # checked before any write: nothing of it is left half-written
+            report.unreadable.append(f"{run_dir}: {unstorable}")
+            log(f"warning: not uploaded: {run_dir}: {unstorable}")
+            continue
         _upload_one(db, fs, doc, metrics, sources, attempt, run_dir, include_running, report)
     failure_dir = root / FAILURE_DIR_NAME
     for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() else []:
@@ -369,10 +374,29 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
         entry.setdefault("info", {})
         names = _experiment_names(entry)
         entry["omniboard"], entry["info"]["experiments"] = {"tags": names}, names
+        unstorable = _unstorable(entry, None)
+        if unstorable:
+            report.unreadable.append(f"{path}: {unstorable}")
+            continue
         _upload_one(db, fs, migrate_status(entry), None, None, attempt, path, include_running, report)
     store.close()
     log(f"upload {root} -> MongoDB {redact_url(store.mongo_url)} (database {store.db_name!r}): {report}")
     return report
+
+
+def _unstorable(doc: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str | None:
+    """Why MongoDB cannot hold this record (a NUL in a key, an integer beyond 8 bytes, ...), or None: BSON-encoded
+    here, before any write."""
+    import bson
+
+    try:
+        bson.encode({**doc, "_id": 0})
+        for name, series in (metrics or {}).items():
+            bson.encode({"name": name, "steps": list(series.get("steps", [])),
+                         "values": list(series.get("values", [])), "timestamps": list(series.get("timestamps", []))})
+    except (bson.errors.InvalidDocument, OverflowError, TypeError, ValueError) as err:
+        return f"cannot be stored in MongoDB ({type(err).__name__}: {results.one_line(err, 200)})"
+    return None
 
 
 def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
