@@ -1,4 +1,4 @@
-"""`python analysis/make_plots.py`: the study's figures (PNG + PDF) into --out, from the same tables as
+"""`python analysis/make_plots.py`: the study's figures (PNG + PDF + SVG) into --out, from the same tables as
 make_tables.py: error over training per method, error vs number of peers, ablation bars with the paper's
 differences, deployed head vs live peers vs ensemble, and peer diversity (when the runs logged `test/diversity`).
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
     done, notes = make_figures(tables, args.out)
     for figure, paths in done:
-        print(f"{paths[0]} (+ .pdf): {escape.terminal(figure.caption)}")
+        print(f"{paths[0]} (+ .pdf, .svg): {escape.terminal(figure.caption)}")
     for line in notes + [f"skipped: {s}" for s in skipped]:
         print(escape.terminal(line))
     return 0

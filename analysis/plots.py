@@ -1,7 +1,11 @@
-"""Figures of a study (seaborn/matplotlib, PNG + PDF) from the same tables as make_tables: test error over training
-per method (mean line, band = std over seeds, LR steps marked), error vs number of peers, ablation bars with error
-bars and the paper's stated differences, the deployed head vs live peers vs ensemble over training, and the peers'
-diversity over training (metric `test/diversity`, drawn when the runs logged it).
+"""Figures of a study (matplotlib, PNG + PDF + SVG) from the same tables as make_tables: test error over training
+per method (mean line, band = std over seeds, LR steps marked, the last epochs enlarged), error vs number of peers,
+ablation points with error bars and the paper's stated differences, the deployed head vs live peers vs ensemble over
+training, and the peers' diversity over training (metric `test/diversity`, drawn when the runs logged it).
+
+Made to be printed: display names, a colour-blind-safe palette with a marker and line style per series, shared axes
+where panels are compared, the deployed head drawn thick, no empty figure (a note says why one is missing). The
+mean and std over seeds are one pandas groupby (seaborn's per-point aggregation dominated the time).
 
 Every function returns matplotlib Figures (the caller saves and closes them); `make_figures` does both.
 """
@@ -17,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -28,6 +33,15 @@ DIVERSITY = "test/diversity"
 ERR_LABEL = "test top-1 error (%)"
 HEAD_TABLES = ("table2", "imagenet", "ablations.deployed_head")
 _LIVE_PEER = re.compile(r"^(peer|net|branch)\d+$")
+#: a colour-blind-safe palette, and a marker and line style per series so that overlapping series stay apart in
+#: print and in grey (":" is kept for the LR steps)
+PALETTE = sns.color_palette("colorblind")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1)))
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
+         "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "svg.fonttype": "none"}
+#: the zoomed panel of a curve plot covers this last share of the epochs (where the final gaps are)
+ZOOM_SHARE = 0.25
 
 
 @dataclass
@@ -40,20 +54,26 @@ class Figure:
     figure: Any
 
 
+def _style(i: int) -> dict[str, Any]:
+    return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
 def _completed(table: Table) -> pd.DataFrame:
     runs = table.runs[table.runs["status"] == "completed"]
     return runs.drop_duplicates(["run_key", "column"]) if not table.spec.heads else runs.drop_duplicates("run_key")
 
 
 def _curves(table: Table, names_of: Any) -> pd.DataFrame:
-    """Long frame of per-epoch metrics of the table's completed runs: row, column, seed, run_key, name, epoch,
-    value; `names_of(run)` gives {metric name: series label} for a run."""
+    """Long frame of per-epoch metrics of the table's completed runs: row, column, seed, run_key, series, epoch,
+    value (finite values only); `names_of(run)` gives {metric name: series label} for a run."""
     frames = []
     for run in _completed(table).to_dict("records"):
         wanted = names_of(run)
         if not wanted:
             continue
         series = metric_series(run["attempt"]["record"], list(wanted))
+        series = series[pd.to_numeric(series["value"], errors="coerce").notna()]
         if series.empty:
             continue
         series["series"] = series["name"].map({k: escape.plot(v) for k, v in wanted.items()})  # legend text
@@ -63,6 +83,38 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["series", "epoch", "value", "row", "column", "seed", "run_key"])
     return pd.concat(frames, ignore_index=True)
+
+
+def _mean_std(part: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (ddof=1) over seeds per (series, epoch): one groupby, not a bootstrap per point."""
+    return part.groupby(["series", "epoch"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+
+
+def _draw(ax: Any, stats: pd.DataFrame, order: list[str], emphasise: str | None = None) -> None:
+    for i, name in enumerate(order):
+        s = stats[stats["series"] == name].sort_values("epoch")
+        if s.empty:
+            continue
+        style = _style(i)
+        strong = name == emphasise
+        ax.plot(s["epoch"], s["mean"], label=name, linewidth=2.6 if strong else 1.4, markersize=4,
+                markevery=max(1, len(s) // 8), zorder=4 if strong else 3, **style)
+        if s["std"].notna().any():
+            ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                            color=style["color"], alpha=0.15, linewidth=0)
+
+
+def _zoom(ax: Any, stats: pd.DataFrame, order: list[str], emphasise: str | None = None) -> None:
+    """The last epochs of the same curves, with a y-range fitted to them: the final gaps between methods."""
+    last = stats["epoch"].max()
+    first = max(stats["epoch"].min(), last - max(1, round(ZOOM_SHARE * last)))
+    window = stats[stats["epoch"] >= first]
+    _draw(ax, window, order, emphasise)
+    low, high = window["mean"].min(), window["mean"].max()  # fitted to the means: the gaps, not the bands
+    pad = max(0.25, 0.3 * (high - low))
+    ax.set(xlim=(first, last), ylim=(low - pad, high + pad), xlabel="epoch",
+           title=f"last epochs ({first}-{last}), means enlarged")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _milestones(table: Table, row: str) -> list[int]:
@@ -82,8 +134,12 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _what(table: Table) -> str:
+    return table.spec.title.split(":")[0]
+
+
 def _title(table: Table, row: str) -> str:
-    return f"{table.name}: {BACKBONE_NAMES.get(row, row)} on {DATASET_NAMES.get(table.dataset, table.dataset)}"
+    return f"{_what(table)}: {BACKBONE_NAMES.get(row, row)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"
 
 
 def _mark_lr_steps(ax: Any, steps: Iterable[int]) -> None:
@@ -91,9 +147,20 @@ def _mark_lr_steps(ax: Any, steps: Iterable[int]) -> None:
         ax.axvline(step, color="0.5", linestyle=":", linewidth=1, label="LR step (x0.1)" if i == 0 else None)
 
 
-def error_curves(table: Table) -> list[Figure]:
-    """Test error of each column's deployed head (or --head) vs epoch, one figure per backbone: a mean line per
-    method/variant with a band of +- one std over seeds; dotted vertical lines at the LR steps."""
+def _too_short(table: Table, row: str, part: pd.DataFrame, what: str, notes: list[str] | None) -> bool:
+    if part["epoch"].nunique() >= 2:
+        return False
+    if notes is not None:
+        notes.append(f"{table.name} ({table.dataset}, {BACKBONE_NAMES.get(row, row)}): no {what} figure, the runs "
+                     f"logged {part['epoch'].nunique()} epoch(s); the table has the numbers")
+    return True
+
+
+def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
+    """Test error of each column's deployed head (or --head) vs epoch, one figure per backbone: left the whole
+    training, right its last epochs with their own y-range (the final gaps); a mean line per method/variant, each
+    with its own colour, marker and line style, a band of +- one std over seeds; dotted lines at the LR steps.
+    A backbone whose runs logged fewer than two epochs gets no figure (a line in `notes` says why)."""
     if table.spec.heads:
         return []
 
@@ -106,16 +173,24 @@ def error_curves(table: Table) -> list[Figure]:
     data = _curves(table, names_of)
     figures = []
     for row, part in data.groupby("row", sort=False):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=part, x="epoch", y="value", hue="series", errorbar="sd", ax=ax, marker="o" if
-                     part["epoch"].nunique() < 4 else None)
-        _mark_lr_steps(ax, _milestones(table, row))
-        head = f"head {table.head}" if table.head else "deployed head"
-        ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"), title=escape.plot(_title(table, row)))
-        ax.legend(title="method" if table.spec.column_title == "method" else table.spec.column_title, fontsize=8)
+        if _too_short(table, row, part, "curve", notes):
+            continue
+        stats = _mean_std(part)
+        order = [escape.plot(table.spec.display(c)) for c in dict.fromkeys(table.cells["column"])]
+        order = [o for o in order if o in set(stats["series"])]
+        with plt.rc_context(STYLE):
+            fig, (ax, zoom) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
+            _draw(ax, stats, order)
+            _mark_lr_steps(ax, _milestones(table, row))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            head = f"head {table.head}" if table.head else "deployed head"
+            ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"), title=escape.plot(_title(table, row)))
+            _zoom(zoom, stats, order)
+            ax.legend(title="method" if table.spec.column_title == "method" else table.spec.column_title)
+            fig.tight_layout()
         figures.append(Figure(f"{table.name}_{table.dataset}_curves_{row}", "curves",
                               f"{_title(table, row)}: test error of the {head} over training (line: mean over "
-                              f"seeds, band: +- one std; dotted: LR steps).", fig))
+                              f"seeds, band: +- one std; dotted: LR steps; right: the last epochs enlarged).", fig))
     return figures
 
 
@@ -127,22 +202,28 @@ def peers_plot(table: Table) -> list[Figure]:
     if cells.empty:
         return []
     cells["m"] = cells["column"].str.extract(r"m=(\d+)", expand=False).astype(int)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for row, part in cells.groupby("row", sort=False):
-        part = part.sort_values("m")
-        ax.errorbar(part["m"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=4,
-                    label=escape.plot(BACKBONE_NAMES.get(row, row)))
-    ax.set(xlabel="number of peers m", ylabel=ERR_LABEL, title=escape.plot(
-        f"{table.name} on {DATASET_NAMES.get(table.dataset, table.dataset)}"))
-    ax.set_xticks(sorted(cells["m"].unique()))
-    ax.legend(title="backbone")
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        for i, (row, part) in enumerate(cells.groupby("row", sort=False)):
+            part = part.sort_values("m")
+            style = _style(i)
+            ax.errorbar(part["m"], part["mean"], yerr=part["std"].fillna(0), capsize=4, color=style["color"],
+                        marker=style["marker"], linestyle=style["linestyle"],
+                        label=escape.plot(BACKBONE_NAMES.get(row, row)))
+        ax.set(xlabel="number of peers m", ylabel=ERR_LABEL,
+               title=escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"))
+        ax.set_xticks(sorted(cells["m"].unique()))
+        ax.legend(title="backbone")
+        fig.tight_layout()
     return [Figure(f"{table.name}_{table.dataset}_peers", "peers",
                    "Top-1 error of the deployed model vs the number of peers m (mean +- std over seeds).", fig)]
 
 
 def ablation_bars(table: Table) -> list[Figure]:
-    """Bars of an ablation (mean error, error bars = std over seeds), one group per backbone; the paper's stated
-    differences (analysis/paper.py DELTAS) are written above the bars they concern."""
+    """An ablation as points with error bars (mean, +- one std over seeds), one series per backbone, on a y-range
+    fitted to the values (differences of a point stay visible; bars from zero would hide them). A variant without
+    finished runs is marked "no runs" at its place; the paper's stated differences beside ours are listed under
+    the axis, never over the points."""
     if not table.name.startswith("ablations."):
         return []
     cells = table.cells[table.cells["n"] > 0]
@@ -150,30 +231,42 @@ def ablation_bars(table: Table) -> list[Figure]:
         return []
     columns = list(dict.fromkeys(table.cells["column"]))
     rows = list(dict.fromkeys(cells["row"]))
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(columns) * len(rows) + 2), 5))
-    width = 0.8 / len(rows)
-    for i, row in enumerate(rows):
-        part = cells[cells["row"] == row].set_index("column")
-        xs = [columns.index(c) + (i - (len(rows) - 1) / 2) * width for c in part.index]
-        ax.bar(xs, part["mean"], width=width, yerr=part["std"].fillna(0), capsize=4,
-               label=escape.plot(BACKBONE_NAMES.get(row, row)))
-        for c, x in zip(part.index, xs):
+    deltas = []
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) + 2), 4.6))
+        offset = 0.12
+        for i, row in enumerate(rows):
+            part = cells[cells["row"] == row].set_index("column")
+            xs = [columns.index(c) + (i - (len(rows) - 1) / 2) * offset for c in part.index]
+            style = _style(i)
+            ax.errorbar(xs, part["mean"], yerr=part["std"].fillna(0), capsize=4, linestyle="none",
+                        marker=style["marker"], color=style["color"], markersize=6,
+                        label=escape.plot(BACKBONE_NAMES.get(row, row)))
             for d in paper.paper_deltas(table.name, table.dataset, row):
-                if d.column == c:
-                    ours = part["mean"].get(c, math.nan) - part["mean"].get(d.reference, math.nan)
-                    text = f"paper ({d.confidence}): {d.delta_err:+.1f}\nours: " + (
-                        "?" if math.isnan(ours) else f"{ours:+.2f}") + f"\nvs {d.reference}"
-                    ax.annotate(text, (x, part.loc[c, "mean"]), xytext=(0, 14), textcoords="offset points",
-                                ha="center", fontsize=7)
-    ax.set_xticks(range(len(columns)))
-    ax.set_xticklabels([escape.plot(table.spec.display(c)) for c in columns], rotation=20, ha="right", fontsize=8)
-    ax.set(ylabel=ERR_LABEL, title=escape.plot(f"{table.name} on {DATASET_NAMES.get(table.dataset, table.dataset)}"))
-    ax.margins(y=0.25)
-    ax.legend(title="backbone")
-    fig.tight_layout()
+                ours = part["mean"].get(d.column, math.nan) - part["mean"].get(d.reference, math.nan)
+                deltas.append(f"{table.spec.display(d.column)} vs {table.spec.display(d.reference)} "
+                              f"({BACKBONE_NAMES.get(row, row)}): paper ({d.confidence}) {d.delta_err:+.1f}, ours "
+                              + ("?" if math.isnan(ours) else f"{ours:+.2f}"))
+        low = (cells["mean"] - cells["std"].fillna(0)).min()
+        high = (cells["mean"] + cells["std"].fillna(0)).max()
+        pad = max(0.2, 0.15 * (high - low))
+        ax.set_ylim(low - pad, high + pad)
+        for j, c in enumerate(columns):
+            if c not in set(cells["column"]):
+                ax.text(j, low, "no runs", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([escape.plot(table.spec.display(c)) for c in columns], rotation=20, ha="right")
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        ax.set(ylabel=ERR_LABEL,
+               title=escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"))
+        ax.legend(title="backbone")
+        if deltas:
+            fig.text(0.01, -0.02, escape.plot("; ".join(deltas), limit=400), ha="left", va="top", fontsize=7,
+                     wrap=True)
+        fig.tight_layout()
     return [Figure(f"{table.name}_{table.dataset}_bars", "bars",
-                   f"{table.title}: mean over seeds, error bars +- one std; annotations: the paper's stated "
-                   f"differences (points of error) beside ours.", fig)]
+                   f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values; below: "
+                   f"the paper's stated differences (points of error) beside ours.", fig)]
 
 
 def _head_kind(head: str, deployed: str | None) -> str | None:
@@ -188,10 +281,11 @@ def _head_kind(head: str, deployed: str | None) -> str | None:
     return None
 
 
-def heads_over_training(table: Table) -> list[Figure]:
-    """The deployed head vs the live peers (their mean) vs the ensemble teacher (and pcl_e) over training, one
-    panel per method, one figure per backbone (band: std over seeds). For the method comparisons and the PCL-E
-    table (HEAD_TABLES); methods with one head (baseline, kd) have no panel."""
+def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Figure]:
+    """The deployed head (emphasised) vs the live peers (their mean) vs the ensemble teacher (and pcl_e) over
+    training, one panel per method (display names, a shared y-axis), one figure per backbone (band: std over
+    seeds). For the method comparisons and the PCL-E table (HEAD_TABLES); methods with one head (baseline, kd)
+    have no panel."""
     if table.name not in HEAD_TABLES:
         return []
 
@@ -203,57 +297,82 @@ def heads_over_training(table: Table) -> list[Figure]:
     data = _curves(table, names_of)
     figures = []
     for row, part in data.groupby("row", sort=False):
-        part = part.assign(column=part["column"].map(escape.plot))  # the panels' titles
-        grid = sns.relplot(data=part, x="epoch", y="value", hue="series", col="column", col_wrap=min(
-            4, part["column"].nunique()), kind="line", errorbar="sd", height=3.2, aspect=1.2,
-            marker="o" if part["epoch"].nunique() < 4 else None, facet_kws={"sharey": False})
-        grid.set_axis_labels("epoch", ERR_LABEL)
-        grid.set_titles("{col_name}")
-        grid.legend.set_title("head")
-        grid.figure.suptitle(escape.plot(_title(table, row)), y=1.03)
-        for ax in grid.axes.flat:
-            _mark_lr_steps(ax, _milestones(table, row))
+        if _too_short(table, row, part, "heads", notes):
+            continue
+        columns = list(dict.fromkeys(part["column"]))
+        wrap = min(4, len(columns))
+        nrows = math.ceil(len(columns) / wrap)
+        order = ["deployed head", "live peers (mean over peers)", "ensemble teacher",
+                 "PCL-E of the temporal means (pcl_e)"]
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(nrows, wrap, figsize=(3.6 * wrap, 3.2 * nrows), sharey=True, squeeze=False)
+            for ax, column in zip(axes.flat, columns):
+                stats = _mean_std(part[part["column"] == column])
+                _draw(ax, stats, order, emphasise="deployed head")  # one style per kind of head in every panel
+                _mark_lr_steps(ax, _milestones(table, row))
+                ax.set(title=escape.plot(table.spec.display(column)), xlabel="epoch")
+            for ax in list(axes.flat)[len(columns):]:
+                ax.remove()
+            for ax in axes[:, 0]:
+                ax.set_ylabel(ERR_LABEL)
+            legend: dict[str, Any] = {}
+            for ax in axes.flat[:len(columns)]:
+                for handle, label in zip(*ax.get_legend_handles_labels()):
+                    legend.setdefault(label, handle)
+            fig.suptitle(escape.plot(_title(table, row)))
+            fig.tight_layout(rect=(0, 0, 1, 0.8))
+            fig.legend(list(legend.values()), list(legend), title="head", loc="upper center",
+                       ncol=min(5, len(legend)), bbox_to_anchor=(0.5, 0.93), frameon=False)
         figures.append(Figure(f"{table.name}_{table.dataset}_heads_{row}", "heads",
-                              f"{_title(table, row)}: the deployed head vs the live peers (mean over peers) vs the "
-                              f"ensemble teacher over training (band: +- one std over seeds).", grid.figure))
+                              f"{_title(table, row)}: the deployed head (thick) vs the live peers (mean over peers) "
+                              f"vs the ensemble teacher over training (band: +- one std over seeds).", fig))
     return figures
 
 
 def diversity(table: Table) -> tuple[list[Figure], str | None]:
     """Peer diversity over training (`test/diversity`: mean pairwise distance between the peers' predictions on
-    the test set) per method; ([], reason) when no run of the table logged it."""
+    the test set) per method; ([], reason) when no run of the table logged it (never an empty figure)."""
     if table.spec.heads:
         return [], None
     data = _curves(table, lambda run: {DIVERSITY: table.spec.display(run["column"])})
     if data.empty:
-        return [], (f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r}, so there is no diversity "
-                    "figure")
-    figures = []
+        return [], (f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r} (methods without peers do "
+                    "not), so there is no diversity figure")
+    figures, short = [], []
     for row, part in data.groupby("row", sort=False):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        sns.lineplot(data=part, x="epoch", y="value", hue="series", errorbar="sd", ax=ax)
-        _mark_lr_steps(ax, _milestones(table, row))
-        ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise distance of predictions)",
-               title=escape.plot(_title(table, row)))
+        if _too_short(table, row, part, "diversity", short):
+            continue
+        stats = _mean_std(part)
+        order = list(dict.fromkeys(stats["series"]))
+        with plt.rc_context(STYLE):
+            fig, ax = plt.subplots(figsize=(7, 4.2))
+            _draw(ax, stats, order)
+            _mark_lr_steps(ax, _milestones(table, row))
+            ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)",
+                   title=escape.plot(_title(table, row)))
+            ax.legend(title="method")
+            fig.tight_layout()
         figures.append(Figure(f"{table.name}_{table.dataset}_diversity_{row}", "diversity",
                               f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig))
-    return figures, None
+    return figures, "; ".join(short) or None
 
 
 def figures_for(table: Table) -> tuple[list[Figure], list[str]]:
     """Every figure of one table, and one line per figure kind that could not be drawn (and why)."""
-    figures = error_curves(table) + peers_plot(table) + ablation_bars(table) + heads_over_training(table)
+    notes: list[str] = []
+    figures = (error_curves(table, notes) + peers_plot(table) + ablation_bars(table)
+               + heads_over_training(table, notes))
     div, reason = diversity(table)
-    return figures + div, [reason] if reason else []
+    return figures + div, notes + ([reason] if reason else [])
 
 
 def save(figure: Figure, out_dir: str | Path) -> list[Path]:
-    """Write STEM.png and STEM.pdf under out_dir; returns the paths."""
+    """Write STEM.png (150 dpi) beside the vector STEM.pdf and STEM.svg under out_dir; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{figure.stem}.png", out / f"{figure.stem}.pdf"]
+    paths = [out / f"{figure.stem}.png", out / f"{figure.stem}.pdf", out / f"{figure.stem}.svg"]
     for path in paths:
-        figure.figure.savefig(path, dpi=120, bbox_inches="tight")
+        figure.figure.savefig(path, dpi=150, bbox_inches="tight")
     return paths
 
 

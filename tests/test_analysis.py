@@ -301,7 +301,11 @@ def test_figures_have_the_expected_lines_and_bars(study, tmp_path):
     (panel,) = heads.figure.axes  # the baseline has one head: only pcl gets a panel
     assert len(_lines(panel)) == 4  # deployed, live peers, ensemble teacher, pcl_e
     (bars,) = plots.ablation_bars(peers)
-    assert len(bars.figure.axes[0].patches) == 2  # m=2 and m=3 have runs; m=4 and m=5 none
+    (points,) = bars.figure.axes[0].containers  # one backbone: its means with error bars
+    assert len(points.lines[0].get_xdata()) == 2  # m=2 and m=3 have runs; m=4 and m=5 none...
+    assert [t.get_text() for t in bars.figure.axes[0].texts] == ["no runs", "no runs"]  # ...and say so
+    low, high = bars.figure.axes[0].get_ylim()
+    assert low > 0  # fitted to the values, not from zero
     (peer_plot,) = plots.peers_plot(peers)
     (bars_m,) = peer_plot.figure.axes[0].containers  # one backbone: one line with error bars
     assert list(bars_m.lines[0].get_xdata()) == [2, 3]
@@ -310,6 +314,10 @@ def test_figures_have_the_expected_lines_and_bars(study, tmp_path):
     paths = plots.save(curves, tmp_path)
     image = mpimg.imread(paths[0])
     assert image.shape[0] > 100 and image.std() > 0 and paths[1].stat().st_size > 1000
+    assert [p.suffix for p in paths] == [".png", ".pdf", ".svg"] and "<svg" in paths[2].read_text()
+    styles = {(line.get_color(), line.get_marker(), str(line.get_linestyle())) for line in _lines(ax)}
+    assert len(styles) == 2  # each series its own colour, marker and line style
+    zoom = curves.figure.axes[1]  # the last epochs, enlarged
     plt.close("all")
 
 

@@ -131,7 +131,7 @@ def test_plot_labels_with_mathtext_do_not_break_the_figure(hostile_tables, tmp_p
     done, _ = plots.make_figures([table], tmp_path / "figs", keep=True)
     assert done
     figure = done[0][0].figure
-    labels = [t.get_text() for ax in figure.axes for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert any(r"\$" in label for label in labels) and all("\n" not in label for label in labels)
 
 
