@@ -40,6 +40,9 @@ def _ours_text(c: Mapping[str, Any]) -> str:
     else:
         text = f"{c['mean']:.2f} ± {c['std']:.2f}"
     others = [f"{c[s]} {s}" for s in STATUSES[1:] if c[s]] + ([f"{nan_results} NaN"] if nan_results else [])
+    newer = c.get("newer_attempts")
+    if isinstance(newer, str) and newer:  # an older COMPLETED attempt is used while a later one did not complete
+        others.append(f"older attempt used: a later one is {newer}")
     count = f"n={c['n']}" if c["n"] == c["n_planned"] else f"n={c['n']}/{c['n_planned']}"
     text += f" ({count}{': ' + ', '.join(others) if others else ''})"
     return text + (MARK_FEW if c["n"] < c["n_planned"] else "")

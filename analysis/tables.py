@@ -177,6 +177,11 @@ def aggregate(spec: TableSpec, status: pd.DataFrame, dataset: str, *, head: str 
     nan_runs = runs[runs["status"].eq("completed") & nan_flag]
     cells["nan_results"] = nan_runs.groupby(["row", "column"], sort=False).size().reindex(
         cells.index, fill_value=0).astype(int)  # completed runs that recorded NaN (diverged)
+    # completed runs whose latest attempt did not complete (failed, running, ...): the cell uses the older one
+    newer = runs["newer"] if "newer" in runs else pd.Series(None, index=runs.index)
+    superseded = runs[runs["status"].eq("completed") & newer.notna()]
+    cells["newer_attempts"] = superseded.groupby(["row", "column"], sort=False)["newer"].agg(
+        lambda s: ", ".join(f"{n} {k}" for k, n in s.value_counts().items())).reindex(cells.index)
     params = done.groupby(["row", "column"], sort=False)[["params_train", "params_deployed"]].median()
     cells = cells.join(params, how="left") if len(params) else cells.assign(params_train=math.nan,
                                                                              params_deployed=math.nan)

@@ -97,8 +97,12 @@ def check_dataset(cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
 
 
 def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> list[Cell]:
-    """The grid of a PCL ablation: every variant (label -> cell overrides) on CIFAR, ResNet-32 unless `backbone`."""
+    """The grid of a PCL ablation: every variant (label -> cell overrides) on CIFAR, ResNet-32 unless `backbone`.
+    Its runs are PCL's: another `method` is refused (it would silently train PCL)."""
     check_dataset(cfg, ("cifar10", "cifar100"))
+    if cfg.get("method") not in ("pcl", ["pcl"], None):
+        raise ConfigError(f"config key 'method'={cfg.get('method')!r} is invalid here: this ablation varies PCL's "
+                          "components, so its method is pcl (compare methods with experiments/table2.py)")
     return [{"label": f"{name}/{backbone}", "method": "pcl", "backbone": backbone, **copy.deepcopy(dict(cell))}
             for backbone in axis(cfg["backbone"], ("resnet32",)) for name, cell in variants.items()]
 

@@ -35,3 +35,33 @@ def test_a_cell_outside_the_papers_setting_shows_the_paper_but_no_difference():
     assert render._diff_text(cell) == "not comparable"
     comparable = {**cell, "not_comparable": None, "diff": 1.5}
     assert render._paper_text(comparable) == "6.00 (A)" and render._diff_text(comparable) == "+1.50"
+
+
+def test_a_cell_using_an_older_attempt_says_a_later_one_failed():
+    import pandas as pd
+
+    from analysis import render, runs
+
+    base = {"experiment": "table2", "deployed_head": "net", "params_train": 1, "params_deployed": 1,
+            "num_classes": 10, "source": "file:r", "record": {}}
+    attempts = pd.DataFrame([
+        {**base, "run_key": "k", "status": "completed", "time": pd.Timestamp("2026-01-01"), "attempt_id": "old",
+         "result": {"deployed/top1_err": 30.0}},
+        {**base, "run_key": "k", "status": "failed", "time": pd.Timestamp("2026-01-02"), "attempt_id": "new",
+         "result": None}])
+    (row,) = runs.planned_status([{"run_key": "k", "method": "baseline", "seed": 0}], attempts).to_dict("records")
+    assert row["status"] == "completed" and row["value"] == 30.0 and row["newer"] == "failed"
+    cell = {"n": 1, "n_planned": 1, "mean": 30.0, "std": math.nan, "completed": 1, "running": 0, "failed": 0,
+            "preempted": 0, "missing": 0, "nan_results": 0, "newer_attempts": "1 failed"}
+    assert "older attempt used: a later one is 1 failed" in render._ours_text(cell)
+
+
+def test_an_ablation_refuses_another_method_instead_of_training_pcl():
+    import pytest
+
+    from experiments import registry
+    from pcl.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="config key 'method'='dml' is invalid here"):
+        registry.plan("ablations.peers", {"method": "dml"}, ["smoke"])
+    assert {r["method"] for r in registry.plan("ablations.peers", {}, ["smoke"])} == {"pcl"}
