@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import numbers
 from pathlib import Path
+from typing import Any
 
 from pcl.declarations import BackboneSpec, DeclarationError, MethodSpec, read_declaration
 
@@ -25,37 +26,31 @@ def _declaring_files(folder: Path, variable: str) -> list[Path]:
             if not p.name.startswith("_") and f"\n{variable} = " in "\n" + p.read_text(encoding="utf-8")]
 
 
+def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every declaration of `kind` in the package's files, name -> spec in declared order, and name -> module."""
+    specs: dict[str, Any] = {}
+    modules: dict[str, str] = {}
+    for path in _declaring_files(PACKAGE / package, variable):
+        declared = read_declaration(path, variable)
+        found = declared if many and isinstance(declared, tuple) else (declared,)
+        if (many and not isinstance(declared, tuple)) or not all(isinstance(s, kind) for s in found):
+            shape = f"a tuple of {kind.__name__}(...)" if many else f"a {kind.__name__}(...)"
+            raise DeclarationError(f"{path.name}: {variable} must be {shape}")
+        for spec in found:
+            if spec.name in specs:
+                raise DeclarationError(f"{path.name}: {spec.name!r} is declared twice (also in {modules[spec.name]})")
+            specs[spec.name], modules[spec.name] = spec, f"pcl.{package}.{path.stem}"
+    return dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0]))), modules
+
+
 @functools.cache
 def _methods() -> tuple[dict[str, MethodSpec], dict[str, str]]:
-    specs: dict[str, MethodSpec] = {}
-    modules: dict[str, str] = {}
-    for path in _declaring_files(PACKAGE / "methods", METHOD_VARIABLE):
-        spec = read_declaration(path, METHOD_VARIABLE)
-        if not isinstance(spec, MethodSpec):
-            raise DeclarationError(f"{path.name}: {METHOD_VARIABLE} must be a MethodSpec(...)")
-        if spec.name in specs:
-            raise DeclarationError(f"{path.name}: method {spec.name!r} is declared twice "
-                                   f"(also in {modules[spec.name]})")
-        specs[spec.name], modules[spec.name] = spec, f"pcl.methods.{path.stem}"
-    ordered = dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0])))
-    return ordered, modules
+    return _collect("methods", METHOD_VARIABLE, MethodSpec, many=False)
 
 
 @functools.cache
 def _backbones() -> tuple[dict[str, BackboneSpec], dict[str, str]]:
-    specs: dict[str, BackboneSpec] = {}
-    modules: dict[str, str] = {}
-    for path in _declaring_files(PACKAGE / "models", BACKBONE_VARIABLE):
-        declared = read_declaration(path, BACKBONE_VARIABLE)
-        if not isinstance(declared, tuple) or not all(isinstance(s, BackboneSpec) for s in declared):
-            raise DeclarationError(f"{path.name}: {BACKBONE_VARIABLE} must be a tuple of BackboneSpec(...)")
-        for spec in declared:
-            if spec.name in specs:
-                raise DeclarationError(f"{path.name}: backbone {spec.name!r} is declared twice "
-                                       f"(also in {modules[spec.name]})")
-            specs[spec.name], modules[spec.name] = spec, f"pcl.models.{path.stem}"
-    ordered = dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0])))
-    return ordered, modules
+    return _collect("models", BACKBONE_VARIABLE, BackboneSpec, many=True)
 
 
 def methods() -> dict[str, MethodSpec]:
