@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copyreg
 import datetime as dt
+import os
 import pickle
 import re
 import struct
@@ -224,8 +225,6 @@ def _image_root(root: Path) -> Path:
 
 
 def _fifo(path: Path) -> None:
-    import os
-
     os.mkfifo(path)
 
 
@@ -276,3 +275,37 @@ def test_imagenet_links_inside_the_root_are_read_and_counted_alike(tmp_path):
                                          workers=0, imagenet_crop_size=8, imagenet_resize_size=8)
     assert facts.train_images == fingerprint["train_images"] == train.dataset_size == 5
     assert facts.test_images == fingerprint["val_images"] == test.dataset_size == 4 and classes == 2
+
+
+# ---- a fuzz of damaged batch files: a DataFileError naming the file, or a valid batch; nothing else ----------------
+_hypothesis = pytest.importorskip("hypothesis")
+_st = _hypothesis.strategies
+
+
+@_hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+                      suppress_health_check=list(_hypothesis.HealthCheck))
+@_hypothesis.given(edits=_st.lists(_st.tuples(_st.sampled_from(["flip", "insert", "delete", "cut"]),
+                                              _st.floats(0, 1), _st.binary(min_size=1, max_size=4)),
+                                   min_size=1, max_size=4))
+def test_a_damaged_batch_file_is_one_line_or_loads(tmp_path_factory, edits):
+    from pcl.data.cifar import DataFileError, load_cifar
+
+    root = tmp_path_factory.mktemp("fuzz")
+    write_cifar10(root, per_batch=2, test_size=2)
+    path = root / CIFAR10_DIR / "test_batch"
+    data = bytearray(path.read_bytes())
+    for kind, where, blob in edits:
+        at = int(where * max(len(data) - 1, 0))
+        if kind == "flip" and data:
+            data[at] ^= blob[0] or 1
+        elif kind == "insert":
+            data[at:at] = blob
+        elif kind == "delete":
+            del data[at:at + len(blob)]
+        else:
+            del data[at:]
+    path.write_bytes(bytes(data))
+    try:
+        load_cifar("cifar10", root)
+    except DataFileError as err:
+        assert "\n" not in str(err) and str(path) in str(err)

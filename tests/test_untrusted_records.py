@@ -211,7 +211,7 @@ def test_upload_never_reads_a_file_outside_the_run(tmp_path, mongo_url, capsys):
     (private / "id_rsa").write_text(secret)
     (private / "script.py").write_text(secret + " script")
     store = tmp_path / "results"
-    write_record(store, 1, {**good_files("k0", 1), "run.json": []})  # run.json holding [] first: upload goes on with the folders after it
+    write_record(store, 1, {**good_files("k0", 1), "run.json": []})  # run.json holding []: upload goes on past it
     files = good_files("k", 2)
     sources_dir = store / "_sources"
     sources_dir.mkdir(parents=True)
@@ -332,7 +332,7 @@ def test_every_reader_survives_every_record(changes, damage, which):
         frame = out["runs"]
         assert "valid" in set(frame["run_key"]) and out["has"][0]  # the valid record is always read
         named = [line for line in err.getvalue().splitlines() if str(random_dir) in line]
-        if "2" not in set(frame["run_id"].astype(str)):  # not read: it was named, once (unless it is a run being created: no run.json/config)
+        if "2" not in set(frame["run_id"].astype(str)):  # not read: named once (unless a run being created)
             created = {"run.json", "config.json"} - set(encoded)
             assert len([line for line in named if re.search(rf"{re.escape(str(random_dir))}:", line)]) == (
                 0 if created else 1), err.getvalue()
