@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -177,12 +178,16 @@ def plan_runs(name: str, updates: Mapping[str, Any] | None = None,
             from None
 
 
+#: id of an attempts frame -> (a weak reference to it, its latest attempts): computed once per frame, for every table
+_LATEST: dict[int, tuple[Any, tuple[dict[str, Any], dict[str, Any], dict[str, int]]]] = {}
+
+
 def _latest_attempts(attempts: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
     """(latest COMPLETED attempt per run_key, latest attempt per run_key, attempts per run_key), computed once per
     attempts frame (sorted once, then dictionary lookups: linear in the store, not tables x runs)."""
-    cached = attempts.attrs.get("_latest")
-    if cached is not None:
-        return cached
+    cached = _LATEST.get(id(attempts))
+    if cached is not None and cached[0]() is attempts:
+        return cached[1]
     ordered = attempts.sort_values("time", na_position="first", kind="stable")
     rows = ordered.to_dict("records")
     latest: dict[str, Any] = {}
@@ -196,7 +201,9 @@ def _latest_attempts(attempts: pd.DataFrame) -> tuple[dict[str, Any], dict[str, 
         counts[key] = counts.get(key, 0) + 1
         if row["status"] == "completed":
             latest_done[key] = row
-    attempts.attrs["_latest"] = (latest_done, latest, counts)
+    # not in attempts.attrs: pandas deep-copies attrs on every column selection (records hold database handles)
+    _LATEST[id(attempts)] = (weakref.ref(attempts), (latest_done, latest, counts))
+    weakref.finalize(attempts, _LATEST.pop, id(attempts), None)
     return latest_done, latest, counts
 
 

@@ -65,3 +65,21 @@ def test_an_ablation_refuses_another_method_instead_of_training_pcl():
     with pytest.raises(ConfigError, match="config key 'method'='dml' is invalid here"):
         registry.plan("ablations.peers", {"method": "dml"}, ["smoke"])
     assert {r["method"] for r in registry.plan("ablations.peers", {}, ["smoke"])} == {"pcl"}
+
+
+def test_attempts_holding_database_handles_stay_usable_after_planning():
+    """A MongoDB record holds its Database (not deep-copyable): planning must not make pandas copy it on every
+    column selection (a cache in DataFrame.attrs did, and every analysis command failed on MongoDB)."""
+    import threading
+
+    import pandas as pd
+
+    from analysis import runs
+
+    attempts = pd.DataFrame([{"run_key": "k", "status": "completed", "time": pd.Timestamp("2026-01-01"),
+                              "attempt_id": "a", "experiment": "table2", "deployed_head": "net",
+                              "params_train": 1, "params_deployed": 1, "num_classes": 10, "source": "mongo:x",
+                              "result": {"deployed/top1_err": 1.0}, "record": {"_db": threading.Lock()}}])
+    for _ in range(2):  # the second call reuses the first's work
+        runs.planned_status([{"run_key": "k"}], attempts)
+    assert attempts["run_key"].tolist() == ["k"] and not attempts.attrs

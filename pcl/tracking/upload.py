@@ -255,30 +255,35 @@ def _metric_id(attempt: str, name: str):
 
 
 def _write_metrics(db, run_id: Any, attempt: str, metrics: Mapping[str, Mapping[str, list]]) -> list[dict]:
-    """Every series of the attempt as one metrics document (Sacred's layout); documents of the run that are not
-    among them (a live run's partial series) are deleted. Returns the `info.metrics` references."""
+    """Every series of the attempt as one metrics document (Sacred's layout), written in one bulk request (not a
+    round trip per series); documents of the run that are not among them (a live run's partial series) are
+    deleted. Returns the `info.metrics` references."""
+    import pymongo
     import pymongo.errors
 
-    refs, ids = [], []
+    refs, ids, writes = [], [], []
     for name, series in metrics.items():
         oid = _metric_id(attempt, name)
         body = {"run_id": run_id, "name": name, "steps": list(series.get("steps", [])),
                 "values": list(series.get("values", [])),
                 "timestamps": [_parse_time(t) for t in series.get("timestamps", [])]}
-        for _ in range(3):
-            try:
-                db["metrics"].replace_one({"_id": oid}, body, upsert=True)
-                break
-            except pymongo.errors.DuplicateKeyError:  # a concurrent upsert inserted it first: replace again
-                continue
+        writes.append(pymongo.ReplaceOne({"_id": oid}, body, upsert=True))
         refs.append({"name": name, "id": str(oid)})
         ids.append(oid)
+    for attempt_left in range(3):
+        try:
+            if writes:
+                db["metrics"].bulk_write(writes, ordered=False)
+            break
+        except pymongo.errors.BulkWriteError as err:  # a concurrent upsert inserted one first: replace again
+            if attempt_left == 2 or any(e.get("code") != 11000 for e in err.details.get("writeErrors", [])):
+                raise
     db["metrics"].delete_many({"run_id": run_id, "_id": {"$nin": ids}})
     return refs
 
 
 def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, bytes | None]],
-                   report: UploadReport, where: str) -> list[list[Any]]:
+                   report: UploadReport, where: str, known: dict[tuple[str, str], Any]) -> list[list[Any]]:
     """[[name, GridFS id]] as Sacred's MongoObserver.save_sources writes them (filename: base_dir/name, found
     again by filename and md5). Content comes only from the copy the run archived in its file store (never
     from base_dir, a path the record names); without it the id stays None and the report says so."""
@@ -292,8 +297,11 @@ def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, bytes | Non
             out.append([name, None])
             continue
         md5 = hashlib.md5(data).hexdigest()
-        found = fs.find_one({"filename": abs_path, "md5": md5})
-        out.append([name, found._id if found is not None else fs.put(data, filename=abs_path, md5=md5)])
+        key = (abs_path, md5)  # runs share their sources: one look-up per distinct file and upload, not per run
+        if key not in known:
+            found = fs.find_one({"filename": abs_path, "md5": md5})
+            known[key] = found._id if found is not None else fs.put(data, filename=abs_path, md5=md5)
+        out.append([name, known[key]])
     return out
 
 
@@ -329,6 +337,7 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     if db is None:
         raise StoreUnavailable(f"upload needs a MongoDB URL (--mongo-url or {MONGO_URL_ENV})")
     fs = gridfs.GridFS(db)
+    known_sources: dict[tuple[str, str], Any] = {}  # (GridFS file name, md5) -> its id, for this upload
     report = UploadReport()
     _prepare(db, report)
     seen: set[str] = set()
@@ -353,7 +362,7 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
             report.unreadable.append(f"{run_dir}: {unstorable}")
             log(f"warning: not uploaded: {run_dir}: {unstorable}")
             continue
-        _upload_one(db, fs, doc, metrics, sources, attempt, run_dir, include_running, report)
+        _upload_one(db, fs, doc, metrics, sources, attempt, run_dir, include_running, report, known_sources)
     failure_dir = root / FAILURE_DIR_NAME
     for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() else []:
         try:
@@ -378,7 +387,8 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
         if unstorable:
             report.unreadable.append(f"{path}: {unstorable}")
             continue
-        _upload_one(db, fs, migrate_status(entry), None, None, attempt, path, include_running, report)
+        _upload_one(db, fs, migrate_status(entry), None, None, attempt, path, include_running, report,
+                    known_sources)
     store.close()
     log(f"upload {root} -> MongoDB {redact_url(store.mongo_url)} (database {store.db_name!r}): {report}")
     return report
@@ -401,7 +411,7 @@ def _unstorable(doc: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> st
 
 def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
                 sources: list[tuple[str, bytes | None]] | None, attempt: str, where: Path, include_running: bool,
-                report: UploadReport) -> None:
+                report: UploadReport, known_sources: dict[tuple[str, str], Any]) -> None:
     status = doc.get("status")
     if status not in FINAL_STATUSES and not include_running:
         report.skipped_running.append(str(where))
@@ -420,7 +430,7 @@ def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
     if existing is not None and _sources_complete(existing):
         doc["experiment"]["sources"] = existing["experiment"]["sources"]  # the live run's GridFS files
     elif sources is not None:
-        doc["experiment"]["sources"] = _store_sources(fs, doc, sources, report, str(where))
+        doc["experiment"]["sources"] = _store_sources(fs, doc, sources, report, str(where), known_sources)
     final = {k: doc.pop(k) for k in _FINAL_FIELDS if k in doc}
     doc["status"] = PENDING_STATUS  # until every metric is written
     doc.pop("_id", None)
