@@ -51,9 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the suite is installed (scripts/setup_env.sh): no sys.path edit
 
 #: tables of the figures/report/make_tables rows: every CIFAR script of experiments.registry
 CIFAR_DATASETS = ("cifar10", "cifar100")
