@@ -274,6 +274,7 @@ def sacct_all() -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow  # starts the local SLURM cluster
 def test_queued_runs_are_not_submitted_twice(slurm_cluster, work, capsys):
     code, lines = launch(work, "--tables", "table2", "--methods", "baseline", "--sbatch-line=--hold")
     assert code == 0, lines

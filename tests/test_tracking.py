@@ -265,6 +265,7 @@ def test_a_run_key_locked_by_another_process_is_not_run_twice(tmp_path):
 
 
 # ---- MongoDB failures ----------------------------------------------------------------------------------------
+@pytest.mark.slow  # waits for the server-selection time-out
 def test_unreachable_mongo_fails_within_seconds_without_record_or_checkpoint(tmp_path, capsys):
     url = f"mongodb://alice:Pa55-unreachable@127.0.0.1:{free_port()}/?directConnection=true"
     start = time.monotonic()

@@ -368,6 +368,7 @@ def test_imagenet_folder_is_checked_before_the_grid(tmp_path):
         check_data("imagenet", tmp_path)
 
 
+@pytest.mark.slow  # a preempted run's clean-up
 def test_a_run_stopped_before_its_first_checkpoint_says_none_was_written(tmp_path, capsys, monkeypatch):
     import pcl.tracking.run as tracked
 
