@@ -131,6 +131,14 @@ def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def _link_target(entry: os.DirEntry, root_real: str) -> str:
+    """Where a link inside the data root points; ImageFolderError when that is outside the root."""
+    target = os.path.realpath(entry.path)
+    if not _inside(target, root_real):
+        raise ImageFolderError(f"{entry.path}: a link that leaves the data root {root_real} (-> {target})")
+    return target
+
+
 def _class_folders(split_dir: Path, root_real: str) -> list[str]:
     """The class folders of train/ or val/ (sorted; dot folders ignored), each checked: a link must stay inside
     the data root and must not point at a folder that contains it (a loop)."""
@@ -141,9 +149,7 @@ def _class_folders(split_dir: Path, root_real: str) -> list[str]:
             if e.name.startswith("."):
                 continue
             if e.is_symlink():
-                target = os.path.realpath(e.path)
-                if not _inside(target, root_real):
-                    raise ImageFolderError(f"{e.path}: a link that leaves the data root {root_real} (-> {target})")
+                target = _link_target(e, root_real)
                 if _inside(split_real, target):
                     raise ImageFolderError(f"{e.path}: a link to a folder that contains it (-> {target}): a loop")
             if e.is_dir():
@@ -161,9 +167,7 @@ def _class_images(folder: Path, root_real: str) -> list[str]:
             if e.name.startswith("."):
                 continue
             if e.is_symlink():
-                target = os.path.realpath(e.path)
-                if not _inside(target, root_real):
-                    raise ImageFolderError(f"{e.path}: a link that leaves the data root {root_real} (-> {target})")
+                target = _link_target(e, root_real)
                 try:
                     info = os.stat(target)
                 except OSError as err:
