@@ -310,19 +310,20 @@ def test_three_concurrent_uploads_give_each_attempt_once(smoke_grid, tmp_path):
 
 def test_upload_killed_half_way_then_run_again_leaves_every_run_complete(smoke_grid):
     url = smoke_grid.server.url(db="clients_killed")
-    # a real SIGKILL of the uploading process at its 12th metric write: mid-way through the second run's series
+    # a real SIGKILL of the uploading process at its second metric write (each run's series are one bulk request):
+    # after the first run is complete, before the second run's metrics
     kill = ("import os, signal, pymongo.collection\n"
             "calls = [0]\n"
             "def counting(write):\n"
             "    def wrapped(self, *a, **k):\n"
             "        if self.name == 'metrics':\n"
             "            calls[0] += 1\n"
-            "            if calls[0] == 12:\n"
+            "            if calls[0] == 2:\n"
             "                os.kill(os.getpid(), signal.SIGKILL)\n"
             "        return write(self, *a, **k)\n"
             "    return wrapped\n"
             "Collection = pymongo.collection.Collection\n"
-            "for name in ('insert_one', 'replace_one', 'update_one'):\n"
+            "for name in ('insert_one', 'replace_one', 'update_one', 'bulk_write'):\n"
             "    setattr(Collection, name, counting(getattr(Collection, name)))\n")
     killed = subprocess.run(_upload_cmd(smoke_grid.results_dir, kill), env=_env(url), cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
