@@ -181,7 +181,8 @@ DRIVER_KEYS: tuple[str, ...] = tuple(k for k, key in KEYS.items() if key.group =
 STORE_KEYS: frozenset[str] = frozenset({"results_dir", "mongo_url", "db_name"})
 SYNTHETIC_KEYS = ("synthetic_classes", "synthetic_train_size", "synthetic_test_size")
 #: method options that are infrastructure (a file path resolved from `teacher_run_key`)
-INFRA_OPTIONS: frozenset[str] = frozenset({TEACHER_PATH_OPTION})
+INFRA_OPTIONS: frozenset[str] = frozenset(o.name for spec in registry.methods().values() for o in spec.options
+                                          if o.infra)  # declared `infra=True` (kd's teacher_path)
 
 
 def defaults() -> dict[str, Any]:
@@ -261,7 +262,7 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config key 'options.{TEACHER_PATH_OPTION}' is required by method {method!r}: the "
                           "deployed.pt of a completed run (or name the teacher run with teacher_run_key)")
     for key, option in declared.items():  # a file the run will read must be there before anything starts
-        if option.kind == "path" and merged[key] is not None and not (key in INFRA_OPTIONS
+        if option.kind == "path" and merged[key] is not None and not (option.infra
                                                                       and out["teacher_run_key"] is not None):
             if not Path(merged[key]).expanduser().is_file():
                 raise ConfigError(f"config key 'options.{key}'={merged[key]!r} (method {method!r}): the file does "
