@@ -2,8 +2,8 @@
 size, a 95 % interval over seeds and the test used; and for each cell with a paper number, whether that number lies
 within our interval ("reproduced") where the setting is the paper's.
 
-    python analysis/claims.py                          # every table with runs in results/ (+ $PCL_MONGO_URL)
-    python analysis/claims.py --named smoke --tables table2 ablations.peers
+    python analysis/claims.py                          # every plan with runs in results/ (+ $PCL_MONGO_URL)
+    python analysis/claims.py --tables table2 ablations.peers
 
 The claims (the paper's, as analysis/paper.py summarises them): PCL has a lower error than every compared method
 on each backbone and dataset (main table, ImageNet); online PCL beats two-stage KD; each component of the ablation

@@ -188,7 +188,7 @@ def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
             _zoom(zoom, stats, order)
             ax.legend(title="method" if table.spec.column_title == "method" else table.spec.column_title)
             fig.tight_layout()
-        figures.append(Figure(f"{table.name}_{table.dataset}_curves_{row}", "curves",
+        figures.append(Figure(f"{table.stem}_curves_{row}", "curves",
                               f"{_title(table, row)}: test error of the {head} over training (line: mean over "
                               f"seeds, band: +- one std; dotted: LR steps; right: the last epochs enlarged).", fig))
     return figures
@@ -215,7 +215,7 @@ def peers_plot(table: Table) -> list[Figure]:
         ax.set_xticks(sorted(cells["m"].unique()))
         ax.legend(title="backbone")
         fig.tight_layout()
-    return [Figure(f"{table.name}_{table.dataset}_peers", "peers",
+    return [Figure(f"{table.stem}_peers", "peers",
                    "Top-1 error of the deployed model vs the number of peers m (mean +- std over seeds).", fig)]
 
 
@@ -264,7 +264,7 @@ def ablation_bars(table: Table) -> list[Figure]:
             fig.text(0.01, -0.02, escape.plot("; ".join(deltas), limit=400), ha="left", va="top", fontsize=7,
                      wrap=True)
         fig.tight_layout()
-    return [Figure(f"{table.name}_{table.dataset}_bars", "bars",
+    return [Figure(f"{table.stem}_bars", "bars",
                    f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values; below: "
                    f"the paper's stated differences (points of error) beside ours.", fig)]
 
@@ -323,7 +323,7 @@ def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Fi
             fig.tight_layout(rect=(0, 0, 1, 0.8))
             fig.legend(list(legend.values()), list(legend), title="head", loc="upper center",
                        ncol=min(5, len(legend)), bbox_to_anchor=(0.5, 0.93), frameon=False)
-        figures.append(Figure(f"{table.name}_{table.dataset}_heads_{row}", "heads",
+        figures.append(Figure(f"{table.stem}_heads_{row}", "heads",
                               f"{_title(table, row)}: the deployed head (thick) vs the live peers (mean over peers) "
                               f"vs the ensemble teacher over training (band: +- one std over seeds).", fig))
     return figures
@@ -352,7 +352,7 @@ def diversity(table: Table) -> tuple[list[Figure], str | None]:
                    title=escape.plot(_title(table, row)))
             ax.legend(title="method")
             fig.tight_layout()
-        figures.append(Figure(f"{table.name}_{table.dataset}_diversity_{row}", "diversity",
+        figures.append(Figure(f"{table.stem}_diversity_{row}", "diversity",
                               f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig))
     return figures, "; ".join(short) or None
 

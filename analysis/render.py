@@ -151,11 +151,10 @@ def cells_csv(table: Table) -> str:
 
 
 def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
-    """Write NAME_DATASET.{md,tex,csv} under out_dir; returns the paths by format."""
+    """Write STEM.{md,tex,csv} under out_dir (Table.stem: script, dataset, setting); returns the paths by format."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{table.name}_{table.dataset}" + (f"_{table.setting.slug}" if table.setting else "") + (
-        "_best_on_test" if table.select == "best" else "") + (f"_head-{table.head}" if table.head else "")
+    stem = table.stem
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
     paths["md"].write_text(render_markdown(table))
     paths["tex"].write_text(render_latex(table))

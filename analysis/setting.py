@@ -86,8 +86,7 @@ class Setting:
     def slug(self) -> str:
         """The setting in a file name: data, epochs, subset, seeds (so tables of two settings never overwrite)."""
         others = [str(i).split(":", 1)[-1][:8] for i in self.identities if i and not str(i).startswith("files:")]
-        data = "synthetic" if self.dataset == "synthetic" else ("files-" + "-".join(others) if others
-                                                                else "official")
+        data = [] if self.dataset == "synthetic" else ["files-" + "-".join(others) if others else "official"]
         subsets = [str(s) for s in self.subsets if s is not None]
-        return "_".join([data, "-".join(map(str, self.epochs)) + "ep", *(["-".join(subsets) + "img"] if subsets
+        return "_".join([*data, "-".join(map(str, self.epochs)) + "ep", *(["-".join(subsets) + "img"] if subsets
                                                                        else []), f"{len(self.seeds)}seeds"])

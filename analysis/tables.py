@@ -83,10 +83,18 @@ class Table:
     notes: list[str] = field(default_factory=list)
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
     setting: Setting | None = None  # what the runs are (data, epochs, subset, seeds): analysis.setting
+    tag: str = ""  # tells apart two tables of one script, dataset and setting (e.g. batch_size=64): file names
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def stem(self) -> str:
+        """The tables' and figures' file name: script, dataset, setting (two settings never overwrite each other)."""
+        return (f"{self.name}_{self.dataset}" + (f"_{self.setting.slug}" if self.setting else "")
+                + (f"_{self.tag}" if self.tag else "") + ("_best_on_test" if self.select == "best" else "")
+                + (f"_head-{self.head}" if self.head else ""))
 
     @property
     def title(self) -> str:
@@ -316,8 +324,8 @@ def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates
                       datasets: Sequence[str] | None = None, backbones: Sequence[str] | None = None) -> list[Table]:
     """The tables (one per dataset) of script `name` for this config, from the store's attempts.
 
-    Datasets: --datasets, else --set dataset=..., else the one dataset of the store's records whose plan (this
-    config with dataset=D) has runs there; several such datasets -> AnalysisError naming them. A plan with no run in the store -> AnalysisError naming what the store holds.
+    Datasets: --datasets, else --set dataset=..., else every dataset of the store's records whose plan (this
+    config with dataset=D) has runs there. A plan with no run in the store -> AnalysisError naming what it holds.
     """
     if name not in SPECS:
         raise AnalysisError(f"unknown table {name!r}; known: {', '.join(SPECS)}")
@@ -328,10 +336,7 @@ def tables_for_script(name: str, attempts: pd.DataFrame, *, stores: str, updates
     elif "dataset" in updates:
         plans = {updates["dataset"]: _plan_of(name, updates, named, updates["dataset"], attempts)}
     else:
-        plans = _candidate_datasets(name, updates, named, attempts)
-        if len(plans) > 1:
-            raise AnalysisError(f"table {name}: the store holds runs of its plan on several datasets "
-                                f"({', '.join(plans)}); choose with --datasets {' '.join(plans)}")
+        plans = _candidate_datasets(name, updates, named, attempts)  # one table per dataset with runs
         if not plans:
             plan = plan_runs(name, updates, named)
             raise AnalysisError(_no_runs_message(name, f"dataset {plan[0]['dataset']}", attempts, stores,
@@ -354,7 +359,8 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
     """Every asked table (all registered scripts when names is None) from the stores: (tables, skipped), where
     skipped holds one line per script without runs (only when names is None; an asked table without runs raises).
 
-    Raises AnalysisError: empty/unreachable store, unknown table, no runs, several datasets.
+    Without `named`/`updates`: every plan the store holds runs of (analysis.discover), narrowed by names,
+    datasets and backbones. Raises AnalysisError: empty/unreachable store, unknown table, no runs.
     """
     described = describe_stores(stores)
     attempts = read_attempts(stores)
@@ -370,12 +376,14 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
         if not any(key.split(".")[0] in config_keys(n, named) for n in asked):
             raise AnalysisError(f"--set {key}=...: {key.split('.')[0]!r} is not a config key of "
                                 f"{', '.join(asked)}")
+    if not named and not kwargs.get("updates"):  # no grid named: every plan the records hold runs of
+        return _held_tables(names, asked, attempts, described, **kwargs)
     tables, skipped = [], []
     for name in asked:
         try:
             tables += tables_for_script(name, attempts, stores=described, **kwargs)
         except AnalysisError as err:
-            if names is not None or "several datasets" in str(err):
+            if names is not None:
                 raise
             skipped.append(str(err))
     if not tables:
@@ -384,6 +392,40 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
         raise AnalysisError(f"no table's plan{' (' + ' '.join(named) + ')' if named else ''} has runs in "
                             f"{described}, which holds runs of: {held}; a smoke grid's tables need --named smoke, "
                             "another dataset --datasets, other settings --set KEY=VALUE as in the grid's `with`")
+    return tables, skipped
+
+
+def _held_tables(names: Sequence[str] | None, asked: Sequence[str], attempts: pd.DataFrame, described: str, *,
+                 head: str | None = None, select: str = "last", datasets: Sequence[str] | None = None,
+                 backbones: Sequence[str] | None = None, **_: Any) -> tuple[list[Table], list[str]]:
+    """The tables of every plan the store holds runs of (analysis.discover), in the scripts' order."""
+    from analysis.discover import held_plans
+
+    held, skipped = held_plans(attempts, asked, datasets)
+    order = {name: i for i, name in enumerate(SPECS)}
+    held.sort(key=lambda h: (order[h.name], h.dataset))
+    tables: list[Table] = []
+    for plan in held:
+        chosen = _filter(plan.plan, None, backbones)
+        if not chosen:
+            skipped.append(f"{plan.describe()}: no planned run on backbone(s) {', '.join(backbones or [])}")
+            continue
+        table = build_table(plan.name, chosen, attempts, stores=described, head=head, select=select)
+        table.notes.append(f"Plan rebuilt from the records: {plan.describe()}" + (
+            " (every run trained by another script: the same run_keys)" if plan.shared_only else ""))
+        tables.append(table)
+    stems: dict[str, int] = {}
+    for table in tables:  # same script, dataset and setting slug, other values (e.g. batch_size): a tag apart
+        stems[table.stem] = stems.get(table.stem, 0) + 1
+        if stems[table.stem] > 1:
+            table.tag = f"v{stems[table.stem]}"
+    missing = [n for n in names or () if not any(t.name == n for t in tables)]
+    if missing or not tables:
+        experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
+        held_text = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+        what = f"table(s) {', '.join(missing)}" if missing else "no table"
+        raise AnalysisError(f"{what}: no plan{' on ' + ', '.join(datasets) if datasets else ''} has runs in "
+                            f"{described}, which holds runs of: {held_text}")
     return tables, skipped
 
 

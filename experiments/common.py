@@ -148,9 +148,16 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
     base = {k: cfg[k] for k in RUN_KEYS if k in cfg and k not in ("options", "method", "backbone", "run_key")}
     base["experiment"] = name
     runs = []
+    first: list[dict[str, Any]] = []  # each cell validated once, with the first seed
     for seed in seeds:
-        for cell in cells:
-            runs.append(_cell_config(base, cell, user_options, seed))
+        for i, cell in enumerate(cells):
+            if i >= len(first):
+                first.append(_cell_config(base, cell, user_options, seed))
+                runs.append(first[i])
+            elif cell.get("teacher"):  # the teacher's run_key has the seed too: validated again
+                runs.append(_cell_config(base, cell, user_options, seed))
+            else:
+                runs.append(_reseeded(first[i], seed))
     unique: dict[str, dict[str, Any]] = {}
     for run in runs:  # a run two cells need (e.g. a teacher that is also a table cell) runs once
         unique.setdefault(run["run_key"], run)
@@ -180,6 +187,16 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
         teacher_run = _cell_config(base, teacher, user_options, seed)
         run["teacher_run_key"] = teacher_run["run_key"]
     return tracking.normalize_run_config(run)
+
+
+def _reseeded(run: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """A validated run config (of a cell without a teacher) with another seed: nothing but the seed and the run_key
+    depends on it, so the checks are not repeated (tests/test_experiments.py checks this equals validating each
+    run)."""
+    out = copy.deepcopy(dict(run))
+    out["seed"] = schema.KEYS["seed"].check(seed)
+    out["run_key"] = schema.run_key(out)
+    return out
 
 
 class Plan(list):

@@ -74,7 +74,9 @@ def study(tmp_path_factory, mongo_session_server):
     mongo_dir = root / "mongo-copy"
     pcl0 = [r for r in plan_t2 if r["method"] == "pcl" and r["seed"] == 0]
     assert _grid(pcl0, mongo_dir, mongo_url=mongo_url).exit_code == 0
-    return {"results": str(results_dir), "mongo": mongo_url, "mongo_copy": str(mongo_dir), "plan_t2": plan_t2,
+    from analysis.setting import Setting
+
+    return {"results": str(results_dir), "mongo": mongo_url, "cifar_slug": Setting.of(cifar).slug, "mongo_copy": str(mongo_dir), "plan_t2": plan_t2,
             "plan_peers": plan_peers, "cifar": cifar, "m4": m4[0], "root": root}
 
 
@@ -200,7 +202,7 @@ def test_make_tables_writes_markdown_latex_csv_and_prints(study, tmp_path, capsy
     assert make_tables.main(["--store", study["results"], *CLI_T2, "--datasets", "synthetic", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "### table2 - CIFAR comparison" in printed and "written:" in printed
-    stem = "table2_synthetic_synthetic_2ep_2seeds"  # the setting is in the file name: no overwriting another
+    stem = "table2_synthetic_2ep_2seeds"  # the setting is in the file name: no overwriting another
     csv = pd.read_csv(out / f"{stem}.csv")
     hand = _record_files(study["results"])
     base = [hand[r["run_key"]]["deployed/top1_err"] for r in study["plan_t2"] if r["method"] == "baseline"]
@@ -227,7 +229,7 @@ def test_the_same_table_from_mongodb_and_from_its_file_copy(study):
     assert curves["step"].tolist() == [1, 2]
 
 
-@pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mixed", "mongo-down",
+@pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mongo-down",
                                   "bad-set", "unknown-key", "bad-backbone"])
 def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
@@ -235,7 +237,6 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
             "no-folder": ["--store", str(tmp_path / "nowhere")],
             "unknown-table": ["--store", study["results"], "--tables", "table9"],
             "no-runs": ["--store", study["results"], "--tables", "ablations.deployed_head"],  # full size: none ran
-            "mixed": ["--store", study["results"], *CLI_T2],  # synthetic and cifar10 runs of this plan
             "mongo-down": ["--store", "mongodb://user:s3cret@127.0.0.1:9/x?serverSelectionTimeoutMS=300"],
             "bad-set": ["--store", study["results"], "--set", "epochs"],
             "unknown-key": ["--store", study["results"], "--named", "smoke", "--set", "epoch=2"],
@@ -248,7 +249,7 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
     assert len(lines) == 1 and "Traceback" not in captured.err and captured.out == ""
     assert not out.exists()  # nothing written, no empty table
     expected = {"empty": "holds no run records", "no-folder": "does not exist", "unknown-table": "known: table2",
-                "no-runs": "none of the 3 planned runs", "mixed": "several datasets (cifar10, synthetic)",
+                "no-runs": "ablations.deployed_head: no plan has runs in file store",
                 "mongo-down": "cannot read MongoDB", "bad-set": "KEY=VALUE", "unknown-key": "'epoch' is not a config key",
                 "bad-backbone": "tiny_resnet8"}[case]
     assert expected in lines[0]
@@ -260,6 +261,46 @@ def test_mixed_store_tables_by_dataset(study, capsys):
                              "--out", str(study["root"] / "mixed")]) == 0
     out = capsys.readouterr().out
     assert "CIFAR-10" in out and "synthetic" in out and "1 failed" in out
+
+
+def test_no_arguments_show_every_plan_the_store_holds_runs_of(study, tmp_path, capsys):
+    """Without --named/--set the plans are rebuilt from the records: the smoke grids (2 epochs, seeds 0,1) of
+    table2 and ablations.peers on synthetic data, and table2 on the tiny CIFAR-10 copy (its data_root), each in
+    the setting its runs had; no --named smoke, no --set, no 'several datasets'; nothing else (no ImageNet table
+    of the synthetic runs)."""
+    out = tmp_path / "tables"
+    assert make_tables.main(["--store", study["results"], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.csv")) == [
+        "ablations.peers_synthetic_2ep_2seeds.csv", f"table2_cifar10_{study['cifar_slug']}.csv",
+        "table2_synthetic_2ep_2seeds.csv"]
+    assert "Plan rebuilt from the records: table2 with smoke epochs=2" in printed
+    t2 = pd.read_csv(out / "table2_synthetic_2ep_2seeds.csv").set_index("column")
+    hand = _record_files(study["results"])
+    pcl = [hand[r["run_key"]]["deployed/top1_err"] for r in study["plan_t2"] if r["method"] == "pcl"]
+    assert t2.loc["pcl", "mean"] == pytest.approx(np.mean(pcl)) and t2.loc["pcl", "n"] == 2
+    peers = pd.read_csv(out / "ablations.peers_synthetic_2ep_2seeds.csv").set_index("column")
+    assert peers.loc["m=4", ["preempted", "missing"]].tolist() == [1, 1]  # the plan's seeds 0,1: one missing
+    cifar = pd.read_csv(out / f"table2_cifar10_{study['cifar_slug']}.csv").set_index("column")
+    assert cifar.loc["baseline", "failed"] == 1
+    # flags narrow it: one dataset, one script
+    assert make_tables.main(["--store", study["results"], "--datasets", "cifar10", "--out", str(tmp_path / "c")]) == 0
+    assert [p.name for p in (tmp_path / "c").glob("*.csv")] == [f"table2_cifar10_{study['cifar_slug']}.csv"]
+    capsys.readouterr()
+    assert make_tables.main(["--store", study["mongo"], "--tables", "table2", "--out", str(tmp_path / "m")]) == 0
+    assert [p.name for p in (tmp_path / "m").glob("*.csv")] == ["table2_synthetic_2ep_1seeds.csv"]
+
+
+def test_held_plans_name_what_no_plan_holds(study):
+    from analysis import discover
+
+    attempts = runs.read_attempts([study["results"]])
+    foreign = attempts.copy()
+    foreign["record"] = [{**r, "config": {**r["config"], "experiment": "my_trial"}} if i == 0 else r
+                         for i, r in enumerate(foreign["record"])]
+    held, skipped = discover.held_plans(foreign, list(registry.SCRIPTS))
+    assert any("1 run(s) recorded by 'my_trial'" in line for line in skipped)
+    assert {h.name for h in held} == {"table2", "ablations.peers"}
 
 
 # ---- the scripts' closing table -----------------------------------------------------------------------------
@@ -335,8 +376,8 @@ def test_report_and_plots_commands(study, tmp_path, capsys):
              "--set", "peer_counts=[2,3,4,5]", "--tables", "ablations.peers", "--out", str(tmp_path / "f")]
     assert make_plots.main(peers) == 0
     assert sorted(p.name for p in (tmp_path / "f").glob("*.png")) == [
-        "ablations.peers_synthetic_bars.png", "ablations.peers_synthetic_curves_tiny_resnet8.png",
-        "ablations.peers_synthetic_diversity_tiny_resnet8.png", "ablations.peers_synthetic_peers.png"]
+        "ablations.peers_synthetic_2ep_2seeds_bars.png", "ablations.peers_synthetic_2ep_2seeds_curves_tiny_resnet8.png",
+        "ablations.peers_synthetic_2ep_2seeds_diversity_tiny_resnet8.png", "ablations.peers_synthetic_2ep_2seeds_peers.png"]
 
 
 def test_reading_records_and_building_tables_needs_no_torch(study, tmp_path):

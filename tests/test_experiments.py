@@ -150,6 +150,18 @@ def test_table2_plans_the_whole_table_and_one_cell():
     assert pcl_cell["run_key"] == cell["run_key"]
 
 
+@pytest.mark.parametrize("name", list(registry.SCRIPTS))
+def test_a_plan_is_each_run_validated_alone(name):
+    """expand validates each cell once and only reseeds it for the other seeds: every run must equal the same
+    config validated on its own (seed, run_key, a teacher's run_key), and every run_key must differ."""
+    for named in ([], ["smoke"]):
+        plan = registry.plan(name, {"seeds": [0, 3, 1]}, named)
+        assert [r["seed"] for r in plan][:1] == [0] and {r["seed"] for r in plan} == {0, 1, 3}
+        alone = [tracking.normalize_run_config({**r, "run_key": None}) for r in plan]
+        assert plan == alone
+        assert len({r["run_key"] for r in plan}) == len(plan)
+
+
 def test_named_configs_quick_and_smoke():
     from experiments import imagenet, table2
 

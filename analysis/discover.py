@@ -1,0 +1,213 @@
+"""Which plans the store holds runs of, read from the records: what `make_tables`, `make_plots` and `report` show
+when no `--named`/`--set` says which grid to look at.
+
+A record holds its whole run config (dataset, schedule, data, seed, the script that recorded it). For each script
+and dataset the records are split by their setting (every run-key value the script's grid does not vary: epochs,
+train_subset, data, batch size, ...); each part becomes the script's plan again: the config closest to one of the
+script's presets (its default config or a named config such as `smoke`), with the part's differing values as
+updates and its seeds/methods/backbones where they are not already the preset's. A plan is kept when its runs are
+the part's runs (the one with the most of them); records no rebuilt plan holds are named in one line.
+
+A script that recorded nothing (every run it needs was trained by another script: the launcher trains a shared
+run_key once, e.g. `ablations.deployed_head` inside table2) is shown on a dataset of the paper when every run of its
+plan, in a setting found above, is in the store. So a smoke grid of table2 gives table2's table only, not an
+"ImageNet" table of the same synthetic runs.
+"""
+from __future__ import annotations
+
+import json
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from analysis.runs import AnalysisError, config_keys, plan_runs
+from analysis.setting import PAPER_DATASETS
+
+#: run-config keys that never describe a setting: derived or per run
+_NOT_SETTING = frozenset({"run_key", "seed", "experiment", "label", "comment"})
+#: the grid axes a script's config sets (None: the script's whole axis, a name, or a list of names)
+_AXES = ("method", "backbone")
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class HeldPlan:
+    """One script's plan rebuilt from the records: the script, dataset, its preset and updates, and the plan."""
+
+    name: str
+    dataset: str
+    named: tuple[str, ...]
+    updates: dict[str, Any]
+    plan: list[dict[str, Any]]
+    recorded: int = 0  # records of this script the plan holds
+    shared_only: bool = False  # every run was recorded by another script
+
+    def describe(self) -> str:
+        parts = list(self.named) + [f"{k}={v!r}" for k, v in self.updates.items()]
+        return f"{self.name} with {' '.join(parts) or 'its defaults'} on {self.dataset}"
+
+
+@dataclass
+class _Script:
+    """The presets of one script on one dataset: preset -> its plan (those the script accepts)."""
+
+    name: str
+    dataset: str
+    presets: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+
+    @functools.cached_property
+    def varying(self) -> frozenset[str]:
+        """Run-config keys the script's grid varies in any preset (axes, options, ...)."""
+        out: set[str] = set()
+        for plan in self.presets.values():
+            for key in plan[0]:
+                if len({_canon(r.get(key)) for r in plan}) > 1:
+                    out.add(key)
+        return frozenset(out)
+
+
+def _presets(name: str) -> list[tuple[str, ...]]:
+    from experiments import registry
+
+    return [()] + [(n,) for n in registry.experiment(name).named_configs]
+
+
+def _script(name: str, dataset: str, cache: dict[tuple[str, str], _Script]) -> _Script:
+    if (name, dataset) not in cache:
+        found = _Script(name, dataset)
+        for preset in _presets(name):
+            try:
+                found.presets[preset] = plan_runs(name, {"dataset": dataset}, preset)
+            except AnalysisError:
+                continue  # the script does not run this preset on this dataset
+        cache[(name, dataset)] = found
+    return cache[(name, dataset)]
+
+
+def _updates(setting: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], preset_plan: Sequence[Mapping[str, Any]],
+             varying: frozenset[str]) -> dict[str, Any]:
+    """The config updates that turn the preset's plan into the plan of these runs."""
+    base = preset_plan[0]
+    updates = {k: v for k, v in setting.items() if _canon(v) != _canon(base.get(k))}
+    seeds = sorted({int(r["seed"]) for r in runs if isinstance(r.get("seed"), int)})
+    if not set(seeds) <= {r.get("seed") for r in preset_plan}:
+        updates["seeds"] = seeds
+    if "milestones" in updates:  # the recipe's milestones scaled to the epochs: not a setting of its own
+        from pcl import recipes
+
+        epochs = updates.get("epochs", base.get("epochs"))
+        if updates["milestones"] == recipes.scaled_milestones(epochs, recipes.recipe_of(base["dataset"])):
+            del updates["milestones"]
+    for axis in _AXES:
+        if axis in varying:
+            seen = sorted({str(r.get(axis)) for r in runs})
+            if not set(seen) <= {r.get(axis) for r in preset_plan}:
+                updates[axis] = seen if len(seen) > 1 else seen[0]
+    return updates
+
+
+def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> HeldPlan | None:
+    """The plan of these runs: the preset whose rebuilt plan holds the most of them (then the fewest updates)."""
+    keys = {r["run_key"] for r in runs}
+    best: tuple[tuple[int, int], HeldPlan] | None = None
+    for preset, preset_plan in script.presets.items():
+        settable = config_keys(script.name, preset)  # data_identity is not: it is read from the files again
+        updates = {k: v for k, v in _updates(setting, runs, preset_plan, script.varying).items() if k in settable}
+        try:
+            plan = plan_runs(script.name, {"dataset": script.dataset, **updates}, preset)
+        except AnalysisError:
+            continue
+        held = len(keys & {r["run_key"] for r in plan})
+        rank = (held, -len(updates))
+        if held and (best is None or rank > best[0]):
+            best = (rank, HeldPlan(script.name, script.dataset, preset, updates, plan, held))
+    return None if best is None else best[1]
+
+
+def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[str] | None = None
+               ) -> tuple[list[HeldPlan], list[str]]:
+    """The plans of scripts `names` the store's attempts hold runs of, on `datasets` (default: every dataset of
+    the records), and one line per group of records no plan holds (foreign scripts, settings no preset rebuilds)."""
+    from experiments import registry
+    from pcl import schema
+
+    latest = attempts.dropna(subset=["run_key"]).sort_values("time", na_position="first", kind="stable")
+    latest = latest.drop_duplicates("run_key", keep="last")
+    configs = [dict((rec.get("config") or {})) for rec in latest["record"]]
+    configs = [c for c in configs if isinstance(c.get("run_key"), str)]
+    if datasets:
+        configs = [c for c in configs if c.get("dataset") in datasets]
+    setting_keys = [k for k in schema.RUN_KEYS if k not in schema.INFRA_KEYS or k == "data_root"]
+    cache: dict[tuple[str, str], _Script] = {}
+    found: list[HeldPlan] = []
+    skipped: list[str] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for cfg in configs:
+        groups.setdefault((str(cfg.get("experiment") or ""), str(cfg.get("dataset"))), []).append(cfg)
+    scripts = {registry.experiment(s).path: s for s in registry.SCRIPTS}  # recorded name -> script
+    for (recorded_by, dataset), group in sorted(groups.items()):
+        experiment = scripts.get(recorded_by, recorded_by)
+        if experiment not in registry.SCRIPTS:
+            skipped.append(f"{len(group)} run(s) recorded by {recorded_by or 'no script'!r} on {dataset}: not a "
+                           f"script of experiments.registry (e.g. run_key {group[0]['run_key']})")
+            continue
+        if experiment not in names:
+            continue
+        script = _script(experiment, dataset, cache)
+        if not script.presets:
+            skipped.append(f"{len(group)} run(s) of {experiment} on {dataset}: the script does not run on it")
+            continue
+        keys = [k for k in setting_keys if k not in script.varying and k not in _NOT_SETTING]
+        parts: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        for cfg in group:
+            setting = {k: cfg.get(k) for k in keys}
+            parts.setdefault(_canon(setting), (setting, []))[1].append(cfg)
+        for setting, runs in parts.values():
+            held = _rebuild(script, setting, runs)
+            if held is None or held.recorded < len(runs):
+                missed = len(runs) - (held.recorded if held else 0)
+                skipped.append(f"{missed} run(s) of {experiment} on {dataset} are in no plan rebuilt from their "
+                               f"settings (e.g. run_key {runs[0]['run_key']}, {runs[0].get('label')}); give the "
+                               "grid's settings with --named/--set")
+            if held is not None:
+                found.append(held)
+    found += _shared_only(found, names, attempts, cache)
+    return found, skipped
+
+
+def _shared_only(found: Sequence[HeldPlan], names: Sequence[str], attempts: pd.DataFrame,
+                 cache: dict[tuple[str, str], _Script]) -> list[HeldPlan]:
+    """Plans of scripts that recorded nothing in a setting found, whose every run another script trained."""
+    have = set(attempts["run_key"].dropna())
+    recorded = {(h.name, h.dataset) for h in found}
+    tried: set[tuple[str, str, tuple[str, ...], str]] = set()
+    out: list[HeldPlan] = []
+    for held in found:
+        if held.dataset not in PAPER_DATASETS:
+            continue  # a smoke grid's synthetic runs are no other table's results
+        base = _setting_only(held.updates)
+        for name in names:
+            if (name, held.dataset) in recorded or (name, held.dataset, held.named, _canon(base)) in tried:
+                continue
+            tried.add((name, held.dataset, held.named, _canon(base)))
+            if held.named not in _script(name, held.dataset, cache).presets:
+                continue
+            try:
+                plan = plan_runs(name, {"dataset": held.dataset, **base}, held.named)
+            except AnalysisError:
+                continue
+            if plan and all(r["run_key"] in have for r in plan):
+                out.append(HeldPlan(name, held.dataset, held.named, base, plan, 0, shared_only=True))
+    return out
+
+
+def _setting_only(updates: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in updates.items() if k not in _AXES}
+
+
+__all__ = ["HeldPlan", "held_plans"]
