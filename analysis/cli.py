@@ -40,11 +40,12 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="report this head (e.g. ensemble) instead of each method's deployed head")
     p.add_argument("--select", choices=("last", "best"), default="last",
                    help="last epoch (default) or each run's best epoch ON THE TEST SET (marked as such)")
-    p.add_argument("--datasets", nargs="+", metavar="D", help="only these datasets (default: every dataset the store has runs of)")
+    p.add_argument("--datasets", nargs="+", metavar="D",
+                   help="only these datasets (default: every dataset the store has runs of)")
     p.add_argument("--backbones", nargs="+", metavar="B", help="only these backbones (rows)")
     p.add_argument("--named", action="append", default=[], metavar="NAME",
-                   help="the scripts' named config, e.g. smoke or quick (as `with smoke`; default: the plans rebuilt from the "
-                        "records, analysis/discover.py)")
+                   help="the scripts' named config, e.g. smoke or quick (as `with smoke`; default: the plans "
+                        "rebuilt from the records, analysis/discover.py)")
     p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="a config value of the scripts' plan, as `with KEY=VALUE` (e.g. epochs=10)")
     return p

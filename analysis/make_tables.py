@@ -1,7 +1,7 @@
 """`python analysis/make_tables.py`: the paper's tables from the runs of each script's plan, printed and written as
 Markdown, LaTeX (booktabs) and CSV into --out, each cell beside the paper's number (analysis/paper.py).
 
-    python analysis/make_tables.py                                   # every plan with runs in results/ (+ $PCL_MONGO_URL)
+    python analysis/make_tables.py                   # every plan with runs in results/ (+ $PCL_MONGO_URL)
     python analysis/make_tables.py --tables table2 --datasets cifar100 --store mongodb://host/pcl
     python analysis/make_tables.py --named smoke --set epochs=2      # the plan of `with smoke epochs=2`
     python analysis/make_tables.py --select best                     # best epoch on the TEST set (marked)

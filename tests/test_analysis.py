@@ -376,8 +376,8 @@ def test_report_and_plots_commands(study, tmp_path, capsys):
              "--set", "peer_counts=[2,3,4,5]", "--tables", "ablations.peers", "--out", str(tmp_path / "f")]
     assert make_plots.main(peers) == 0
     assert sorted(p.name for p in (tmp_path / "f").glob("*.png")) == [
-        "ablations.peers_synthetic_2ep_2seeds_bars.png", "ablations.peers_synthetic_2ep_2seeds_curves_tiny_resnet8.png",
-        "ablations.peers_synthetic_2ep_2seeds_diversity_tiny_resnet8.png", "ablations.peers_synthetic_2ep_2seeds_peers.png"]
+        f"ablations.peers_synthetic_2ep_2seeds_{kind}.png" for kind in
+        ("bars", "curves_tiny_resnet8", "diversity_tiny_resnet8", "peers")]
 
 
 def test_reading_records_and_building_tables_needs_no_torch(study, tmp_path):
