@@ -114,18 +114,23 @@ def _updates(setting: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], pres
 def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str, Any]]) -> HeldPlan | None:
     """The plan of these runs: the preset whose rebuilt plan holds the most of them (then the fewest updates)."""
     keys = {r["run_key"] for r in runs}
-    best: tuple[tuple[int, int], HeldPlan] | None = None
+    candidates = []
     for preset, preset_plan in script.presets.items():
         settable = config_keys(script.name, preset)  # data_identity is not: it is read from the files again
         updates = {k: v for k, v in _updates(setting, runs, preset_plan, script.varying).items() if k in settable}
+        candidates.append((len(updates), preset, updates))
+    best: tuple[tuple[int, int], HeldPlan] | None = None
+    for n_updates, preset, updates in sorted(candidates, key=lambda c: c[0]):  # the closest preset first
         try:
             plan = plan_runs(script.name, {"dataset": script.dataset, **updates}, preset)
         except AnalysisError:
             continue
         held = len(keys & {r["run_key"] for r in plan})
-        rank = (held, -len(updates))
+        rank = (held, -n_updates)
         if held and (best is None or rank > best[0]):
             best = (rank, HeldPlan(script.name, script.dataset, preset, updates, plan, held))
+        if held == len(keys):
+            break  # every run is in it: a preset further away cannot do better
     return None if best is None else best[1]
 
 

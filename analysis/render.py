@@ -73,17 +73,18 @@ def display_frame(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     kinds = [ROW_OURS] + ([ROW_PAPER, ROW_DIFF] if table.head is None else []) + [ROW_PARAMS]
     index = pd.MultiIndex.from_tuples([(BACKBONE_NAMES.get(r, r), k) for r in dict.fromkeys(cells["row"])
                                        for k in kinds], names=["backbone", ""])
-    text = pd.DataFrame("", index=index, columns=columns)
-    best = pd.DataFrame(False, index=index, columns=columns)
+    text = {key: dict.fromkeys(columns, "") for key in index}  # filled as dicts: one frame at the end
+    best = {key: dict.fromkeys(columns, False) for key in index}
     for c in cells.to_dict("records"):
         row, col = BACKBONE_NAMES.get(c["row"], c["row"]), spec.display(c["column"])
-        text.loc[(row, ROW_OURS), col] = _ours_text(c)
-        best.loc[(row, ROW_OURS), col] = bool(c["best"])
+        text[(row, ROW_OURS)][col] = _ours_text(c)
+        best[(row, ROW_OURS)][col] = bool(c["best"])
         if table.head is None:
-            text.loc[(row, ROW_PAPER), col] = _paper_text(c)
-            text.loc[(row, ROW_DIFF), col] = _diff_text(c)
-        text.loc[(row, ROW_PARAMS), col] = _fmt_params(c["params_train"], c["params_deployed"])
-    return text, best
+            text[(row, ROW_PAPER)][col] = _paper_text(c)
+            text[(row, ROW_DIFF)][col] = _diff_text(c)
+        text[(row, ROW_PARAMS)][col] = _fmt_params(c["params_train"], c["params_deployed"])
+    return (pd.DataFrame([list(text[k].values()) for k in index], index=index, columns=columns),
+            pd.DataFrame([list(best[k].values()) for k in index], index=index, columns=columns))
 
 
 def _footnotes(table: Table) -> list[str]:

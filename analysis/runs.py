@@ -84,7 +84,7 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
     for rec in results.unique_attempts(records):
         config, info = rec.get("config") or {}, rec.get("info") or {}
         counts = info.get("parameter_counts") or {}
-        when = pd.to_datetime(rec.get("stop_time") or rec.get("heartbeat") or rec.get("start_time"), errors="coerce")
+        when = rec.get("stop_time") or rec.get("heartbeat") or rec.get("start_time")  # parsed below, at once
         rows.append({
             "run_key": config.get("run_key") or info.get("run_key"), "status": _normal_status(rec),
             "raw_status": rec.get("status"), "experiment": config.get("experiment"),
@@ -99,7 +99,17 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
     columns = ["run_key", "status", "raw_status", "experiment", "dataset", "backbone", "method", "label", "seed",
                "time", "deployed_head", "params_train", "params_deployed", "parameter_counts", "num_classes",
                "result", "run_id", "source", "attempt_id", "record"]
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["time"] = _times(frame["time"])
+    return frame
+
+
+def _times(values: pd.Series) -> pd.Series:
+    """Record times (ISO strings, datetimes; anything else NaT) as timestamps, parsed as one column."""
+    try:
+        return pd.to_datetime(values, errors="coerce", format="ISO8601")
+    except (TypeError, ValueError):  # e.g. aware and naive times mixed: one at a time, as before
+        return pd.Series([pd.to_datetime(v, errors="coerce") for v in values], index=values.index, dtype=object)
 
 
 def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None) -> pd.DataFrame:

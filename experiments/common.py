@@ -189,11 +189,14 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
     return tracking.normalize_run_config(run)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _reseeded(run: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """A validated run config (of a cell without a teacher) with another seed: nothing but the seed and the run_key
     depends on it, so the checks are not repeated (tests/test_experiments.py checks this equals validating each
     run)."""
-    out = copy.deepcopy(dict(run))
+    out = {k: v if type(v) in _SCALARS else copy.deepcopy(v) for k, v in run.items()}  # each run its own lists
     out["seed"] = schema.KEYS["seed"].check(seed)
     out["run_key"] = schema.run_key(out)
     return out
