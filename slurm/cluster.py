@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -49,18 +50,41 @@ class QueuedJob:
 
 
 def _run(args: list[str]) -> str:
-    try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
-    except FileNotFoundError:
-        raise ClusterError(f"{args[0]} is not on PATH: this machine is no SLURM client (install SLURM, or use "
-                           "--executor local)") from None
-    except subprocess.TimeoutExpired:
-        raise ClusterError(f"{' '.join(args)} did not answer within {QUERY_TIMEOUT_S} s: {CONTROLLER_HINT}") from None
-    if out.returncode != 0:
-        detail = (out.stderr or out.stdout).strip().splitlines()
-        raise ClusterError(f"{' '.join(args[:2])} failed: {detail[-1] if detail else f'exit {out.returncode}'} "
-                           f"({CONTROLLER_HINT})")
-    return out.stdout
+    """The stdout of a SLURM client command; ClusterError (with what to do) when it is missing, silent or fails."""
+    return _Query(args).output()
+
+
+class _Query:
+    """A SLURM client command started now and read later, so that the controller's answer (or its silence, up to
+    QUERY_TIMEOUT_S) overlaps other work: status.py and launch_all.py start squeue before reading the records."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        try:
+            self.proc: subprocess.Popen[str] | None = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        except FileNotFoundError:
+            self.proc = None
+
+    def output(self) -> str:
+        args = self.args
+        if self.proc is None:
+            raise ClusterError(f"{args[0]} is not on PATH: this machine is no SLURM client (install SLURM, or use "
+                               "--executor local)")
+        try:
+            stdout, stderr = self.proc.communicate(
+                timeout=max(0.0, QUERY_TIMEOUT_S - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise ClusterError(f"{' '.join(args)} did not answer within {QUERY_TIMEOUT_S} s: {CONTROLLER_HINT}") \
+                from None
+        if self.proc.returncode != 0:
+            detail = (stderr or stdout).strip().splitlines()
+            raise ClusterError(f"{' '.join(args[:2])} failed: {detail[-1] if detail else f'exit {self.proc.returncode}'} "
+                               f"({CONTROLLER_HINT})")
+        return stdout
 
 
 def require_sbatch() -> str:
@@ -160,19 +184,31 @@ def decode_comment(comment: str, task_id: str | None) -> list[str]:
 
 def queued_runs() -> dict[str, QueuedJob]:
     """run_key -> its job for every launcher job that is pending or running (squeue, array tasks one by one)."""
-    runs: dict[str, QueuedJob] = {}
-    text = _run(["squeue", "-h", "-r", "-o", "%i|%K|%T|%k"])
-    for line in text.splitlines():
-        fields = line.strip().split("|", 3)
-        if len(fields) != 4 or not fields[3].startswith(COMMENT_PREFIX):
-            continue
-        job_id, task_id, state, comment = fields
-        if state not in LIVE_STATES:
-            continue
-        keys = decode_comment(comment, task_id)
-        for key in keys:
-            runs[key] = QueuedJob(job_id, state, keys)
-    return runs
+    return QueueSnapshot().result()[0]
+
+
+class QueueSnapshot:
+    """One squeue of the whole queue, started now and read with `result()`: (run_key -> its QueuedJob for every
+    launcher job pending or running, the ids of every live job). One call answers both questions, and its wait
+    overlaps reading the records."""
+
+    def __init__(self) -> None:
+        self._query = _Query(["squeue", "-h", "-r", "-o", "%i|%K|%T|%k"])
+
+    def result(self) -> tuple[dict[str, QueuedJob], set[str]]:
+        runs: dict[str, QueuedJob] = {}
+        live: set[str] = set()
+        for line in self._query.output().splitlines():
+            fields = line.strip().split("|", 3)
+            if len(fields) != 4 or fields[2] not in LIVE_STATES:
+                continue
+            job_id, task_id, state, comment = fields
+            live.add(job_id)
+            if comment.startswith(COMMENT_PREFIX):
+                keys = decode_comment(comment, task_id)
+                for key in keys:
+                    runs[key] = QueuedJob(job_id, state, keys)
+        return runs, live
 
 
 def live_job_ids() -> set[str]:

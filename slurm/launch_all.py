@@ -313,6 +313,8 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         planned = plan.build_plan(selection)
         # a value that needs CUDA where the jobs get no GPU is bad input whatever the cluster says: before asking it
         check_cuda_needs(planned, options)
+        # squeue first: its answer (or an unreachable controller's silence) overlaps reading the records
+        snapshot = cluster.QueueSnapshot() if options.executor == "slurm" else None
         try:
             store = tracking.open_store(args.results_dir, None, args.db_name)
         except tracking.StoreUnavailable as err:
@@ -321,10 +323,10 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         queued: dict[str, Any] = {}
         live: set[str] | None = None
         queue_note = ""
-        if options.executor == "slurm":
+        if snapshot is not None:
             try:
                 cluster.require_sbatch()
-                queued, live = cluster.queued_runs(), cluster.live_job_ids()
+                queued, live = snapshot.result()
             except cluster.ClusterError as err:
                 if not args.dry_run:
                     raise

@@ -186,8 +186,19 @@ def _selected(run: Mapping[str, Any], selection: Selection) -> bool:
 
 # ---- where each run stands -----------------------------------------------------------------------------------
 def _utc(value: Any) -> dt.datetime | None:
-    stamp = pd.to_datetime(value, errors="coerce", utc=True)
-    return None if pd.isna(stamp) else stamp.to_pydatetime()
+    """A record's time (ISO text or a datetime; naive = UTC, as Sacred writes it) as an aware datetime; None when
+    it is none (parsed by the standard library first: pandas costs a millisecond per value)."""
+    if isinstance(value, dt.datetime):
+        stamp: Any = value
+    elif isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value)
+        except ValueError:
+            stamp = pd.to_datetime(value, errors="coerce", utc=True)
+            return None if pd.isna(stamp) else stamp.to_pydatetime()
+    else:
+        return None
+    return stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp.astimezone(dt.timezone.utc)
 
 
 @dataclass
@@ -312,9 +323,10 @@ def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, 
     """(images/s, how it was found) for a pair, by the rule load_epoch_times states: a listed row; else the
     backbone's baseline speed (its row, else resnet32's divided by the backbone's declared relative_cost) divided by
     the method's cost relative to the baseline (measured on resnet32 where both rows exist, else declared)."""
-    rows = table.set_index(["backbone", "method"])["images_per_s"]
+    indexed = table.set_index(["backbone", "method"])
+    rows = indexed["images_per_s"]
     if (backbone, method) in rows.index:
-        source = str(table.set_index(["backbone", "method"]).loc[(backbone, method), "source"])
+        source = str(indexed.loc[(backbone, method), "source"])
         return float(rows[(backbone, method)]), "estimate" if source.startswith("estimate") else "measured"
     base = ("resnet32", "baseline")
     if base not in rows.index:
@@ -337,9 +349,13 @@ def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, 
 def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> None:
     """Set each run's GPU-hours (one run per GPU, training + EVAL_OVERHEAD) and how its throughput was found."""
     table = load_epoch_times() if table is None else table
+    found: dict[tuple[str, str], tuple[float, str]] = {}  # per pair, not per run: thousands of runs, ~50 pairs
     for run in planned:
         cfg = run.cfg
-        ips, how = throughput(table, cfg["backbone"], cfg["method"])
+        pair = (cfg["backbone"], cfg["method"])
+        if pair not in found:
+            found[pair] = throughput(table, *pair)
+        ips, how = found[pair]
         seconds = cfg["epochs"] * images_per_epoch(cfg) / ips * EVAL_OVERHEAD
         run.gpu_hours, run.estimate = seconds / 3600, how
 

@@ -104,15 +104,17 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
     options = cluster_options(args)
     selection = selection_from(args)
+    # squeue first: its answer (or an unreachable controller's silence) overlaps planning and reading the records
+    snapshot = cluster.QueueSnapshot() if options.executor == "slurm" else None
     planned = plan.build_plan(selection)
     store = tracking.open_store(args.results_dir, None, args.db_name)
     states = plan.record_states(store.sources(), [r.run_key for r in planned])
     queued: dict[str, Any] = {}
     live: set[str] | None = None
     note = ""
-    if options.executor == "slurm":
+    if snapshot is not None:
         try:
-            queued, live = cluster.queued_runs(), cluster.live_job_ids()
+            queued, live = snapshot.result()
         except cluster.ClusterError as err:
             note = f"queue not checked: {err}"
     now = dt.datetime.now(dt.timezone.utc)
@@ -159,8 +161,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     add_store_args(parser)
     add_selection_args(parser)
     parser.add_argument("--json", action="store_true", help="print tables and runs as JSON")
+    parser.add_argument("--executor", choices=("slurm", "local", "debug"),
+                        help="as launch_all.py (default: the profile's, else slurm); local/debug: no queue to read")
     args = parser.parse_args(argv)
-    args.executor = None
     for key in ("partition", "account", "qos", "gpus_per_task", "cpus_per_task", "mem", "time", "constraint",
                 "sbatch_lines", "setup", "log_folder", "array_parallelism", "max_attempts", "max_timeouts",
                 "runs_per_gpu", "teacher_wait_s"):
