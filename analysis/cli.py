@@ -51,6 +51,14 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_figure_options(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    """--formats and --workers of the commands that draw figures (make_plots, report)."""
+    p.add_argument("--formats", nargs="+", default=list(formats), choices=("png", "pdf", "svg"), metavar="FMT",
+                   help=f"files of each figure: png, pdf, svg (default: {' '.join(formats)})")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that save figures (default: $PCL_PLOT_WORKERS, else one per CPU)")
+
+
 def table_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of analysis.tables.build_tables from parsed options."""
     return {"updates": dict(args.set), "named": list(args.named), "head": args.head, "select": args.select,

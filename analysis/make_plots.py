@@ -1,8 +1,8 @@
-"""`python analysis/make_plots.py`: the study's figures (PNG + PDF + SVG) into --out, from the same tables as
+"""`python analysis/make_plots.py`: the study's figures (PNG + PDF; --formats png pdf svg) into --out, from the same tables as
 make_tables.py: error over training per method, error vs number of peers, ablation bars with the paper's
 differences, deployed head vs live peers vs ensemble, and peer diversity (when the runs logged `test/diversity`).
 
-    python analysis/make_plots.py                              # every table with runs in results/ (+ $PCL_MONGO_URL)
+    python analysis/make_plots.py                              # every plan with runs in results/ (+ $PCL_MONGO_URL)
     python analysis/make_plots.py --tables ablations.peers --store mongodb://host/pcl --out figures
 
 Exit codes: 0 figures written; 2 bad input (as make_tables.py).
@@ -21,11 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = cli.parser("make_plots.py", __doc__.split("\n\n")[0])
     p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    cli.add_figure_options(p, ("png", "pdf"))
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
-    done, notes = make_figures(tables, args.out)
+    done, notes = make_figures(tables, args.out, formats=args.formats, workers=args.workers)
     for figure, paths in done:
-        print(f"{paths[0]} (+ .pdf, .svg): {escape.terminal(figure.caption)}")
+        also = "".join(f", {p.suffix}" for p in paths[1:])
+        print(f"{paths[0]}{f' (+ {also[2:]})' if also else ''}: {escape.terminal(figure.caption)}")
     for line in notes + [f"skipped: {s}" for s in skipped]:
         print(escape.terminal(line))
     return 0

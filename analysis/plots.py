@@ -1,4 +1,4 @@
-"""Figures of a study (matplotlib, PNG + PDF + SVG) from the same tables as make_tables: test error over training
+"""Figures of a study (matplotlib; PNG + PDF, SVG on request) from the same tables as make_tables: test error over training
 per method (mean line, band = std over seeds, LR steps marked, the last epochs enlarged), error vs number of peers,
 ablation points with error bars and the paper's stated differences, the deployed head vs live peers vs ensemble over
 training, and the peers' diversity over training (metric `test/diversity`, drawn when the runs logged it).
@@ -12,10 +12,12 @@ Every function returns matplotlib Figures (the caller saves and closes them); `m
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
@@ -72,8 +74,8 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
         wanted = names_of(run)
         if not wanted:
             continue
-        series = metric_series(run["attempt"]["record"], list(wanted))
-        series = series[pd.to_numeric(series["value"], errors="coerce").notna()]
+        series = _test_metrics(table, run)
+        series = series[series["name"].isin(list(wanted)) & series["value"].notna()]
         if series.empty:
             continue
         series["series"] = series["name"].map({k: escape.plot(v) for k, v in wanted.items()})  # legend text
@@ -83,6 +85,24 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["series", "epoch", "value", "row", "column", "seed", "run_key"])
     return pd.concat(frames, ignore_index=True)
+
+
+#: id(table) -> run_key -> the run's test/* series (long frame): each metrics file read once per table, for every
+#: figure kind (curves, heads, diversity), and dropped when the table's figures are done (figures_for)
+_METRICS: dict[int, dict[str, pd.DataFrame]] = {}
+
+
+def _test_metrics(table: Table, run: dict[str, Any]) -> pd.DataFrame:
+    """The test/* metric series of one run of the table (name, step, value): what every figure reads."""
+    cache = _METRICS.get(id(table))
+    if cache is not None and run["run_key"] in cache:
+        return cache[run["run_key"]]
+    series = metric_series(run["attempt"]["record"])
+    series = series[series["name"].str.startswith("test/")].reset_index(drop=True)
+    series["value"] = pd.to_numeric(series["value"], errors="coerce")
+    if cache is not None:
+        cache[run["run_key"]] = series
+    return series
 
 
 def _mean_std(part: pd.DataFrame) -> pd.DataFrame:
@@ -360,35 +380,87 @@ def diversity(table: Table) -> tuple[list[Figure], str | None]:
 def figures_for(table: Table) -> tuple[list[Figure], list[str]]:
     """Every figure of one table, and one line per figure kind that could not be drawn (and why)."""
     notes: list[str] = []
-    figures = (error_curves(table, notes) + peers_plot(table) + ablation_bars(table)
-               + heads_over_training(table, notes))
-    div, reason = diversity(table)
+    _METRICS[id(table)] = {}
+    try:
+        figures = (error_curves(table, notes) + peers_plot(table) + ablation_bars(table)
+                   + heads_over_training(table, notes))
+        div, reason = diversity(table)
+    finally:
+        _METRICS.pop(id(table), None)
     return figures + div, notes + ([reason] if reason else [])
 
 
-def save(figure: Figure, out_dir: str | Path) -> list[Path]:
-    """Write STEM.png (150 dpi) beside the vector STEM.pdf and STEM.svg under out_dir; returns the paths."""
+#: the files of a figure: a raster for screens and reports, a vector format for a paper (svg: --formats)
+FORMATS = ("png", "pdf")
+KNOWN_FORMATS = ("png", "pdf", "svg")
+
+
+def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write STEM.FORMAT for each format (png at 150 dpi; pdf and svg are vector) under out_dir; the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{figure.stem}.png", out / f"{figure.stem}.pdf", out / f"{figure.stem}.svg"]
+    paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
     for path in paths:
         figure.figure.savefig(path, dpi=150, bbox_inches="tight")
     return paths
 
 
-def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = False
+def plot_workers(requested: int | None = None) -> int:
+    """Processes that save figures: --workers, else $PCL_PLOT_WORKERS, else the CPUs this process may use."""
+    if requested is None:
+        env = os.environ.get("PCL_PLOT_WORKERS", "")
+        if env.isdigit() and int(env) > 0:
+            requested = int(env)
+        else:
+            requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, requested)
+
+
+#: the figures being saved by forked workers (inherited, not pickled: a matplotlib figure is large to pickle)
+_PENDING: list[tuple[Figure, str, tuple[str, ...]]] = []
+
+
+def _save_pending(index: int) -> list[Path]:
+    figure, out_dir, formats = _PENDING[index]
+    return save(figure, out_dir, formats)
+
+
+def _save_all(figures: Sequence[Figure], out_dir: str | Path, formats: Sequence[str], workers: int
+              ) -> list[list[Path]]:
+    """Save the figures, in `workers` forked processes when there are several (saving is most of the time: every
+    format draws the whole figure again); in this process where fork is not available."""
+    if workers <= 1 or len(figures) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [save(f, out_dir, formats) for f in figures]
+    _PENDING[:] = [(f, str(out_dir), tuple(formats)) for f in figures]
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with multiprocessing.get_context("fork").Pool(min(workers, len(figures))) as pool:
+            return pool.map(_save_pending, range(len(figures)), chunksize=1)
+    finally:
+        _PENDING.clear()
+
+
+def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = False,
+                 formats: Sequence[str] = FORMATS, workers: int | None = 1
                  ) -> tuple[list[tuple[Figure, list[Path]]], list[str]]:
-    """Draw and save every figure of the tables: ([(figure, paths)], notes); figures are closed unless keep."""
+    """Draw and save every figure of the tables: ([(figure, paths)], notes); figures are closed unless keep.
+
+    The figures of each table are drawn here (they read the records) and saved by `workers` processes
+    (plot_workers(None): one per CPU). Nothing of the result depends on the number of workers."""
+    unknown = [f for f in formats if f not in KNOWN_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")
+    workers = plot_workers(workers)
     done, notes = [], []
     for table in tables:
         figures, missing = figures_for(table)
         notes += missing
-        for figure in figures:
-            done.append((figure, save(figure, out_dir)))
+        for figure, paths in zip(figures, _save_all(figures, out_dir, formats, workers)):
+            done.append((figure, paths))
             if not keep:
                 plt.close(figure.figure)
     return done, notes
 
 
-__all__ = ["DIVERSITY", "Figure", "ablation_bars", "diversity", "error_curves", "figures_for",
-           "heads_over_training", "make_figures", "peers_plot", "save"]
+__all__ = ["DIVERSITY", "FORMATS", "Figure", "ablation_bars", "diversity", "error_curves", "figures_for",
+           "heads_over_training", "make_figures", "peers_plot", "plot_workers", "save"]

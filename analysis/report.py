@@ -64,7 +64,7 @@ def paper_comparison(tables: Sequence[Table]) -> pd.DataFrame:
 
 
 def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path, *, skipped: Sequence[str] = (),
-                 html: bool = False) -> dict[str, Any]:
+                 html: bool = False, formats: Sequence[str] = ("png",), workers: int | None = 1) -> dict[str, Any]:
     """Write the report (Markdown; HTML beside it when html) and its figures (out's folder/figures).
 
     Returns {"md": path, "html": path or None, "figures": [paths of PNGs], "notes": [lines]}.
@@ -74,7 +74,8 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure_dir = out.parent / "figures"
-    done, notes = make_figures(tables, figure_dir)
+    done, notes = make_figures(tables, figure_dir, formats=["png", *[f for f in formats if f != "png"]],
+                               workers=workers)  # the page shows the PNGs
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = ["# PCL reproduction report", "",
              f"- Date: {when}", f"- Commit: {escape.markdown(git_commit())}",
@@ -117,10 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser("report.py", __doc__.split("\n\n")[0])
     p.add_argument("--out", default="report/report.md", help="the report's path (default: report/report.md)")
     p.add_argument("--html", action="store_true", help="also write the report as HTML beside it")
+    cli.add_figure_options(p, ("png",))
     args = p.parse_args(argv)
     stores = cli.stores(args)
     tables, skipped = build_tables(args.tables, stores, **cli.table_kwargs(args))
-    written = build_report(tables, stores, args.out, skipped=skipped, html=args.html)
+    written = build_report(tables, stores, args.out, skipped=skipped, html=args.html, formats=args.formats,
+                           workers=args.workers)
     print(f"report: {written['md']}" + (f" and {written['html']}" if written["html"] else "")
           + f" ({len(written['figures'])} figures)")
     return 0

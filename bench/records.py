@@ -1,30 +1,36 @@
 """Records commands on a store shaped like the whole reproduction: seconds and peak memory, file store vs MongoDB.
 
 What it measures (issue 21, "records commands at the speed of a database query"): each command that only reads
-records or plans (start-up, `experiments/table2.py plan`, the plan of the whole reproduction, `slurm/status.py`,
-`slurm/launch_all.py --dry-run`, `analysis/make_tables.py`, `make_plots.py` and `report.py` of every CIFAR table,
-and `pcl.results.load_runs` / `load_metrics` from Python), run as a fresh subprocess on the same store, side by
-side: a Sacred file store and MongoDB holding the same records. Per command: wall seconds and peak memory (the
-larger of the biggest process's ru_maxrss and the sampled RSS sum of the whole process tree), against the issue's
-targets; a command that fails, times out or outgrows --mem-limit is reported with its exit code and last stderr
-line, and the bench goes on.
+records or plans (start-up, `experiments/table2.py plan`, the plan of the whole reproduction, `slurm/status.py`
+with the SLURM queue read and with `--executor local` (records only), `slurm/launch_all.py --dry-run`,
+`analysis/make_tables.py`, `make_plots.py` and `report.py` on the CIFAR datasets with the plans rebuilt from the
+store's records (no --tables, --named or --set), and `pcl.results.load_runs` / `load_metrics` from Python), run as
+a fresh subprocess on the same store, side by side: a Sacred file store and MongoDB holding the same records. Per
+command: wall seconds and peak memory (the larger of the biggest process's ru_maxrss and the sampled RSS sum of
+the whole process tree), against the issue's targets; a command that fails, times out or outgrows --mem-limit is
+reported with its exit code and last stderr line, and the bench goes on.
 
 The store (N runs, N = --runs): the runs of every script of experiments.registry.SCRIPTS on every dataset it
 runs on (slurm.plan.build_plan: 333 runs with the scripts' seeds; for N beyond that more seeds, 0..k-1, the last
-seed partly), with the plans' real run configs and run_keys, so the commands find them. Statuses: most COMPLETED,
-some COMPLETED after a preempted attempt, some FAILED, RUNNING (half with a fresh heartbeat) or preempted
-(INTERRUPTED, info.preempted); ~1.05 records per run. Every attempt has each epoch (300 on CIFAR) of every metric
-its method logs. The layout is the suite's own: first one tiny real run (smoke config, 1 epoch, synthetic data,
-CPU) per distinct (method, peers, structural options) of the smoke plans is trained with pcl.tracking.run_grid
-into a file store and MongoDB at once; each of the N records is a clone of its method's template (config.json,
-run.json, info.json, metrics.json, cout.txt, _sources/; MongoDB `runs` documents with sources in GridFS and one
-`metrics` document per series, the suite's indexes made by pcl.tracking.stores.open_store), with the plan's config,
-the dataset's numbers of classes, synthetic curves and a result derived from them as the runner derives it.
-MongoDB is a local SecantusDB server on 127.0.0.1 (the test extra `secantus`) with its data in the work folder.
+seed partly: 3,000 runs = seeds 0..27, 30,000 runs = seeds 0..270), with the plans' real run configs and
+run_keys, so the commands find them. Statuses: most COMPLETED, some COMPLETED after a preempted attempt, some
+FAILED, RUNNING (half with a fresh heartbeat) or preempted (INTERRUPTED, info.preempted); ~1.05 records per run.
+In a store of at most --curves runs (default 3,000) every attempt has each epoch (300 on CIFAR) of every metric
+its method logs. A larger store holds the records only: no metrics.json, no `metrics` documents (info.metrics
+still names the series; the results are still derived from curves computed and dropped); the commands that read
+curves (make_plots, report, load_metrics) are reported as "not measured (no curves at this size)". The layout is
+the suite's own: first one tiny real run (smoke config, 1 epoch, synthetic data, CPU) per distinct (method,
+peers, structural options) of the smoke plans is trained with pcl.tracking.run_grid into a file store and MongoDB
+at once; each of the N records is a clone of its method's template (config.json, run.json, info.json,
+metrics.json, cout.txt, _sources/; MongoDB `runs` documents with sources in GridFS and one `metrics` document per
+series, the suite's indexes made by pcl.tracking.stores.open_store), with the plan's config, the dataset's
+numbers of classes, synthetic curves and a result derived from them as the runner derives it. MongoDB is a local
+SecantusDB server on 127.0.0.1 (the test extra `secantus`) with its data in the work folder.
 
     python bench/records.py                                    # N=333 and 3000, file store and MongoDB
     python bench/records.py --runs 333 --stores file --only status make_tables
-    python bench/records.py --keep /tmp/records-bench          # keep (and on the next call reuse) stores/templates
+    python bench/records.py --runs 30000 --only status status_local dry_run make_tables load_runs  # records only
+    python bench/records.py --keep WORK                        # keep (and on the next call reuse) stores/templates
     python bench/records.py --list                             # the command names for --only
 
 Needs the venv with the `secantus` test extra for MongoDB. Building the 3,000-run stores takes minutes (about 2 GB
@@ -53,7 +59,7 @@ from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]  # the suite is installed (scripts/setup_env.sh): no sys.path edit
 
-#: tables of the figures/report/make_tables rows: every CIFAR script of experiments.registry
+#: datasets of the analysis rows (make_tables, make_plots, report)
 CIFAR_DATASETS = ("cifar10", "cifar100")
 MB = 1 << 20
 TEMPLATE_DB = "templates"
@@ -325,8 +331,11 @@ def _metric_oid(attempt: str, name: str):
 
 
 def build_records(plan: StorePlan, templates: dict[tuple, Template], file_root: Path | None, db,
-                  log: Callable[[str], None]) -> dict[str, Any]:
-    """Write the attempts of `plan` into the file store `file_root` and/or the MongoDB database `db`."""
+                  log: Callable[[str], None], with_curves: bool = True) -> dict[str, Any]:
+    """Write the attempts of `plan` into the file store `file_root` and/or the MongoDB database `db`.
+
+    with_curves False: the records only (no metrics.json, no `metrics` documents); the curves are still computed
+    (the results are derived from them) and info.metrics still names the series, so the records are the same."""
     import numpy as np
 
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # Sacred's times: naive UTC
@@ -344,7 +353,8 @@ def build_records(plan: StorePlan, templates: dict[tuple, Template], file_root: 
 
     def flush() -> None:
         if db is not None and runs_batch:
-            db["metrics"].insert_many(metrics_batch, ordered=False)
+            if metrics_batch:
+                db["metrics"].insert_many(metrics_batch, ordered=False)
             db["runs"].insert_many(runs_batch, ordered=False)
         runs_batch.clear()
         metrics_batch.clear()
@@ -398,10 +408,11 @@ def build_records(plan: StorePlan, templates: dict[tuple, Template], file_root: 
             (folder / "config.json").write_text(json.dumps(config, sort_keys=True, indent=2))
             (folder / "run.json").write_text(json.dumps(run, sort_keys=True, indent=2))
             (folder / "info.json").write_text(json.dumps(info, sort_keys=True, indent=2))
-            text = metrics_json({k: (steps, stamps, v) for k, v in values.items()})
-            (folder / "metrics.json").write_text(text)
+            if with_curves:
+                text = metrics_json({k: (steps, stamps, v) for k, v in values.items()})
+                (folder / "metrics.json").write_text(text)
+                sizes.append(len(text))
             (folder / "cout.txt").write_bytes(tpl.cout)
-            sizes.append(len(text))
         if db is not None:
             doc = copy.deepcopy(tpl.mongo)
             doc.update(_id=a.folder_id, config=config, status=a.status, start_time=a.start, heartbeat=a.heartbeat,
@@ -416,12 +427,13 @@ def build_records(plan: StorePlan, templates: dict[tuple, Template], file_root: 
             if a.status == "FAILED":
                 doc["fail_trace"] = run["fail_trace"]
             runs_batch.append(doc)
-            for name, v in values.items():
-                metrics_batch.append({"_id": _metric_oid(a.attempt_id, name), "run_id": a.folder_id, "name": name,
-                                      "steps": steps, "values": v, "timestamps": list(a.epoch_times)})
-            if len(runs_batch) >= 25:
+            if with_curves:
+                for name, v in values.items():
+                    metrics_batch.append({"_id": _metric_oid(a.attempt_id, name), "run_id": a.folder_id,
+                                          "name": name, "steps": steps, "values": v, "timestamps": list(a.epoch_times)})
+            if len(runs_batch) >= (25 if with_curves else 250):
                 flush()
-        if n % 500 == 0:
+        if n % (500 if with_curves else 2500) == 0:
             log(f"  {n}/{len(attempts)} records ({time.perf_counter() - t0:.0f} s)")
     flush()
     statuses: dict[str, int] = {}
@@ -430,7 +442,7 @@ def build_records(plan: StorePlan, templates: dict[tuple, Template], file_root: 
         statuses[key] = statuses.get(key, 0) + 1
     return {"runs": len(plan.runs), "attempts": len(attempts), "planned": plan.planned, "seeds": plan.seeds,
             "statuses": statuses, "metrics_json_mb": (sum(sizes) / len(sizes) / MB) if sizes else None,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "curves": with_curves, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # ---- MongoDB ----------------------------------------------------------------------------------------------------
@@ -483,6 +495,8 @@ class Command:
     seconds: float | None  # target
     mb: float | None  # target
     store_independent: bool = False
+    alias: str = ""  # short name for --only
+    needs_curves: bool = False  # reads metric curves: not measured on a store without them
 
     def target(self) -> str:
         parts = []
@@ -493,18 +507,8 @@ class Command:
         return ", ".join(parts) or "-"
 
 
-def _cifar_tables() -> list[str]:
-    from experiments import registry
-
-    return [name for name in registry.SCRIPTS if name != "imagenet"]
-
-
 def _seed_flags(ctx: Ctx) -> list[str]:
     return ["--seeds", ",".join(map(str, ctx.seeds))] if ctx.seeds else []
-
-
-def _seed_set(ctx: Ctx) -> list[str]:
-    return ["--set", f"seeds={ctx.seeds!r}".replace(" ", "")] if ctx.seeds else []
 
 
 def _seed_with(ctx: Ctx) -> list[str]:
@@ -512,8 +516,10 @@ def _seed_with(ctx: Ctx) -> list[str]:
 
 
 def _analysis(script: str, out: Callable[[Ctx], str]) -> Callable[[Ctx], list[str]]:
-    return lambda c: [sys.executable, str(ROOT / "analysis" / script), "--store", c.store, "--tables",
-                      *_cifar_tables(), "--datasets", *CIFAR_DATASETS, *_seed_set(c), "--out", out(c)]
+    """The analysis on the CIFAR datasets of every plan the store holds runs of (no --tables/--named/--set: the
+    plans are rebuilt from the records, analysis/discover.py)."""
+    return lambda c: [sys.executable, str(ROOT / "analysis" / script), "--store", c.store, "--datasets",
+                      *CIFAR_DATASETS, "--out", out(c)]
 
 
 def _py(code: str) -> Callable[[Ctx], list[str]]:
@@ -525,32 +531,42 @@ _PLAN_ALL = ("import sys, json; from slurm.plan import Selection, build_plan; s 
 COMMANDS: list[Command] = [
     Command("start-up (plan of one cell)", lambda c: [
         sys.executable, str(ROOT / "experiments" / "table2.py"), "plan", "with", "dataset=cifar100", "method=pcl",
-        "backbone=resnet32", "seeds=[0]"], 2, 300, store_independent=True),
+        "backbone=resnet32", "seeds=[0]"], 2, 300, store_independent=True, alias="startup"),
     Command("table2.py plan with dataset=cifar100", lambda c: [
         sys.executable, str(ROOT / "experiments" / "table2.py"), "plan", "with", "dataset=cifar100", *_seed_with(c)],
-        3, 300, store_independent=True),
+        3, 300, store_independent=True, alias="plan"),
     Command("plan of the whole reproduction", lambda c: [
-        sys.executable, "-c", _PLAN_ALL, "-", json.dumps(c.seeds)], 3, 300, store_independent=True),
+        sys.executable, "-c", _PLAN_ALL, "-", json.dumps(c.seeds)], 3, 300, store_independent=True, alias="plan_all"),
+    # the SLURM queue read (on a machine with the client tools but no controller squeue waits ~9 s to fail)
     Command("status.py", lambda c: [sys.executable, str(ROOT / "slurm" / "status.py"), "--results-dir",
-                                    c.results_dir, *_seed_flags(c)], 5, 300),
+                                    c.results_dir, *_seed_flags(c)], 5, 300, alias="status"),
+    Command("status.py --executor local (records only)", lambda c: [
+        sys.executable, str(ROOT / "slurm" / "status.py"), "--executor", "local", "--results-dir", c.results_dir,
+        *_seed_flags(c)], 5, 300, alias="status_local"),
     Command("launch_all.py --dry-run", lambda c: [
         sys.executable, str(ROOT / "slurm" / "launch_all.py"), "--dry-run", "--executor", "local", "--results-dir",
-        c.results_dir, *_seed_flags(c)], 5, 300),
-    Command("make_tables (CIFAR tables)", _analysis("make_tables.py", lambda c: str(c.out / "tables")), 5, 300),
-    Command("make_plots (CIFAR tables)", _analysis("make_plots.py", lambda c: str(c.out / "figures")), 20, 500),
-    Command("report (CIFAR tables)", _analysis("report.py", lambda c: str(c.out / "report" / "report.md")), 20, 500),
+        c.results_dir, *_seed_flags(c)], 5, 300, alias="dry_run"),
+    Command("make_tables (CIFAR tables, plans read from the store)",
+            _analysis("make_tables.py", lambda c: str(c.out / "tables")), 5, 300, alias="make_tables"),
+    Command("make_plots (CIFAR tables, plans read from the store)",
+            _analysis("make_plots.py", lambda c: str(c.out / "figures")), 20, 500, alias="make_plots",
+            needs_curves=True),
+    Command("report (CIFAR tables, plans read from the store)",
+            _analysis("report.py", lambda c: str(c.out / "report" / "report.md")), 20, 500, alias="report",
+            needs_curves=True),
     Command("results.load_runs", _py(
-        "import sys; from pcl import results; print(len(results.load_runs(sys.argv[1])), 'runs')"), None, 300),
+        "import sys; from pcl import results; print(len(results.load_runs(sys.argv[1])), 'runs')"), None, 300,
+        alias="load_runs"),
     Command("results.load_metrics (1 metric)", _py(
         "import sys; from pcl import results; "
-        "print(len(results.load_metrics(sys.argv[1], names=['test/top1_err/deployed'])), 'points')"), None, 300),
+        "print(len(results.load_metrics(sys.argv[1], names=['test/top1_err/deployed'])), 'points')"), None, 300,
+        alias="load_metrics_one", needs_curves=True),
     Command("results.load_metrics (all curves)", _py(
         "import sys; from pcl import results; print(len(results.load_metrics(sys.argv[1])), 'points')"),
-        None, 2048),
+        None, 2048, alias="load_metrics", needs_curves=True),
 ]
 #: short names for --only
-ALIASES = {"startup": 0, "plan": 1, "plan_all": 2, "status": 3, "dry_run": 4, "make_tables": 5, "make_plots": 6,
-           "report": 7, "load_runs": 8, "load_metrics_one": 9, "load_metrics": 10}
+ALIASES = {c.alias: i for i, c in enumerate(COMMANDS)}
 #: statuses that are a success (status.py: 1 = the SLURM queue could not be read, as tests/test_torch_free.py)
 OK_CODES = {"status.py": (0, 1)}
 
@@ -634,6 +650,7 @@ class Measured:
     why: str | None = None
     last_line: str = ""
     stdout_tail: str = ""
+    skipped: str | None = None  # not run, and why (e.g. a store without curves)
 
 
 def run_command(cmd: Command, ctx: Ctx, logs: Path, tag: str, timeout: float, mem_limit: float) -> Measured:
@@ -667,6 +684,8 @@ def run_command(cmd: Command, ctx: Ctx, logs: Path, tag: str, timeout: float, me
 def cell(cmd: Command, m: Measured | None) -> str:
     if m is None:
         return "-"
+    if m.skipped:
+        return m.skipped
     if not m.ok:
         what = m.why or f"exit {m.rc}"
         return f"FAILED ({what})" + (f" {m.seconds:.1f} s" if m.seconds is not None and m.why is None else "")
@@ -717,11 +736,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", metavar="DIR", help="work folder kept after the run (and reused: templates, stores)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600)")
     p.add_argument("--mem-limit", type=float, default=8192, help="MB per command tree before it is killed")
+    p.add_argument("--curves", type=int, default=3000, metavar="N",
+                   help="write the metric curves (metrics.json, `metrics` documents) only into stores of at most N "
+                        "runs (default 3000); a larger store holds the records only and the commands that read "
+                        "curves are not measured on it")
     p.add_argument("--list", action="store_true", help="list the commands and exit")
     args = p.parse_args(argv)
     if args.list:
         for alias, i in ALIASES.items():
-            print(f"{alias:18} {COMMANDS[i].name}  (target {COMMANDS[i].target()})")
+            print(f"{alias:18} {COMMANDS[i].name}  (target {COMMANDS[i].target()})"
+                  + ("  [reads curves]" if COMMANDS[i].needs_curves else ""))
         return 0
     sizes = [int(x) for x in args.runs.split(",") if x.strip()]
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
@@ -756,8 +780,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sdir = work / f"store-{n}"
             marker = sdir / "done.json"
             db_name = f"bench_{n}"
-            if marker.exists() and set(kinds) <= set(json.loads(marker.read_text()).get("keys") or ()):
-                facts[n] = json.loads(marker.read_text())
+            with_curves = n <= args.curves
+            old = json.loads(marker.read_text()) if marker.exists() else {}
+            if set(kinds) <= set(old.get("keys") or ()) and old.get("curves", True) == with_curves:
+                facts[n] = old
                 log(f"N={n}: reusing the stores in {sdir}")
             else:
                 if sdir.exists():
@@ -771,8 +797,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     open_store(sdir / "unused", mongo.url(db_name)).close()  # the suite's indexes
                     db = mongo.database(db_name)
                     copy_gridfs(tdb, db)
-                log(f"N={n}: writing {len(plan.runs)} runs ({', '.join(kinds)}) into {sdir}")
-                facts[n] = build_records(plan, templates, sdir / "results" if "file" in kinds else None, db, log)
+                log(f"N={n}: writing {len(plan.runs)} runs ({', '.join(kinds)}"
+                    + ("" if with_curves else "; records only, no curves") + f") into {sdir}")
+                facts[n] = build_records(plan, templates, sdir / "results" if "file" in kinds else None, db, log,
+                                         with_curves)
                 facts[n]["keys"] = sorted(kinds)
                 marker.write_text(json.dumps(facts[n]))
                 log(f"N={n}: {facts[n]}")
@@ -780,6 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for cmd in commands:
                 for kind in kinds:
                     if cmd.store_independent and kind != kinds[0]:
+                        continue
+                    if cmd.needs_curves and facts[n].get("curves") is False:
+                        results[(n, kind, cmd.name)] = Measured(skipped="not measured (no curves at this size)")
                         continue
                     out = sdir / "out" / kind
                     out.mkdir(parents=True, exist_ok=True)
@@ -818,6 +849,7 @@ def print_table(commands, sizes, kinds, results, facts, started, load_start, com
         print(f"N={n}: {f.get('runs')} runs, {f.get('attempts')} records, plan of {f.get('planned')} runs "
               f"(seeds {'the scripts own' if not seeds else f'0..{seeds[-1]}'}); statuses {f.get('statuses')}; "
               + (f"metrics.json {f['metrics_json_mb']:.2f} MB on average; " if f.get("metrics_json_mb") else "")
+              + ("records only, no curves; " if f.get("curves") is False else "")
               + f"written in {f.get('seconds')} s")
     print()
     cols = [(n, k) for n in sizes for k in kinds]
@@ -829,7 +861,7 @@ def print_table(commands, sizes, kinds, results, facts, started, load_start, com
             m = results.get((n, k, cmd.name))
             cells.append("(no store)" if m is None and cmd.store_independent else cell(cmd, m))
         print(f"| {cmd.name} | {cmd.target()} | " + " | ".join(cells) + " |")
-    failed = [(key, m) for key, m in results.items() if not m.ok]
+    failed = [(key, m) for key, m in results.items() if not m.ok and not m.skipped]
     if failed:
         print("\nFailures (exit code, last stderr line; logs in the work folder's store-N/logs):")
         for (n, k, name), m in failed:

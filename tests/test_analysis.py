@@ -291,6 +291,20 @@ def test_no_arguments_show_every_plan_the_store_holds_runs_of(study, tmp_path, c
     assert [p.name for p in (tmp_path / "m").glob("*.csv")] == ["table2_synthetic_2ep_1seeds.csv"]
 
 
+def test_figures_are_the_same_from_one_or_several_processes(study, tmp_path):
+    """Saving in forked workers changes nothing of what is written (PNG bytes, the same files)."""
+    from analysis import plots
+
+    tables_, _ = tables.build_tables(None, [study["results"]])
+    one, _ = plots.make_figures(tables_, tmp_path / "one", workers=1, formats=["png"])
+    two, _ = plots.make_figures(tables_, tmp_path / "two", workers=2, formats=["png"])
+    assert [f.stem for f, _ in one] == [f.stem for f, _ in two] and len(one) > 2
+    for (_, (a,)), (_, (b,)) in zip(one, two):
+        assert a.read_bytes() == b.read_bytes()
+    with pytest.raises(ValueError, match="png, pdf, svg"):
+        plots.make_figures(tables_, tmp_path / "bad", formats=["jpg"])
+
+
 def test_held_plans_name_what_no_plan_holds(study):
     from analysis import discover
 
@@ -352,10 +366,11 @@ def test_figures_have_the_expected_lines_and_bars(study, tmp_path):
     assert list(bars_m.lines[0].get_xdata()) == [2, 3]
     (div,), note = plots.diversity(t2)  # PCL logs the peers' disagreement every epoch; the baseline has no peers
     assert note is None and len(_lines(div.figure.axes[0])) == 1
-    paths = plots.save(curves, tmp_path)
+    paths = plots.save(curves, tmp_path, formats=("png", "pdf", "svg"))
     image = mpimg.imread(paths[0])
     assert image.shape[0] > 100 and image.std() > 0 and paths[1].stat().st_size > 1000
     assert [p.suffix for p in paths] == [".png", ".pdf", ".svg"] and "<svg" in paths[2].read_text()
+    assert [p.suffix for p in plots.save(curves, tmp_path / "default")] == [".png", ".pdf"]
     styles = {(line.get_color(), line.get_marker(), str(line.get_linestyle())) for line in _lines(ax)}
     assert len(styles) == 2  # each series its own colour, marker and line style
     zoom = curves.figure.axes[1]  # the last epochs, enlarged
