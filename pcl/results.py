@@ -577,25 +577,37 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
     columns (one array per series, not a Python object per point): memory follows what is asked for."""
     wanted = set(attempt_ids) if attempt_ids is not None else None
     name_set = set(names) if names is not None else None
-    columns: dict[str, list] = {c: [] for c in ("attempt_id", "run_key", "run_id", "source", "name")}
+    # per point only integers: the attempt's row (its ids and source: categorical columns at the end), the name's
+    # code, the step and the value -- no Python object per point, and no copy of a string per point
+    attempts: list[tuple[Any, Any, Any, Any]] = []
+    name_codes: dict[str, int] = {}
+    attempt_parts: list[Any] = []
+    name_parts: list[Any] = []
     steps_parts: list[Any] = []
     value_parts: list[Any] = []
     for record in unique_attempts(list(iter_records(store))):
         attempt = (record.get("meta") or {}).get("attempt_id")
         if wanted is not None and attempt not in wanted:
             continue
-        key = (record.get("config") or {}).get("run_key")
+        row = len(attempts)
+        attempts.append((attempt, (record.get("config") or {}).get("run_key"), record["run_id"], record["source"]))
         for name, steps, values in _record_metrics(record, name_set):
             n = len(steps)
-            for column, value in (("attempt_id", attempt), ("run_key", key), ("run_id", record["run_id"]),
-                                  ("source", record["source"]), ("name", name)):
-                columns[column].append(np.repeat(np.array([value], dtype=object), n))
+            attempt_parts.append(np.full(n, row, dtype=np.int32))
+            name_parts.append(np.full(n, name_codes.setdefault(name, len(name_codes)), dtype=np.int32))
             steps_parts.append(np.asarray(steps, dtype=np.int64))
             value_parts.append(np.asarray(values, dtype=np.float64))
     if not steps_parts:
         return pd.DataFrame(columns=["attempt_id", "run_key", "run_id", "source", "name", "step", "value"])
-    frame = pd.DataFrame({c: np.concatenate(parts) for c, parts in columns.items()})
-    frame["name"] = frame["name"].astype("category")
+    rows = np.concatenate(attempt_parts)
+    del attempt_parts
+    frame = pd.DataFrame(index=pd.RangeIndex(len(rows)))
+    for i, column in enumerate(("attempt_id", "run_key", "run_id", "source")):
+        values = pd.Series([a[i] for a in attempts], dtype=object)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        frame[column] = pd.Categorical.from_codes(codes[rows], categories=pd.Index(uniques, dtype=object))
+    frame["name"] = pd.Categorical.from_codes(np.concatenate(name_parts),
+                                              categories=pd.Index(list(name_codes), dtype=object))
     frame["step"] = np.concatenate(steps_parts)
     frame["value"] = np.concatenate(value_parts)
     return frame
