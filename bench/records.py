@@ -803,7 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          with_curves)
                 facts[n]["keys"] = sorted(kinds)
                 marker.write_text(json.dumps(facts[n]))
-                log(f"N={n}: {facts[n]}")
+                seeds = facts[n].get("seeds")
+                log(f"N={n}: " + str({**facts[n], "seeds": f"0..{seeds[-1]}" if seeds else None}))
             (sdir / "empty").mkdir(exist_ok=True)
             for cmd in commands:
                 for kind in kinds:

@@ -26,7 +26,7 @@ import stat
 import sys
 import unicodedata
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,8 @@ PREEMPTED = "PREEMPTED"
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
 #: run-config keys that get their own column (besides config.*)
 CONFIG_COLUMNS = ("experiment", "label", "dataset", "backbone", "method", "seed", "peers", "epochs")
-_PROJECTION = {"captured_out": 0, "experiment.sources": 0, "experiment.dependencies": 0}
+_PROJECTION = {"captured_out": 0, "experiment.sources": 0, "experiment.dependencies": 0,
+               "experiment.repositories": 0}
 
 StoreLike = Any  # str | os.PathLike | pymongo.database.Database | Sequence of these
 
@@ -283,6 +284,15 @@ def check_metrics(metrics: Any) -> dict[str, dict[str, Any]]:
     return metrics
 
 
+def _without_code(run: Mapping[str, Any]) -> Any:
+    """run.json's `experiment` without the archived code's lists (sources, dependencies, repositories): what the
+    MongoDB projection (_PROJECTION) leaves out too; no reader of records uses them, a record keeps less memory."""
+    experiment = run.get("experiment")
+    if not isinstance(experiment, dict):
+        return experiment
+    return {k: v for k, v in experiment.items() if k not in ("sources", "dependencies", "repositories")}
+
+
 def read_file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
     """The record of one file-store folder, checked (check_record); None while Sacred is still creating it (no
     run.json or config.json yet); RecordError when it is damaged, foreign or of another shape."""
@@ -293,7 +303,7 @@ def read_file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | 
     record = {"run_id": run_dir.name, "status": run.get("status"), "config": config,
               "info": info, "result": run.get("result"), "meta": run.get("meta"),
               "start_time": run.get("start_time"), "stop_time": run.get("stop_time"),
-              "heartbeat": run.get("heartbeat"), "host": run.get("host"), "experiment": run.get("experiment"),
+              "heartbeat": run.get("heartbeat"), "host": run.get("host"), "experiment": _without_code(run),
               "fail_trace": run.get("fail_trace"), "path": str(run_dir)}
     return check_record(record)
 
