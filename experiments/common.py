@@ -192,11 +192,23 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def _plain_copy(value: Any) -> Any:
+    """A copy of a run config's value (JSON-like: dicts, lists, scalars); copy.deepcopy's memo costs more."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k: _plain_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain_copy(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _reseeded(run: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """A validated run config (of a cell without a teacher) with another seed: nothing but the seed and the run_key
     depends on it, so the checks are not repeated (tests/test_experiments.py checks this equals validating each
     run)."""
-    out = {k: v if type(v) in _SCALARS else copy.deepcopy(v) for k, v in run.items()}  # each run its own lists
+    out = {k: _plain_copy(v) for k, v in run.items()}  # each run its own lists and dicts
     out["seed"] = schema.KEYS["seed"].check(seed)
     out["run_key"] = schema.run_key(out)
     return out

@@ -126,10 +126,17 @@ def safe_path(folder: Path, relative: Any) -> Path:
     return path
 
 
+#: a file name without a folder, a drive or anything a shell or Windows reads specially
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def read_file(folder: Path, relative: Any, limit: int = MAX_FILE_BYTES) -> bytes | None:
     """The bytes of a regular file inside `folder` (safe_path), None when it does not exist; RecordError for a
     link, a FIFO/device/folder, a file bigger than `limit` or one that cannot be read."""
-    path = safe_path(folder, relative)
+    if isinstance(relative, str) and _PLAIN_NAME.fullmatch(relative) and relative not in (".", ".."):
+        path: Any = os.path.join(folder, relative)  # one name: O_NOFOLLOW below refuses a link (a store's hot path)
+    else:
+        path = safe_path(folder, relative)
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
@@ -244,14 +251,15 @@ def _file_run_dirs(root: Path) -> list[Path]:
     """The numbered run folders of a file store (a link in place of one is named and skipped)."""
     if not root.is_dir():
         return []
-    out = []
-    for p in root.iterdir():
-        if p.name.isdigit():
-            if p.is_symlink():
-                skip_record(p, "a symbolic link, not a run folder of this store")
-            elif p.is_dir():
-                out.append(p)
-    return sorted(out, key=lambda p: int(p.name))
+    found = []
+    with os.scandir(root) as entries:  # the folder's listing says link or folder: no call per entry
+        for entry in entries:
+            if entry.name.isdigit():
+                if entry.is_symlink():
+                    skip_record(root / entry.name, "a symbolic link, not a run folder of this store")
+                elif entry.is_dir(follow_symlinks=False):
+                    found.append(entry.name)
+    return [root / name for name in sorted(found, key=int)]
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -315,9 +323,10 @@ _RECORD_CACHE: dict[tuple[str, bool], tuple[tuple, dict[str, Any] | None]] = {}
 
 def _stamp(run_dir: Path) -> tuple | None:
     stamp = []
+    folder = os.fspath(run_dir)
     for name in ("run.json", "config.json", "info.json"):
         try:
-            st = os.lstat(run_dir / name)
+            st = os.lstat(os.path.join(folder, name))
         except FileNotFoundError:
             stamp.append(None)
             continue

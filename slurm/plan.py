@@ -158,6 +158,7 @@ def build_plan(selection: Selection) -> list[Planned]:
             planned_any.setdefault(table, []).extend(runs)
     if refused and not planned_any:
         raise SelectionError("no selected table runs on the selected dataset(s): " + "; ".join(refused))
+    absolute: dict[str, str] = {}
     for table, runs in planned_any.items():
         plan_keys = {r["run_key"]: r for r in runs}
         chosen = [r for r in runs if _selected(r, selection)]
@@ -169,7 +170,9 @@ def build_plan(selection: Selection) -> list[Planned]:
             cfg = dict(run)
             for key in ("checkpoint_root", "data_root"):
                 if cfg.get(key):
-                    cfg[key] = str(Path(cfg[key]).expanduser().resolve())
+                    if cfg[key] not in absolute:  # a few distinct folders for thousands of runs
+                        absolute[cfg[key]] = str(Path(cfg[key]).expanduser().resolve())
+                    cfg[key] = absolute[cfg[key]]
             if cfg["run_key"] in by_key:
                 by_key[cfg["run_key"]].tables.append(table)
             else:
