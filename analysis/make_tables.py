@@ -24,8 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
     for table in tables:
-        print(render_markdown(table))
-        paths = write_table(table, args.out)
+        markdown = render_markdown(table)
+        print(markdown)
+        paths = write_table(table, args.out, markdown)
         print(f"written: {', '.join(str(p) for p in paths.values())}\n")
     for line in skipped:
         print(f"skipped: {escape.terminal(line)}")

@@ -151,13 +151,13 @@ def cells_csv(table: Table) -> str:
     return table.cells.map(escape.csv_cell).to_csv(index=False)
 
 
-def write_table(table: Table, out_dir: str | Path) -> dict[str, Path]:
+def write_table(table: Table, out_dir: str | Path, markdown: str | None = None) -> dict[str, Path]:
     """Write STEM.{md,tex,csv} under out_dir (Table.stem: script, dataset, setting); returns the paths by format."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = table.stem
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
-    paths["md"].write_text(render_markdown(table))
+    paths["md"].write_text(render_markdown(table) if markdown is None else markdown)  # printed already: reused
     paths["tex"].write_text(render_latex(table))
     paths["csv"].write_text(cells_csv(table))
     return paths
