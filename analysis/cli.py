@@ -18,6 +18,24 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a whole number >= 1")
+    return value
+
+
+class _Names(argparse.Action):
+    """`--tables a b` or `--tables a,b` (the launcher's form): one list of names."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [n for text in values for n in text.split(",") if n])
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -32,7 +50,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The shared options: --tables --store --head --select --datasets --backbones --named --set."""
     p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="The paper's reference numbers (with confidence A/Q/C and source) are in analysis/paper.py.")
-    p.add_argument("--tables", nargs="+", metavar="NAME",
+    p.add_argument("--tables", nargs="+", action=_Names, metavar="NAME",
                    help="scripts of experiments.registry.SCRIPTS (default: every one that has runs)")
     p.add_argument("--store", action="append", metavar="FOLDER|URL",
                    help="file store folder or mongodb:// URL; repeatable (default: results and $PCL_MONGO_URL)")
@@ -55,7 +73,7 @@ def add_figure_options(p: argparse.ArgumentParser, formats: Sequence[str]) -> No
     """--formats and --workers of the commands that draw figures (make_plots, report)."""
     p.add_argument("--formats", nargs="+", default=list(formats), choices=("png", "pdf", "svg"), metavar="FMT",
                    help=f"files of each figure: png, pdf, svg (default: {' '.join(formats)})")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="processes that save figures (default: $PCL_PLOT_WORKERS, else one per CPU)")
 
 

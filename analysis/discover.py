@@ -47,6 +47,13 @@ class HeldPlan:
     recorded: int = 0  # records of this script the plan holds
     shared_only: bool = False  # every run was recorded by another script
 
+    @property
+    def variant(self) -> str:
+        """What sets these runs apart beyond the setting a table states (data, epochs, subset, seeds) and its
+        rows and columns: e.g. "lr=0.05"; "" for none."""
+        shown = {"dataset", "epochs", "train_subset", "data_root", "seeds", "milestones", *_AXES}
+        return ", ".join(f"{k}={v}" for k, v in self.updates.items() if k not in shown)
+
     def describe(self) -> str:
         parts = list(self.named) + [f"{k}={v!r}" for k, v in self.updates.items()]
         return f"{self.name} with {' '.join(parts) or 'its defaults'} on {self.dataset}"
@@ -71,6 +78,13 @@ class _Script:
         return frozenset(out)
 
 
+def script_names() -> dict[str, str]:
+    """The name a script's runs record as their experiment -> its name in experiments.registry (--tables)."""
+    from experiments import registry
+
+    return {registry.experiment(s).path: s for s in registry.SCRIPTS}
+
+
 def _presets(name: str) -> list[tuple[str, ...]]:
     from experiments import registry
 
@@ -90,24 +104,33 @@ def _script(name: str, dataset: str, cache: dict[tuple[str, str], _Script]) -> _
 
 
 def _updates(setting: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], preset_plan: Sequence[Mapping[str, Any]],
-             varying: frozenset[str]) -> dict[str, Any]:
-    """The config updates that turn the preset's plan into the plan of these runs."""
+             varying: frozenset[str], paper_grid: bool) -> dict[str, Any]:
+    """The config updates that turn the preset's plan into the plan of these runs.
+
+    The axes (seeds, methods, backbones): on the script's default grid in its own setting (`paper_grid`: the long
+    runs a launcher trains over days) the preset's whole axis when the runs' values are part of it, so that what has
+    not started yet shows as missing; anywhere else (smoke, quick, another lr, ...) the values the runs have: a
+    single cell run with smoke is that cell, not a table of missing ones."""
     base = preset_plan[0]
     updates = {k: v for k, v in setting.items() if _canon(v) != _canon(base.get(k))}
-    seeds = sorted({int(r["seed"]) for r in runs if isinstance(r.get("seed"), int)})
-    if not set(seeds) <= {r.get("seed") for r in preset_plan}:
-        updates["seeds"] = seeds
     if "milestones" in updates:  # the recipe's milestones scaled to the epochs: not a setting of its own
         from pcl import recipes
 
         epochs = updates.get("epochs", base.get("epochs"))
         if updates["milestones"] == recipes.scaled_milestones(epochs, recipes.recipe_of(base["dataset"])):
             del updates["milestones"]
+    paper_grid = paper_grid and not set(updates) - {"data_root"}
+    seeds = sorted({int(r["seed"]) for r in runs if isinstance(r.get("seed"), int)})
+    planned_seeds = list(dict.fromkeys(r.get("seed") for r in preset_plan))
+    if not (set(seeds) <= set(planned_seeds) and (paper_grid or set(seeds) == set(planned_seeds))):
+        updates["seeds"] = seeds
     for axis in _AXES:
         if axis in varying:
-            seen = sorted({str(r.get(axis)) for r in runs})
-            if not set(seen) <= {r.get(axis) for r in preset_plan}:
-                updates[axis] = seen if len(seen) > 1 else seen[0]
+            seen = {str(r.get(axis)) for r in runs}
+            planned = list(dict.fromkeys(r.get(axis) for r in preset_plan))  # the grid's order (the columns)
+            if not (seen <= set(planned) and (paper_grid or seen == set(planned))):
+                values = [v for v in planned if v in seen] + sorted(seen - set(planned))
+                updates[axis] = values if len(values) > 1 else values[0]
     return updates
 
 
@@ -117,7 +140,8 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
     candidates = []
     for preset, preset_plan in script.presets.items():
         settable = config_keys(script.name, preset)  # data_identity is not: it is read from the files again
-        updates = {k: v for k, v in _updates(setting, runs, preset_plan, script.varying).items() if k in settable}
+        updates = {k: v for k, v in _updates(setting, runs, preset_plan, script.varying, preset == ()).items()
+                   if k in settable}
         candidates.append((len(updates), preset, updates))
     best: tuple[tuple[int, int], HeldPlan] | None = None
     for n_updates, preset, updates in sorted(candidates, key=lambda c: c[0]):  # the closest preset first
@@ -154,7 +178,7 @@ def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for cfg in configs:
         groups.setdefault((str(cfg.get("experiment") or ""), str(cfg.get("dataset"))), []).append(cfg)
-    scripts = {registry.experiment(s).path: s for s in registry.SCRIPTS}  # recorded name -> script
+    scripts = script_names()  # recorded name -> script
     for (recorded_by, dataset), group in sorted(groups.items()):
         experiment = scripts.get(recorded_by, recorded_by)
         if experiment not in registry.SCRIPTS:

@@ -92,8 +92,8 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
               else "No cell of these tables has a known paper number (see analysis/paper.py).", ""]
     parts += [claims.claims_section(tables), ""]  # a verdict per claim of the paper (analysis/claims.py)
     for t in tables:
-        setting = f", {t.setting.describe()}" if t.setting else ""
-        parts += ["## " + escape.markdown(f"{t.name} ({t.dataset}{setting})"), "", render_markdown(t)]
+        setting = (t.setting.describe() if t.setting else t.dataset) + (f"; {t.variant}" if t.variant else "")
+        parts += ["## " + escape.markdown(f"{t.name} ({setting})"), "", render_markdown(t)]
         for figure, paths in [(f, p) for f, p in done if f.stem.startswith(f"{t.stem}_")]:
             rel = quote(paths[0].relative_to(out.parent).as_posix())
             parts += [f"![{escape.markdown(figure.kind)}]({rel})", "",

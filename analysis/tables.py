@@ -14,6 +14,7 @@ Entry points: `build_tables` (what make_tables.py calls), `tables_for_script`, `
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -83,7 +84,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
     setting: Setting | None = None  # what the runs are (data, epochs, subset, seeds): analysis.setting
-    tag: str = ""  # tells apart two tables of one script, dataset and setting (e.g. batch_size=64): file names
+    variant: str = ""  # what else sets its runs apart (e.g. "lr=0.05"): in the title and the file names
+    tag: str = ""  # tells apart two tables whose script, dataset, setting and variant are all the same
 
     @property
     def name(self) -> str:
@@ -92,17 +94,20 @@ class Table:
     @property
     def stem(self) -> str:
         """The tables' and figures' file name: script, dataset, setting (two settings never overwrite each other)."""
+        variant = re.sub(r"[^A-Za-z0-9.=+-]+", "-", self.variant).strip("-")[:60]
         return (f"{self.name}_{self.dataset}" + (f"_{self.setting.slug}" if self.setting else "")
-                + (f"_{self.tag}" if self.tag else "") + ("_best_on_test" if self.select == "best" else "")
+                + (f"_{variant}" if variant else "") + (f"_{self.tag}" if self.tag else "") + ("_best_on_test" if self.select == "best" else "")
                 + (f"_head-{self.head}" if self.head else ""))
 
     @property
     def title(self) -> str:
         what = self.spec.title if self.head is None else self.spec.title.replace(
             "the deployed model", f"head {self.head!r}")
-        title = f"{self.name} - {what}, {DATASET_NAMES.get(self.dataset, self.dataset)}"
-        if self.setting is not None:
-            title += f" [{self.setting.describe()}]"
+        if self.setting is not None:  # the setting starts with the dataset
+            title = f"{self.name} - {what} [{self.setting.describe()}" + (f"; {self.variant}]" if self.variant
+                                                                           else "]")
+        else:
+            title = f"{self.name} - {what}, {DATASET_NAMES.get(self.dataset, self.dataset)}"
         if self.select == "best":
             title += " - BEST EPOCH SELECTED ON THE TEST SET (optimistic; not a held-out result)"
         return title
@@ -311,9 +316,17 @@ def _candidate_datasets(name: str, updates: Mapping[str, Any], named: Sequence[s
     return found
 
 
-def _no_runs_message(name: str, asked: str, attempts: pd.DataFrame, stores: str, plan_size: int) -> str:
+def _held_text(attempts: pd.DataFrame) -> str:
+    """What the store holds runs of, by script (its --tables name) and dataset: 'table2 on cifar100 (120), ...'."""
+    from analysis.discover import script_names
+
+    names = script_names()
     experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
-    held = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+    return ", ".join(f"{names.get(e, e)} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+
+
+def _no_runs_message(name: str, asked: str, attempts: pd.DataFrame, stores: str, plan_size: int) -> str:
+    held = _held_text(attempts)
     return (f"table {name}: none of the {plan_size} planned runs ({asked}) is in {stores}; the store holds runs "
             f"of: {held} (a smoke grid's table needs --named smoke; another dataset --datasets; runs trained with "
             "other values of run keys need the same --set, e.g. --set gpus=4 or --set epochs=10)")
@@ -370,6 +383,13 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
     unknown = [n for n in names or () if n not in SPECS]
     if unknown:
         raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+    from pcl.recipes import DATASETS
+
+    for flag, given, known in (("--datasets", kwargs.get("datasets"), list(DATASETS)),
+                               ("--backbones", kwargs.get("backbones"), list(registry.backbones()))):
+        bad = [v for v in given or () if v not in known]
+        if bad:
+            raise AnalysisError(f"{flag} {' '.join(bad)}: unknown; known: {', '.join(known)}")
     asked = list(names or SPECS)
     named = tuple(kwargs.get("named") or ())
     for key in kwargs.get("updates") or {}:
@@ -387,8 +407,7 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
                 raise
             skipped.append(str(err))
     if not tables:
-        experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
-        held = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+        held = _held_text(attempts)
         raise AnalysisError(f"no table's plan{' (' + ' '.join(named) + ')' if named else ''} has runs in "
                             f"{described}, which holds runs of: {held}; a smoke grid's tables need --named smoke, "
                             "another dataset --datasets, other settings --set KEY=VALUE as in the grid's `with`")
@@ -411,6 +430,7 @@ def _held_tables(names: Sequence[str] | None, asked: Sequence[str], attempts: pd
             skipped.append(f"{plan.describe()}: no planned run on backbone(s) {', '.join(backbones or [])}")
             continue
         table = build_table(plan.name, chosen, attempts, stores=described, head=head, select=select)
+        table.variant = plan.variant
         table.notes.append(f"Plan rebuilt from the records: {plan.describe()}" + (
             " (every run trained by another script: the same run_keys)" if plan.shared_only else ""))
         tables.append(table)
@@ -421,8 +441,7 @@ def _held_tables(names: Sequence[str] | None, asked: Sequence[str], attempts: pd
             table.tag = f"v{stems[table.stem]}"
     missing = [n for n in names or () if not any(t.name == n for t in tables)]
     if missing or not tables:
-        experiments = attempts.groupby(["experiment", "dataset"], dropna=False).size()
-        held_text = ", ".join(f"{e} on {d} ({n})" for (e, d), n in experiments.items()) or "nothing"
+        held_text = _held_text(attempts)
         what = f"table(s) {', '.join(missing)}" if missing else "no table"
         raise AnalysisError(f"{what}: no plan{' on ' + ', '.join(datasets) if datasets else ''} has runs in "
                             f"{described}, which holds runs of: {held_text}")

@@ -289,6 +289,40 @@ def test_no_arguments_show_every_plan_the_store_holds_runs_of(study, tmp_path, c
     capsys.readouterr()
     assert make_tables.main(["--store", study["mongo"], "--tables", "table2", "--out", str(tmp_path / "m")]) == 0
     assert [p.name for p in (tmp_path / "m").glob("*.csv")] == ["table2_synthetic_2ep_1seeds.csv"]
+    one = pd.read_csv(tmp_path / "m" / "table2_synthetic_2ep_1seeds.csv")
+    assert one["column"].tolist() == ["pcl"]  # one cell run with smoke is that cell, not a table of missing ones
+
+
+def test_two_settings_of_one_grid_are_two_tables_named_by_what_differs(tmp_path, capsys):
+    """Records of table2's smoke grid (one PCL cell) with the default lr and with lr=0.05: two tables, each
+    titled and named by its setting (lr=0.05 in the title and the file name), each only the cell that ran."""
+    from test_records_golden import _files
+
+    store = tmp_path / "results"
+    for number, lr in enumerate((None, 0.05), start=1):
+        (cfg,) = registry.plan("table2", {"method": "pcl", **({"lr": lr} if lr else {})}, ["smoke"])
+        run_dir = store / str(number)
+        run_dir.mkdir(parents=True)
+        for name, body in _files(cfg, number, "COMPLETED", 40.0 + number, "2026-01-01T00:10:00").items():
+            (run_dir / name).write_text(json.dumps(body))
+    out = tmp_path / "tables"
+    assert make_tables.main(["--store", str(store), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.csv")) == ["table2_synthetic_1ep_1seeds.csv",
+                                                         "table2_synthetic_1ep_1seeds_lr=0.05.csv"]
+    titles = [line for line in printed.splitlines() if line.startswith("### ")]
+    assert len(titles) == 2 and titles[1].endswith("; lr=0.05\\]") and "synthetic \\[" not in titles[0]
+    for csv in out.glob("*.csv"):
+        assert pd.read_csv(csv)["column"].tolist() == ["pcl"]
+    # the launcher's comma form of --tables; unknown datasets and backbones named as unknown; workers >= 1
+    assert cli.run_main(make_tables.main, ["--store", str(store), "--tables", "table2,ablations.peers",
+                                           "--out", str(out)]) == 2
+    assert "ablations.peers" in capsys.readouterr().err  # table2 found, ablations.peers has no runs: named
+    for flag, value in (("--datasets", "cifar1000"), ("--backbones", "resnet33")):
+        assert cli.run_main(make_tables.main, ["--store", str(store), flag, value, "--out", str(out)]) == 2
+        assert f"{flag} {value}: unknown; known:" in capsys.readouterr().err
+    assert cli.run_main(make_plots.main, ["--store", str(store), "--workers", "0"]) == 2
+    assert "--workers: '0' is invalid" in capsys.readouterr().err
 
 
 def test_figures_are_the_same_from_one_or_several_processes(study, tmp_path):
