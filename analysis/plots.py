@@ -425,19 +425,27 @@ def _save_pending(index: int) -> list[Path]:
     return save(figure, out_dir, formats)
 
 
-def _save_all(figures: Sequence[Figure], out_dir: str | Path, formats: Sequence[str], workers: int
-              ) -> list[list[Path]]:
-    """Save the figures, in `workers` forked processes when there are several (saving is most of the time: every
-    format draws the whole figure again); in this process where fork is not available."""
+def _start_saving(figures: Sequence[Figure], out_dir: str | Path, formats: Sequence[str], workers: int) -> Any:
+    """Start saving one table's figures: in `workers` processes forked now (they see these figures; saving is
+    most of the time, as every format draws the whole figure again), while this process draws the next table's;
+    here and at once where fork is not available or one worker is asked for. `_finish_saving` waits."""
     if workers <= 1 or len(figures) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [save(f, out_dir, formats) for f in figures]
-    _PENDING[:] = [(f, str(out_dir), tuple(formats)) for f in figures]
+        return None, [save(f, out_dir, formats) for f in figures]
+    _PENDING[:] = [(f, str(out_dir), tuple(formats)) for f in figures]  # a later fork sees the next table's
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    pool = multiprocessing.get_context("fork").Pool(min(workers, len(figures)))
+    return pool, pool.map_async(_save_pending, range(len(figures)), chunksize=1)
+
+
+def _finish_saving(started: Any) -> list[list[Path]]:
+    pool, result = started
+    if pool is None:
+        return result
     try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with multiprocessing.get_context("fork").Pool(min(workers, len(figures))) as pool:
-            return pool.map(_save_pending, range(len(figures)), chunksize=1)
+        return result.get()
     finally:
-        _PENDING.clear()
+        pool.close()
+        pool.join()
 
 
 def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = False,
@@ -446,19 +454,37 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
     """Draw and save every figure of the tables: ([(figure, paths)], notes); figures are closed unless keep.
 
     The figures of each table are drawn here (they read the records) and saved by `workers` processes
-    (plot_workers(None): one per CPU). Nothing of the result depends on the number of workers."""
+    (plot_workers(None): one per CPU) while the next table's are drawn. Nothing of the result depends on the
+    number of workers."""
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")
     workers = plot_workers(workers)
-    done, notes = [], []
-    for table in tables:
-        figures, missing = figures_for(table)
-        notes += missing
-        for figure, paths in zip(figures, _save_all(figures, out_dir, formats, workers)):
+    done: list[tuple[Figure, list[Path]]] = []
+    notes: list[str] = []
+    pending: tuple[list[Figure], Any] | None = None
+
+    def finish(figures: list[Figure], started: Any) -> None:
+        for figure, paths in zip(figures, _finish_saving(started)):
             done.append((figure, paths))
             if not keep:
                 plt.close(figure.figure)
+
+    try:
+        for table in tables:
+            figures, missing = figures_for(table)
+            notes += missing
+            if pending is not None:
+                finish(*pending)
+                pending = None
+            pending = (figures, _start_saving(figures, out_dir, formats, workers))
+        if pending is not None:
+            finish(*pending)
+            pending = None
+    finally:
+        if pending is not None and pending[1][0] is not None:  # an error while drawing: no worker left behind
+            pending[1][0].terminate()
+        _PENDING.clear()
     return done, notes
 
 

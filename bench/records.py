@@ -6,8 +6,8 @@ with the SLURM queue read and with `--executor local` (records only), `slurm/lau
 `analysis/make_tables.py`, `make_plots.py` and `report.py` on the CIFAR datasets with the plans rebuilt from the
 store's records (no --tables, --named or --set), and `pcl.results.load_runs` / `load_metrics` from Python), run as
 a fresh subprocess on the same store, side by side: a Sacred file store and MongoDB holding the same records. Per
-command: wall seconds and peak memory (the larger of the biggest process's ru_maxrss and the sampled RSS sum of
-the whole process tree), against the issue's targets; a command that fails, times out or outgrows --mem-limit is
+command: wall seconds and peak memory (the larger of the biggest process's ru_maxrss and the sampled PSS sum of
+the whole process tree: forked figure workers' shared pages count once), against the issue's targets; a command that fails, times out or outgrows --mem-limit is
 reported with its exit code and last stderr line, and the bench goes on.
 
 The store (N runs, N = --runs): the runs of every script of experiments.registry.SCRIPTS on every dataset it
@@ -572,8 +572,22 @@ OK_CODES = {"status.py": (0, 1)}
 
 
 # ---- measuring one command --------------------------------------------------------------------------------------
+def _pss(pid: str) -> int | None:
+    """Proportional set size (bytes) of a process: its own pages plus its share of pages it shares (a forked
+    worker's inherited pages count once over the tree, not once per process as RSS counts them)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _tree_rss(root: int) -> int:
-    """The RSS sum (bytes) of `root` and its descendants, from /proc."""
+    """The memory (bytes) of `root` and its descendants, from /proc: the sum of their PSS (RSS where the kernel has
+    no smaps_rollup)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
@@ -593,7 +607,9 @@ def _tree_rss(root: int) -> int:
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        if pid in rss:
+            pss = _pss(str(pid))
+            total += rss[pid] if pss is None else pss
         todo += children.get(pid, [])
     return total
 
@@ -868,7 +884,7 @@ def print_table(commands, sizes, kinds, results, facts, started, load_start, com
         for (n, k, name), m in failed:
             print(f"- N={n} {k} {name}: {m.why or f'exit {m.rc}'}: {m.last_line}")
     print("\nSeconds: wall time of the command as a fresh subprocess; MB: peak memory (the larger of the largest "
-          "process's ru_maxrss and the sampled RSS sum of its process tree). ✓: within the issue's target; store-"
+          "process's ru_maxrss and the sampled PSS sum of its process tree). ✓: within the issue's target; store-"
           "independent commands run once per N. Work folder: " + str(work))
 
 
