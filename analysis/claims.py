@@ -13,8 +13,9 @@ peer (heads of the same runs). Errors are top-1 errors (%), lower is better.
 
 Tests: two groups of runs (different methods or variants, seeds as replicates): Welch's t-test and its interval
 for the difference of means; heads of the same runs: the paired t-test over runs. "held" when the whole 95 %
-interval of (claimed better - other) is below 0; "not held" otherwise (the interval says whether the difference is
-the other way or unresolved); "not enough runs" with fewer than 2 finished runs on a side. Torch-free.
+interval of (claimed better - other) is below 0; "not held: the other way" when it is above 0; "not held:
+unresolved" when it holds 0 (more seeds may decide); "not enough runs" with fewer than 2 finished runs on a side.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from analysis import cli, escape
 from analysis.tables import METHOD_NAMES, Table, build_tables
 
 HELD, NOT_HELD, TOO_FEW = "held", "not held", "not enough runs"
+CONTRADICTED, UNRESOLVED = "not held: the other way", "not held: unresolved"  # the two kinds of NOT_HELD
 LEVEL = 0.95
 PCL_HEAD_PAIRS = (("mean_peer1", "peer1", "the temporal mean of a peer beats the live peer"),
                   ("ensemble", "mean_peer1", "the peer ensemble teacher (PCL-E) beats the deployed peer"))
@@ -147,7 +149,7 @@ def judge(claim: Claim, runs: pd.DataFrame, dataset: str, row: str) -> Verdict:
     if min(n_b, n_w) < 2:
         verdict = TOO_FEW
     else:
-        verdict = HELD if high < 0 else NOT_HELD
+        verdict = HELD if high < 0 else CONTRADICTED if low > 0 else UNRESOLVED
     return Verdict(claim, dataset, row, verdict, effect, low, high, p, n_b, n_w, test)
 
 
@@ -201,7 +203,8 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
     md = escape.markdown
     lines = ["## The paper's claims, judged from these runs", "",
              f"Effect: mean top-1 error of the claimed better column minus the other (points; < 0 supports the "
-             f"claim), {LEVEL:.0%} interval. held: the whole interval is below 0.", ""]
+             f"claim), {LEVEL:.0%} interval. held: the whole interval is below 0; not held: the other way: above 0; "
+             "not held: unresolved: it holds 0 (more seeds may decide).", ""]
     if not found:
         lines += ["No claim can be judged: no table has both columns of a claim.", ""]
     else:

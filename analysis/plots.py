@@ -285,8 +285,9 @@ def ablation_bars(table: Table) -> list[Figure]:
                      wrap=True)
         fig.tight_layout()
     return [Figure(f"{table.stem}_bars", "bars",
-                   f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values; below: "
-                   f"the paper's stated differences (points of error) beside ours.", fig)]
+                   f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values"
+                   + ("; below: the paper's stated differences (points of error) beside ours." if deltas else "."),
+                   fig)]
 
 
 def _head_kind(head: str, deployed: str | None) -> str | None:
@@ -370,6 +371,7 @@ def diversity(table: Table) -> tuple[list[Figure], str | None]:
             _mark_lr_steps(ax, _milestones(table, row))
             ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)",
                    title=escape.plot(_title(table, row)))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, as in the other figures
             ax.legend(title="method")
             fig.tight_layout()
         figures.append(Figure(f"{table.stem}_diversity_{row}", "diversity",

@@ -33,9 +33,9 @@ def test_welch_interval_and_verdicts():
     assert (v.low, v.high) == (pytest.approx(-10 - half, abs=1e-5), pytest.approx(-10 + half, abs=1e-5))
     assert v.test.startswith("Welch") and v.p_value < 0.001
     overlapping = claims.judge(claim, _runs({"pcl": [10.0, 14.0, 12.0], "dml": [13.0, 11.0, 15.0]}), "c", "r")
-    assert overlapping.verdict == claims.NOT_HELD and overlapping.low < 0 < overlapping.high
+    assert overlapping.verdict == claims.UNRESOLVED and overlapping.low < 0 < overlapping.high
     opposite = claims.judge(claim, _runs({"pcl": [20.0, 21.0, 22.0], "dml": [10.0, 11.0, 12.0]}), "c", "r")
-    assert opposite.verdict == claims.NOT_HELD and opposite.low > 0
+    assert opposite.verdict == claims.CONTRADICTED and opposite.low > 0
     one_seed = claims.judge(claim, _runs({"pcl": [10.0], "dml": [20.0, 21.0]}), "c", "r")
     assert one_seed.verdict == claims.TOO_FEW and math.isnan(one_seed.effect)
 
@@ -49,7 +49,7 @@ def test_heads_of_the_same_runs_are_compared_pairwise():
     half = 4.3026527 * 0.28867513 / math.sqrt(3)
     assert v.effect == pytest.approx(-7 / 6) and v.high == pytest.approx(-7 / 6 + half, abs=1e-5)
     assert v.verdict == claims.HELD and v.test.startswith("paired")  # unpaired, the spread of runs would hide it
-    assert claims.judge(claims.Claim("t", "x", "mean_peer1", "peer1"), runs, "c", "r").verdict == claims.NOT_HELD
+    assert claims.judge(claims.Claim("t", "x", "mean_peer1", "peer1"), runs, "c", "r").verdict.startswith(claims.NOT_HELD)
 
 
 def test_claims_follow_the_tables_columns_and_the_scripts_variants():
