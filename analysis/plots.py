@@ -402,8 +402,11 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
+    fig = figure.figure
+    # the tight box once, not once per format (bbox_inches="tight" draws the whole figure again for each file)
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
     for path in paths:
-        figure.figure.savefig(path, dpi=150, bbox_inches="tight")
+        fig.savefig(path, dpi=150, bbox_inches=box)
     return paths
 
 
