@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,7 +29,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis import escape, paper  # noqa: E402
-from analysis.runs import metric_series  # noqa: E402
+from analysis.runs import metric_arrays  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, Table  # noqa: E402
 
 DIVERSITY = "test/diversity"
@@ -69,37 +70,49 @@ def _completed(table: Table) -> pd.DataFrame:
 def _curves(table: Table, names_of: Any) -> pd.DataFrame:
     """Long frame of per-epoch metrics of the table's completed runs: row, column, seed, run_key, series, epoch,
     value (finite values only); `names_of(run)` gives {metric name: series label} for a run."""
-    frames = []
+    labels, steps, values, owners = [], [], [], []
+    facts: list[tuple[Any, Any, Any, Any]] = []
     for run in _completed(table).to_dict("records"):
         wanted = names_of(run)
         if not wanted:
             continue
-        series = _test_metrics(table, run)
-        series = series[series["name"].isin(list(wanted)) & series["value"].notna()]
-        if series.empty:
-            continue
-        series["series"] = series["name"].map({k: escape.plot(v) for k, v in wanted.items()})  # legend text
-        series = series.groupby(["series", "step"], as_index=False)["value"].mean()  # e.g. the mean of live peers
-        series = series.assign(row=run["row"], column=run["column"], seed=run["seed"], run_key=run["run_key"])
-        frames.append(series.rename(columns={"step": "epoch"}))
-    if not frames:
+        metrics = _test_metrics(table, run)
+        for name, label in wanted.items():
+            if name not in metrics:
+                continue
+            epoch, value = metrics[name]
+            keep = ~np.isnan(value)
+            n = int(keep.sum())
+            if n:
+                labels.append(np.full(n, escape.plot(label), dtype=object))  # legend text
+                steps.append(epoch[keep])
+                values.append(value[keep])
+                owners.append(np.full(n, len(facts)))
+        if len(owners) and owners[-1][0] == len(facts):
+            facts.append((run["row"], run["column"], run["seed"], run["run_key"]))
+    if not owners:
         return pd.DataFrame(columns=["series", "epoch", "value", "row", "column", "seed", "run_key"])
-    return pd.concat(frames, ignore_index=True)
+    # one groupby for every run (e.g. the mean of a run's live peers), not one per run
+    data = pd.DataFrame({"_run": np.concatenate(owners), "series": np.concatenate(labels),
+                         "step": np.concatenate(steps), "value": np.concatenate(values)})
+    data = data.groupby(["_run", "series", "step"], as_index=False, sort=True)["value"].mean()
+    run = data["_run"].to_numpy()
+    for i, column in enumerate(("row", "column", "seed", "run_key")):
+        data[column] = pd.Series([f[i] for f in facts]).to_numpy()[run]  # inferred dtypes (seed: integers)
+    return data.drop(columns="_run").rename(columns={"step": "epoch"})
 
 
-#: id(table) -> run_key -> the run's test/* series (long frame): each metrics file read once per table, for every
-#: figure kind (curves, heads, diversity), and dropped when the table's figures are done (figures_for)
-_METRICS: dict[int, dict[str, pd.DataFrame]] = {}
+#: id(table) -> run_key -> the run's test/* series (name -> (epochs, values) arrays): each metrics file read once
+#: per table, for every figure kind (curves, heads, diversity), dropped when the table's figures are done
+_METRICS: dict[int, dict[str, dict[str, tuple[Any, Any]]]] = {}
 
 
-def _test_metrics(table: Table, run: dict[str, Any]) -> pd.DataFrame:
-    """The test/* metric series of one run of the table (name, step, value): what every figure reads."""
+def _test_metrics(table: Table, run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The test/* metric series of one run of the table: what every figure reads."""
     cache = _METRICS.get(id(table))
     if cache is not None and run["run_key"] in cache:
         return cache[run["run_key"]]
-    series = metric_series(run["attempt"]["record"])
-    series = series[series["name"].str.startswith("test/")].reset_index(drop=True)
-    series["value"] = pd.to_numeric(series["value"], errors="coerce")
+    series = metric_arrays(run["attempt"]["record"], "test/")
     if cache is not None:
         cache[run["run_key"]] = series
     return series

@@ -123,6 +123,14 @@ def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None)
                          "value": np.concatenate([np.asarray(v, dtype=np.float64) for _, _, v in parts])})
 
 
+def metric_arrays(record: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The per-epoch metrics of one record whose names start with `prefix`: name -> (steps, values) as arrays
+    (pcl.results' checked reader; a None value is NaN)."""
+    return {n: (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+            for n, steps, values in results._record_metrics(dict(record), None)  # noqa: SLF001
+            if n.startswith(prefix)}
+
+
 def metric_value(record: Mapping[str, Any], name: str) -> float | None:
     """The last logged value of metric `name` of one record (None when it was not logged)."""
     series = metric_series(record, [name])
