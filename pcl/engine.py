@@ -12,6 +12,7 @@ global RNG state (pcl.seeding) is saved with the weights.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -159,6 +160,16 @@ def make_optimizer(method: Method, recipe: Recipe) -> torch.optim.SGD:
                            fused=True)
 
 
+def _in_memory_format_kernels(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run `fn` (train) inside the convolution kernels its memory format needs (fastpath.memory_format_kernels)."""
+    @functools.wraps(fn)
+    def wrapper(method: Method, *args: Any, channels_last: bool = False, **kwargs: Any) -> TrainResult:
+        with fastpath.memory_format_kernels(next(method.parameters()).device, channels_last):
+            return fn(method, *args, channels_last=channels_last, **kwargs)
+    return wrapper
+
+
+@_in_memory_format_kernels
 def train(method: Method, train_loader: Loader, test_loader: Loader | None, recipe: Recipe, *,
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool | None = False,

@@ -56,8 +56,26 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
+@contextlib.contextmanager
+def memory_format_kernels(device: torch.device | str, channels_last: bool) -> Iterator[None]:
+    """The convolution kernels a run's steps use: on the CPU with channels_last, PyTorch's own kernels, not
+    oneDNN's; anything else unchanged.
+
+    Why: oneDNN's AVX2 1x1-convolution backward (`jit_avx2_1x1_convolution_bwd_weights`, torch 2.14.1) crashes
+    the process or never returns on a channels_last PCL step of CPUs without AVX-512 (seen on an AMD EPYC with
+    AVX2 only); PyTorch's kernels compute the same convolutions. channels_last is a GPU memory format, so a CPU
+    run loses no speed that matters; the switch is restored on exit (it is global to the process).
+    """
+    if not channels_last or torch.device(device).type != "cpu":
+        yield
+        return
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
 def to_channels_last(method: Method) -> Method:
-    """Convert every 4-d weight (and the temporal mean's copies) to channels_last in place; returns `method`."""
+    """Convert every 4-d weight (and the temporal mean's copies) to channels_last in place; returns `method`.
+    On the CPU, train and step inside `memory_format_kernels` (oneDNN's channels_last backward can crash there)."""
     return method.to(memory_format=torch.channels_last)
 
 

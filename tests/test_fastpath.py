@@ -3,6 +3,8 @@ uncaptured on the CPU against pcl.step.train_step, every method, same seed, a fe
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -161,11 +163,45 @@ def test_channels_last_matches_eager_channels_last(tmp_path, tiny_loaders):
     convs = [p for p in b.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     train_loader = tiny_loaders(a.num_views, classes=CLASSES)[0]
-    metrics_a = _eager_steps(a, opt_a, train_loader, STEPS)
-    fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False, channels_last=True)
-    metrics_b = _fast_steps(fast, train_loader, STEPS)
+    with fastpath.memory_format_kernels("cpu", channels_last=True):  # as engine.train steps on the CPU
+        metrics_a = _eager_steps(a, opt_a, train_loader, STEPS)
+        fast = fastpath.StaticStep(b, opt_b, train_loader, capture=False, channels_last=True)
+        metrics_b = _fast_steps(fast, train_loader, STEPS)
     _assert_same_state(a, opt_a, b, opt_b)
     _assert_same_metrics(metrics_a, metrics_b)
+
+
+def test_a_channels_last_run_trains_on_the_cpu_and_leaves_the_kernels_as_they_were(tmp_path):
+    """engine.train with channels_last on the CPU: oneDNN's AVX2 1x1-convolution backward crashed this very step
+    (a PCL step of tiny_resnet8) on CPUs without AVX-512; the run uses PyTorch's kernels and restores the switch.
+    In a child process, so that a crash is a failed test, not a lost test worker."""
+    script = (
+        "import torch\n"
+        "from pcl.data import build_loaders\n"
+        "from pcl.engine import Recipe, train\n"
+        "from pcl.methods import build_method\n"
+        "from pcl.seeding import seed_everything\n"
+        "seed_everything(0)\n"
+        "m = build_method('pcl', 'tiny_resnet8', 4, peers=2)\n"
+        "tr, te = build_loaders('synthetic', batch_size=64, num_views=m.num_views, device='cpu', seed=0,\n"
+        "                       synthetic_classes=4, synthetic_train_size=192, synthetic_test_size=64)[:2]\n"
+        "result = train(m, tr, te, Recipe(epochs=1, lr=0.05), channels_last=True, epoch_log=None)\n"
+        "assert torch.backends.mkldnn.enabled, 'the oneDNN switch was not restored'\n"
+        "print('trained', len(result.history))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained 1" in done.stdout
+
+
+def test_memory_format_kernels_changes_only_a_channels_last_cpu_run():
+    assert torch.backends.mkldnn.enabled
+    with fastpath.memory_format_kernels("cpu", channels_last=True):
+        assert not torch.backends.mkldnn.enabled
+    with fastpath.memory_format_kernels("cpu", channels_last=False), \
+            fastpath.memory_format_kernels("cuda", channels_last=True):
+        assert torch.backends.mkldnn.enabled
+    assert torch.backends.mkldnn.enabled
 
 
 def test_fast_step_never_reads_the_device(tmp_path, tiny_loaders, forbid_host_sync):
