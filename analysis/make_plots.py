@@ -24,12 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_figure_options(p, ("png", "pdf"))
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
-    done, notes = make_figures(tables, args.out, formats=args.formats, workers=args.workers)
+    done, notes = make_figures(tables, args.out, formats=args.formats, workers=args.workers, reuse=not args.redraw)
     for figure, paths in done:
         also = "".join(f", {p.suffix}" for p in paths[1:])
         print(f"{paths[0]}{f' (+ {also[2:]})' if also else ''}: {escape.terminal(figure.caption)}")
     for line in notes + [f"skipped: {s}" for s in skipped]:
         print(escape.terminal(line))
+    kept = sum(figure.kept for figure, _ in done)
+    print(f"{len(done) - kept} figure(s) drawn, {kept} kept (their tables' records did not change; --redraw draws "
+          "them again)" if kept else f"{len(done)} figure(s) drawn")
     return 0
 
 

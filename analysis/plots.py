@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis import escape, paper  # noqa: E402
+from analysis import escape, figcache, paper  # noqa: E402
 from analysis.runs import metric_arrays  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, Table  # noqa: E402
 
@@ -55,7 +55,8 @@ class Figure:
     stem: str
     kind: str
     caption: str
-    figure: Any
+    figure: Any  # None for a figure kept from an earlier call (kept=True)
+    kept: bool = False
 
 
 def _style(i: int) -> dict[str, Any]:
@@ -483,42 +484,61 @@ def _finish_saving(started: Any) -> list[list[Path]]:
 
 
 def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = False,
-                 formats: Sequence[str] = FORMATS, workers: int | None = 1
+                 formats: Sequence[str] = FORMATS, workers: int | None = 1, reuse: bool = True
                  ) -> tuple[list[tuple[Figure, list[Path]]], list[str]]:
     """Draw and save every figure of the tables: ([(figure, paths)], notes); figures are closed unless keep.
 
     The figures of each table are drawn here (they read the records) and saved by `workers` processes
     (plot_workers(None): one per CPU) while the next table's are drawn. Nothing of the result depends on the
-    number of workers."""
+    number of workers. With `reuse` (and not keep), a table whose inputs did not change since the last call
+    into out_dir keeps its files (analysis.figcache): its figures come back with kept=True and no matplotlib
+    figure."""
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")
     workers = plot_workers(workers)
     done: list[tuple[Figure, list[Path]]] = []
     notes: list[str] = []
-    pending: tuple[list[Figure], Any] | None = None
+    manifest = figcache.Manifest.load(out_dir, notes) if reuse and not keep else None
+    pending: tuple[Any, ...] | None = None
 
-    def finish(figures: list[Figure], started: Any) -> None:
-        for figure, paths in zip(figures, _finish_saving(started)):
-            done.append((figure, paths))
-            if not keep:
+    def finish(table: Table, key: str | None, missing: list[str], figures: list[Figure], started: Any) -> None:
+        drawn = list(zip(figures, _finish_saving(started)))
+        done.extend(drawn)
+        if manifest is not None and key is not None:
+            manifest.record(table, key, drawn, missing)
+        if not keep:
+            for figure, _ in drawn:
                 plt.close(figure.figure)
 
     try:
         for table in tables:
+            key = None
+            if manifest is not None:
+                key = figcache.fingerprint(table, formats, _completed(table))
+                hit = manifest.kept(table, key, formats)
+                if hit is not None:
+                    if pending is not None:  # the figures in table order
+                        finish(*pending)
+                        pending = None
+                    done.extend((Figure(k.stem, k.kind, k.caption, None, kept=True), k.paths) for k in hit[0])
+                    notes += hit[1]
+                    continue
             figures, missing = figures_for(table)
             notes += missing
             if pending is not None:
                 finish(*pending)
                 pending = None
-            pending = (figures, _start_saving(figures, out_dir, formats, workers))
+            pending = (table, key, missing, figures, _start_saving(figures, out_dir, formats, workers))
         if pending is not None:
             finish(*pending)
             pending = None
     finally:
-        if pending is not None and pending[1][0] is not None:  # an error while drawing: no worker left behind
-            pending[1][0].terminate()
+        if pending is not None and pending[-1][0] is not None:  # an error while drawing: no worker left behind
+            pending[-1][0].terminate()
         _PENDING.clear()
+    if manifest is not None:
+        manifest.save()
     return done, notes
 
 

@@ -64,8 +64,10 @@ def paper_comparison(tables: Sequence[Table]) -> pd.DataFrame:
 
 
 def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path, *, skipped: Sequence[str] = (),
-                 html: bool = False, formats: Sequence[str] = ("png",), workers: int | None = 1) -> dict[str, Any]:
-    """Write the report (Markdown; HTML beside it when html) and its figures (out's folder/figures).
+                 html: bool = False, formats: Sequence[str] = ("png",), workers: int | None = 1,
+                 reuse: bool = True) -> dict[str, Any]:
+    """Write the report (Markdown; HTML beside it when html) and its figures (out's folder/figures; with reuse, a
+    table whose inputs did not change keeps its figure files: analysis.figcache).
 
     Returns {"md": path, "html": path or None, "figures": [paths of PNGs], "notes": [lines]}.
     """
@@ -75,7 +77,7 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     figure_dir = out.parent / "figures"
     done, notes = make_figures(tables, figure_dir, formats=["png", *[f for f in formats if f != "png"]],
-                               workers=workers)  # the page shows the PNGs
+                               workers=workers, reuse=reuse)  # the page shows the PNGs
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = ["# PCL reproduction report", "",
              f"- Date: {when}", f"- Commit: {escape.markdown(git_commit())}",
@@ -123,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stores = cli.stores(args)
     tables, skipped = build_tables(args.tables, stores, **cli.table_kwargs(args))
     written = build_report(tables, stores, args.out, skipped=skipped, html=args.html, formats=args.formats,
-                           workers=args.workers)
+                           workers=args.workers, reuse=not args.redraw)
     print(f"report: {written['md']}" + (f" and {written['html']}" if written["html"] else "")
           + f" ({len(written['figures'])} figures)")
     return 0

@@ -515,11 +515,11 @@ def _seed_with(ctx: Ctx) -> list[str]:
     return [f"seeds={ctx.seeds!r}".replace(" ", "")] if ctx.seeds else []
 
 
-def _analysis(script: str, out: Callable[[Ctx], str]) -> Callable[[Ctx], list[str]]:
+def _analysis(script: str, out: Callable[[Ctx], str], *extra: str) -> Callable[[Ctx], list[str]]:
     """The analysis on the CIFAR datasets of every plan the store holds runs of (no --tables/--named/--set: the
     plans are rebuilt from the records, analysis/discover.py)."""
     return lambda c: [sys.executable, str(ROOT / "analysis" / script), "--store", c.store, "--datasets",
-                      *CIFAR_DATASETS, "--out", out(c)]
+                      *CIFAR_DATASETS, "--out", out(c), *extra]
 
 
 def _py(code: str) -> Callable[[Ctx], list[str]]:
@@ -548,11 +548,19 @@ COMMANDS: list[Command] = [
         c.results_dir, *_seed_flags(c)], 5, 300, alias="dry_run"),
     Command("make_tables (CIFAR tables, plans read from the store)",
             _analysis("make_tables.py", lambda c: str(c.out / "tables")), 5, 300, alias="make_tables"),
-    Command("make_plots (CIFAR tables, plans read from the store)",
-            _analysis("make_plots.py", lambda c: str(c.out / "figures")), 20, 500, alias="make_plots",
+    # figures: a first call (--redraw: every figure drawn, even where an earlier bench left a manifest), then
+    # the same call again with no record changed (analysis/figcache.py keeps every table's files)
+    Command("make_plots (CIFAR tables, plans read from the store; every figure drawn)",
+            _analysis("make_plots.py", lambda c: str(c.out / "figures"), "--redraw"), 20, 500, alias="make_plots",
             needs_curves=True),
-    Command("report (CIFAR tables, plans read from the store)",
-            _analysis("report.py", lambda c: str(c.out / "report" / "report.md")), 20, 500, alias="report",
+    Command("make_plots again (no record changed: figures kept)",
+            _analysis("make_plots.py", lambda c: str(c.out / "figures")), 20, 500, alias="make_plots_again",
+            needs_curves=True),
+    Command("report (CIFAR tables, plans read from the store; every figure drawn)",
+            _analysis("report.py", lambda c: str(c.out / "report" / "report.md"), "--redraw"), 20, 500,
+            alias="report", needs_curves=True),
+    Command("report again (no record changed: figures kept)",
+            _analysis("report.py", lambda c: str(c.out / "report" / "report.md")), 20, 500, alias="report_again",
             needs_curves=True),
     Command("results.load_runs", _py(
         "import sys; from pcl import results; print(len(results.load_runs(sys.argv[1])), 'runs')"), None, 300,

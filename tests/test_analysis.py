@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -337,6 +338,125 @@ def test_figures_are_the_same_from_one_or_several_processes(study, tmp_path):
         assert a.read_bytes() == b.read_bytes()
     with pytest.raises(ValueError, match="png, pdf, svg"):
         plots.make_figures(tables_, tmp_path / "bad", formats=["jpg"])
+
+
+def _figure_runs(tables_):
+    """run_key -> the stems of the tables that draw it."""
+    out: dict[str, set[str]] = {}
+    for t in tables_:
+        for key in t.runs["run_key"]:
+            out.setdefault(key, set()).add(t.stem)
+    return out
+
+
+def test_a_table_whose_records_did_not_change_keeps_its_figures(study, tmp_path):
+    """The second call draws nothing (same files, captions, notes, file times); a changed curve redraws only the
+    tables that draw that run; a figure file changed by hand, other formats or reuse=False draw again."""
+    from analysis import figcache, plots
+
+    store = tmp_path / "results"
+    shutil.copytree(study["results"], store)
+    out = tmp_path / "figs"
+
+    def draw(**kwargs):
+        return plots.make_figures(tables.build_tables(None, [str(store)])[0], out, **{"formats": ["png"], **kwargs})
+
+    first, notes = draw()
+    assert len(first) > 3 and not any(f.kept for f, _ in first) and (out / figcache.MANIFEST).is_file()
+    shown = [(f.stem, f.kind, f.caption, paths) for f, paths in first]
+    times = {p: p.stat().st_mtime_ns for _, paths in first for p in paths}
+    again, notes_again = draw()
+    assert all(f.kept and f.figure is None for f, _ in again)
+    assert [(f.stem, f.kind, f.caption, paths) for f, paths in again] == shown and notes_again == notes
+    assert {p: p.stat().st_mtime_ns for _, paths in again for p in paths} == times
+
+    # one completed run's test curve changes: the tables that draw it are drawn again, the others kept
+    by_key = _figure_runs(tables.build_tables(None, [str(store)])[0])
+    run_dir = next(d for d in sorted(store.iterdir()) if (d / "metrics.json").is_file()
+                   and json.loads((d / "run.json").read_text())["status"] == "COMPLETED"
+                   and json.loads((d / "config.json").read_text())["peers"] == 2)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    name = next(n for n in metrics if n.startswith("test/top1_err/"))
+    metrics[name]["values"][-1] += 1.0
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    changed = by_key[json.loads((run_dir / "config.json").read_text())["run_key"]]
+    third, _ = draw()
+    drawn = {f.stem for f, _ in third if not f.kept}
+    assert drawn and any(f.kept for f, _ in third)
+    assert {s for s in drawn if not any(s.startswith(f"{t}_") for t in changed)} == set()
+
+    # a kept file altered by hand is not trusted: its table is drawn again
+    victim = next(p for f, paths in third if f.kept for p in paths)
+    victim.write_bytes(b"not the figure")
+    fourth, _ = draw()
+    assert victim.read_bytes() != b"not the figure"
+    assert any(not f.kept and victim in paths for f, paths in fourth)
+    assert not any(f.kept for f, _ in draw(formats=["png", "svg"])[0])  # other formats: drawn
+    assert not any(f.kept for f, _ in draw(formats=["png"], reuse=False)[0])
+
+
+def test_a_damaged_figure_manifest_is_named_once_and_every_figure_drawn(study, tmp_path):
+    from analysis import figcache, plots
+
+    tables_ = [t for t in tables.build_tables(None, [study["results"]])[0] if t.name == "ablations.peers"]
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / figcache.MANIFEST).write_bytes(b"\x00{not json")
+    done, notes = plots.make_figures(tables_, out, formats=["png"])
+    assert done and not any(f.kept for f, _ in done)
+    assert [n for n in notes if figcache.MANIFEST in n and "drawn again" in n] and len(notes) == len(set(notes))
+    assert all(f.kept for f, _ in plots.make_figures(tables_, out, formats=["png"])[0])  # rewritten, valid
+
+
+_hypothesis = pytest.importorskip("hypothesis")
+_st = _hypothesis.strategies
+_JSON = _st.recursive(_st.none() | _st.booleans() | _st.integers() | _st.floats(allow_nan=False) | _st.text(max_size=30),
+                      lambda inner: _st.lists(inner, max_size=4) | _st.dictionaries(_st.text(max_size=10), inner,
+                                                                                      max_size=4), max_leaves=20)
+
+
+@_hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+                      suppress_health_check=list(_hypothesis.HealthCheck))
+@_hypothesis.given(entry=_JSON, figure=_st.fixed_dictionaries({}, optional={
+    "stem": _st.sampled_from(["", "x", "../../etc/passwd", "/abs", "STEM_curves", "STEM_curves/../../x"]) | _st.text(),
+    "kind": _JSON, "caption": _JSON,
+    "files": _st.lists(_st.lists(_st.sampled_from(["STEM_curves.png", "../outside.png", "/etc/passwd", "secret",
+                                                  "STEM_curves.pdf"]) | _st.text(max_size=12), max_size=3),
+                       max_size=3) | _JSON}))
+def test_any_manifest_entry_is_kept_only_when_its_files_are_the_tables_own(study, tmp_path_factory, entry, figure):
+    """Whatever a manifest holds, `kept` never raises and keeps only an entry whose files are the table's, in the
+    folder, as recorded; a file outside the folder (even with its true hash) is never read."""
+    import hashlib
+
+    from analysis import figcache
+    from analysis.plots import _completed
+
+    table = _peers_table(study["results"])
+    root = tmp_path_factory.mktemp("manifest")
+    out = root / "figs"
+    out.mkdir()
+    (root / "outside.png").write_bytes(b"secret")
+    key = figcache.fingerprint(table, ["png"], _completed(table))
+    figure = {k: (v.replace("STEM", table.stem) if isinstance(v, str) else v) for k, v in figure.items()}
+    if isinstance(figure.get("files"), list):
+        figure["files"] = [[n.replace("STEM", table.stem) if isinstance(n, str) else n for n in pair]
+                           if isinstance(pair, list) else pair for pair in figure["files"]]
+        figure["files"] = [pair + [hashlib.sha256(b"secret").hexdigest()] if isinstance(pair, list) and len(pair) == 1
+                           else pair for pair in figure["files"]]
+    for entries in ({table.stem: entry}, {table.stem: {"fingerprint": key, "figures": [figure], "notes": []}},
+                    {table.stem: {"fingerprint": key, "figures": entry, "notes": entry}}):
+        kept = figcache.Manifest(out, entries).kept(table, key, ["png"])
+        assert kept is None or kept[0] == []  # no file of it is in `out` (a table may have drawn no figure)
+
+
+_PEERS_TABLE: dict[str, Any] = {}
+
+
+def _peers_table(store: str) -> Any:
+    """The ablations.peers table of the study, built once (a property test asks for it many times)."""
+    if store not in _PEERS_TABLE:
+        _PEERS_TABLE[store] = next(t for t in tables.build_tables(None, [store])[0] if t.name == "ablations.peers")
+    return _PEERS_TABLE[store]
 
 
 def test_held_plans_name_what_no_plan_holds(study):
