@@ -492,14 +492,15 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
     (plot_workers(None): one per CPU) while the next table's are drawn. Nothing of the result depends on the
     number of workers. With `reuse` (and not keep), a table whose inputs did not change since the last call
     into out_dir keeps its files (analysis.figcache): its figures come back with kept=True and no matplotlib
-    figure."""
+    figure; without it every table is drawn. Either way (not keep) the manifest remembers what was drawn."""
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")
     workers = plot_workers(workers)
     done: list[tuple[Figure, list[Path]]] = []
     notes: list[str] = []
-    manifest = figcache.Manifest.load(out_dir, notes) if reuse and not keep else None
+    # reuse=False draws every table but still remembers what it drew (the next call may keep it)
+    manifest = None if keep else figcache.Manifest.load(out_dir, notes if reuse else [])
     pending: tuple[Any, ...] | None = None
 
     def finish(table: Table, key: str | None, missing: list[str], figures: list[Figure], started: Any) -> None:
@@ -516,7 +517,7 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
             key = None
             if manifest is not None:
                 key = figcache.fingerprint(table, formats, _completed(table))
-                hit = manifest.kept(table, key, formats)
+                hit = manifest.kept(table, key, formats) if reuse else None
                 if hit is not None:
                     if pending is not None:  # the figures in table order
                         finish(*pending)

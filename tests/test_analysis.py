@@ -393,6 +393,7 @@ def test_a_table_whose_records_did_not_change_keeps_its_figures(study, tmp_path)
     assert any(not f.kept and victim in paths for f, paths in fourth)
     assert not any(f.kept for f, _ in draw(formats=["png", "svg"])[0])  # other formats: drawn
     assert not any(f.kept for f, _ in draw(formats=["png"], reuse=False)[0])
+    assert all(f.kept for f, _ in draw(formats=["png"])[0])  # what reuse=False drew is remembered
 
 
 def test_a_damaged_figure_manifest_is_named_once_and_every_figure_drawn(study, tmp_path):
