@@ -15,6 +15,7 @@ figures, so an interrupted call leaves the previous manifest (and redraws what i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -34,20 +35,16 @@ VERSION = 1
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 #: the largest figure file hashed when checking an entry
 MAX_FIGURE_BYTES = 64 * 1024 * 1024
-_CODE: list[str] = []
-
-
+@functools.cache
 def _code_version() -> str:
     """Every source file the figures depend on, hashed once per process."""
-    if not _CODE:
-        import matplotlib
+    import matplotlib
 
-        digest = hashlib.sha256(f"matplotlib {matplotlib.__version__}".encode())
-        folder = Path(__file__).resolve().parent
-        for path in sorted(folder.glob("*.py")) + [Path(results.__file__).resolve()]:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        _CODE.append(digest.hexdigest())
-    return _CODE[0]
+    digest = hashlib.sha256(f"matplotlib {matplotlib.__version__}".encode())
+    folder = Path(__file__).resolve().parent
+    for path in sorted(folder.glob("*.py")) + [Path(results.__file__).resolve()]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:

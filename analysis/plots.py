@@ -67,7 +67,7 @@ def _style(i: int) -> dict[str, Any]:
 def _lay_out(fig: Any, rect: tuple[float, float, float, float] | None = None) -> None:
     """Tight layout, done when the figure is first drawn (in `save`, by a saving worker), not here: laying out
     ticks and texts is a large part of a figure's cost, and the process that draws the figures reads the records."""
-    fig.set_layout_engine("tight", rect=rect) if rect else fig.set_layout_engine("tight")
+    fig.set_layout_engine("tight", **({"rect": rect} if rect else {}))
 
 
 def _completed(table: Table) -> pd.DataFrame:
@@ -503,7 +503,13 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
     manifest = None if keep else figcache.Manifest.load(out_dir, notes if reuse else [])
     pending: tuple[Any, ...] | None = None
 
-    def finish(table: Table, key: str | None, missing: list[str], figures: list[Figure], started: Any) -> None:
+    def finish() -> None:
+        """Wait for the table being saved (if any) and take its figures: done, the manifest, closed."""
+        nonlocal pending
+        if pending is None:
+            return
+        table, key, missing, figures, started = pending
+        pending = None
         drawn = list(zip(figures, _finish_saving(started)))
         done.extend(drawn)
         if manifest is not None and key is not None:
@@ -519,21 +525,15 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
                 key = figcache.fingerprint(table, formats, _completed(table))
                 hit = manifest.kept(table, key, formats) if reuse else None
                 if hit is not None:
-                    if pending is not None:  # the figures in table order
-                        finish(*pending)
-                        pending = None
+                    finish()  # the figures in table order
                     done.extend((Figure(k.stem, k.kind, k.caption, None, kept=True), k.paths) for k in hit[0])
                     notes += hit[1]
                     continue
             figures, missing = figures_for(table)
             notes += missing
-            if pending is not None:
-                finish(*pending)
-                pending = None
+            finish()
             pending = (table, key, missing, figures, _start_saving(figures, out_dir, formats, workers))
-        if pending is not None:
-            finish(*pending)
-            pending = None
+        finish()
     finally:
         if pending is not None and pending[-1][0] is not None:  # an error while drawing: no worker left behind
             pending[-1][0].terminate()

@@ -36,8 +36,9 @@ PREEMPTED = "PREEMPTED"
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
 #: run-config keys that get their own column (besides config.*)
 CONFIG_COLUMNS = ("experiment", "label", "dataset", "backbone", "method", "seed", "peers", "epochs")
-_PROJECTION = {"captured_out": 0, "experiment.sources": 0, "experiment.dependencies": 0,
-               "experiment.repositories": 0}
+#: run.json's `experiment` lists of the archived code: no reader of records uses them (left out of every record)
+_CODE_FIELDS = ("sources", "dependencies", "repositories")
+_PROJECTION = {"captured_out": 0, **{f"experiment.{k}": 0 for k in _CODE_FIELDS}}
 
 StoreLike = Any  # str | os.PathLike | pymongo.database.Database | Sequence of these
 
@@ -298,7 +299,7 @@ def _without_code(run: Mapping[str, Any]) -> Any:
     experiment = run.get("experiment")
     if not isinstance(experiment, dict):
         return experiment
-    return {k: v for k, v in experiment.items() if k not in ("sources", "dependencies", "repositories")}
+    return {k: v for k, v in experiment.items() if k not in _CODE_FIELDS}
 
 
 def read_file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
