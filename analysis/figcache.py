@@ -86,8 +86,24 @@ def fingerprint(table: Table, formats: Sequence[str], completed: Any) -> str:
     digest.update(table.cells.to_json(orient="split", double_precision=15, default_handler=str).encode())
     for run in completed.to_dict("records"):
         record = (run.get("attempt") or {}).get("record") or {}
-        add([_plain({k: v for k, v in run.items() if k != "attempt"}), _plain(record), _metrics_file(record)])
+        row = {k: v for k, v in run.items() if k != "attempt"}
+        try:  # as JSON at C speed; _plain (slower) where a mapping has keys that are not strings
+            add([row, {k: v for k, v in record.items() if not str(k).startswith("_")}, _metrics_file(record)])
+        except (TypeError, ValueError):
+            add([_plain(row), _plain(record), _metrics_file(record)])
     return digest.hexdigest()
+
+
+def file_hashes(paths: Sequence[Path]) -> list[list[str]] | None:
+    """[[file name, SHA-256], ...] of a figure's files just written (in the order of the formats); None when one
+    cannot be read."""
+    files = []
+    for path in paths:
+        try:
+            files.append([path.name, hashlib.sha256(Path(path).read_bytes()).hexdigest()])
+        except OSError:
+            return None
+    return files
 
 
 @dataclass(frozen=True)
@@ -161,16 +177,14 @@ class Manifest:
                 return None
         return Kept(stem, kind, caption, [self.out_dir / name for name, _ in files])
 
-    def record(self, table: Table, key: str, drawn: Iterable[tuple[Any, list[Path]]], notes: Sequence[str]) -> None:
-        """Remember the figures just drawn for `table` (figure, paths) under fingerprint `key`."""
+    def record(self, table: Table, key: str, drawn: Iterable[tuple[Any, list[list[str]] | None]],
+               notes: Sequence[str]) -> None:
+        """Remember the figures just drawn for `table` under fingerprint `key`: (figure, file_hashes(its paths));
+        nothing when a file could not be read (None): the next call draws the table again."""
         figures = []
-        for figure, paths in drawn:
-            files = []  # in the order of the formats: [name, sha256]
-            for path in paths:
-                try:
-                    files.append([path.name, hashlib.sha256(Path(path).read_bytes()).hexdigest()])
-                except OSError:
-                    return  # a file is gone already: nothing recorded, the next call draws the table again
+        for figure, files in drawn:
+            if files is None:
+                return
             figures.append({"stem": figure.stem, "kind": figure.kind, "caption": figure.caption, "files": files})
         self.entries[table.stem] = {"fingerprint": key, "figures": figures, "notes": list(notes)}
 
@@ -188,4 +202,4 @@ class Manifest:
             raise
 
 
-__all__ = ["MANIFEST", "Kept", "Manifest", "fingerprint"]
+__all__ = ["MANIFEST", "Kept", "Manifest", "file_hashes", "fingerprint"]

@@ -11,27 +11,30 @@ Every function returns matplotlib Figures (the caller saves and closes them); `m
 """
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.layout_engine import TightLayoutEngine  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis import escape, figcache, paper  # noqa: E402
 from analysis.runs import metric_arrays  # noqa: E402
-from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, Table  # noqa: E402
+from pcl.results import metric_documents  # noqa: E402
+from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
 
 DIVERSITY = "test/diversity"
 ERR_LABEL = "test top-1 error (%)"
@@ -64,10 +67,22 @@ def _style(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[i % len(LINESTYLES)]}
 
 
-def _lay_out(fig: Any, rect: tuple[float, float, float, float] | None = None) -> None:
-    """Tight layout, done when the figure is first drawn (in `save`, by a saving worker), not here: laying out
-    ticks and texts is a large part of a figure's cost, and the process that draws the figures reads the records."""
-    fig.set_layout_engine("tight", **({"rect": rect} if rect else {}))
+#: inches per character of a label at 9 pt (DejaVu Sans averages a little over half an em), and per line
+CHAR_IN, LINE_IN = 0.07, 0.17
+
+
+def _lay_out(fig: Any, *, left: float = 0.75, right: float = 0.2, bottom: float = 0.55, top: float = 0.4,
+             across: float = 0.6, down: float = 0.8) -> None:
+    """Margins (left, right, bottom, top) and gaps between panels (across, down) in inches, fixed by the kind of
+    figure instead of measured: matplotlib's tight layout and tight bounding box lay out every tick label and text
+    twice more per figure, a third of a figure's cost (~66 figures for the CIFAR tables). Each kind passes room
+    for what it puts there (two-line labels, rotated tick labels, a legend above the panels)."""
+    width, height = fig.get_size_inches()
+    rows, cols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+    panel_w = (width - left - right - (cols - 1) * across) / cols
+    panel_h = (height - bottom - top - (rows - 1) * down) / rows
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=across / panel_w if cols > 1 else None, hspace=down / panel_h if rows > 1 else None)
 
 
 def _completed(table: Table) -> pd.DataFrame:
@@ -77,8 +92,10 @@ def _completed(table: Table) -> pd.DataFrame:
 
 def _curves(table: Table, names_of: Any) -> pd.DataFrame:
     """Long frame of per-epoch metrics of the table's completed runs: row, column, seed, run_key, series, epoch,
-    value (finite values only); `names_of(run)` gives {metric name: series label} for a run."""
-    labels, steps, values, owners = [], [], [], []
+    value (finite values only); `names_of(run)` gives {metric name: series label} for a run. Per point only
+    numbers: the labels and the run's facts are categorical (a CIFAR table of 3,000 runs has millions of points)."""
+    series_codes: dict[str, int] = {}
+    codes, steps, values, owners = [], [], [], []
     facts: list[tuple[Any, Any, Any, Any]] = []
     for run in _completed(table).to_dict("records"):
         wanted = names_of(run)
@@ -92,22 +109,29 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
             keep = ~np.isnan(value)
             n = int(keep.sum())
             if n:
-                labels.append(np.full(n, escape.plot(label), dtype=object))  # legend text
+                codes.append(np.full(n, series_codes.setdefault(escape.plot(label), len(series_codes)), np.int32))
                 steps.append(epoch[keep])
                 values.append(value[keep])
-                owners.append(np.full(n, len(facts)))
+                owners.append(np.full(n, len(facts), np.int32))
         if len(owners) and owners[-1][0] == len(facts):
             facts.append((run["row"], run["column"], run["seed"], run["run_key"]))
     if not owners:
         return pd.DataFrame(columns=["series", "epoch", "value", "row", "column", "seed", "run_key"])
     # one groupby for every run (e.g. the mean of a run's live peers), not one per run
-    data = pd.DataFrame({"_run": np.concatenate(owners), "series": np.concatenate(labels),
-                         "step": np.concatenate(steps), "value": np.concatenate(values)})
-    data = data.groupby(["_run", "series", "step"], as_index=False, sort=True)["value"].mean()
+    data = pd.DataFrame({"_run": np.concatenate(owners), "_series": np.concatenate(codes),
+                         "epoch": np.concatenate(steps), "value": np.concatenate(values)})
+    data = data.groupby(["_run", "_series", "epoch"], as_index=False, sort=True)["value"].mean()
     run = data["_run"].to_numpy()
+    out = pd.DataFrame({"series": pd.Categorical.from_codes(data["_series"].to_numpy(), list(series_codes)),
+                        "epoch": data["epoch"].to_numpy(), "value": data["value"].to_numpy()})
     for i, column in enumerate(("row", "column", "seed", "run_key")):
-        data[column] = pd.Series([f[i] for f in facts]).to_numpy()[run]  # inferred dtypes (seed: integers)
-    return data.drop(columns="_run").rename(columns={"step": "epoch"})
+        per_run = pd.Series([f[i] for f in facts])  # inferred dtypes (seed: integers)
+        if per_run.dtype == object:
+            found, uniques = pd.factorize(per_run)
+            out[column] = pd.Categorical.from_codes(found[run], pd.Index(uniques, dtype=object))
+        else:
+            out[column] = per_run.to_numpy()[run]
+    return out
 
 
 #: id(table) -> run_key -> the run's test/* series (name -> (epochs, values) arrays): each metrics file read once
@@ -128,7 +152,7 @@ def _test_metrics(table: Table, run: dict[str, Any]) -> dict[str, tuple[Any, Any
 
 def _mean_std(part: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (ddof=1) over seeds per (series, epoch): one groupby, not a bootstrap per point."""
-    return part.groupby(["series", "epoch"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    return part.groupby(["series", "epoch"], sort=False, observed=True)["value"].agg(["mean", "std"]).reset_index()
 
 
 def _draw(ax: Any, stats: pd.DataFrame, order: list[str], emphasise: str | None = None) -> None:
@@ -197,13 +221,13 @@ def _too_short(table: Table, row: str, part: pd.DataFrame, what: str, notes: lis
     return True
 
 
-def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
+def _error_curves(table: Table, notes: list[str] | None = None) -> Iterator[Figure]:
     """Test error of each column's deployed head (or --head) vs epoch, one figure per backbone: left the whole
     training, right its last epochs with their own y-range (the final gaps); a mean line per method/variant, each
     with its own colour, marker and line style, a band of +- one std over seeds; dotted lines at the LR steps.
     A backbone whose runs logged fewer than two epochs gets no figure (a line in `notes` says why)."""
     if table.spec.heads:
-        return []
+        return
 
     def names_of(run: dict) -> dict[str, str]:
         head = table.head or run.get("deployed_head")
@@ -212,8 +236,7 @@ def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
         return names if table.head else {**names, "test/top1_err/deployed": label}  # the same curve, if logged
 
     data = _curves(table, names_of)
-    figures = []
-    for row, part in data.groupby("row", sort=False):
+    for row, part in data.groupby("row", sort=False, observed=True):
         if _too_short(table, row, part, "curve", notes):
             continue
         stats = _mean_std(part)
@@ -227,12 +250,16 @@ def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
             head = f"head {table.head}" if table.head else "deployed head"
             ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"), title=escape.plot(_title(table, row)))
             _zoom(zoom, stats, order)
-            ax.legend(title="method" if table.spec.column_title == "method" else table.spec.column_title)
+            ax.legend(title=table.spec.column_title)
             _lay_out(fig)
-        figures.append(Figure(f"{table.stem}_curves_{row}", "curves",
+        yield (Figure(f"{table.stem}_curves_{row}", "curves",
                               f"{_title(table, row)}: test error of the {head} over training (line: mean over "
                               f"seeds, band: +- one std; dotted: LR steps; right: the last epochs enlarged).", fig))
-    return figures
+
+
+def error_curves(table: Table, notes: list[str] | None = None) -> list[Figure]:
+    """Every figure of _error_curves (one per backbone)."""
+    return list(_error_curves(table, notes))
 
 
 def peers_plot(table: Table) -> list[Figure]:
@@ -272,9 +299,28 @@ def ablation_bars(table: Table) -> list[Figure]:
         return []
     columns = list(dict.fromkeys(table.cells["column"]))
     rows = list(dict.fromkeys(cells["row"]))
+    labels = [escape.plot(table.spec.display(c)) for c in columns]
     deltas = []
+    for row in rows:
+        means = cells[cells["row"] == row].set_index("column")["mean"]
+        for d in paper.paper_deltas(table.name, table.dataset, row):
+            ours = means.get(d.column, math.nan) - means.get(d.reference, math.nan)
+            deltas.append(f"{table.spec.display(d.column)} vs {table.spec.display(d.reference)} "
+                          f"({BACKBONE_NAMES.get(row, row)}): paper ({d.confidence}) {d.delta_err:+.1f}, ours "
+                          + ("?" if math.isnan(ours) else f"{ours:+.2f}"))
+    # room below the axis for the tick labels (rotated 20 degrees) and the paper's differences (7 pt lines)
+    width = max(6.0, 1.2 * len(columns) + 2)
+    longest = CHAR_IN * max(len(label) for label in labels)
+    note = textwrap.fill(escape.plot("; ".join(deltas), limit=400), int((width - 0.3) / (0.8 * CHAR_IN))) \
+        if deltas else ""
+    note_h = (0.8 * LINE_IN * (note.count("\n") + 1) + 0.15) if note else 0.0
+    bottom = 0.35 + longest * math.sin(math.radians(20)) + note_h
+    # label j ends at its tick (0.6 + j columns from the axis, of len + 0.2 in the axis' width) and reaches left
+    column_w = (width - 1.0) / (len(columns) + 0.2)
+    left = max([0.75] + [CHAR_IN * len(label) * math.cos(math.radians(20)) - (0.6 + j) * column_w + 0.15
+                         for j, label in enumerate(labels)])
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) + 2), 4.6))
+        fig, ax = plt.subplots(figsize=(width, 3.6 + bottom))
         offset = 0.12
         for i, row in enumerate(rows):
             part = cells[cells["row"] == row].set_index("column")
@@ -283,11 +329,6 @@ def ablation_bars(table: Table) -> list[Figure]:
             ax.errorbar(xs, part["mean"], yerr=part["std"].fillna(0), capsize=4, linestyle="none",
                         marker=style["marker"], color=style["color"], markersize=6,
                         label=escape.plot(BACKBONE_NAMES.get(row, row)))
-            for d in paper.paper_deltas(table.name, table.dataset, row):
-                ours = part["mean"].get(d.column, math.nan) - part["mean"].get(d.reference, math.nan)
-                deltas.append(f"{table.spec.display(d.column)} vs {table.spec.display(d.reference)} "
-                              f"({BACKBONE_NAMES.get(row, row)}): paper ({d.confidence}) {d.delta_err:+.1f}, ours "
-                              + ("?" if math.isnan(ours) else f"{ours:+.2f}"))
         low = (cells["mean"] - cells["std"].fillna(0)).min()
         high = (cells["mean"] + cells["std"].fillna(0)).max()
         pad = max(0.2, 0.15 * (high - low))
@@ -296,15 +337,14 @@ def ablation_bars(table: Table) -> list[Figure]:
             if c not in set(cells["column"]):
                 ax.text(j, low, "no runs", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
         ax.set_xticks(range(len(columns)))
-        ax.set_xticklabels([escape.plot(table.spec.display(c)) for c in columns], rotation=20, ha="right")
+        ax.set_xticklabels(labels, rotation=20, ha="right")
         ax.set_xlim(-0.6, len(columns) - 0.4)
         ax.set(ylabel=ERR_LABEL,
                title=escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"))
         ax.legend(title="backbone")
-        if deltas:
-            fig.text(0.01, -0.02, escape.plot("; ".join(deltas), limit=400), ha="left", va="top", fontsize=7,
-                     wrap=True)
-        _lay_out(fig)
+        if note:
+            fig.text(0.1 / width, 0.1 / fig.get_size_inches()[1], note, ha="left", va="bottom", fontsize=7)
+        _lay_out(fig, left=left, bottom=bottom)
     return [Figure(f"{table.stem}_bars", "bars",
                    f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values"
                    + ("; below: the paper's stated differences (points of error) beside ours." if deltas else "."),
@@ -323,13 +363,13 @@ def _head_kind(head: str, deployed: str | None) -> str | None:
     return None
 
 
-def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Figure]:
+def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterator[Figure]:
     """The deployed head (emphasised) vs the live peers (their mean) vs the ensemble teacher (and pcl_e) over
     training, one panel per method (display names, a shared y-axis), one figure per backbone (band: std over
     seeds). For the method comparisons and the PCL-E table (HEAD_TABLES); methods with one head (baseline, kd)
     have no panel."""
     if table.name not in HEAD_TABLES:
-        return []
+        return
 
     def names_of(run: dict) -> dict[str, str]:
         heads = ((run["attempt"].get("record") or {}).get("info") or {}).get("heads") or []
@@ -337,22 +377,27 @@ def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Fi
         return {f"test/top1_err/{h}": k for h, k in kinds.items() if k} if len(heads) > 1 else {}
 
     data = _curves(table, names_of)
-    figures = []
-    for row, part in data.groupby("row", sort=False):
+    for row, part in data.groupby("row", sort=False, observed=True):
         if _too_short(table, row, part, "heads", notes):
             continue
+        if table.spec.heads:  # the columns are heads of the same runs: a panel per method, named by it
+            method = _completed(table).set_index("run_key")["method"]
+            part = part.assign(column=[METHOD_NAMES.get(m, m) for m in method.reindex(part["run_key"])])
         columns = list(dict.fromkeys(part["column"]))
         wrap = min(4, len(columns))
         nrows = math.ceil(len(columns) / wrap)
         order = ["deployed head", "live peers (mean over peers)", "ensemble teacher",
                  "PCL-E of the temporal means (pcl_e)"]
         with plt.rc_context(STYLE):
-            fig, axes = plt.subplots(nrows, wrap, figsize=(3.6 * wrap, 3.2 * nrows), sharey=True, squeeze=False)
+            title = escape.plot(_title(table, row))
+            width = max(3.6 * wrap, 1.1 * CHAR_IN * len(title) + 0.4)  # the title fits (10 pt)
+            fig, axes = plt.subplots(nrows, wrap, figsize=(width, 3.2 * nrows), sharey=True, squeeze=False)  # sized below
             for ax, column in zip(axes.flat, columns):
                 stats = _mean_std(part[part["column"] == column])
                 _draw(ax, stats, order, emphasise="deployed head")  # one style per kind of head in every panel
                 _mark_lr_steps(ax, _milestones(table, row))
-                ax.set(title=escape.plot(table.spec.display(column)), xlabel="epoch")
+                shown = column if table.spec.heads else table.spec.display(column)
+                ax.set(title=escape.plot(shown), xlabel="epoch")
             for ax in list(axes.flat)[len(columns):]:
                 ax.remove()
             for ax in axes[:, 0]:
@@ -361,27 +406,39 @@ def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Fi
             for ax in axes.flat[:len(columns)]:
                 for handle, label in zip(*ax.get_legend_handles_labels()):
                     legend.setdefault(label, handle)
-            fig.suptitle(escape.plot(_title(table, row)))
-            _lay_out(fig, rect=(0, 0, 1, 0.8))
-            fig.legend(list(legend.values()), list(legend), title="head", loc="upper center",
-                       ncol=min(5, len(legend)), bbox_to_anchor=(0.5, 0.93), frameon=False)
-        figures.append(Figure(f"{table.stem}_heads_{row}", "heads",
+            # above the panels: the title, then the legend in as many columns as the width holds
+            entry = 0.6 + 0.9 * CHAR_IN * max(len(label) for label in legend)  # 8 pt labels, a line sample
+            ncol = max(1, min(len(legend), int((width - 0.2) // entry)))
+            top = 0.38 + LINE_IN * (1 + math.ceil(len(legend) / ncol)) + 0.1 + 0.35  # title, legend, panel titles
+            height = top + 0.55 + 2.6 * nrows + 0.8 * (nrows - 1)  # panels 2.6 in high
+            fig.set_size_inches(width, height)
+            fig.suptitle(title, y=1 - 0.08 / height, va="top")
+            fig.legend(list(legend.values()), list(legend), title="head", loc="upper center", ncol=ncol,
+                       bbox_to_anchor=(0.5, 1 - 0.38 / height), frameon=False)
+            _lay_out(fig, top=top, across=0.25)
+        yield (Figure(f"{table.stem}_heads_{row}", "heads",
                               f"{_title(table, row)}: the deployed head (thick) vs the live peers (mean over peers) "
                               f"vs the ensemble teacher over training (band: +- one std over seeds).", fig))
-    return figures
 
 
-def diversity(table: Table) -> tuple[list[Figure], str | None]:
+def heads_over_training(table: Table, notes: list[str] | None = None) -> list[Figure]:
+    """Every figure of _heads_over_training (one per backbone)."""
+    return list(_heads_over_training(table, notes))
+
+
+def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
     """Peer diversity over training (`test/diversity`: mean pairwise distance between the peers' predictions on
-    the test set) per method; ([], reason) when no run of the table logged it (never an empty figure)."""
+    the test set) per method, one figure per backbone; a line in `notes` when no run of the table logged it
+    (never an empty figure), one for the backbones whose runs logged too few epochs."""
     if table.spec.heads:
-        return [], None
+        return
     data = _curves(table, lambda run: {DIVERSITY: table.spec.display(run["column"])})
     if data.empty:
-        return [], (f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r} (methods without peers do "
-                    "not), so there is no diversity figure")
-    figures, short = [], []
-    for row, part in data.groupby("row", sort=False):
+        notes.append(f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r} (methods without peers do "
+                     "not), so there is no diversity figure")
+        return
+    short: list[str] = []
+    for row, part in data.groupby("row", sort=False, observed=True):
         if _too_short(table, row, part, "diversity", short):
             continue
         stats = _mean_std(part)
@@ -393,24 +450,40 @@ def diversity(table: Table) -> tuple[list[Figure], str | None]:
             ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)",
                    title=escape.plot(_title(table, row)))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, as in the other figures
-            ax.legend(title="method")
-            _lay_out(fig)
-        figures.append(Figure(f"{table.stem}_diversity_{row}", "diversity",
-                              f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig))
-    return figures, "; ".join(short) or None
+            ax.legend(title=table.spec.column_title)
+            _lay_out(fig, left=0.95)  # a two-line y label
+        yield Figure(f"{table.stem}_diversity_{row}", "diversity",
+                     f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig)
+    if short:
+        notes.append("; ".join(short))
+
+
+def diversity(table: Table) -> tuple[list[Figure], str | None]:
+    """Every figure of _diversity, and its lines in one (None when there are none)."""
+    notes: list[str] = []
+    figures = list(_diversity(table, notes))
+    return figures, "; ".join(notes) or None
+
+
+def iter_figures(table: Table, notes: list[str]) -> Iterator[Figure]:
+    """Every figure of one table, one at a time (each can be saved and closed before the next is drawn), and
+    in `notes` one line per figure kind that could not be drawn (and why)."""
+    _METRICS.setdefault(id(table), {})  # MongoDB curves may be there already (_prefetch)
+    try:
+        yield from _error_curves(table, notes)
+        yield from peers_plot(table)
+        yield from ablation_bars(table)
+        yield from _heads_over_training(table, notes)
+        yield from _diversity(table, notes)
+    finally:
+        _METRICS.pop(id(table), None)
 
 
 def figures_for(table: Table) -> tuple[list[Figure], list[str]]:
     """Every figure of one table, and one line per figure kind that could not be drawn (and why)."""
     notes: list[str] = []
-    _METRICS[id(table)] = {}
-    try:
-        figures = (error_curves(table, notes) + peers_plot(table) + ablation_bars(table)
-                   + heads_over_training(table, notes))
-        div, reason = diversity(table)
-    finally:
-        _METRICS.pop(id(table), None)
-    return figures + div, notes + ([reason] if reason else [])
+    figures = list(iter_figures(table, notes))
+    return figures, notes
 
 
 #: the files of a figure: a raster for screens and reports, a vector format for a paper (svg: --formats)
@@ -424,19 +497,11 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
     fig = figure.figure
-    # Each draw lays out every tick label and text again, and drawing is most of a figure's cost, so draw as
-    # little as possible: the tight layout once, then no layout engine (one left set makes every savefig draw
-    # the figure twice), the tight box once (bbox_inches="tight" would draw again for each file), PNG compressed
-    # fast (zlib level 1: a PNG in about a third less time than at level 6, files ~7 % larger).
-    with plt.rc_context(STYLE):  # ticks made while laying out get the figure's style
-        engine = fig.get_layout_engine()
-        if isinstance(engine, TightLayoutEngine):
-            engine.execute(fig)
-        fig.set_layout_engine(None)
-        box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
+    # The layout is fixed when the figure is made (_lay_out): each file is one draw, PNG compressed fast (zlib
+    # level 1: a PNG in about a third less time than at level 6, files ~7 % larger).
+    with plt.rc_context(STYLE):  # ticks made while drawing get the figure's style
         for path in paths:
-            fig.savefig(path, dpi=150, bbox_inches=box,
-                        **({"pil_kwargs": {"compress_level": 1}} if path.suffix == ".png" else {}))
+            fig.savefig(path, dpi=150, **({"pil_kwargs": {"compress_level": 1}} if path.suffix == ".png" else {}))
     return paths
 
 
@@ -451,36 +516,120 @@ def plot_workers(requested: int | None = None) -> int:
     return max(1, requested)
 
 
-#: the figures being saved by forked workers (inherited, not pickled: a matplotlib figure is large to pickle)
-_PENDING: list[tuple[Figure, str, tuple[str, ...]]] = []
+def _prefetch(table: Table) -> None:
+    """The test curves of the table's MongoDB runs, read here with one query per database and 1,000 runs (a
+    forked worker must not use this process's connections; one round trip per run was the cost on MongoDB)."""
+    runs = [r for r in _completed(table).to_dict("records")
+            if not str(r["attempt"]["record"].get("source") or "").startswith("file:")]
+    documents = metric_documents([r["attempt"]["record"] for r in runs], "test/")
+    cache = _METRICS.setdefault(id(table), {})
+    for i, run in enumerate(runs):
+        if i in documents:
+            cache[run["run_key"]] = metric_arrays(run["attempt"]["record"], "test/", documents[i])
 
 
-def _save_pending(index: int) -> list[Path]:
-    figure, out_dir, formats = _PENDING[index]
-    return save(figure, out_dir, formats)
+@dataclass
+class _Job:
+    """One table's figures to draw: what a worker process is given (inherited at fork, not pickled)."""
+
+    table: Table
+    out_dir: Path
+    formats: tuple[str, ...]
+    keep: bool
+    hashes: bool  # the files' SHA-256 for the manifest
 
 
-def _start_saving(figures: Sequence[Figure], out_dir: str | Path, formats: Sequence[str], workers: int) -> Any:
-    """Start saving one table's figures: in `workers` processes forked now (they see these figures; saving is
-    most of the time, as every format draws the whole figure again), while this process draws the next table's;
-    here and at once where fork is not available or one worker is asked for. `_finish_saving` waits."""
-    if workers <= 1 or len(figures) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return None, [save(f, out_dir, formats) for f in figures]
-    _PENDING[:] = [(f, str(out_dir), tuple(formats)) for f in figures]  # a later fork sees the next table's
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pool = multiprocessing.get_context("fork").Pool(min(workers, len(figures)))
-    return pool, pool.map_async(_save_pending, range(len(figures)), chunksize=1)
+@dataclass
+class _Done:
+    """What a table gives back: its figures and their files, notes, and per figure its files' [[name, sha256],
+    ...] for the manifest (None where not computed or a file could not be read)."""
+
+    figures: list[tuple[Figure, list[Path]]]
+    notes: list[str]
+    files: list[Any]
 
 
-def _finish_saving(started: Any) -> list[list[Path]]:
-    pool, result = started
-    if pool is None:
-        return result
+def _draw_table(job: _Job) -> _Done:
+    """One table's figures drawn and saved, each closed (unless job.keep) before the next is drawn."""
+    notes: list[str] = []
+    done, files = [], []
+    for figure in iter_figures(job.table, notes):
+        paths = save(figure, job.out_dir, job.formats)
+        files.append(figcache.file_hashes(paths) if job.hashes else None)
+        if not job.keep:
+            plt.close(figure.figure)
+            figure = Figure(figure.stem, figure.kind, figure.caption, None)
+        done.append((figure, paths))
+    return _Done(done, notes, files)
+
+
+def _work_in_child(job: _Job, conn: Any) -> None:
     try:
-        return result.get()
+        result: tuple[bool, Any] = (True, _draw_table(job))
+    except BaseException as err:  # noqa: BLE001 - given to the parent, which raises it
+        result = (False, err)
+    try:
+        conn.send(result)
+    except Exception as err:  # noqa: BLE001 - e.g. an exception that does not pickle
+        conn.send((False, RuntimeError(f"drawing {job.table.stem}: {type(err).__name__}: {err}")))
+    conn.close()
+
+
+def _cost(table: Table) -> int:
+    """A rough share of the work of a table (its completed runs, twice for the head figures): largest first."""
+    return len(_completed(table)) * (2 if table.name in HEAD_TABLES else 1) + 1
+
+
+def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
+    """Every job, in `workers` processes forked one per table, largest first (each reads its table's curves,
+    draws and saves: all of it in parallel); here, one after the other, when one worker is asked for, figures
+    are kept open, or fork is not available. The results in the order of the jobs."""
+    if workers <= 1 or len(jobs) < 2 or any(j.keep for j in jobs) \
+            or "fork" not in multiprocessing.get_all_start_methods():
+        done = []
+        for job in jobs:
+            _prefetch(job.table)
+            done.append(_draw_table(job))
+        return done
+    context = multiprocessing.get_context("fork")
+    results: list[_Done | None] = [None] * len(jobs)
+    waiting = iter(sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i].table)))
+    running: dict[Any, tuple[int, Any]] = {}
+    try:
+        while True:
+            while len(running) < workers:
+                i = next(waiting, None)
+                if i is None:
+                    break
+                _prefetch(jobs[i].table)
+                read, write = context.Pipe(duplex=False)
+                gc.freeze()  # the records stay shared with the worker: its collector does not write to their pages
+                process = context.Process(target=_work_in_child, args=(jobs[i], write), daemon=True)
+                process.start()
+                write.close()
+                _METRICS.pop(id(jobs[i].table), None)  # the worker has its own copy
+                running[read] = (i, process)
+            if not running:
+                break
+            for conn in multiprocessing.connection.wait(list(running)):
+                i, process = running.pop(conn)
+                try:
+                    ok, value = conn.recv()
+                except EOFError:
+                    ok, value = False, RuntimeError(f"the process drawing {jobs[i].table.stem} ended without a "
+                                                    f"result (exit code {process.exitcode})")
+                conn.close()
+                process.join()
+                if not ok:
+                    raise value
+                results[i] = value
     finally:
-        pool.close()
-        pool.join()
+        for conn, (_, process) in running.items():  # an error: no worker left behind
+            process.terminate()
+            process.join()
+            conn.close()
+        gc.unfreeze()
+    return [r for r in results if r is not None]
 
 
 def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = False,
@@ -488,60 +637,45 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
                  ) -> tuple[list[tuple[Figure, list[Path]]], list[str]]:
     """Draw and save every figure of the tables: ([(figure, paths)], notes); figures are closed unless keep.
 
-    The figures of each table are drawn here (they read the records) and saved by `workers` processes
-    (plot_workers(None): one per CPU) while the next table's are drawn. Nothing of the result depends on the
-    number of workers. With `reuse` (and not keep), a table whose inputs did not change since the last call
+    Each table's fingerprint is taken here; each table to draw is one job (its curves read, its figures drawn
+    and saved) in one of `workers` processes (plot_workers(None): one per CPU), the largest tables first.
+    Nothing of the result depends on the number of workers. With `reuse` (and not keep), a table whose inputs did not change since the last call
     into out_dir keeps its files (analysis.figcache): its figures come back with kept=True and no matplotlib
     figure; without it every table is drawn. Either way (not keep) the manifest remembers what was drawn."""
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")
-    workers = plot_workers(workers)
-    done: list[tuple[Figure, list[Path]]] = []
     notes: list[str] = []
     # reuse=False draws every table but still remembers what it drew (the next call may keep it)
     manifest = None if keep else figcache.Manifest.load(out_dir, notes if reuse else [])
-    pending: tuple[Any, ...] | None = None
-
-    def finish() -> None:
-        """Wait for the table being saved (if any) and take its figures: done, the manifest, closed."""
-        nonlocal pending
-        if pending is None:
-            return
-        table, key, missing, figures, started = pending
-        pending = None
-        drawn = list(zip(figures, _finish_saving(started)))
-        done.extend(drawn)
-        if manifest is not None and key is not None:
-            manifest.record(table, key, drawn, missing)
-        if not keep:
-            for figure, _ in drawn:
-                plt.close(figure.figure)
-
-    try:
-        for table in tables:
-            key = None
-            if manifest is not None:
-                key = figcache.fingerprint(table, formats, _completed(table))
-                hit = manifest.kept(table, key, formats) if reuse else None
-                if hit is not None:
-                    finish()  # the figures in table order
-                    done.extend((Figure(k.stem, k.kind, k.caption, None, kept=True), k.paths) for k in hit[0])
-                    notes += hit[1]
-                    continue
-            figures, missing = figures_for(table)
-            notes += missing
-            finish()
-            pending = (table, key, missing, figures, _start_saving(figures, out_dir, formats, workers))
-        finish()
-    finally:
-        if pending is not None and pending[-1][0] is not None:  # an error while drawing: no worker left behind
-            pending[-1][0].terminate()
-        _PENDING.clear()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    tables = list(tables)
+    keys: list[str | None] = [None] * len(tables)
+    results: list[_Done | None] = [None] * len(tables)
+    for i, table in enumerate(tables):
+        if manifest is None:
+            continue
+        keys[i] = figcache.fingerprint(table, formats, _completed(table))
+        hit = manifest.kept(table, keys[i], formats) if reuse else None
+        if hit is not None:
+            results[i] = _Done([(Figure(k.stem, k.kind, k.caption, None, kept=True), k.paths) for k in hit[0]],
+                               hit[1], [])
+    todo = [i for i, r in enumerate(results) if r is None]
+    jobs = [_Job(tables[i], Path(out_dir), tuple(formats), keep, manifest is not None) for i in todo]
+    for i, result in zip(todo, _draw_tables(jobs, plot_workers(workers))):
+        results[i] = result
+        if manifest is not None and keys[i] is not None:
+            manifest.record(tables[i], keys[i], [(f, files) for (f, _), files in zip(result.figures, result.files)],
+                            result.notes)
+    done: list[tuple[Figure, list[Path]]] = []
+    for result in results:
+        if result is not None:
+            done += result.figures
+            notes += result.notes
     if manifest is not None:
         manifest.save()
     return done, notes
 
 
 __all__ = ["DIVERSITY", "FORMATS", "Figure", "ablation_bars", "diversity", "error_curves", "figures_for",
-           "heads_over_training", "make_figures", "peers_plot", "plot_workers", "save"]
+           "heads_over_training", "iter_figures", "make_figures", "peers_plot", "plot_workers", "save"]

@@ -114,21 +114,21 @@ def _times(values: pd.Series) -> pd.Series:
 
 def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-epoch metrics of one record in long form: name, step (epoch, 1-based), value (pcl.results' reader)."""
-    parts = [(n, steps, values) for n, steps, values in
-             results._record_metrics(dict(record), None if names is None else set(names))]  # noqa: SLF001
+    parts = list(results._record_metrics(dict(record), None if names is None else set(names)))  # noqa: SLF001
     if not parts:
         return pd.DataFrame(columns=["name", "step", "value"])
     return pd.DataFrame({"name": np.concatenate([np.repeat(np.array([n], dtype=object), len(s)) for n, s, _ in parts]),
-                         "step": np.concatenate([np.asarray(s, dtype=np.int64) for _, s, _ in parts]),
-                         "value": np.concatenate([np.asarray(v, dtype=np.float64) for _, _, v in parts])})
+                         "step": np.concatenate([s for _, s, _ in parts]),
+                         "value": np.concatenate([v for _, _, v in parts])})
 
 
-def metric_arrays(record: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def metric_arrays(record: Mapping[str, Any], prefix: str = "", documents: list[Any] | None = None
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The per-epoch metrics of one record whose names start with `prefix`: name -> (steps, values) as arrays
-    (pcl.results' checked reader; a None value is NaN)."""
-    return {n: (np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
-            for n, steps, values in results._record_metrics(dict(record), None)  # noqa: SLF001
-            if n.startswith(prefix)}
+    (pcl.results' checked reader: only those series are checked, on MongoDB only those fetched; None is NaN).
+    `documents`: a MongoDB record's metric documents fetched already (pcl.results.metric_documents)."""
+    return {n: (steps, values) for n, steps, values in
+            results._record_metrics(dict(record), None, prefix, documents)}  # noqa: SLF001
 
 
 def metric_value(record: Mapping[str, Any], name: str) -> float | None:

@@ -31,6 +31,11 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+try:  # a JSON parser about 4x faster than the standard one: a store's metrics files are most of what is read
+    import orjson
+except ImportError:  # e.g. a machine with torch only: the standard parser, the same results
+    orjson = None
+
 COMPLETED = "COMPLETED"
 PREEMPTED = "PREEMPTED"
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
@@ -169,6 +174,11 @@ def read_json(folder: Path, relative: str, limit: int = MAX_FILE_BYTES) -> Any:
 
 
 def _parse_json(data: bytes, name: str) -> Any:
+    if orjson is not None:
+        try:  # strict JSON only (RFC 8259): whatever it refuses (NaN, huge integers, lone surrogates) goes below
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as err:  # half-written, damaged, not UTF-8, nested beyond reason
@@ -633,7 +643,11 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
     return frame
 
 
-def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[tuple[str, list, list]]:
+def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str = "",
+                    documents: list[Any] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, steps, values) of each metric series of one record named in `names` (None: every one) and starting
+    with `prefix`, checked (a damaged series is skipped with its line); `documents`: a MongoDB record's metric
+    documents fetched already (metric_documents)."""
     source = str(record.get("source") or "")
     if source.startswith("file:"):
         where = Path(record["path"])
@@ -646,14 +660,12 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[
         series_of = [(name, series) for name, series in (metrics or {}).items()]
         where_text = str(where / "metrics.json")
     else:
-        db = record["_db"]
-        query: dict[str, Any] = {"run_id": record["run_id"]}
-        if names is not None:
-            query["name"] = {"$in": sorted(names)}
-        series_of = [(doc.get("name"), doc) for doc in db["metrics"].find(query) if isinstance(doc, dict)]
+        if documents is None:
+            documents = _metric_documents(record, names, prefix)
+        series_of = [(doc.get("name"), doc) for doc in documents if isinstance(doc, dict)]
         where_text = f"{source} run {record.get('run_id')} metrics"
     for name, series in series_of:
-        if names is not None and name not in names:
+        if (names is not None and name not in names) or (prefix and not str(name).startswith(prefix)):
             continue
         try:
             yield (name, *_checked_series(name, series))
@@ -661,11 +673,46 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None) -> Iterator[
             skip_record(f"{where_text} {one_line(name, 80)}", err)
 
 
+def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str) -> list[dict[str, Any]]:
+    """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
+    query: dict[str, Any] = {"run_id": record["run_id"]}
+    if names is not None:
+        query["name"] = {"$in": sorted(names)}
+    elif prefix:
+        query["name"] = {"$regex": f"^{re.escape(prefix)}"}
+    return [doc for doc in record["_db"]["metrics"].find(query) if isinstance(doc, dict)]
+
+
 _PLAIN_NUMBERS = {float, int, type(None)}
 
 
-def _checked_series(name: Any, series: Any) -> tuple[list, list]:
-    """(steps, values) of one metric series: integer steps and numeric values (None -> NaN) of equal length."""
+def metric_documents(records: Sequence[dict[str, Any]], prefix: str = "", chunk: int = 1000) -> dict[int, list]:
+    """The metric documents of many MongoDB records (their series whose names start with `prefix`), one query per
+    database and `chunk` runs instead of one per run: {index in records: documents}; file-store records are left
+    out (their metrics file is read by _record_metrics)."""
+    by_db: dict[int, tuple[Any, list[int]]] = {}
+    for i, record in enumerate(records):
+        if not str(record.get("source") or "").startswith("file:") and record.get("_db") is not None:
+            by_db.setdefault(id(record["_db"]), (record["_db"], []))[1].append(i)
+    out: dict[int, list] = {}
+    for db, indices in by_db.values():
+        for start in range(0, len(indices), chunk):
+            part = indices[start:start + chunk]
+            query: dict[str, Any] = {"run_id": {"$in": [records[i]["run_id"] for i in part]}}
+            if prefix:
+                query["name"] = {"$regex": f"^{re.escape(prefix)}"}
+            found: dict[Any, list] = {}
+            for doc in db["metrics"].find(query):
+                if isinstance(doc, dict) and isinstance(doc.get("run_id"), (str, int)):
+                    found.setdefault(doc["run_id"], []).append(doc)
+            for i in part:
+                out[i] = found.get(records[i]["run_id"], [])
+    return out
+
+
+def _checked_series(name: Any, series: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric series as arrays: integer steps (int64) and numeric values (float64, None ->
+    NaN) of equal length; RecordError otherwise."""
     _check(isinstance(name, str), "the metric name", name, "a string")
     _check(isinstance(series, dict), "the series", series, "a mapping")
     steps, values = series.get("steps", []), series.get("values", [])
@@ -676,7 +723,10 @@ def _checked_series(name: Any, series: Any) -> tuple[list, list]:
                                          or all(v is None or _number(v) for v in values)), "values", values,
            "a list of numbers")
     _check(len(steps) == len(values), "steps", len(steps), f"as many as the values ({len(values)})")
-    return list(steps), [math.nan if v is None else float(v) for v in values]
+    try:  # numpy reads None as NaN in a float array
+        return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError) as err:  # a step beyond int64, a value beyond a float
+        raise RecordError(f"the series {one_line(name, 60)} holds a number out of range ({err})") from None
 
 
 __all__ = ["completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",
