@@ -74,7 +74,7 @@ def add_figure_options(p: argparse.ArgumentParser, formats: Sequence[str]) -> No
     p.add_argument("--formats", nargs="+", default=list(formats), choices=("png", "pdf", "svg"), metavar="FMT",
                    help=f"files of each figure: png, pdf, svg (default: {' '.join(formats)})")
     p.add_argument("--workers", type=_positive, default=None, metavar="N",
-                   help="processes that save figures (default: $PCL_PLOT_WORKERS, else one per CPU)")
+                   help="processes that draw figures, a table each (default: $PCL_PLOT_WORKERS, else one per CPU)")
     p.add_argument("--redraw", action="store_true",
                    help="draw every figure again (default: a table whose records, code and formats did not change "
                         "since the last call into the same folder keeps its files)")

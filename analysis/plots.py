@@ -5,9 +5,11 @@ training, and the peers' diversity over training (metric `test/diversity`, drawn
 
 Made to be printed: display names, a colour-blind-safe palette with a marker and line style per series, shared axes
 where panels are compared, the deployed head drawn thick, no empty figure (a note says why one is missing). The
-mean and std over seeds are one pandas groupby (seaborn's per-point aggregation dominated the time).
+mean and std over seeds are one pandas groupby (seaborn's per-point aggregation dominated the time); each figure
+kind lays itself out (_lay_out) instead of being measured.
 
-Every function returns matplotlib Figures (the caller saves and closes them); `make_figures` does both.
+Every function returns matplotlib Figures (the caller saves and closes them); `make_figures` does both, a table
+per worker process.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from pcl.results import metric_documents  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
 
 DIVERSITY = "test/diversity"
+#: the metrics the figures draw (names starting with these): each head's test error and the peers' diversity
+DRAWN = ("test/top1_err/", DIVERSITY)
 ERR_LABEL = "test top-1 error (%)"
 HEAD_TABLES = ("table2", "imagenet", "ablations.deployed_head")
 _LIVE_PEER = re.compile(r"^(peer|net|branch)\d+$")
@@ -90,40 +94,45 @@ def _completed(table: Table) -> pd.DataFrame:
     return runs.drop_duplicates(["run_key", "column"]) if not table.spec.heads else runs.drop_duplicates("run_key")
 
 
-def _curves(table: Table, names_of: Any) -> pd.DataFrame:
-    """Long frame of per-epoch metrics of the table's completed runs: row, column, seed, run_key, series, epoch,
-    value (finite values only); `names_of(run)` gives {metric name: series label} for a run. Per point only
-    numbers: the labels and the run's facts are categorical (a CIFAR table of 3,000 runs has millions of points)."""
+def _rows(table: Table, names_of: Any) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(row, _curves of its runs) per backbone with something to draw, in table order: one backbone's points in
+    memory at a time (a CIFAR table of 3,000 runs has millions)."""
+    for row, runs in _completed(table).groupby("row", sort=False):
+        part = _curves(table, names_of, runs)
+        if not part.empty:
+            yield row, part
+
+
+def _curves(table: Table, names_of: Any, runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of per-epoch metrics of completed runs of the table: row, column, seed, run_key, series, epoch,
+    value (finite values only); `names_of(run)` gives {metric name: series label} for a run, and the series of
+    a run with the same label (its live peers) are averaged per epoch. Per point only numbers: the labels and the
+    run's facts are categorical (a CIFAR table of 3,000 runs has millions of points)."""
     series_codes: dict[str, int] = {}
     codes, steps, values, owners = [], [], [], []
     facts: list[tuple[Any, Any, Any, Any]] = []
-    for run in _completed(table).to_dict("records"):
-        wanted = names_of(run)
-        if not wanted:
-            continue
-        metrics = _test_metrics(table, run)
-        for name, label in wanted.items():
-            if name not in metrics:
-                continue
-            epoch, value = metrics[name]
-            keep = ~np.isnan(value)
-            n = int(keep.sum())
-            if n:
-                codes.append(np.full(n, series_codes.setdefault(escape.plot(label), len(series_codes)), np.int32))
-                steps.append(epoch[keep])
-                values.append(value[keep])
-                owners.append(np.full(n, len(facts), np.int32))
-        if len(owners) and owners[-1][0] == len(facts):
+    for run in runs.to_dict("records"):
+        metrics = _test_metrics(table, run) if names_of(run) else {}
+        by_label: dict[str, list[tuple[Any, Any]]] = {}
+        for name, label in names_of(run).items():
+            if name in metrics:
+                by_label.setdefault(escape.plot(label), []).append(metrics[name])
+        drawn = False
+        for label, parts in by_label.items():
+            epoch, value = _average(parts)
+            if len(epoch):
+                codes.append(np.full(len(epoch), series_codes.setdefault(label, len(series_codes)), np.int32))
+                steps.append(epoch)
+                values.append(value)
+                owners.append(np.full(len(epoch), len(facts), np.int32))
+                drawn = True
+        if drawn:
             facts.append((run["row"], run["column"], run["seed"], run["run_key"]))
     if not owners:
         return pd.DataFrame(columns=["series", "epoch", "value", "row", "column", "seed", "run_key"])
-    # one groupby for every run (e.g. the mean of a run's live peers), not one per run
-    data = pd.DataFrame({"_run": np.concatenate(owners), "_series": np.concatenate(codes),
-                         "epoch": np.concatenate(steps), "value": np.concatenate(values)})
-    data = data.groupby(["_run", "_series", "epoch"], as_index=False, sort=True)["value"].mean()
-    run = data["_run"].to_numpy()
-    out = pd.DataFrame({"series": pd.Categorical.from_codes(data["_series"].to_numpy(), list(series_codes)),
-                        "epoch": data["epoch"].to_numpy(), "value": data["value"].to_numpy()})
+    run = np.concatenate(owners)
+    out = pd.DataFrame({"series": pd.Categorical.from_codes(np.concatenate(codes), list(series_codes)),
+                        "epoch": np.concatenate(steps), "value": np.concatenate(values)})
     for i, column in enumerate(("row", "column", "seed", "run_key")):
         per_run = pd.Series([f[i] for f in facts])  # inferred dtypes (seed: integers)
         if per_run.dtype == object:
@@ -134,7 +143,28 @@ def _curves(table: Table, names_of: Any) -> pd.DataFrame:
     return out
 
 
-#: id(table) -> run_key -> the run's test/* series (name -> (epochs, values) arrays): each metrics file read once
+def _average(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """The per-epoch mean of one run's series (epochs, values) over its finite values, sorted by epoch, epochs
+    without any finite value left out (the mean of a run's live peers; one series: itself without NaN)."""
+    if len(parts) == 1 or all(np.array_equal(parts[0][0], e) for e, _ in parts[1:]):
+        epoch = parts[0][0]
+        stacked = np.vstack([v for _, v in parts])
+        finite = ~np.isnan(stacked)
+        count = finite.sum(axis=0)
+        value = np.where(finite, stacked, 0.0).sum(axis=0) / np.maximum(count, 1)
+        keep = count > 0
+        epoch, value = epoch[keep], value[keep]
+        if len(epoch) > 1 and not (np.diff(epoch) > 0).all():  # a series logged out of order or twice
+            frame = pd.DataFrame({"epoch": epoch, "value": value}).groupby("epoch", sort=True)["value"].mean()
+            return frame.index.to_numpy(), frame.to_numpy()
+        return epoch, value
+    frame = pd.DataFrame({"epoch": np.concatenate([e for e, _ in parts]),
+                          "value": np.concatenate([v for _, v in parts])}).dropna()
+    frame = frame.groupby("epoch", sort=True)["value"].mean()
+    return frame.index.to_numpy(), frame.to_numpy()
+
+
+#: id(table) -> run_key -> the run's DRAWN series (name -> (epochs, values) arrays): each metrics file read once
 #: per table, for every figure kind (curves, heads, diversity), dropped when the table's figures are done
 _METRICS: dict[int, dict[str, dict[str, tuple[Any, Any]]]] = {}
 
@@ -144,7 +174,7 @@ def _test_metrics(table: Table, run: dict[str, Any]) -> dict[str, tuple[Any, Any
     cache = _METRICS.get(id(table))
     if cache is not None and run["run_key"] in cache:
         return cache[run["run_key"]]
-    series = metric_arrays(run["attempt"]["record"], "test/")
+    series = metric_arrays(run["attempt"]["record"], DRAWN)
     if cache is not None:
         cache[run["run_key"]] = series
     return series
@@ -235,8 +265,7 @@ def _error_curves(table: Table, notes: list[str] | None = None) -> Iterator[Figu
         names = {f"test/top1_err/{head}": label} if head else {}
         return names if table.head else {**names, "test/top1_err/deployed": label}  # the same curve, if logged
 
-    data = _curves(table, names_of)
-    for row, part in data.groupby("row", sort=False, observed=True):
+    for row, part in _rows(table, names_of):
         if _too_short(table, row, part, "curve", notes):
             continue
         stats = _mean_std(part)
@@ -310,15 +339,19 @@ def ablation_bars(table: Table) -> list[Figure]:
                           + ("?" if math.isnan(ours) else f"{ours:+.2f}"))
     # room below the axis for the tick labels (rotated 20 degrees) and the paper's differences (7 pt lines)
     width = max(6.0, 1.2 * len(columns) + 2)
+    reach = [CHAR_IN * len(label) * math.cos(math.radians(20)) + 0.15 for label in labels]
+    for _ in range(3):  # label j ends at its tick, 0.6 + j of the len + 0.2 columns into the axis, and reaches
+        # left: the axis starts where the longest reach ends (solved for `left`, the axis being width - left - 0.2)
+        share = [(0.6 + j) / (len(columns) + 0.2) for j in range(len(columns))]
+        left = max([0.75] + [(r - s * (width - 0.2)) / (1 - s) for r, s in zip(reach, share)])
+        if left <= 0.45 * width:
+            break
+        width = left + 0.55 * width  # a wider figure: the labels fit beside a readable axis
     longest = CHAR_IN * max(len(label) for label in labels)
     note = textwrap.fill(escape.plot("; ".join(deltas), limit=400), int((width - 0.3) / (0.8 * CHAR_IN))) \
         if deltas else ""
     note_h = (0.8 * LINE_IN * (note.count("\n") + 1) + 0.15) if note else 0.0
     bottom = 0.35 + longest * math.sin(math.radians(20)) + note_h
-    # label j ends at its tick (0.6 + j columns from the axis, of len + 0.2 in the axis' width) and reaches left
-    column_w = (width - 1.0) / (len(columns) + 0.2)
-    left = max([0.75] + [CHAR_IN * len(label) * math.cos(math.radians(20)) - (0.6 + j) * column_w + 0.15
-                         for j, label in enumerate(labels)])
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(width, 3.6 + bottom))
         offset = 0.12
@@ -376,8 +409,7 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
         kinds = {h: _head_kind(h, run.get("deployed_head")) for h in heads}
         return {f"test/top1_err/{h}": k for h, k in kinds.items() if k} if len(heads) > 1 else {}
 
-    data = _curves(table, names_of)
-    for row, part in data.groupby("row", sort=False, observed=True):
+    for row, part in _rows(table, names_of):
         if _too_short(table, row, part, "heads", notes):
             continue
         if table.spec.heads:  # the columns are heads of the same runs: a panel per method, named by it
@@ -432,13 +464,10 @@ def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
     (never an empty figure), one for the backbones whose runs logged too few epochs."""
     if table.spec.heads:
         return
-    data = _curves(table, lambda run: {DIVERSITY: table.spec.display(run["column"])})
-    if data.empty:
-        notes.append(f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r} (methods without peers do "
-                     "not), so there is no diversity figure")
-        return
     short: list[str] = []
-    for row, part in data.groupby("row", sort=False, observed=True):
+    logged = False
+    for row, part in _rows(table, lambda run: {DIVERSITY: table.spec.display(run["column"])}):
+        logged = True
         if _too_short(table, row, part, "diversity", short):
             continue
         stats = _mean_std(part)
@@ -454,7 +483,10 @@ def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
             _lay_out(fig, left=0.95)  # a two-line y label
         yield Figure(f"{table.stem}_diversity_{row}", "diversity",
                      f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig)
-    if short:
+    if not logged:
+        notes.append(f"{table.name} ({table.dataset}): no run logged {DIVERSITY!r} (methods without peers do "
+                     "not), so there is no diversity figure")
+    elif short:
         notes.append("; ".join(short))
 
 
@@ -506,7 +538,8 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
 
 
 def plot_workers(requested: int | None = None) -> int:
-    """Processes that save figures: --workers, else $PCL_PLOT_WORKERS, else the CPUs this process may use."""
+    """Processes that draw figures (a table each): --workers, else $PCL_PLOT_WORKERS, else the CPUs this process
+    may use."""
     if requested is None:
         env = os.environ.get("PCL_PLOT_WORKERS", "")
         if env.isdigit() and int(env) > 0:
@@ -517,15 +550,15 @@ def plot_workers(requested: int | None = None) -> int:
 
 
 def _prefetch(table: Table) -> None:
-    """The test curves of the table's MongoDB runs, read here with one query per database and 1,000 runs (a
-    forked worker must not use this process's connections; one round trip per run was the cost on MongoDB)."""
+    """The test curves of the table's MongoDB runs, read here (a forked worker must not use this process's
+    connections) with one query per 25 runs: fewer round trips, and a server matches a short `$in` list fast."""
     runs = [r for r in _completed(table).to_dict("records")
             if not str(r["attempt"]["record"].get("source") or "").startswith("file:")]
-    documents = metric_documents([r["attempt"]["record"] for r in runs], "test/")
+    documents = metric_documents([r["attempt"]["record"] for r in runs], DRAWN)
     cache = _METRICS.setdefault(id(table), {})
     for i, run in enumerate(runs):
         if i in documents:
-            cache[run["run_key"]] = metric_arrays(run["attempt"]["record"], "test/", documents[i])
+            cache[run["run_key"]] = metric_arrays(run["attempt"]["record"], DRAWN, documents[i])
 
 
 @dataclass
@@ -594,14 +627,20 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
     context = multiprocessing.get_context("fork")
     results: list[_Done | None] = [None] * len(jobs)
     waiting = iter(sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i].table)))
+
+    def fetch_next() -> int | None:
+        """The next job, its MongoDB curves fetched (while the workers draw the ones before it)."""
+        i = next(waiting, None)
+        if i is not None:
+            _prefetch(jobs[i].table)
+        return i
+
     running: dict[Any, tuple[int, Any]] = {}
+    upcoming = fetch_next()
     try:
         while True:
-            while len(running) < workers:
-                i = next(waiting, None)
-                if i is None:
-                    break
-                _prefetch(jobs[i].table)
+            while len(running) < workers and upcoming is not None:
+                i = upcoming
                 read, write = context.Pipe(duplex=False)
                 gc.freeze()  # the records stay shared with the worker: its collector does not write to their pages
                 process = context.Process(target=_work_in_child, args=(jobs[i], write), daemon=True)
@@ -609,6 +648,7 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
                 write.close()
                 _METRICS.pop(id(jobs[i].table), None)  # the worker has its own copy
                 running[read] = (i, process)
+                upcoming = fetch_next()
             if not running:
                 break
             for conn in multiprocessing.connection.wait(list(running)):

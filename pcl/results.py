@@ -158,8 +158,10 @@ def read_file(folder: Path, relative: Any, limit: int = MAX_FILE_BYTES) -> bytes
             raise RecordError(f"{path} is not a regular file")
         if info.st_size > limit:
             raise RecordError(f"{path} holds {info.st_size} bytes, more than {limit}")
-        try:
-            data = f.read(limit + 1)
+        try:  # its size and one byte more (a file that grew is caught), not a buffer of `limit` bytes per file
+            data = f.read(min(info.st_size, limit) + 1)
+            if len(data) > info.st_size:
+                data += f.read(limit + 1 - len(data))
         except OSError as err:
             raise RecordError(f"{path}: {err.strerror or err}") from None
     if len(data) > limit:
@@ -175,7 +177,9 @@ def read_json(folder: Path, relative: str, limit: int = MAX_FILE_BYTES) -> Any:
 
 def _parse_json(data: bytes, name: str) -> Any:
     if orjson is not None:
-        try:  # strict JSON only (RFC 8259): whatever it refuses (NaN, huge integers, lone surrogates) goes below
+        # strict JSON only (RFC 8259): what it refuses (NaN, Infinity, lone surrogates, numbers beyond a float)
+        # goes to the standard parser; the one difference is that an integer beyond 64 bits comes as a float
+        try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
@@ -643,10 +647,10 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
     return frame
 
 
-def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str = "",
+def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...] = "",
                     documents: list[Any] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, steps, values) of each metric series of one record named in `names` (None: every one) and starting
-    with `prefix`, checked (a damaged series is skipped with its line); `documents`: a MongoDB record's metric
+    with `prefix` (or one of several), checked (a damaged series is skipped with its line); `documents`: a MongoDB record's metric
     documents fetched already (metric_documents)."""
     source = str(record.get("source") or "")
     if source.startswith("file:"):
@@ -673,20 +677,28 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
             skip_record(f"{where_text} {one_line(name, 80)}", err)
 
 
-def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str) -> list[dict[str, Any]]:
+def _name_query(prefix: str | tuple[str, ...]) -> dict[str, Any]:
+    """A MongoDB filter on metric names starting with `prefix` (or one of several)."""
+    prefixes = (prefix,) if isinstance(prefix, str) else prefix
+    return {"$regex": "^(?:" + "|".join(re.escape(p) for p in prefixes) + ")"}
+
+
+def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...]
+                      ) -> list[dict[str, Any]]:
     """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
     query: dict[str, Any] = {"run_id": record["run_id"]}
     if names is not None:
         query["name"] = {"$in": sorted(names)}
     elif prefix:
-        query["name"] = {"$regex": f"^{re.escape(prefix)}"}
+        query["name"] = _name_query(prefix)
     return [doc for doc in record["_db"]["metrics"].find(query) if isinstance(doc, dict)]
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
 
 
-def metric_documents(records: Sequence[dict[str, Any]], prefix: str = "", chunk: int = 1000) -> dict[int, list]:
+def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str, ...] = "", chunk: int = 25
+                     ) -> dict[int, list]:
     """The metric documents of many MongoDB records (their series whose names start with `prefix`), one query per
     database and `chunk` runs instead of one per run: {index in records: documents}; file-store records are left
     out (their metrics file is read by _record_metrics)."""
@@ -700,7 +712,7 @@ def metric_documents(records: Sequence[dict[str, Any]], prefix: str = "", chunk:
             part = indices[start:start + chunk]
             query: dict[str, Any] = {"run_id": {"$in": [records[i]["run_id"] for i in part]}}
             if prefix:
-                query["name"] = {"$regex": f"^{re.escape(prefix)}"}
+                query["name"] = _name_query(prefix)
             found: dict[Any, list] = {}
             for doc in db["metrics"].find(query):
                 if isinstance(doc, dict) and isinstance(doc.get("run_id"), (str, int)):

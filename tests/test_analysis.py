@@ -230,6 +230,22 @@ def test_the_same_table_from_mongodb_and_from_its_file_copy(study):
     assert curves["step"].tolist() == [1, 2]
 
 
+def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path):
+    """MongoDB curves are fetched by the parent in one query per database (a forked worker must not use its
+    connections) and drawn by the workers: the same PNG bytes as from the file copy, also from one process."""
+    from analysis import plots
+
+    plan = [r for r in study["plan_t2"] if r["method"] == "pcl" and r["seed"] == 0]
+    drawn = {}
+    for name, store, workers in (("mongo", study["mongo"], 2), ("files", study["mongo_copy"], 2),
+                                 ("mongo-here", study["mongo"], 1)):
+        table = tables.build_table("table2", plan, runs.read_attempts([store]), stores=name)
+        other = tables.build_table("two_stage", plan, runs.read_attempts([store]), stores=name)  # a second job
+        done, _ = plots.make_figures([table, other], tmp_path / name, formats=["png"], workers=workers)
+        drawn[name] = {paths[0].name: paths[0].read_bytes() for _, paths in done}
+    assert drawn["mongo"] and drawn["mongo"] == drawn["files"] == drawn["mongo-here"]
+
+
 @pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mongo-down",
                                   "bad-set", "unknown-key", "bad-backbone"])
 def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):

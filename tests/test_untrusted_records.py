@@ -13,6 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import render, runs, tables
@@ -150,6 +151,21 @@ def test_text_metric_values_are_named_and_the_table_and_plots_are_made(tmp_path,
     assert done
     err = capsys.readouterr().err
     assert len(warnings_naming(err, store / "1" / "metrics.json")) == 1, err
+
+
+def test_a_metric_step_beyond_64_bits_is_named_and_the_other_series_read(tmp_path, capsys):
+    """Series are read as int64/float64 arrays: a step no array holds is a damaged series (one line), not a crash."""
+    store = tmp_path / "results"
+    files = good_files("a", 1)
+    files["metrics.json"]["test/top1_err/deployed"]["steps"] = [1, 2 ** 70]
+    files["metrics.json"]["test/other"] = {"steps": [1, 2], "values": [None, 3]}
+    write_record(store, 1, files)
+    (record,) = list(results.iter_records(store))
+    series = runs.metric_arrays(record, "test/")
+    assert "test/top1_err/deployed" not in series
+    steps, values = series["test/other"]
+    assert steps.dtype == np.int64 and steps.tolist() == [1, 2] and np.isnan(values[0]) and values[1] == 3.0
+    assert len(warnings_naming(capsys.readouterr().err, store / "1" / "metrics.json")) == 1
 
 
 def test_nan_result_is_a_diverged_run_not_a_missing_head(tmp_path):
@@ -579,3 +595,41 @@ def test_upload_survives_every_record(mongo_session_server, changes, sources):
                  if line == str(random_dir)] + [line for line in report.unreadable
                                                 if line.startswith(f"{random_dir}:")]
         assert len(where) == 1, report  # a folder without run.json yet: a run starting (skipped_running)
+
+
+def _wide_ints_as_floats(value):
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 64:
+        try:
+            return float(value)
+        except OverflowError:  # beyond a float: orjson refuses it, the standard parser reads the integer
+            return value
+    return value
+
+
+@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")) * 5, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(value=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20), indent=st.sampled_from([None, 1]), ascii_only=st.booleans())
+def test_the_fast_json_parser_reads_what_the_standard_one_reads(value, indent, ascii_only):
+    """Records are parsed with orjson where it is installed; what it refuses (NaN, Infinity, lone surrogates) the
+    standard parser reads: the same objects either way (an integer beyond 64 bits comes as a float, as orjson
+    reads it), and text that is not JSON is a RecordError."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    try:
+        expected = json.loads(text)
+    except ValueError:  # e.g. a lone surrogate written as raw bytes: not UTF-8
+        with pytest.raises(results.RecordError):
+            results._parse_json(text, "x.json")
+        return
+    if results.orjson is not None:
+        expected = _wide_ints_as_floats(expected)
+    parsed = results._parse_json(text, "x.json")
+    assert json.dumps(parsed, sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN == NaN here
+    with pytest.raises(results.RecordError):
+        results._parse_json(text + b"{", "x.json")
