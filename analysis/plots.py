@@ -19,7 +19,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
-import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -29,6 +29,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.font_manager import FontProperties, findfont, get_font  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -71,8 +72,62 @@ def _style(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[i % len(LINESTYLES)]}
 
 
-#: inches per character of a label at 9 pt (DejaVu Sans averages a little over half an em), and per line
-CHAR_IN, LINE_IN = 0.07, 0.17
+#: inches per line of 9 pt text (10 pt titles: TITLE_IN)
+LINE_IN, TITLE_IN = 0.17, 0.19
+
+
+def _width(text: str, size: float = 9.0) -> float:
+    """Inches of the widest line of `text` at `size` points in the figures' font (FreeType's metrics, as the
+    Agg renderer lays it out; 5 % added for what the drawn box adds)."""
+    font = get_font(findfont(FontProperties(size=size)))
+    font.set_size(size, 72)
+    widths = []
+    with warnings.catch_warnings():  # a glyph the font lacks: drawing the label warns, measuring it need not
+        warnings.simplefilter("ignore", UserWarning)
+        for line in str(text).split("\n") or [""]:
+            font.set_text(line, 0.0)
+            widths.append(font.get_width_height()[0] / 64 / 72)
+    return 1.05 * max(widths)
+
+
+def _wrap(text: str, inches: float, size: float = 9.0) -> str:
+    """`text` broken at spaces into lines at most `inches` wide (measured; a word wider than a line is cut)."""
+    lines: list[str] = []
+    for word in str(text).split(" "):
+        pieces = []
+        while len(word) > 1 and _width(word, size) > inches:
+            cut = max(1, int(len(word) * inches / _width(word, size)))
+            while cut > 1 and (_width(word[:cut], size) > inches or word[cut - 1] == "\\"):  # not inside "\$"
+                cut -= 1
+            pieces.append(word[:cut])
+            word = word[cut:]
+        pieces.append(word)
+        if lines and not pieces[:-1] and _width(f"{lines[-1]} {word}", size) <= inches:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines += pieces
+    return "\n".join(lines)
+
+
+def _shorten(text: str, inches: float, size: float = 9.0) -> str:
+    """`text` on one line, cut to at most `inches` with an ellipsis (legend entries stay one line each)."""
+    if _width(text, size) <= inches:
+        return text
+    n = max(1, int(len(text) * inches / _width(text, size)))
+    while n > 1 and (_width(text[:n] + "…", size) > inches or text[n - 1] == "\\"):  # not inside "\$"
+        n -= 1
+    return text[:n] + "…"
+
+
+def _lines(text: str) -> int:
+    return str(text).count("\n") + 1
+
+
+def _set_title(ax: Any, text: str, inches: float) -> int:
+    """The axes' title (10 pt) wrapped to `inches`: its number of lines (the room _lay_out leaves above)."""
+    wrapped = _wrap(text, inches, 10.0)
+    ax.set_title(wrapped)
+    return _lines(wrapped)
 
 
 def _lay_out(fig: Any, *, left: float = 0.75, right: float = 0.2, bottom: float = 0.55, top: float = 0.4,
@@ -144,23 +199,18 @@ def _curves(table: Table, names_of: Any, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _average(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
-    """The per-epoch mean of one run's series (epochs, values) over its finite values, sorted by epoch, epochs
-    without any finite value left out (the mean of a run's live peers; one series: itself without NaN)."""
-    if len(parts) == 1 or all(np.array_equal(parts[0][0], e) for e, _ in parts[1:]):
-        epoch = parts[0][0]
-        stacked = np.vstack([v for _, v in parts])
-        finite = ~np.isnan(stacked)
+    """The per-epoch mean of one run's series (epochs, values) over their finite values, by epoch, epochs without
+    any finite value left out (the mean of a run's live peers; one series: itself without NaN or inf)."""
+    epoch = parts[0][0]
+    if (len(epoch) < 2 or (np.diff(epoch) > 0).all()) and all(np.array_equal(epoch, e) for e, _ in parts[1:]):
+        stacked = np.vstack([v for _, v in parts])  # the common case: the same increasing epochs in each
+        finite = np.isfinite(stacked)
         count = finite.sum(axis=0)
         value = np.where(finite, stacked, 0.0).sum(axis=0) / np.maximum(count, 1)
-        keep = count > 0
-        epoch, value = epoch[keep], value[keep]
-        if len(epoch) > 1 and not (np.diff(epoch) > 0).all():  # a series logged out of order or twice
-            frame = pd.DataFrame({"epoch": epoch, "value": value}).groupby("epoch", sort=True)["value"].mean()
-            return frame.index.to_numpy(), frame.to_numpy()
-        return epoch, value
+        return epoch[count > 0], value[count > 0]
     frame = pd.DataFrame({"epoch": np.concatenate([e for e, _ in parts]),
-                          "value": np.concatenate([v for _, v in parts])}).dropna()
-    frame = frame.groupby("epoch", sort=True)["value"].mean()
+                          "value": np.concatenate([v for _, v in parts])})
+    frame = frame[np.isfinite(frame["value"])].groupby("epoch", sort=True)["value"].mean()
     return frame.index.to_numpy(), frame.to_numpy()
 
 
@@ -192,24 +242,27 @@ def _draw(ax: Any, stats: pd.DataFrame, order: list[str], emphasise: str | None 
             continue
         style = _style(i)
         strong = name == emphasise
-        ax.plot(s["epoch"], s["mean"], label=name, linewidth=2.6 if strong else 1.4, markersize=4,
+        ax.plot(s["epoch"], s["mean"], label=_shorten(name, 2.6, 8.0), linewidth=2.6 if strong else 1.4, markersize=4,
                 markevery=max(1, len(s) // 8), zorder=4 if strong else 3, **style)
         if s["std"].notna().any():
             ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
                             color=style["color"], alpha=0.15, linewidth=0)
 
 
-def _zoom(ax: Any, stats: pd.DataFrame, order: list[str], emphasise: str | None = None) -> None:
-    """The last epochs of the same curves, with a y-range fitted to them: the final gaps between methods."""
+def _zoom(ax: Any, stats: pd.DataFrame, order: list[str], inches: float) -> int:
+    """The last epochs of the same curves, with a y-range fitted to them: the final gaps between methods; its
+    title's number of lines (wrapped to `inches`)."""
     last = stats["epoch"].max()
     first = max(stats["epoch"].min(), last - max(1, round(ZOOM_SHARE * last)))
     window = stats[stats["epoch"] >= first]
-    _draw(ax, window, order, emphasise)
+    _draw(ax, window, order)
     low, high = window["mean"].min(), window["mean"].max()  # fitted to the means: the gaps, not the bands
     pad = max(0.25, 0.3 * (high - low))
-    ax.set(xlim=(first, last), ylim=(low - pad, high + pad), xlabel="epoch",
-           title=f"last epochs ({first}-{last}), means enlarged")
+    if math.isfinite(low - pad) and math.isfinite(high + pad):  # values near a float's range: autoscaled
+        ax.set_ylim(low - pad, high + pad)
+    ax.set(xlim=(first, last), xlabel="epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _set_title(ax, f"last epochs ({first}-{last}), means enlarged", inches)
 
 
 def _milestones(table: Table, row: str) -> list[int]:
@@ -277,10 +330,10 @@ def _error_curves(table: Table, notes: list[str] | None = None) -> Iterator[Figu
             _mark_lr_steps(ax, _milestones(table, row))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             head = f"head {table.head}" if table.head else "deployed head"
-            ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"), title=escape.plot(_title(table, row)))
-            _zoom(zoom, stats, order)
-            ax.legend(title=table.spec.column_title)
-            _lay_out(fig)
+            ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"))
+            lines = max(_set_title(ax, escape.plot(_title(table, row)), 5.0), _zoom(zoom, stats, order, 3.3))
+            ax.legend(title=_shorten(table.spec.column_title, 2.6, 8.0))
+            _lay_out(fig, top=0.2 + TITLE_IN * lines)  # panels 5.1 and 3.4 in wide
         yield (Figure(f"{table.stem}_curves_{row}", "curves",
                               f"{_title(table, row)}: test error of the {head} over training (line: mean over "
                               f"seeds, band: +- one std; dotted: LR steps; right: the last epochs enlarged).", fig))
@@ -306,12 +359,12 @@ def peers_plot(table: Table) -> list[Figure]:
             style = _style(i)
             ax.errorbar(part["m"], part["mean"], yerr=part["std"].fillna(0), capsize=4, color=style["color"],
                         marker=style["marker"], linestyle=style["linestyle"],
-                        label=escape.plot(BACKBONE_NAMES.get(row, row)))
-        ax.set(xlabel="number of peers m", ylabel=ERR_LABEL,
-               title=escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"))
+                        label=_shorten(escape.plot(BACKBONE_NAMES.get(row, row)), 2.6, 8.0))
+        ax.set(xlabel="number of peers m", ylabel=ERR_LABEL)
+        lines = _set_title(ax, escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"), 5.0)
         ax.set_xticks(sorted(cells["m"].unique()))
         ax.legend(title="backbone")
-        _lay_out(fig)
+        _lay_out(fig, top=0.2 + TITLE_IN * lines)
     return [Figure(f"{table.stem}_peers", "peers",
                    "Top-1 error of the deployed model vs the number of peers m (mean +- std over seeds).", fig)]
 
@@ -328,7 +381,7 @@ def ablation_bars(table: Table) -> list[Figure]:
         return []
     columns = list(dict.fromkeys(table.cells["column"]))
     rows = list(dict.fromkeys(cells["row"]))
-    labels = [escape.plot(table.spec.display(c)) for c in columns]
+    labels = [_wrap(escape.plot(table.spec.display(c)), 2.5) for c in columns]  # tick labels: 2.5 in at most
     deltas = []
     for row in rows:
         means = cells[cells["row"] == row].set_index("column")["mean"]
@@ -337,9 +390,10 @@ def ablation_bars(table: Table) -> list[Figure]:
             deltas.append(f"{table.spec.display(d.column)} vs {table.spec.display(d.reference)} "
                           f"({BACKBONE_NAMES.get(row, row)}): paper ({d.confidence}) {d.delta_err:+.1f}, ours "
                           + ("?" if math.isnan(ours) else f"{ours:+.2f}"))
-    # room below the axis for the tick labels (rotated 20 degrees) and the paper's differences (7 pt lines)
+    # room below the axis for the tick labels (rotated 20 degrees, measured) and the paper's differences (7 pt)
+    sin, cos = math.sin(math.radians(20)), math.cos(math.radians(20))
     width = max(6.0, 1.2 * len(columns) + 2)
-    reach = [CHAR_IN * len(label) * math.cos(math.radians(20)) + 0.15 for label in labels]
+    reach = [_width(label) * cos + LINE_IN * (_lines(label) - 1) * sin + 0.15 for label in labels]
     for _ in range(3):  # label j ends at its tick, 0.6 + j of the len + 0.2 columns into the axis, and reaches
         # left: the axis starts where the longest reach ends (solved for `left`, the axis being width - left - 0.2)
         share = [(0.6 + j) / (len(columns) + 0.2) for j in range(len(columns))]
@@ -347,11 +401,12 @@ def ablation_bars(table: Table) -> list[Figure]:
         if left <= 0.45 * width:
             break
         width = left + 0.55 * width  # a wider figure: the labels fit beside a readable axis
-    longest = CHAR_IN * max(len(label) for label in labels)
-    note = textwrap.fill(escape.plot("; ".join(deltas), limit=400), int((width - 0.3) / (0.8 * CHAR_IN))) \
-        if deltas else ""
-    note_h = (0.8 * LINE_IN * (note.count("\n") + 1) + 0.15) if note else 0.0
-    bottom = 0.35 + longest * math.sin(math.radians(20)) + note_h
+    drop = max(_width(label) * sin + LINE_IN * _lines(label) * cos for label in labels)
+    note = _wrap(escape.plot("; ".join(deltas), limit=400), width - 0.3, 7.0) if deltas else ""
+    note_h = (0.8 * LINE_IN * _lines(note) + 0.15) if note else 0.0
+    title = _wrap(escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"),
+                  width - left - 0.2, 10.0)
+    bottom = 0.3 + drop + note_h
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(width, 3.6 + bottom))
         offset = 0.12
@@ -361,23 +416,23 @@ def ablation_bars(table: Table) -> list[Figure]:
             style = _style(i)
             ax.errorbar(xs, part["mean"], yerr=part["std"].fillna(0), capsize=4, linestyle="none",
                         marker=style["marker"], color=style["color"], markersize=6,
-                        label=escape.plot(BACKBONE_NAMES.get(row, row)))
+                        label=_shorten(escape.plot(BACKBONE_NAMES.get(row, row)), 2.6, 8.0))
         low = (cells["mean"] - cells["std"].fillna(0)).min()
         high = (cells["mean"] + cells["std"].fillna(0)).max()
         pad = max(0.2, 0.15 * (high - low))
-        ax.set_ylim(low - pad, high + pad)
+        if math.isfinite(low - pad) and math.isfinite(high + pad):  # values near a float's range: autoscaled
+            ax.set_ylim(low - pad, high + pad)
         for j, c in enumerate(columns):
             if c not in set(cells["column"]):
                 ax.text(j, low, "no runs", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
         ax.set_xticks(range(len(columns)))
         ax.set_xticklabels(labels, rotation=20, ha="right")
         ax.set_xlim(-0.6, len(columns) - 0.4)
-        ax.set(ylabel=ERR_LABEL,
-               title=escape.plot(f"{_what(table)}, {DATASET_NAMES.get(table.dataset, table.dataset)}"))
+        ax.set(ylabel=ERR_LABEL, title=title)
         ax.legend(title="backbone")
         if note:
             fig.text(0.1 / width, 0.1 / fig.get_size_inches()[1], note, ha="left", va="bottom", fontsize=7)
-        _lay_out(fig, left=left, bottom=bottom)
+        _lay_out(fig, left=left, bottom=bottom, top=0.2 + TITLE_IN * _lines(title))
     return [Figure(f"{table.stem}_bars", "bars",
                    f"{table.title}: mean over seeds, error bars +- one std, y-range fitted to the values"
                    + ("; below: the paper's stated differences (points of error) beside ours." if deltas else "."),
@@ -422,14 +477,18 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
                  "PCL-E of the temporal means (pcl_e)"]
         with plt.rc_context(STYLE):
             title = escape.plot(_title(table, row))
-            width = max(3.6 * wrap, 1.1 * CHAR_IN * len(title) + 0.4)  # the title fits (10 pt)
+            width = max(3.6 * wrap, min(_width(title, 10.0) + 0.4, 4.0 * wrap + 2.0))  # the title fits, or wraps
+            title = _wrap(title, width - 0.6, 10.0)
+            panel_w = (width - 0.95 - 0.25 * (wrap - 1)) / wrap
             fig, axes = plt.subplots(nrows, wrap, figsize=(width, 3.2 * nrows), sharey=True, squeeze=False)  # sized below
+            title_lines = 1
             for ax, column in zip(axes.flat, columns):
                 stats = _mean_std(part[part["column"] == column])
                 _draw(ax, stats, order, emphasise="deployed head")  # one style per kind of head in every panel
                 _mark_lr_steps(ax, _milestones(table, row))
                 shown = column if table.spec.heads else table.spec.display(column)
-                ax.set(title=escape.plot(shown), xlabel="epoch")
+                title_lines = max(title_lines, _set_title(ax, escape.plot(shown), panel_w))
+                ax.set(xlabel="epoch")
             for ax in list(axes.flat)[len(columns):]:
                 ax.remove()
             for ax in axes[:, 0]:
@@ -438,16 +497,20 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
             for ax in axes.flat[:len(columns)]:
                 for handle, label in zip(*ax.get_legend_handles_labels()):
                     legend.setdefault(label, handle)
-            # above the panels: the title, then the legend in as many columns as the width holds
-            entry = 0.6 + 0.9 * CHAR_IN * max(len(label) for label in legend)  # 8 pt labels, a line sample
+            # above the panels: the title, then the legend in as many columns as the width holds, the panel titles
+            entry = 0.7 + max(_width(label, 8.0) for label in legend)  # a line sample and the label
             ncol = max(1, min(len(legend), int((width - 0.2) // entry)))
-            top = 0.38 + LINE_IN * (1 + math.ceil(len(legend) / ncol)) + 0.1 + 0.35  # title, legend, panel titles
-            height = top + 0.55 + 2.6 * nrows + 0.8 * (nrows - 1)  # panels 2.6 in high
+            rows_h = sum(max(_lines(label) for label in list(legend)[i:i + ncol]) for i in range(0, len(legend), ncol))
+            above = 0.15 + TITLE_IN * _lines(title)
+            panel_title = 0.15 + TITLE_IN * title_lines
+            top = above + LINE_IN * (1 + rows_h) + 0.15 + panel_title
+            down = 0.55 + panel_title
+            height = top + 0.55 + 2.6 * nrows + down * (nrows - 1)  # panels 2.6 in high
             fig.set_size_inches(width, height)
             fig.suptitle(title, y=1 - 0.08 / height, va="top")
             fig.legend(list(legend.values()), list(legend), title="head", loc="upper center", ncol=ncol,
-                       bbox_to_anchor=(0.5, 1 - 0.38 / height), frameon=False)
-            _lay_out(fig, top=top, across=0.25)
+                       bbox_to_anchor=(0.5, 1 - above / height), frameon=False)
+            _lay_out(fig, top=top, across=0.25, down=down)
         yield (Figure(f"{table.stem}_heads_{row}", "heads",
                               f"{_title(table, row)}: the deployed head (thick) vs the live peers (mean over peers) "
                               f"vs the ensemble teacher over training (band: +- one std over seeds).", fig))
@@ -476,11 +539,11 @@ def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
             fig, ax = plt.subplots(figsize=(7, 4.2))
             _draw(ax, stats, order)
             _mark_lr_steps(ax, _milestones(table, row))
-            ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)",
-                   title=escape.plot(_title(table, row)))
+            ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)")
+            lines = _set_title(ax, escape.plot(_title(table, row)), 5.8)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, as in the other figures
-            ax.legend(title=table.spec.column_title)
-            _lay_out(fig, left=0.95)  # a two-line y label
+            ax.legend(title=_shorten(table.spec.column_title, 2.6, 8.0))
+            _lay_out(fig, left=0.95, top=0.2 + TITLE_IN * lines)  # a two-line y label; the panel 5.85 in wide
         yield Figure(f"{table.stem}_diversity_{row}", "diversity",
                      f"{_title(table, row)}: diversity of the peers' test predictions over training.", fig)
     if not logged:
@@ -658,8 +721,12 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
                 except EOFError:
                     ok, value = False, RuntimeError(f"the process drawing {jobs[i].table.stem} ended without a "
                                                     f"result (exit code {process.exitcode})")
-                conn.close()
-                process.join()
+                except Exception as err:  # noqa: BLE001 - e.g. its error does not unpickle here
+                    ok, value = False, RuntimeError(f"the process drawing {jobs[i].table.stem} failed and its "
+                                                    f"error could not be read back ({type(err).__name__}: {err})")
+                finally:
+                    conn.close()
+                    process.join()
                 if not ok:
                     raise value
                 results[i] = value

@@ -3,9 +3,12 @@ deployed head drawn thick, one style per kind of head in every panel, vector fil
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
+from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,21 +78,50 @@ def _outside(fig) -> list[str]:
     return out
 
 
-def test_the_fixed_layout_keeps_every_text_inside_the_figure(tmp_path):
-    """Each kind of figure lays itself out without measuring (no tight layout, no tight box when saved), so every
-    title, label, tick label and legend must still fit: long display names included."""
+@pytest.mark.parametrize("names", ["paper", "long", "wide"])
+def test_the_fixed_layout_keeps_every_text_inside_the_figure(tmp_path, names):
+    """Each kind of figure lays itself out without measuring the drawn figure (no tight layout, no tight box when
+    saved), so every title, label, tick label and legend must still fit: with the suite's names, a researcher's
+    long ones (a backbone, variants, steps in the millions) and wide capitals (measured, not counted)."""
     table = _table(tmp_path, epochs=6)
-    long = "a variant with a rather long display name (ema_decay=0.999)"
+    variants = ["peer mean teachers of the others (PCL)", "a variant with a rather long display name "
+                "(ema_decay=0.999)", "x"]
+    if names != "paper":
+        backbone = "my_backbone_" + "with_a_very_long_name_" * 3 if names == "long" else "W" * 70
+        variants = [v.upper() for v in variants] + ["V" * 120] if names == "wide" else variants + ["a " * 60]
+        for frame in (table.runs, table.cells):
+            frame["row"] = backbone
+        table.runs["attempt"] = [{"record": {**a["record"], "config": {"epochs": 6, "milestones": [3]}}}
+                                 for a in table.runs["attempt"]]
     bars = Table(SPECS["ablations.mean_teacher"], "cifar100", None, "last",
-                 pd.DataFrame([{"row": "resnet32", "column": c, "n": 2, "mean": 27.0 + i, "std": 0.5}
-                               for i, c in enumerate(("peer mean teachers of the others (PCL)", long, "x"))]),
-                 table.runs, "s")
+                 pd.DataFrame([{"row": table.cells["row"][0], "column": c, "n": 2, "mean": 27.0 + i, "std": 0.5}
+                               for i, c in enumerate(variants)]), table.runs, "s")
     figures = plots.figures_for(table)[0] + plots.ablation_bars(bars)
     assert {f.kind for f in figures} == {"curves", "heads", "diversity", "bars"}
     for figure in figures:
         figure.figure.canvas.draw()
         assert _outside(figure.figure) == [], figure.stem
     plt.close("all")
+
+
+def test_infinite_values_and_repeated_epochs(tmp_path):
+    """A curve holding inf (strict JSON reads 1e400 so) is drawn without it; a run whose peers logged an epoch
+    twice gets the mean over all their finite values of that epoch (not a mean of means)."""
+    table = _table(tmp_path, epochs=4)
+    for run in table.runs.to_dict("records"):
+        path = Path(run["attempt"]["record"]["path"]) / "metrics.json"
+        metrics = json.loads(path.read_text())
+        for series in metrics.values():
+            series["values"][1] = math.inf
+        path.write_text(json.dumps(metrics))
+    figures, _ = plots.figures_for(table)
+    assert figures and all(np.isfinite(ax.get_ylim()).all() for f in figures for ax in f.figure.axes)
+    plt.close("all")
+    epoch = np.array([1, 1, 2])
+    steps, values = plots._average([(epoch, np.array([10.0, 20.0, 5.0])), (epoch, np.array([np.nan, 40.0, 5.0]))])
+    assert steps.tolist() == [1, 2] and values.tolist() == [pytest.approx(70 / 3), 5.0]
+    steps, values = plots._average([(np.array([1, 2]), np.array([np.inf, 3.0])), (np.array([1, 2]), np.array([1.0, 5.0]))])
+    assert steps.tolist() == [1, 2] and values.tolist() == [1.0, 4.0]
 
 
 def test_a_table_is_drawn_one_figure_at_a_time(tmp_path, monkeypatch):
@@ -115,3 +147,39 @@ def test_a_worker_that_fails_raises_here_and_leaves_no_process(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="disk full while saving"):
         plots.make_figures(two_tables, tmp_path / "figs", formats=["png"], workers=2)
     assert multiprocessing.active_children() == []
+
+    def unreadable(figure, *args, **kwargs):  # an error whose pickle cannot be read back in the parent
+        raise _TwoArgumentError(figure.stem, "why")
+
+    monkeypatch.setattr(plots, "save", unreadable)
+    with pytest.raises(RuntimeError, match="could not be read back"):
+        plots.make_figures(two_tables, tmp_path / "figs2", formats=["png"], workers=2)
+    assert multiprocessing.active_children() == []
+
+
+class _TwoArgumentError(Exception):
+    def __init__(self, stem, why):
+        super().__init__(f"{stem}: {why}")
+
+
+_hypothesis = pytest.importorskip("hypothesis")
+
+
+@_hypothesis.settings(max_examples=60, deadline=None)
+@_hypothesis.given(text=_hypothesis.strategies.text(max_size=150), inches=_hypothesis.strategies.floats(0.3, 5.0))
+def test_wrapped_and_shortened_labels_fit_and_keep_their_escapes(text, inches):
+    """A label from a record (any text, escaped for matplotlib) is wrapped or shortened to a measured width: every
+    line fits (or is one character), no character is lost but spaces at the breaks, and no break or cut separates
+    the backslash from the `$` it escapes (a mathtext `$` would reach matplotlib's parser)."""
+    from analysis import escape
+
+    label = escape.plot(text)
+    wrapped = plots._wrap(label, inches)
+    assert wrapped.replace("\n", "").replace(" ", "") == label.replace(" ", "")
+    for line in wrapped.split("\n"):
+        assert len(line) <= 1 or plots._width(line) <= inches or " " not in line and len(line) == 1
+        assert "$" not in line.replace("\\$", "")
+    short = plots._shorten(label, inches, 8.0)
+    assert short == label or (short.endswith("…") and label.startswith(short[:-1]) and plots._width(short, 8.0)
+                                <= max(inches, plots._width(label[:1] + "…", 8.0)))
+    assert "$" not in short.replace("\\$", "")
