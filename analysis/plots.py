@@ -90,15 +90,22 @@ def _width(text: str, size: float = 9.0) -> float:
     return 1.05 * max(widths)
 
 
+def _prefix(text: str, inches: float, size: float, suffix: str = "") -> int:
+    """The length of the longest prefix of `text` that fits in `inches` with `suffix` after it (at least one
+    character), never ending between the backslash and the `$` it escapes (a mathtext `$` would be left)."""
+    n = max(1, int(len(text) * inches / max(_width(text + suffix, size), 1e-9)))
+    while n > 1 and (_width(text[:n] + suffix, size) > inches or text[n - 1] == "\\"):
+        n -= 1
+    return n
+
+
 def _wrap(text: str, inches: float, size: float = 9.0) -> str:
     """`text` broken at spaces into lines at most `inches` wide (measured; a word wider than a line is cut)."""
     lines: list[str] = []
     for word in str(text).split(" "):
         pieces = []
         while len(word) > 1 and _width(word, size) > inches:
-            cut = max(1, int(len(word) * inches / _width(word, size)))
-            while cut > 1 and (_width(word[:cut], size) > inches or word[cut - 1] == "\\"):  # not inside "\$"
-                cut -= 1
+            cut = _prefix(word, inches, size)
             pieces.append(word[:cut])
             word = word[cut:]
         pieces.append(word)
@@ -111,12 +118,7 @@ def _wrap(text: str, inches: float, size: float = 9.0) -> str:
 
 def _shorten(text: str, inches: float, size: float = 9.0) -> str:
     """`text` on one line, cut to at most `inches` with an ellipsis (legend entries stay one line each)."""
-    if _width(text, size) <= inches:
-        return text
-    n = max(1, int(len(text) * inches / _width(text, size)))
-    while n > 1 and (_width(text[:n] + "…", size) > inches or text[n - 1] == "\\"):  # not inside "\$"
-        n -= 1
-    return text[:n] + "…"
+    return text if _width(text, size) <= inches else text[:_prefix(text, inches, size, "…")] + "…"
 
 
 def _lines(text: str) -> int:
@@ -167,9 +169,10 @@ def _curves(table: Table, names_of: Any, runs: pd.DataFrame) -> pd.DataFrame:
     codes, steps, values, owners = [], [], [], []
     facts: list[tuple[Any, Any, Any, Any]] = []
     for run in runs.to_dict("records"):
-        metrics = _test_metrics(table, run) if names_of(run) else {}
+        wanted = names_of(run)
+        metrics = _test_metrics(table, run) if wanted else {}
         by_label: dict[str, list[tuple[Any, Any]]] = {}
-        for name, label in names_of(run).items():
+        for name, label in wanted.items():
             if name in metrics:
                 by_label.setdefault(escape.plot(label), []).append(metrics[name])
         drawn = False
@@ -464,11 +467,12 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
         kinds = {h: _head_kind(h, run.get("deployed_head")) for h in heads}
         return {f"test/top1_err/{h}": k for h, k in kinds.items() if k} if len(heads) > 1 else {}
 
+    # a table whose columns are heads of the same runs: a panel per method, named by it
+    method = _completed(table).set_index("run_key")["method"] if table.spec.heads else None
     for row, part in _rows(table, names_of):
         if _too_short(table, row, part, "heads", notes):
             continue
-        if table.spec.heads:  # the columns are heads of the same runs: a panel per method, named by it
-            method = _completed(table).set_index("run_key")["method"]
+        if method is not None:
             part = part.assign(column=[METHOD_NAMES.get(m, m) for m in method.reindex(part["run_key"])])
         columns = list(dict.fromkeys(part["column"]))
         wrap = min(4, len(columns))
@@ -480,7 +484,8 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
             width = max(3.6 * wrap, min(_width(title, 10.0) + 0.4, 4.0 * wrap + 2.0))  # the title fits, or wraps
             title = _wrap(title, width - 0.6, 10.0)
             panel_w = (width - 0.95 - 0.25 * (wrap - 1)) / wrap
-            fig, axes = plt.subplots(nrows, wrap, figsize=(width, 3.2 * nrows), sharey=True, squeeze=False)  # sized below
+            fig, axes = plt.subplots(nrows, wrap, figsize=(width, 3.2 * nrows), sharey=True,
+                                     squeeze=False)  # its height is set below, from what goes above the panels
             title_lines = 1
             for ax, column in zip(axes.flat, columns):
                 stats = _mean_std(part[part["column"] == column])
@@ -746,9 +751,9 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
 
     Each table's fingerprint is taken here; each table to draw is one job (its curves read, its figures drawn
     and saved) in one of `workers` processes (plot_workers(None): one per CPU), the largest tables first.
-    Nothing of the result depends on the number of workers. With `reuse` (and not keep), a table whose inputs did not change since the last call
-    into out_dir keeps its files (analysis.figcache): its figures come back with kept=True and no matplotlib
-    figure; without it every table is drawn. Either way (not keep) the manifest remembers what was drawn."""
+    Nothing of the result depends on the number of workers. With `reuse` (and not keep), a table whose inputs did
+    not change since the last call into out_dir keeps its files (analysis.figcache): its figures come back with
+    kept=True and no matplotlib figure; without it every table is drawn. Either way (not keep) the manifest remembers what was drawn."""
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")

@@ -125,9 +125,8 @@ def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None)
 def metric_arrays(record: Mapping[str, Any], prefix: str | tuple[str, ...] = "", documents: list[Any] | None = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The per-epoch metrics of one record whose names start with `prefix` (or one of several): name -> (steps,
-    values) as arrays
-    (pcl.results' checked reader: only those series are checked, on MongoDB only those fetched; None is NaN).
-    `documents`: a MongoDB record's metric documents fetched already (pcl.results.metric_documents)."""
+    values) as arrays (pcl.results' checked reader: only those series are checked, on MongoDB only those fetched;
+    None is NaN). `documents`: a MongoDB record's metric documents fetched already (pcl.results.metric_documents)."""
     return {n: (steps, values) for n, steps, values in
             results._record_metrics(dict(record), None, prefix, documents)}  # noqa: SLF001
 

@@ -635,8 +635,8 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
             n = len(steps)
             attempt_parts.append(np.full(n, row, dtype=np.int32))
             name_parts.append(np.full(n, name_codes.setdefault(name, len(name_codes)), dtype=np.int32))
-            steps_parts.append(np.asarray(steps, dtype=np.int64))
-            value_parts.append(np.asarray(values, dtype=np.float64))
+            steps_parts.append(steps)  # int64 and float64 arrays (_checked_series)
+            value_parts.append(values)
     if not steps_parts:
         return pd.DataFrame(columns=["attempt_id", "run_key", "run_id", "source", "name", "step", "value"])
     rows = np.concatenate(attempt_parts)
@@ -656,8 +656,8 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
 def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...] = "",
                     documents: list[Any] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(name, steps, values) of each metric series of one record named in `names` (None: every one) and starting
-    with `prefix` (or one of several), checked (a damaged series is skipped with its line); `documents`: a MongoDB record's metric
-    documents fetched already (metric_documents)."""
+    with `prefix` (or one of several), checked (a damaged series is skipped with its line); `documents`: a
+    MongoDB record's metric documents fetched already (metric_documents)."""
     source = str(record.get("source") or "")
     if source.startswith("file:"):
         where = Path(record["path"])
@@ -687,21 +687,23 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
 _SERIES_FIELDS = {"_id": 0, "run_id": 1, "name": 1, "steps": 1, "values": 1}
 
 
-def _name_query(prefix: str | tuple[str, ...]) -> dict[str, Any]:
-    """A MongoDB filter on metric names starting with `prefix` (or one of several)."""
-    prefixes = (prefix,) if isinstance(prefix, str) else prefix
-    return {"$regex": "^(?:" + "|".join(re.escape(p) for p in prefixes) + ")"}
+def _series_query(run_ids: list[Any], names: set[str] | None, prefix: str | tuple[str, ...]) -> dict[str, Any]:
+    """The MongoDB filter of the metric documents of these runs: the series in `names`, else those whose names
+    start with `prefix` (or one of several), else all."""
+    query: dict[str, Any] = {"run_id": run_ids[0] if len(run_ids) == 1 else {"$in": run_ids}}
+    if names is not None:
+        query["name"] = {"$in": sorted(names)}
+    elif prefix:
+        prefixes = (prefix,) if isinstance(prefix, str) else prefix
+        query["name"] = {"$regex": "^(?:" + "|".join(re.escape(p) for p in prefixes) + ")"}
+    return query
 
 
 def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...]
                       ) -> list[dict[str, Any]]:
     """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
-    query: dict[str, Any] = {"run_id": record["run_id"]}
-    if names is not None:
-        query["name"] = {"$in": sorted(names)}
-    elif prefix:
-        query["name"] = _name_query(prefix)
-    return [doc for doc in record["_db"]["metrics"].find(query, _SERIES_FIELDS) if isinstance(doc, dict)]
+    return [doc for doc in record["_db"]["metrics"].find(_series_query([record["run_id"]], names, prefix),
+                                                         _SERIES_FIELDS) if isinstance(doc, dict)]
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
@@ -720,11 +722,9 @@ def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str,
     for db, indices in by_db.values():
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
-            query: dict[str, Any] = {"run_id": {"$in": [records[i]["run_id"] for i in part]}}
-            if prefix:
-                query["name"] = _name_query(prefix)
             found: dict[Any, list] = {}
-            for doc in db["metrics"].find(query, _SERIES_FIELDS):
+            for doc in db["metrics"].find(_series_query([records[i]["run_id"] for i in part], None, prefix),
+                                          _SERIES_FIELDS):
                 if isinstance(doc, dict) and isinstance(doc.get("run_id"), (str, int)):
                     found.setdefault(doc["run_id"], []).append(doc)
             for i in part:
