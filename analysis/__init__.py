@@ -1,4 +1,4 @@
-"""Analysis: run records -> the paper's tables, figures and a one-page report (pandas, seaborn; no torch to read).
+"""Analysis: run records -> the paper's tables, figures and a one-page report (pandas, matplotlib; no torch to read).
 
     python analysis/make_tables.py [--tables table2 ...] [--store results --store mongodb://...]
     python analysis/make_plots.py  [same options]

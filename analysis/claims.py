@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from analysis import cli, escape
 from analysis.tables import METHOD_NAMES, Table, build_tables
@@ -109,6 +109,17 @@ def _values(runs: pd.DataFrame, column: str) -> pd.Series:
     return pd.Series(values.to_numpy(), index=done["run_key"].to_numpy()).dropna()
 
 
+def _half_width(df: float, se: float) -> float:
+    """Half the width of the LEVEL t interval: Student's t quantile (scipy.special, as scipy.stats computes it; the
+    special functions import in 0.2 s where scipy.stats takes 1 s, a fifth of a report's fixed cost)."""
+    return float(special.stdtrit(df, 0.5 + LEVEL / 2)) * se
+
+
+def _p_value(t: float, df: float) -> float:
+    """The two-sided p-value of Student's t statistic `t` with `df` degrees of freedom."""
+    return float(2.0 * special.stdtr(df, -abs(t)))
+
+
 def _welch(better: np.ndarray, worse: np.ndarray) -> tuple[float, float, float, float]:
     diff = float(better.mean() - worse.mean())
     vb, vw = better.var(ddof=1) / len(better), worse.var(ddof=1) / len(worse)
@@ -116,9 +127,8 @@ def _welch(better: np.ndarray, worse: np.ndarray) -> tuple[float, float, float, 
     if se == 0.0:  # identical values within each group: the difference is exact
         return diff, diff, diff, (0.0 if diff else 1.0)
     df = (vb + vw) ** 2 / (vb ** 2 / (len(better) - 1) + vw ** 2 / (len(worse) - 1))
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * se
-    p = float(stats.ttest_ind(better, worse, equal_var=False).pvalue)
-    return diff, diff - half, diff + half, p
+    half = _half_width(df, se)
+    return diff, diff - half, diff + half, _p_value(diff / se, df)  # Welch's t-test
 
 
 def _paired(d: np.ndarray) -> tuple[float, float, float, float]:
@@ -126,8 +136,8 @@ def _paired(d: np.ndarray) -> tuple[float, float, float, float]:
     se = float(d.std(ddof=1)) / math.sqrt(len(d))
     if se == 0.0:
         return diff, diff, diff, (0.0 if diff else 1.0)
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, len(d) - 1)) * se
-    return diff, diff - half, diff + half, float(stats.ttest_1samp(d, 0.0).pvalue)
+    half = _half_width(len(d) - 1, se)
+    return diff, diff - half, diff + half, _p_value(diff / se, len(d) - 1)  # the paired (one-sample) t-test
 
 
 def judge(claim: Claim, runs: pd.DataFrame, dataset: str, row: str) -> Verdict:
@@ -182,7 +192,7 @@ def reproduced(table: Table) -> pd.DataFrame:
         elif n < 2:
             verdict = TOO_FEW
         else:
-            half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * float(std) / math.sqrt(n)
+            half = _half_width(n - 1, float(std) / math.sqrt(n))
             low, high = float(mean) - half, float(mean) + half
             verdict = "reproduced" if low <= float(reference) <= high else "not reproduced"
         rows.append({"table": table.name, "dataset": table.dataset, "backbone": c["row"], "column": c["column"],

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from analysis import raster
 from analysis.tables import Table
 from pcl import results
 
@@ -40,7 +41,7 @@ def _code_version() -> str:
     """Every source file the figures depend on, hashed once per process."""
     import matplotlib
 
-    digest = hashlib.sha256(f"matplotlib {matplotlib.__version__}".encode())
+    digest = hashlib.sha256(f"matplotlib {matplotlib.__version__}, png: {raster.renderer()}".encode())
     folder = Path(__file__).resolve().parent
     for path in sorted(folder.glob("*.py")) + [Path(results.__file__).resolve()]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())

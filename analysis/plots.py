@@ -13,7 +13,9 @@ per worker process.
 """
 from __future__ import annotations
 
+import functools
 import gc
+import io
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -32,9 +34,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.font_manager import FontProperties, findfont, get_font  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
-from analysis import escape, figcache, paper  # noqa: E402
+from analysis import escape, figcache, paper, raster  # noqa: E402
 from analysis.runs import metric_arrays  # noqa: E402
 from pcl.results import metric_documents  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
@@ -45,13 +46,18 @@ DRAWN = ("test/top1_err/", DIVERSITY)
 ERR_LABEL = "test top-1 error (%)"
 HEAD_TABLES = ("table2", "imagenet", "ablations.deployed_head")
 _LIVE_PEER = re.compile(r"^(peer|net|branch)\d+$")
-#: a colour-blind-safe palette, and a marker and line style per series so that overlapping series stay apart in
+#: a colour-blind-safe palette (seaborn's "colorblind", after Wong 2011, written out: importing seaborn for ten
+#: colours cost ~2 s per command), and a marker and line style per series so that overlapping series stay apart in
 #: print and in grey (":" is kept for the LR steps)
-PALETTE = sns.color_palette("colorblind")
+PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+           "#56b4e9")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1)))
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
-         "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "svg.fonttype": "none"}
+         "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "svg.fonttype": "none",
+         # a title at a fixed height (no x-axis on top to clear): matplotlib's automatic placement measures every
+         # tick label of the axes at each draw, about a sixth of a figure's cost
+         "axes.titley": 1.0}
 #: the zoomed panel of a curve plot covers this last share of the epochs (where the final gaps are)
 ZOOM_SHARE = 0.25
 
@@ -76,6 +82,7 @@ def _style(i: int) -> dict[str, Any]:
 LINE_IN, TITLE_IN = 0.17, 0.19
 
 
+@functools.lru_cache(maxsize=4096)  # the same labels are measured for every figure of a table
 def _width(text: str, size: float = 9.0) -> float:
     """Inches of the widest line of `text` at `size` points in the figures' font (FreeType's metrics, as the
     Agg renderer lays it out; 5 % added for what the drawn box adds)."""
@@ -592,16 +599,29 @@ KNOWN_FORMATS = ("png", "pdf", "svg")
 
 
 def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write STEM.FORMAT for each format (png at 150 dpi; pdf and svg are vector) under out_dir; the paths."""
+    """Write STEM.FORMAT for each format (png at raster.DPI; pdf and svg are vector) under out_dir; the paths.
+
+    The layout is fixed when the figure is made (_lay_out), so each drawing is final. The PNG is the PDF
+    rasterized by PDFium (analysis.raster): one matplotlib drawing gives both files, the costly part of a figure."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
     fig = figure.figure
-    # The layout is fixed when the figure is made (_lay_out): each file is one draw, PNG compressed fast (zlib
-    # level 1: a PNG in about a third less time than at level 6, files ~7 % larger).
+    pdf: bytes | None = None
     with plt.rc_context(STYLE):  # ticks made while drawing get the figure's style
+        if raster.renderer() != "agg" and {"png", "pdf"} & set(formats):
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="pdf")
+            pdf = buffer.getvalue()
         for path in paths:
-            fig.savefig(path, dpi=150, **({"pil_kwargs": {"compress_level": 1}} if path.suffix == ".png" else {}))
+            if path.suffix == ".pdf" and pdf is not None:
+                path.write_bytes(pdf)
+            elif path.suffix == ".png" and pdf is not None:
+                raster.write_png(pdf, path)
+            else:
+                fig.savefig(path, dpi=raster.DPI,
+                            **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}} if path.suffix == ".png"
+                               else {}))
     return paths
 
 

@@ -29,5 +29,5 @@ echo "setting up $VENV (one-off; several minutes, most of it torch)" >&2
 # shellcheck disable=SC2086
 "$VENV/bin/python" -m pip install -q $PINS
 "$VENV/bin/python" -m pip install -q -e ".[test]"
-"$VENV/bin/python" -c "import torch, torchvision, sacred, pymongo, submitit, pandas, seaborn, secantus, pcl"
+"$VENV/bin/python" -c "import torch, torchvision, sacred, pymongo, submitit, pandas, pypdfium2, secantus, pcl"
 echo "$want" > "$stamp"

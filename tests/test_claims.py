@@ -4,9 +4,12 @@ values are computed here by hand (Welch-Satterthwaite, t quantiles from the clos
 from __future__ import annotations
 
 import math
+import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from analysis import claims
 from analysis.setting import Setting
@@ -50,6 +53,32 @@ def test_heads_of_the_same_runs_are_compared_pairwise():
     assert v.effect == pytest.approx(-7 / 6) and v.high == pytest.approx(-7 / 6 + half, abs=1e-5)
     assert v.verdict == claims.HELD and v.test.startswith("paired")  # unpaired, the spread of runs would hide it
     assert claims.judge(claims.Claim("t", "x", "mean_peer1", "peer1"), runs, "c", "r").verdict.startswith(claims.NOT_HELD)
+
+
+_samples = st.lists(st.floats(0.0, 100.0, allow_nan=False), min_size=2, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(better=_samples, worse=_samples)
+def test_the_tests_and_intervals_are_scipy_stats_own(better, worse):
+    """Welch's and the paired t-test, from the Student t functions of scipy.special (scipy.stats costs a report 1 s
+    to import): the same p-values and intervals as scipy.stats' ttest_ind, ttest_1samp and t.ppf."""
+    from scipy import stats
+
+    b, w = np.array(better), np.array(worse)
+    welch_se = math.sqrt(b.var(ddof=1) / len(b) + w.var(ddof=1) / len(w))
+    for ours, test, se in ((claims._welch(b, w), lambda: stats.ttest_ind(b, w, equal_var=False), welch_se),
+                           (claims._paired(b), lambda: stats.ttest_1samp(b, 0.0), b.std(ddof=1) / math.sqrt(len(b)))):
+        diff, low, high, p = ours
+        if se < 1e-9 * max(1.0, abs(diff)):  # no spread: exact (scipy warns of catastrophic cancellation)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal values: scipy's precision warning
+            expected = test()
+        half = stats.t.ppf(0.5 + claims.LEVEL / 2, expected.df) * se
+        assert p == pytest.approx(expected.pvalue, rel=1e-6, abs=1e-12)
+        assert (low, high) == (pytest.approx(diff - half, rel=1e-9, abs=1e-9),
+                               pytest.approx(diff + half, rel=1e-9, abs=1e-9))
 
 
 def test_claims_follow_the_tables_columns_and_the_scripts_variants():

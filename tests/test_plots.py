@@ -183,3 +183,42 @@ def test_wrapped_and_shortened_labels_fit_and_keep_their_escapes(text, inches):
     assert short == label or (short.endswith("…") and label.startswith(short[:-1]) and plots._width(short, 8.0)
                                 <= max(inches, plots._width(label[:1] + "…", 8.0)))
     assert "$" not in short.replace("\\$", "")
+
+
+def test_the_png_is_the_pdf_rasterized_and_looks_like_matplotlibs_own(tmp_path, monkeypatch):
+    """With pypdfium2 each figure is drawn once: the PNG is its PDF rasterized, at the figure's size at raster.DPI,
+    and it matches matplotlib's own (Agg) PNG of the same figure up to antialiasing. Without pypdfium2 Agg draws the
+    PNG, and the figure cache does not keep one renderer's PNG as the other's."""
+    pytest.importorskip("pypdfium2")
+    from PIL import Image
+
+    from analysis import figcache, raster
+
+    def drawn(out, renderer):
+        monkeypatch.setattr(raster, "renderer", lambda: renderer)
+        (figure,) = plots.heads_over_training(_table(tmp_path / out, epochs=6))
+        draws, savefig = [], figure.figure.savefig
+        figure.figure.savefig = lambda *a, **k: (draws.append(k.get("format") or Path(a[0]).suffix), savefig(*a, **k))
+        paths = plots.save(figure, tmp_path / out / "figs", ["png", "pdf"])
+        size = figure.figure.get_size_inches() * raster.DPI
+        plt.close(figure.figure)
+        return draws, paths, size
+
+    draws, (png, pdf), size = drawn("pdfium", "pdfium test")
+    assert draws == ["pdf"] and pdf.read_bytes().startswith(b"%PDF")
+    agg_draws, (agg_png, _), _ = drawn("agg", "agg")
+    assert agg_draws == [".png", ".pdf"]
+    image, reference = (np.asarray(Image.open(p).convert("RGB"), dtype=float) for p in (png, agg_png))
+    assert image.shape == reference.shape == (int(size[1]), int(size[0]), 3)  # Agg truncates a partial pixel
+    difference = np.abs(image - reference).max(axis=2)
+    assert difference.mean() < 6 and (difference > 64).mean() < 0.05  # the same drawing, not a blank or a shift
+    assert image.min() < 64  # lines and text, not a white page
+
+    table = _table(tmp_path / "key", epochs=4)
+    keys = []
+    for renderer in ("agg", "pdfium 1"):
+        monkeypatch.setattr(raster, "renderer", lambda renderer=renderer: renderer)
+        figcache._code_version.cache_clear()
+        keys.append(figcache.fingerprint(table, ["png"], table.runs))
+    figcache._code_version.cache_clear()
+    assert keys[0] != keys[1]
