@@ -116,8 +116,9 @@ def _half_width(df: float, se: float) -> float:
 
 
 def _p_value(t: float, df: float) -> float:
-    """The two-sided p-value of Student's t statistic `t` with `df` degrees of freedom."""
-    return float(2.0 * special.stdtr(df, -abs(t)))
+    """The two-sided p-value of Student's t statistic `t` with `df` degrees of freedom (a Welch df of 0/0, from
+    variances beyond a float's range, taken as 1, as scipy.stats takes it)."""
+    return float(2.0 * special.stdtr(1.0 if math.isnan(df) else df, -abs(t)))
 
 
 def _welch(better: np.ndarray, worse: np.ndarray) -> tuple[float, float, float, float]:

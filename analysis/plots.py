@@ -601,15 +601,16 @@ KNOWN_FORMATS = ("png", "pdf", "svg")
 def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write STEM.FORMAT for each format (png at raster.DPI; pdf and svg are vector) under out_dir; the paths.
 
-    The layout is fixed when the figure is made (_lay_out), so each drawing is final. The PNG is the PDF
-    rasterized by PDFium (analysis.raster): one matplotlib drawing gives both files, the costly part of a figure."""
+    The layout is fixed when the figure is made (_lay_out), so each drawing is final. With a PDF, the PNG is the
+    PDF rasterized by PDFium (analysis.raster): one matplotlib drawing gives both files, the costly part of a
+    figure."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
     fig = figure.figure
     pdf: bytes | None = None
     with plt.rc_context(STYLE):  # ticks made while drawing get the figure's style
-        if raster.renderer() != "agg" and {"png", "pdf"} & set(formats):
+        if "pdf" in formats and "png" in formats and raster.renderer() != "agg":
             buffer = io.BytesIO()
             fig.savefig(buffer, format="pdf")
             pdf = buffer.getvalue()
@@ -617,7 +618,7 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
             if path.suffix == ".pdf" and pdf is not None:
                 path.write_bytes(pdf)
             elif path.suffix == ".png" and pdf is not None:
-                raster.write_png(pdf, path)
+                raster.write_png(pdf, path, raster.png_size(fig.get_size_inches()))
             else:
                 fig.savefig(path, dpi=raster.DPI,
                             **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}} if path.suffix == ".png"

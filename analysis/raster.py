@@ -2,17 +2,19 @@
 
 Drawing is most of a figure's cost (ticks, text, legend: about 0.3-0.4 s per format on a 2-core machine), and the
 PNG and the PDF are the same drawing. PDFium renders the PDF at the PNG's resolution in about a tenth of that, with
-the same fonts (embedded in the PDF) and antialiasing. Where pypdfium2 is not installed, the PNG is drawn by
-matplotlib's Agg as before; `RENDERER` names which one, and the figure cache counts it (a PNG of one renderer is not
-kept as if it were of the other).
+the same fonts (embedded in the PDF) and antialiasing, at the size and DPI tag matplotlib's Agg gives. A PNG asked
+for without a PDF (the report's) is drawn by Agg: drawing a PDF first would cost more. Where pypdfium2 is missing
+or cannot load its library, Agg draws every PNG; `renderer()` names which one, and the figure cache counts it (a
+PNG of one renderer is not kept as if it were of the other).
 """
 from __future__ import annotations
 
 import functools
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 #: the PNGs' resolution (dots per inch)
 DPI = 150
@@ -22,24 +24,40 @@ PNG_COMPRESSION = 1
 
 @functools.lru_cache(maxsize=1)
 def renderer() -> str:
-    """What draws the PNGs: "pdfium VERSION" (from the figure's PDF) or "agg" (matplotlib, pypdfium2 missing)."""
-    if importlib.util.find_spec("pypdfium2") is None:
+    """What draws the PNGs of a figure that also has a PDF: "pdfium VERSION" (from the PDF), or "agg" (matplotlib)
+    where pypdfium2 is missing or cannot load its library."""
+    try:
+        import pypdfium2
+    except (ImportError, OSError):  # e.g. a wheel whose PDFium library does not load here
         return "agg"
-    return f"pdfium {importlib.metadata.version('pypdfium2')}"
+    try:
+        version = importlib.metadata.version("pypdfium2")
+    except importlib.metadata.PackageNotFoundError:  # importable without package metadata (a vendored copy)
+        version = str(getattr(pypdfium2, "__version__", "unknown"))
+    return f"pdfium {version}"
 
 
-def write_png(pdf: bytes, path: Path) -> None:
-    """PATH: the one-page PDF `pdf` rendered at DPI (white where the PDF draws nothing), as a PNG."""
-    import pypdfium2  # imported where it renders: a forked worker starts the library itself
+def png_size(size_inches: Any) -> tuple[int, int]:
+    """A figure's PNG size in pixels at DPI, as matplotlib's Agg computes it (a partial pixel dropped)."""
+    width, height = size_inches
+    return int(width * DPI), int(height * DPI)
+
+
+def write_png(pdf: bytes, path: Path, size: tuple[int, int]) -> None:
+    """PATH: the one-page PDF `pdf` rendered at DPI as a PNG of `size` pixels (png_size of the figure: Agg's size,
+    where PDFium rounds its single-precision page size up), tagged with its DPI."""
+    import pypdfium2
 
     document: Any = pypdfium2.PdfDocument(pdf)
     try:
         page = document[0]
-        width, height = page.get_size()  # points
         image = page.render(scale=DPI / 72).to_pil()
-        # PDFium rounds a partial pixel up, matplotlib's Agg down: the same size as Agg's PNG of the figure
-        image.crop((0, 0, int(width * DPI / 72), int(height * DPI / 72))).save(
-            path, format="PNG", compress_level=PNG_COMPRESSION)
         page.close()
     finally:
         document.close()
+    if image.size != size:
+        # PDFium's single-precision page size can round a pixel either way: cropped, or padded white as the page
+        canvas = Image.new(image.mode, size, "white")
+        canvas.paste(image.crop((0, 0, min(size[0], image.width), min(size[1], image.height))))
+        image = canvas
+    image.save(path, format="PNG", compress_level=PNG_COMPRESSION, dpi=(DPI, DPI))

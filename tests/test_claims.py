@@ -81,6 +81,17 @@ def test_the_tests_and_intervals_are_scipy_stats_own(better, worse):
                                pytest.approx(diff + half, rel=1e-9, abs=1e-9))
 
 
+def test_a_welch_df_beyond_floats_is_taken_as_scipy_takes_it():
+    """Variances whose squares underflow make Welch's df 0/0: scipy.stats takes it as 1, and so does the p-value."""
+    from scipy import stats
+
+    better, worse = np.array([1e-160, 2e-160, 3e-160]), np.array([4e-160, 5e-160, 7e-160])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = claims._welch(better, worse)[3]
+        assert p == pytest.approx(stats.ttest_ind(better, worse, equal_var=False).pvalue, rel=1e-9)
+
+
 def test_claims_follow_the_tables_columns_and_the_scripts_variants():
     from ablations import components, mean_teacher
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -186,33 +187,46 @@ def test_wrapped_and_shortened_labels_fit_and_keep_their_escapes(text, inches):
 
 
 def test_the_png_is_the_pdf_rasterized_and_looks_like_matplotlibs_own(tmp_path, monkeypatch):
-    """With pypdfium2 each figure is drawn once: the PNG is its PDF rasterized, at the figure's size at raster.DPI,
-    and it matches matplotlib's own (Agg) PNG of the same figure up to antialiasing. Without pypdfium2 Agg draws the
-    PNG, and the figure cache does not keep one renderer's PNG as the other's."""
+    """With pypdfium2 and a PDF asked for, each figure is drawn once: the PNG is its PDF rasterized, of the size and
+    DPI tag of matplotlib's own (Agg) PNG of the figure, whose pixels it matches up to antialiasing. A PNG without a
+    PDF, or without pypdfium2, is drawn by Agg; the figure cache does not keep one renderer's PNG as the other's."""
     pytest.importorskip("pypdfium2")
     from PIL import Image
 
     from analysis import figcache, raster
 
-    def drawn(out, renderer):
+    def drawn(out, renderer, formats=("png", "pdf")):
         monkeypatch.setattr(raster, "renderer", lambda: renderer)
         (figure,) = plots.heads_over_training(_table(tmp_path / out, epochs=6))
         draws, savefig = [], figure.figure.savefig
         figure.figure.savefig = lambda *a, **k: (draws.append(k.get("format") or Path(a[0]).suffix), savefig(*a, **k))
-        paths = plots.save(figure, tmp_path / out / "figs", ["png", "pdf"])
-        size = figure.figure.get_size_inches() * raster.DPI
+        paths = plots.save(figure, tmp_path / out / "figs", formats)
         plt.close(figure.figure)
-        return draws, paths, size
+        return draws, paths
 
-    draws, (png, pdf), size = drawn("pdfium", "pdfium test")
+    draws, (png, pdf) = drawn("pdfium", "pdfium test")
     assert draws == ["pdf"] and pdf.read_bytes().startswith(b"%PDF")
-    agg_draws, (agg_png, _), _ = drawn("agg", "agg")
+    assert drawn("alone", "pdfium test", ["png"])[0] == [".png"]  # a PDF first would cost more than Agg
+    agg_draws, (agg_png, _) = drawn("agg", "agg")
     assert agg_draws == [".png", ".pdf"]
-    image, reference = (np.asarray(Image.open(p).convert("RGB"), dtype=float) for p in (png, agg_png))
-    assert image.shape == reference.shape == (int(size[1]), int(size[0]), 3)  # Agg truncates a partial pixel
-    difference = np.abs(image - reference).max(axis=2)
+    image, reference = (Image.open(p) for p in (png, agg_png))
+    assert image.size == reference.size and image.info["dpi"] == pytest.approx(reference.info["dpi"], abs=0.1)
+    pixels, expected = (np.asarray(i.convert("RGB"), dtype=float) for i in (image, reference))
+    difference = np.abs(pixels - expected).max(axis=2)
     assert difference.mean() < 6 and (difference > 64).mean() < 0.05  # the same drawing, not a blank or a shift
-    assert image.min() < 64  # lines and text, not a white page
+    assert pixels.min() < 64  # lines and text, not a white page
+
+    # sizes whose points PDFium rounds the other way (4.2 in tall: every curves, peers and diversity figure)
+    for inches in [(10, 4.2), (6, 4.2), (7, 4.2), (10.8, 6.4), (3.3, 2.7), (12.345, 5.55)]:
+        fig = plt.figure(figsize=inches)
+        fig.add_subplot().plot([0, 1])
+        sizes = []
+        for renderer in ("pdfium test", "agg"):
+            monkeypatch.setattr(raster, "renderer", lambda renderer=renderer: renderer)
+            png, _ = plots.save(plots.Figure(f"s{renderer[0]}", "x", "", fig), tmp_path / "sizes", ["png", "pdf"])
+            sizes.append(Image.open(png).size)
+        plt.close(fig)
+        assert sizes[0] == sizes[1], inches
 
     table = _table(tmp_path / "key", epochs=4)
     keys = []
@@ -222,3 +236,21 @@ def test_the_png_is_the_pdf_rasterized_and_looks_like_matplotlibs_own(tmp_path, 
         keys.append(figcache.fingerprint(table, ["png"], table.runs))
     figcache._code_version.cache_clear()
     assert keys[0] != keys[1]
+
+
+def test_the_png_falls_back_to_agg_where_pypdfium2_does_not_load(monkeypatch):
+    """pypdfium2 installed but unusable (its library does not load) is as if missing: Agg draws the PNGs."""
+    from analysis import raster
+
+    class Broken:
+        def find_spec(self, name, *args):
+            if name == "pypdfium2":
+                raise OSError("libpdfium: cannot open shared object file")
+
+    monkeypatch.delitem(sys.modules, "pypdfium2", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    raster.renderer.cache_clear()
+    try:
+        assert raster.renderer() == "agg"
+    finally:
+        raster.renderer.cache_clear()
