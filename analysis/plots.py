@@ -638,16 +638,36 @@ def plot_workers(requested: int | None = None) -> int:
     return max(1, requested)
 
 
-def _prefetch(table: Table) -> None:
-    """The test curves of the table's MongoDB runs, read here (a forked worker must not use this process's
-    connections) with one query per 25 runs: fewer round trips, and a server matches a short `$in` list fast."""
-    runs = [r for r in _completed(table).to_dict("records")
-            if not str(r["attempt"]["record"].get("source") or "").startswith("file:")]
-    documents = metric_documents([r["attempt"]["record"] for r in runs], DRAWN)
+def _prefetch(table: Table, *, here: bool = True) -> None:
+    """The test curves of the table's MongoDB runs not read yet, with one query per 25 runs: fewer round trips, and
+    a server matches a short `$in` list fast. `here=False` (the command, before it forks the table's worker): only
+    those of databases a worker cannot open again itself (pcl.results.reopenable); the worker fetches the rest."""
+    from pcl import results
+
     cache = _METRICS.setdefault(id(table), {})
+    runs = [r for r in _completed(table).to_dict("records")
+            if not str(r["attempt"]["record"].get("source") or "").startswith("file:") and r["run_key"] not in cache
+            and (here or not results.reopenable(r["attempt"]["record"].get("_db")))]
+    documents = metric_documents([r["attempt"]["record"] for r in runs], DRAWN)
     for i, run in enumerate(runs):
         if i in documents:
             cache[run["run_key"]] = metric_arrays(run["attempt"]["record"], DRAWN, documents[i])
+
+
+def _own_connections(table: Table) -> list[Any]:
+    """In a forked worker: the table's records point at databases of this worker's own (a MongoDB client must not
+    be used across fork); the databases opened, to close."""
+    from pcl import results
+
+    opened: dict[int, Any] = {}
+    for attempt in _completed(table)["attempt"]:
+        record = attempt["record"]
+        db = record.get("_db")
+        if db is not None and results.reopenable(db):
+            if id(db) not in opened:
+                opened[id(db)] = results.reopen(db)
+            record["_db"] = opened[id(db)]
+    return list(opened.values())
 
 
 @dataclass
@@ -686,10 +706,16 @@ def _draw_table(job: _Job) -> _Done:
 
 
 def _work_in_child(job: _Job, conn: Any) -> None:
+    connections: list[Any] = []
     try:
+        connections = _own_connections(job.table)
+        _prefetch(job.table)  # its MongoDB curves, on its own connections, while the other workers draw
         result: tuple[bool, Any] = (True, _draw_table(job))
     except BaseException as err:  # noqa: BLE001 - given to the parent, which raises it
         result = (False, err)
+    finally:
+        for db in connections:
+            db.client.close()
     try:
         conn.send(result)
     except Exception as err:  # noqa: BLE001 - e.g. an exception that does not pickle
@@ -718,10 +744,11 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
     waiting = iter(sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i].table)))
 
     def fetch_next() -> int | None:
-        """The next job, its MongoDB curves fetched (while the workers draw the ones before it)."""
+        """The next job, the MongoDB curves its worker cannot fetch itself fetched (while the workers draw the
+        ones before it)."""
         i = next(waiting, None)
         if i is not None:
-            _prefetch(jobs[i].table)
+            _prefetch(jobs[i].table, here=False)
         return i
 
     running: dict[Any, tuple[int, Any]] = {}

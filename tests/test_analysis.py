@@ -230,20 +230,33 @@ def test_the_same_table_from_mongodb_and_from_its_file_copy(study):
     assert curves["step"].tolist() == [1, 2]
 
 
-def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path):
-    """MongoDB curves are fetched by the parent in one query per database (a forked worker must not use its
-    connections) and drawn by the workers: the same PNG bytes as from the file copy, also from one process."""
-    from analysis import plots
+def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path, monkeypatch):
+    """A forked worker fetches its table's MongoDB curves on a connection of its own (a client must not be used
+    across fork), one query per 25 runs; for a database it cannot open again (a Database object handed in, not a
+    URL) the command fetches them before it forks. The same PNG bytes as from the file copy either way, and from
+    one process."""
+    import pymongo
 
+    from analysis import plots
+    from pcl.secrets import url_database
+
+    fetched_here = []
+    fetch = plots.metric_documents
+    monkeypatch.setattr(plots, "metric_documents", lambda records, *a: (fetched_here.append(len(records)),
+                                                                        fetch(records, *a))[1])
+    handed_in = pymongo.MongoClient(study["mongo"])[url_database(study["mongo"])]
     plan = [r for r in study["plan_t2"] if r["method"] == "pcl" and r["seed"] == 0]
-    drawn = {}
+    drawn, here = {}, {}
     for name, store, workers in (("mongo", study["mongo"], 2), ("files", study["mongo_copy"], 2),
-                                 ("mongo-here", study["mongo"], 1)):
+                                 ("mongo-here", study["mongo"], 1), ("handed-in", handed_in, 2)):
         table = tables.build_table("table2", plan, runs.read_attempts([store]), stores=name)
         other = tables.build_table("two_stage", plan, runs.read_attempts([store]), stores=name)  # a second job
+        fetched_here.clear()
         done, _ = plots.make_figures([table, other], tmp_path / name, formats=["png"], workers=workers)
-        drawn[name] = {paths[0].name: paths[0].read_bytes() for _, paths in done}
-    assert drawn["mongo"] and drawn["mongo"] == drawn["files"] == drawn["mongo-here"]
+        drawn[name], here[name] = {paths[0].name: paths[0].read_bytes() for _, paths in done}, sum(fetched_here)
+    assert drawn["mongo"] and drawn["mongo"] == drawn["files"] == drawn["mongo-here"] == drawn["handed-in"]
+    assert here["mongo"] == 0 and here["mongo-here"] > 0 and here["handed-in"] > 0
+    handed_in.client.close()
 
 
 @pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mongo-down",

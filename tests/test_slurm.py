@@ -659,3 +659,49 @@ def test_the_dry_run_says_how_many_runs_the_tables_share(tmp_path, capsys):
             f"each table's row): the rows add up to {rows}, the total counts each run once.") in out, out
     assert launch_all.run([*argv, "--tables", "table2"]) == 0
     assert "shared between tables" not in capsys.readouterr().out  # one table: nothing to explain
+
+
+# ---- where each run stands, from the state fields only ---------------------------------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_ATTEMPT = st.fixed_dictionaries({
+    "key": st.sampled_from(["a", "b", "c"]),
+    "status": st.sampled_from(["COMPLETED", "RUNNING", "FAILED", "INTERRUPTED", "TIMED_OUT", "PREEMPTED", "QUEUED"]),
+    "preempted": st.booleans(), "minute": st.integers(0, 59), "beat": st.integers(0, 59),
+    "trace": st.one_of(st.none(), st.lists(st.text(max_size=30), max_size=3)), "same_attempt": st.booleans()})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(attempts=st.lists(_ATTEMPT, min_size=1, max_size=8))
+def test_run_states_from_mongodb_read_only_the_state_fields_and_judge_as_whole_records(mongo_url, attempts):
+    """status and the launcher read a MongoDB store's records through a projection of STATE_FIELDS (a whole record
+    is ~20 KB): the states and every judgement made from them equal those of the whole records."""
+    import datetime as dt
+
+    db = results.connect(mongo_url)
+    db["runs"].delete_many({})
+    for i, a in enumerate(attempts):
+        db["runs"].insert_one({
+            "_id": i + 1, "status": a["status"], "fail_trace": a["trace"], "host": {"hostname": "n1"},
+            "config": {"run_key": a["key"], "method": "pcl", "seed": 0}, "result": {"top1": 1.0},
+            "info": {"preempted": a["preempted"], "heads": ["peer1"], "attempt_id": f"x{i}"},
+            "meta": {"attempt_id": f"att{i - 1 if a['same_attempt'] and i else i}"},
+            "start_time": dt.datetime(2026, 1, 1, 0, a["minute"]), "heartbeat": dt.datetime(2026, 1, 1, 1, a["beat"]),
+            "stop_time": None if a["status"] == "RUNNING" else dt.datetime(2026, 1, 1, 2, a["minute"])})
+    narrow = plan.record_states([db])
+    whole: dict[str, plan.RunState] = {}
+    for record in results.unique_attempts(list(results.iter_records([db]))):
+        whole.setdefault(record["config"]["run_key"], plan.RunState()).records.append(record)
+    for state in whole.values():
+        state.records.sort(key=lambda r: plan._utc(r.get("start_time")), reverse=True)
+    now = dt.datetime(2026, 1, 1, 3, tzinfo=dt.timezone.utc)
+    assert set(narrow) == set(whole)
+    for key, state in narrow.items():
+        assert all("result" not in r and not r["host"] for r in state.records)  # only the state fields came
+        assert [r["run_id"] for r in state.records] == [r["run_id"] for r in whole[key].records]
+        for judged in (lambda s: (s.completed, s.failures, s.heartbeat_age_s(now)),
+                       lambda s: [(results.run_status(r), r.get("fail_trace")) for r in s.records],
+                       lambda s: status.run_status(plan.Planned({"run_key": key}, ["t"]), s, {}, None, {}, 600.0, 3,
+                                                   now),
+                       lambda s: status.last_error_line(s.latest, None)):
+            assert judged(state) == judged(whole[key])
