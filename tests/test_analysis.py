@@ -242,8 +242,8 @@ def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path, m
 
     fetched_here = []
     fetch = plots.metric_documents
-    monkeypatch.setattr(plots, "metric_documents", lambda records, *a: (fetched_here.append(len(records)),
-                                                                        fetch(records, *a))[1])
+    monkeypatch.setattr(plots, "metric_documents", lambda records, *a, **k: (fetched_here.append(len(records)),
+                                                                             fetch(records, *a, **k))[1])
     handed_in = pymongo.MongoClient(study["mongo"])[url_database(study["mongo"])]
     plan = [r for r in study["plan_t2"] if r["method"] == "pcl" and r["seed"] == 0]
     drawn, here = {}, {}
