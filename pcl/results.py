@@ -25,6 +25,7 @@ import re
 import stat
 import sys
 import unicodedata
+import weakref
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -44,10 +45,6 @@ CONFIG_COLUMNS = ("experiment", "label", "dataset", "backbone", "method", "seed"
 #: run.json's `experiment` lists of the archived code: no reader of records uses them (left out of every record)
 _CODE_FIELDS = ("sources", "dependencies", "repositories")
 _PROJECTION = {"captured_out": 0, **{f"experiment.{k}": 0 for k in _CODE_FIELDS}}
-#: the fields of a record that say where its run stands (status, launcher, a job's resume): a MongoDB store sends
-#: only these to them (a whole record is ~20 KB; a server answers 3,000 of these in a third of the time)
-STATE_FIELDS = ("status", "config.run_key", "info.run_key", "info.preempted", "info.attempt_id", "meta.attempt_id",
-                "start_time", "stop_time", "heartbeat", "fail_trace")
 
 StoreLike = Any  # str | os.PathLike | pymongo.database.Database | Sequence of these
 
@@ -80,18 +77,21 @@ def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout_s * 1000),
                                  connectTimeoutMS=int(timeout_s * 1000))
     db = client[db_name or url_database(url) or "pcl"]
-    _OPENED[id(db)] = (db, (url, db_name, timeout_s))
+    # weakly held (a database no longer used is freed with its client's threads); the entry goes with it
+    _OPENED[id(db)] = (weakref.ref(db), (url, db_name, timeout_s))
+    weakref.finalize(db, _OPENED.pop, id(db), None)
     return db
 
 
-#: id(Database) -> (the Database, connect's arguments) of each database `connect` opened: what `reopen` needs
+#: id(Database) -> (a weak reference to it, connect's arguments) of each database `connect` opened: what `reopen`
+#: needs (the reference tells a live database from another object that got the same id)
 _OPENED: dict[int, tuple[Any, tuple[str, str | None, float]]] = {}
 
 
 def reopenable(db: Any) -> bool:
     """Whether `reopen` can open `db` again (it was opened by `connect`, from a URL)."""
     opened = _OPENED.get(id(db))
-    return opened is not None and opened[0] is db
+    return opened is not None and opened[0]() is db
 
 
 def reopen(db: Any) -> Any:
@@ -448,18 +448,15 @@ def _mongo_records(db: Any, query: dict[str, Any] | None, projection: dict[str, 
             skip_record(f"mongo:{db.name} run {doc['run_id']}", err)
 
 
-def iter_records(store: StoreLike, query: dict[str, Any] | None = None,
-                 fields: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every record as a plain dict (config, info, result, status, times, meta, host, source, run_id).
 
     `query` is a MongoDB filter on top-level dotted fields (e.g. {"config.run_key": k, "status": "COMPLETED"});
-    on a file store only equality filters are applied. `fields` (dotted, e.g. STATE_FIELDS): a reader that needs
-    only these gets only these (and source, run_id) from a MongoDB store; a file store's records stay whole.
+    on a file store only equality filters are applied.
     """
-    projection = _PROJECTION if fields is None else {f: 1 for f in ("status", "config.run_key", *fields)}
     for kind, where in _sources(store):
         if kind == "mongo":
-            for doc in _mongo_records(where, query, projection):
+            for doc in _mongo_records(where, query, _PROJECTION):
                 doc["source"] = _source_name(kind, where)
                 doc["_db"] = where  # for load_metrics
                 yield doc

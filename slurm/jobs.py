@@ -120,8 +120,7 @@ def failed_attempts(sources: Sequence[Any], run_key: str) -> list[dict[str, Any]
     """The FAILED records of run_key (one per attempt, across stores)."""
     from pcl import results
 
-    records = results.unique_attempts(list(results.iter_records(sources, {"config.run_key": run_key},
-                                                                fields=results.STATE_FIELDS)))
+    records = results.unique_attempts(list(results.iter_records(sources, {"config.run_key": run_key})))
     return [r for r in records if r.get("status") == "FAILED"]
 
 

@@ -236,7 +236,7 @@ def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None)
 
     wanted = set(run_keys) if run_keys is not None else None
     states: dict[str, RunState] = {}
-    for record in results.unique_attempts(list(results.iter_records(sources, fields=results.STATE_FIELDS))):
+    for record in results.unique_attempts(list(results.iter_records(sources))):
         key = (record.get("config") or {}).get("run_key")
         if not key or (wanted is not None and key not in wanted):
             continue
