@@ -479,9 +479,13 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
     for row, part in _rows(table, names_of):
         if _too_short(table, row, part, "heads", notes):
             continue
-        if method is not None:
-            part = part.assign(column=[METHOD_NAMES.get(m, m) for m in method.reindex(part["run_key"])])
-        columns = list(dict.fromkeys(part["column"]))
+        if method is not None:  # per run, not per point (millions of them): the run_key codes index the names
+            keys = part["run_key"].astype("category")
+            names = [METHOD_NAMES.get(m, m) for m in method.reindex(keys.cat.categories)]
+            found, uniques = pd.factorize(pd.Series(names, dtype=object))
+            part = part.assign(column=pd.Categorical.from_codes(found[keys.cat.codes.to_numpy()],
+                                                                pd.Index(uniques, dtype=object)))
+        columns = list(part["column"].unique())  # in order of appearance, as the runs come
         wrap = min(4, len(columns))
         nrows = math.ceil(len(columns) / wrap)
         order = ["deployed head", "live peers (mean over peers)", "ensemble teacher",

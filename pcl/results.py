@@ -595,9 +595,9 @@ def completed_run_keys(store: StoreLike) -> set[str]:
     """run_keys with at least one COMPLETED record: what a launcher skips."""
     keys: set[str] = set()
     for kind, where in _sources(store):
-        if kind == "mongo":  # not distinct(): it would count each element of a list-valued run_key
-            keys.update(r["config"]["run_key"] for r in _mongo_records(
-                where, {"status": COMPLETED}, {"config.run_key": 1, "status": 1}))
+        if kind == "mongo":  # not distinct(): it would count each element of a list-valued run_key; whole
+            # records, checked as on a file store (a record damaged outside run_key and status is not completed)
+            keys.update(r["config"]["run_key"] for r in _mongo_records(where, {"status": COMPLETED}, _PROJECTION))
         else:
             for run_dir in _file_run_dirs(where):
                 record = _file_record(run_dir)  # checked whole: a record the tables skip is not completed
@@ -623,10 +623,12 @@ def find_completed(store: StoreLike, run_key: str) -> dict[str, Any] | None:
 
 
 def has_completed(store: StoreLike, run_key: str) -> bool:
+    """Whether `run_key` has a COMPLETED record that passes check_record (the whole record, on every store
+    alike): what a launcher and a run ask before training."""
     for kind, where in _sources(store):
         if kind == "mongo":  # a list holding run_key matches the query too: only a string run_key counts
             if any(r["config"]["run_key"] == run_key for r in _mongo_records(
-                    where, {"config.run_key": run_key, "status": COMPLETED}, {"config.run_key": 1, "status": 1})):
+                    where, {"config.run_key": run_key, "status": COMPLETED}, _PROJECTION)):
                 return True
         elif completed_file_records(where, run_key):
             return True

@@ -57,6 +57,21 @@ def test_heads_share_styles_and_axes_and_the_deployed_head_is_thick(tmp_path):
     plt.close("all")
 
 
+def test_the_pcl_e_tables_heads_figure_has_a_panel_per_method_in_the_order_of_the_runs(tmp_path):
+    """The PCL-E table's columns are heads of the same runs: its heads figure has one panel per method, named by
+    its display name, in the order the runs come (the names are looked up per run, not per point)."""
+    base = _table(tmp_path, epochs=4)
+    runs = base.runs.iloc[::-1].reset_index(drop=True)  # pcl's runs first
+    runs = pd.concat([runs.assign(column=head) for head in ("peer1", "ensemble")], ignore_index=True)
+    runs["method"] = runs["run_key"].str.rstrip("01")
+    table = Table(SPECS["ablations.deployed_head"], "cifar100", None, "last", base.cells, runs, "s")
+    (figure,) = plots.heads_over_training(table)
+    assert [ax.get_title() for ax in figure.figure.axes] == ["PCL", "DML"]
+    for ax in figure.figure.axes:
+        assert "deployed head" in [line.get_label() for line in ax.get_lines()]
+    plt.close("all")
+
+
 def _drawn_tick_labels(ax) -> list:
     """The tick labels matplotlib draws: those of ticks inside the axis' view limits."""
     (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())

@@ -214,6 +214,32 @@ def test_foreign_mongo_documents_are_ignored(mongo_url, capsys):
     assert len([line for line in err.splitlines() if "run 6" in line]) == 1 and "run 5" not in err
 
 
+#: the BAD cases a MongoDB document can hold (JSON objects, not bytes; a run_key of ours)
+_MONGO_BAD = sorted(k for k, v in BAD.items() if all(isinstance(b, dict) for b in v.values())
+                    and "run_key" not in v.get("config.json", {}))
+
+
+@pytest.mark.parametrize("case", _MONGO_BAD)
+def test_a_damaged_completed_record_is_not_completed_on_mongodb_either(tmp_path, mongo_url, capsys, case):
+    """What a launcher and a run ask before training (has_completed, completed_run_keys) checks the whole record
+    on MongoDB as on a file store: a COMPLETED record damaged anywhere the readers look (its result, times, info,
+    ...) is skipped with its line, and the run is trained again, not judged done from its run_key and status."""
+    from pymongo import MongoClient
+
+    db = MongoClient(mongo_url).get_default_database()
+    store = tmp_path / "results"
+    for number, (key, files) in enumerate((("good", good_files("good", 1)), ("bad", _bad_files("bad", 2, BAD[case])))):
+        write_record(store, number + 1, files)
+        db["runs"].insert_one({"_id": number + 1, **files["run.json"], "config": files["config.json"],
+                               "info": files["info.json"]})
+    for where in (str(store), mongo_url):
+        assert results.completed_run_keys(where) == {"good"}, where
+        assert results.has_completed(where, "good") and not results.has_completed(where, "bad"), where
+    err = capsys.readouterr().err
+    if BAD[case].get("run.json", {}).get("status", "COMPLETED") == "COMPLETED":  # else no COMPLETED query matches it
+        assert [line for line in err.splitlines() if "mongo:" in line and "run 2" in line], err
+
+
 # ---- kind 3: upload reads only what the run archived --------------------------------------------------------------
 def test_upload_never_reads_a_file_outside_the_run(tmp_path, mongo_url, capsys):
     import gridfs
