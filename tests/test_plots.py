@@ -151,6 +151,28 @@ def test_a_table_is_drawn_one_figure_at_a_time(tmp_path, monkeypatch):
     assert len(done) == 3 and open_at_save == [1, 1, 1] and plt.get_fignums() == []
 
 
+def test_a_tables_cached_curves_hold_one_read_only_epochs_array_per_distinct_epochs(tmp_path):
+    """Nearly every series of a table has the same epochs (half the bytes a worker holds): the cache keeps one
+    array of them, which nothing may change; a run with other epochs keeps its own; the cache goes with the table."""
+    table = _table(tmp_path, epochs=4)
+    short = Path(table.runs["attempt"].iloc[-1]["record"]["path"]) / "metrics.json"
+    metrics = json.loads(short.read_text())
+    short.write_text(json.dumps({k: {"steps": v["steps"][:3], "values": v["values"][:3]} for k, v in metrics.items()}))
+    figures = plots.iter_figures(table, [])
+    next(figures)  # the first figure has read every run's curves
+    cached = plots._METRICS[id(table)]
+    steps = {run_key: {id(s) for s, _ in series.values()} for run_key, series in cached.items()}
+    assert len(cached) == 4 and all(len(ids) == 1 for ids in steps.values())
+    assert len(set().union(*steps.values())) == 2  # 4 epochs (three runs), 3 epochs (the last)
+    arrays = [s for series in cached.values() for s, _ in series.values()]
+    assert not any(a.flags.writeable for a in arrays)
+    assert {len(a) for a in arrays} == {3, 4}
+    for _ in figures:
+        pass
+    assert id(table) not in plots._METRICS and id(table) not in plots._EPOCHS
+    plt.close("all")
+
+
 def test_a_worker_that_fails_raises_here_and_leaves_no_process(tmp_path, monkeypatch):
     """An error while a forked worker draws or saves reaches the caller as itself; no worker is left running."""
     two_tables = [_table(tmp_path / "a", epochs=4), _table(tmp_path / "b", epochs=4)]
