@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from analysis import escape
 from analysis.runs import AnalysisError, default_stores
+from pcl.results import StoreError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,12 +92,13 @@ def stores(args: argparse.Namespace) -> list[str]:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Call main; AnalysisError -> its one line on stderr and exit code 2 (argparse's errors exit 2 too)."""
+    """Call main; AnalysisError or StoreError (e.g. the server went away while a figure worker read curves) -> its
+    one line on stderr and exit code 2 (argparse's errors exit 2 too)."""
     try:
         return main(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a bad option (2, its line already written)
         return exit_.code if isinstance(exit_.code, int) else 2
-    except AnalysisError as err:
+    except (AnalysisError, StoreError) as err:
         sys.stderr.write(f"error: {escape.terminal(err)}\n")  # record text in it: one line, no escape codes
         return 2
     except BrokenPipeError:  # `... | head`: the reader left; not an error of the analysis

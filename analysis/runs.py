@@ -77,7 +77,9 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
             resolve_mongo_url(store)  # its password is removed from any message below
         try:
             records += list(results.iter_records(store))
-        except Exception as err:  # noqa: BLE001 - pymongo's errors: unreachable, refused, bad URL
+        except results.StoreError as err:  # already one line naming the store
+            raise AnalysisError(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - e.g. a bad URL (pymongo refuses it before any read)
             reason = redact(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
             raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: {reason}") from None
     rows = []

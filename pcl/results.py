@@ -67,6 +67,21 @@ def _sources(store: StoreLike) -> list[tuple[str, Any]]:
     return [("file", Path(store))]
 
 
+#: seconds between the driver's background checks of a server that answers (pymongo's default is 10)
+HEARTBEAT_S = 600
+
+
+def client_options(timeout_s: float) -> dict[str, Any]:
+    """pymongo.MongoClient options of every client of the suite: a server that does not answer fails the command
+    within `timeout_s` (server selection and connecting), and a server busy answering a long read is not dropped.
+    pymongo checks each server every heartbeat and, when a check gets no answer within the connect timeout, marks
+    it unknown and cancels every operation in progress on it: a single-threaded server (SecantusDB) reading
+    31,507 records for 26 s answered no check, and status, the dry run and make_tables of 30,000 runs failed with
+    `_OperationCancelled`. An operation that fails still makes the driver check the server at once."""
+    return {"serverSelectionTimeoutMS": int(timeout_s * 1000), "connectTimeoutMS": int(timeout_s * 1000),
+            "heartbeatFrequencyMS": HEARTBEAT_S * 1000}
+
+
 def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
     """A pymongo Database for `url` (db_name, else its path's database percent-decoded as the writers read it,
     else "pcl"), failing within seconds."""
@@ -74,8 +89,7 @@ def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
 
     from pcl.secrets import url_database
 
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout_s * 1000),
-                                 connectTimeoutMS=int(timeout_s * 1000))
+    client = pymongo.MongoClient(url, **client_options(timeout_s))
     db = client[db_name or url_database(url) or "pcl"]
     # weakly held (a database no longer used is freed with its client's threads); the entry goes with it
     _OPENED[id(db)] = (weakref.ref(db), (url, db_name, timeout_s))
@@ -116,6 +130,31 @@ _SKIPPED: dict[str, str] = {}
 
 class RecordError(ValueError):
     """A record, or a file of one, that cannot be used: damaged, foreign, of an older version or half-written."""
+
+
+class StoreError(RuntimeError):
+    """A MongoDB store that failed while it was read (the server gone, refusing or cancelling the read): one line,
+    password removed, saying what to do. Nothing partial is returned: a command that reads records stops."""
+
+
+def _mongo_failed(db: Any, err: BaseException, what: str) -> StoreError:
+    from pcl.secrets import redact, redact_url
+
+    opened = _OPENED.get(id(db))
+    where = redact_url(opened[1][0]) if opened is not None else f"database {getattr(db, 'name', db)!r}"
+    reason = one_line(redact(err), 200).split(" (configured timeouts")[0].split(", Timeout:")[0]
+    return StoreError(f"cannot read MongoDB {where} ({what}): {type(err).__name__}: {reason}. Nothing was "
+                      "changed; check that the server runs and answers, then run the command again")
+
+
+def _reading(db: Any, cursor: Any, what: str) -> Iterator[Any]:
+    """The documents of a MongoDB cursor; a failure of the server while they come is a StoreError."""
+    import pymongo.errors
+
+    try:
+        yield from cursor
+    except pymongo.errors.PyMongoError as err:
+        raise _mongo_failed(db, err, what) from None
 
 
 def one_line(value: Any, limit: int = 300) -> str:
@@ -437,7 +476,7 @@ def completed_file_records(root: Path, run_key: str) -> list[dict[str, Any]]:
 def _mongo_records(db: Any, query: dict[str, Any] | None, projection: dict[str, Any] | None) -> Iterator[dict]:
     """The documents of `runs` matching `query` that are records of this suite, checked; another project's
     documents (no string config.run_key) are passed over silently; damaged ones of ours are named once."""
-    for doc in db["runs"].find(query or {}, projection):
+    for doc in _reading(db, db["runs"].find(query or {}, projection), "its runs"):
         config = doc.get("config") if isinstance(doc, dict) else None
         if not isinstance(config, dict) or config.get("run_key") is None:
             continue  # a shared database: another project's (or a notebook's) document, not ours
@@ -728,8 +767,9 @@ def _series_query(run_ids: list[Any], names: set[str] | None, prefix: str | tupl
 def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...]
                       ) -> list[dict[str, Any]]:
     """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
-    return [doc for doc in record["_db"]["metrics"].find(_series_query([record["run_id"]], names, prefix),
-                                                         _SERIES_FIELDS) if isinstance(doc, dict)]
+    db = record["_db"]
+    return [doc for doc in _reading(db, db["metrics"].find(_series_query([record["run_id"]], names, prefix),
+                                                           _SERIES_FIELDS), "its metrics") if isinstance(doc, dict)]
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
@@ -749,8 +789,8 @@ def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str,
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
             found: dict[Any, list] = {}
-            for doc in db["metrics"].find(_series_query([records[i]["run_id"] for i in part], None, prefix),
-                                          _SERIES_FIELDS):
+            for doc in _reading(db, db["metrics"].find(_series_query([records[i]["run_id"] for i in part], None,
+                                                                     prefix), _SERIES_FIELDS), "its metrics"):
                 if isinstance(doc, dict) and isinstance(doc.get("run_id"), (str, int)):
                     found.setdefault(doc["run_id"], []).append(doc)
             for i in part:
@@ -777,5 +817,5 @@ def _checked_series(name: Any, series: Any) -> tuple[np.ndarray, np.ndarray]:
         raise RecordError(f"the series {one_line(name, 60)} holds a number out of range ({err})") from None
 
 
-__all__ = ["completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",
+__all__ = ["StoreError", "client_options", "completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",
            "load_metrics", "load_runs", "reopen", "reopenable", "run_status", "unique_attempts"]

@@ -303,7 +303,7 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(ROOT) not in paths:  # local jobs and sbatch (which exports the environment) import slurm.jobs
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, paths)])
-    from pcl import tracking
+    from pcl import results, tracking
     from slurm import plan
     from slurm.jobs import read_ledger
 
@@ -359,7 +359,8 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
             log("nothing to submit")
             return 1 if args.wait and held else 0  # --wait: done means done (tables can be built next)
         jobs = submit(to_submit, queued, options, str(Path(args.results_dir).resolve()), args.db_name, log=log)
-    except (OptionsError, plan.SelectionError, cluster.ClusterError, LaunchError, tracking.ConfigError) as err:
+    except (OptionsError, plan.SelectionError, cluster.ClusterError, LaunchError, tracking.ConfigError,
+            results.StoreError) as err:
         print(f"error: {tracking.redact(err)}", file=sys.stderr)
         return 2
     if not args.wait and options.executor != "debug":  # debug jobs run in this process, when waited for

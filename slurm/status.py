@@ -168,12 +168,12 @@ def run(argv: Sequence[str] | None = None) -> int:
                 "sbatch_lines", "setup", "log_folder", "array_parallelism", "max_attempts", "max_timeouts",
                 "runs_per_gpu", "teacher_wait_s"):
         setattr(args, key, None)
-    from pcl import tracking
+    from pcl import results, tracking
     from slurm.plan import SelectionError
 
     try:
         report = collect(args)
-    except (OptionsError, SelectionError, cluster.ClusterError, tracking.UserError) as err:
+    except (OptionsError, SelectionError, cluster.ClusterError, tracking.UserError, results.StoreError) as err:
         print(f"error: {tracking.redact(err)}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1) if args.json else render(report))

@@ -87,8 +87,7 @@ def _mongo_client(url: str, timeout_s: float):
     import pymongo
 
     try:
-        return pymongo.MongoClient(url, serverSelectionTimeoutMS=int(timeout_s * 1000),
-                                   connectTimeoutMS=int(timeout_s * 1000), socketTimeoutMS=60_000,
+        return pymongo.MongoClient(url, **results.client_options(timeout_s), socketTimeoutMS=60_000,
                                    appname="pcl.tracking")
     except Exception as err:  # noqa: BLE001 - malformed URLs and options
         raise StoreUnavailable(f"MongoDB URL {redact_url(url)} is not usable: {redact(err)}") from None
