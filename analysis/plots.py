@@ -55,6 +55,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
 LINESTYLES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (3, 1, 1, 1)))
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "svg.fonttype": "none",
+         "svg.hashsalt": "pcl",  # an SVG's ids from its content, not random: the same figure gives the same bytes
          # a title at a fixed height (no x-axis on top to clear): matplotlib's automatic placement measures every
          # tick label of the axes at each draw, about a sixth of a figure's cost
          "axes.titley": 1.0}
@@ -622,6 +623,10 @@ FORMATS = ("png", "pdf")
 KNOWN_FORMATS = ("png", "pdf", "svg")
 
 
+#: the vector files without the time they were written: the same figure gives the same bytes at any time
+_UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
 def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write STEM.FORMAT for each format (png at raster.DPI; pdf and svg are vector) under out_dir; the paths.
 
@@ -636,7 +641,7 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
     with plt.rc_context(STYLE):  # ticks made while drawing get the figure's style
         if "pdf" in formats and "png" in formats and raster.renderer() != "agg":
             buffer = io.BytesIO()
-            fig.savefig(buffer, format="pdf")
+            fig.savefig(buffer, format="pdf", metadata=_UNDATED["pdf"])
             pdf = buffer.getvalue()
         for path in paths:
             if path.suffix == ".pdf" and pdf is not None:
@@ -644,7 +649,7 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
             elif path.suffix == ".png" and pdf is not None:
                 raster.write_png(pdf, path, raster.png_size(fig.get_size_inches()))
             else:
-                fig.savefig(path, dpi=raster.DPI,
+                fig.savefig(path, dpi=raster.DPI, metadata=_UNDATED.get(path.suffix[1:]),
                             **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}} if path.suffix == ".png"
                                else {}))
     return paths

@@ -77,9 +77,14 @@ def client_options(timeout_s: float) -> dict[str, Any]:
     pymongo checks each server every heartbeat and, when a check gets no answer within the connect timeout, marks
     it unknown and cancels every operation in progress on it: a single-threaded server (SecantusDB) reading
     31,507 records for 26 s answered no check, and status, the dry run and make_tables of 30,000 runs failed with
-    `_OperationCancelled`. An operation that fails still makes the driver check the server at once."""
+    `_OperationCancelled`. An operation that fails still makes the driver check the server at once.
+
+    A document another client wrote that Python cannot decode (a date beyond year 9999, text that is not UTF-8)
+    would end the whole read: such a date comes as bson's DatetimeMS, which check_record refuses (the record is
+    skipped and named), and such text with U+FFFD in place of the bad bytes."""
     return {"serverSelectionTimeoutMS": int(timeout_s * 1000), "connectTimeoutMS": int(timeout_s * 1000),
-            "heartbeatFrequencyMS": HEARTBEAT_S * 1000}
+            "heartbeatFrequencyMS": HEARTBEAT_S * 1000, "datetime_conversion": "DATETIME_AUTO",
+            "unicode_decode_error_handler": "replace"}
 
 
 def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
@@ -141,19 +146,34 @@ def _mongo_failed(db: Any, err: BaseException, what: str) -> StoreError:
     from pcl.secrets import redact, redact_url
 
     opened = _OPENED.get(id(db))
-    where = redact_url(opened[1][0]) if opened is not None else f"database {getattr(db, 'name', db)!r}"
+    if opened is not None:
+        where = redact_url(opened[1][0])
+    else:  # a client of another layer (the tracking store): its hosts, never its credentials
+        try:
+            hosts = ",".join(f"{h}:{p}" for h, p in db.client.topology_description.server_descriptions())
+        except Exception:  # noqa: BLE001 - not a pymongo client: its name is all there is
+            hosts = ""
+        where = f"mongodb://{hosts}/{db.name}" if hosts else f"database {getattr(db, 'name', db)!r}"
     reason = one_line(redact(err), 200).split(" (configured timeouts")[0].split(", Timeout:")[0]
+    if getattr(err, "code", None) in (13, 18):  # Unauthorized, AuthenticationFailed
+        todo = "check the user, the password and authSource in the URL"
+    elif type(err).__module__.startswith("bson"):
+        todo = "a document of its runs or metrics cannot be decoded; repair or remove it"
+    else:
+        todo = "check that the server runs and answers"
     return StoreError(f"cannot read MongoDB {where} ({what}): {type(err).__name__}: {reason}. Nothing was "
-                      "changed; check that the server runs and answers, then run the command again")
+                      f"changed; {todo}, then run the command again")
 
 
 def _reading(db: Any, cursor: Any, what: str) -> Iterator[Any]:
-    """The documents of a MongoDB cursor; a failure of the server while they come is a StoreError."""
+    """The documents of a MongoDB cursor; a failure of the server, or a reply that cannot be decoded, while they
+    come is a StoreError."""
+    import bson.errors
     import pymongo.errors
 
     try:
         yield from cursor
-    except pymongo.errors.PyMongoError as err:
+    except (pymongo.errors.PyMongoError, bson.errors.BSONError) as err:
         raise _mongo_failed(db, err, what) from None
 
 

@@ -152,14 +152,17 @@ def run_one(cfg: Mapping[str, Any], results_dir: str, db_name: str | None = None
     key = cfg["run_key"]
     write_ledger(results_dir, key, host=socket.gethostname(), state="STARTED", **_job_facts())
     sources = _sources(results_dir, db_name)
-    failed = failed_attempts(sources, key)
     from pcl import results as records
-    if not records.has_completed(sources, key) and len(failed) >= max_attempts:
-        trace = (failed[-1].get("fail_trace") or [""])[-1].strip().splitlines()
-        raise RunFailed(f"run {key} ({cfg['label']}) has {len(failed)} FAILED attempts (max_attempts="
-                        f"{max_attempts}): not started again; last error: {trace[-1] if trace else 'unknown'}")
-    if cfg.get("teacher_run_key"):
-        _wait_for_teacher(sources, cfg, teacher_wait_s)
+    try:
+        failed = failed_attempts(sources, key)
+        if not records.has_completed(sources, key) and len(failed) >= max_attempts:
+            trace = (failed[-1].get("fail_trace") or [""])[-1].strip().splitlines()
+            raise RunFailed(f"run {key} ({cfg['label']}) has {len(failed)} FAILED attempts (max_attempts="
+                            f"{max_attempts}): not started again; last error: {trace[-1] if trace else 'unknown'}")
+        if cfg.get("teacher_run_key"):
+            _wait_for_teacher(sources, cfg, teacher_wait_s)
+    except records.StoreError as err:  # the store failed while read (MongoDB gone): not started, nothing recorded
+        raise RunFailed(f"run {key} ({cfg['label']}) was not started: {err}") from None
     try:
         report = tracking.run_grid([dict(cfg)], results_dir=results_dir, db_name=db_name,
                                    experiment_name=cfg["experiment"] or None)

@@ -173,6 +173,20 @@ def test_a_tables_cached_curves_hold_one_read_only_epochs_array_per_distinct_epo
     plt.close("all")
 
 
+def test_the_same_figures_are_the_same_bytes_whenever_they_are_drawn(tmp_path):
+    """Nothing outside the records changes a figure file: no creation date in the PDF or SVG, no random ids in the
+    SVG (matplotlib writes both by default), so two draws a second apart give the same files."""
+    import time
+
+    table = _table(tmp_path / "runs", epochs=4)
+    drawn = []
+    for out in ("a", "b"):
+        done, _ = plots.make_figures([table], tmp_path / out, formats=["png", "pdf", "svg"], workers=1, reuse=False)
+        drawn.append({p.name: p.read_bytes() for _, paths in done for p in paths})
+        time.sleep(1.1)  # the PDF's date has seconds
+    assert len(drawn[0]) == 9 and drawn[0] == drawn[1]
+
+
 def test_a_worker_that_fails_raises_here_and_leaves_no_process(tmp_path, monkeypatch):
     """An error while a forked worker draws or saves reaches the caller as itself; no worker is left running."""
     two_tables = [_table(tmp_path / "a", epochs=4), _table(tmp_path / "b", epochs=4)]

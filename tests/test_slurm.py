@@ -320,10 +320,12 @@ def _kill_job_python(job: str) -> None:
 
 
 def _release_requeued(job: str) -> None:
-    """SLURM holds a requeued job for about two minutes (BeginTime): release it now."""
+    """SLURM holds a requeued job for about two minutes (BeginTime): release it a few seconds from now. Not now:
+    the node revokes the job's credential when it is requeued, to the second, and a start within that second
+    is killed ("Killing non-startable batch JobId=14: Job credential revoked", seen under load in CI)."""
     wait_for(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                                                  text=True).stdout, 60, f"job {job} requeued")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+3"], check=True)
 
 
 def _by_key(work) -> dict[str, list[dict]]:

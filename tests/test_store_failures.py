@@ -45,7 +45,56 @@ def test_status_and_the_dry_run_say_in_one_line_that_the_store_failed(command, m
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: cannot read MongoDB") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"127.0.0.1:{mongo_server.port}" in err  # which store, though the tracking store's client made it
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_a_grid_stops_in_one_line_when_mongodb_fails_after_its_check(mongo_server, monkeypatch, tmp_path):
+    """The grid checks the store before each run; a server gone right after that check fails the run's own
+    reads (has_completed): the grid stops with the reason, as when the check itself fails, not with a traceback."""
+    from pcl.tracking import stores
+
+    checked = stores.Store.check
+    calls = []
+
+    def check_then_stop(self):
+        checked(self)
+        calls.append(1)
+        if len(calls) == 2:  # the grid's check before its first run (open_store's is the first)
+            mongo_server.stop()
+
+    monkeypatch.setattr(stores.Store, "check", check_then_stop)
+    cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="baseline", epochs=1, batch_size=32,
+               synthetic_classes=4, synthetic_train_size=64, synthetic_test_size=32, device="cpu", workers=0,
+               checkpoint_root=str(tmp_path / "ck"), experiment="test_store_failures", label="smoke")
+    report = tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), mongo_url=mongo_server.url(db="g"),
+                               log=lambda _: None)
+    assert report.runs == [] and report.stopped_reason.startswith("cannot read MongoDB")
+    assert "\n" not in report.stopped_reason
+
+
+def test_a_document_python_cannot_decode_is_a_record_skipped_not_a_failed_read():
+    """Another client can write a date beyond year 9999 or text that is not UTF-8 into a shared database: with the
+    suite's decoding options such a document decodes (the date as bson's DatetimeMS, the text with U+FFFD), so
+    check_record names and skips it while the read goes on; Python's defaults raise and end the whole read."""
+    import bson
+    from bson.datetime_ms import DatetimeMS
+
+    db = results.connect("mongodb://127.0.0.1:9/records?directConnection=true")  # no server: its options only
+    codec = db.codec_options  # what the reader decodes every reply with
+    db.client.close()
+    record = {"_id": 7, "status": "COMPLETED", "config": {"run_key": "k7", "seed": 0}, "info": {}, "result": {},
+              "experiment": {"name": "x"}, "meta": {}, "start_time": DatetimeMS(2 ** 62)}
+    raw = bson.encode(record)
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson.decode(raw)  # what a client with the defaults raises in the middle of a read
+    decoded = bson.decode(raw, codec_options=codec)
+    with pytest.raises(results.RecordError, match="start_time"):
+        results.check_record({**decoded, "run_id": decoded.pop("_id")})
+    text = bson.encode({"label": "x"}).replace(b"\x02\x00\x00\x00x\x00", b"\x02\x00\x00\x00\xff\x00")
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson.decode(text)
+    assert bson.decode(text, codec_options=codec)["label"] == "\ufffd"
 
 
 def test_every_client_keeps_a_server_busy_with_a_long_read(mongo_server, tmp_path):

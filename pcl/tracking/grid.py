@@ -167,8 +167,12 @@ def _data_parallel_broken() -> bool:
 
 
 def _skipped_detail(store, key: str) -> str:
-    """A skipped run's stored deployed error and where its record is."""
-    record = results.find_completed(store.sources(), key)
+    """A skipped run's stored deployed error and where its record is ("" where it cannot be read now: the next
+    run's store check says why)."""
+    try:
+        record = results.find_completed(store.sources(), key)
+    except results.StoreError:
+        return ""
     if record is None:
         return ""
     err = (record.get("result") or {}).get("deployed/top1_err")
@@ -214,7 +218,7 @@ def run_grid(run_configs: Sequence[Mapping[str, Any]], *, results_dir: str | os.
             try:
                 outcome = run_tracked(cfg, store, experiment_name=experiment_name, source_files=source_files,
                                       callbacks=callbacks)
-            except StoreUnavailable as err:
+            except (StoreUnavailable, results.StoreError) as err:  # e.g. MongoDB gone while has_completed read it
                 report.stopped_reason = str(err)
                 log(f"stopping the grid: {err}")
                 break
