@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pcl import results
-from pcl.secrets import MONGO_URL_ENV, redact, redact_url, resolve_mongo_url
+from pcl.secrets import MONGO_URL_ENV, redact_url, resolve_mongo_url
 #: a planned run's status in a table: the latest COMPLETED attempt counts; else the latest attempt's status
 STATUSES = ("completed", "running", "failed", "preempted", "missing")
 _RAW_TO_STATUS = {"COMPLETED": "completed", "RUNNING": "running", "QUEUED": "running", "FAILED": "failed",
@@ -80,8 +80,8 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
         except results.StoreError as err:  # already one line naming the store
             raise AnalysisError(str(err)) from None
         except Exception as err:  # noqa: BLE001 - e.g. a bad URL (pymongo refuses it before any read)
-            reason = redact(str(err)).split(" (configured timeouts")[0].split(", Timeout:")[0][:200]
-            raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: {reason}") from None
+            raise AnalysisError(f"cannot read {describe_stores([store])}: {type(err).__name__}: "
+                                f"{results.error_reason(err)}") from None
     rows = []
     for rec in results.unique_attempts(records):
         config, info = rec.get("config") or {}, rec.get("info") or {}

@@ -143,7 +143,7 @@ class StoreError(RuntimeError):
 
 
 def _mongo_failed(db: Any, err: BaseException, what: str) -> StoreError:
-    from pcl.secrets import redact, redact_url
+    from pcl.secrets import redact_url
 
     opened = _OPENED.get(id(db))
     if opened is not None:
@@ -154,7 +154,7 @@ def _mongo_failed(db: Any, err: BaseException, what: str) -> StoreError:
         except Exception:  # noqa: BLE001 - not a pymongo client: its name is all there is
             hosts = ""
         where = f"mongodb://{hosts}/{db.name}" if hosts else f"database {getattr(db, 'name', db)!r}"
-    reason = one_line(redact(err), 200).split(" (configured timeouts")[0].split(", Timeout:")[0]
+    reason = error_reason(err)
     if getattr(err, "code", None) in (13, 18):  # Unauthorized, AuthenticationFailed
         todo = "check the user, the password and authSource in the URL"
     elif type(err).__module__.startswith("bson"):
@@ -163,6 +163,13 @@ def _mongo_failed(db: Any, err: BaseException, what: str) -> StoreError:
         todo = "check that the server runs and answers"
     return StoreError(f"cannot read MongoDB {where} ({what}): {type(err).__name__}: {reason}. Nothing was "
                       f"changed; {todo}, then run the command again")
+
+
+def error_reason(err: BaseException) -> str:
+    """A driver error's message as one line, password removed, without pymongo's timeouts and topology dump."""
+    from pcl.secrets import redact
+
+    return one_line(redact(err), 200).split(" (configured timeouts")[0].split(", Timeout:")[0]
 
 
 def _reading(db: Any, cursor: Any, what: str) -> Iterator[Any]:
@@ -837,5 +844,6 @@ def _checked_series(name: Any, series: Any) -> tuple[np.ndarray, np.ndarray]:
         raise RecordError(f"the series {one_line(name, 60)} holds a number out of range ({err})") from None
 
 
-__all__ = ["StoreError", "client_options", "completed_run_keys", "connect", "dedupe_runs", "find_completed", "has_completed", "iter_records",
-           "load_metrics", "load_runs", "reopen", "reopenable", "run_status", "unique_attempts"]
+__all__ = ["StoreError", "client_options", "completed_run_keys", "connect", "dedupe_runs", "error_reason",
+           "find_completed", "has_completed", "iter_records", "load_metrics", "load_runs", "reopen", "reopenable",
+           "run_status", "unique_attempts"]
