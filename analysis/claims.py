@@ -250,7 +250,8 @@ def claims_section(tables: Sequence[Table]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser("claims.py", __doc__.split("\n\n")[0])
-    p.add_argument("--out", default=None, help="also write claims.md and claims.csv into this folder")
+    p.add_argument("--out", default=None, type=cli.out_path(folder=True),
+                   help="also write claims.md and claims.csv into this folder")
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
     text = claims_section(tables)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from analysis import escape
@@ -42,9 +44,50 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set {text!r} is invalid: must be KEY=VALUE (e.g. epochs=10)")
     try:
-        return key, ast.literal_eval(value)
+        parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        return key, value  # a plain string (dataset=cifar10)
+        parsed = value  # a plain string (dataset=cifar10)
+    from pcl import schema
+
+    if key in schema.KEYS:  # checked here, whichever tables follow (a bad value must not read as "no runs")
+        try:
+            schema.KEYS[key].check(parsed)
+        except Exception as err:  # noqa: BLE001 - ConfigError: its one line names the key and what is allowed
+            try:  # a grid axis (method=[baseline, pcl]): each of its values
+                if not isinstance(parsed, list) or not parsed:
+                    raise
+                for item in parsed:
+                    schema.KEYS[key].check(item)
+            except Exception:  # noqa: BLE001
+                raise argparse.ArgumentTypeError(escape.terminal(err)) from None
+    return key, parsed
+
+
+#: a head's name (peer1, mean_peer1, ensemble, pcl_e, ...): it becomes part of the output files' names
+_HEAD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def _head(text: str) -> str:
+    if not _HEAD.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a head's name (letters, digits and _, "
+                                         "starting with a letter; e.g. ensemble, peer1, mean_peer1)")
+    return text
+
+
+def out_path(folder: bool) -> Callable[[str], str]:
+    """An --out value: a folder (`folder`) or a file whose folders are folders (or do not exist yet), so that
+    writing fails before any work, not with a traceback after it."""
+    def check(text: str) -> str:
+        path = Path(text)
+        if not folder and path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: it is a folder; give the file's path")
+        for part in ([path] if folder else []) + list(path.parents):
+            if part.exists() or part.is_symlink():
+                if not part.is_dir():
+                    raise argparse.ArgumentTypeError(f"{text!r} is invalid: {str(part)!r} is not a folder")
+                break
+        return text
+    return check
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -55,7 +98,7 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
                    help="scripts of experiments.registry.SCRIPTS (default: every one that has runs)")
     p.add_argument("--store", action="append", metavar="FOLDER|URL",
                    help="file store folder or mongodb:// URL; repeatable (default: results and $PCL_MONGO_URL)")
-    p.add_argument("--head", default=None,
+    p.add_argument("--head", default=None, type=_head,
                    help="report this head (e.g. ensemble) instead of each method's deployed head")
     p.add_argument("--select", choices=("last", "best"), default="last",
                    help="last epoch (default) or each run's best epoch ON THE TEST SET (marked as such)")

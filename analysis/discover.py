@@ -6,7 +6,11 @@ and dataset the records are split by their setting (every run-key value the scri
 train_subset, data, batch size, ...); each part becomes the script's plan again: the config closest to one of the
 script's presets (its default config or a named config such as `smoke`), with the part's differing values as
 updates and its seeds/methods/backbones where they are not already the preset's. A plan is kept when its runs are
-the part's runs (the one with the most of them); records no rebuilt plan holds are named in one line.
+the part's runs (the one with the most of them); the runs it misses are split again by what the grid varies besides
+its axes (a method's options, ...), each part a plan of its own. Records no rebuilt plan holds, and records whose
+config this version rejects (they would make their whole part's plan fail), are named in one line per group.
+Plans are rebuilt with the data identity the records hold: no data file is read (a record's data_root is a path
+of the machine that trained it, or any path a record names).
 
 A script that recorded nothing (every run it needs was trained by another script: the launcher trains a shared
 run_key once, e.g. `ablations.deployed_head` inside table2) is shown on a dataset of the paper when every run of its
@@ -22,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from analysis.escape import one_line
 from analysis.runs import AnalysisError, config_keys, plan_runs
 from analysis.setting import PAPER_DATASETS
 
@@ -91,12 +96,20 @@ def _presets(name: str) -> list[tuple[str, ...]]:
     return [()] + [(n,) for n in registry.experiment(name).named_configs]
 
 
+def _plan(name: str, updates: Mapping[str, Any], preset: Sequence[str], identity: Any) -> list[dict[str, Any]]:
+    """plan_runs with `identity` as the data identity of its runs (no data file read: pcl.tracking.data)."""
+    from pcl.tracking.data import recorded_identity
+
+    with recorded_identity(identity if isinstance(identity, str) else None):
+        return plan_runs(name, updates, preset)
+
+
 def _script(name: str, dataset: str, cache: dict[tuple[str, str], _Script]) -> _Script:
     if (name, dataset) not in cache:
         found = _Script(name, dataset)
         for preset in _presets(name):
             try:
-                found.presets[preset] = plan_runs(name, {"dataset": dataset}, preset)
+                found.presets[preset] = _plan(name, {"dataset": dataset}, preset, None)
             except AnalysisError:
                 continue  # the script does not run this preset on this dataset
         cache[(name, dataset)] = found
@@ -117,7 +130,8 @@ def _updates(setting: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], pres
         from pcl import recipes
 
         epochs = updates.get("epochs", base.get("epochs"))
-        if updates["milestones"] == recipes.scaled_milestones(epochs, recipes.recipe_of(base["dataset"])):
+        if isinstance(epochs, int) and updates["milestones"] == recipes.scaled_milestones(
+                epochs, recipes.recipe_of(base["dataset"])):
             del updates["milestones"]
     paper_grid = paper_grid and not set(updates) - {"data_root"}
     seeds = sorted({int(r["seed"]) for r in runs if isinstance(r.get("seed"), int)})
@@ -146,7 +160,7 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
     best: tuple[tuple[int, int], HeldPlan] | None = None
     for n_updates, preset, updates in sorted(candidates, key=lambda c: c[0]):  # the closest preset first
         try:
-            plan = plan_runs(script.name, {"dataset": script.dataset, **updates}, preset)
+            plan = _plan(script.name, {"dataset": script.dataset, **updates}, preset, setting.get("data_identity"))
         except AnalysisError:
             continue
         held = len(keys & {r["run_key"] for r in plan})
@@ -156,6 +170,67 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
         if held == len(keys):
             break  # every run is in it: a preset further away cannot do better
     return None if best is None else best[1]
+
+
+def _valid(configs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The configs this version accepts (pcl.schema; no network built, no file read), and (run_key, why) of the
+    others: an unknown method, a negative seed or `epochs: null` in one record would make its part's plan fail."""
+    from pcl import schema
+
+    kept, rejected = [], []
+    for cfg in configs:
+        try:
+            schema.normalize_run_config(cfg)
+        except Exception as err:  # noqa: BLE001 - ConfigError, or a value of a type no check expects
+            rejected.append((cfg["run_key"], one_line(err, 200)))
+        else:
+            kept.append(cfg)
+    return kept, rejected
+
+
+def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, Any]]
+                 ) -> tuple[list[HeldPlan], list[dict[str, Any]]]:
+    """The plans that hold these runs, and the runs none holds: the closest plan first; the runs it misses split by
+    the values the grid varies besides its axes (e.g. a DML run with another temperature: its options), a plan
+    each."""
+    held = _rebuild(script, setting, runs)
+    keys = {r["run_key"] for r in held.plan} if held is not None else set()
+    missed = [r for r in runs if r["run_key"] not in keys]
+    if not missed or held is None:
+        return ([held] if held is not None else []), missed
+    # the plan again from the runs it holds: the missed runs' methods are no columns of it
+    plans = [_rebuild(script, setting, [r for r in runs if r["run_key"] in keys]) or held]
+    extra = sorted(script.varying - set(_AXES) - _NOT_SETTING)
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for run in missed:
+        parts.setdefault(_canon({k: run.get(k) for k in extra}), []).append(run)
+    left = []
+    for part in parts.values():
+        other = _rebuild(script, {**setting, **_changed(script, held, part[0], extra)}, part)
+        keys = {r["run_key"] for r in other.plan} if other is not None else set()
+        if other is not None:
+            plans.append(other)
+        left += [r for r in part if r["run_key"] not in keys]
+    return plans, left
+
+
+def _changed(script: _Script, held: HeldPlan, run: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The values of `keys` in which `run` differs from its method's defaults in `held`'s setting (its options:
+    only the changed ones; a record holds all of them, `peers` too, which is set at the top level)."""
+    updates = {k: v for k, v in held.updates.items() if k not in _AXES and k != "seeds"}
+    try:
+        default = _plan(script.name, {"dataset": script.dataset, **updates, "method": run.get("method")}, held.named,
+                        run.get("data_identity"))[0]
+    except (AnalysisError, IndexError):
+        default = {}
+    out = {k: run.get(k) for k in keys if k != "options" and _canon(run.get(k)) != _canon(default.get(k))}
+    options, base = run.get("options"), default.get("options")
+    if isinstance(options, dict):
+        base = base if isinstance(base, dict) else {}
+        changed = {k: v for k, v in options.items() if k not in run and _canon(base.get(k)) != _canon(v)}
+        if changed:
+            out["options"] = changed
+    return out
 
 
 def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[str] | None = None
@@ -180,6 +255,13 @@ def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[
         groups.setdefault((str(cfg.get("experiment") or ""), str(cfg.get("dataset"))), []).append(cfg)
     scripts = script_names()  # recorded name -> script
     for (recorded_by, dataset), group in sorted(groups.items()):
+        group, rejected = _valid(group)
+        if rejected:
+            key, why = rejected[0]
+            skipped.append(f"{len(rejected)} run(s) recorded by {recorded_by or 'no script'!r} on {dataset} have a "
+                           f"config this version rejects (e.g. run_key {key}: {why})")
+        if not group:
+            continue
         experiment = scripts.get(recorded_by, recorded_by)
         if experiment not in registry.SCRIPTS:
             skipped.append(f"{len(group)} run(s) recorded by {recorded_by or 'no script'!r} on {dataset}: not a "
@@ -197,14 +279,12 @@ def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[
             setting = {k: cfg.get(k) for k in keys}
             parts.setdefault(_canon(setting), (setting, []))[1].append(cfg)
         for setting, runs in parts.values():
-            held = _rebuild(script, setting, runs)
-            if held is None or held.recorded < len(runs):
-                missed = len(runs) - (held.recorded if held else 0)
-                skipped.append(f"{missed} run(s) of {experiment} on {dataset} are in no plan rebuilt from their "
-                               f"settings (e.g. run_key {runs[0]['run_key']}, {runs[0].get('label')}); give the "
-                               "grid's settings with --named/--set")
-            if held is not None:
-                found.append(held)
+            held, missed = _rebuild_all(script, setting, runs)
+            found += held
+            if missed:
+                skipped.append(f"{len(missed)} run(s) of {experiment} on {dataset} are in no plan rebuilt from their "
+                               f"settings (e.g. run_key {missed[0]['run_key']}, {missed[0].get('label')}); give "
+                               "the grid's settings with --named/--set")
     found += _shared_only(found, names, attempts, cache)
     return found, skipped
 
@@ -227,7 +307,7 @@ def _shared_only(found: Sequence[HeldPlan], names: Sequence[str], attempts: pd.D
             if held.named not in _script(name, held.dataset, cache).presets:
                 continue
             try:
-                plan = plan_runs(name, {"dataset": held.dataset, **base}, held.named)
+                plan = _plan(name, {"dataset": held.dataset, **base}, held.named, held.plan[0].get("data_identity"))
             except AnalysisError:
                 continue
             if plan and all(r["run_key"] in have for r in plan):

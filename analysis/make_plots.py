@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from analysis.plots import make_figures
 
     p = cli.parser("make_plots.py", __doc__.split("\n\n")[0])
-    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument("--out", default="figures", type=cli.out_path(folder=True), help="output folder (default: figures)")
     cli.add_figure_options(p, ("png", "pdf"))
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))

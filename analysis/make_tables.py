@@ -20,7 +20,7 @@ from analysis.tables import build_tables
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser("make_tables.py", __doc__.split("\n\n")[0])
-    p.add_argument("--out", default="tables", help="output folder (default: tables)")
+    p.add_argument("--out", default="tables", type=cli.out_path(folder=True), help="output folder (default: tables)")
     args = p.parse_args(argv)
     tables, skipped = build_tables(args.tables, cli.stores(args), **cli.table_kwargs(args))
     for table in tables:

@@ -660,7 +660,7 @@ def plot_workers(requested: int | None = None) -> int:
     may use."""
     if requested is None:
         env = os.environ.get("PCL_PLOT_WORKERS", "")
-        if env.isdigit() and int(env) > 0:
+        if env.isascii() and env.isdigit() and int(env) > 0:
             requested = int(env)
         else:
             requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -118,7 +118,8 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser("report.py", __doc__.split("\n\n")[0])
-    p.add_argument("--out", default="report/report.md", help="the report's path (default: report/report.md)")
+    p.add_argument("--out", default="report/report.md", type=cli.out_path(folder=False),
+                   help="the report's path (default: report/report.md)")
     p.add_argument("--html", action="store_true", help="also write the report as HTML beside it")
     cli.add_figure_options(p, ("png",))
     args = p.parse_args(argv)

@@ -287,15 +287,20 @@ def build_table(name: str, plan: Sequence[Mapping[str, Any]], attempts: pd.DataF
 def _plan_of(name: str, updates: Mapping[str, Any], named: Sequence[str], dataset: str,
              attempts: pd.DataFrame) -> list[dict[str, Any]]:
     """The plan of `name` on `dataset`. A run_key follows the data's identity (pcl.tracking.data): unless
-    `data_root` is given, the plan is also tried with each data_root the store's records of that dataset were
-    trained on, and the first plan with runs in the store is taken (else the plain plan)."""
+    `data_root` is given, the plan is also tried with each data identity the store's records of that dataset hold
+    (as recorded: no file a record names is read), and the first plan with runs in the store is taken (else the
+    plain plan)."""
+    from pcl.tracking.data import recorded_identity
+
     plan = plan_runs(name, {**updates, "dataset": dataset}, named)
     keys = set(attempts["run_key"].dropna())
     if "data_root" in updates or any(r["run_key"] in keys for r in plan):
         return plan
     records = attempts.loc[attempts["dataset"] == dataset, "record"]
-    for root in sorted({(r.get("config") or {}).get("data_root") for r in records} - {None}):
-        other = plan_runs(name, {**updates, "data_root": root, "dataset": dataset}, named)
+    identities = {(r.get("config") or {}).get("data_identity") for r in records}
+    for identity in sorted(i for i in identities if isinstance(i, str)):
+        with recorded_identity(identity):
+            other = plan_runs(name, {**updates, "dataset": dataset}, named)
         if any(r["run_key"] in keys for r in other):
             return other
     return plan

@@ -243,7 +243,8 @@ class MethodSpec:
 def _matches(pattern: str, name: str) -> bool:
     prefix, suffix = pattern.split("{j}")
     middle = name[len(prefix):len(name) - len(suffix) if suffix else None]
-    return name.startswith(prefix) and name.endswith(suffix) and middle.isdigit() and not middle.startswith("0")
+    return (name.startswith(prefix) and name.endswith(suffix) and middle.isascii() and middle.isdigit()
+            and not middle.startswith("0"))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ Only pandas and (for MongoDB, lazily) pymongo are imported: no Sacred, no torch.
 """
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import json
 import math
@@ -242,10 +243,11 @@ def read_file(folder: Path, relative: Any, limit: int = MAX_FILE_BYTES) -> bytes
         if err.errno == errno.ELOOP:
             raise RecordError(f"{path} is a symbolic link") from None
         raise RecordError(f"{path}: {err.strerror or err}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a folder: os.fdopen would raise IsADirectoryError naming the fd number
+        os.close(fd)
+        raise RecordError(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise RecordError(f"{path} is not a regular file")
         if info.st_size > limit:
             raise RecordError(f"{path} holds {info.st_size} bytes, more than {limit}")
         try:  # its size and one byte more (a file that grew is caught), not a buffer of `limit` bytes per file
@@ -309,6 +311,50 @@ def _dict_or_empty(record: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+#: a record's times: each read as naive UTC (utc_time) so that any two compare
+TIME_FIELDS = ("start_time", "stop_time", "heartbeat")
+#: a result that is an error rate (top-1/top-5, of any head): a percentage
+_ERR_KEY = re.compile(r"_err(/|$)")
+
+
+def utc_time(value: Any) -> Any:
+    """A record's time as naive UTC, the form Sacred writes: a time with an offset converted to UTC and the offset
+    dropped (mixed with naive times it would make every sort and comparison of times fail), a naive one as it is;
+    None for a time that is not one or is out of range once in UTC (e.g. year 1 at +01:00)."""
+    if value is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:  # another spelling of a time: pandas reads it, with its offset if any
+        stamp = pd.to_datetime(value, errors="coerce", utc=True)
+        if pd.isna(stamp):
+            return None
+        stamp = stamp.to_pydatetime()
+    if getattr(stamp, "tzinfo", None) is None:
+        return value
+    try:
+        naive = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except (OverflowError, ValueError):
+        return None
+    return naive.isoformat() if isinstance(value, str) else naive
+
+
+def _plausible(key: str, value: Any) -> bool:
+    """A result value a run can have: NaN (a diverged run) or finite, and an error rate within [0, 100]."""
+    number = _float(value)
+    if math.isnan(number):
+        return True
+    return math.isfinite(number) and (not _ERR_KEY.search(key) or 0 <= number <= 100)
+
+
+def _float(value: Any) -> float:
+    """A number as a float; inf for an integer beyond a float's range (`math.isfinite` raises for one)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def check_record(record: Any) -> dict[str, Any]:
     """The record with every field a reader uses of the type it expects (config, info, meta, host, experiment
     mappings; run_key a string; the names of CONFIG_COLUMNS strings; seeds and counts integers; the result a
@@ -334,14 +380,21 @@ def check_record(record: Any) -> dict[str, Any]:
            meta.get("attempt_id"), "a string")
     _check(info.get("attempt_id") is None or isinstance(info["attempt_id"], str), "info.attempt_id",
            info.get("attempt_id"), "a string")
-    for key in ("start_time", "stop_time", "heartbeat"):
+    run_id = record.get("run_id")
+    _check(run_id is None or (isinstance(run_id, (str, int)) and not isinstance(run_id, bool))
+           or type(run_id).__name__ == "ObjectId", "the run id", run_id, "a string, an integer or an ObjectId")
+    for key in TIME_FIELDS:
         value = record.get(key)
         _check(value is None or isinstance(value, str) or hasattr(value, "isoformat"), key, value, "a time")
+        record[key] = utc_time(value)
     result = record.get("result")
     _check(result is None or isinstance(result, dict), "result", result, "a mapping of numbers")
     for key, value in (result or {}).items():
         if not (value is None or _number(value)):  # the message is made only for a bad value
             _check(False, f"result[{one_line(key, 60)}]", value, "a number")
+        elif value is not None and not _plausible(str(key), value):
+            _check(False, f"result[{one_line(key, 60)}]", value,
+                   "an error rate in [0, 100] or NaN" if _ERR_KEY.search(str(key)) else "a finite number or NaN")
     _check(info.get("deployed_head") is None or isinstance(info["deployed_head"], str), "info.deployed_head",
            info.get("deployed_head"), "a string")
     _check(info.get("num_classes") is None or _int(info["num_classes"]), "info.num_classes",
@@ -349,13 +402,19 @@ def check_record(record: Any) -> dict[str, Any]:
     counts = info.get("parameter_counts")
     _check(counts is None or isinstance(counts, dict), "info.parameter_counts", counts, "a mapping")
     for key, value in (counts or {}).items():
-        if not (value is None or _number(value)):
-            _check(False, f"info.parameter_counts[{one_line(key, 60)}]", value, "a number")
+        if not (value is None or (_number(value) and 0 <= _float(value) < math.inf)):
+            _check(False, f"info.parameter_counts[{one_line(key, 60)}]", value, "a count (a number >= 0)")
     for key in ("experiments", "heads"):
         value = info.get(key)
         _check(value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
                f"info.{key}", value, "a list of strings")
     return record
+
+
+def run_number(name: str) -> int | None:
+    """The run id a folder name gives (Sacred numbers its run folders 1, 2, ...), None for any other name: only
+    ASCII digits (`str.isdigit` is also true for "²" or "٣", which are not run folders of any store)."""
+    return int(name) if name.isascii() and name.isdigit() else None
 
 
 def _file_run_dirs(root: Path) -> list[Path]:
@@ -365,7 +424,7 @@ def _file_run_dirs(root: Path) -> list[Path]:
     found = []
     with os.scandir(root) as entries:  # the folder's listing says link or folder: no call per entry
         for entry in entries:
-            if entry.name.isdigit():
+            if run_number(entry.name) is not None:
                 if entry.is_symlink():
                     skip_record(root / entry.name, "a symbolic link, not a run folder of this store")
                 elif entry.is_dir(follow_symlinks=False):
@@ -846,4 +905,4 @@ def _checked_series(name: Any, series: Any) -> tuple[np.ndarray, np.ndarray]:
 
 __all__ = ["StoreError", "client_options", "completed_run_keys", "connect", "dedupe_runs", "error_reason",
            "find_completed", "has_completed", "iter_records", "load_metrics", "load_runs", "reopen", "reopenable",
-           "run_status", "unique_attempts"]
+           "run_number", "run_status", "unique_attempts", "utc_time"]

@@ -102,7 +102,7 @@ def _gpus(gres: str) -> int:
     total = 0
     for item in gres.split(","):
         parts = item.split("(")[0].split(":")
-        if parts[0] == "gpu" and parts[-1].isdigit():
+        if parts[0] == "gpu" and parts[-1].isascii() and parts[-1].isdigit():
             total += int(parts[-1])
     return total
 

@@ -115,7 +115,7 @@ def selection_from(args: argparse.Namespace):
     seeds = None
     if args.seeds is not None:
         items = split_list(args.seeds, "--seeds")
-        if not all(s.isdigit() for s in items):
+        if not all(s.isascii() and s.isdigit() for s in items):
             raise SelectionError(f"--seeds {args.seeds!r} is invalid: must be comma-separated integers >= 0")
         seeds = [int(s) for s in items]
     return Selection(tables=split_list(args.tables, "--tables", registry.SCRIPTS) or list(registry.SCRIPTS),
@@ -267,6 +267,7 @@ def _describe(resources: dict[str, Any]) -> str:
 # ---- main ----------------------------------------------------------------------------------------------------
 def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, *, as_json: bool, listing: bool,
                queue_note: str) -> None:
+    from pcl.results import one_line
     from slurm.plan import format_hours, summary
 
     frame = summary(planned, selection.tables)
@@ -294,7 +295,7 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
     if listing:
         for r in planned:
             print(f"  {r.run_key}  {r.status:9}  {','.join(r.tables):28}  {r.cfg['dataset']:9} {r.cfg['label']} "
-                  f"seed={r.cfg['seed']}  {r.gpu_hours:.2f} h  {r.detail}")
+                  f"seed={r.cfg['seed']}  {r.gpu_hours:.2f} h  {one_line(r.detail)}")
 
 
 def run(argv: Sequence[str] | None = None, log=print) -> int:
@@ -350,10 +351,11 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         log(f"{len(planned)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
         for r in planned:
             if r.status == "failed":
-                log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): {r.detail}; see python slurm/status.py")
+                log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): {results.one_line(r.detail)}; see python "
+                    "slurm/status.py")
             elif r.status == "refused":
                 log(f"not resubmitted: {r.run_key} ({r.cfg['label']}): its job refused it before it started: "
-                    f"{r.detail}; fix that, then add --retry-refused")
+                    f"{results.one_line(r.detail)}; fix that, then add --retry-refused")
         held = [r for r in planned if r.status in ("failed", "refused")]
         if not to_submit:
             log("nothing to submit")

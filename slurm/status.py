@@ -141,15 +141,17 @@ def render(report: Mapping[str, Any]) -> str:
     """The tables and the list of failed, refused, dead and preempted runs as text."""
     import pandas as pd
 
+    from pcl.results import one_line
+
     lines = [pd.DataFrame(report["tables"]).to_string(index=False)]
     problems = [r for r in report["runs"] if r["status"] in ("FAILED", "refused", "dead", "PREEMPTED")]
-    for r in problems:
-        lines.append(f"{r['status']:9} {r['run_key']} {r['label']} ({r['dataset']}, seed {r['seed']}): {r['detail']}"
-                     + (f"; job {r['job_id']}" if r["job_id"] else ""))
+    for r in problems:  # details, job ids, log paths and errors come from ledgers, logs and records: one line each
+        lines.append(f"{r['status']:9} {r['run_key']} {r['label']} ({r['dataset']}, seed {r['seed']}): "
+                     f"{one_line(r['detail'])}" + (f"; job {one_line(r['job_id'])}" if r["job_id"] else ""))
         if r["log"]:
-            lines.append(f"          log: {r['log']}")
+            lines.append(f"          log: {one_line(r['log'])}")
         if r["error"]:
-            lines.append(f"          last error: {r['error']}")
+            lines.append(f"          last error: {one_line(r['error'])}")
     if report.get("note"):
         lines.append(report["note"])
     return "\n".join(lines)

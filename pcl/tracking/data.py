@@ -8,12 +8,30 @@ skip check); checksums are cached by path, size and mtime.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import contextvars
+from typing import Any, Iterator, Mapping
 
 from pcl import schema
 
 #: datasets read from files under data_root
 FILE_DATASETS = ("cifar10", "cifar100", "imagenet")
+_READ_FILES = object()
+#: the data identity every config normalized now takes instead of reading the files (recorded_identity)
+_RECORDED: contextvars.ContextVar[Any] = contextvars.ContextVar("recorded_identity", default=_READ_FILES)
+
+
+@contextlib.contextmanager
+def recorded_identity(identity: str | None) -> Iterator[None]:
+    """Inside, a run config on file data takes `identity` as its data_identity, and no data file is read: for the
+    analysis, which rebuilds plans from records. A record's data_root is a path on the machine that trained it,
+    or any path a record names (a FIFO there would hang the command, a file anywhere would be read); the identity
+    the record holds is the one its run_key was made with."""
+    token = _RECORDED.set(identity)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
 
 
 def data_fingerprint(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -39,11 +57,15 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     the official files are assumed); the tracked run computes it again before it checks for a COMPLETED record.
     """
     cfg = schema.normalize_run_config(raw)
-    try:
-        fingerprint = data_fingerprint(cfg)
-    except OSError:
-        return cfg
-    identity = fingerprint["identity"] if fingerprint is not None else None
+    identity = _RECORDED.get()
+    if cfg["dataset"] not in FILE_DATASETS:
+        identity = None
+    elif identity is _READ_FILES:
+        try:
+            fingerprint = data_fingerprint(cfg)
+        except OSError:
+            return cfg
+        identity = fingerprint["identity"] if fingerprint is not None else None
     if identity == cfg["data_identity"]:
         return cfg
     return schema.normalize_run_config({**cfg, "data_identity": identity})

@@ -176,6 +176,13 @@ class _FileObserver(FileStorageObserver):
                 raise
             return None
 
+    def _maximum_existing_run_id(self):
+        """Sacred's, with run folders named by ASCII digits only (pcl.results.run_number): Sacred takes any name
+        `str.isdigit` accepts, and a folder named "²" in the store made every new run fail in int()."""
+        with os.scandir(self.basedir) as entries:  # a link counts, as in Sacred: its number is taken
+            numbers = [results.run_number(e.name) for e in entries if e.is_dir()]
+        return max((n for n in numbers if n is not None), default=0)
+
     def _make_run_dir(self, _id):
         if _id is not None:
             try:

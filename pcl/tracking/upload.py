@@ -436,7 +436,7 @@ def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
     doc.pop("_id", None)
     inserted = False
     if existing is None:
-        preferred = int(where.name) if where.name.isdigit() else None
+        preferred = results.run_number(where.name)
         doc["info"]["metrics"] = []
         run_id, inserted = _insert_run(db, doc, attempt, preferred)
         if not inserted:
