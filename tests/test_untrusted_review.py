@@ -280,3 +280,10 @@ def test_every_reader_survives_every_time(times):
             out = read_everything(store, ["k1", "k2"])
             record_states([str(store)])
         assert "k1" in set(out["runs"]["run_key"]) and "Traceback" not in err.getvalue()
+
+
+def test_a_method_in_no_default_grid_is_named_with_how_to_reach_it():
+    from slurm.plan import Selection, SelectionError, build_plan
+
+    with pytest.raises(SelectionError, match=r"kd is in no default grid.*--set"):
+        build_plan(Selection(tables=["table2"], datasets=["cifar100"], methods=["kd"]))
