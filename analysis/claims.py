@@ -30,6 +30,7 @@ from scipy import special
 
 from analysis import cli, escape
 from analysis.tables import METHOD_NAMES, Table, build_tables
+from pcl.fsio import replace_file
 
 HELD, NOT_HELD, TOO_FEW = "held", "not held", "not enough runs"
 CONTRADICTED, UNRESOLVED = "not held: the other way", "not held: unresolved"  # the two kinds of NOT_HELD
@@ -262,8 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "claims.md").write_text(text + "\n", encoding="utf-8")
-        pd.DataFrame([v.as_row() for v in verdicts(tables)]).to_csv(out / "claims.csv", index=False)
+        replace_file(out / "claims.md", text + "\n")
+        replace_file(out / "claims.csv", pd.DataFrame([v.as_row() for v in verdicts(tables)]).to_csv(index=False))
         print(f"written: {out / 'claims.md'}, {out / 'claims.csv'}")
     for line in skipped:
         print(f"skipped: {escape.terminal(line)}")

@@ -37,6 +37,7 @@ import pandas as pd  # noqa: E402
 
 from analysis import escape, figcache, paper, raster  # noqa: E402
 from analysis.runs import metric_arrays  # noqa: E402
+from pcl.fsio import replacing  # noqa: E402
 from pcl.results import metric_documents  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
 
@@ -644,14 +645,15 @@ def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) 
             fig.savefig(buffer, format="pdf", metadata=_UNDATED["pdf"])
             pdf = buffer.getvalue()
         for path in paths:
-            if path.suffix == ".pdf" and pdf is not None:
-                path.write_bytes(pdf)
-            elif path.suffix == ".png" and pdf is not None:
-                raster.write_png(pdf, path, raster.png_size(fig.get_size_inches()))
-            else:
-                fig.savefig(path, dpi=raster.DPI, metadata=_UNDATED.get(path.suffix[1:]),
-                            **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}} if path.suffix == ".png"
-                               else {}))
+            with replacing(path) as tmp:  # never through a link in the output folder
+                if path.suffix == ".pdf" and pdf is not None:
+                    tmp.write_bytes(pdf)
+                elif path.suffix == ".png" and pdf is not None:
+                    raster.write_png(pdf, tmp, raster.png_size(fig.get_size_inches()))
+                else:
+                    fig.savefig(tmp, dpi=raster.DPI, metadata=_UNDATED.get(path.suffix[1:]),
+                                **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}}
+                                   if path.suffix == ".png" else {}))
     return paths
 
 

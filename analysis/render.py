@@ -15,6 +15,7 @@ import pandas as pd
 from analysis import escape, paper
 from analysis.runs import STATUSES, AnalysisError, describe_stores, read_attempts
 from analysis.tables import BACKBONE_NAMES, SPECS, Table, build_table
+from pcl.fsio import replace_file
 
 MARK_FEW = "†"  # a cell with fewer completed runs than planned
 ROW_OURS, ROW_PAPER, ROW_DIFF, ROW_PARAMS = "ours", "paper", "ours - paper", "params train / deployed"
@@ -157,9 +158,10 @@ def write_table(table: Table, out_dir: str | Path, markdown: str | None = None) 
     out.mkdir(parents=True, exist_ok=True)
     stem = table.stem
     paths = {"md": out / f"{stem}.md", "tex": out / f"{stem}.tex", "csv": out / f"{stem}.csv"}
-    paths["md"].write_text(render_markdown(table) if markdown is None else markdown)  # printed already: reused
-    paths["tex"].write_text(render_latex(table))
-    paths["csv"].write_text(cells_csv(table))
+    # each a new file (a link in the folder in place of one is replaced, never written through)
+    replace_file(paths["md"], render_markdown(table) if markdown is None else markdown)  # printed already: reused
+    replace_file(paths["tex"], render_latex(table))
+    replace_file(paths["csv"], cells_csv(table))
     return paths
 
 

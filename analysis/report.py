@@ -21,6 +21,7 @@ from analysis import claims, cli, escape
 from analysis.render import escaped_frame, render_markdown
 from analysis.runs import STATUSES, describe_stores
 from analysis.tables import BACKBONE_NAMES, Table, build_tables
+from pcl.fsio import replace_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,15 +105,15 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
         parts += ["## Not shown", ""] + [f"- {escape.markdown(line, limit=2000)}" for line in [*notes, *skipped]]
         parts += [""]
     text = "\n".join(parts)
-    out.write_text(text)
+    replace_file(out, text)  # never through a link in its place
     html_path = None
     if html:
         html_path = out.with_suffix(".html")
         body = escape.markdown_to_html(text)  # raw HTML off: no tag of a record can get through
-        html_path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>PCL reproduction report"
-                             "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
-                             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-                             "padding:2px 6px}img{max-width:100%}</style></head><body>" + body + "</body></html>")
+        replace_file(html_path, "<!doctype html><html><head><meta charset='utf-8'><title>PCL reproduction report"
+                     "</title><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+                     "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+                     "padding:2px 6px}img{max-width:100%}</style></head><body>" + body + "</body></html>")
     return {"md": out, "html": html_path, "figures": [p[0] for _, p in done], "notes": notes}
 
 

@@ -898,9 +898,12 @@ def _checked_series(name: Any, series: Any) -> tuple[np.ndarray, np.ndarray]:
            "a list of numbers")
     _check(len(steps) == len(values), "steps", len(steps), f"as many as the values ({len(values)})")
     try:  # numpy reads None as NaN in a float array
-        return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+        steps_array, values_array = np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
     except (OverflowError, TypeError, ValueError) as err:  # a step beyond int64, a value beyond a float
         raise RecordError(f"the series {one_line(name, 60)} holds a number out of range ({err})") from None
+    if _ERR_KEY.search(name) and not (np.isnan(values_array) | ((values_array >= 0) & (values_array <= 100))).all():
+        raise RecordError(f"the series {one_line(name, 60)} holds an error rate outside [0, 100]")
+    return steps_array, values_array
 
 
 __all__ = ["StoreError", "client_options", "completed_run_keys", "connect", "dedupe_runs", "error_reason",

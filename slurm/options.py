@@ -8,13 +8,16 @@ Every unknown key or wrong type is a `OptionsError` naming the key, the value an
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 EXECUTORS = ("slurm", "local", "debug")
+_PROFILE_BYTES = 1 << 20
 #: resource keys a [backbone.NAME] / [dataset.NAME] table may override
 RESOURCE_KEYS = ("gpus_per_task", "cpus_per_task", "mem", "time", "constraint", "partition", "qos")
 
@@ -75,6 +78,10 @@ _MINIMUM = {"gpus_per_task": 0, "cpus_per_task": 1, "array_parallelism": 1, "max
             "signal_delay_s": 0, "runs_per_gpu": 1, "teacher_wait_s": 0}
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _MEM = re.compile(r"^\d+[KMGT]?$")
+#: what a SLURM name (partition, account, qos) or a constraint expression may hold: these values are written into
+#: the job script's #SBATCH lines, where a newline would start a shell line of its own
+_NAMES = {"partition": re.compile(r"[A-Za-z0-9_.,-]+"), "account": re.compile(r"[A-Za-z0-9_.-]+"),
+          "qos": re.compile(r"[A-Za-z0-9_.,-]+"), "constraint": re.compile(r"[A-Za-z0-9_.,|&:!()\[\]*-]+")}
 
 
 def parse_time(value: Any, key: str = "time") -> int:
@@ -116,13 +123,19 @@ def _check(key: str, value: Any, where: str) -> Any:
     if key == "time":
         parse_time(value, key)
         return str(value)
+    if key in _NAMES and value is not None and not _NAMES[key].fullmatch(value):
+        raise OptionsError(f"{where}: key {key!r}={value!r} is invalid: must be SLURM's {key} (letters, digits and "
+                           f"{'_ . , | & : ! ( ) [ ] * -' if key == 'constraint' else '_ . , -'}; no spaces or "
+                           "line breaks)")
+    if key == "log_folder" and any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+        raise OptionsError(f"{where}: key 'log_folder'={value!r} is invalid: a path without control characters")
     if key == "mem" and value is not None and not _MEM.match(value):
         raise OptionsError(f"{where}: key 'mem'={value!r} is invalid: must be SLURM's memory, e.g. 16G or 4000M")
     if key in ("sbatch_lines", "setup") and not all(isinstance(v, str) for v in value):
         raise OptionsError(f"{where}: key {key!r}={value!r} is invalid: must be a list of strings")
     if key == "sbatch_lines":
         for line in value:
-            if not re.match(r"^--[a-z][a-z0-9-]*(=.+)?$", line):
+            if not re.fullmatch(r"--[a-z][a-z0-9-]*(=[^\x00-\x1f\x7f]+)?", line):
                 raise OptionsError(f"{where}: sbatch_lines entry {line!r} is invalid: must look like --option or "
                                    "--option=value (what follows #SBATCH)")
     if key in ("backbone", "dataset"):
@@ -166,10 +179,19 @@ def _check_backbones(options: ClusterOptions, where: str) -> None:
 def load_profile(path: str | Path, base: ClusterOptions | None = None) -> ClusterOptions:
     """The options of a TOML profile; OptionsError (one line) for a missing file, bad TOML or a bad key."""
     path = Path(path)
-    try:
-        text = path.read_text()
+    try:  # a regular file of at most 1 MiB (a FIFO would block the launcher), UTF-8 as TOML is
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise OptionsError(f"profile {str(path)!r} is not a regular file")
+            data = f.read(_PROFILE_BYTES + 1)
+        if len(data) > _PROFILE_BYTES:
+            raise OptionsError(f"profile {str(path)!r} is bigger than {_PROFILE_BYTES} bytes")
+        text = data.decode("utf-8")
     except OSError as err:
         raise OptionsError(f"profile {str(path)!r} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise OptionsError(f"profile {str(path)!r} is not UTF-8 text (byte {err.start})") from None
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pcl import results
-from tests.test_untrusted_records import good_files, read_everything, warnings_naming, write_record
+from tests.test_untrusted_records import good_files, plan_of, read_everything, warnings_naming, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TIME_FIELDS = ("start_time", "stop_time", "heartbeat")  # a record's times
@@ -287,3 +287,157 @@ def test_a_method_in_no_default_grid_is_named_with_how_to_reach_it():
 
     with pytest.raises(SelectionError, match=r"kd is in no default grid.*--set"):
         build_plan(Selection(tables=["table2"], datasets=["cifar100"], methods=["kd"]))
+
+
+# ---- a second pass: profiles, output folders, upload's failure entries and database documents, metric values -----
+@pytest.mark.parametrize("key", ["partition", "qos", "account", "constraint"])
+def test_a_profile_value_cannot_start_a_shell_line_in_the_job_script(tmp_path, key):
+    from slurm.options import OptionsError, from_mapping, load_profile
+
+    with pytest.raises(OptionsError, match=key):
+        from_mapping({key: "gpu\nrm -rf /tmp/victim #"})
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'{key} = "gpu\\nrm -rf /tmp/victim #"\n')
+    with pytest.raises(OptionsError, match=key):
+        load_profile(profile)
+    assert from_mapping({"constraint": "a100|h100", "partition": "gpu,debug"}).constraint == "a100|h100"
+
+
+@pytest.mark.parametrize("body", [b'partition = "\xff\xfe"\n', "fifo"])
+def test_a_profile_that_is_not_utf8_text_or_not_a_file_is_one_line(tmp_path, body):
+    from slurm.options import OptionsError, load_profile
+
+    profile = tmp_path / "p.toml"
+    if body == "fifo":
+        os.mkfifo(profile)  # would block the launcher
+    else:
+        profile.write_bytes(body)
+    with pytest.raises(OptionsError, match="profile"):
+        load_profile(profile)
+
+
+def test_outputs_replace_a_link_in_the_output_folder_and_never_write_through_it(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from analysis import plots, render, tables
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "figures"
+    out.mkdir()
+    fig, _ = plt.subplots()
+    for suffix in ("png", "pdf"):
+        (out / f"f.{suffix}").symlink_to(victim)
+    plots.save(plots.Figure("f", "curves", "c", fig), out)
+    plt.close(fig)
+    assert victim.read_text() == "precious"
+    assert all(not (out / f"f.{s}").is_symlink() and (out / f"f.{s}").stat().st_size > 100 for s in ("png", "pdf"))
+    table = tables.build_table("table2", plan_of("k"), read_attempts_empty(), stores="none")
+    (out / f"{table.stem}.md").symlink_to(victim)
+    render.write_table(table, out)
+    assert victim.read_text() == "precious" and not (out / f"{table.stem}.md").is_symlink()
+    assert oct((out / f"{table.stem}.md").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def read_attempts_empty():
+    from analysis import runs
+
+    return runs.read_attempts([])
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _failure_entry(store: Path, name: str, attempt: str) -> Path:
+    import pickle
+
+    folder = store / "mongo_failed"
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"status": "COMPLETED", "config": {"run_key": f"key-{attempt}", "experiment": "table2"},
+             "meta": {"attempt_id": attempt}, "result": {"deployed/top1_err": 30.0},
+             "experiment": {"name": "table2", "sources": []}, "info": {}, "start_time": dt.datetime(2026, 1, 1)}
+    path = folder / name
+    path.write_bytes(pickle.dumps(entry, protocol=4))
+    return path
+
+
+def _laughs() -> bytes:
+    """A 9-level pickle of 10 shared references each: a few hundred bytes, 10^9 strings written out."""
+    import pickle
+
+    value: object = "ha"
+    for _ in range(9):
+        value = [value] * 10
+    return pickle.dumps({"status": "COMPLETED", "config": {"run_key": "laugh"}, "meta": {"attempt_id": "laugh"},
+                         "info": {"junk": value}}, protocol=4)
+
+
+def test_upload_reads_failure_entries_as_records_and_names_each_one_it_skips(tmp_path, mongo_url):
+    import pymongo
+
+    from pcl.tracking.upload import upload
+
+    store = tmp_path / "results"
+    store.mkdir()
+    _failure_entry(store, "good.pickle", "good")
+    outside = _failure_entry(tmp_path / "elsewhere", "secret.pickle", "outside")
+    (store / "mongo_failed" / "link.pickle").symlink_to(outside)
+    os.mkfifo(store / "mongo_failed" / "fifo.pickle")  # hung the upload
+    (store / "mongo_failed" / "laugh.pickle").write_bytes(_laughs())  # 2 GB and 17 s
+    deep = b"\x80\x04" + b"]" * 5000 + b"." * 1  # nested lists, never closed: a damaged pickle
+    (store / "mongo_failed" / "deep.pickle").write_bytes(deep)
+    lines: list[str] = []
+    report = upload(str(store), mongo_url, log=lines.append)
+    named = [line for line in lines if line.startswith("warning: not uploaded:")]
+    for name in ("link", "fifo", "laugh", "deep"):
+        assert sum(f"{name}.pickle" in line for line in named) == 1, lines
+    client = pymongo.MongoClient(mongo_url)
+    keys = {d["config"]["run_key"] for d in client.get_default_database()["runs"].find({}, {"config.run_key": 1})}
+    client.close()
+    assert keys == {"key-good"} and len(report.unreadable) == 4
+
+
+def test_upload_of_a_folder_that_is_not_there_is_one_line(tmp_path, mongo_url):
+    from pcl.tracking.errors import UserError
+    from pcl.tracking.upload import upload
+
+    for missing in (tmp_path / "nothing", tmp_path / "afile"):
+        if missing.name == "afile":
+            missing.write_text("x")
+        with pytest.raises(UserError, match="results_dir"):
+            upload(str(missing), mongo_url, log=lambda line: None)
+
+
+@pytest.mark.parametrize("odd", [{"experiment": "x"}, {"experiment": None}, {"omniboard": ["a"]},
+                                 {"info": {"metrics": "x", "experiments": 3}}])
+def test_upload_next_to_a_database_document_of_another_shape(tmp_path, mongo_url, odd):
+    import pymongo
+
+    from pcl.tracking.upload import upload
+
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("k1", 1))
+    client = pymongo.MongoClient(mongo_url)
+    db = client.get_default_database()
+    doc = {"_id": 7, "status": "RUNNING", "config": {"run_key": "k1"}, "meta": {"attempt_id": "att-k1-1"},
+           "experiment": {"name": "table2", "sources": []}, "omniboard": {"tags": []}, "info": {}}
+    db["runs"].insert_one({**doc, **odd})
+    db["metrics"].insert_one({"run_id": 7, "name": {"a": 1}, "steps": [1], "values": [1.0]})
+    upload(str(store), mongo_url, log=lambda line: None)
+    stored = db["runs"].find_one({"meta.attempt_id": "att-k1-1"})
+    client.close()
+    assert stored["status"] == "COMPLETED" and stored["config"]["run_key"] == "k1"
+
+
+def test_an_error_curve_outside_0_100_is_a_damaged_series(tmp_path, capsys):
+    store = tmp_path / "results"
+    files = good_files("k1", 1)
+    files["metrics.json"]["test/top1_err/deployed"]["values"] = [1e308, float("inf")]
+    files["metrics.json"]["train/loss/total"] = {"steps": [1, 2], "values": [float("inf"), 2.0]}  # a loss may be
+    write_record(store, 1, files)
+    frame = results.load_metrics(str(store))
+    assert set(frame["name"]) == {"train/loss/total"}
+    assert "test/top1_err/deployed" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from sacred.observers import MongoObserver
 
 from pcl import results
 from pcl.safe_pickle import restricted_loads
-from pcl.tracking.errors import StoreUnavailable
+from pcl.tracking.errors import StoreUnavailable, UserError
 from pcl.tracking.lifecycle import FINAL_STATUSES
 from pcl.secrets import MONGO_URL_ENV, redact_url
 from pcl.tracking.stores import FAILURE_DIR_NAME, next_run_id, open_store
@@ -172,8 +172,19 @@ _ENTRY_GLOBALS = frozenset({("datetime", "datetime"), ("datetime", "timezone"), 
                             ("_codecs", "encode")})  # how protocol 2 spells bytes
 
 
+#: what a failure entry may hold once its shared references are counted each time they occur (a pickle's memo can
+#: make a few hundred bytes a document of 10^9 strings when BSON-encodes it: 2 GB and 17 s before the size error)
+_ENTRY_NODES = 1_000_000
+_ENTRY_DEPTH = 100
+
+
 def _read_failure_entry(path: Path) -> dict[str, Any]:
-    entry = restricted_loads(path.read_bytes(), _ENTRY_GLOBALS, "a failure entry holds only a run document")
+    """A failure entry, read as a record's file is (pcl.results.read_file: no link, no FIFO, bounded) and
+    unpickled with the globals of a run document only (no code runs)."""
+    data = results.read_file(path.parent, path.name)
+    if data is None:
+        raise ValueError("it is gone")
+    entry = restricted_loads(data, _ENTRY_GLOBALS, "a failure entry holds only a run document")
     if not isinstance(entry, dict):
         raise ValueError(f"expected a run document (a dict), got {type(entry).__name__}")
     return entry
@@ -306,7 +317,9 @@ def _store_sources(fs, doc: dict[str, Any], sources: list[tuple[str, bytes | Non
 
 
 def _sources_complete(doc: Mapping[str, Any]) -> bool:
-    return all(len(s) > 1 and s[1] is not None for s in (doc.get("experiment") or {}).get("sources") or [])
+    sources = _mapping(doc.get("experiment")).get("sources")
+    return isinstance(sources, list) and all(isinstance(s, list) and len(s) > 1 and s[1] is not None
+                                             for s in sources)
 
 
 def _metrics_complete(db, run_id: Any, metrics: Mapping[str, Mapping[str, list]] | None,
@@ -314,9 +327,13 @@ def _metrics_complete(db, run_id: Any, metrics: Mapping[str, Mapping[str, list]]
     if metrics is None:
         return True
     docs = list(db["metrics"].find({"run_id": run_id}, {"name": 1, "steps": 1}))
+    if not all(isinstance(d.get("name"), str) and isinstance(d.get("steps"), list) for d in docs):
+        return False  # a document of another tool or version: written again
     have = {d["name"]: len(d.get("steps") or []) for d in docs}
     want = {name: len(series.get("steps", [])) for name, series in metrics.items()}
-    refs = {r.get("name"): r.get("id") for r in (existing.get("info") or {}).get("metrics") or []}
+    listed = _mapping(existing.get("info")).get("metrics")
+    refs = {str(r.get("name")): r.get("id") for r in (listed if isinstance(listed, list) else [])
+            if isinstance(r, Mapping)}
     return len(docs) == len(have) and have == want and refs == {d["name"]: str(d["_id"]) for d in docs}
 
 
@@ -332,6 +349,8 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     """
     import gridfs
 
+    if not Path(results_dir).is_dir():
+        raise UserError(f"results_dir {str(results_dir)!r} is not a folder: upload reads a file store's run folders")
     store = open_store(results_dir, mongo_url, db_name)
     db = store.database()
     if db is None:
@@ -364,16 +383,14 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
             continue
         _upload_one(db, fs, doc, metrics, sources, attempt, run_dir, include_running, report, known_sources)
     failure_dir = root / FAILURE_DIR_NAME
-    for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() else []:
+    for path in sorted(failure_dir.glob("*.pickle")) if failure_dir.is_dir() and not failure_dir.is_symlink() \
+            else []:
         try:
             entry = _read_failure_entry(path)
-        except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile pickle raises: named, skipped
-            report.unreadable.append(f"{path}: {' '.join(str(err).split())[:300]}")
-            continue
-        try:
             results.check_record(entry)
-        except results.RecordError as err:
+        except Exception as err:  # noqa: BLE001 - whatever a damaged or hostile pickle raises: named, skipped
             report.unreadable.append(f"{path}: {results.one_line(err)}")
+            log(f"warning: not uploaded: {path}: {results.one_line(err)}")
             continue
         attempt = entry["meta"].get("attempt_id")
         if not attempt or attempt in seen:
@@ -386,6 +403,7 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
         unstorable = _unstorable(entry, None)
         if unstorable:
             report.unreadable.append(f"{path}: {unstorable}")
+            log(f"warning: not uploaded: {path}: {unstorable}")
             continue
         _upload_one(db, fs, migrate_status(entry), None, None, attempt, path, include_running, report,
                     known_sources)
@@ -399,14 +417,44 @@ def _unstorable(doc: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> st
     here, before any write."""
     import bson
 
+    if not _bounded(doc):
+        return (f"cannot be stored in MongoDB (more than {_ENTRY_NODES} values or {_ENTRY_DEPTH} levels once its "
+                "shared parts are written out)")
     try:
         bson.encode({**doc, "_id": 0})
         for name, series in (metrics or {}).items():
             bson.encode({"name": name, "steps": list(series.get("steps", [])),
                          "values": list(series.get("values", [])), "timestamps": list(series.get("timestamps", []))})
-    except (bson.errors.InvalidDocument, OverflowError, TypeError, ValueError) as err:
+    except (bson.errors.InvalidDocument, OverflowError, TypeError, ValueError, RecursionError) as err:
         return f"cannot be stored in MongoDB ({type(err).__name__}: {results.one_line(err, 200)})"
     return None
+
+
+def _bounded(doc: Any) -> bool:
+    """Whether `doc` written out (every shared list or dict once per place it occurs, as BSON writes it) holds at
+    most _ENTRY_NODES values in at most _ENTRY_DEPTH levels: counted without writing it."""
+    stack, nodes = [(doc, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > _ENTRY_NODES or depth > _ENTRY_DEPTH:
+            return False
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
+    return True
+
+
+def _strings(value: Any) -> list[str]:
+    """A list of names in a document already in the database: its strings, [] for anything else."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A field of a document already in the database (another version or tool may have written it) as a mapping,
+    {} for anything else."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
@@ -422,8 +470,8 @@ def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
                                     "info.experiments": 1, "info.metrics": 1})
     if existing is not None and existing.get("status") == status and status in FINAL_STATUSES \
             and _sources_complete(existing) \
-            and set(names) <= set((existing.get("omniboard") or {}).get("tags") or []) \
-            and set(names) <= set((existing.get("info") or {}).get("experiments") or []) \
+            and set(names) <= set(_strings(_mapping(existing.get("omniboard")).get("tags"))) \
+            and set(names) <= set(_strings(_mapping(existing.get("info")).get("experiments"))) \
             and _metrics_complete(db, existing["_id"], metrics, existing):
         report.unchanged.append(str(where))
         return
@@ -444,11 +492,13 @@ def _upload_one(db, fs, doc: dict[str, Any], metrics: Mapping[str, Any] | None,
     else:
         run_id = existing["_id"]
     if not inserted:
-        old_info = (existing or {}).get("info") or {}
-        doc["info"]["experiments"] = list(dict.fromkeys([*(old_info.get("experiments") or []), *names]))
-        doc["info"]["metrics"] = old_info.get("metrics") or []
+        old_info = _mapping((existing or {}).get("info"))
+        doc["info"]["experiments"] = list(dict.fromkeys([*_strings(old_info.get("experiments")), *names]))
+        listed = old_info.get("metrics")
+        doc["info"]["metrics"] = [r for r in listed if isinstance(r, Mapping)] if isinstance(listed, list) else []
         doc["info"].setdefault("run_ids", {})["mongo"] = run_id
-        doc.pop("omniboard", None)  # tags are only ever added (below)
+        if isinstance((existing or {}).get("omniboard"), Mapping):
+            doc.pop("omniboard", None)  # tags are only ever added (below); another tool's shape is replaced
         if existing.get("status") in FINAL_STATUSES and final.get("status") == existing.get("status"):
             doc.pop("status")  # a final record being repaired keeps its status while its metrics are rewritten
         db["runs"].update_one({"_id": run_id}, {"$set": doc})
