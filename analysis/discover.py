@@ -153,7 +153,7 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
     keys = {r["run_key"] for r in runs}
     candidates = []
     for preset, preset_plan in script.presets.items():
-        settable = config_keys(script.name, preset)  # data_identity is not: it is read from the files again
+        settable = config_keys(script.name, preset)  # data_identity is not a config key: _plan gives it
         updates = {k: v for k, v in _updates(setting, runs, preset_plan, script.varying, preset == ()).items()
                    if k in settable}
         candidates.append((len(updates), preset, updates))
@@ -174,7 +174,7 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
 
 def _valid(configs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The configs this version accepts (pcl.schema; no network built, no file read), and (run_key, why) of the
-    others: an unknown method, a negative seed or `epochs: null` in one record would make its part's plan fail."""
+    others: an unknown method or a negative seed in one record would make its part's plan fail."""
     from pcl import schema
 
     kept, rejected = [], []
