@@ -50,17 +50,21 @@ def _key_value(text: str) -> tuple[str, Any]:
     from pcl import schema
 
     if key in schema.KEYS:  # checked here, whichever tables follow (a bad value must not read as "no runs")
-        try:
-            schema.KEYS[key].check(parsed)
-        except Exception as err:  # noqa: BLE001 - ConfigError: its one line names the key and what is allowed
-            try:  # a grid axis (method=[baseline, pcl]): each of its values
-                if not isinstance(parsed, list) or not parsed:
-                    raise
-                for item in parsed:
-                    schema.KEYS[key].check(item)
-            except Exception:  # noqa: BLE001
-                raise argparse.ArgumentTypeError(escape.terminal(err)) from None
+        check = schema.KEYS[key].check
+        error = _refusal(check, parsed)
+        axis = isinstance(parsed, list) and parsed  # a grid axis (method=[baseline, pcl]): each of its values
+        if error is not None and not (axis and all(_refusal(check, item) is None for item in parsed)):
+            raise argparse.ArgumentTypeError(escape.terminal(error))
     return key, parsed
+
+
+def _refusal(check: Callable[[Any], Any], value: Any) -> Exception | None:
+    """The error `check` raises for `value` (ConfigError: one line naming the key and what is allowed), else None."""
+    try:
+        check(value)
+    except Exception as err:  # noqa: BLE001
+        return err
+    return None
 
 
 #: a head's name (peer1, mean_peer1, ensemble, pcl_e, ...): it becomes part of the output files' names

@@ -172,20 +172,18 @@ def _rebuild(script: _Script, setting: Mapping[str, Any], runs: list[Mapping[str
     return None if best is None else best[1]
 
 
-def _valid(configs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """The configs this version accepts (pcl.schema; no network built, no file read), and (run_key, why) of the
-    others: an unknown method or a negative seed in one record would make its part's plan fail."""
+def _rejected(configs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(run_key, why) of the configs this version rejects (pcl.schema; no network built, no file read): an unknown
+    method or a negative seed in one record would make its part's plan fail."""
     from pcl import schema
 
-    kept, rejected = [], []
+    rejected = []
     for cfg in configs:
         try:
             schema.normalize_run_config(cfg)
         except Exception as err:  # noqa: BLE001 - ConfigError, or a value of a type no check expects
             rejected.append((cfg["run_key"], one_line(err, 200)))
-        else:
-            kept.append(cfg)
-    return kept, rejected
+    return rejected
 
 
 def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, Any]]
@@ -276,7 +274,7 @@ def held_plans(attempts: pd.DataFrame, names: Sequence[str], datasets: Sequence[
             held, missed = _rebuild_all(script, setting, runs)
             if missed:  # a config this version rejects (checked only here: a clean store pays nothing) makes its
                 # whole part's plan fail: the part again without it
-                _, bad = _valid(missed)
+                bad = _rejected(missed)
                 if bad:
                     rejected += bad
                     keys_bad = {k for k, _ in bad}

@@ -178,7 +178,7 @@ def build_plan(selection: Selection) -> list[Planned]:
             else:
                 by_key[cfg["run_key"]] = Planned(cfg, [table])
     if not by_key:
-        planned = {(r.get(axis)) for runs in planned_any.values() for r in runs for axis in ("method", "backbone")}
+        planned = {r.get(axis) for runs in planned_any.values() for r in runs for axis in ("method", "backbone")}
         outside = [n for n in (*(selection.methods or ()), *(selection.backbones or ())) if n not in planned]
         hint = (f"; {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} in no default grid of the selected "
                 "tables (--methods/--backbones only filter those grids): name it with --set, e.g. --set "

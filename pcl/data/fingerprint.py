@@ -46,14 +46,11 @@ def file_md5(path: str | os.PathLike) -> str:
     """md5 (hex) of a file's bytes, cached by (path, size, mtime): ~0.3 s per CIFAR split the first time, then a
     stat. md5 because torchvision lists the official files' md5 sums."""
     path = Path(path)
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the command forever, a device never end
-        raise OSError(f"{path} is not a regular file")
-    key = _stat_key(path, info)
+    key = _stat_key(path, path.stat())
     if key not in _MD5_CACHE:
         digest = hashlib.md5(usedforsecurity=False)
         with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since the stat above
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a FIFO would block forever, a device never end
                 raise OSError(f"{path} is not a regular file")
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 digest.update(chunk)
