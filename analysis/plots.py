@@ -253,12 +253,47 @@ def _forget(table: Table) -> None:
     _EPOCHS.pop(id(table), None)
 
 
+# What each figure kind draws of a run: {metric name: series label}, from the run's facts alone (no curve read), so
+# that a table's curves are read once for all its figures and only the series they draw are fetched (on MongoDB
+# the test server spent 18 s of CPU sending every head's curve of 3,000 runs where make_plots draws a third)
+
+def _curve_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
+    """_error_curves: the deployed head's (or --head's) test error."""
+    if table.spec.heads:
+        return {}
+    head = table.head or run.get("deployed_head")
+    label = table.spec.display(run["column"])
+    names = {f"test/top1_err/{head}": label} if head else {}
+    return names if table.head else {**names, "test/top1_err/deployed": label}  # the same curve, if logged
+
+
+def _head_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
+    """_heads_over_training: each head of a run of several, by its kind (those of no kind are not drawn)."""
+    if table.name not in HEAD_TABLES:
+        return {}
+    heads = ((run["attempt"].get("record") or {}).get("info") or {}).get("heads") or []
+    if not isinstance(heads, list) or len(heads) < 2:
+        return {}
+    kinds = {h: _head_kind(h, run.get("deployed_head")) for h in heads if isinstance(h, str)}
+    return {f"test/top1_err/{h}": k for h, k in kinds.items() if k}
+
+
+def _diversity_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
+    """_diversity: the peers' diversity."""
+    return {} if table.spec.heads else {DIVERSITY: table.spec.display(run["column"])}
+
+
+def _drawn_names(table: Table, run: dict[str, Any]) -> set[str]:
+    """Every series any figure of the table draws of the run."""
+    return {name for kind in (_curve_names, _head_names, _diversity_names) for name in kind(table, run)}
+
+
 def _test_metrics(table: Table, run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The test/* metric series of one run of the table: what every figure reads."""
+    """The series of one run that the table's figures draw (_drawn_names), read once for all of them."""
     cache = _METRICS.get(id(table))
     if cache is not None and run["run_key"] in cache:
         return cache[run["run_key"]]
-    series = metric_arrays(run["attempt"]["record"], DRAWN)
+    series = metric_arrays(run["attempt"]["record"], DRAWN, names=_drawn_names(table, run))
     return series if cache is None else _cache(table, run["run_key"], series)
 
 
@@ -343,14 +378,7 @@ def _error_curves(table: Table, notes: list[str] | None = None) -> Iterator[Figu
     A backbone whose runs logged fewer than two epochs gets no figure (a line in `notes` says why)."""
     if table.spec.heads:
         return
-
-    def names_of(run: dict) -> dict[str, str]:
-        head = table.head or run.get("deployed_head")
-        label = table.spec.display(run["column"])
-        names = {f"test/top1_err/{head}": label} if head else {}
-        return names if table.head else {**names, "test/top1_err/deployed": label}  # the same curve, if logged
-
-    for row, part in _rows(table, names_of):
+    for row, part in _rows(table, functools.partial(_curve_names, table)):
         if _too_short(table, row, part, "curve", notes):
             continue
         stats = _mean_std(part)
@@ -490,15 +518,9 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
     have no panel."""
     if table.name not in HEAD_TABLES:
         return
-
-    def names_of(run: dict) -> dict[str, str]:
-        heads = ((run["attempt"].get("record") or {}).get("info") or {}).get("heads") or []
-        kinds = {h: _head_kind(h, run.get("deployed_head")) for h in heads}
-        return {f"test/top1_err/{h}": k for h, k in kinds.items() if k} if len(heads) > 1 else {}
-
     # a table whose columns are heads of the same runs: a panel per method, named by it
     method = _completed(table).set_index("run_key")["method"] if table.spec.heads else None
-    for row, part in _rows(table, names_of):
+    for row, part in _rows(table, functools.partial(_head_names, table)):
         if _too_short(table, row, part, "heads", notes):
             continue
         if method is not None:  # per run, not per point (millions of them): the run_key codes index the names
@@ -567,7 +589,7 @@ def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
         return
     short: list[str] = []
     logged = False
-    for row, part in _rows(table, lambda run: {DIVERSITY: table.spec.display(run["column"])}):
+    for row, part in _rows(table, functools.partial(_diversity_names, table)):
         logged = True
         if _too_short(table, row, part, "diversity", short):
             continue
@@ -686,10 +708,13 @@ def _prefetch(table: Table, *, here: bool = True) -> None:
             and (here or not results.reopenable(r["attempt"]["record"].get("_db")))]
     for start in range(0, len(runs), _CHUNK):  # each chunk's documents made arrays before the next is fetched
         part = runs[start:start + _CHUNK]
-        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, chunk=_CHUNK)
+        names = [_drawn_names(table, run) for run in part]
+        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, chunk=_CHUNK,
+                                     names=names.__getitem__)
         for i, run in enumerate(part):
             if i in documents:
-                _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i)))
+                _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i),
+                                                            names=names[i]))
 
 
 def _own_connections(table: Table) -> list[Any]:

@@ -12,7 +12,7 @@ import os
 import re
 import weakref
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -124,13 +124,15 @@ def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None)
                          "value": np.concatenate([v for _, _, v in parts])})
 
 
-def metric_arrays(record: Mapping[str, Any], prefix: str | tuple[str, ...] = "", documents: list[Any] | None = None
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The per-epoch metrics of one record whose names start with `prefix` (or one of several): name -> (steps,
-    values) as arrays (pcl.results' checked reader: only those series are checked, on MongoDB only those fetched;
-    None is NaN). `documents`: a MongoDB record's metric documents fetched already (pcl.results.metric_documents)."""
+def metric_arrays(record: Mapping[str, Any], prefix: str | tuple[str, ...] = "", documents: list[Any] | None = None,
+                  names: Iterable[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The per-epoch metrics of one record whose names start with `prefix` (or one of several), only those in
+    `names` when given: name -> (steps, values) as arrays (pcl.results' checked reader: only those series are
+    checked, on MongoDB only those fetched; None is NaN). `documents`: a MongoDB record's metric documents fetched
+    already (pcl.results.metric_documents)."""
     return {n: (steps, values) for n, steps, values in
-            results._record_metrics(dict(record), None, prefix, documents)}  # noqa: SLF001
+            results._record_metrics(dict(record), None if names is None else set(names), prefix,  # noqa: SLF001
+                                    documents)}
 
 
 def metric_value(record: Mapping[str, Any], name: str) -> float | None:

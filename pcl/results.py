@@ -28,7 +28,7 @@ import sys
 import unicodedata
 import weakref
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -860,11 +860,12 @@ def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: st
 _PLAIN_NUMBERS = {float, int, type(None)}
 
 
-def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str, ...] = "", chunk: int = 25
-                     ) -> dict[int, list]:
-    """The metric documents of many MongoDB records (their series whose names start with `prefix`), one query per
-    database and `chunk` runs instead of one per run: {index in records: documents}; file-store records are left
-    out (their metrics file is read by _record_metrics)."""
+def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str, ...] = "", chunk: int = 25,
+                     names: Callable[[int], Iterable[str]] | None = None) -> dict[int, list]:
+    """The metric documents of many MongoDB records (their series whose names start with `prefix`; with `names`,
+    only the series named by names(i) for records[i]), one query per database and `chunk` runs instead of one per
+    run: {index in records: documents}; file-store records are left out (their metrics file is read by
+    _record_metrics)."""
     by_db: dict[int, tuple[Any, list[int]]] = {}
     for i, record in enumerate(records):
         if not str(record.get("source") or "").startswith("file:") and record.get("_db") is not None:
@@ -873,8 +874,13 @@ def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str,
     for db, indices in by_db.values():
         for start in range(0, len(indices), chunk):
             part = indices[start:start + chunk]
+            # one query for the chunk: the union of its runs' names (a run's extra series are left to its reader)
+            wanted = None if names is None else set().union(*(names(i) for i in part))
+            if wanted is not None and not wanted:
+                out.update((i, []) for i in part)
+                continue
             found: dict[Any, list] = {}
-            for doc in _reading(db, db["metrics"].find(_series_query([records[i]["run_id"] for i in part], None,
+            for doc in _reading(db, db["metrics"].find(_series_query([records[i]["run_id"] for i in part], wanted,
                                                                      prefix), _SERIES_FIELDS), "its metrics"):
                 if isinstance(doc, dict) and isinstance(doc.get("run_id"), (str, int)):
                     found.setdefault(doc["run_id"], []).append(doc)

@@ -259,6 +259,43 @@ def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path, m
     handed_in.client.close()
 
 
+@pytest.mark.parametrize("name", ["two_stage", "table2"])
+def test_figures_fetch_only_the_series_they_draw(study, tmp_path, monkeypatch, name):
+    """A table's MongoDB curves are fetched once for all its figures, and only the series some figure draws: a
+    table without a heads figure (two_stage) the deployed head's curve and the diversity, not every head's; one
+    with it (table2) also the live peers and the ensemble teacher, not the temporal means that are not deployed."""
+    import pymongo
+
+    from analysis import plots
+    from pcl.secrets import url_database
+
+    fetched: list[str] = []
+    fetch = plots.metric_documents
+
+    def spy(records, *a, **k):
+        found = fetch(records, *a, **k)
+        fetched.extend(doc["name"] for docs in found.values() for doc in docs)
+        return found
+
+    monkeypatch.setattr(plots, "metric_documents", spy)
+    plan = [r for r in study["plan_t2"] if r["method"] == "pcl" and r["seed"] == 0]
+    table = tables.build_table(name, plan, runs.read_attempts([study["mongo"]]), stores="m")
+    run = table.runs.iloc[0]
+    db = pymongo.MongoClient(study["mongo"])[url_database(study["mongo"])]
+    logged = {d["name"] for d in db["metrics"].find({"run_id": run["attempt"]["record"]["run_id"]}, {"name": 1})}
+    db.client.close()
+    deployed = f"test/top1_err/{run['deployed_head']}"
+    undrawn = sorted(n for n in logged if n.startswith("test/top1_err/mean_peer") and n != deployed)
+    assert {deployed, "test/diversity", "test/top1_err/peer1", "test/top1_err/ensemble"} <= logged and undrawn
+    plots.make_figures([table], tmp_path, formats=["png"], workers=1)
+    drawn = {deployed, "test/top1_err/deployed", "test/diversity"}
+    if name == "table2":
+        drawn |= {n for n in logged if n.startswith("test/top1_err/peer")} | {"test/top1_err/ensemble",
+                                                                            "test/top1_err/pcl_e"}
+    assert len(fetched) == len(set(fetched)) and set(fetched) == drawn & logged  # each once, only those drawn
+    assert not set(undrawn) & set(fetched)
+
+
 @pytest.mark.parametrize("case", ["empty", "no-folder", "unknown-table", "no-runs", "mongo-down",
                                   "bad-set", "unknown-key", "bad-backbone"])
 def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
