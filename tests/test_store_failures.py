@@ -110,3 +110,20 @@ def test_every_client_keeps_a_server_busy_with_a_long_read(mongo_server, tmp_pat
         assert client.options.heartbeat_frequency >= 60.0
     reader.client.close()
     store.close()
+
+
+def test_an_unreachable_server_is_named_without_the_drivers_topology_dump(tmp_path, capsys):
+    """`python -m pcl.tracking upload` (and every run) against a server that refuses: one line with the server, the
+    cause (connection refused) and what to do; not pymongo's timeouts and topology description."""
+    from pcl.tracking import cli
+
+    url = "mongodb://alice:Pa55-word@127.0.0.1:9/x?directConnection=true"
+    (tmp_path / "results").mkdir()
+    with pytest.raises(tracking.StoreUnavailable) as err:
+        tracking.open_store(tmp_path / "results", url, timeout_s=0.3)
+    assert cli.main(["upload", str(tmp_path / "results"), "--mongo-url", url]) == 2
+    printed = capsys.readouterr().err
+    for message in (str(err.value), printed.strip()):
+        assert "\n" not in message and "127.0.0.1:9" in message and "refused" in message.lower()
+        assert "Topology" not in message and "configured timeouts" not in message and "Pa55-word" not in message
+        assert "Check that the server runs" in message

@@ -99,7 +99,7 @@ def _unreachable_message(url: str, err: BaseException, timeout_s: float) -> str:
         hint = (" A remote SecantusDB (or any single-member replica set reached by another name) needs "
                 "'?directConnection=true' in the URL.")
     return (f"MongoDB at {redact_url(url)} is unreachable or refused access within {timeout_s:g} s "
-            f"({type(err).__name__}: {redact(err)[:300]}). No run was started and nothing was recorded. "
+            f"({type(err).__name__}: {results.error_reason(err)}). No run was started and nothing was recorded. "
             f"Check that the server runs and the URL/credentials ({MONGO_URL_ENV} or mongo_url=...) are right, "
             f"or leave mongo_url unset to use the file store only.{hint}")
 
