@@ -10,6 +10,7 @@ honoured; the others are refused with a reason. The driver it runs is experiment
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -19,11 +20,13 @@ from typing import Any, Iterable, Mapping
 
 from docopt import DocoptExit, docopt  # Sacred's own command-line parser
 from sacred import Experiment
-from sacred.arg_parser import get_config_updates
+from sacred.utils import set_by_dotted_path
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
 
 from experiments.common import SCOPE_KEYS, _driver_logger
+from experiments.registry import declared_named_configs
 from pcl import tracking
+from pcl.process_env import EnvError
 from pcl.schema import ConfigError
 
 
@@ -135,6 +138,30 @@ def _dotted(tree: Mapping[str, Any], key: str) -> Any:
     return tree
 
 
+def _literal(text: str) -> Any:
+    """A `with` value: a Python literal (10, [0, 1], 'a', None), else the text itself (dataset=cifar10)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def _config_updates(ex: Experiment, updates: Iterable[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """(config updates, named configs) of the `with` arguments, as Sacred's get_config_updates reads them but
+    never further: Sacred hands each value to jsonpickle, which calls any function a value names
+    ({"py/reduce": ...}), and reads a named config that is a file's path with pickle, jsonpickle or YAML. Here a
+    value is a literal or its text, and a named config one the script declares (declared_named_configs)."""
+    config_updates: dict[str, Any] = {}
+    named: list[str] = []
+    for update in updates or ():
+        path, sep, value = update.partition("=")
+        if sep:
+            set_by_dotted_path(config_updates, path.strip(), _literal(value.strip()))
+        elif update:
+            named.append(update)
+    return config_updates, declared_named_configs(ex, named)
+
+
 def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[str], dict[str, Any]]:
     """(command, config updates, named configs, Sacred options for the driver) from a command line, with the
     honoured flags mapped to the suite and the others refused (tracking.UserError, one line)."""
@@ -156,7 +183,7 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
     if problem:
         raise tracking.UserError(f"command {command!r} is unknown: {problem.split('Available commands are: ')[-1]}"
                                  " are the commands")
-    config_updates, named_configs = get_config_updates(args["UPDATE"])
+    config_updates, named_configs = _config_updates(ex, args["UPDATE"])
     if args["--file_storage"]:
         given = config_updates.get("results_dir")
         if given is not None and given != args["--file_storage"]:
@@ -189,7 +216,16 @@ def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:
     Under torchrun (or srun) with several processes, rank 0 does all of this while the others train the runs it
     announces (config key `gpus`; pcl.tracking.lead_or_follow) and end with its exit code.
     """
-    outcome = tracking.lead_or_follow(lambda: _run_cli(ex, argv), exit_code=lambda o: o[0])
+    try:
+        outcome = tracking.lead_or_follow(lambda: _run_cli(ex, argv), exit_code=lambda o: o[0])
+    except EnvError as err:  # where this process sits in a job is unclear: nothing was started
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: not a crash (the record and the checkpoint say where the run stopped)
+        print("\ninterrupted (Ctrl-C): a run in progress is recorded INTERRUPTED and keeps the checkpoint of its last "
+              "completed epoch; the same command resumes it (SIGTERM stops at the next step instead)",
+              file=sys.stderr)
+        sys.exit(130)
     if outcome is None:  # a follower whose rank 0 ended with exit code 0
         return
     code, stop_signal = outcome

@@ -38,6 +38,7 @@ from sacred.commands import print_config as sacred_print_config
 import pcl
 
 from experiments.grid_table import print_table
+from experiments.registry import declared_named_configs
 from experiments.plan_text import _format_method_options, _format_plan, _plan_summary
 from pcl import schema, tracking
 from pcl import registry
@@ -234,6 +235,21 @@ def package_sources() -> list[str]:
     return [str(f) for f in files if "__pycache__" not in f.parts]
 
 
+def _checking_own_keys(grid: GridFn, defaults: Mapping[str, Any]) -> GridFn:
+    """`grid`, after a check of the script's own keys (those not in the schema, e.g. teacher_backbone): each of
+    the type of its default (a text without NUL), so that a list or a number given for one is its one line."""
+    own = {k: v for k, v in defaults.items() if k not in schema.KEYS and v is not None}
+
+    def checked(cfg: Mapping[str, Any]) -> Any:
+        for key, default in own.items():
+            value = cfg.get(key)
+            if type(value) is not type(default) or (isinstance(value, str) and "\x00" in value):
+                raise ConfigError(f"config key {key!r}={value!r} is invalid: must be a {type(default).__name__} "
+                                  f"like its default {default!r}")
+        return grid(cfg)
+    return checked
+
+
 def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: str | None = None,
                     defaults: Mapping[str, Any] | None = None, smoke: Mapping[str, Any] | None = None,
                     quick: Mapping[str, Any] | None = None) -> Experiment:
@@ -242,6 +258,7 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
     `defaults` sets the script's own defaults of dataset/backbone/method and adds its own keys (e.g.
     teacher_backbone); `smoke`/`quick` extend the shared named configs with values for those keys.
     """
+    grid = _checking_own_keys(grid, defaults or {})
     ex = Experiment(name, base_dir=str(ROOT), save_git_info=False)  # the driver: never observed
     ex.logger = _driver_logger(name)
     if doc:
@@ -306,8 +323,8 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
 def run_script(ex: Experiment, config_updates: Mapping[str, Any] | None = None,
                named_configs: Sequence[str] = (), command: str | None = None) -> Any:
     """The Python equivalent of the command line: the grid's GridReport (or `plan`'s list of run configs)."""
-    return ex.run(command, config_updates=dict(config_updates or {}), named_configs=list(named_configs),
-                  options={"--unobserved": True}).result
+    return ex.run(command, config_updates=dict(config_updates or {}),
+                  named_configs=declared_named_configs(ex, named_configs), options={"--unobserved": True}).result
 
 
 def _capture(fn: Callable[..., Any], *args: Any) -> str:

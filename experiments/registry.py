@@ -53,14 +53,27 @@ def experiment(name: str):
     return importlib.import_module(script(name).module).ex
 
 
+def declared_named_configs(ex: Any, names: Sequence[str]) -> list[str]:
+    """`names` when each is a named config the script declares (quick, smoke); else Sacred's own
+    NamedConfigNotFoundError. Sacred takes a name that is a file's path as a config file and reads it with pickle,
+    jsonpickle or YAML, so a name from a command line could run what a file says: every run, plan and analysis
+    of the suite resolves its named configs through here first."""
+    from sacred.utils import NamedConfigNotFoundError
+
+    for name in names:
+        if not isinstance(name, str) or name not in ex.named_configs:
+            raise NamedConfigNotFoundError(named_config=name, available_named_configs=tuple(ex.named_configs))
+    return list(names)
+
+
 def resolved_config(name: str, config_updates: Mapping[str, Any] | None = None,
                     named_configs: Sequence[str] = ()) -> dict[str, Any]:
     """The script's config as Sacred resolves it for `with NAMED KEY=VALUE ...` (nothing runs, nothing recorded)."""
     from pcl.tracking import plain
 
     ex = experiment(name)
-    run = ex._create_run("plan", config_updates=dict(config_updates or {}), named_configs=list(named_configs),
-                         options={"--unobserved": True})
+    run = ex._create_run("plan", config_updates=dict(config_updates or {}),
+                         named_configs=declared_named_configs(ex, named_configs), options={"--unobserved": True})
     return plain(run.config)
 
 

@@ -105,17 +105,44 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap:
     return state
 
 
-def check_checkpoint(state: Any, path: str | os.PathLike, identity: Mapping[str, Any] | None = None) -> None:
-    """CheckpointError unless `state` is a checkpoint of this suite (format and keys) and, when `identity` is
-    given, one of that method/backbone/number of classes."""
+def check_checkpoint(state: Any, path: str | os.PathLike, identity: Mapping[str, Any] | None = None,
+                     epochs: int | None = None) -> None:
+    """CheckpointError unless `state` is a checkpoint of this suite (format, keys, an epoch count with its history,
+    state mappings), when `identity` is given one of that method/backbone/number of classes, and when `epochs` is
+    given one of at most that many epochs."""
     if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
         found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(path, f"not a checkpoint of this suite (expected keys {', '.join(CHECKPOINT_KEYS)}; "
                                     f"found {found})")
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(path, f"checkpoint format {state['format']!r}, this code reads {CHECKPOINT_FORMAT}")
-    if identity is not None and dict(state["identity"]) != dict(identity):
-        raise CheckpointError(path, f"written by {state['identity']}, not {dict(identity)}")
+    if type(state["format"]) is not int or state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(path, f"checkpoint format {_shown(state['format'])}, this code reads "
+                                    f"{CHECKPOINT_FORMAT}")
+    if not isinstance(state["identity"], dict):
+        raise CheckpointError(path, f"its identity is {_shown(state['identity'])}, not a mapping")
+    if identity is not None and state["identity"] != dict(identity):
+        raise CheckpointError(path, f"written by {_shown(state['identity'])}, not {dict(identity)}")
+    # what a resume trusts: a count of epochs within the run's, one history entry per epoch, state dicts
+    epoch, history = state["epoch"], state["history"]
+    if type(epoch) is not int or not 0 <= epoch <= (epochs if epochs is not None else epoch):
+        raise CheckpointError(path, f"epoch {_shown(epoch)} is not a count of completed epochs"
+                                    + (f" from 0 to the run's {epochs}" if epochs is not None else ""))
+    if not isinstance(history, list) or len(history) != epoch or not all(
+            isinstance(entry, dict) and entry.get("epoch") == i + 1
+            and all(isinstance(k, str) and type(v) in (int, float) for k, v in entry.items())
+            for i, entry in enumerate(history)):
+        raise CheckpointError(path, f"its history is not {epoch} epochs' metrics (a mapping of names to numbers "
+                                    "per epoch, in order)")
+    for key in ("method", "optimizer", "rng"):
+        if not isinstance(state[key], dict):
+            raise CheckpointError(path, f"its {key} state is {_shown(state[key])}, not a mapping")
+
+
+def _shown(value: Any) -> str:
+    """A checkpoint's value in a message: short, and a tensor by its type and shape, not its numbers."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def checkpoint_identity(method: Any) -> dict[str, Any]:

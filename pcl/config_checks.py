@@ -19,13 +19,16 @@ def _bad(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"config key {key!r}={value!r} is invalid: must be {allowed}")
 
 
-def integer(minimum: int, allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
-    allowed = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+def integer(minimum: int, allow_none: bool = False, maximum: int | None = None
+            ) -> tuple[Callable[[str, Any], Any], str]:
+    allowed = (f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+               + (" or None" if allow_none else ""))
 
     def check(key: str, value: Any) -> int | None:
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum or (
+                maximum is not None and value > maximum):
             raise _bad(key, value, allowed)
         return int(value)
     return check, allowed
@@ -64,6 +67,8 @@ def text(allow_none: bool = False, pattern: str | None = None, allowed: str | No
             return None
         if not isinstance(value, str) or (pattern is not None and not re.fullmatch(pattern, value)):
             raise _bad(key, value, allowed)
+        if "\x00" in value:  # no path, name or comment holds one (os calls refuse it with a ValueError)
+            raise _bad(key, value, f"{allowed}, without NUL characters")
         return value
     return check, allowed
 
@@ -106,9 +111,14 @@ def mapping() -> tuple[Callable[[str, Any], Any], str]:
     return check, "a dict of the method's options"
 
 
+#: the largest seed: numpy's and Sacred's seeds are 32-bit
+MAX_SEED = 2 ** 32 - 1
+
+
 def _seeds(key: str, value: Any) -> list[int]:
     seeds = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(seeds, (list, tuple)) or not seeds or len(set(seeds)) != len(seeds)
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise _bad(key, value, "a non-empty list of distinct integers >= 0")
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise _bad(key, value, f"a non-empty list of distinct integers from 0 to {MAX_SEED}")
     return list(seeds)

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import torch
 
 from pcl import fastpath
-from pcl.checkpoint import CHECKPOINT_FORMAT, checkpoint_identity, load_checkpoint, save_atomic
+from pcl.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, check_checkpoint, checkpoint_identity,
+                            load_checkpoint, save_atomic)
 from pcl.diversity import disagreement_count, diversity_percent
 from pcl.interrupts import MetricsCallback, TrainingInterrupted
 from pcl.methods.base import Method, check_views
@@ -213,15 +214,16 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if path is not None and resume and path.exists():
         state = load_checkpoint(path, map_location=device)
-        identity = checkpoint_identity(method)
-        if state.get("identity") != identity:
-            raise ValueError(f"checkpoint {path} was written by {state.get('identity')}, not {identity}; "
-                             "remove it or point checkpoint_path elsewhere")
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        check_checkpoint(state, path, checkpoint_identity(method), recipe.epochs)
+        try:  # state dicts of other shapes or keys (a tampered or foreign file): named, not a traceback
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+            raise CheckpointError(path, f"its state does not load into this method and optimizer "
+                                        f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
         history = list(state["history"])
-        start_epoch = int(state["epoch"])
+        start_epoch = state["epoch"]
     resumed_from = start_epoch
     fast = None
     if fast_path == "graph":

@@ -1,11 +1,14 @@
-"""Durable writes on a filesystem, shared by checkpoints, the file store and the analysis's outputs: fsync a folder
-after a rename, replace a file without writing through a link in its place, and find the OS error behind a
-wrapped exception. Standard library only (the records side imports it without torch).
+"""Durable writes and guarded reads on a filesystem, shared by checkpoints, the file store and the analysis's
+outputs: fsync a folder after a rename, replace a file without writing through a link in its place, read a file
+that is not ours only when it is a regular file of bounded size (never through a link, never a FIFO's wait), and
+find the OS error behind a wrapped exception. Standard library only (the records side imports it without torch).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -59,3 +62,38 @@ def replace_file(path: str | os.PathLike, data: bytes | str) -> None:
     """Write `data` (text as UTF-8) as the new file `path` (`replacing`: never through a link in its place)."""
     with replacing(path) as tmp:
         tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
+class UnreadableFile(ValueError):
+    """A file that is not read: a link, not a regular file (a FIFO, a device, a folder), too big, or unreadable."""
+
+
+def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
+    """The bytes of the regular file `path` (its last part not a link), None when it does not exist;
+    UnreadableFile for a link, a FIFO/device/folder, a file bigger than `limit` bytes or one that cannot be read.
+    Opened without blocking: a FIFO is refused, not waited on."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UnreadableFile(f"{path} is a symbolic link") from None
+        raise UnreadableFile(f"{path}: {err.strerror or err}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # a folder: os.fdopen would raise IsADirectoryError naming the fd number
+        os.close(fd)
+        raise UnreadableFile(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise UnreadableFile(f"{path} holds {info.st_size} bytes, more than {limit}")
+        try:  # its size and one byte more (a file that grew is caught), not a buffer of `limit` bytes per file
+            data = f.read(min(info.st_size, limit) + 1)
+            if len(data) > info.st_size:
+                data += f.read(limit + 1 - len(data))
+        except OSError as err:
+            raise UnreadableFile(f"{path}: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise UnreadableFile(f"{path} holds more than {limit} bytes")
+    return data

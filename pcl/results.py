@@ -17,13 +17,11 @@ Only pandas and (for MongoDB, lazily) pymongo are imported: no Sacred, no torch.
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import json
 import math
 import numbers
 import os
 import re
-import stat
 import sys
 import unicodedata
 import weakref
@@ -32,6 +30,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from pcl.fsio import UnreadableFile, read_regular
 
 try:  # a JSON parser about 4x faster than the standard one: a store's metrics files are most of what is read
     import orjson
@@ -234,31 +234,10 @@ def read_file(folder: Path, relative: Any, limit: int = MAX_FILE_BYTES) -> bytes
         path: Any = os.path.join(folder, relative)  # one name: O_NOFOLLOW below refuses a link (a store's hot path)
     else:
         path = safe_path(folder, relative)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise RecordError(f"{path} is a symbolic link") from None
-        raise RecordError(f"{path}: {err.strerror or err}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):  # a folder: os.fdopen would raise IsADirectoryError naming the fd number
-        os.close(fd)
-        raise RecordError(f"{path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size > limit:
-            raise RecordError(f"{path} holds {info.st_size} bytes, more than {limit}")
-        try:  # its size and one byte more (a file that grew is caught), not a buffer of `limit` bytes per file
-            data = f.read(min(info.st_size, limit) + 1)
-            if len(data) > info.st_size:
-                data += f.read(limit + 1 - len(data))
-        except OSError as err:
-            raise RecordError(f"{path}: {err.strerror or err}") from None
-    if len(data) > limit:
-        raise RecordError(f"{path} holds more than {limit} bytes")
-    return data
+        return read_regular(path, limit)
+    except UnreadableFile as err:
+        raise RecordError(str(err)) from None
 
 
 def read_json(folder: Path, relative: str, limit: int = MAX_FILE_BYTES) -> Any:

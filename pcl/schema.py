@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 from pcl import registry
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
-from pcl.config_checks import (ConfigError, _seeds, boolean, choice, epochs_list, integer, mapping, real,
-                               text)  # noqa: F401
+from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, epochs_list, integer, mapping,
+                               real, text)  # noqa: F401
 from pcl.recipes import (CIFAR_RECIPE, DATASETS, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
                          REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
                          recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
@@ -95,7 +95,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("backbone_revision", "experiment", 1, integer(1),
         "derived: revision of the backbone's definition (declared `revision`); never set it", neutral=1,
         derived=True),
-    Key("seed", "experiment", 0, integer(0), "seed of initialisation, data order and augmentation", example=1),
+    Key("seed", "experiment", 0, integer(0, maximum=MAX_SEED), "seed of initialisation, data order and augmentation", example=1),
     Key("teacher_run_key", "experiment", None, text(allow_none=True),
         "two-stage KD: the teacher run whose deployed model the student distils from"),
     # the optimisation recipe (docs/config.md, "Per-dataset recipes"); None = the dataset's recipe (RECIPES)
@@ -162,7 +162,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("run_key", "infra", None, text(allow_none=True), "derived: hash of the identity keys (never set it)",
         derived=True),
     # the grid driver's keys (never in a run config)
-    Key("seeds", "driver", [0, 1, 2], (lambda k, v: _seeds(k, v), "a non-empty list of distinct integers >= 0"),
+    Key("seeds", "driver", [0, 1, 2], (lambda k, v: _seeds(k, v), f"a non-empty list of distinct integers from 0 to {MAX_SEED}"),
         "one run per seed; the paper reports mean +- std over >= 3 seeds", example=[0]),
     Key("results_dir", "driver", "results", text(pattern=r".+", allowed="a folder"), "Sacred file store: always written", example="elsewhere"),
     Key("mongo_url", "driver", None, text(allow_none=True),

@@ -111,23 +111,44 @@ def _read_split(directory: Path, files: tuple[str, ...], label_key: str, num_cla
         path = directory / name
         batch = _read_batch(path)
         if "data" not in batch or label_key not in batch:
-            raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(batch)})")
+            raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(map(str, batch))[:8]})")
         data = np.asarray(batch["data"])
         if data.dtype != np.uint8:
             raise DataFileError(f"{path}: 'data' must be uint8, got {data.dtype}")
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise DataFileError(f"{path}: 'data' must be [N, 3072] (R, G, B planes of 32x32), got {data.shape}")
-        y = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+        y = _labels(path, label_key, batch[label_key])
         if y.shape[0] != data.shape[0]:
             raise DataFileError(f"{path}: {data.shape[0]} images but {y.shape[0]} labels")
         if y.size and (y.min() < 0 or y.max() >= num_classes):
             raise DataFileError(f"{path}: labels outside 0..{num_classes - 1} (min {y.min()}, max {y.max()})")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(y)
+    if not sum(len(y) for y in labels):
+        raise DataFileError(f"{directory}: {', '.join(files)} hold no images: the files are damaged or not CIFAR's; "
+                            "delete them and fetch the files again (download=True)")
     return ArraySplit(
         torch.from_numpy(np.ascontiguousarray(np.concatenate(images))),
         torch.from_numpy(np.concatenate(labels)),
     )
+
+
+def _labels(path: Path, key: str, value: Any) -> np.ndarray:
+    """A batch's labels as int64: a list of integers (the originals) or a 1-D integer array, never a cast of
+    floats, text or booleans (8.9 would silently be class 8)."""
+    if isinstance(value, np.ndarray):
+        ok = value.ndim == 1 and value.dtype.kind in "iu"
+    else:
+        ok = isinstance(value, list) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                             for v in value)
+    if ok:
+        try:
+            return np.asarray(value, dtype=np.int64)
+        except OverflowError:
+            pass
+    shown = f"{type(value).__name__}" + (f" of dtype {value.dtype}" if isinstance(value, np.ndarray) else "")
+    raise DataFileError(f"{path}: {key!r} must be a list of integer class labels, got a {shown} (or integers "
+                        "beyond 64 bits): the file is damaged or not CIFAR's")
 
 
 def _download(name: str, root: Path) -> None:

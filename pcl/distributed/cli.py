@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pcl.checkpoint import CheckpointError
 from pcl.data.check import check_data
 from pcl.distributed import DistEnv, cleanup, detect_env
+from pcl.fsio import read_regular
+from pcl.process_env import EnvError
 from pcl.runner import resolve_device, run
 from pcl.schema import BATCH_NORMS, ConfigError, identity_config, normalize_run_config
 
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args(argv)
-    env = detect_env()
+    try:
+        env = detect_env()
+    except EnvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out_dir)
     try:
         cfg = _cli_config(args, env)
@@ -65,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg, indent=1))
     try:
-        outcome = run(cfg, checkpoint_dir=out)
+        try:
+            outcome = run(cfg, checkpoint_dir=out)
+        except CheckpointError as err:  # the folder's checkpoint.pt is damaged or foreign: said, not resumed
+            if env.is_main:
+                print(f"error: {' '.join(str(err).split())}; remove it or use another --out-dir", file=sys.stderr)
+            return 2
         if env.is_main:
             (out / "history.json").write_text(json.dumps(
                 {"config": cfg, "history": outcome.result.history, "summary": outcome.result.summary,
@@ -101,8 +113,15 @@ def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
         raise ConfigError("--batch-norm sync needs CUDA devices (SyncBatchNorm has no CPU kernel); allowed here: local")
     check_data(cfg["dataset"], cfg["data_root"], cfg["download"])
     written = Path(args.out_dir) / "config.json"  # written before the first step: also a run killed mid-way
-    if written.exists():
-        before = json.loads(written.read_text())
+    if written.exists() or written.is_symlink():
+        try:
+            before = json.loads(read_regular(written, 1 << 20) or b"null")
+        except ValueError as err:  # a link, a FIFO, too big (UnreadableFile), not JSON
+            raise ConfigError(f"--out-dir {args.out_dir!r} holds a config.json that is not this suite's ({err}): "
+                              "use another --out-dir, or remove the folder's files") from None
+        if not isinstance(before, dict):
+            raise ConfigError(f"--out-dir {args.out_dir!r} holds a config.json that is not a run config: use "
+                              "another --out-dir, or remove the folder's files")
         if before.get("run_key") != cfg["run_key"]:
             mine, theirs = identity_config(cfg), identity_config(before)
             changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k)) or ["run_key"]

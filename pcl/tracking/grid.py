@@ -133,9 +133,10 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
         check_writable_folder("checkpoint_root", root)
     for cfg in configs:  # a run's checkpoint folder: something else in the way is named, not a traceback
         ckpt_dir = Path(cfg["checkpoint_root"]) / str(cfg.get("run_key") or "")
-        if cfg.get("run_key") and (ckpt_dir.exists() or ckpt_dir.is_symlink()) and not ckpt_dir.is_dir():
+        # a link in its place would put the run's checkpoint, model and lock wherever it points
+        if cfg.get("run_key") and (ckpt_dir.is_symlink() or (ckpt_dir.exists() and not ckpt_dir.is_dir())):
             raise ConfigError(f"config key 'checkpoint_root'={str(cfg['checkpoint_root'])!r}: {str(ckpt_dir)!r}, the "
-                              f"checkpoint folder of run {cfg['run_key']}, is a file (or a broken link) in the way; "
+                              f"checkpoint folder of run {cfg['run_key']}, is a file or a link in the way; "
                               "move or delete it, or set checkpoint_root to another folder")
     check_database_name(mongo_url, db_name)
     facts = {}

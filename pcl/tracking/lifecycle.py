@@ -127,7 +127,12 @@ def _run_lock(ckpt_dir: Path, required: bool = True) -> Iterator[bool]:
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / ".lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:  # never through a link left in its place (it would create or lock a file elsewhere)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise UserError(f"{path} is a symbolic link, not the run's lock file: remove it and start again") from None
     locked = False
     try:
         try:
@@ -262,21 +267,21 @@ def mongo_claim(db: Any, run_key: str, attempt_id: str, *, beat_s: float = CLAIM
 
 
 # ---- checkpoints: what the last one says, and what to do with a damaged one ------------------------------------
-def inspect_checkpoint(path: Path, identity: Mapping[str, Any] | None = None
+def inspect_checkpoint(path: Path, identity: Mapping[str, Any] | None = None, epochs: int | None = None
                        ) -> tuple[int, list[dict[str, float]], str | None]:
     """(completed epochs, history, problem) of the checkpoint at `path`: (0, [], None) when there is none;
-    (0, [], "what is wrong") when it is empty, truncated, not a checkpoint of this suite, or (with `identity`)
-    one of another method/backbone/number of classes."""
+    (0, [], "what is wrong") when it is empty, truncated, not a checkpoint of this suite, (with `identity`) one of
+    another method/backbone/number of classes, or (with `epochs`) one of more epochs than the run's."""
     from pcl.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
 
     if not path.exists():
         return 0, [], None
     try:
         state = load_checkpoint(path, mmap=True)
-        check_checkpoint(state, path, identity)
+        check_checkpoint(state, path, identity, epochs)
     except CheckpointError as err:
         return 0, [], err.problem
-    return int(state["epoch"]), list(state.get("history", [])), None
+    return state["epoch"], list(state["history"]), None
 
 
 def move_aside(path: Path) -> Path:

@@ -1,0 +1,385 @@
+"""What a run reads but did not write, the third review's findings: `with` values and named configs from a command
+line (never decoded by jsonpickle, never a config file read with pickle), checkpoints whose keys are all there but
+whose values are not (named and moved aside, never a traceback, never a shortened or lengthened curve), a FIFO where
+the epoch times are kept, a teacher record naming another model file, CIFAR labels of another type, an empty split,
+NUL characters and out-of-range seeds in a config, launcher variables that are not numbers, links in
+checkpoint_root, and the files `python -m pcl.distributed` finds in its --out-dir."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pcl import tracking
+from pcl.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_checkpoint
+from pcl.tracking.errors import UserError
+from tests.helpers_data import dump, write_cifar10
+from tests.test_faults import smoke
+from tests.test_validation import drive_in_process
+
+def _evil_value(marker: Path) -> str:
+    return json.dumps({"py/reduce": [{"py/function": "os.system"}, {"py/tuple": [f"touch {marker}"]}]})
+
+
+class _Runs:
+    """pickle's way to call a function on load (what Sacred's config-file reader would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+# ---- the command line: values and named configs ------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["value", "named pickle", "named json"])
+def test_a_with_argument_never_runs_code(tmp_path, capsys, monkeypatch, form):
+    """Sacred decodes every `with` value with jsonpickle (a {"py/reduce": ...} calls the function it names) and
+    reads a named config that is a file's path with pickle or jsonpickle; the drivers do neither: one line, exit
+    2, nothing run, nothing left."""
+    marker = tmp_path / "ran"
+    if form == "value":
+        args = ["plan", "with", "smoke", f"comment={_evil_value(marker)}"]
+    else:
+        path = tmp_path / ("evil.pickle" if form == "named pickle" else "evil.json")
+        if form == "named pickle":
+            path.write_bytes(pickle.dumps({"comment": _Runs(marker)}))
+        else:
+            path.write_text(json.dumps({"comment": json.loads(_evil_value(marker))}))
+        args = ["plan", "with", "smoke", str(path)]
+    code, printed = drive_in_process(tmp_path, args, capsys, monkeypatch)
+    assert not marker.exists(), "a command-line value ran code"
+    assert code == 2 and len(printed.splitlines()) == 1, printed
+    if form != "value":
+        assert "named config" in printed and "allowed named configs: quick, smoke" in printed
+
+
+def test_the_plans_of_the_launcher_and_the_analysis_take_only_declared_named_configs(tmp_path):
+    """experiments.registry (the launcher's and the analysis's plans, `--named X`) and run_script: a name that is a
+    file's path is an unknown named config, never a file read."""
+    from sacred.utils import NamedConfigNotFoundError
+
+    from experiments import registry, table2
+    from experiments.common import run_script
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pickle"
+    path.write_bytes(pickle.dumps({"comment": _Runs(marker)}))
+    with pytest.raises(NamedConfigNotFoundError):
+        registry.plan("table2", named_configs=[str(path)])
+    with pytest.raises(NamedConfigNotFoundError):
+        run_script(table2.ex, named_configs=[str(path)], command="plan")
+    assert not marker.exists()
+    assert registry.plan("table2", {"dataset": "synthetic"}, named_configs=["smoke"])  # the declared ones work
+
+
+@pytest.mark.parametrize("update, named", [
+    ("teacher_method=['baseline']", "'teacher_method'"),  # a script's own key: the type of its default
+    ("data_root='a\\x00b'", "without NUL characters"),
+    ("seeds=[4294967296]", "from 0 to 4294967295"),
+])
+def test_config_values_that_crashed_or_failed_a_run_are_one_line(tmp_path, update, named):
+    from experiments import registry
+    from pcl.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=named) as err:
+        registry.plan("two_stage", dict([_parsed(update)]), named_configs=["smoke"])
+    assert "\n" not in str(err.value)
+
+
+def _parsed(update: str) -> tuple[str, object]:
+    import ast
+
+    key, _, value = update.partition("=")
+    return key, ast.literal_eval(value)
+
+
+@pytest.mark.parametrize("env", [{"RANK": "x", "WORLD_SIZE": "2"}, {"SLURM_PROCID": "0", "SLURM_NTASKS": "two"},
+                                 {"RANK": "3", "WORLD_SIZE": "2"}, {"RANK": "²", "WORLD_SIZE": "4"}])
+def test_launcher_variables_that_are_not_a_place_in_a_job_are_named(env):
+    from pcl.process_env import EnvError, detect_env
+
+    with pytest.raises(EnvError, match=next(iter(k for k in ("RANK", "SLURM_NTASKS") if k in env))):
+        detect_env(env)
+    assert detect_env({"RANK": "1", "WORLD_SIZE": "2"}).rank == 1
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------------------
+def _state(**changes):
+    state = {"format": CHECKPOINT_FORMAT, "identity": {"method": "baseline", "backbone": "tiny_resnet8",
+                                                       "num_classes": 4},
+             "epoch": 2, "method": {}, "optimizer": {}, "rng": {},
+             "history": [{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}]}
+    state.update(changes)
+    return state
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"identity": 5}, "identity is 5"),
+    ({"epoch": "abc"}, "epoch 'abc'"),
+    ({"format": torch.tensor([1, 1])}, "a tensor of shape (2,)"),
+    ({"history": {"x": 1}}, "history"),
+    ({"epoch": 50}, "epoch 50"),
+    ({"epoch": -2}, "epoch -2"),
+    ({"epoch": True}, "epoch True"),
+    ({"history": [{"epoch": 1, "loss": 1.0}]}, "history"),  # fewer entries than epochs
+    ({"history": [{"epoch": 2, "loss": 1.0}, {"epoch": 1, "loss": 0.5}]}, "history"),  # out of order
+    ({"history": [{"epoch": 1, "loss": "x"}, {"epoch": 2, "loss": 0.5}]}, "history"),
+    ({"method": [1]}, "method state"),
+])
+def test_a_checkpoint_with_every_key_but_bad_values_is_named(changes, problem):
+    identity = _state()["identity"]
+    check_checkpoint(_state(), "ck.pt", identity, 2)  # the well-formed one passes
+    with pytest.raises(CheckpointError) as err:
+        check_checkpoint(_state(**changes), "ck.pt", identity, 2)
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=True), st.text(max_size=3),
+                    st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                                             max_size=2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["format", "identity", "epoch", "method", "optimizer", "rng", "history"]),
+                       _VALUES, max_size=7))
+def test_any_checkpoint_values_are_accepted_only_when_well_formed_else_named(changes):
+    """Whatever values a file holds under the expected keys: CheckpointError or accepted, nothing else; accepted
+    only when the epoch count is within the run's and the history has one entry per epoch."""
+    state = _state(**changes)
+    try:
+        check_checkpoint(state, "ck.pt", None, 2)
+    except CheckpointError:
+        return
+    assert type(state["epoch"]) is int and 0 <= state["epoch"] <= 2 and len(state["history"]) == state["epoch"]
+    assert all(isinstance(state[k], dict) for k in ("identity", "method", "optimizer", "rng"))
+
+
+def _grid(tmp_path: Path, name: str, **overrides) -> tracking.GridReport:
+    return tracking.run_grid([smoke(tmp_path, epochs=2, checkpoint_root=str(tmp_path / name / "ck"), **overrides)],
+                             results_dir=str(tmp_path / name / "results"), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A 2-epoch smoke run: its result, and its final checkpoint's state."""
+    tmp_path = tmp_path_factory.mktemp("finished")
+    report = _grid(tmp_path, "clean")
+    run = report.runs[0]
+    assert run.status == "COMPLETED"
+    state = torch.load(tmp_path / "clean" / "ck" / run.run_key / "checkpoint.pt", weights_only=True)
+    return run, state
+
+
+def _mid_run(tmp_path: Path, name: str, finished, **changes) -> Path:
+    """checkpoint_root/run_key of a copy of the finished run's checkpoint cut to epoch 1, with `changes`."""
+    run, state = finished
+    folder = tmp_path / name / "ck" / run.run_key
+    folder.mkdir(parents=True)
+    torch.save({**state, "epoch": 1, "history": state["history"][:1], **changes}, folder / "checkpoint.pt")
+    return folder
+
+
+@pytest.mark.parametrize("changes", [{"epoch": 50}, {"epoch": -2}, {"identity": 5}], ids=["beyond", "negative",
+                                                                                          "identity"])
+def test_a_tampered_checkpoint_is_moved_aside_and_the_run_trains_its_true_result(tmp_path, finished, changes,
+                                                                                 capsys):
+    """epoch=50 on a 2-epoch run restored a one-epoch record as COMPLETED; epoch=-2 trained four epochs with steps
+    -1, 0, ...; identity=5 ended the driver with a traceback. Each is now moved aside, and the run trains anew
+    to the same result as a clean one."""
+    run, _ = finished
+    folder = _mid_run(tmp_path, "tampered", finished, **changes)
+    again = _grid(tmp_path, "tampered").runs[0]
+    assert again.status == "COMPLETED" and again.result == run.result
+    assert [p.name for p in folder.iterdir() if ".damaged-" in p.name]
+    info = json.loads(next((tmp_path / "tampered" / "results").glob("*/info.json")).read_text())
+    assert info["damaged_checkpoint"]["problem"].startswith(("epoch", "its identity"))
+
+
+def test_a_checkpoint_whose_state_does_not_load_fails_once_in_one_line(tmp_path, finished, capsys):
+    """A method state of other keys: the run is FAILED with one line naming the file (no traceback), the file is
+    moved aside, and the next start trains anew to the clean result (it failed on every start before)."""
+    run, _ = finished
+    folder = _mid_run(tmp_path, "unloadable", finished, method={"net.fc.weight": torch.zeros(3)})
+    capsys.readouterr()
+    failed = _grid(tmp_path, "unloadable").runs[0]
+    err = capsys.readouterr().err
+    assert failed.status == "FAILED" and "CheckpointError" in failed.error and "Traceback" not in err
+    assert "does not load" in failed.error and not (folder / "checkpoint.pt").exists()
+    again = _grid(tmp_path, "unloadable").runs[0]
+    assert again.status == "COMPLETED" and again.result == run.result
+
+
+def test_the_kept_epoch_times_are_read_like_a_records_file(tmp_path):
+    """A FIFO named epoch_times.json hung the run (SIGTERM could not stop it); a link is not followed; a damaged
+    entry is left out (the checkpoint's time stands in for it)."""
+    from pcl.tracking.run import EPOCH_TIMES_FILE, _read_epoch_times
+
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / EPOCH_TIMES_FILE)
+    found: list = []
+    reader = threading.Thread(target=lambda: found.append(_read_epoch_times(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and found == [{}]
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"1": "2026-01-01T00:00:00"}))
+    (linked / EPOCH_TIMES_FILE).symlink_to(tmp_path / "elsewhere.json")
+    assert _read_epoch_times(linked) == {}
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / EPOCH_TIMES_FILE).write_text(json.dumps({"1": "not a time", "2": "2026-01-01T00:00:00", "x": "1"}))
+    assert _read_epoch_times(damaged) == {"2": "2026-01-01T00:00:00"}
+
+
+def test_links_in_checkpoint_root_are_refused(tmp_path, finished):
+    """A link in place of a run's checkpoint folder put its checkpoint and model wherever it pointed; a link in
+    place of its lock file created a file there."""
+    run, _ = finished
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "folder" / "ck").mkdir(parents=True)
+    (tmp_path / "folder" / "ck" / run.run_key).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(tracking.ConfigError, match="a file or a link in the way"):
+        _grid(tmp_path, "folder")
+    (tmp_path / "lock" / "ck" / run.run_key).mkdir(parents=True)
+    (tmp_path / "lock" / "ck" / run.run_key / ".lock").symlink_to(outside / "created")
+    with pytest.raises(UserError, match="symbolic link"):
+        _grid(tmp_path, "lock")
+    assert not list(outside.iterdir())
+
+
+def test_a_teacher_record_naming_another_model_file_is_not_followed(tmp_path, finished):
+    """two_stage took the teacher's model from its record's info.deployed_path, anywhere (a wrong teacher under the
+    same student run_key), and crashed on a number there; it is now the file the suite writes for that run."""
+    from pcl.tracking.run import resolve_teacher_path
+
+    run, _ = finished
+    root = tmp_path / "teacher"
+    _grid(tmp_path, "teacher")
+    info = next((root / "results").glob("*/info.json"))
+    store = tracking.open_store(root / "results")
+    expected = str((root / "ck" / run.run_key / "deployed.pt").resolve())
+    for recorded in (str(tmp_path / "other.pt"), 5):
+        (tmp_path / "other.pt").write_bytes(b"another model")
+        info.write_text(json.dumps({**json.loads(info.read_text()), "deployed_path": recorded}))
+        assert resolve_teacher_path(store, run.run_key, root / "ck") == expected
+    (root / "ck" / run.run_key / "deployed.pt").unlink()
+    with pytest.raises(LookupError, match="not a file at"):
+        resolve_teacher_path(store, run.run_key, root / "ck")
+
+
+# ---- data files ------------------------------------------------------------------------------------------------------
+def _rewrite(path: Path, **changes) -> None:
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
+    batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    batch.update(changes)
+    dump(batch, path, "py2")
+
+
+@pytest.mark.parametrize("labels, said", [
+    (lambda y: [v + 0.9 for v in y], "must be a list of integer class labels"),  # 8.9 was read as class 8
+    (lambda y: [str(v) for v in y], "must be a list of integer class labels"),
+    (lambda y: [bool(v % 2) for v in y], "must be a list of integer class labels"),
+    (lambda y: {"a": 1}, "got a dict"),
+    (lambda y: [2 ** 70] * len(y), "beyond 64 bits"),
+    (lambda y: np.asarray(y, dtype=np.float32), "dtype float32"),
+])
+def test_cifar_labels_of_another_type_are_named_not_cast(tmp_path, labels, said):
+    from pcl.data import load_cifar
+    from pcl.data.cifar import DataFileError
+
+    write_cifar10(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    original = pickle.loads(batch.read_bytes(), encoding="latin1")
+    _rewrite(batch, labels=labels(original[b"labels" if b"labels" in original else "labels"]))
+    with pytest.raises(DataFileError, match=said) as err:
+        load_cifar("cifar10", tmp_path)
+    assert "data_batch_2" in str(err.value)
+
+
+def test_an_empty_test_split_and_keys_of_mixed_types_are_named(tmp_path):
+    from pcl.data import load_cifar
+    from pcl.data.cifar import DataFileError
+
+    write_cifar10(tmp_path)
+    test_batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    _rewrite(test_batch, data=np.zeros((0, 3072), np.uint8), labels=[])
+    with pytest.raises(DataFileError, match="test_batch hold no images"):
+        load_cifar("cifar10", tmp_path)
+    dump({1: 2, "y": 3}, test_batch, "py2")
+    with pytest.raises(DataFileError, match=r"missing key 'data'.*\['1', 'y'\]"):
+        load_cifar("cifar10", tmp_path)
+
+
+# ---- python -m pcl.distributed --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["not json", "a list", "a fifo", "damaged checkpoint", "bad RANK"])
+def test_the_distributed_command_names_what_it_finds_in_its_folder(tmp_path, capsys, monkeypatch, case):
+    from pcl.distributed.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if case == "not json":
+        (out / "config.json").write_text("not json")
+    elif case == "a list":
+        (out / "config.json").write_text("[1]")
+    elif case == "a fifo":
+        os.mkfifo(out / "config.json")
+    elif case == "damaged checkpoint":
+        (out / "checkpoint.pt").write_text("hello")
+    else:
+        monkeypatch.setenv("RANK", "x")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    code = main(["--dataset", "synthetic", "--method", "baseline", "--backbone", "tiny_resnet8", "--epochs", "1",
+                 "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu", "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert {"not json": "not this suite's", "a list": "not a run config", "a fifo": "not a regular file",
+            "damaged checkpoint": "checkpoint.pt is unusable", "bad RANK": "RANK='x'"}[case] in err
+
+
+# ---- what a newcomer met (the new-user trial) ------------------------------------------------------------------------
+def test_a_runs_sources_are_recorded_as_sacred_records_them_with_git_asked_once_per_repository(monkeypatch):
+    """Sacred's add_source_file asks git twice per file (2,210 git processes in a smoke grid of 8 runs, 8.6 of its
+    33 s); _add_sources records the same facts (file, digest, repository, commit, dirty) asking once per
+    repository."""
+    import git
+    from sacred import Experiment
+    from sacred.dependencies import Source
+
+    from pcl.tracking.run import _add_sources
+    from experiments.common import package_sources
+
+    files = package_sources()[:40]
+    calls = []
+    execute = git.cmd.Git.execute
+    monkeypatch.setattr(git.cmd.Git, "execute", lambda self, *a, **k: (calls.append(a), execute(self, *a, **k))[1])
+    ex = Experiment("sources", save_git_info=True)
+    before, start = set(ex.sources), len(calls)
+    _add_sources(ex, [*files, "no/such/file.py"])
+    asked = len(calls) - start
+    del calls[:start]
+    facts = {(s.filename, s.digest, s.repo, s.commit, s.is_dirty) for s in set(ex.sources) - before}
+    assert facts == {(s.filename, s.digest, s.repo, s.commit, s.is_dirty) for s in map(Source.create, files)}
+    assert 0 < asked <= 4 < len(calls) - asked  # Sacred's own way asked for each of the 40 files
+
+
+def test_ctrl_c_is_one_line_saying_what_was_kept_not_a_traceback(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "run_grid", interrupted)
+    code, printed = drive_in_process(tmp_path, ["with", "smoke", "method=baseline"], capsys, monkeypatch)
+    assert code == 130 and "Traceback" not in printed
+    assert printed.strip().splitlines() == [printed.strip()] and "interrupted (Ctrl-C)" in printed
+    assert "resumes" in printed
