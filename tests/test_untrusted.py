@@ -194,7 +194,8 @@ def test_restricted_loads_allows_exact_pairs_only():
 
 def test_every_loader_in_the_package_is_safe():
     """No other way into pickle: torch.load only with weights_only=True, no pickle.load/loads or Unpickler outside
-    pcl/safe_pickle.py, no numpy.load with allow_pickle, no yaml.load (scripts included)."""
+    pcl/safe_pickle.py, no numpy.load with allow_pickle, no yaml.load, no Sacred value or config-file decoding
+    (get_config_updates: jsonpickle; load_config_file: pickle) (scripts included)."""
     root = Path(__file__).resolve().parents[1]
     offenders = []
     for folder in ("pcl", "analysis", "experiments", "ablations", "slurm", "scripts", "bench"):
@@ -208,6 +209,10 @@ def test_every_loader_in_the_package_is_safe():
                     r"pickle\.(load|loads|Unpickler)\b|\bUnpickler\(|allow_pickle\s*=\s*True|yaml\.load\(|"
                     r"yaml\.unsafe_load|marshal\.loads?\(|shelve\.open\(|dill\.|cloudpickle\.load", text):
                 offenders.append(f"{rel}: an unrestricted deserializer")
+            # Sacred's own readers of command-line values and config files: jsonpickle, pickle, YAML
+            if re.search(r"get_config_updates\(|load_config_file\(|import jsonpickle|jsonpickle\.(decode|loads)\(|"
+                         r"sacred\.arg_parser import|sacred\.serializer import[^\n]*\brestore\b", text):
+                offenders.append(f"{rel}: Sacred's decoding of values or config files")
     assert not offenders, offenders
 
 
