@@ -22,7 +22,7 @@ from pcl.secrets import MONGO_URL_ENV, redact_url, resolve_mongo_url
 #: a planned run's status in a table: the latest COMPLETED attempt counts; else the latest attempt's status
 STATUSES = ("completed", "running", "failed", "preempted", "missing")
 _RAW_TO_STATUS = {"COMPLETED": "completed", "RUNNING": "running", "QUEUED": "running", "FAILED": "failed",
-                  "TIMED_OUT": "failed", "INTERRUPTED": "failed", "PREEMPTED": "preempted"}
+                  **dict.fromkeys(results.RESUMABLE_STATUSES, "preempted")}  # a Ctrl-C resumes too
 
 
 class AnalysisError(Exception):
@@ -55,10 +55,7 @@ def describe_stores(stores: Sequence[Any]) -> str:
 
 
 def _normal_status(record: Mapping[str, Any]) -> str:
-    raw = record.get("status")
-    if raw == "INTERRUPTED" and (record.get("info") or {}).get("preempted"):
-        return "preempted"
-    return _RAW_TO_STATUS.get(raw, "failed")
+    return _RAW_TO_STATUS.get(record.get("status"), "failed")
 
 
 def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:

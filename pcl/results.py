@@ -41,6 +41,9 @@ except ImportError:  # e.g. a machine with torch only: the standard parser, the 
 COMPLETED = "COMPLETED"
 PREEMPTED = "PREEMPTED"
 FINAL_STATUSES = ("COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "TIMED_OUT")
+#: a run stopped before its end (preempted, a Ctrl-C, timed out): its last epoch's checkpoint stays and the next
+#: launch resumes it (status, the dry run and the tables all say so, none of them "failed")
+RESUMABLE_STATUSES = ("PREEMPTED", "INTERRUPTED", "TIMED_OUT")
 #: run-config keys that get their own column (besides config.*)
 CONFIG_COLUMNS = ("experiment", "label", "dataset", "backbone", "method", "seed", "peers", "epochs")
 #: run.json's `experiment` lists of the archived code: no reader of records uses them (left out of every record)

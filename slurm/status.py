@@ -62,6 +62,7 @@ def _log_tail(log_path: Any, limit: int = 1 << 20) -> str:
 def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] | None, ledger: Mapping[str, Any],
                stale_after_s: float, max_attempts: int, now: dt.datetime) -> tuple[str, str]:
     """(column, detail) of one planned run."""
+    from pcl import results
     from slurm.plan import run_is_alive
 
     job = queued.get(run.run_key)
@@ -91,7 +92,7 @@ def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] |
     if status == "FAILED" or state.failures >= max_attempts:
         gave_up = " (gave up)" if state.failures >= max_attempts else ""
         return "FAILED", f"{state.failures} FAILED attempt(s){gave_up}"
-    if status in ("PREEMPTED", "INTERRUPTED", "TIMED_OUT"):
+    if status in results.RESUMABLE_STATUSES:
         return "PREEMPTED", f"{status}, {len(state.records)} attempt(s); resumes on the next launch"
     return "FAILED", f"record status {status}"
 

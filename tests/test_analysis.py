@@ -134,7 +134,7 @@ def test_failed_run_is_counted_in_its_datasets_table(study):
     assert table.cells.set_index("column").loc["pcl", "missing"] == 2
 
 
-def test_an_interrupted_record_marked_preempted_counts_as_preempted(study, tmp_path):
+def test_an_interrupted_record_counts_as_preempted_as_in_status(study, tmp_path):
     store = tmp_path / "store"
     attempts = runs.read_attempts([study["results"]])
     source = Path(attempts.loc[attempts["status"] == "preempted", "record"].iloc[0]["path"])
@@ -144,7 +144,10 @@ def test_an_interrupted_record_marked_preempted_counts_as_preempted(study, tmp_p
     assert run["status"] == "INTERRUPTED" and info["preempted"] is True  # how a preemption is recorded now
     assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
     (store / "1" / "info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "preempted"}))
-    assert runs.read_attempts([str(store)])["status"].tolist() == ["failed"]  # a Ctrl-C: interrupted, not preempted
+    # a Ctrl-C: stopped with its last checkpoint like a preemption, resumed by the next launch; slurm/status.py says
+    # PREEMPTED for it, and the tables said "failed"
+    assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
+    assert runs.read_attempts([str(store)])["raw_status"].tolist() == ["INTERRUPTED"]
     (store / "1" / "run.json").write_text(json.dumps(dict(run, status="PREEMPTED")))  # written by older versions
     assert runs.read_attempts([str(store)])["status"].tolist() == ["preempted"]
 
