@@ -9,7 +9,8 @@ The soft target is an ensemble of the students' logits, a fixed (detached) targe
                target class at 0 and every wrong class at its most confident-against value)
     L = sum_k CE(z_k, y) + w(e) sum_k KD(z_k <- t),   KD at T (default 3).
 
-KDCL has no ramp-up: `rampup_length` defaults to 0 (w = 1). Heads: net1..netK and `ensemble` (mean logits on the
+KDCL has no ramp-up: `rampup_length` defaults to 0 (w = 1); from random initialisation at lr 0.1 this starts down the
+path that collapses DML in short runs (see pcl/methods/dml.py): set `options.rampup_length=1` for them. Heads: net1..netK and `ensemble` (mean logits on the
 test image). Deployed: net1, a plain backbone.
 """
 from __future__ import annotations
