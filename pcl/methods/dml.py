@@ -13,7 +13,7 @@ initialisation, pull one another's one-class outputs, overshoot within 2-4 steps
 and end with dead last-layer features (92-96 % zero), agreeing and at chance; at T = 1 as well. A 300-epoch run may
 recover; `quick` (10 epochs on 5,000 images) does not: DML stayed at 88 % test error on the CIFAR-10 stand-in while
 the baseline reached 46 %. `options.rampup_length=1` (w = 0.007 in epoch 1, then 1) or lr 0.05 trains stably; the
-default stays the reference's, so for short comparisons set it (KDCL behaves alike).
+default stays the reference's, so for short comparisons set it (KDCL starts down the same path).
 
 `target` (the reference codes disagree): "pairwise" (default; the DML paper's loss, and the OKDDip code's
 `--type` switch) is the formula above; "mean_others" (the OKDDip code's default, "ensemble first") distils each
