@@ -20,8 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from docopt import DocoptExit, docopt  # Sacred's own command-line parser
 from sacred import Experiment
-from sacred.utils import set_by_dotted_path
-from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
+from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError, set_by_dotted_path
 
 from experiments.common import SCOPE_KEYS, _driver_logger
 from experiments.registry import declared_named_configs
