@@ -97,6 +97,11 @@ def dataset_defaults(dataset: str, epochs: int | None = None) -> dict[str, Any]:
             "milestones": scaled_milestones(epochs, recipe)}
 
 
+def run_classes(cfg: Mapping[str, Any]) -> int:
+    """The classes a run's network predicts: its dataset's, or `synthetic_classes` on synthetic data."""
+    return cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
+
+
 def train_split_size(cfg: Mapping[str, Any]) -> int | None:
     """Images in the training split of a run's dataset (before `train_subset`); None where only the data on disk
     knows (ImageNet: checked when the folder is scanned)."""

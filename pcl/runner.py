@@ -18,10 +18,11 @@ import torch
 import torchvision
 
 from pcl import distributed
-from pcl.data import NUM_CLASSES, build_loaders
+from pcl.data import build_loaders
 from pcl.checkpoint import save_atomic
 from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult
 from pcl.methods import build_method
+from pcl.recipes import run_classes
 from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
 from pcl.seeding import seed_everything
 
@@ -136,7 +137,7 @@ def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device
            on_start: Callable[[dict[str, Any]], None] | None) -> RunOutcome:
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
     synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
-    num_classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
+    num_classes = run_classes(cfg)
     method = build_method(cfg["method"], cfg["backbone"], num_classes, dropout=cfg["dropout"],
                           **cfg["options"]).to(device)
     train_loader, test_loader, data_classes = build_loaders(

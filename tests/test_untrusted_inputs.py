@@ -3,7 +3,8 @@ line (never decoded by jsonpickle, never a config file read with pickle), checkp
 whose values are not (named and moved aside, never a traceback, never a shortened or lengthened curve), a FIFO where
 the epoch times are kept, a teacher record naming another model file, CIFAR labels of another type, an empty split,
 NUL characters and out-of-range seeds in a config, launcher variables that are not numbers, links in
-checkpoint_root, and the files `python -m pcl.distributed` finds in its --out-dir."""
+checkpoint_root, the files `python -m pcl.distributed` finds in its --out-dir, and a kd teacher file that is no
+model of the run."""
 from __future__ import annotations
 
 import json
@@ -277,6 +278,39 @@ def test_a_teacher_record_naming_another_model_file_is_not_followed(tmp_path, fi
     (root / "ck" / run.run_key / "deployed.pt").unlink()
     with pytest.raises(LookupError, match="not a file at"):
         resolve_teacher_path(store, run.run_key, root / "ck")
+
+
+# ---- a teacher model file (kd's options.teacher_path) ----------------------------------------------------------------
+def _teacher_file(tmp_path: Path) -> tuple[Path, dict]:
+    from pcl.models import build_backbone
+
+    model = {"backbone": "tiny_resnet8", "num_classes": 4, "method": "baseline", "head": "network",
+             "state_dict": build_backbone("tiny_resnet8", 4).state_dict()}
+    return tmp_path / "teacher.pt", model
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["backbone", "num_classes", "state_dict"]),
+                       st.one_of(_VALUES, st.sampled_from(["resnet32", "tiny_resnet8", "vgg16"])), max_size=3),
+       st.booleans())
+def test_a_teacher_file_is_used_only_when_it_is_a_model_of_the_run_else_named(tmp_path, changes, drop):
+    """kd read its teacher file only when the run built the method (a FAILED record, exit 0) and cast what it found
+    (int(num_classes)); whatever the file holds, KD.check_inputs, which the grid calls before anything is recorded,
+    accepts it only when it rebuilds into the run's classes, else one ValueError line naming the option."""
+    from pcl.methods import method_class
+
+    path, model = _teacher_file(tmp_path)
+    model.update(changes)
+    if drop and changes:
+        model.pop(next(iter(changes)))
+    torch.save(model, path)
+    try:
+        method_class("kd").check_inputs({"teacher_path": str(path), "teacher_backbone": None}, 4)
+    except ValueError as err:
+        assert "'options.teacher_path'" in str(err) and "\n" not in str(err)
+        return
+    assert model["backbone"] == "tiny_resnet8" and model["num_classes"] == 4 and type(model["num_classes"]) is int
 
 
 # ---- data files ------------------------------------------------------------------------------------------------------

@@ -54,6 +54,16 @@ def a_file(tmp_path: Path) -> str:
     return str(tmp_path / "a_file")
 
 
+def a_teacher(tmp_path: Path, content: object) -> str:
+    """A file given as kd's teacher model: bytes as they are, anything else saved by torch."""
+    path = tmp_path / "teacher.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        __import__("torch").save(content, path)
+    return str(path)
+
+
 # (command-line arguments, what the one line must name); a callable builds arguments from tmp_path
 BAD_INPUTS = {
     "smoke+quick": (["with", "smoke", "quick"], "'train_subset'=5000"),
@@ -73,6 +83,14 @@ BAD_INPUTS = {
                                 f"data_root={corrupt_cifar(t)}"], "data_batch_3"),
     "download_fails": (lambda t: ["with", "dataset=cifar10", "method=baseline", "backbone=resnet32", "seeds=[0]",
                                   "download=True", f"data_root={t / 'fresh'}"], "'download'=True"),
+    # a teacher file that is no model was found only when the run built kd: a FAILED record, exit 0
+    "kd_teacher_not_torch": (lambda t: ["with", "smoke", "method=kd", f"options.teacher_path={a_teacher(t, b'x')}"],
+                             "'options.teacher_path'="),
+    "kd_teacher_not_a_model": (lambda t: ["with", "smoke", "method=kd",
+                                          f"options.teacher_path={a_teacher(t, {'epoch': 3})}"],
+                               "not a deployed-model file"),
+    "kd_teacher_other_classes": (lambda t: ["with", "smoke", "method=kd", "options.teacher_path=" + a_teacher(
+        t, {"backbone": "tiny_resnet8", "num_classes": 10, "state_dict": {}})], "num_classes=10, the student 4"),
     "gpus_one_process": (["with", "smoke", "gpus=2"], "'gpus'=2 is invalid here: this job has 1 process(es)"),
     "gpus_batch": (["with", "smoke", "gpus=3", "batch_size=64"], "'batch_size'=64 is invalid with gpus=3"),
     "gpus_fast_path": (["with", "smoke", "gpus=2", "fast_path=graph"], "'fast_path'='graph' is invalid with gpus=2"),

@@ -6,8 +6,9 @@ and named logits (for train accuracy); the total loss is sum(loss_weights().get(
 evaluates `eval_heads(x)` (every head by name) and reports `deployed_head`. `export_deployed()` returns the model a
 user would ship, as a plain backbone that loads into `pcl.models.build_backbone`.
 
-Hooks: `on_epoch_start(epoch)` (ramp-up weights), `after_optimizer_step()` (temporal means). Loss weights are
-device buffers filled once per epoch, so the step never synchronises with the host.
+Hooks: `on_epoch_start(epoch)` (ramp-up weights), `after_optimizer_step()` (temporal means), and the class's
+`check_inputs` (a file the options name, checked before a grid starts). Loss weights are device buffers filled once
+per epoch, so the step never synchronises with the host.
 
 Every method builds its networks with the run's `dropout` (None = the zoo's default of the backbone, see
 `pcl.models.DEFAULT_DROPOUT`), names its peers (`peer_heads`, whose diversity the engine logs), gives the optimiser
@@ -53,6 +54,14 @@ class Method(nn.Module):
             cls.deployed_head = cls.__dict__.get("deployed_head", declaration.deployed)
             if isinstance(declaration.views, int):  # else an option sets it: the class's __init__ does
                 cls.num_views = cls.__dict__.get("num_views", declaration.views)
+
+    @classmethod
+    def check_inputs(cls, options: dict[str, Any], num_classes: int) -> None:
+        """The files the method will read, checked before a grid starts (pcl.tracking.grid.check_grid), so that a
+        wrong one is a one-line error with nothing recorded instead of a run that fails: raise ValueError naming
+        the option, its value and what it must be. `options`: the run's options (declared defaults merged) whose
+        files are the config's to give, not resolved by the tracking layer later (kd's teacher_path when
+        `teacher_run_key` names the teacher). The default reads no file."""
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
         """dropout: probability of the backbone's dropout layers in every network the method builds (checked by

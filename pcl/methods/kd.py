@@ -8,7 +8,8 @@ Stage 1 is an earlier completed run of this project; its deployed model file (pc
 
 the teacher frozen: always in eval mode (its BN statistics never move), no gradient, not a trainable parameter
 (parameter_counts reports it as `params_teacher`, apart from `params_train`). A missing or mismatched teacher file
-fails at construction, before any training.
+is refused before a grid starts (`KD.check_inputs`, called by pcl.tracking.grid.check_grid), and again when the run
+builds the method.
 Heads: student, teacher. Deployed: the student.
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pcl import registry
 from pcl.declarations import Head, MethodSpec, Option
-from pcl.checkpoint import load_checkpoint
+from pcl.checkpoint import CheckpointError, load_checkpoint
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import check_positive
@@ -48,44 +50,61 @@ DECLARATION = MethodSpec(
 
 DEPLOYED_KEYS = ("backbone", "num_classes", "state_dict")
 
-# Hook for the tracking layer: `resolve_teacher(run_key) -> path` will map a completed run's key to its deployed.pt,
-# so a config can name the teacher by run key; this method only ever sees the resulting `teacher_path`.
+
+def _teacher_error(path: str | os.PathLike, problem: str) -> ValueError:
+    """One line naming the option, its value and what it must be (before a grid starts, or when the run builds)."""
+    return ValueError(f"config key 'options.teacher_path'={str(path)!r} (method 'kd'): {problem}; it must be the "
+                      "deployed.pt of a completed run (pcl.runner.save_deployed), e.g. of a 'baseline' run")
 
 
 def load_teacher(path: str | os.PathLike, num_classes: int,
                  teacher_backbone: str | None = None) -> tuple[Backbone, dict[str, Any]]:
-    """Rebuild the teacher from a deployed-model file; every mismatch fails naming the path and what differs."""
+    """Rebuild the teacher from a deployed-model file; every mismatch is a one-line ValueError naming the option,
+    the path and what differs. The file is read as untrusted (weights_only: no code runs)."""
     path = Path(path)
-    hint = ("train the teacher first (e.g. a 'baseline' run) and pass the deployed.pt its run writes "
-            "(pcl.runner.save_deployed)")
     if not path.is_file():
-        raise FileNotFoundError(f"kd teacher_path {str(path)!r} does not exist; {hint}")
+        raise _teacher_error(path, "the file does not exist (train the teacher first)")
     try:
         state = load_checkpoint(path)
-    except Exception as err:  # not a torch file, or one that needs unpickling code
-        raise ValueError(f"kd teacher_path {str(path)!r} is not a readable deployed-model file: {err}") from err
+    except CheckpointError as err:  # not a torch file, or one that needs unpickling code
+        raise _teacher_error(path, f"not a readable model file ({err.problem})") from None
     if not isinstance(state, dict) or any(k not in state for k in DEPLOYED_KEYS):
-        raise ValueError(f"kd teacher_path {str(path)!r} is not a deployed-model file (needs keys "
-                         f"{', '.join(DEPLOYED_KEYS)}); {hint}")
-    file_backbone, file_classes = state["backbone"], int(state["num_classes"])
+        raise _teacher_error(path, f"not a deployed-model file (it needs the keys {', '.join(DEPLOYED_KEYS)})")
+    file_backbone, file_classes = state["backbone"], state["num_classes"]
+    if not isinstance(file_backbone, str) or file_backbone not in registry.backbones():
+        raise _teacher_error(path, f"its backbone {_shown(file_backbone)} is not a backbone of this suite")
+    if isinstance(file_classes, bool) or not isinstance(file_classes, int):
+        raise _teacher_error(path, f"its num_classes {_shown(file_classes)} is not an integer")
     if teacher_backbone is not None and teacher_backbone != file_backbone:
-        raise ValueError(f"kd teacher_backbone={teacher_backbone!r} but the teacher file {str(path)!r} holds a "
-                         f"{file_backbone!r}")
+        raise ValueError(f"config key 'options.teacher_backbone'={teacher_backbone!r} (method 'kd'): the teacher "
+                         f"file {str(path)!r} holds a {file_backbone!r}")
     if file_classes != num_classes:
-        raise ValueError(f"kd teacher file {str(path)!r} has num_classes={file_classes}, the student "
-                         f"num_classes={num_classes}")
+        raise _teacher_error(path, f"its model has num_classes={file_classes}, the student {num_classes} (a teacher "
+                                   "of another dataset)")
     teacher = build_backbone(file_backbone, file_classes)
     try:
         teacher.load_state_dict(state["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"kd teacher file {str(path)!r} does not load into a {file_backbone!r}: {err}") from err
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise _teacher_error(path, f"its weights do not load into a {file_backbone!r} ({first})") from None
     info = {"path": str(path), "backbone": file_backbone, "num_classes": file_classes,
             "method": state.get("method", ""), "head": state.get("head", "")}
     return teacher, info
 
 
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {tuple(value.shape)}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class KD(Method):
     declaration = DECLARATION
+
+    @classmethod
+    def check_inputs(cls, options: dict[str, Any], num_classes: int) -> None:
+        """A teacher file the config names is read and rebuilt before the grid starts (a few MB, once per file)."""
+        if options.get("teacher_path") is not None:
+            load_teacher(options["teacher_path"], num_classes, options.get("teacher_backbone"))
 
     def __init__(self, backbone: str, num_classes: int, *, teacher_path: str | None, teacher_backbone: str | None,
                  temperature: float, kd_weight: float, dropout: float | None = None):

@@ -169,10 +169,9 @@ def run_tracked(config: Mapping[str, Any], store: Store, *, experiment_name: str
 
 def _expected_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What a checkpoint of this run config says it is (pcl.checkpoint.checkpoint_identity)."""
-    from pcl.schema import NUM_CLASSES
+    from pcl.recipes import run_classes
 
-    classes = cfg["synthetic_classes"] if cfg["dataset"] == "synthetic" else NUM_CLASSES[cfg["dataset"]]
-    return {"method": cfg["method"], "backbone": cfg["backbone"], "num_classes": classes}
+    return {"method": cfg["method"], "backbone": cfg["backbone"], "num_classes": run_classes(cfg)}
 
 
 def _without_credentials(ex: Experiment) -> None:
