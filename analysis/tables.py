@@ -23,6 +23,7 @@ import pandas as pd
 from analysis import escape, paper
 from analysis.setting import DATASET_NAMES, Setting
 from pcl import registry
+from pcl.config_checks import did_you_mean
 from analysis.runs import (STATUSES, AnalysisError, config_keys, describe_stores, plan_runs, planned_status,
                            read_attempts)
 
@@ -387,7 +388,8 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
                             f"python experiments/table2.py with smoke)")
     unknown = [n for n in names or () if n not in SPECS]
     if unknown:
-        raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+        raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}"
+                            f"{did_you_mean(unknown, SPECS)}")
     from pcl.recipes import DATASETS
 
     for flag, given, known in (("--datasets", kwargs.get("datasets"), list(DATASETS)),

@@ -11,7 +11,6 @@ honoured; the others are refused with a reason. The driver it runs is experiment
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError
 from experiments.common import SCOPE_KEYS, _driver_logger
 from experiments.registry import declared_named_configs
 from pcl import tracking
+from pcl.config_checks import did_you_mean
 from pcl.process_env import EnvError
 from pcl.schema import ConfigError
 
@@ -110,8 +110,7 @@ def _sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[s
         keys = list(getattr(err, "__conflicting_configs__", ()))
         shown = ", ".join(f"{k!r}={_dotted(config_updates, k)!r}" for k in keys)
         known = sorted(k for k in _config_keys(ex) if k not in keys)
-        close = sorted({c for k in keys for c in difflib.get_close_matches(k, known, n=2)})
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(keys, known, show=str)
         return f"unknown config key(s) {shown}: allowed keys are {', '.join(known)}{hint}"
     if isinstance(err, NamedConfigNotFoundError):
         found = re.search(r'"(.*?)"\. Available config values are: (.*)$', str(err))

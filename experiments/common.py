@@ -25,7 +25,6 @@ option applies to the methods that have it.
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
 import re
 import sys
@@ -42,6 +41,7 @@ from experiments.registry import declared_named_configs
 from experiments.plan_text import _format_method_options, _format_plan, _plan_summary
 from pcl import schema, tracking
 from pcl import registry
+from pcl.config_checks import did_you_mean
 from pcl.schema import RUN_KEYS, ConfigError, plain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def check_dataset(cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
     """Scripts reproduce results on given datasets; `synthetic` is always allowed (smoke runs)."""
     if cfg["dataset"] not in (*allowed, "synthetic"):
         raise ConfigError(f"config key 'dataset'={cfg['dataset']!r} is invalid for this script: must be one of "
-                          f"{', '.join((*allowed, 'synthetic'))}")
+                          f"{', '.join((*allowed, 'synthetic'))}{did_you_mean(cfg['dataset'], (*allowed, 'synthetic'))}")
 
 
 def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> list[Cell]:
@@ -137,12 +137,11 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
     unknown = sorted(m for m in methods if m not in registry.methods())
     if unknown:
         raise ConfigError(f"config key 'method': unknown method(s) {', '.join(map(repr, unknown))}; "
-                          f"known: {', '.join(sorted(registry.methods()))}")
+                          f"known: {', '.join(sorted(registry.methods()))}{did_you_mean(unknown, registry.methods())}")
     orphans = sorted(k for k in user_options if not any(k in _defaults(m) for m in methods))
     if orphans:
         valid = sorted({k for m in methods for k in _defaults(m)})
-        close = sorted({c for k in orphans for c in difflib.get_close_matches(k, valid, n=2)})
-        hint = f"; did you mean {', '.join(f'options.{c}' for c in close)}?" if close else ""
+        hint = did_you_mean(orphans, valid, show="options.{}".format)
         raise ConfigError(f"config key(s) {', '.join(f'options.{k}' for k in orphans)}: not an option of any method "
                           f"of this grid ({', '.join(sorted(methods))}); valid: "
                           f"{', '.join(valid) or '(none: these methods take no options)'}{hint}")

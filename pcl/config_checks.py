@@ -3,6 +3,7 @@ naming the key, the value and what is allowed. pcl.schema builds its key table f
 """
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import re
@@ -17,6 +18,16 @@ class ConfigError(ValueError):
 # ---- value checks: (key, value) -> normalized value, or ConfigError --------------------------------------------
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"config key {key!r}={value!r} is invalid: must be {allowed}")
+
+
+def did_you_mean(given: Any, allowed: Any, show: Callable[[str], str] = repr) -> str:
+    """"; did you mean X?" with the allowed name closest to each mistyped one (difflib's best match), else "" (one
+    place for the hint every name check gives: keys, values, options)."""
+    names = [given] if isinstance(given, str) else [g for g in given if isinstance(g, str)] \
+        if isinstance(given, (list, tuple, set, frozenset)) else []
+    candidates = [str(a) for a in allowed]
+    close = list(dict.fromkeys(c for name in names for c in difflib.get_close_matches(name, candidates, n=1)))
+    return f"; did you mean {', '.join(map(show, close))}?" if close else ""
 
 
 def integer(minimum: int, allow_none: bool = False, maximum: int | None = None
@@ -78,7 +89,7 @@ def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:
     def check(key: str, value: Any) -> str:
         allowed = sorted(names())
         if not isinstance(value, str) or value not in allowed:
-            raise _bad(key, value, f"one of {', '.join(allowed)}")
+            raise _bad(key, value, f"one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
         return value
 
     class Allowed:  # the registry's names, read when shown

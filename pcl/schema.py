@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping
 
 from pcl import registry
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
-from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, epochs_list, integer, mapping,
-                               real, text)  # noqa: F401
+from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, integer,
+                               mapping, real, text)  # noqa: F401
 from pcl.recipes import (CIFAR_RECIPE, DATASETS, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
                          REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
                          recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
@@ -196,8 +196,9 @@ def _check_option(method: str, option: Any, value: Any) -> Any:
     try:
         return option.check(value)
     except ValueError as err:
+        hint = did_you_mean(value, option.choices) if option.choices else ""
         raise ConfigError(f"config key 'options.{option.name}'={value!r} (method {method!r}) is invalid: {err}; "
-                          f"default {option.default!r}") from None
+                          f"default {option.default!r}{hint}") from None
 
 
 def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from experiments import registry
 from pcl import registry as declared  # the methods and backbones as declared (their costs)
+from pcl.config_checks import did_you_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_TIMES = ROOT / "bench" / "epoch_times.csv"
@@ -96,7 +97,8 @@ def split_list(value: str | None, flag: str, known: Iterable[str] | None = None)
         known = list(known)
         for item in items:
             if item not in known:
-                raise SelectionError(f"{flag} {item!r} is unknown; known: {', '.join(known)}")
+                raise SelectionError(f"{flag} {item!r} is unknown; known: {', '.join(known)}"
+                                     f"{did_you_mean(item, known)}")
     return items
 
 

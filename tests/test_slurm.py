@@ -190,6 +190,9 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule():
     (["--methods", "pcl,foo"], "--methods 'foo' is unknown; known: baseline"),
     (["--backbones", "resnet33"], "--backbones 'resnet33' is unknown; known: densenet40_12"),
     (["--datasets", "mnist"], "--datasets 'mnist' is unknown; known: cifar10, cifar100, imagenet, synthetic"),
+    (["--methods", "pcll"], "; did you mean 'pcl'?"),  # a typo: the closest known name
+    (["--datasets", "cifar-100"], "; did you mean 'cifar100'?"),
+    (["--profile", "locl"], "the shipped profiles: slurm/profiles/gpu_cluster.toml, slurm/profiles/local.toml"),
     (["--seeds", "0,x"], "--seeds '0,x' is invalid: must be comma-separated integers"),
     (["--set", "mongo_url=mongodb://a:b@host/db"], "not allowed: the MongoDB URL goes only through $PCL_MONGO_URL"),
     (["--executor", "slurm", "--time", "soon"], "'time'='soon' is invalid"),

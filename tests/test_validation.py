@@ -8,6 +8,7 @@ folder was left behind.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import io
 import json
@@ -18,6 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.common import run_script
 from pcl import results, tracking
@@ -73,6 +76,12 @@ BAD_INPUTS = {
     "mongo_url_db": (["with", "smoke", "mongo_url=mongodb://127.0.0.1:1/bad.name"], "'mongo_url'"),
     "unknown_key": (["with", "smoke", "epoch=3"], "'epoch'=3"),
     "misspelled_option": (["with", "smoke", "method=pcl", "options.temprature=3"], "options.temperature"),
+    # a mistyped value: the closest allowed one is named
+    "misspelled_method": (["with", "smoke", "method=pcll"], "did you mean 'pcl'?"),
+    "misspelled_dataset": (["with", "smoke", "dataset=cifar-100"], "did you mean 'cifar100'?"),
+    "misspelled_backbone": (["with", "smoke", "backbone=resnet-32"], "did you mean 'resnet32'?"),
+    "misspelled_option_value": (["with", "smoke", "method=pcl", "options.peer_teacher=mean_other"],
+                                "did you mean 'mean_others'?"),
     "named_config": (["with", "smokey"], "'smokey'"),
     "command": (["trian", "with", "smoke"], "'trian'"),
     "results_dir": (lambda t: ["with", "smoke", f"results_dir={a_file(t)}/results"], "'results_dir'"),
@@ -189,6 +198,27 @@ def test_misspelled_option_lists_the_valid_ones():
     message = str(info.value)
     assert "options.temprature" in message and "did you mean options.temperature" in message
     assert all(name in message for name in ("ema_decay", "peer_teacher", "rampup_length"))
+
+
+_NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_NAMES, st.lists(_NAMES, max_size=3), st.integers(), st.none()), st.lists(_NAMES, max_size=8))
+def test_a_hint_names_only_allowed_names_closest_to_what_was_given(given_name, allowed):
+    """Whatever was typed (any text, a list, not a name at all): no hint, or one naming allowed names only, each
+    the closest to a given name."""
+    from pcl.config_checks import did_you_mean
+
+    hint = did_you_mean(given_name, allowed)
+    if not hint:
+        return
+    assert hint.startswith("; did you mean ") and hint.endswith("?")
+    given_names = [given_name] if isinstance(given_name, str) else given_name
+    assert isinstance(given_names, list)
+    for name in given_names:
+        best = difflib.get_close_matches(name, allowed, n=1)
+        assert not best or repr(best[0]) in hint
 
 
 def test_plan_and_print_config_show_every_methods_resolved_options(capsys):
