@@ -367,7 +367,8 @@ def _too_short(table: Table, row: str, part: pd.DataFrame, what: str, notes: lis
         return False
     if notes is not None:
         notes.append(f"{table.name} ({table.dataset}, {BACKBONE_NAMES.get(row, row)}): no {what} figure, the runs "
-                     f"logged {part['epoch'].nunique()} epoch(s); the table has the numbers")
+                     f"logged {part['epoch'].nunique()} epoch(s) and a curve needs 2 or more (a grid run `with "
+                     f"epochs=2` or more draws one); the table has the numbers")
     return True
 
 

@@ -450,8 +450,12 @@ def _held_tables(names: Sequence[str] | None, asked: Sequence[str], attempts: pd
     if missing or not tables:
         held_text = _held_text(attempts)
         what = f"table(s) {', '.join(missing)}" if missing else "no table"
+        # e.g. a smoke grid's table whose every run another script recorded (synthetic runs are attributed to no
+        # other script): its own plan, named, finds them
+        hint = (f"; to build it from its script's plan: --tables {' '.join(missing)} --named smoke (a smoke grid), "
+                "or --set KEY=VALUE as in the grid's `with`") if missing else ""
         raise AnalysisError(f"{what}: no plan{' on ' + ', '.join(datasets) if datasets else ''} has runs in "
-                            f"{described}, which holds runs of: {held_text}")
+                            f"{described}, which holds runs of: {held_text}{hint}")
     return tables, skipped
 
 

@@ -319,7 +319,7 @@ def test_bad_input_is_one_line_and_exit_code_2(study, tmp_path, capsys, case):
     assert len(lines) == 1 and "Traceback" not in captured.err and captured.out == ""
     assert not out.exists()  # nothing written, no empty table
     expected = {"empty": "holds no run records", "no-folder": "does not exist", "unknown-table": "known: table2",
-                "no-runs": "ablations.deployed_head: no plan has runs in file store",
+                "no-runs": "--tables ablations.deployed_head --named smoke (a smoke grid)",  # what to run instead
                 "mongo-down": "cannot read MongoDB", "bad-set": "KEY=VALUE", "unknown-key": "'epoch' is not a config key",
                 "bad-backbone": "tiny_resnet8"}[case]
     assert expected in lines[0]

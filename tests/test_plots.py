@@ -42,6 +42,7 @@ def test_one_epoch_gives_a_note_not_a_figure_of_single_points(tmp_path):
     figures, notes = plots.figures_for(_table(tmp_path, epochs=1))
     assert figures == []
     assert sum("logged 1 epoch(s)" in n for n in notes) == 3  # curves, heads, diversity
+    assert all("with epochs=2` or more draws one" in n for n in notes)  # what to run instead
 
 
 def test_heads_share_styles_and_axes_and_the_deployed_head_is_thick(tmp_path):
