@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -97,8 +98,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        # torch's message is a page of advice in terminal colours; one line of it names what was refused
+        lines = [line.strip() for line in re.sub(r"\x1b?\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+        refused = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line),
+                       lines[0] if lines else "no detail")
         raise CheckpointError(path, f"it holds objects other than tensors and plain containers, refused by "
-                                    f"weights_only ({str(err).splitlines()[0][:200]})") from None
+                                    f"weights_only ({refused[:200]})") from None
     except Exception as err:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... for damaged archives
         raise CheckpointError(path, f"truncated or not a torch file ({size} bytes; {type(err).__name__}: "
                                     f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from None

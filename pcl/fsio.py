@@ -97,3 +97,40 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
     if len(data) > limit:
         raise UnreadableFile(f"{path} holds more than {limit} bytes")
     return data
+
+
+def input_file_problem(path: str | os.PathLike) -> str | None:
+    """Why a file a config names for a run to read (a method's `kind="path"` option) cannot be read, in words
+    for a one-line error, or None when it is a regular file (`~` expanded, links followed: the user's own path)."""
+    try:
+        found = Path(path).expanduser()
+        if found.is_file():
+            return None
+        if found.is_symlink() and not found.exists():
+            return "a link whose target does not exist"
+        if not found.exists():
+            return "the file does not exist"
+        return "not a regular file (a folder, a FIFO or a device)"
+    except (OSError, ValueError) as err:  # a name too long, a NUL character, a loop of links
+        return f"the path cannot be used ({getattr(err, 'strerror', None) or err})"
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def input_file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a config's input file (its identity in a run_key: the same file anywhere is the same
+    experiment, a file changed in place another one); computed once per file version (device, inode, size and
+    modification time), since a plan checks the same file for every cell."""
+    import hashlib
+
+    found = Path(path).expanduser()
+    with open(found, "rb") as f:
+        info = os.fstat(f.fileno())
+        version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        if version not in _DIGESTS:
+            digest = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+            _DIGESTS[version] = digest.hexdigest()
+    return _DIGESTS[version]

@@ -17,10 +17,10 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pcl import registry
+from pcl.fsio import input_file_problem, input_file_sha256
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
 from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, integer,
                                mapping, real, text)  # noqa: F401
@@ -265,9 +265,9 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     for key, option in declared.items():  # a file the run will read must be there before anything starts
         if option.kind == "path" and merged[key] is not None and not (option.infra
                                                                       and out["teacher_run_key"] is not None):
-            if not Path(merged[key]).expanduser().is_file():
-                raise ConfigError(f"config key 'options.{key}'={merged[key]!r} (method {method!r}): the file does "
-                                  "not exist")
+            problem = input_file_problem(merged[key])
+            if problem:
+                raise ConfigError(f"config key 'options.{key}'={merged[key]!r} (method {method!r}): {problem}")
     try:
         out["dropout"] = registry.check_dropout(out["backbone"], given.get("dropout"))
     except ValueError as err:
@@ -358,9 +358,27 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
            if k not in INFRA_KEYS and not (k in KEYS and KEYS[k].neutral is not _UNSET and v == KEYS[k].neutral)}
     dropped = infra_options(cfg)
     neutral = _method_neutral_options(cfg.get("method"))
-    out["options"] = {k: v for k, v in (cfg.get("options") or {}).items()
+    files = _method_file_options(cfg.get("method"))
+    out["options"] = {k: (_file_identity(v) if k in files and isinstance(v, str) else v)
+                      for k, v in (cfg.get("options") or {}).items()
                       if k not in dropped and not (k in neutral and v == neutral[k])}
     return out
+
+
+def _file_identity(path: str) -> dict[str, str]:
+    """A file option's part of the identity: its contents' digest (normalize_run_config has checked it is a file;
+    a config read back from elsewhere may name one that is gone, which then differs from every file)."""
+    try:
+        return {"sha256": input_file_sha256(path)}
+    except (OSError, ValueError):
+        return {"unreadable": path}
+
+
+def _method_file_options(method: Any) -> frozenset[str]:
+    """A method's options that name a file it reads (`kind="path"`): the file's contents, not where it lies, are
+    the experiment (a file changed in place is another run, the same file elsewhere the same run)."""
+    spec = registry.methods().get(method) if isinstance(method, str) else None
+    return frozenset(o.name for o in spec.options if o.kind == "path") if spec is not None else frozenset()
 
 
 def _method_neutral_options(method: Any) -> dict[str, Any]:

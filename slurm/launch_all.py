@@ -360,6 +360,11 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         if not to_submit:
             log("nothing to submit")
             return 1 if args.wait and held else 0  # --wait: done means done (tables can be built next)
+        # the files the methods read (kd's teacher model), as each job would check them before its grid: a wrong
+        # one is this line, not a job array whose every job refuses it (this imports torch; the dry run does not)
+        from pcl.methods import check_method_inputs
+
+        check_method_inputs([r.cfg for r in to_submit])
         jobs = submit(to_submit, queued, options, str(Path(args.results_dir).resolve()), args.db_name, log=log)
     except (OptionsError, plan.SelectionError, cluster.ClusterError, LaunchError, tracking.ConfigError,
             results.StoreError) as err:

@@ -189,7 +189,8 @@ def load_profile(path: str | Path, base: ClusterOptions | None = None) -> Cluste
             raise OptionsError(f"profile {str(path)!r} is bigger than {_PROFILE_BYTES} bytes")
         text = data.decode("utf-8")
     except OSError as err:
-        shipped = sorted(f"slurm/profiles/{p.name}" for p in (Path(__file__).parent / "profiles").glob("*.toml"))
+        # as paths from here: a path relative to the repository would fail again from another folder
+        shipped = sorted(os.path.relpath(p) for p in (Path(__file__).resolve().parent / "profiles").glob("*.toml"))
         hint = f" (the shipped profiles: {', '.join(shipped)})" if isinstance(err, FileNotFoundError) else ""
         raise OptionsError(f"profile {str(path)!r} cannot be read: {err.strerror or err}{hint}") from None
     except UnicodeDecodeError as err:

@@ -14,7 +14,6 @@ from pcl.engine import Recipe, make_optimizer, train
 from pcl.seeding import seed_everything
 from pcl.step import EpochAccumulator, train_step
 from pcl.methods import METHODS, build_method
-from pcl.runner import save_deployed
 
 CLASSES = 4
 STEPS = 3
@@ -25,12 +24,8 @@ SMALL = {"peers": 2}
 
 def _options(name, tmp_path):
     options = {k: v for k, v in SMALL.items() if k in _defaults(name)}
-    if name == "kd":
-        path = tmp_path / "teacher.pt"
-        seed_everything(1)
-        save_deployed(build_method("baseline", "tiny_resnet8", CLASSES), path)
-        options["teacher_path"] = str(path)
-    return options
+    seed_everything(1)  # the files a method reads (kd's teacher), as declared by the method
+    return {**options, **METHODS[name].example_inputs(tmp_path, "tiny_resnet8", CLASSES)}
 
 
 def _defaults(name):

@@ -103,14 +103,14 @@ def _images(batch=2, seed=1, views=1):
 
 def _build(name, teacher_file=None, **options):
     torch.manual_seed(0)
-    if name == "kd" and "teacher_path" not in options:
-        options["teacher_path"] = str(teacher_file)
-    return build_method(name, "tiny_resnet8", C, **options)
+    inputs = METHODS[name].example_inputs(teacher_file.parent, "tiny_resnet8", C) if teacher_file else {}
+    return build_method(name, "tiny_resnet8", C, **{**inputs, **options})
 
 
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
-    """A real deployed-model file, written by the runner's save_deployed from a built (untrained) baseline."""
+    """A real deployed-model file, written by the runner's save_deployed from a built (untrained) baseline; its
+    folder holds the files every method's options need (Method.example_inputs, declared by the method)."""
     torch.manual_seed(123)
     path = tmp_path_factory.mktemp("teacher") / "deployed.pt"
     save_deployed(build_method("baseline", "tiny_resnet8", C), path)
@@ -458,7 +458,7 @@ def test_kdcl_loss_by_hand_each_network_on_its_own_view(ensemble):
 
 # ---- two-stage KD ------------------------------------------------------------------------------------------------
 def test_kd_loss_by_hand_and_teacher_frozen(teacher_file):
-    method = _build("kd", teacher_file, kd_weight=0.5)
+    method = _build("kd", teacher_file, teacher_path=str(teacher_file), kd_weight=0.5)
     teacher_params = list(method.teacher.parameters())
     assert all(not p.requires_grad for p in teacher_params)
     trainable = {id(p) for p in method.trainable_parameters()}
@@ -486,7 +486,7 @@ def test_kd_loss_by_hand_and_teacher_frozen(teacher_file):
 
 
 def test_kd_teacher_predictions_are_the_saved_model(teacher_file):
-    method = _build("kd", teacher_file)
+    method = _build("kd", teacher_file, teacher_path=str(teacher_file))
     method.eval()
     plain = build_backbone("tiny_resnet8", C)
     plain.load_state_dict(torch.load(teacher_file, weights_only=True)["state_dict"])
@@ -550,20 +550,22 @@ MULTI_PEER = tuple(name for name, spec in registry.methods().items() if "peers" 
 
 
 def _refused(option):
-    """A value the declared checks of `option` refuse (None when every value of its kind is allowed)."""
+    """Values the declared checks of `option` refuse: one past each declared bound, a choice it does not have, a
+    string for a bool (none when every value of its kind is allowed)."""
     if option.choices:
-        return "no-such-choice"
+        return ["no-such-choice"]
     if option.kind == "bool":
-        return "False"  # a string, not a bool
+        return ["False"]  # a string, not a bool
+    values = []
     if option.kind in ("int", "float") and option.minimum is not None:
-        return option.minimum if option.exclusive_minimum else option.minimum - 1
+        values.append(option.minimum if option.exclusive_minimum else option.minimum - 1)
     if option.kind in ("int", "float") and option.maximum is not None:
-        return option.maximum + 1
-    return None
+        values.append(option.maximum + 1)
+    return values
 
 
-BAD_OPTIONS = [(name, o.name, _refused(o)) for name, spec in registry.methods().items() for o in spec.options
-               if _refused(o) is not None]
+BAD_OPTIONS = [(name, o.name, value) for name, spec in registry.methods().items() for o in spec.options
+               for value in _refused(o)]
 
 
 @pytest.mark.parametrize("name", MULTI_PEER)
@@ -640,8 +642,8 @@ def test_dropout_reaches_every_network_and_is_active_in_train_mode(name, teacher
     """vgg16 with dropout=0.3: every classifier of every network/branch (PCL: live and temporal-mean peers) has
     p = 0.3; in train mode two passes over the same batch differ in every peer and the deployed head."""
     options = {"peers": 2} if name in MULTI_PEER else {}
-    if name == "kd":
-        options["teacher_path"] = str(teacher_file)  # a tiny_resnet8 teacher: no dropout of its own
+    # the files a method reads, of a tiny_resnet8 (kd's teacher: no dropout of its own)
+    options.update(METHODS[name].example_inputs(teacher_file.parent, "tiny_resnet8", C))
     torch.manual_seed(0)
     method = build_method(name, "vgg16", C, dropout=0.3, **options)
     frozen = {id(m) for m in getattr(method, "teacher", nn.Module()).modules()}
@@ -662,11 +664,11 @@ def test_dropout_reaches_every_network_and_is_active_in_train_mode(name, teacher
         assert all(torch.equal(first[h], second[h]) for h in first)
 
 
-def test_dropout_default_and_refusal_through_build_method():
+def test_dropout_default_and_refusal_through_build_method(teacher_file):
     method = build_method("one", "vgg16", C, peers=2)  # None: the zoo's 0.5
     assert {m.p for m in method.modules() if isinstance(m, nn.Dropout)} == {0.5}
     for name in METHODS:
-        options = {"teacher_path": "unused.pt"} if name == "kd" else {}
+        options = METHODS[name].example_inputs(teacher_file.parent, "tiny_resnet8", C)
         with pytest.raises(ValueError, match=r"dropout=0\.5 cannot be used with backbone 'tiny_resnet8'"):
             build_method(name, "tiny_resnet8", C, dropout=0.5, **options)
 

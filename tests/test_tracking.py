@@ -89,8 +89,16 @@ def test_a_teacher_named_by_run_key_keeps_its_file_path_out_of_the_run_key(tmp_p
         save_deployed(build_method("baseline", "tiny_resnet8", 4), tmp_path / name)
     kd = smoke(tmp_path, method="kd", options={"teacher_path": str(tmp_path / "a.pt")})
     other_file = dict(kd, options={"teacher_path": str(tmp_path / "b.pt")})
-    # a teacher given only by its file: the file is the experiment
-    assert tracking.normalize_run_config(kd)["run_key"] != tracking.normalize_run_config(other_file)["run_key"]
+    # a teacher given only by its file: the file's contents are the experiment, not where it lies
+    key = tracking.normalize_run_config(kd)["run_key"]
+    assert key != tracking.normalize_run_config(other_file)["run_key"]
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "a.pt").write_bytes((tmp_path / "a.pt").read_bytes())
+    assert tracking.normalize_run_config(dict(kd, options={"teacher_path": str(tmp_path / "copy" / "a.pt")}))[
+        "run_key"] == key
+    # retrained in place (it used to keep its run_key: the old result was taken for the new teacher's)
+    (tmp_path / "a.pt").write_bytes((tmp_path / "b.pt").read_bytes())
+    assert tracking.normalize_run_config(kd)["run_key"] == tracking.normalize_run_config(other_file)["run_key"] != key
     # a teacher named by its run: where its file lies is infrastructure
     by_key = [tracking.normalize_run_config(dict(c, teacher_run_key="0123456789abcdef")) for c in (kd, other_file)]
     assert by_key[0]["run_key"] == by_key[1]["run_key"]
@@ -98,6 +106,9 @@ def test_a_teacher_named_by_run_key_keeps_its_file_path_out_of_the_run_key(tmp_p
         tracking.normalize_run_config(smoke(tmp_path, method="kd"))
     with pytest.raises(ConfigError, match="does not exist"):
         tracking.normalize_run_config(smoke(tmp_path, method="kd", options={"teacher_path": str(tmp_path / "x")}))
+    for path, problem in ((tmp_path / "copy", "not a regular file"), ("a" * 300, "the path cannot be used")):
+        with pytest.raises(ConfigError, match=problem):  # a folder; a name too long was a traceback
+            tracking.normalize_run_config(smoke(tmp_path, method="kd", options={"teacher_path": str(path)}))
 
 
 def test_redaction_of_urls_and_text():

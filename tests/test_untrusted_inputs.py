@@ -382,6 +382,46 @@ def test_the_distributed_command_names_what_it_finds_in_its_folder(tmp_path, cap
             "damaged checkpoint": "checkpoint.pt is unusable", "bad RANK": "RANK='x'"}[case] in err
 
 
+@pytest.mark.parametrize("content, said", [(b"not a model", "not a readable model file"),
+                                           ({"epoch": 1}, "not a deployed-model file"),
+                                           ("nan", "NaN or infinite"),
+                                           ("shape", "size mismatch for")])
+def test_a_teacher_that_is_no_model_is_one_line_in_the_launcher_and_the_distributed_command(
+        tmp_path, capsys, monkeypatch, content, said):
+    """kd's teacher file was checked only when a run built kd: the launcher submitted a job array whose every job
+    refused it, `python -m pcl.distributed` ended in a traceback and left its config.json; a teacher of NaNs trained
+    to a FAILED record, a wrong shape said only torch's header line."""
+    from pcl.distributed.cli import main
+    from pcl.models import build_backbone
+    from slurm import launch_all
+
+    path = tmp_path / "teacher.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, dict):
+        torch.save(content, path)
+    else:
+        state = build_backbone("tiny_resnet8", 10).state_dict()  # the distributed command's 10 synthetic classes
+        key = next(k for k, v in state.items() if v.dim() > 1)
+        state = ({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+                 if content == "nan" else {**state, key: torch.zeros(3, 3)})
+        torch.save({"backbone": "tiny_resnet8", "num_classes": 10, "state_dict": state}, path)
+    out = tmp_path / "out"
+    code = main(["--dataset", "synthetic", "--method", "kd", "--backbone", "tiny_resnet8", "--epochs", "1",
+                 "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu",
+                 "--options", json.dumps({"teacher_path": str(path)}), "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and said in err and "options.teacher_path" in err, err
+    assert not (out / "config.json").exists()
+    results_dir = tmp_path / "results"
+    code = launch_all.run(["--executor", "local", "--results-dir", str(results_dir), "--log-folder",
+                           str(tmp_path / "logs"), "--named", "smoke", "--tables", "table2", "--set", "method='kd'",
+                           "--set", f"options.teacher_path={str(path)!r}", "--set", "synthetic_classes=10"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
+    assert not (tmp_path / "logs").exists() and not (results_dir / "slurm").exists()  # nothing submitted
+
+
 # ---- what a newcomer met (the new-user trial) ------------------------------------------------------------------------
 def test_a_runs_sources_are_recorded_as_sacred_records_them_with_git_asked_once_per_repository(monkeypatch):
     """Sacred's add_source_file asks git twice per file (2,210 git processes in a smoke grid of 8 runs, 8.6 of its

@@ -16,6 +16,7 @@ from pcl.checkpoint import CheckpointError
 from pcl.data.check import check_data
 from pcl.distributed import DistEnv, cleanup, detect_env
 from pcl.fsio import read_regular
+from pcl.methods import check_method_inputs
 from pcl.process_env import EnvError
 from pcl.runner import resolve_device, run
 from pcl.schema import BATCH_NORMS, ConfigError, identity_config, normalize_run_config
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     try:
         cfg = _cli_config(args, env)
+        check_method_inputs([cfg])  # kd's teacher model, before config.json is written
     except ConfigError as err:  # one line, exit 2, nothing written (every rank stops; rank 0 says why)
         if env.is_main:
             print("error: " + " ".join(str(err).split()), file=sys.stderr)

@@ -7,10 +7,12 @@ the run's options, so a default is written once, in the declaration.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from pcl import registry
 from pcl.methods.base import Method, check_views
+from pcl.recipes import run_classes
+from pcl.schema import ConfigError, canonical_json, infra_options
 
 
 def _implementation(name: str) -> type[Method]:
@@ -34,6 +36,26 @@ def method_class(name: str) -> type[Method]:
         return METHODS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
+
+
+def check_method_inputs(configs: Iterable[Mapping[str, Any]]) -> None:
+    """The files that run configs' options name for their methods to read (Method.check_inputs: kd's teacher
+    model), each read once per distinct method, options and number of classes, before anything starts (a grid, the
+    launcher's submission, `python -m pcl.distributed`); a file the tracking layer resolves later (kd's teacher
+    named by `teacher_run_key`) is left to it. ConfigError: one line naming the option, its value and what it must
+    be."""
+    seen = set()
+    for cfg in configs:
+        resolved_later = infra_options(cfg)
+        options = {k: v for k, v in cfg["options"].items() if k not in resolved_later}
+        key = (cfg["method"], canonical_json(options), run_classes(cfg))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            method_class(cfg["method"]).check_inputs(options, key[2])
+        except (ValueError, OSError) as err:
+            raise ConfigError(" ".join(str(err).split())) from None
 
 
 def method_defaults(name: str) -> dict[str, Any]:
@@ -67,4 +89,5 @@ def build_method(name: str, backbone: str, num_classes: int, *, dropout: float |
     return cls(backbone, num_classes, dropout=dropout, **{**allowed, **checked})
 
 
-__all__ = ["METHODS", "Method", "build_method", "check_views", "method_class", "method_defaults"]
+__all__ = ["METHODS", "Method", "build_method", "check_method_inputs", "check_views", "method_class",
+           "method_defaults"]

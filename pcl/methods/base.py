@@ -16,6 +16,7 @@ its parameter groups (`param_groups`) and the parameter count at deployment of e
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -62,6 +63,13 @@ class Method(nn.Module):
         the option, its value and what it must be. `options`: the run's options (declared defaults merged) whose
         files are the config's to give, not resolved by the tracking layer later (kd's teacher_path when
         `teacher_run_key` names the teacher). The default reads no file."""
+
+    @classmethod
+    def example_inputs(cls, workdir: Path, backbone: str, num_classes: int) -> dict[str, Any]:
+        """Options whose files a build needs, with such files written into `workdir`: what the generated docs and
+        the tests parametrized over every method build it with (kd: an untrained `backbone` baseline's deployed
+        model as its teacher). The default needs none."""
+        return {}
 
     def __init__(self, backbone: str, num_classes: int, rampup_length: int = 0, dropout: float | None = None):
         """dropout: probability of the backbone's dropout layers in every network the method builds (checked by

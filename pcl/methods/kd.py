@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pcl import registry
 from pcl.declarations import Head, MethodSpec, Option
 from pcl.checkpoint import CheckpointError, load_checkpoint
+from pcl.fsio import input_file_problem
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
 from pcl.methods.common import check_positive
@@ -61,9 +62,10 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
                  teacher_backbone: str | None = None) -> tuple[Backbone, dict[str, Any]]:
     """Rebuild the teacher from a deployed-model file; every mismatch is a one-line ValueError naming the option,
     the path and what differs. The file is read as untrusted (weights_only: no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise _teacher_error(path, "the file does not exist (train the teacher first)")
+    problem = input_file_problem(path)
+    if problem:
+        raise _teacher_error(path, problem + (" (train the teacher first)" if "does not exist" in problem else ""))
+    path = Path(path).expanduser()
     try:
         state = load_checkpoint(path)
     except CheckpointError as err:  # not a torch file, or one that needs unpickling code
@@ -85,8 +87,14 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
     try:
         teacher.load_state_dict(state["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as err:
-        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise _teacher_error(path, f"its weights do not load into a {file_backbone!r} ({first})") from None
+        # torch's first line is a header ("Error(s) in loading state_dict for ..."); what differs follows it
+        detail = " ".join(str(err).split()).removeprefix(f"Error(s) in loading state_dict for "
+                                                         f"{type(teacher).__name__}:").strip()
+        detail = detail if len(detail) <= 240 else detail[:239] + "…"
+        raise _teacher_error(path, f"its weights do not load into a {file_backbone!r} "
+                                   f"({detail or type(err).__name__})") from None
+    if not all(torch.isfinite(t).all() for t in teacher.state_dict().values() if t.is_floating_point()):
+        raise _teacher_error(path, "its weights hold NaN or infinite values (a diverged run)")
     info = {"path": str(path), "backbone": file_backbone, "num_classes": file_classes,
             "method": state.get("method", ""), "head": state.get("head", "")}
     return teacher, info
@@ -105,6 +113,17 @@ class KD(Method):
         """A teacher file the config names is read and rebuilt before the grid starts (a few MB, once per file)."""
         if options.get("teacher_path") is not None:
             load_teacher(options["teacher_path"], num_classes, options.get("teacher_backbone"))
+
+    @classmethod
+    def example_inputs(cls, workdir: Path, backbone: str, num_classes: int) -> dict[str, Any]:
+        """An untrained `backbone` baseline's deployed model as the teacher, written by the runner's save_deployed."""
+        from pcl.methods import build_method  # both import this module: imported when called
+        from pcl.runner import save_deployed
+
+        path = Path(workdir) / f"kd_teacher_{backbone}_{num_classes}.pt"
+        if not path.exists():
+            save_deployed(build_method("baseline", backbone, num_classes), path)
+        return {"teacher_path": str(path)}
 
     def __init__(self, backbone: str, num_classes: int, *, teacher_path: str | None, teacher_backbone: str | None,
                  temperature: float, kd_weight: float, dropout: float | None = None):

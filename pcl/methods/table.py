@@ -43,15 +43,8 @@ HEADER = ("| method | what it trains | what it deploys | parameters at training 
 
 
 def _build(name: str, workdir: Path) -> Method:
-    """The method with its defaults; KD gets a real deployed-model file of an untrained baseline as its teacher."""
-    options = {}
-    if name == "kd":
-        from pcl.runner import save_deployed  # the runner imports the methods package: import it late
-
-        teacher_path = workdir / "teacher_deployed.pt"
-        save_deployed(build_method("baseline", BACKBONE, NUM_CLASSES), teacher_path)
-        options["teacher_path"] = str(teacher_path)
-    return build_method(name, BACKBONE, NUM_CLASSES, **options)
+    """The method with its defaults and the files its options need (Method.example_inputs: kd's teacher)."""
+    return build_method(name, BACKBONE, NUM_CLASSES, **METHODS[name].example_inputs(workdir, BACKBONE, NUM_CLASSES))
 
 
 def method_rows() -> list[dict[str, object]]:

@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pcl import results
 from pcl.interrupts import MetricsCallback
-from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError, canonical_json
+from pcl.methods import check_method_inputs
+from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError
 from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
 from pcl.tracking.lifecycle import check_locking, clear_stop, stop_on_signals, stop_requested, stop_signal
@@ -139,7 +140,7 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
                               f"checkpoint folder of run {cfg['run_key']}, is a file or a link in the way; "
                               "move or delete it, or set checkpoint_root to another folder")
     check_database_name(mongo_url, db_name)
-    _check_method_inputs(configs)
+    check_method_inputs(configs)  # the files the methods read (kd's teacher model)
     facts = {}
     for cfg in configs:
         where = (cfg["dataset"], cfg["data_root"], cfg["download"])
@@ -158,27 +159,6 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
         if cfg["batch_size"] > images:
             raise ConfigError(f"config key 'batch_size'={cfg['batch_size']} is invalid: must be at most the "
                               f"{images} images trained on; a step takes a full batch")
-
-
-def _check_method_inputs(configs: Sequence[Mapping[str, Any]]) -> None:
-    """Each method's files that the configs name (Method.check_inputs: kd's teacher model), read once per distinct
-    options and number of classes; a file the tracking layer resolves later (teacher_run_key) is left to it."""
-    from pcl.methods import method_class
-    from pcl.recipes import run_classes
-    from pcl.schema import infra_options
-
-    seen = set()
-    for cfg in configs:
-        resolved_later = infra_options(cfg)
-        options = {k: v for k, v in cfg["options"].items() if k not in resolved_later}
-        key = (cfg["method"], canonical_json(options), run_classes(cfg))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            method_class(cfg["method"]).check_inputs(options, key[2])
-        except (ValueError, OSError) as err:
-            raise ConfigError(results.one_line(err, 600)) from None
 
 
 def _data_parallel_broken() -> bool:
