@@ -196,9 +196,12 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     missed = [r for r in runs if r["run_key"] not in keys]
     if not missed or held is None:
         return ([held] if held is not None else []), missed
+    extra = sorted(script.varying - set(_AXES) - _NOT_SETTING)
+    whole = _one_grid(script, setting, held, runs, missed, extra)
+    if whole is not None:
+        return [whole], []
     # the plan again from the runs it holds: the missed runs' methods are no columns of it
     plans = [_rebuild(script, setting, [r for r in runs if r["run_key"] in keys]) or held]
-    extra = sorted(script.varying - set(_AXES) - _NOT_SETTING)
     parts: dict[str, list[dict[str, Any]]] = {}
     for run in missed:
         parts.setdefault(_canon({k: run.get(k) for k in extra}), []).append(run)
@@ -210,6 +213,26 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
             plans.append(other)
         left += [r for r in part if r["run_key"] not in keys]
     return plans, left
+
+
+def _one_grid(script: _Script, setting: Mapping[str, Any], held: HeldPlan, runs: list[dict[str, Any]],
+              missed: list[dict[str, Any]], extra: Sequence[str]) -> HeldPlan | None:
+    """The one grid that gave every run, when the missed runs differ from `held` only in options that agree with
+    each other: `with 'method=["baseline","dml"]' options.temperature=4` sets the option of the methods that have
+    it and leaves the baseline as it is, so its records are one table, not a baseline table and a DML table."""
+    merged: dict[str, Any] = {}
+    for run in missed:
+        changed = _changed(script, held, run, extra)
+        if set(changed) - {"options"}:
+            return None
+        for key, value in changed.get("options", {}).items():
+            if key in merged and _canon(merged[key]) != _canon(value):
+                return None  # two settings of one option: two grids
+            merged[key] = value
+    if not merged:
+        return None
+    whole = _rebuild(script, {**setting, "options": merged}, runs)
+    return whole if whole is not None and whole.recorded == len({r["run_key"] for r in runs}) else None
 
 
 def _changed(script: _Script, held: HeldPlan, run: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:

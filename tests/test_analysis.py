@@ -541,6 +541,24 @@ def test_held_plans_name_what_no_plan_holds(study):
     assert {h.name for h in held} == {"table2", "ablations.peers"}
 
 
+def test_a_grid_with_an_option_of_some_of_its_methods_is_one_table_and_two_settings_two(tmp_path):
+    """`with 'method=["baseline","dml"]' options.temperature=4` sets DML's temperature and leaves the baseline as
+    it is: its records were rebuilt as two plans (a baseline table and a DML table); they are one grid, while DML
+    runs at two temperatures are still two."""
+    from analysis import discover
+
+    infra = {"results_dir": str(tmp_path / "results"), "checkpoint_root": str(tmp_path / "ck")}
+    grid = {"method": ["baseline", "dml"], "options": {"temperature": 4.0}, **infra}
+    assert _grid(registry.plan("table2", grid, SMOKE), tmp_path / "results").exit_code == 0
+    held, _ = discover.held_plans(runs.read_attempts([str(tmp_path / "results")]), ["table2"])
+    assert [(h.updates.get("method"), h.updates.get("options"), len(h.plan)) for h in held] == [
+        (["baseline", "dml"], {"temperature": 4.0}, 2)]
+    assert _grid(registry.plan("table2", {**grid, "options": {}}, SMOKE), tmp_path / "results").exit_code == 0
+    held, _ = discover.held_plans(runs.read_attempts([str(tmp_path / "results")]), ["table2"])
+    assert sorted((str(h.updates.get("method")), str(h.updates.get("options"))) for h in held) == [
+        ("['baseline', 'dml']", "None"), ("dml", "{'temperature': 4.0}")]
+
+
 # ---- the scripts' closing table -----------------------------------------------------------------------------
 def test_print_script_table_for_a_scripts_config(study):
     config = registry.resolved_config("ablations.peers", {**PEERS, "results_dir": study["results"]}, SMOKE)
