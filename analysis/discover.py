@@ -197,17 +197,18 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     if not missed or held is None:
         return ([held] if held is not None else []), missed
     extra = sorted(script.varying - set(_AXES) - _NOT_SETTING)
-    whole = _one_grid(script, setting, held, runs, missed, extra)
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for run in missed:
+        parts.setdefault(_canon({k: run.get(k) for k in extra}), []).append(run)
+    changes = [_changed(script, held, part[0], extra) for part in parts.values()]
+    whole = _one_grid(script, setting, runs, changes)
     if whole is not None:
         return [whole], []
     # the plan again from the runs it holds: the missed runs' methods are no columns of it
     plans = [_rebuild(script, setting, [r for r in runs if r["run_key"] in keys]) or held]
-    parts: dict[str, list[dict[str, Any]]] = {}
-    for run in missed:
-        parts.setdefault(_canon({k: run.get(k) for k in extra}), []).append(run)
     left = []
-    for part in parts.values():
-        other = _rebuild(script, {**setting, **_changed(script, held, part[0], extra)}, part)
+    for part, changed in zip(parts.values(), changes):
+        other = _rebuild(script, {**setting, **changed}, part)
         keys = {r["run_key"] for r in other.plan} if other is not None else set()
         if other is not None:
             plans.append(other)
@@ -215,14 +216,14 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     return plans, left
 
 
-def _one_grid(script: _Script, setting: Mapping[str, Any], held: HeldPlan, runs: list[dict[str, Any]],
-              missed: list[dict[str, Any]], extra: Sequence[str]) -> HeldPlan | None:
-    """The one grid that gave every run, when the missed runs differ from `held` only in options that agree with
-    each other: `with 'method=["baseline","dml"]' options.temperature=4` sets the option of the methods that have
-    it and leaves the baseline as it is, so its records are one table, not a baseline table and a DML table."""
+def _one_grid(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, Any]],
+              changes: Sequence[Mapping[str, Any]]) -> HeldPlan | None:
+    """The one grid that gave every run, when the runs the closest plan missed differ from it (`changes`, one per
+    part of them) only in options that agree with each other: `with 'method=["baseline","dml"]'
+    options.temperature=4` sets the option of the methods that have it and leaves the baseline as it is, so its
+    records are one table, not a baseline table and a DML table."""
     merged: dict[str, Any] = {}
-    for run in missed:
-        changed = _changed(script, held, run, extra)
+    for changed in changes:
         if set(changed) - {"options"}:
             return None
         for key, value in changed.get("options", {}).items():
