@@ -58,8 +58,9 @@ class Method(nn.Module):
 
     @classmethod
     def check_inputs(cls, options: dict[str, Any], num_classes: int) -> None:
-        """The files the method will read, checked before a grid starts (pcl.tracking.grid.check_grid), so that a
-        wrong one is a one-line error with nothing recorded instead of a run that fails: raise ValueError naming
+        """The files the method will read, checked before a grid starts, before the launcher submits and in the
+        distributed command (pcl.methods.check_method_inputs), so that a wrong one is a one-line error with
+        nothing recorded instead of a run that fails: raise ValueError naming
         the option, its value and what it must be. `options`: the run's options (declared defaults merged) whose
         files are the config's to give, not resolved by the tracking layer later (kd's teacher_path when
         `teacher_run_key` names the teacher). The default reads no file."""
