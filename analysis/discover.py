@@ -201,9 +201,6 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     for run in missed:
         parts.setdefault(_canon({k: run.get(k) for k in extra}), []).append(run)
     changes = [_changed(script, held, part[0], extra) for part in parts.values()]
-    whole = _one_grid(script, setting, runs, changes)
-    if whole is not None:
-        return [whole], []
     # the plan again from the runs it holds: the missed runs' methods are no columns of it
     plans = [_rebuild(script, setting, [r for r in runs if r["run_key"] in keys]) or held]
     left = []
@@ -213,15 +210,17 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
         if other is not None:
             plans.append(other)
         left += [r for r in part if r["run_key"] not in keys]
-    return plans, left
+    whole = None if left else _one_grid(script, setting, runs, changes, plans)
+    return ([whole], []) if whole is not None else (plans, left)
 
 
 def _one_grid(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, Any]],
-              changes: Sequence[Mapping[str, Any]]) -> HeldPlan | None:
+              changes: Sequence[Mapping[str, Any]], plans: Sequence[HeldPlan]) -> HeldPlan | None:
     """The one grid that gave every run, when the runs the closest plan missed differ from it (`changes`, one per
     part of them) only in options that agree with each other: `with 'method=["baseline","dml"]'
     options.temperature=4` sets the option of the methods that have it and leaves the baseline as it is, so its
-    records are one table, not a baseline table and a DML table."""
+    records are one table, not a baseline table and a DML table. Only when that grid's runs are exactly those of
+    the separate `plans`: two grids of other seeds or backbones crossed would invent runs nobody planned."""
     merged: dict[str, Any] = {}
     for changed in changes:
         if set(changed) - {"options"}:
@@ -233,7 +232,8 @@ def _one_grid(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, 
     if not merged:
         return None
     whole = _rebuild(script, {**setting, "options": merged}, runs)
-    return whole if whole is not None and whole.recorded == len({r["run_key"] for r in runs}) else None
+    separate = {r["run_key"] for plan in plans for r in plan.plan}
+    return whole if whole is not None and {r["run_key"] for r in whole.plan} == separate else None
 
 
 def _changed(script: _Script, held: HeldPlan, run: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:

@@ -120,14 +120,15 @@ _DIGESTS: dict[tuple, str] = {}
 
 def input_file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a config's input file (its identity in a run_key: the same file anywhere is the same
-    experiment, a file changed in place another one); computed once per file version (device, inode, size and
-    modification time), since a plan checks the same file for every cell."""
+    experiment, a file changed in place another one); computed once per file version (device, inode, size,
+    modification and change times: a copy that restores the modification time still changes the change time),
+    since a plan checks the same file for every cell."""
     import hashlib
 
     found = Path(path).expanduser()
     with open(found, "rb") as f:
         info = os.fstat(f.fileno())
-        version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         if version not in _DIGESTS:
             digest = hashlib.sha256()
             for block in iter(lambda: f.read(1 << 20), b""):

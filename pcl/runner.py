@@ -17,13 +17,13 @@ import numpy as np
 import torch
 import torchvision
 
-from pcl import distributed
+from pcl import distributed, registry
 from pcl.data import build_loaders
 from pcl.checkpoint import save_atomic
 from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult
 from pcl.methods import build_method
 from pcl.recipes import run_classes
-from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config
+from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config, run_key
 from pcl.seeding import seed_everything
 
 def resolve_device(name: str) -> torch.device:
@@ -105,6 +105,7 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
     broken (pcl.distributed.broken) so that the caller ends it rather than start another run. Raises ConfigError
     when `gpus` is not the job's number of processes.
     """
+    planned_key = config.get("run_key")  # what the caller records the run under (the grid's plan)
     cfg = normalize_run_config(config)
     recipe = Recipe.from_config(cfg)
     device = resolve_device(cfg["device"])
@@ -116,7 +117,8 @@ def run(config: Mapping[str, Any], *, checkpoint_dir: str | Path | None = None, 
             distributed.instruct({"config": cfg, "resume": resume,
                                   "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir)})
     try:
-        return _train(cfg, recipe, env, device, checkpoint_dir, resume, callbacks, progress, should_stop, on_start)
+        return _train(cfg, recipe, env, device, checkpoint_dir, resume, callbacks, progress, should_stop, on_start,
+                      planned_key or cfg["run_key"])
     except TrainingInterrupted:
         raise  # every process stopped at the same step (pcl.distributed.collective_stop)
     except BaseException as err:
@@ -134,12 +136,18 @@ def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device
            checkpoint_dir: str | Path | None, resume: bool, callbacks: Iterable[MetricsCallback],
            progress: bool | None,
            should_stop: Callable[[], bool] | None,
-           on_start: Callable[[dict[str, Any]], None] | None) -> RunOutcome:
+           on_start: Callable[[dict[str, Any]], None] | None, planned_key: str) -> RunOutcome:
     determinism = seed_everything(cfg["seed"], cfg["deterministic"])
     synthetic = {k: cfg[k] for k in SYNTHETIC_KEYS if cfg[k] is not None}
     num_classes = run_classes(cfg)
     method = build_method(cfg["method"], cfg["backbone"], num_classes, dropout=cfg["dropout"],
                           **cfg["options"]).to(device)
+    # the files the method has read (kd's teacher) are still those whose digests make the run_key it is recorded
+    # under: one replaced since the plan would train another experiment under this one's key
+    if run_key(cfg) != planned_key:
+        files = [f"options.{o.name}" for o in registry.method(cfg["method"]).options if o.kind == "path"]
+        raise ConfigError(f"run {planned_key}: a file its method reads ({', '.join(files) or 'none declared'}) changed "
+                          f"since its run_key was computed (it is now {run_key(cfg)}); start the grid again")
     train_loader, test_loader, data_classes = build_loaders(
         cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"], batch_size=cfg["batch_size"],
         num_views=method.num_views, device=device, seed=cfg["seed"], train_subset=cfg["train_subset"],

@@ -557,6 +557,13 @@ def test_a_grid_with_an_option_of_some_of_its_methods_is_one_table_and_two_setti
     held, _ = discover.held_plans(runs.read_attempts([str(tmp_path / "results")]), ["table2"])
     assert sorted((str(h.updates.get("method")), str(h.updates.get("options"))) for h in held) == [
         ("['baseline', 'dml']", "None"), ("dml", "{'temperature': 4.0}")]
+    # a baseline of seed 0 and a DML at T=4 of seed 1, two grids: one table would cross them into four runs
+    other = tmp_path / "crossed"
+    for cells in ({"method": "baseline"}, {"method": "dml", "options": {"temperature": 4.0}, "seeds": [1]}):
+        config = {**cells, "results_dir": str(other / "results"), "checkpoint_root": str(other / "ck")}
+        assert _grid(registry.plan("table2", config, SMOKE), other / "results").exit_code == 0
+    held, _ = discover.held_plans(runs.read_attempts([str(other / "results")]), ["table2"])
+    assert sorted(len(h.plan) for h in held) == [1, 1]
 
 
 # ---- the scripts' closing table -----------------------------------------------------------------------------

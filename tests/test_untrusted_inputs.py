@@ -313,6 +313,39 @@ def test_a_teacher_file_is_used_only_when_it_is_a_model_of_the_run_else_named(tm
     assert model["backbone"] == "tiny_resnet8" and model["num_classes"] == 4 and type(model["num_classes"]) is int
 
 
+def test_a_file_digest_follows_a_rewrite_that_restores_the_modification_time(tmp_path):
+    """The digest cache was keyed by size and modification time: a copy that kept both (`cp -p`, `touch -r`) gave
+    the old digest for the rest of the process."""
+    from pcl.fsio import input_file_sha256
+
+    path = tmp_path / "teacher.pt"
+    path.write_bytes(b"a" * 64)
+    before, stat = input_file_sha256(path), path.stat()
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert input_file_sha256(path) != before
+
+
+def test_a_teacher_replaced_after_the_plan_does_not_train_under_the_planned_run_key(tmp_path):
+    """The run_key holds the teacher file's digest when the grid was planned; a file replaced before the run read
+    it trained the other teacher under the planned key (and the plan of the first teacher then skipped it)."""
+    from pcl import runner
+    from pcl.methods import method_class
+    from pcl.schema import ConfigError, normalize_run_config
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = method_class("kd").example_inputs(tmp_path / "a", "tiny_resnet8", 4)
+    torch.manual_seed(5)  # another untrained teacher: other weights
+    second = method_class("kd").example_inputs(tmp_path / "b", "tiny_resnet8", 4)
+    planned = normalize_run_config(smoke(tmp_path, method="kd", options=first))
+    Path(first["teacher_path"]).write_bytes(Path(second["teacher_path"]).read_bytes())  # retrained in place
+    with pytest.raises(ConfigError, match=rf"run {planned['run_key']}: a file its method reads "
+                                          r"\(options.teacher_path\) changed since its run_key was computed"):
+        runner.run(planned)
+    runner.run(normalize_run_config(smoke(tmp_path, method="kd", options=first)))  # planned again: it trains
+
+
 # ---- data files ------------------------------------------------------------------------------------------------------
 def _rewrite(path: Path, **changes) -> None:
     batch = pickle.loads(path.read_bytes(), encoding="latin1")

@@ -11,7 +11,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pcl import results
 from pcl.interrupts import MetricsCallback
-from pcl.methods import check_method_inputs
 from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError
 from pcl.tracking.data import normalize_run_config
 from pcl.tracking.errors import StoreUnavailable
@@ -140,6 +139,8 @@ def check_grid(configs: Sequence[Mapping[str, Any]], results_dir: str | os.PathL
                               f"checkpoint folder of run {cfg['run_key']}, is a file or a link in the way; "
                               "move or delete it, or set checkpoint_root to another folder")
     check_database_name(mongo_url, db_name)
+    from pcl.methods import check_method_inputs  # imports torch: not at import (plan's result is checked here)
+
     check_method_inputs(configs)  # the files the methods read (kd's teacher model)
     facts = {}
     for cfg in configs:
