@@ -192,6 +192,9 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     the values the grid varies besides its axes (e.g. a DML run with another temperature: its options), a plan
     each."""
     held = _rebuild(script, setting, runs)
+    files = _file_options(runs)
+    if held is None and files:  # a method that needs its file (kd's teacher) has no plan without it
+        held = _rebuild(script, {**setting, "options": files}, runs)
     keys = {r["run_key"] for r in held.plan} if held is not None else set()
     missed = [r for r in runs if r["run_key"] not in keys]
     if not missed or held is None:
@@ -234,6 +237,27 @@ def _one_grid(script: _Script, setting: Mapping[str, Any], runs: list[dict[str, 
     whole = _rebuild(script, {**setting, "options": merged}, runs)
     separate = {r["run_key"] for plan in plans for r in plan.plan}
     return whole if whole is not None and {r["run_key"] for r in whole.plan} == separate else None
+
+
+def _file_options(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The file options (declared `kind="path"`, e.g. kd's teacher_path) the runs were given, when they agree: no
+    method has a default file, so a grid that ran such a method was given them (empty when they disagree: two
+    grids)."""
+    from pcl import registry
+
+    found: dict[str, Any] = {}
+    for run in runs:
+        spec = registry.methods().get(run.get("method")) if isinstance(run.get("method"), str) else None
+        options = run.get("options")
+        if spec is None or not isinstance(options, dict):
+            continue
+        for option in spec.options:
+            value = options.get(option.name)
+            if option.kind == "path" and isinstance(value, str):
+                if found.get(option.name, value) != value:
+                    return {}
+                found[option.name] = value
+    return found
 
 
 def _changed(script: _Script, held: HeldPlan, run: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:

@@ -566,6 +566,21 @@ def test_a_grid_with_an_option_of_some_of_its_methods_is_one_table_and_two_setti
     assert sorted(len(h.plan) for h in held) == [1, 1]
 
 
+def test_a_grid_with_a_method_that_needs_its_file_is_rebuilt_from_the_records(tmp_path):
+    """kd has no plan without its teacher file, so a table2 grid with kd in it was no plan at all ("no plan has
+    runs"): the file its records were given rebuilds it."""
+    from analysis import discover
+    from pcl.methods import method_class
+
+    teacher = method_class("kd").example_inputs(tmp_path, "tiny_resnet8", 4)
+    grid = {"method": ["baseline", "kd"], "options": teacher, "results_dir": str(tmp_path / "results"),
+            "checkpoint_root": str(tmp_path / "ck")}
+    assert _grid(registry.plan("table2", grid, SMOKE), tmp_path / "results").exit_code == 0
+    held, skipped = discover.held_plans(runs.read_attempts([str(tmp_path / "results")]), ["table2"])
+    assert [(h.updates.get("method"), h.updates.get("options"), len(h.plan)) for h in held] == [
+        (["baseline", "kd"], teacher, 2)] and not skipped
+
+
 # ---- the scripts' closing table -----------------------------------------------------------------------------
 def test_print_script_table_for_a_scripts_config(study):
     config = registry.resolved_config("ablations.peers", {**PEERS, "results_dir": study["results"]}, SMOKE)
