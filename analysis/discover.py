@@ -192,8 +192,8 @@ def _rebuild_all(script: _Script, setting: Mapping[str, Any], runs: list[dict[st
     the values the grid varies besides its axes (e.g. a DML run with another temperature: its options), a plan
     each."""
     held = _rebuild(script, setting, runs)
-    files = _file_options(runs)
-    if held is None and files:  # a method that needs its file (kd's teacher) has no plan without it
+    files = _file_options(runs) if held is None else {}
+    if files:  # a method that needs its file (kd's teacher) has no plan without it
         held = _rebuild(script, {**setting, "options": files}, runs)
     keys = {r["run_key"] for r in held.plan} if held is not None else set()
     missed = [r for r in runs if r["run_key"] not in keys]
@@ -251,12 +251,12 @@ def _file_options(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         options = run.get("options")
         if spec is None or not isinstance(options, dict):
             continue
-        for option in spec.options:
-            value = options.get(option.name)
-            if option.kind == "path" and isinstance(value, str):
-                if found.get(option.name, value) != value:
+        for name in spec.file_options:
+            value = options.get(name)
+            if isinstance(value, str):
+                if found.get(name, value) != value:
                     return {}
-                found[option.name] = value
+                found[name] = value
     return found
 
 

@@ -120,16 +120,16 @@ def check_checkpoint(state: Any, path: str | os.PathLike, identity: Mapping[str,
         raise CheckpointError(path, f"not a checkpoint of this suite (expected keys {', '.join(CHECKPOINT_KEYS)}; "
                                     f"found {found})")
     if type(state["format"]) is not int or state["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(path, f"checkpoint format {_shown(state['format'])}, this code reads "
+        raise CheckpointError(path, f"checkpoint format {shown(state['format'])}, this code reads "
                                     f"{CHECKPOINT_FORMAT}")
     if not isinstance(state["identity"], dict):
-        raise CheckpointError(path, f"its identity is {_shown(state['identity'])}, not a mapping")
+        raise CheckpointError(path, f"its identity is {shown(state['identity'])}, not a mapping")
     if identity is not None and state["identity"] != dict(identity):
-        raise CheckpointError(path, f"written by {_shown(state['identity'])}, not {dict(identity)}")
+        raise CheckpointError(path, f"written by {shown(state['identity'])}, not {dict(identity)}")
     # what a resume trusts: a count of epochs within the run's, one history entry per epoch, state dicts
     epoch, history = state["epoch"], state["history"]
     if type(epoch) is not int or not 0 <= epoch <= (epochs if epochs is not None else epoch):
-        raise CheckpointError(path, f"epoch {_shown(epoch)} is not a count of completed epochs"
+        raise CheckpointError(path, f"epoch {shown(epoch)} is not a count of completed epochs"
                                     + (f" from 0 to the run's {epochs}" if epochs is not None else ""))
     if not isinstance(history, list) or len(history) != epoch or not all(
             isinstance(entry, dict) and entry.get("epoch") == i + 1
@@ -139,11 +139,12 @@ def check_checkpoint(state: Any, path: str | os.PathLike, identity: Mapping[str,
                                     "per epoch, in order)")
     for key in ("method", "optimizer", "rng"):
         if not isinstance(state[key], dict):
-            raise CheckpointError(path, f"its {key} state is {_shown(state[key])}, not a mapping")
+            raise CheckpointError(path, f"its {key} state is {shown(state[key])}, not a mapping")
 
 
-def _shown(value: Any) -> str:
-    """A checkpoint's value in a message: short, and a tensor by its type and shape, not its numbers."""
+def shown(value: Any) -> str:
+    """A value read from a torch file (a checkpoint, a deployed model) in a message: short, and a tensor by its
+    type and shape, not its numbers."""
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     text = repr(value)

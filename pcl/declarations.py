@@ -219,6 +219,11 @@ class MethodSpec:
         return {o.name: o.neutral for o in self.options if o.neutral is not UNSET}
 
     @property
+    def file_options(self) -> tuple[str, ...]:
+        """The options that name a file the method reads (`kind="path"`): in a run_key by the file's digest."""
+        return tuple(o.name for o in self.options if o.kind == "path")
+
+    @property
     def time_constants(self) -> dict[str, str]:
         return {o.name: o.time_constant for o in self.options if o.time_constant}
 

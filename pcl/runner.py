@@ -144,10 +144,11 @@ def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device
                           **cfg["options"]).to(device)
     # the files the method has read (kd's teacher) are still those whose digests make the run_key it is recorded
     # under: one replaced since the plan would train another experiment under this one's key
-    if run_key(cfg) != planned_key:
-        files = [f"options.{o.name}" for o in registry.method(cfg["method"]).options if o.kind == "path"]
-        raise ConfigError(f"run {planned_key}: a file its method reads ({', '.join(files) or 'none declared'}) changed "
-                          f"since its run_key was computed (it is now {run_key(cfg)}); start the grid again")
+    now = run_key(cfg)
+    if now != planned_key:
+        files = ", ".join(f"options.{name}" for name in registry.method(cfg["method"]).file_options)
+        raise ConfigError(f"run {planned_key}: a file its method reads ({files or 'none declared'}) changed since its "
+                          f"run_key was computed (it is now {now}); start the grid again")
     train_loader, test_loader, data_classes = build_loaders(
         cfg["dataset"], data_root=cfg["data_root"], download=cfg["download"], batch_size=cfg["batch_size"],
         num_views=method.num_views, device=device, seed=cfg["seed"], train_subset=cfg["train_subset"],

@@ -95,7 +95,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("backbone_revision", "experiment", 1, integer(1),
         "derived: revision of the backbone's definition (declared `revision`); never set it", neutral=1,
         derived=True),
-    Key("seed", "experiment", 0, integer(0, maximum=MAX_SEED), "seed of initialisation, data order and augmentation", example=1),
+    Key("seed", "experiment", 0, integer(0, maximum=MAX_SEED), "seed of initialisation, data order and augmentation",
+        example=1),
     Key("teacher_run_key", "experiment", None, text(allow_none=True),
         "two-stage KD: the teacher run whose deployed model the student distils from"),
     # the optimisation recipe (docs/config.md, "Per-dataset recipes"); None = the dataset's recipe (RECIPES)
@@ -358,7 +359,8 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
            if k not in INFRA_KEYS and not (k in KEYS and KEYS[k].neutral is not _UNSET and v == KEYS[k].neutral)}
     dropped = infra_options(cfg)
     neutral = _method_neutral_options(cfg.get("method"))
-    files = _method_file_options(cfg.get("method"))
+    spec = registry.methods().get(cfg.get("method")) if isinstance(cfg.get("method"), str) else None
+    files = spec.file_options if spec is not None else ()
     out["options"] = {k: (_file_identity(v) if k in files and isinstance(v, str) else v)
                       for k, v in (cfg.get("options") or {}).items()
                       if k not in dropped and not (k in neutral and v == neutral[k])}
@@ -366,19 +368,13 @@ def identity_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _file_identity(path: str) -> dict[str, str]:
-    """A file option's part of the identity: its contents' digest (normalize_run_config has checked it is a file;
+    """A file option's part of the identity: its contents' digest, not where it lies (a file changed in place is
+    another run, the same file elsewhere the same run; normalize_run_config has checked it is a file;
     a config read back from elsewhere may name one that is gone, which then differs from every file)."""
     try:
         return {"sha256": input_file_sha256(path)}
     except (OSError, ValueError):
         return {"unreadable": path}
-
-
-def _method_file_options(method: Any) -> frozenset[str]:
-    """A method's options that name a file it reads (`kind="path"`): the file's contents, not where it lies, are
-    the experiment (a file changed in place is another run, the same file elsewhere the same run)."""
-    spec = registry.methods().get(method) if isinstance(method, str) else None
-    return frozenset(o.name for o in spec.options if o.kind == "path") if spec is not None else frozenset()
 
 
 def _method_neutral_options(method: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ Stage 1 is an earlier completed run of this project; its deployed model file (pc
 
 the teacher frozen: always in eval mode (its BN statistics never move), no gradient, not a trainable parameter
 (parameter_counts reports it as `params_teacher`, apart from `params_train`). A missing or mismatched teacher file
-is refused before a grid starts (`KD.check_inputs`, called by pcl.tracking.grid.check_grid), and again when the run
-builds the method.
+is refused before a grid starts (`KD.check_inputs`, called by pcl.methods.check_method_inputs), and again when the
+run builds the method.
 Heads: student, teacher. Deployed: the student.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pcl import registry
 from pcl.declarations import Head, MethodSpec, Option
-from pcl.checkpoint import CheckpointError, load_checkpoint
+from pcl.checkpoint import CheckpointError, load_checkpoint, shown
 from pcl.fsio import input_file_problem
 from pcl.losses import kd_loss
 from pcl.methods.base import LogitDict, LossDict, Method
@@ -74,9 +74,9 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
         raise _teacher_error(path, f"not a deployed-model file (it needs the keys {', '.join(DEPLOYED_KEYS)})")
     file_backbone, file_classes = state["backbone"], state["num_classes"]
     if not isinstance(file_backbone, str) or file_backbone not in registry.backbones():
-        raise _teacher_error(path, f"its backbone {_shown(file_backbone)} is not a backbone of this suite")
+        raise _teacher_error(path, f"its backbone {shown(file_backbone)} is not a backbone of this suite")
     if isinstance(file_classes, bool) or not isinstance(file_classes, int):
-        raise _teacher_error(path, f"its num_classes {_shown(file_classes)} is not an integer")
+        raise _teacher_error(path, f"its num_classes {shown(file_classes)} is not an integer")
     if teacher_backbone is not None and teacher_backbone != file_backbone:
         raise ValueError(f"config key 'options.teacher_backbone'={teacher_backbone!r} (method 'kd'): the teacher "
                          f"file {str(path)!r} holds a {file_backbone!r}")
@@ -98,11 +98,6 @@ def load_teacher(path: str | os.PathLike, num_classes: int,
     info = {"path": str(path), "backbone": file_backbone, "num_classes": file_classes,
             "method": state.get("method", ""), "head": state.get("head", "")}
     return teacher, info
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if not isinstance(value, torch.Tensor) else f"a tensor of shape {tuple(value.shape)}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class KD(Method):
