@@ -692,13 +692,13 @@ def plot_workers(requested: int | None = None) -> int:
     return max(1, requested)
 
 
-#: runs per MongoDB query of curves: a server matches a short `$in` list fast (1,000 runs per query took 203 s on
-#: the test server), and one query's documents as Python lists are a few MB before they become arrays
+#: runs whose curves are fetched (one query each, pcl.results.metric_documents) before they become arrays: their
+#: documents as Python lists are a few MB
 _CHUNK = 25
 
 
 def _prefetch(table: Table, *, here: bool = True) -> None:
-    """The test curves of the table's MongoDB runs not read yet, one query per _CHUNK runs. `here=False` (the
+    """The test curves of the table's MongoDB runs not read yet, _CHUNK runs at a time. `here=False` (the
     command, before it forks the table's worker): only those of databases a worker cannot open again itself
     (pcl.results.reopenable); the worker fetches the rest."""
     from pcl import results
@@ -710,8 +710,7 @@ def _prefetch(table: Table, *, here: bool = True) -> None:
     for start in range(0, len(runs), _CHUNK):  # each chunk's documents made arrays before the next is fetched
         part = runs[start:start + _CHUNK]
         names = [_drawn_names(table, run) for run in part]
-        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, chunk=_CHUNK,
-                                     names=names.__getitem__)
+        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, names=names.__getitem__)
         for i, run in enumerate(part):
             if i in documents:
                 _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i),

@@ -127,3 +127,26 @@ def test_an_unreachable_server_is_named_without_the_drivers_topology_dump(tmp_pa
         assert "\n" not in message and "127.0.0.1:9" in message and "refused" in message.lower()
         assert "Topology" not in message and "configured timeouts" not in message and "Pa55-word" not in message
         assert "Check that the server runs" in message
+
+
+def test_the_store_check_refuses_a_user_who_may_not_read_the_runs(mongo_server_factory, tmp_path):
+    """The check before a run reads one document by _id: a user without the right to read the runs is refused
+    there, in one line, before any run starts (the check asked for `{}`, which a server may answer by reading every
+    record first)."""
+    from urllib.parse import quote_plus
+
+    from pymongo import MongoClient
+
+    from pcl.tracking.stores import Store, StoreUnavailable
+
+    server = mongo_server_factory("auth")
+    with MongoClient(server.url()) as admin:
+        admin.admin.command("createUser", "root", pwd="r00t-pw", roles=["root"])
+        admin.admin.command("createUser", "other", pwd="other-pw", roles=[{"role": "read", "db": "elsewhere"}])
+    server.stop()
+    server.require_auth = True
+    server.start()
+    Store(tmp_path / "results", server.url("root", quote_plus("r00t-pw"))).check()  # may read: no error
+    with pytest.raises(StoreUnavailable) as refused:
+        Store(tmp_path / "results", server.url("other", quote_plus("other-pw"))).check()
+    assert "\n" not in str(refused.value).strip() and "other-pw" not in str(refused.value)

@@ -523,35 +523,20 @@ def test_a_store_is_indexed_once_and_new_or_changed_folders_are_still_seen(tmp_p
     assert reads == []
 
 
-class Database:
-    """A stand-in for a pymongo Database holding given documents (pcl.results recognises it by name): find()
-    applies equality filters on dotted keys, as the readers use it."""
-
-    def __init__(self, runs: list, metrics: list | None = None):
-        self.name, self.client = "fake", None
-        self._collections = {"runs": _Collection(runs), "metrics": _Collection(metrics or [])}
-
-    def __getitem__(self, name: str) -> "_Collection":
-        return self._collections[name]
+_DOCUMENT_DBS = iter(range(10 ** 6))
 
 
-class _Collection:
-    def __init__(self, docs: list):
-        self.docs = docs
-
-    def find(self, query: dict | None = None, projection: dict | None = None):
-        def value(doc, dotted):
-            for part in dotted.split("."):
-                doc = doc.get(part) if isinstance(doc, dict) else None
-            return doc
-
-        out = []
-        for doc in self.docs:
-            ok = all(not isinstance(want, dict) and (value(doc, k) == want or (
-                isinstance(value(doc, k), list) and want in value(doc, k))) for k, want in (query or {}).items())
-            if ok:
-                out.append(copy.deepcopy(doc))
-        return out
+def _database(server, runs: list, metrics: list):
+    """A fresh database on the session's MongoDB server holding the documents it accepts (one that is not a
+    mapping, or holds an integer beyond 8 bytes, no MongoDB can hold)."""
+    db = results.connect(server.url(db=f"documents_{next(_DOCUMENT_DBS)}"))
+    for name, docs in (("runs", runs), ("metrics", metrics)):
+        for doc in docs:
+            try:
+                db[name].insert_one(doc)
+            except Exception:  # noqa: BLE001 - refused by the server: not a document a reader can meet
+                pass
+    return db
 
 
 @hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
@@ -559,9 +544,9 @@ class _Collection:
 @hypothesis.given(changes=st.lists(st.tuples(st.sampled_from([p[1:] for p in PLACES if p[0] != "metrics.json"
                                                               and len(p) > 1]), JSON | st.just(DELETE)), max_size=4),
                   foreign=st.lists(JSON, max_size=3), series=JSON)
-def test_every_reader_survives_every_database_document(changes, foreign, series):
-    """Documents of a shared database: ours mutated at random, anything at all from others (a document that is
-    not even a mapping), and a random metric series."""
+def test_every_reader_survives_every_database_document(mongo_session_server, changes, foreign, series):
+    """Documents of a shared database on a real server: ours mutated at random, anything a server holds from
+    others, and a random metric series."""
     good = good_files("valid", 1)
     valid = {"_id": 1, **good["run.json"], "config": good["config.json"], "info": good["info.json"]}
     files = good_files("random", 2, value=33.0)
@@ -578,8 +563,8 @@ def test_every_reader_survives_every_database_document(changes, foreign, series)
     metrics = [{"_id": "m1", "run_id": 1, **good["metrics.json"]["test/top1_err/deployed"],
                 "name": "test/top1_err/deployed"}, {"_id": "m2", "run_id": 2, "name": "test/top1_err/deployed",
                                                     **(series if isinstance(series, dict) else {"values": series})}]
-    db = Database([valid, doc, *[{"_id": 10 + i, **f} if isinstance(f, dict) else f
-                                 for i, f in enumerate(foreign)]], metrics)
+    db = _database(mongo_session_server, [valid, doc, *[{"_id": 10 + i, **f} if isinstance(f, dict) else f
+                                                         for i, f in enumerate(foreign)]], metrics)
     import contextlib
     import io
 
@@ -655,3 +640,63 @@ def test_the_fast_json_parser_reads_what_the_standard_one_reads(value, indent, a
     assert json.dumps(parsed, sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN == NaN here
     with pytest.raises(results.RecordError):
         results._parse_json(text + b"{", "x.json")
+
+
+# ---- one record from either store ----------------------------------------------------------------------------------
+#: run.json's places a reader does not use (Sacred writes them; the archived sources, the captured output) and the
+#: places of the fields a record keeps only part of
+_RUN_PLACES = [p[1:] for p in PLACES if p[0] == "run.json" and len(p) > 1] + [
+    ("meta", "options"), ("host", "os"), ("host", "hostname"), ("experiment", "name"), ("experiment", "sources"),
+    ("captured_out",), ("fail_trace",), ("heartbeat",), ("command",)]
+_SAME_DBS = iter(range(10 ** 6))
+
+
+def _comparable(records: list[dict]) -> list[str]:
+    return sorted(json.dumps({k: v for k, v in r.items() if k not in ("source", "path", "_db", "run_id")},
+                             sort_keys=True, default=str) for r in records)
+
+
+@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(changes=st.lists(st.tuples(st.sampled_from(_RUN_PLACES), JSON | st.just(DELETE)), max_size=4))
+def test_a_run_is_the_same_record_read_from_either_store(mongo_session_server, changes):
+    """The same run as a file-store folder and as a MongoDB document (Sacred's layout: config and info inside) gives
+    the same record, field by field, or is skipped on both: the MongoDB projection and the file store's pick are
+    one definition (results.RUN_FIELDS)."""
+    files = good_files("same", 1)
+    run = files["run.json"]
+    run.update(command="main", captured_out="epoch 1\n", meta={**run["meta"], "options": {"--force": False}},
+               host={**run["host"], "os": ["Linux"], "ENV": {}})
+    files["run.json"] = _mutated({"run.json": run}, [(("run.json", *place), v) for place, v in changes])["run.json"]
+    db = results.connect(mongo_session_server.url(db=f"same_record_{next(_SAME_DBS)}"))
+    try:
+        db["runs"].insert_one({"_id": 1, **files["run.json"], "config": files["config.json"],
+                               "info": files["info.json"]})
+    except Exception:  # noqa: BLE001 - what MongoDB cannot hold (an integer beyond 8 bytes, a '$' key) upload names
+        hypothesis.assume(False)
+    import contextlib
+    import io
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
+        write_record(Path(tmp) / "results", 1, files)
+        from_files = list(results.iter_records(str(Path(tmp) / "results")))
+        from_mongo = list(results.iter_records(db))
+    assert _comparable(from_files) == _comparable(from_mongo)
+
+
+def test_a_record_keeps_only_what_its_readers_use(tmp_path, mongo_url):
+    """Sacred's command-line options, OS, ENV, archived sources and captured output stay out of a record on both
+    stores (the MongoDB server is asked only for what the readers use)."""
+    files = good_files("lean", 1)
+    files["run.json"].update(captured_out="x" * 1000, command="main",
+                             meta={"attempt_id": "att", "options": {"--force": False}},
+                             host={"hostname": "gpu01", "os": ["Linux"], "ENV": {"A": "1"}},
+                             experiment={"name": "table2", "base_dir": "/x", "sources": [["a.py", "id"]]})
+    write_record(tmp_path / "results", 1, files)
+    db = results.connect(mongo_url)
+    db["runs"].insert_one({"_id": 1, **files["run.json"], "config": files["config.json"], "info": files["info.json"]})
+    for store in (str(tmp_path / "results"), db):
+        (record,) = results.iter_records(store)
+        assert record["meta"] == {"attempt_id": "att"} and record["host"] == {"hostname": "gpu01"}
+        assert record["experiment"] == {"name": "table2"} and "captured_out" not in record
+        assert "command" not in record and record["config"]["run_key"] == "lean"
