@@ -99,16 +99,8 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
                "time", "deployed_head", "params_train", "params_deployed", "parameter_counts", "num_classes",
                "result", "run_id", "source", "attempt_id", "record"]
     frame = pd.DataFrame(rows, columns=columns)
-    frame["time"] = _times(frame["time"])
+    frame["time"] = results.time_column(frame["time"])
     return frame
-
-
-def _times(values: pd.Series) -> pd.Series:
-    """Record times (ISO strings, datetimes; anything else NaT) as timestamps, parsed as one column."""
-    try:
-        return pd.to_datetime(values, errors="coerce", format="ISO8601")
-    except (TypeError, ValueError):  # e.g. aware and naive times mixed: one at a time, as before
-        return pd.Series([pd.to_datetime(v, errors="coerce") for v in values], index=values.index, dtype=object)
 
 
 def metric_series(record: Mapping[str, Any], names: Sequence[str] | None = None) -> pd.DataFrame:

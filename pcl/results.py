@@ -662,8 +662,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
         "run_id": record.get("run_id"),
         "source": record.get("source"),
         **{k: config.get(k) for k in CONFIG_COLUMNS},
-        "start_time": pd.to_datetime(record.get("start_time"), errors="coerce"),
-        "stop_time": pd.to_datetime(record.get("stop_time"), errors="coerce"),
+        "start_time": record.get("start_time"),  # parsed as a column in load_runs (time_column)
+        "stop_time": record.get("stop_time"),
         "host": env.get("host") or (record.get("host") or {}).get("hostname"),
         "gpu": env.get("gpu"),
         "torch": env.get("torch"),
@@ -685,6 +685,15 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
             flat[f"result.{k}"] = v
     row.update(flat)
     return row
+
+
+def time_column(values: pd.Series) -> pd.Series:
+    """Record times (ISO strings, datetimes; anything else NaT) as timestamps, parsed as one column: one at a time,
+    pandas guesses each string's format (28 s for the two times of 31,507 records)."""
+    try:
+        return pd.to_datetime(values, errors="coerce", format="ISO8601")
+    except (TypeError, ValueError):  # e.g. aware and naive times mixed: one at a time
+        return pd.Series([pd.to_datetime(v, errors="coerce") for v in values], index=values.index, dtype=object)
 
 
 def dedupe_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -711,6 +720,9 @@ def load_runs(store: StoreLike, *, dedupe: bool = True, statuses: Sequence[str] 
     if statuses is not None:
         records = [r for r in records if run_status(r) in set(statuses)]
     frame = pd.DataFrame([_row(r) for r in records])
+    for column in ("start_time", "stop_time"):
+        if column in frame:
+            frame[column] = time_column(frame[column])
     if frame.empty:
         frame = pd.DataFrame(columns=["run_key", "status", "attempt_id", "run_id", "source", *CONFIG_COLUMNS,
                                       "start_time", "stop_time"])

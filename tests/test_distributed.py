@@ -206,6 +206,13 @@ def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_li
     assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == before
     assert distributed_cli.main([*flags, "--out-dir", str(tmp_path / "a")]) == 0  # the same run again: resumed, done
     assert "resumed from" in capsys.readouterr().out
+    # the same config keyed by an older formula of the run_key: said so, not "differs in run_key"
+    written = json.loads((tmp_path / "a" / "config.json").read_text())
+    (tmp_path / "a" / "config.json").write_text(json.dumps({**written, "run_key": "0123456789abcdef"}))
+    assert distributed_cli.main([*flags, "--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "keyed by an older version of the suite" in err and "differs" not in err, err
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() != b""
 
 
 def test_slurm_task_environment_through_submitit(monkeypatch):

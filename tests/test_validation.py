@@ -99,7 +99,7 @@ BAD_INPUTS = {
                                           f"options.teacher_path={a_teacher(t, {'epoch': 3})}"],
                                "not a deployed-model file"),
     "kd_teacher_other_classes": (lambda t: ["with", "smoke", "method=kd", "options.teacher_path=" + a_teacher(
-        t, {"backbone": "tiny_resnet8", "num_classes": 10, "state_dict": {}})], "num_classes=10, the student 4"),
+        t, {"backbone": "tiny_resnet8", "num_classes": 10, "state_dict": {}})], "checked for the kd runs on synthetic (4 classes)"),
     "gpus_one_process": (["with", "smoke", "gpus=2"], "'gpus'=2 is invalid here: this job has 1 process(es)"),
     "gpus_batch": (["with", "smoke", "gpus=3", "batch_size=64"], "'batch_size'=64 is invalid with gpus=3"),
     "gpus_fast_path": (["with", "smoke", "gpus=2", "fast_path=graph"], "'fast_path'='graph' is invalid with gpus=2"),

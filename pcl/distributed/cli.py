@@ -126,8 +126,9 @@ def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
                               "another --out-dir, or remove the folder's files")
         if before.get("run_key") != cfg["run_key"]:
             mine, theirs = identity_config(cfg), identity_config(before)
-            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k)) or ["run_key"]
+            changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+            why = (f"it differs in {', '.join(changed)}" if changed else "the same config, keyed by an older version "
+                   "of the suite: the run_key's formula changed since (docs/guide.md, 'Skip, resume, preemption')")
             raise ConfigError(f"--out-dir {args.out_dir!r} holds the checkpoint of another run ({before.get('run_key')}"
-                              f"; it differs in {', '.join(changed)}): it would be resumed as this one; use another "
-                              "--out-dir")
+                              f"; {why}): it would be resumed as this one; use another --out-dir")
     return cfg

@@ -55,7 +55,8 @@ def check_method_inputs(configs: Iterable[Mapping[str, Any]]) -> None:
         try:
             method_class(cfg["method"]).check_inputs(options, key[2])
         except (ValueError, OSError) as err:
-            raise ConfigError(" ".join(str(err).split())) from None
+            raise ConfigError(f"{' '.join(str(err).split())}; checked for the {cfg['method']} runs on "
+                              f"{cfg.get('dataset')} ({key[2]} classes)") from None
 
 
 def method_defaults(name: str) -> dict[str, Any]:
