@@ -331,8 +331,8 @@ def utc_time(value: Any) -> Any:
         if pd.isna(stamp):
             return None
         stamp = stamp.to_pydatetime()
-    if getattr(stamp, "tzinfo", None) is None:
-        return value
+    if getattr(stamp, "tzinfo", None) is None:  # as it is; a decimal comma (ISO 8601 allows it) as a point
+        return stamp.isoformat() if isinstance(value, str) and "," in value else value
     try:
         naive = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
     except (OverflowError, ValueError):
@@ -579,9 +579,16 @@ def _mongo_records(db: Any, query: dict[str, Any] | None) -> Iterator[dict]:
 def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every record as a plain dict (config, info, result, status, times, meta, host, source, run_id).
 
-    `query` is a MongoDB filter on top-level dotted fields (e.g. {"config.run_key": k, "status": "COMPLETED"});
-    on a file store only equality filters are applied.
+    `query` is a MongoDB filter on top-level dotted fields of a record (e.g. {"config.run_key": k, "status":
+    "COMPLETED"}): config.*, info.* and RUN_FIELDS, ValueError for another (MongoDB would match it in the whole
+    document, a file store in the record); on a file store only equality filters are applied.
     """
+    for key in query or {}:
+        head = str(key).split(".")[0]
+        if not (head in ("config", "info") or key in RUN_FIELDS or any(
+                "." not in f and (key == f or key.startswith(f + ".")) for f in RUN_FIELDS)):
+            raise ValueError(f"iter_records: query key {key!r} is not a field of a record; allowed: config.*, info.*, "
+                             f"{', '.join(RUN_FIELDS)} (results.RUN_FIELDS)")
     for kind, where in _sources(store):
         if kind == "mongo":
             for doc in _mongo_records(where, query):
@@ -868,12 +875,16 @@ def _series_query(run_ids: list[Any], names: set[str] | None, prefix: str | tupl
 def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...]
                       ) -> list[dict[str, Any]]:
     """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
-    db = record["_db"]
+    db = record["_db"]  # a document whose run_id is a list holding this one (another project's) matches too: left
     return [doc for doc in _reading(db, "metrics", _series_query([record["run_id"]], names, prefix), _SERIES_STAGE,
-                                    "its metrics") if isinstance(doc, dict)]
+                                    "its metrics") if isinstance(doc, dict) and doc.get("run_id") == record["run_id"]]
 
 
 _PLAIN_NUMBERS = {float, int, type(None)}
+
+
+#: per-run curve queries in flight at once (threads): a remote server's round trips overlap
+_IN_FLIGHT = 4
 
 
 def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str, ...] = "",
@@ -882,15 +893,25 @@ def metric_documents(records: Sequence[dict[str, Any]], prefix: str | tuple[str,
     only the series named by names(i) for records[i]): {index in records: documents}; file-store records are left
     out (their metrics file is read by _record_metrics).
 
-    One query per run, for exactly its series: the (run_id, name) index serves one run_id and a short list of names
-    at once. A list of runs made the test server (SecantusDB) read every series of each run (30 of a PCL run) and
-    match the names in Python, 2.5x its CPU; mongod pays a round trip per run instead (~0.3 ms)."""
+    One query per run, for exactly its series, _IN_FLIGHT at a time: the (run_id, name) index serves one run_id and
+    a short list of names at once. A list of runs made the test server (SecantusDB) read every series of each run
+    (30 of a PCL run) and match the names in Python, 2.5x its CPU; the round trips a query per run costs a remote
+    mongod overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asked: list[tuple[int, dict[str, Any], set[str] | None]] = []
     out: dict[int, list] = {}
     for i, record in enumerate(records):
         if str(record.get("source") or "").startswith("file:") or record.get("_db") is None:
             continue
         wanted = None if names is None else set(names(i))
-        out[i] = [] if wanted is not None and not wanted else _metric_documents(record, wanted, prefix)
+        if wanted is not None and not wanted:
+            out[i] = []
+        else:
+            asked.append((i, record, wanted))
+    with ThreadPoolExecutor(max_workers=_IN_FLIGHT) as pool:
+        for (i, _, _), documents in zip(asked, pool.map(lambda a: _metric_documents(a[1], a[2], prefix), asked)):
+            out[i] = documents
     return out
 
 

@@ -215,6 +215,26 @@ def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_li
     assert (tmp_path / "a" / "checkpoint.pt").read_bytes() != b""
 
 
+def test_an_out_dir_whose_teacher_file_changed_since_is_named_as_such(tmp_path, capsys, monkeypatch):
+    """The same config with a kd teacher replaced in place: the file is named, not the run_key's formula."""
+    from pcl.methods import build_method, method_class
+    from pcl.runner import save_deployed
+
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    options = method_class("kd").example_inputs(tmp_path, "tiny_resnet8", 10)  # synthetic here: 10 classes
+    flags = ["--dataset", "synthetic", "--method", "kd", "--backbone", "tiny_resnet8", "--epochs", "1",
+             "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu", "--options",
+             json.dumps(options), "--out-dir", str(tmp_path / "a")]
+    assert distributed_cli.main(flags) == 0
+    capsys.readouterr()
+    torch.manual_seed(1)
+    save_deployed(build_method("baseline", "tiny_resnet8", 10), options["teacher_path"])  # retrained in place
+    assert distributed_cli.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a file it reads (options.teacher_path) changed since" in err, err
+
+
 def test_slurm_task_environment_through_submitit(monkeypatch):
     """A submitit multi-task SLURM job: rank, world size, local rank from the task's variables, and the env://
     rendezvous variables (first node, a port derived from the job id) exported for init_process_group."""

@@ -142,7 +142,10 @@ def test_the_store_check_refuses_a_user_who_may_not_read_the_runs(mongo_server_f
     server = mongo_server_factory("auth")
     with MongoClient(server.url()) as admin:
         admin.admin.command("createUser", "root", pwd="r00t-pw", roles=["root"])
-        admin.admin.command("createUser", "other", pwd="other-pw", roles=[{"role": "read", "db": "elsewhere"}])
+        # may make the indexes the check makes, not read: the check's read is what refuses this user
+        admin["pcl"].command("createRole", "indexer", privileges=[{"resource": {"db": "pcl", "collection": ""},
+                                                                    "actions": ["createIndex"]}], roles=[])
+        admin.admin.command("createUser", "other", pwd="other-pw", roles=[{"role": "indexer", "db": "pcl"}])
     server.stop()
     server.require_auth = True
     server.start()
@@ -150,3 +153,4 @@ def test_the_store_check_refuses_a_user_who_may_not_read_the_runs(mongo_server_f
     with pytest.raises(StoreUnavailable) as refused:
         Store(tmp_path / "results", server.url("other", quote_plus("other-pw"))).check()
     assert "\n" not in str(refused.value).strip() and "other-pw" not in str(refused.value)
+    assert "find" in str(refused.value) or "not authorized" in str(refused.value).lower(), refused.value

@@ -528,15 +528,18 @@ _DOCUMENT_DBS = iter(range(10 ** 6))
 
 def _database(server, runs: list, metrics: list):
     """A fresh database on the session's MongoDB server holding the documents it accepts (one that is not a
-    mapping, or holds an integer beyond 8 bytes, no MongoDB can hold)."""
+    mapping, or holds an integer beyond 8 bytes, no MongoDB can hold), and the _ids of the runs it holds."""
     db = results.connect(server.url(db=f"documents_{next(_DOCUMENT_DBS)}"))
+    held = set()
     for name, docs in (("runs", runs), ("metrics", metrics)):
         for doc in docs:
             try:
                 db[name].insert_one(doc)
             except Exception:  # noqa: BLE001 - refused by the server: not a document a reader can meet
-                pass
-    return db
+                continue
+            if name == "runs":
+                held.add(doc["_id"])
+    return db, held
 
 
 @hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
@@ -563,8 +566,9 @@ def test_every_reader_survives_every_database_document(mongo_session_server, cha
     metrics = [{"_id": "m1", "run_id": 1, **good["metrics.json"]["test/top1_err/deployed"],
                 "name": "test/top1_err/deployed"}, {"_id": "m2", "run_id": 2, "name": "test/top1_err/deployed",
                                                     **(series if isinstance(series, dict) else {"values": series})}]
-    db = _database(mongo_session_server, [valid, doc, *[{"_id": 10 + i, **f} if isinstance(f, dict) else f
-                                                         for i, f in enumerate(foreign)]], metrics)
+    db, held = _database(mongo_session_server, [valid, doc, *[{"_id": 10 + i, **f} if isinstance(f, dict) else f
+                                                               for i, f in enumerate(foreign)]], metrics)
+    hypothesis.assume({1, 2} <= held)  # ours both stored: a change no server holds is not a document to read
     import contextlib
     import io
 
@@ -574,6 +578,8 @@ def test_every_reader_survives_every_database_document(mongo_session_server, cha
         assert "valid" in results.completed_run_keys(db) and results.has_completed(db, "valid")
         results.find_completed(db, "random")
         results.load_metrics(db)
+        records = list(results.iter_records(db))
+        assert 0 in results.metric_documents(records, names=lambda i: {"test/top1_err/deployed"})  # the figures'
         attempts = runs.read_attempts([db])
         table = tables.build_table("table2", plan_of("valid", "random"), attempts, stores="fake")
         render.render_markdown(table)
@@ -700,3 +706,37 @@ def test_a_record_keeps_only_what_its_readers_use(tmp_path, mongo_url):
         assert record["meta"] == {"attempt_id": "att"} and record["host"] == {"hostname": "gpu01"}
         assert record["experiment"] == {"name": "table2"} and "captured_out" not in record
         assert "command" not in record and record["config"]["run_key"] == "lean"
+
+
+def test_a_query_on_a_field_records_leave_out_is_refused_on_both_stores(tmp_path, mongo_url):
+    """MongoDB would match meta.run_key in the whole document, a file store in the record, which leaves it out: the
+    same query gave a run on one store and none on the other; now neither runs it."""
+    write_record(tmp_path / "results", 1, good_files("k", 1))
+    for store in (str(tmp_path / "results"), mongo_url):
+        with pytest.raises(ValueError, match="'meta.run_key' is not a field of a record"):
+            list(results.iter_records(store, {"meta.run_key": "k"}))
+        assert list(results.iter_records(store, {"meta.attempt_id": "nothing", "status": "COMPLETED"})) == []
+
+
+def test_a_series_of_another_document_whose_run_id_lists_this_run_is_not_this_runs(mongo_url):
+    """{"run_id": 1} matches a metric document whose run_id is [1, 2] (another project's): its values are not run
+    1's curve."""
+    files = good_files("own", 1)
+    db = results.connect(mongo_url)
+    db["runs"].insert_one({"_id": 1, **files["run.json"], "config": files["config.json"], "info": files["info.json"]})
+    db["metrics"].insert_many([
+        {"run_id": 1, "name": "test/top1_err/deployed", "steps": [1, 2], "values": [60.0, 30.0]},
+        {"run_id": [1, 2], "name": "test/top1_err/deployed", "steps": [1, 2], "values": [99.0, 99.0]}])
+    (record,) = results.iter_records(db)
+    (documents,) = results.metric_documents([record], names=lambda i: {"test/top1_err/deployed"}).values()
+    assert [d["values"] for d in documents] == [[60.0, 30.0]]
+    assert list(results.load_metrics(db)["value"]) == [60.0, 30.0]
+
+
+def test_a_time_with_a_decimal_comma_is_read_as_its_time(tmp_path):
+    """ISO 8601 allows a decimal comma, which Python reads and pandas' ISO parser does not (it became NaT)."""
+    files = good_files("comma", 1)
+    files["run.json"]["start_time"] = "2026-01-01T00:00:00,25"
+    write_record(tmp_path / "results", 1, files)
+    (start,) = results.load_runs(str(tmp_path / "results"))["start_time"]
+    assert start == __import__("pandas").Timestamp("2026-01-01 00:00:00.25")

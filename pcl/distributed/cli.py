@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pcl import registry
 from pcl.checkpoint import CheckpointError
 from pcl.data.check import check_data
 from pcl.distributed import DistEnv, cleanup, detect_env
@@ -127,8 +128,11 @@ def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
         if before.get("run_key") != cfg["run_key"]:
             mine, theirs = identity_config(cfg), identity_config(before)
             changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-            why = (f"it differs in {', '.join(changed)}" if changed else "the same config, keyed by an older version "
-                   "of the suite: the run_key's formula changed since (docs/guide.md, 'Skip, resume, preemption')")
+            files = [f"options.{k}" for k in registry.method(cfg["method"]).file_options if cfg["options"].get(k)]
+            why = (f"it differs in {', '.join(changed)}" if changed else
+                   f"the same config, but a file it reads ({', '.join(files)}) changed since" if files else
+                   "the same config, keyed by an older version of the suite: the run_key's formula changed since "
+                   "(docs/guide.md, 'Skip, resume, preemption')")
             raise ConfigError(f"--out-dir {args.out_dir!r} holds the checkpoint of another run ({before.get('run_key')}"
                               f"; {why}): it would be resumed as this one; use another --out-dir")
     return cfg
