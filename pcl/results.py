@@ -55,10 +55,10 @@ RUN_FIELDS = ("status", "result", "start_time", "stop_time", "heartbeat", "fail_
 
 
 def _stage(fields: Sequence[str]) -> dict[str, Any]:
-    """`fields` (and config, info) as an aggregation $project of computed fields, the same as _picked: a server
-    copies no document for them, where a find projection made the test server (SecantusDB) deep-copy each one
-    (13 s of its CPU against 18-25 s for 31,507 runs); mongod does the same work either way."""
-    stage: dict[str, Any] = {"config": "$config", "info": "$info"}
+    """`fields` as the computed fields of an aggregation $project, the same as _picked: a server copies no document
+    for them, where a find projection made the test server (SecantusDB) deep-copy each one (13 s of its CPU against
+    18-25 s for 31,507 runs); mongod does the same work either way."""
+    stage: dict[str, Any] = {}
     for field in fields:
         head, _, key = field.partition(".")
         stage[head] = {"$cond": [{"$eq": [{"$type": f"${head}"}, "object"]}, {key: f"${field}"}, f"${head}"]} \
@@ -66,7 +66,9 @@ def _stage(fields: Sequence[str]) -> dict[str, Any]:
     return stage
 
 
-_STAGE = {"$project": _stage(RUN_FIELDS)}
+_STAGE = {"$project": _stage(("config", "info", *RUN_FIELDS))}
+#: the fields of a record's mappings and of RUN_FIELDS that a query may name (iter_records)
+_WHOLE_FIELDS = ("config", "info", *(f for f in RUN_FIELDS if "." not in f))
 
 StoreLike = Any  # str | os.PathLike | pymongo.database.Database | Sequence of these
 
@@ -584,9 +586,7 @@ def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Itera
     document, a file store in the record); on a file store only equality filters are applied.
     """
     for key in query or {}:
-        head = str(key).split(".")[0]
-        if not (head in ("config", "info") or key in RUN_FIELDS or any(
-                "." not in f and (key == f or key.startswith(f + ".")) for f in RUN_FIELDS)):
+        if not (str(key).split(".")[0] in _WHOLE_FIELDS or key in RUN_FIELDS):
             raise ValueError(f"iter_records: query key {key!r} is not a field of a record; allowed: config.*, info.*, "
                              f"{', '.join(RUN_FIELDS)} (results.RUN_FIELDS)")
     for kind, where in _sources(store):
@@ -857,13 +857,13 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
 
 
 #: the fields of a metric document a reader uses (not its timestamps: a datetime per point to decode)
-_SERIES_STAGE = {"$project": {"_id": 0, **{field: f"${field}" for field in ("run_id", "name", "steps", "values")}}}
+_SERIES_STAGE = {"$project": {"_id": 0, **_stage(("run_id", "name", "steps", "values"))}}
 
 
-def _series_query(run_ids: list[Any], names: set[str] | None, prefix: str | tuple[str, ...]) -> dict[str, Any]:
-    """The MongoDB filter of the metric documents of these runs: the series in `names`, else those whose names
-    start with `prefix` (or one of several), else all."""
-    query: dict[str, Any] = {"run_id": run_ids[0] if len(run_ids) == 1 else {"$in": run_ids}}
+def _series_query(run_id: Any, names: set[str] | None, prefix: str | tuple[str, ...]) -> dict[str, Any]:
+    """The MongoDB filter of the metric documents of a run: the series in `names`, else those whose names start
+    with `prefix` (or one of several), else all."""
+    query: dict[str, Any] = {"run_id": run_id}
     if names is not None:
         query["name"] = {"$in": sorted(names)}
     elif prefix:
@@ -876,7 +876,7 @@ def _metric_documents(record: dict[str, Any], names: set[str] | None, prefix: st
                       ) -> list[dict[str, Any]]:
     """A MongoDB record's metric documents (one per series), only the asked ones fetched."""
     db = record["_db"]  # a document whose run_id is a list holding this one (another project's) matches too: left
-    return [doc for doc in _reading(db, "metrics", _series_query([record["run_id"]], names, prefix), _SERIES_STAGE,
+    return [doc for doc in _reading(db, "metrics", _series_query(record["run_id"], names, prefix), _SERIES_STAGE,
                                     "its metrics") if isinstance(doc, dict) and doc.get("run_id") == record["run_id"]]
 
 
