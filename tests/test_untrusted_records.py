@@ -648,6 +648,57 @@ def test_the_fast_json_parser_reads_what_the_standard_one_reads(value, indent, a
         results._parse_json(text + b"{", "x.json")
 
 
+#: what damages a metrics file in ways a JSON parser may take differently: bytes that are not UTF-8, JSON's
+#: extensions (NaN, a BOM), a lone surrogate, nesting beyond a parser's depth, a duplicate name, cut-off text
+_TRICKY = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"NaN", b"-Infinity", b"\xef\xbb\xbf", b'"\\ud800"',
+           b"[" * 1100 + b"]" * 1100, b"[" * 900 + b"]" * 900, b'"x": 1, ', b"123456789012345678901234567890",
+           b'"test/top1_err/deployed": {"steps": [1], "values": [2]}, ', b"", b"{", b"}", b'"', b"\\", b",", b"\x00"]
+
+
+def _series_read(data, names, prefix, fast):
+    import unittest.mock
+
+    with unittest.mock.patch.object(results, "msgspec", results.msgspec if fast else None):
+        try:
+            return json.dumps(results._series_of_file(data, names, prefix))  # NaN == NaN here
+        except results.RecordError:
+            return "RecordError"
+
+
+@pytest.mark.skipif(results.msgspec is None, reason="msgspec is not installed: every series is parsed")
+@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")) * 5, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(
+    series=st.dictionaries(st.sampled_from(["test/top1_err/deployed", "test/diversity", "train/loss", "lr", "t\u00e9"]),
+                           JSON, max_size=4),
+    names=st.none() | st.sets(st.sampled_from(["test/top1_err/deployed", "test/diversity", "lr", "t\u00e9"])),
+    prefix=st.sampled_from(["", "test/", ("test/top1_err/", "test/diversity")]),
+    damage=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 3), st.sampled_from(_TRICKY)), max_size=3),
+    indent=st.sampled_from([None, 2]))
+def test_a_metrics_file_gives_the_same_series_whether_or_not_the_others_are_skipped(series, names, prefix, damage,
+                                                                                     indent):
+    """The series a reader asks for from a metrics file (any bytes: written by Sacred, then damaged) are the same
+    when msgspec skips the others unbuilt as when the whole file is parsed, or the file is refused by both."""
+    data = json.dumps(series, indent=indent).encode()
+    for at, cut, insert in damage:  # at a place in the text, `cut` bytes replaced by `insert`
+        at %= len(data) + 1
+        data = data[:at] + insert + data[at + cut:]
+    assert _series_read(data, names, prefix, fast=True) == _series_read(data, names, prefix, fast=False)
+
+
+def test_a_metrics_file_with_a_damaged_series_not_drawn_is_refused_as_a_whole(tmp_path):
+    """A byte that is not UTF-8 inside a series nobody asked for makes the file damaged for every reader: msgspec
+    does not check the strings it skips, so the fast path checks the file's encoding first."""
+    files = good_files("damaged", 1)
+    write_record(tmp_path / "results", 1, files)
+    path = tmp_path / "results" / "1" / "metrics.json"
+    data = path.read_bytes().replace(b"}}", b'}, "notes": {"steps": [1], "values": [1], "timestamps": ["\xff"]}}')
+    assert data != path.read_bytes()
+    path.write_bytes(data)
+    for fast in (True, False):
+        assert _series_read(data, {"test/top1_err/deployed"}, "", fast) == "RecordError"
+
+
 # ---- one record from either store ----------------------------------------------------------------------------------
 #: run.json's places a reader does not use (Sacred writes them; the archived sources, the captured output) and the
 #: places of the fields a record keeps only part of
