@@ -38,7 +38,7 @@ import pandas as pd  # noqa: E402
 from analysis import escape, figcache, paper, raster  # noqa: E402
 from analysis.runs import metric_arrays  # noqa: E402
 from pcl.fsio import replacing  # noqa: E402
-from pcl.results import metric_documents  # noqa: E402
+from pcl.results import metric_documents, read_ahead_metrics  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
 
 DIVERSITY = "test/diversity"
@@ -763,6 +763,10 @@ def _draw_table(job: _Job) -> _Done:
     freeze = gc.get_freeze_count() == 0
     if freeze:
         gc.freeze()
+    # the metrics files in the order the figures read them (by row, as _rows): from a cold disk, read one by one,
+    # they waited for it one at a time
+    read_ahead_metrics(attempt["record"] for _, part in _completed(job.table).groupby("row", sort=False)
+                       for attempt in part["attempt"])
     try:
         for figure in iter_figures(job.table, notes):
             paths = save(figure, job.out_dir, job.formats)

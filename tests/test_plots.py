@@ -152,6 +152,26 @@ def test_a_table_is_drawn_one_figure_at_a_time(tmp_path, monkeypatch):
     assert len(done) == 3 and open_at_save == [1, 1, 1] and plt.get_fignums() == []
 
 
+def test_a_tables_metrics_files_are_read_ahead_in_the_order_its_figures_read_them(tmp_path, monkeypatch):
+    """Before a table's figures are drawn, the kernel is asked for its runs' metrics files, row by row as the
+    figures read them (from a cold disk, files read one by one wait for it one at a time)."""
+    table = _table(tmp_path, epochs=4)
+    wide = tmp_path / "dml_wide"
+    wide.mkdir()
+    (wide / "metrics.json").write_bytes(Path(table.runs["attempt"][0]["record"]["path"], "metrics.json").read_bytes())
+    other = table.runs.iloc[[0]].assign(row="wrn20_8", run_key="dml_wide",
+                                        attempt=[{"record": {**table.runs["attempt"][0]["record"], "path": str(wide)}}])
+    # rows in the table's runs: resnet32, resnet32, wrn20_8, resnet32, resnet32
+    table.runs = pd.concat([table.runs.iloc[:2], other, table.runs.iloc[2:]], ignore_index=True)
+    asked: list[list[str]] = []
+    monkeypatch.setattr(plots, "read_ahead_metrics", lambda records: asked.append([r["path"] for r in records]))
+    plots.make_figures([table], tmp_path / "figs", formats=["png"], workers=1)
+    rows = table.runs["row"].tolist()
+    paths = [a["record"]["path"] for a in table.runs["attempt"]]
+    assert asked == [[p for r, p in zip(rows, paths) if r == "resnet32"] + [p for r, p in zip(rows, paths)
+                                                                          if r == "wrn20_8"]]
+
+
 def test_a_tables_cached_curves_hold_one_read_only_epochs_array_per_distinct_epochs(tmp_path):
     """Nearly every series of a table has the same epochs (half the bytes a worker holds): the cache keeps one
     array of them, which nothing may change; a run with other epochs keeps its own; the cache goes with the table."""

@@ -699,6 +699,43 @@ def test_a_metrics_file_with_a_damaged_series_not_drawn_is_refused_as_a_whole(tm
         assert _series_read(data, {"test/top1_err/deployed"}, "", fast) == "RecordError"
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not hasattr(os, "mkfifo"), reason="POSIX only")
+def test_reading_ahead_asks_for_the_regular_files_named_and_nothing_else(tmp_path, monkeypatch):
+    """pcl.fsio.read_ahead (the metrics files a command is about to read, asked of the kernel in the background)
+    never follows a link out of the store, never waits on a FIFO, passes over a folder, an absent file and a name
+    the system refuses: only the regular file is advised, and the thread ends."""
+    from pcl import fsio
+
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "metrics.json").write_text("{}")
+    (store / "link.json").symlink_to(outside)
+    os.mkfifo(store / "fifo.json")
+    (store / "folder").mkdir()
+    advised = []
+    real = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *a: (advised.append(os.fstat(fd).st_ino), real(fd, *a)))
+    thread = fsio.read_ahead([store / "fifo.json", store / "link.json", store / "folder", store / "absent.json",
+                              "bad\0name", store / "metrics.json"])
+    thread.join(timeout=30)
+    assert not thread.is_alive() and advised == [(store / "metrics.json").stat().st_ino]
+    assert fsio.read_ahead([]) is None
+
+
+def test_load_metrics_reads_ahead_the_metrics_files_of_the_runs_it_reads(tmp_path, monkeypatch):
+    """results.load_metrics asks the kernel for every metrics file it will read, in the order it reads them, and
+    for no other (an attempt not asked for)."""
+    for number in (1, 2, 3):
+        write_record(tmp_path / "results", number, good_files(f"ahead{number}", number))
+    asked = []
+    monkeypatch.setattr(results, "read_ahead", lambda paths: asked.append(list(paths)))
+    frame = results.load_metrics(str(tmp_path / "results"), attempt_ids=["att-ahead1-1", "att-ahead3-3"])
+    assert set(frame["attempt_id"]) == {"att-ahead1-1", "att-ahead3-3"}
+    assert asked == [[str(tmp_path / "results" / n / "metrics.json") for n in ("1", "3")]]
+
+
 # ---- one record from either store ----------------------------------------------------------------------------------
 #: run.json's places a reader does not use (Sacred writes them; the archived sources, the captured output) and the
 #: places of the fields a record keeps only part of
