@@ -1,7 +1,8 @@
 """Durable writes and guarded reads on a filesystem, shared by checkpoints, the file store and the analysis's
 outputs: fsync a folder after a rename, replace a file without writing through a link in its place, read a file
 that is not ours only when it is a regular file of bounded size (never through a link, never a FIFO's wait), ask
-the kernel to read ahead the files a command is about to read, and find the OS error behind a wrapped exception. Standard library only (the records side imports it without torch).
+the kernel to read ahead the files a command is about to read, and find the OS error behind a wrapped exception.
+Standard library only (the records side imports it without torch).
 """
 from __future__ import annotations
 
@@ -100,14 +101,14 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
     return data
 
 
-def read_ahead(paths: Iterable[str | os.PathLike]) -> threading.Thread | None:
-    """Ask the kernel to read these files into its page cache now (posix_fadvise WILLNEED), from a thread, and
-    return at once. Why: a store's files read one after another wait for the disk one at a time; on a cold 2-core
-    test machine 1.5 GB of metrics files took 23 s read in turn and 2 s with their reads in flight together. Best
-    effort and read-only: a path that is not a regular file (a link: O_NOFOLLOW; a FIFO: opened without blocking,
-    never read) or cannot be opened is passed over, as is a system without posix_fadvise; whatever it reads ahead
-    is only cache, what is read later is read and checked as before (read_regular). The thread (None: nothing to
-    do)."""
+def read_ahead(paths: Iterable[str | os.PathLike], limit: int | None = None) -> threading.Thread | None:
+    """Ask the kernel to start reading these files into its page cache (posix_fadvise WILLNEED: a small file
+    whole, a large one its first part), from a thread, and return at once. Why: a store's files read one after
+    another wait for the disk one at a time; on a cold 2-core test machine 1.5 GB of metrics files took 23 s read in
+    turn and 2 s with their reads in flight together. Best effort and read-only: a path that is not a regular file
+    of at most `limit` bytes (a link: O_NOFOLLOW; a FIFO: opened without blocking, never read) or cannot be opened
+    is passed over, as is a system without posix_fadvise; what it reads ahead is only cache, the files are read
+    and checked later as before (read_regular). The thread (None: nothing to do)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return None
@@ -121,7 +122,8 @@ def read_ahead(paths: Iterable[str | os.PathLike]) -> threading.Thread | None:
             except (OSError, ValueError):  # absent, a link, unreadable; a NUL in the name
                 continue
             try:
-                if stat.S_ISREG(os.fstat(fd).st_mode):
+                info = os.fstat(fd)
+                if stat.S_ISREG(info.st_mode) and (limit is None or info.st_size <= limit):
                     advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             except OSError:
                 pass

@@ -37,10 +37,6 @@ try:  # a JSON parser about 4x faster than the standard one: a store's metrics f
     import orjson
 except ImportError:  # e.g. a machine with torch only: the standard parser, the same results
     orjson = None
-try:  # skips the series a reader does not ask for without building them (msgspec.Raw): see _series_of_file
-    import msgspec
-except ImportError:  # every series parsed, the same results
-    msgspec = None
 
 COMPLETED = "COMPLETED"
 PREEMPTED = "PREEMPTED"
@@ -834,8 +830,9 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
 def read_ahead_metrics(records: Iterable[Mapping[str, Any]]) -> None:
     """The metrics files of file-store records about to be read, in that order, asked of the kernel in the background
     (pcl.fsio.read_ahead): read one by one from a cold disk they wait for it one at a time."""
-    read_ahead(os.path.join(str(r["path"]), "metrics.json") for r in records
-               if str(r.get("source") or "").startswith("file:") and isinstance(r.get("path"), str))
+    read_ahead((os.path.join(r["path"], "metrics.json") for r in records
+                if str(r.get("source") or "").startswith("file:") and isinstance(r.get("path"), str)),
+               MAX_FILE_BYTES)
 
 
 def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str | tuple[str, ...] = "",
@@ -847,10 +844,12 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
     if source.startswith("file:"):
         where = Path(record["path"])
         try:
-            series_of = _series_of_file(read_file(where, "metrics.json"), names, prefix)
+            metrics = read_json(where, "metrics.json")
+            _check(metrics is None or isinstance(metrics, dict), "metrics.json", metrics, "a mapping")
         except RecordError as err:
             skip_record(where / "metrics.json", err)
             return
+        series_of = [(name, series) for name, series in (metrics or {}).items()]
         where_text = str(where / "metrics.json")
     else:
         if documents is None:
@@ -868,44 +867,10 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
 
 def _asked(name: Any, names: set[str] | None, prefix: str | tuple[str, ...]) -> bool:
     """Whether a reader asked for the series `name`: in `names` (None: any) and starting with `prefix` (or one of
-    several; "": any)."""
+    several; "": any). A name that is not a string is in no `names` (a MongoDB document whose name is a list holding
+    an asked name matches the query's $in; `in` on a set would raise for it)."""
     return ((names is None or (isinstance(name, str) and name in names))
             and (not prefix or str(name).startswith(prefix)))
-
-
-def _series_of_file(data: bytes | None, names: set[str] | None, prefix: str | tuple[str, ...]
-                    ) -> list[tuple[str, Any]]:
-    """(name, parsed series) of a metrics.json's series that are asked for (names, prefix); RecordError when the
-    file is not JSON or not a mapping. Where msgspec is installed, the others are checked as JSON and skipped
-    unbuilt: a figure draws 2-6 of a PCL run's 22 series, and building every series (its timestamps included) is
-    most of parsing the file (one metric of 3,000 runs, load_metrics: a third less CPU). A file the fast path does not take as it stands (not UTF-8, not a
-    mapping, not strict JSON: NaN, a BOM, nesting beyond its depth) is parsed whole as before, so both paths read
-    the same series from any file (tests/test_untrusted_records.py)."""
-    if data is None:
-        return []
-    if msgspec is not None and (names is not None or prefix) and (data.isascii() or _utf8(data)):
-        try:
-            raw = _RAW_SERIES.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            pass
-        else:
-            return [(name, _parse_json(bytes(value), "metrics.json")) for name, value in raw.items()
-                    if _asked(name, names, prefix)]
-    metrics = _parse_json(data, "metrics.json")
-    _check(metrics is None or isinstance(metrics, dict), "metrics.json", metrics, "a mapping")
-    return [(name, series) for name, series in (metrics or {}).items() if _asked(name, names, prefix)]
-
-
-def _utf8(data: bytes) -> bool:
-    """Whether `data` is UTF-8 (msgspec does not check the strings it skips; the standard parser refuses them)."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-_RAW_SERIES = msgspec.json.Decoder(dict[str, msgspec.Raw]) if msgspec is not None else None
 
 
 #: the fields of a metric document a reader uses (not its timestamps: a datetime per point to decode)

@@ -648,62 +648,26 @@ def test_the_fast_json_parser_reads_what_the_standard_one_reads(value, indent, a
         results._parse_json(text + b"{", "x.json")
 
 
-#: what damages a metrics file in ways a JSON parser may take differently: bytes that are not UTF-8, JSON's
-#: extensions (NaN, a BOM), a lone surrogate, nesting beyond a parser's depth, a duplicate name, cut-off text
-_TRICKY = [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"NaN", b"-Infinity", b"\xef\xbb\xbf", b'"\\ud800"',
-           b"[" * 1100 + b"]" * 1100, b"[" * 900 + b"]" * 900, b'"x": 1, ', b"123456789012345678901234567890",
-           b'"test/top1_err/deployed": {"steps": [1], "values": [2]}, ', b"", b"{", b"}", b'"', b"\\", b",", b"\x00"]
-
-
-def _series_read(data, names, prefix, fast):
-    import unittest.mock
-
-    with unittest.mock.patch.object(results, "msgspec", results.msgspec if fast else None):
-        try:
-            return json.dumps(results._series_of_file(data, names, prefix))  # NaN == NaN here
-        except results.RecordError:
-            return "RecordError"
-
-
-@pytest.mark.skipif(results.msgspec is None, reason="msgspec is not installed: every series is parsed")
-@hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "40")) * 5, deadline=None,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-@hypothesis.given(
-    series=st.dictionaries(st.sampled_from(["test/top1_err/deployed", "test/diversity", "train/loss", "lr", "t\u00e9"]),
-                           JSON, max_size=4),
-    names=st.none() | st.sets(st.sampled_from(["test/top1_err/deployed", "test/diversity", "lr", "t\u00e9"])),
-    prefix=st.sampled_from(["", "test/", ("test/top1_err/", "test/diversity")]),
-    damage=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 3), st.sampled_from(_TRICKY)), max_size=3),
-    indent=st.sampled_from([None, 2]))
-def test_a_metrics_file_gives_the_same_series_whether_or_not_the_others_are_skipped(series, names, prefix, damage,
-                                                                                     indent):
-    """The series a reader asks for from a metrics file (any bytes: written by Sacred, then damaged) are the same
-    when msgspec skips the others unbuilt as when the whole file is parsed, or the file is refused by both."""
-    data = json.dumps(series, indent=indent).encode()
-    for at, cut, insert in damage:  # at a place in the text, `cut` bytes replaced by `insert`
-        at %= len(data) + 1
-        data = data[:at] + insert + data[at + cut:]
-    assert _series_read(data, names, prefix, fast=True) == _series_read(data, names, prefix, fast=False)
-
-
-def test_a_metrics_file_with_a_damaged_series_not_drawn_is_refused_as_a_whole(tmp_path):
-    """A byte that is not UTF-8 inside a series nobody asked for makes the file damaged for every reader: msgspec
-    does not check the strings it skips, so the fast path checks the file's encoding first."""
-    files = good_files("damaged", 1)
-    write_record(tmp_path / "results", 1, files)
-    path = tmp_path / "results" / "1" / "metrics.json"
-    data = path.read_bytes().replace(b"}}", b'}, "notes": {"steps": [1], "values": [1], "timestamps": ["\xff"]}}')
-    assert data != path.read_bytes()
-    path.write_bytes(data)
-    for fast in (True, False):
-        assert _series_read(data, {"test/top1_err/deployed"}, "", fast) == "RecordError"
+def test_a_metric_document_whose_name_is_a_list_holding_an_asked_name_is_not_the_runs_curve(mongo_url):
+    """MongoDB matches `name: {$in: [...]}` inside an array: a foreign metric document named
+    ["test/top1_err/deployed"] reaches the reader, which passes it over (it is no series asked for, as a document
+    whose run_id is a list) and reads the run's real curve (it raised TypeError, unhashable list: the command
+    stopped)."""
+    db = results.connect(mongo_url)
+    files = good_files("listname", 1)
+    db["runs"].insert_one({"_id": 1, **files["run.json"], "config": files["config.json"], "info": files["info.json"]})
+    series = files["metrics.json"]["test/top1_err/deployed"]
+    db["metrics"].insert_many([{"run_id": 1, "name": "test/top1_err/deployed", **series},
+                               {"run_id": 1, "name": ["test/top1_err/deployed"], "steps": [1], "values": [99.0]}])
+    frame = results.load_metrics(db, names=["test/top1_err/deployed"])
+    assert frame["value"].tolist() == series["values"]
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not hasattr(os, "mkfifo"), reason="POSIX only")
 def test_reading_ahead_asks_for_the_regular_files_named_and_nothing_else(tmp_path, monkeypatch):
     """pcl.fsio.read_ahead (the metrics files a command is about to read, asked of the kernel in the background)
-    never follows a link out of the store, never waits on a FIFO, passes over a folder, an absent file and a name
-    the system refuses: only the regular file is advised, and the thread ends."""
+    never follows a link out of the store, never waits on a FIFO, passes over a folder, an absent file, a name the
+    system refuses and a file over the limit: only the regular file is advised, and the thread ends."""
     from pcl import fsio
 
     outside = tmp_path / "outside.json"
@@ -714,11 +678,12 @@ def test_reading_ahead_asks_for_the_regular_files_named_and_nothing_else(tmp_pat
     (store / "link.json").symlink_to(outside)
     os.mkfifo(store / "fifo.json")
     (store / "folder").mkdir()
+    (store / "big.json").write_bytes(b" " * 2049)  # over the limit: read_regular refuses it, nothing to cache
     advised = []
     real = os.posix_fadvise
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, *a: (advised.append(os.fstat(fd).st_ino), real(fd, *a)))
     thread = fsio.read_ahead([store / "fifo.json", store / "link.json", store / "folder", store / "absent.json",
-                              "bad\0name", store / "metrics.json"])
+                              "bad\0name", store / "big.json", store / "metrics.json"], limit=2048)
     thread.join(timeout=30)
     assert not thread.is_alive() and advised == [(store / "metrics.json").stat().st_ino]
     assert fsio.read_ahead([]) is None
@@ -730,7 +695,7 @@ def test_load_metrics_reads_ahead_the_metrics_files_of_the_runs_it_reads(tmp_pat
     for number in (1, 2, 3):
         write_record(tmp_path / "results", number, good_files(f"ahead{number}", number))
     asked = []
-    monkeypatch.setattr(results, "read_ahead", lambda paths: asked.append(list(paths)))
+    monkeypatch.setattr(results, "read_ahead", lambda paths, limit: asked.append(list(paths)))
     frame = results.load_metrics(str(tmp_path / "results"), attempt_ids=["att-ahead1-1", "att-ahead3-3"])
     assert set(frame["attempt_id"]) == {"att-ahead1-1", "att-ahead3-3"}
     assert asked == [[str(tmp_path / "results" / n / "metrics.json") for n in ("1", "3")]]
