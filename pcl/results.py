@@ -286,6 +286,8 @@ def _parse_json(data: bytes, name: str) -> Any:
 
 
 def _int64_or_float(text: str) -> int | float:
+    if len(text.lstrip("-")) > 20:  # beyond 64 bits whatever its digits: never int(), whose digit limit
+        return float(text)          # (PYTHONINTMAXSTRDIGITS) would decide whether the file is read
     value = int(text)
     return value if -(1 << 63) <= value < (1 << 64) else float(text)
 
@@ -828,8 +830,8 @@ def load_metrics(store: StoreLike, attempt_ids: Sequence[str] | None = None,
 
 
 def read_ahead_metrics(records: Iterable[Mapping[str, Any]]) -> None:
-    """The metrics files of file-store records about to be read, in that order, asked of the kernel in the background
-    (pcl.fsio.read_ahead): read one by one from a cold disk they wait for it one at a time."""
+    """The metrics files of file-store records about to be read, in that order, asked of the kernel in the
+    background (pcl.fsio.read_ahead): read one by one from a cold disk they wait for it one at a time."""
     read_ahead((os.path.join(r["path"], "metrics.json") for r in records
                 if str(r.get("source") or "").startswith("file:") and isinstance(r.get("path"), str)),
                MAX_FILE_BYTES)

@@ -701,6 +701,22 @@ def test_load_metrics_reads_ahead_the_metrics_files_of_the_runs_it_reads(tmp_pat
     assert asked == [[str(tmp_path / "results" / n / "metrics.json") for n in ("1", "3")]]
 
 
+@pytest.mark.parametrize("digit_limit", [0, 640, 4300])
+def test_an_integer_of_thousands_of_digits_is_read_the_same_whatever_pythons_digit_limit(digit_limit):
+    """An integer beyond 64 bits is a float (inf beyond a float) whichever parser reads it: one of 5,000 digits
+    too, whatever Python's limit on the digits int() takes (PYTHONINTMAXSTRDIGITS), which decided before whether
+    the file was read (0: no limit) or refused (the default 4,300)."""
+    import sys
+
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(digit_limit)
+    try:
+        parsed = results._parse_json(b'{"v": [1, ' + b"7" * 5000 + b', -' + b"7" * 25 + b"]}", "x.json")
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert parsed == {"v": [1, math.inf, -float("7" * 25)]}
+
+
 # ---- one record from either store ----------------------------------------------------------------------------------
 #: run.json's places a reader does not use (Sacred writes them; the archived sources, the captured output) and the
 #: places of the fields a record keeps only part of
