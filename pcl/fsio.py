@@ -104,8 +104,8 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
 def read_ahead(paths: Iterable[str | os.PathLike], limit: int | None = None) -> threading.Thread | None:
     """Ask the kernel to start reading these files into its page cache (posix_fadvise WILLNEED: a small file
     whole, a large one its first part), from a thread, and return at once. Why: a store's files read one after
-    another wait for the disk one at a time; on a cold 2-core test machine 1.5 GB of metrics files took 23 s read in
-    turn and 2 s with their reads in flight together. Best effort and read-only: a path that is not a regular file
+    another wait for the disk one at a time (a cold 2-core test machine, at one moment: 1.5 GB of metrics files in
+    23 s read in turn, 2 s with their reads in flight together; 2.3 s and 1.4 s at another). Best effort and read-only: a path that is not a regular file
     of at most `limit` bytes (a link: O_NOFOLLOW; a FIFO: opened without blocking, never read) or cannot be opened
     is passed over, as is a system without posix_fadvise; what it reads ahead is only cache, the files are read
     and checked later as before (read_regular). The thread (None: nothing to do)."""
