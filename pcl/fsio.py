@@ -105,10 +105,12 @@ def read_ahead(paths: Iterable[str | os.PathLike], limit: int | None = None) -> 
     """Ask the kernel to start reading these files into its page cache (posix_fadvise WILLNEED: a small file
     whole, a large one its first part), from a thread, and return at once. Why: a store's files read one after
     another wait for the disk one at a time (a cold 2-core test machine, at one moment: 1.5 GB of metrics files in
-    23 s read in turn, 2 s with their reads in flight together; 2.3 s and 1.4 s at another). Best effort and read-only: a path that is not a regular file
-    of at most `limit` bytes (a link: O_NOFOLLOW; a FIFO: opened without blocking, never read) or cannot be opened
-    is passed over, as is a system without posix_fadvise; what it reads ahead is only cache, the files are read
-    and checked later as before (read_regular). The thread (None: nothing to do)."""
+    23 s read in turn, 2 s with their reads in flight together; 2.3 s and 1.4 s at another).
+
+    Best effort and read-only: a path that is not a regular file of at most `limit` bytes (a link: O_NOFOLLOW; a
+    FIFO: opened without blocking, never read) or cannot be opened is passed over, as is a system without
+    posix_fadvise; what it reads ahead is only cache, the files are read and checked later as before
+    (read_regular). The thread (None: nothing to do)."""
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return None
