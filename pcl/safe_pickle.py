@@ -7,7 +7,9 @@ unpickler here resolves a global only when its (module, name) pair is on an exac
 - no module-wide allowances, and no dotted names: Python's own `find_class` resolves `a.b.c` attribute chains
   for protocol >= 4 (``numpy.dtypes`` + ``__builtins__.get`` reaches `eval`); a name holding a dot is refused;
 - the allowed object is looked up with `importlib` + one `getattr`, never through pickle's Python 2 name mapping;
-- persistent ids are refused.
+- persistent ids are refused;
+- whatever else loading raises is one DamagedPickleError: a damaged pickle hands the allowed callables arguments
+  they were never meant to see, and numpy's C code then raises anything (a truncated dtype state: SystemError).
 
 What is left for a pickle to do is call the allowed callables on data it holds itself, which the callers choose
 to be harmless (numpy's array rebuilders, datetime). Imports only the standard library: no torch.
@@ -22,6 +24,10 @@ from typing import Any, BinaryIO, Iterable
 
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle that asks for a global outside the allow-list (or a persistent id): nothing of it is loaded."""
+
+
+class DamagedPickleError(pickle.UnpicklingError):
+    """A pickle that does not load (truncated, overwritten, hand-made): the error it raised, as one message."""
 
 
 def _show(text: Any) -> str:
@@ -55,8 +61,15 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> Any:
     """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
-    pickle.Unpickler (encoding, errors, fix_imports)."""
-    return RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs).load()
+    pickle.Unpickler (encoding, errors, fix_imports). Raises UnsafePickleError (a global refused) or
+    DamagedPickleError (anything else that stops it loading), nothing else."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs).load()
+    except UnsafePickleError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged pickle can make numpy's C code raise any type
+        text = " ".join(str(err).split())[:300]
+        raise DamagedPickleError(f"{type(err).__name__}: {text}" if text else type(err).__name__) from None
 
 
-__all__ = ["RestrictedUnpickler", "UnsafePickleError", "restricted_loads"]
+__all__ = ["DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError", "restricted_loads"]

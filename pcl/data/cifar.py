@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pcl.safe_pickle import UnsafePickleError, restricted_loads
+from pcl.safe_pickle import DamagedPickleError, UnsafePickleError, restricted_loads
 
 from .fingerprint import _DATA_ROOT_ENV, _LAYOUT, _MD5_CACHE, _stat_key, resolve_data_root
 
@@ -94,10 +93,10 @@ def _read_batch(path: Path) -> dict[str, Any]:
         raw = restricted_loads(data, _NUMPY_GLOBALS, _WHAT, encoding="latin1")
     except UnsafePickleError as err:
         raise UnsafeDataFileError(f"{path}: {err}") from None
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, OSError, OverflowError, RecursionError, UnicodeError) as err:
-        # what a truncated, overwritten or hand-made pickle raises (BUILD on an odd object, a bad opcode, ...)
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300] if str(err) else type(err).__name__
+    except (DamagedPickleError, OSError) as err:
+        # a truncated, overwritten or hand-made pickle (BUILD on an odd object, a bad opcode, ...), or no read
+        reason = str(err) if isinstance(err, DamagedPickleError) else \
+            " ".join(f"{type(err).__name__}: {err}".split())[:300] if str(err) else type(err).__name__
         raise DataFileError(f"{path}: not a readable CIFAR batch file ({reason}); it is truncated or corrupt: "
                             "delete it and fetch the files again (download=True)") from None
     if not isinstance(raw, dict):
