@@ -95,8 +95,8 @@ def _read_batch(path: Path) -> dict[str, Any]:
         raise UnsafeDataFileError(f"{path}: {err}") from None
     except (DamagedPickleError, OSError) as err:
         # a truncated, overwritten or hand-made pickle (BUILD on an odd object, a bad opcode, ...), or no read
-        reason = str(err) if isinstance(err, DamagedPickleError) else \
-            " ".join(f"{type(err).__name__}: {err}".split())[:300] if str(err) else type(err).__name__
+        named = str(err) if isinstance(err, DamagedPickleError) else f"{type(err).__name__}: {err}"
+        reason = " ".join(named.split())[:300]
         raise DataFileError(f"{path}: not a readable CIFAR batch file ({reason}); it is truncated or corrupt: "
                             "delete it and fetch the files again (download=True)") from None
     if not isinstance(raw, dict):
