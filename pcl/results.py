@@ -95,8 +95,11 @@ def _sources(store: StoreLike) -> list[tuple[str, Any]]:
 HEARTBEAT_S = 600
 
 
-def client_options(timeout_s: float) -> dict[str, Any]:
-    """pymongo.MongoClient options of every client of the suite: a server that does not answer fails the command
+def client_options(timeout_s: float, url: str = "", **more: Any) -> dict[str, Any]:
+    """pymongo.MongoClient options of every client of the suite (with `more`), less those the URL `url` sets: pymongo
+    lets a keyword override the URL, and a user's `?serverSelectionTimeoutMS=300` was ignored for our 3 s.
+
+    A server that does not answer fails the command
     within `timeout_s` (server selection and connecting), and a server busy answering a long read is not dropped.
     pymongo checks each server every heartbeat and, when a check gets no answer within the connect timeout, marks
     it unknown and cancels every operation in progress on it: a single-threaded server (SecantusDB) reading
@@ -106,9 +109,15 @@ def client_options(timeout_s: float) -> dict[str, Any]:
     A document another client wrote that Python cannot decode (a date beyond year 9999, text that is not UTF-8)
     would end the whole read: such a date comes as bson's DatetimeMS, which check_record refuses (the record is
     skipped and named), and such text with U+FFFD in place of the bad bytes."""
-    return {"serverSelectionTimeoutMS": int(timeout_s * 1000), "connectTimeoutMS": int(timeout_s * 1000),
-            "heartbeatFrequencyMS": HEARTBEAT_S * 1000, "datetime_conversion": "DATETIME_AUTO",
-            "unicode_decode_error_handler": "replace"}
+    from urllib.parse import parse_qsl
+
+    options = {"serverSelectionTimeoutMS": int(timeout_s * 1000), "connectTimeoutMS": int(timeout_s * 1000),
+               "heartbeatFrequencyMS": HEARTBEAT_S * 1000, "datetime_conversion": "DATETIME_AUTO",
+               "unicode_decode_error_handler": "replace", **more}
+    # the URL's own options (names are case-insensitive; "&" or ";" between them, as the connection string allows)
+    query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
+    given = {key.lower() for part in query.split(";") for key, _ in parse_qsl(part, keep_blank_values=True)}
+    return {key: value for key, value in options.items() if key.lower() not in given}
 
 
 def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
@@ -118,7 +127,7 @@ def connect(url: str, db_name: str | None = None, timeout_s: float = 3.0):
 
     from pcl.secrets import url_database
 
-    client = pymongo.MongoClient(url, **client_options(timeout_s))
+    client = pymongo.MongoClient(url, **client_options(timeout_s, url))
     db = client[db_name or url_database(url) or "pcl"]
     # weakly held (a database no longer used is freed with its client's threads); the entry goes with it
     _OPENED[id(db)] = (weakref.ref(db), (url, db_name, timeout_s))

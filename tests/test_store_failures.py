@@ -3,6 +3,8 @@ every records command stops with one line naming the store and saying what to do
 client of the suite keeps a server that is busy answering a long read (pcl.results.client_options)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pcl import results, tracking
@@ -37,7 +39,8 @@ def test_reading_a_server_that_is_gone_is_one_store_error_naming_it(mongo_server
 @pytest.mark.parametrize("command", ["status", "dry_run"])
 def test_status_and_the_dry_run_say_in_one_line_that_the_store_failed(command, mongo_server, monkeypatch, tmp_path,
                                                                      capsys):
-    monkeypatch.setenv("PCL_MONGO_URL", mongo_server.url(db="records"))
+    # the URL's own timeout: the commands give up on the gone server in 0.5 s, not the suite's 3 s
+    monkeypatch.setenv("PCL_MONGO_URL", mongo_server.url(db="records") + "&serverSelectionTimeoutMS=500")
     _gone_after_open(monkeypatch, mongo_server)
     argv = ["--results-dir", str(tmp_path / "results"), "--named", "smoke", "--tables", "table2", "--methods", "dml",
             "--executor", "local"]
@@ -67,8 +70,8 @@ def test_a_grid_stops_in_one_line_when_mongodb_fails_after_its_check(mongo_serve
     cfg = dict(dataset="synthetic", backbone="tiny_resnet8", method="baseline", epochs=1, batch_size=32,
                synthetic_classes=4, synthetic_train_size=64, synthetic_test_size=32, device="cpu", workers=0,
                checkpoint_root=str(tmp_path / "ck"), experiment="test_store_failures", label="smoke")
-    report = tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), mongo_url=mongo_server.url(db="g"),
-                               log=lambda _: None)
+    url = mongo_server.url(db="g") + "&serverSelectionTimeoutMS=500"  # the gone server given up on in 0.5 s
+    report = tracking.run_grid([cfg], results_dir=str(tmp_path / "results"), mongo_url=url, log=lambda _: None)
     assert report.runs == [] and report.stopped_reason.startswith("cannot read MongoDB")
     assert "\n" not in report.stopped_reason
 
@@ -117,10 +120,10 @@ def test_an_unreachable_server_is_named_without_the_drivers_topology_dump(tmp_pa
     cause (connection refused) and what to do; not pymongo's timeouts and topology description."""
     from pcl.tracking import cli
 
-    url = "mongodb://alice:Pa55-word@127.0.0.1:9/x?directConnection=true"
+    url = "mongodb://alice:Pa55-word@127.0.0.1:9/x?directConnection=true&serverSelectionTimeoutMS=300"
     (tmp_path / "results").mkdir()
     with pytest.raises(tracking.StoreUnavailable) as err:
-        tracking.open_store(tmp_path / "results", url, timeout_s=0.3)
+        tracking.open_store(tmp_path / "results", url)
     assert cli.main(["upload", str(tmp_path / "results"), "--mongo-url", url]) == 2
     printed = capsys.readouterr().err
     for message in (str(err.value), printed.strip()):
@@ -154,3 +157,60 @@ def test_the_store_check_refuses_a_user_who_may_not_read_the_runs(mongo_server_f
         Store(tmp_path / "results", server.url("other", quote_plus("other-pw"))).check()
     assert "\n" not in str(refused.value).strip() and "other-pw" not in str(refused.value)
     assert "find" in str(refused.value) or "not authorized" in str(refused.value).lower(), refused.value
+
+
+# ---- a URL's own client options win over the suite's defaults ----------------------------------------------------
+_URL_OPTIONS = {"serverSelectionTimeoutMS": 300, "connectTimeoutMS": 200, "socketTimeoutMS": 100,
+                "heartbeatFrequencyMS": 900}
+
+
+def _effective(client) -> dict[str, float | None]:
+    """The options a client keeps (seconds), by the name a URL gives them."""
+    return {"serverSelectionTimeoutMS": client.options.server_selection_timeout,
+            "connectTimeoutMS": client.options.pool_options.connect_timeout,
+            "socketTimeoutMS": client.options.pool_options.socket_timeout,
+            "heartbeatFrequencyMS": client.options.heartbeat_frequency}
+
+
+def _check_clients(url: str, tmp_path, given: dict[str, int]) -> None:
+    """Each kind of client the suite opens for `url` (the records reader's, the tracking store's) keeps the URL's
+    options in `given` and the suite's own for the rest."""
+    from pcl.tracking.stores import Store
+
+    store = Store(tmp_path, url)
+    reader = results.connect(url).client
+    try:
+        for client, socket_s in ((reader, None), (store.database().client, 60.0)):
+            suite = {"serverSelectionTimeoutMS": 3.0 if client is reader else store.timeout_s,
+                     "connectTimeoutMS": 3.0 if client is reader else store.timeout_s,
+                     "socketTimeoutMS": socket_s, "heartbeatFrequencyMS": results.HEARTBEAT_S}
+            assert _effective(client) == {**suite, **{k: v / 1000 for k, v in given.items()}}, url
+    finally:
+        reader.close()
+        store.close()
+
+
+@pytest.mark.parametrize("separator", ["&", ";"])
+def test_a_timeout_the_url_sets_is_the_one_the_client_keeps(tmp_path, separator):
+    """pymongo lets a keyword override the URL: the suite's 3 s server selection made a user's
+    `?serverSelectionTimeoutMS=300` wait ten times longer than asked."""
+    query = separator.join(f"{k}={v}" for k, v in _URL_OPTIONS.items())
+    _check_clients(f"mongodb://127.0.0.1:9/x?directConnection=true{separator}{query}", tmp_path, _URL_OPTIONS)
+    _check_clients("mongodb://127.0.0.1:9/x?directConnection=true", tmp_path, {})  # none given: the suite's
+
+
+_hypothesis = pytest.importorskip("hypothesis")
+_st = _hypothesis.strategies
+
+
+@_hypothesis.settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "60")) // 3, deadline=None,
+                      suppress_health_check=list(_hypothesis.HealthCheck))
+@_hypothesis.given(given=_st.lists(_st.sampled_from(sorted(_URL_OPTIONS)), unique=True),
+                   cases=_st.lists(_st.booleans(), min_size=30, max_size=30), separator=_st.sampled_from("&;"))
+def test_any_url_options_in_any_case_are_the_ones_the_clients_keep(tmp_path_factory, given, cases, separator):
+    def mixed(name: str) -> str:  # option names are case-insensitive
+        return "".join(c.upper() if up else c.lower() for c, up in zip(name, cases))
+
+    query = separator.join(f"{mixed(k)}={_URL_OPTIONS[k]}" for k in given)
+    url = f"mongodb://127.0.0.1:9/x?directConnection=true{separator + query if query else ''}"
+    _check_clients(url, tmp_path_factory.mktemp("store"), {k: _URL_OPTIONS[k] for k in given})

@@ -77,7 +77,8 @@ class Store:
             db["metrics"].create_index([("run_id", 1), ("name", 1)])  # Sacred creates none; every plot reads it
             db["runs"].create_index([("config.run_key", 1), ("status", 1)])
         except Exception as err:  # noqa: BLE001 - any failure here means: do not start a run
-            raise StoreUnavailable(_unreachable_message(self.mongo_url, err, self.timeout_s)) from None
+            within = db.client.options.server_selection_timeout  # the URL's own where it gives one
+            raise StoreUnavailable(_unreachable_message(self.mongo_url, err, within)) from None
 
     def close(self) -> None:
         if self._client is not None:
@@ -89,8 +90,8 @@ def _mongo_client(url: str, timeout_s: float):
     import pymongo
 
     try:
-        return pymongo.MongoClient(url, **results.client_options(timeout_s), socketTimeoutMS=60_000,
-                                   appname="pcl.tracking")
+        return pymongo.MongoClient(url, **results.client_options(timeout_s, url, socketTimeoutMS=60_000,
+                                                                 appname="pcl.tracking"))
     except Exception as err:  # noqa: BLE001 - malformed URLs and options
         raise StoreUnavailable(f"MongoDB URL {redact_url(url)} is not usable: {redact(err)}") from None
 
