@@ -5,8 +5,11 @@ or MongoDB. The Sacred experiments, the benchmarks and the tests call it.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import platform
+import re
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -15,7 +18,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
-import torchvision
 
 from pcl import distributed, registry
 from pcl.data import build_loaders
@@ -69,6 +71,25 @@ class RunOutcome:
     heads: list[str]
 
 
+def package_version(name: str) -> str:
+    """An installed package's version as its module gives it, build tag included (torchvision 0.29.1+cu130, where
+    its metadata says 0.29.1), without importing it: importing torchvision costs ~2 s and a CIFAR run never uses it.
+    From the module where it is imported, else its version.py, else the package metadata."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return str(module.__version__)
+    spec = importlib.util.find_spec(name)
+    if spec is not None and spec.origin:
+        try:
+            text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
+    return importlib.metadata.version(name)
+
+
 def environment_info(device: torch.device | None = None, processes: int = 1) -> dict[str, str]:
     """Host, versions (as strings), accelerator name, the number of data-parallel processes (rank 0's view) and,
     in a SLURM job, its id: enough to tell two runs' environments apart and to find the job's logs."""
@@ -76,7 +97,7 @@ def environment_info(device: torch.device | None = None, processes: int = 1) -> 
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
+        "torchvision": package_version("torchvision"),
         "numpy": str(np.__version__),
         "cuda": str(torch.version.cuda),
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none",

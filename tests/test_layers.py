@@ -196,3 +196,28 @@ def test_a_script_runs_as_written_from_another_folder(script, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:")
+
+
+def test_a_cifar_run_imports_no_torchvision_and_records_its_version_with_the_build():
+    """torchvision is imported where it is used (ImageNet backbones and data, the CIFAR download): its import cost
+    ~2 s (its ops import torch._dynamo) in every run and test worker through the backbone registry. The run still
+    records its version as torchvision gives it, build tag included."""
+    script = (
+        "import sys\n"
+        "from sacred import Experiment\n"
+        "from pcl.methods import build_method\n"
+        "from pcl.runner import environment_info, package_version\n"
+        "from pcl.tracking.run import _add_dependencies\n"
+        "build_method('pcl', 'tiny_resnet8', 4, peers=2)\n"
+        "ex = Experiment('x', save_git_info=False, interactive=True)\n"
+        "_add_dependencies(ex)\n"
+        "info = environment_info()\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+        "import torchvision\n"
+        "recorded = {d.name: d.version for d in ex.dependencies}\n"
+        "assert info['torchvision'] == recorded['torchvision'] == torchvision.__version__, (info, recorded)\n"
+        "assert package_version('torchvision') == torchvision.__version__\n"
+        "build_method('baseline', 'resnet18', 10)\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

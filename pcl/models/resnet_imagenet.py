@@ -13,12 +13,15 @@ The split follows ONE's ImageNet multi-branch ResNet (ours, not stated in the pa
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 
 from pcl.declarations import BackboneSpec
+
+if TYPE_CHECKING:  # imported where a network is built: torchvision's import costs ~2 s (its ops import
+    # torch._dynamo), and every CIFAR run and test worker imported it through the backbone registry
+    from torchvision.models import resnet as tv_resnet
 
 from .base import Backbone, Head
 
@@ -49,15 +52,18 @@ def from_torchvision_resnet(name: str, net: tv_resnet.ResNet, num_classes: int) 
     return Backbone(shared, head, name, num_classes)
 
 
-def _build(name: str, ctor: Callable[..., tv_resnet.ResNet], num_classes: int) -> Backbone:
+def _build(name: str, num_classes: int) -> Backbone:
+    from torchvision.models import resnet as tv_resnet
+
+    ctor: Callable[..., tv_resnet.ResNet] = getattr(tv_resnet, name)
     return from_torchvision_resnet(name, ctor(weights=None, num_classes=num_classes), num_classes)
 
 
 def resnet18(num_classes: int) -> Backbone:
     """torchvision ResNet-18 (BasicBlock [2, 2, 2, 2]), split before layer4."""
-    return _build("resnet18", tv_resnet.resnet18, num_classes)
+    return _build("resnet18", num_classes)
 
 
 def resnet34(num_classes: int) -> Backbone:
     """torchvision ResNet-34 (BasicBlock [3, 4, 6, 3]), split before layer4."""
-    return _build("resnet34", tv_resnet.resnet34, num_classes)
+    return _build("resnet34", num_classes)

@@ -379,14 +379,13 @@ def _utc(seconds: float) -> dt.datetime:
 
 def _add_dependencies(ex: Experiment) -> None:
     """torch and torchvision in experiment.dependencies (Sacred finds only the packages it imports itself)."""
-    import torch
-    import torchvision
-
     from sacred.dependencies import PackageDependency
 
+    from pcl.runner import package_version
+
     # not add_package_dependency: its PEP 440 check rejects local versions such as 2.14.1+cu130
-    ex.dependencies.add(PackageDependency("torch", str(torch.__version__)))
-    ex.dependencies.add(PackageDependency("torchvision", str(torchvision.__version__)))
+    for name in ("torch", "torchvision"):
+        ex.dependencies.add(PackageDependency(name, package_version(name)))
 
 
 def _run_ids(file_observer: _FileObserver, mongo_observer: _MongoObserver | None) -> dict[str, Any]:
