@@ -109,14 +109,23 @@ def client_options(timeout_s: float, url: str = "", **more: Any) -> dict[str, An
     A document another client wrote that Python cannot decode (a date beyond year 9999, text that is not UTF-8)
     would end the whole read: such a date comes as bson's DatetimeMS, which check_record refuses (the record is
     skipped and named), and such text with U+FFFD in place of the bad bytes."""
-    from urllib.parse import parse_qsl
+    import warnings
+
+    from pymongo.errors import InvalidURI
+    from pymongo.uri_parser import split_options
 
     options = {"serverSelectionTimeoutMS": int(timeout_s * 1000), "connectTimeoutMS": int(timeout_s * 1000),
                "heartbeatFrequencyMS": HEARTBEAT_S * 1000, "datetime_conversion": "DATETIME_AUTO",
                "unicode_decode_error_handler": "replace", **more}
-    # the URL's own options (names are case-insensitive; "&" or ";" between them, as the connection string allows)
-    query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
-    given = {key.lower() for part in query.split(";") for key, _ in parse_qsl(part, keep_blank_values=True)}
+    # the URL's options as pymongo reads them (the text after the first "?"): a value it ignores with a warning
+    # (`=`, `=3s`) keeps the suite's default; a query it refuses (mixed "&" and ";") is MongoClient's to refuse
+    query = url.partition("?")[2]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            given = {key.lower() for key in split_options(query, validate=True, warn=True)} if query else set()
+    except (InvalidURI, ValueError):
+        given = set()
     return {key: value for key, value in options.items() if key.lower() not in given}
 
 

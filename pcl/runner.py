@@ -76,10 +76,10 @@ def package_version(name: str) -> str:
     its metadata says 0.29.1), without importing it: importing torchvision costs ~2 s and a CIFAR run never uses it.
     From the module where it is imported, else its version.py, else the package metadata."""
     module = sys.modules.get(name)
-    if module is not None:
+    if getattr(module, "__version__", None) is not None:
         return str(module.__version__)
     spec = importlib.util.find_spec(name)
-    if spec is not None and spec.origin:
+    if spec is not None and spec.origin and spec.submodule_search_locations:  # a package: its own version.py
         try:
             text = (Path(spec.origin).parent / "version.py").read_text(encoding="utf-8")
         except OSError:

@@ -63,13 +63,25 @@ def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str,
     """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
     pickle.Unpickler (encoding, errors, fix_imports). Raises UnsafePickleError (a global refused) or
     DamagedPickleError (anything else that stops it loading), nothing else."""
+    unpickler = RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs)  # a caller's mistake raises as is
     try:
-        return RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs).load()
+        return unpickler.load()
     except UnsafePickleError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged pickle can make numpy's C code raise any type
-        text = " ".join(str(err).split())[:300]
-        raise DamagedPickleError(f"{type(err).__name__}: {text}" if text else type(err).__name__) from None
+        raise DamagedPickleError(_named(err)) from err
+
+
+def _named(err: BaseException) -> str:
+    """`Type: message` of an error a pickle raised, as one printable line (its text can be the pickle's own: an
+    unknown codec's name, with escape codes); the type alone where its text cannot be had."""
+    try:
+        text = " ".join(str(err).split())
+    except Exception:  # noqa: BLE001 - an object whose __str__ fails
+        text = ""
+    if not text.isprintable():
+        text = ascii(text)[1:-1]
+    return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
 __all__ = ["DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError", "restricted_loads"]

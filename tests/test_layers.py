@@ -220,3 +220,17 @@ def test_a_cifar_run_imports_no_torchvision_and_records_its_version_with_the_bui
         "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_package_version_is_the_modules_own_else_its_metadatas():
+    """package_version reads a package's version.py (torch's and torchvision's carry the build tag); a module
+    without __version__, or a single-file module, falls back to the package metadata."""
+    import importlib.metadata
+
+    import torch
+
+    from pcl.runner import package_version
+
+    assert package_version("torch") == torch.__version__
+    assert package_version("typing_extensions") == importlib.metadata.version("typing_extensions")  # no __version__
+    assert package_version("six") == importlib.metadata.version("six")  # one file: no version.py beside it

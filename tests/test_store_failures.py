@@ -126,6 +126,7 @@ def test_an_unreachable_server_is_named_without_the_drivers_topology_dump(tmp_pa
         tracking.open_store(tmp_path / "results", url)
     assert cli.main(["upload", str(tmp_path / "results"), "--mongo-url", url]) == 2
     printed = capsys.readouterr().err
+    assert "within 0.3 s" in str(err.value)  # the timeout the client kept: the URL's
     for message in (str(err.value), printed.strip()):
         assert "\n" not in message and "127.0.0.1:9" in message and "refused" in message.lower()
         assert "Topology" not in message and "configured timeouts" not in message and "Pa55-word" not in message
@@ -197,6 +198,20 @@ def test_a_timeout_the_url_sets_is_the_one_the_client_keeps(tmp_path, separator)
     query = separator.join(f"{k}={v}" for k, v in _URL_OPTIONS.items())
     _check_clients(f"mongodb://127.0.0.1:9/x?directConnection=true{separator}{query}", tmp_path, _URL_OPTIONS)
     _check_clients("mongodb://127.0.0.1:9/x?directConnection=true", tmp_path, {})  # none given: the suite's
+
+
+@pytest.mark.parametrize("query", ["serverSelectionTimeoutMS=", "serverSelectionTimeoutMS=abc",
+                                   "connectTimeoutMS=5s", "heartbeatFrequencyMS=10m", "socketTimeoutMS=-1"])
+def test_an_option_value_pymongo_ignores_keeps_the_suites_default(tmp_path, query):
+    """pymongo warns about a value it cannot use and drops it: the suite's default then stands, not pymongo's (30 s
+    server selection, 10 s heartbeat: a busy server dropped in a long read)."""
+    _check_clients(f"mongodb://127.0.0.1:9/x?directConnection=true&{query}", tmp_path, {})
+
+
+def test_options_after_a_hash_are_the_urls_as_pymongo_reads_them(tmp_path):
+    """A "#" is no fragment in a connection string: pymongo reads on after it, and so do we."""
+    _check_clients("mongodb://127.0.0.1:9/x?directConnection=true&appname=a#b&serverSelectionTimeoutMS=300",
+                   tmp_path, {"serverSelectionTimeoutMS": 300})
 
 
 _hypothesis = pytest.importorskip("hypothesis")

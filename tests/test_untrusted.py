@@ -331,3 +331,43 @@ def test_whatever_a_damaged_pickle_makes_an_allowed_callable_raise_is_one_damage
     with pytest.raises(UnsafePickleError):  # a refused global stays a refusal, not a damage
         restricted_loads(divide_by_zero, set(), "numbers")
     assert restricted_loads(PROTO2 + b"K\x01K\x00\x86.", set(), "numbers") == (1, 0)
+    with pytest.raises(TypeError):  # the caller's own mistake is not a damaged file
+        restricted_loads(PROTO2 + b"K\x01.", set(), "numbers", encodng="latin1")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def raise_unprintable() -> None:
+    """An allowed callable whose error cannot be turned into text."""
+    raise _Unprintable()
+
+
+def test_a_damaged_pickles_error_is_one_printable_line_whatever_its_text():
+    """The error's text can be the pickle's own (an unknown codec's name with terminal escape codes), or none
+    at all (a __str__ that fails): one printable line either way, never a second error."""
+    from pcl.safe_pickle import DamagedPickleError
+
+    escapes = PROTO2 + b"c_codecs\nencode\nX\x01\x00\x00\x00xX\x0a\x00\x00\x00\x1b[2J\x1b[31mX\x86R."
+    with pytest.raises(DamagedPickleError) as err:
+        restricted_loads(escapes, {("_codecs", "encode")}, "text")
+    assert str(err.value).startswith("LookupError: ") and str(err.value).isprintable() and "\\x1b[2J" in str(err.value)
+    unprintable = PROTO2 + f"c{__name__}\nraise_unprintable\n)R.".encode()
+    with pytest.raises(DamagedPickleError, match=r"^_Unprintable$"):
+        restricted_loads(unprintable, {(__name__, "raise_unprintable")}, "text")
+
+
+def test_a_batch_whose_data_is_a_ragged_list_is_named(cifar_root):
+    """np.asarray of a ragged list raised numpy's own ValueError, without the file's name."""
+    from pcl.data.cifar import DataFileError, load_cifar
+
+    path = cifar_root / CIFAR10_DIR / "test_batch"
+    kept = path.read_bytes()
+    try:
+        path.write_bytes(pickle.dumps({"data": [[1, 2], [3]], "labels": [0, 1]}, protocol=2))
+        with pytest.raises(DataFileError, match=r"test_batch: 'data' must be a uint8 array, got a list$"):
+            load_cifar("cifar10", cifar_root)
+    finally:
+        path.write_bytes(kept)

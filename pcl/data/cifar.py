@@ -111,9 +111,10 @@ def _read_split(directory: Path, files: tuple[str, ...], label_key: str, num_cla
         batch = _read_batch(path)
         if "data" not in batch or label_key not in batch:
             raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(map(str, batch))[:8]})")
-        data = np.asarray(batch["data"])
-        if data.dtype != np.uint8:
-            raise DataFileError(f"{path}: 'data' must be uint8, got {data.dtype}")
+        data = batch["data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:  # a list (ragged or not) is no CIFAR file
+            shown = f"an array of {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+            raise DataFileError(f"{path}: 'data' must be a uint8 array, got {shown}")
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise DataFileError(f"{path}: 'data' must be [N, 3072] (R, G, B planes of 32x32), got {data.shape}")
         y = _labels(path, label_key, batch[label_key])
