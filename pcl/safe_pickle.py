@@ -9,7 +9,10 @@ unpickler here resolves a global only when its (module, name) pair is on an exac
 - the allowed object is looked up with `importlib` + one `getattr`, never through pickle's Python 2 name mapping;
 - persistent ids are refused;
 - whatever else loading raises is one DamagedPickleError: a damaged pickle hands the allowed callables arguments
-  they were never meant to see, and numpy's C code then raises anything (a truncated dtype state: SystemError).
+  they were never meant to see, and numpy's C code then raises anything (a truncated dtype state: SystemError);
+- before loading, its opcodes are read (pickletools) and the objects it builds counted, a shared object each time
+  it is reached: a pickle of 128 bytes whose tuples hold one another twice is 2^40 objects to hash or print (numpy
+  prints an unknown dtype spec into its error), hours of CPU. More than MAX_EXPANDED: refused, never loaded.
 
 What is left for a pickle to do is call the allowed callables on data it holds itself, which the callers choose
 to be harmless (numpy's array rebuilders, datetime). Imports only the standard library: no torch.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import pickletools
 from typing import Any, BinaryIO, Iterable
 
 
@@ -59,11 +63,61 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refusing persistent id {_show(pid)}: {self._what}")
 
 
+#: the most objects a pickle may build, a shared one counted each time it is reached (a CIFAR-100 training file:
+#: ~150,000; a failure entry: a few thousand); numpy prints 2,000,000 in about a second
+MAX_EXPANDED = 2_000_000
+_MEMO_PUT = ("PUT", "BINPUT", "LONG_BINPUT")
+_MEMO_GET = ("GET", "BINGET", "LONG_BINGET")
+
+
+def expanded_size(data: bytes, limit: int = MAX_EXPANDED) -> int:
+    """The objects the pickle `data` builds, each shared (memo) reference counted each time it is reached, read
+    from its opcodes without building anything (their stack effects as pickletools declares them); stops at
+    `limit` + 1. ValueError/IndexError/KeyError: not a well-formed pickle."""
+    stack: list[int] = []  # the expanded size of each object on the unpickler's stack
+    marks: list[int] = []
+    memo: dict[int, int] = {}
+    total = 0
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in _MEMO_PUT:
+            memo[arg] = stack[-1]
+        elif opcode.name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif opcode.name in _MEMO_GET:
+            stack.append(memo[arg])
+            total += memo[arg]
+        elif opcode.name == "MARK":
+            marks.append(len(stack))
+        elif opcode.name == "POP" and marks and marks[-1] == len(stack):
+            marks.pop()  # POP on a mark drops the mark
+        else:
+            before, size = opcode.stack_before, 1
+            if pickletools.markobject in before:  # what is above the mark, then what is below it
+                start = marks.pop()
+                size += sum(stack[start:])
+                del stack[start:]
+                before = before[:before.index(pickletools.markobject)]
+            for _ in before:
+                size += stack.pop()
+            stack.extend([size] * len(opcode.stack_after))
+            total += len(opcode.stack_after)
+        if total > limit or (stack and stack[-1] > limit):
+            return limit + 1
+    return max(total, stack[-1] if stack else 0)
+
+
 def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> Any:
     """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
     pickle.Unpickler (encoding, errors, fix_imports). Raises UnsafePickleError (a global refused) or
-    DamagedPickleError (anything else that stops it loading), nothing else."""
+    DamagedPickleError (anything else that stops it loading, or more than MAX_EXPANDED objects), nothing else."""
     unpickler = RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs)  # a caller's mistake raises as is
+    try:
+        size = expanded_size(data)
+    except (ValueError, IndexError, KeyError) as err:  # what a load would fail on too, without running anything
+        raise DamagedPickleError(f"not a well-formed pickle ({_named(err)})") from None
+    if size > MAX_EXPANDED:
+        raise DamagedPickleError(f"it builds more than {MAX_EXPANDED:,} objects, shared ones counted each time they "
+                                 "are reached (objects that hold one another many times over): not loaded")
     try:
         return unpickler.load()
     except UnsafePickleError:
@@ -84,4 +138,5 @@ def _named(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
-__all__ = ["DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError", "restricted_loads"]
+__all__ = ["MAX_EXPANDED", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError", "expanded_size",
+           "restricted_loads"]
