@@ -10,9 +10,10 @@ unpickler here resolves a global only when its (module, name) pair is on an exac
 - persistent ids are refused;
 - whatever else loading raises is one DamagedPickleError: a damaged pickle hands the allowed callables arguments
   they were never meant to see, and numpy's C code then raises anything (a truncated dtype state: SystemError);
-- before loading, its opcodes are read (pickletools) and the objects it builds counted, a shared object each time
-  it is reached: a pickle of 128 bytes whose tuples hold one another twice is 2^40 objects to hash or print (numpy
-  prints an unknown dtype spec into its error), hours of CPU. More than MAX_EXPANDED: refused, never loaded.
+- before loading, its opcodes are read (pickletools) into the graph of what holds what, and the objects reached
+  from each counted, a shared object each time it is reached: a pickle of 128 bytes whose tuples (or lists) hold
+  one another twice is 2^40 objects to hash or print (numpy prints an unknown dtype spec into its error), hours
+  of CPU. More than MAX_EXPANDED from one object, or an object that holds itself: refused, never loaded.
 
 What is left for a pickle to do is call the allowed callables on data it holds itself, which the callers choose
 to be harmless (numpy's array rebuilders, datetime). Imports only the standard library: no torch.
@@ -68,42 +69,73 @@ class RestrictedUnpickler(pickle.Unpickler):
 MAX_EXPANDED = 2_000_000
 _MEMO_PUT = ("PUT", "BINPUT", "LONG_BINPUT")
 _MEMO_GET = ("GET", "BINGET", "LONG_BINGET")
+#: opcodes that add to an object already built (the first of their stack_before) instead of making a new one
+_FILLS = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
 
 
 def expanded_size(data: bytes, limit: int = MAX_EXPANDED) -> int:
-    """The objects the pickle `data` builds, each shared (memo) reference counted each time it is reached, read
-    from its opcodes without building anything (their stack effects as pickletools declares them); stops at
-    `limit` + 1. ValueError/IndexError/KeyError: not a well-formed pickle."""
-    stack: list[int] = []  # the expanded size of each object on the unpickler's stack
+    """The most objects reached from any one object the pickle `data` builds (a shared one counted each time it
+    is reached; limit + 1 at most, and for an object that holds itself), read from its opcodes without building
+    anything: the graph of what holds what, from the stack effects pickletools declares. A container is
+    memoized empty and filled after, so the graph follows each object, not its size when memoized.
+    ValueError/IndexError/KeyError: not a well-formed pickle."""
+    children: list[list[int]] = []  # node -> the nodes it holds
+    stack: list[int] = []
     marks: list[int] = []
     memo: dict[int, int] = {}
-    total = 0
     for opcode, arg, _ in pickletools.genops(data):
-        if opcode.name in _MEMO_PUT:
+        name = opcode.name
+        if name in _MEMO_PUT:
             memo[arg] = stack[-1]
-        elif opcode.name == "MEMOIZE":
+        elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
-        elif opcode.name in _MEMO_GET:
+        elif name in _MEMO_GET:
             stack.append(memo[arg])
-            total += memo[arg]
-        elif opcode.name == "MARK":
+        elif name == "MARK":
             marks.append(len(stack))
-        elif opcode.name == "POP" and marks and marks[-1] == len(stack):
+        elif name == "POP" and marks and marks[-1] == len(stack):
             marks.pop()  # POP on a mark drops the mark
+        elif name == "DUP":
+            stack.append(stack[-1])
         else:
-            before, size = opcode.stack_before, 1
+            before, held = opcode.stack_before, []
             if pickletools.markobject in before:  # what is above the mark, then what is below it
                 start = marks.pop()
-                size += sum(stack[start:])
+                held = stack[start:]
                 del stack[start:]
                 before = before[:before.index(pickletools.markobject)]
-            for _ in before:
-                size += stack.pop()
-            stack.extend([size] * len(opcode.stack_after))
-            total += len(opcode.stack_after)
-        if total > limit or (stack and stack[-1] > limit):
+            if before:
+                held = stack[len(stack) - len(before):] + held
+                del stack[len(stack) - len(before):]
+            if name in _FILLS:
+                children[held[0]].extend(held[1:])
+                stack.append(held[0])
+            elif opcode.stack_after:
+                children.append(held)
+                stack.extend([len(children) - 1] * len(opcode.stack_after))
+    return _largest(children, limit)
+
+
+def _largest(children: list[list[int]], limit: int) -> int:
+    """max over nodes of 1 + the expanded sizes of its children, each capped at limit + 1 (a cycle: limit + 1)."""
+    size: dict[int, int] = {}
+    for root in range(len(children)):
+        todo = [(root, False)]
+        on_path: set[int] = set()
+        while todo:
+            node, done = todo.pop()
+            if done:
+                on_path.discard(node)
+                size[node] = min(limit + 1, 1 + sum(size[c] for c in children[node]))
+            elif node not in size:
+                if node in on_path:
+                    return limit + 1  # an object that holds itself (only a list, dict or set filled after)
+                on_path.add(node)
+                todo.append((node, True))
+                todo.extend((c, False) for c in children[node] if c not in size)
+        if size[root] > limit:
             return limit + 1
-    return max(total, stack[-1] if stack else 0)
+    return max(size.values(), default=0)
 
 
 def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> Any:

@@ -398,7 +398,13 @@ def test_a_small_pickle_of_shared_objects_nested_many_times_is_refused_before_it
 
     nested = _shared_twice(40)  # never hashed here: a list, and a dict key written as opcodes
     as_key = PROTO2 + b"}" + pickle.dumps(nested, protocol=2)[2:-1] + b"K\x01s."  # {nested: 1}
-    for hostile in (pickle.dumps({"data": _AsDtype([nested]), "labels": []}, protocol=protocol), as_key):
+    lists: list = []  # lists and dicts are memoized empty and filled after (the review's bypass of a first count)
+    dicts: dict = {}
+    for _ in range(40):
+        lists, dicts = [lists, lists], {"a": dicts, "b": dicts}
+    for hostile in (pickle.dumps({"data": _AsDtype([nested]), "labels": []}, protocol=protocol), as_key,
+                    pickle.dumps({"data": _AsDtype(lists), "labels": []}, protocol=protocol),
+                    pickle.dumps({"config": dicts}, protocol=protocol)):
         assert len(hostile) < 1000 and expanded_size(hostile) > MAX_EXPANDED
         with pytest.raises(DamagedPickleError, match="more than 2,000,000 objects"):
             restricted_loads(hostile, {("numpy", "dtype")}, "a test")
@@ -411,6 +417,9 @@ def test_a_small_pickle_of_shared_objects_nested_many_times_is_refused_before_it
         finally:
             path.write_bytes(kept)
     assert expanded_size(pickle.dumps(_shared_twice(10), protocol=protocol)) >= 2 ** 10
+    holds_itself: list = []
+    holds_itself.append(holds_itself)
+    assert expanded_size(pickle.dumps(holds_itself, protocol=protocol)) > MAX_EXPANDED
 
 
 _plain = _st.recursive(_st.none() | _st.booleans() | _st.integers() | _st.floats(allow_nan=False) | _st.text(max_size=5)
