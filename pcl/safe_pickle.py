@@ -24,7 +24,7 @@ import importlib
 import io
 import pickle
 import pickletools
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable, Mapping
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -44,10 +44,13 @@ def _show(text: Any) -> str:
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves exactly the (module, name) pairs of `allowed`; `what` says what the file should hold (for the
-    message of a refusal)."""
+    message of a refusal). `allowed` may map a pair to what the pickle gets in its place (a checked wrapper of the
+    named callable); a pair mapped to None, or given in a set, is the named object itself."""
 
-    def __init__(self, file: BinaryIO, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> None:
+    def __init__(self, file: BinaryIO, allowed: Iterable[tuple[str, str]] | Mapping[tuple[str, str], Any],
+                 what: str, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
+        self._stand_ins = dict(allowed) if isinstance(allowed, Mapping) else {}
         self._allowed = frozenset(allowed)
         self._what = what
 
@@ -55,6 +58,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (not isinstance(module, str) or not isinstance(name, str) or "." in name
                 or (module, name) not in self._allowed):
             raise UnsafePickleError(f"refusing to load global {_show(module)}.{_show(name)}: {self._what}")
+        if self._stand_ins.get((module, name)) is not None:
+            return self._stand_ins[(module, name)]
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as err:  # an allowed name this numpy/Python does not have
@@ -138,7 +143,8 @@ def _largest(children: list[list[int]], limit: int) -> int:
     return max(size.values(), default=0)
 
 
-def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]], what: str, **kwargs: Any) -> Any:
+def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]] | Mapping[tuple[str, str], Any], what: str,
+                     **kwargs: Any) -> Any:
     """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
     pickle.Unpickler (encoding, errors, fix_imports). Raises UnsafePickleError (a global refused) or
     DamagedPickleError (anything else that stops it loading, or more than MAX_EXPANDED objects), nothing else."""

@@ -439,3 +439,38 @@ def test_the_count_before_loading_reads_every_plain_pickle_and_loading_it_is_unc
     data = pickle.dumps(obj, protocol=protocol)
     assert expanded_size(data) >= 1
     assert restricted_loads(data, {("_codecs", "encode")}, "plain data") == pickle.loads(data)  # bytes below 3
+
+
+class _Call:
+    def __init__(self, function: Any, *args: Any) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple:
+        return self.function, self.args
+
+
+def test_a_small_batch_file_cannot_make_numpy_allocate_what_it_asks_for(cifar_root):
+    """numpy's array rebuilder allocated the shape a pickle named, unfilled (a 200-byte file: gigabytes of stale
+    memory as images), and its scalar the dtype's size (a 67-byte pickle: 1 GB): both refused, in one line, while
+    an array's own pickle (an empty array, then its bytes) still loads."""
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    from pcl.data.cifar import DataFileError, load_cifar
+
+    path = cifar_root / CIFAR10_DIR / "test_batch"
+    kept = path.read_bytes()
+    asks = {"rebuilt from an empty one": _Call(_reconstruct, np.ndarray, (300_000, 3072), np.dtype("u1")),
+            "at most 64 bytes": _Call(scalar, np.dtype("V1000000000"))}
+    try:
+        for said, call in asks.items():
+            hostile = pickle.dumps({"data": call, "labels": [0]}, protocol=2)
+            assert len(hostile) < 300
+            path.write_bytes(hostile)
+            with pytest.raises(DataFileError, match=f"test_batch: not a readable CIFAR batch file .*{said}"):
+                load_cifar("cifar10", cifar_root)
+        fine = {"data": np.zeros((2, 3072), np.uint8), "labels": [np.int64(1), np.int64(2)]}  # scalars: numbers
+        for protocol in (2, 5):
+            path.write_bytes(pickle.dumps(fine, protocol=protocol))
+            assert load_cifar("cifar10", cifar_root)[1].labels.tolist() == [1, 2]
+    finally:
+        path.write_bytes(kept)

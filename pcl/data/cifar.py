@@ -12,6 +12,8 @@ cannot run code.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +59,41 @@ class ArraySplit:
         return ArraySplit(self.images.to(device), self.labels.to(device))
 
 
+def _multiarray(name: str) -> Any:
+    try:
+        return getattr(importlib.import_module("numpy._core.multiarray"), name)
+    except ImportError:  # numpy 1
+        return getattr(importlib.import_module("numpy.core.multiarray"), name)
+
+
+def _empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's _reconstruct as an array's pickle calls it: an empty array, which BUILD then fills (numpy checks
+    that the state's bytes match its shape). A larger shape was allocated unfilled: a 200-byte file asked for
+    gigabytes, and its images were stale memory."""
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) for n in shape) and math.prod(shape) == 0):
+        raise ValueError(f"an array is rebuilt from an empty one, not one of shape {str(shape)[:60]}")
+    return _multiarray("_reconstruct")(subtype, shape, dtype)
+
+
+def _small_scalar(dtype: Any, *args: Any) -> Any:
+    """numpy's scalar for a number's dtype (at most 64 bytes): a 67-byte pickle asked for a void scalar of 1 GB."""
+    if not isinstance(dtype, np.dtype) or dtype.itemsize > 64:
+        raise ValueError("a numpy scalar of a number's dtype (at most 64 bytes)")
+    return _multiarray("scalar")(dtype, *args)
+
+
+#: the globals a CIFAR batch file may name (numpy 1's and 2's module names), and the checked stand-ins of those that
+#: allocate what the pickle asks for (None: the named object itself)
 _NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy.core.multiarray", "scalar"): _small_scalar,
+    ("numpy._core.multiarray", "scalar"): _small_scalar,
+    ("numpy.core.numeric", "_frombuffer"): None,  # a view of the pickle's own buffer, of that buffer's size
+    ("numpy._core.numeric", "_frombuffer"): None,
+    ("numpy", "ndarray"): None,
+    ("numpy", "dtype"): None,
+    ("_codecs", "encode"): None,  # how Python 3 pickles bytes at protocol 2
 }
 
 
