@@ -869,7 +869,7 @@ def _record_metrics(record: dict[str, Any], names: set[str] | None, prefix: str 
         except RecordError as err:
             skip_record(where / "metrics.json", err)
             return
-        series_of = [(name, series) for name, series in (metrics or {}).items()]
+        series_of = list((metrics or {}).items())
         where_text = str(where / "metrics.json")
     else:
         if documents is None:
