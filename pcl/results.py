@@ -235,6 +235,11 @@ def one_line(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _unforeseen(err: BaseException) -> str:
+    """A record's error that no check of this version foresaw, for its skip line."""
+    return f"{type(err).__name__}: {err} (a damage this version does not check for by name; please report it)"
+
+
 def skip_record(where: Any, reason: Any, what: str = "run record") -> None:
     """Name a skipped record (or ledger entry, `what`): one warning line on stderr, once per process."""
     where, reason = one_line(where), one_line(reason)
@@ -352,7 +357,10 @@ def utc_time(value: Any) -> Any:
         stamp = pd.to_datetime(value, errors="coerce", utc=True)
         if pd.isna(stamp):
             return None
-        stamp = stamp.to_pydatetime()
+        try:
+            stamp = stamp.to_pydatetime()
+        except (OverflowError, ValueError):  # pandas reads "-1" as year -1, which Python's datetime has not
+            return None
     if getattr(stamp, "tzinfo", None) is None:  # as it is; a decimal comma (ISO 8601 allows it) as a point
         return stamp.isoformat() if isinstance(value, str) and "," in value else value
     try:
@@ -376,16 +384,44 @@ def _float(value: Any) -> float:
         return math.inf
 
 
+#: how deep a record's mappings and lists may nest (this suite's nest 4 deep; Python's own recursion, e.g. in
+#: json.dumps, ends at about 1,000, where a JSON parser reads 1,024)
+MAX_NESTING = 64
+_CONTAINERS = frozenset({dict, list})  # what JSON and BSON decode to
+
+
+def _nesting_within(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether `value`'s dicts and lists nest at most `limit` deep: level by level (no recursion of our own), a
+    container's children's types looked at in C first (~18 us for a record of ~150 values)."""
+    level = [value]
+    for _ in range(limit):
+        inner: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            if not _CONTAINERS.isdisjoint(map(type, children)):
+                inner.extend([c for c in children if type(c) in _CONTAINERS])
+        if not inner:
+            return True
+        level = inner
+    return False
+
+
 def check_record(record: Any) -> dict[str, Any]:
-    """The record with every field a reader uses of the type it expects (config, info, meta, host, experiment
-    mappings; run_key a string; the names of CONFIG_COLUMNS strings; seeds and counts integers; the result a
-    mapping of numbers; times strings or datetimes); RecordError naming the first field that is not."""
+    """The record with every field a reader uses of the type it expects (config, info, meta, host, experiment,
+    info.environment mappings; run_key a string; the names of CONFIG_COLUMNS strings; seeds and counts integers;
+    the result a mapping of numbers; times strings or datetimes; nothing nested beyond MAX_NESTING); RecordError
+    naming the first field that is not."""
     _check(isinstance(record, dict), "the record", record, "a mapping")
     config = record.get("config")
     _check(isinstance(config, dict), "config", config, "a mapping")
+    if not _nesting_within(record, MAX_NESTING):
+        raise RecordError(f"it nests mappings or lists more than {MAX_NESTING} deep (a record of this suite nests "
+                          "a few)")
     for key in ("info", "meta", "host", "experiment"):
         record[key] = _dict_or_empty(record, key)
     info, meta = record["info"], record["meta"]
+    _check(info.get("environment") is None or isinstance(info["environment"], dict), "info.environment",
+           info.get("environment"), "a mapping")
     status = record.get("status")
     _check(isinstance(status, str) and status in KNOWN_STATUSES, "status", status, "a run status")
     run_key = config.get("run_key") if config.get("run_key") is not None else info.get("run_key")
@@ -544,6 +580,9 @@ def file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
     except (RecordError, OSError) as err:
         skip_record(run_dir, err)
         record = None
+    except Exception as err:  # noqa: BLE001 - a damage no check foresaw: that record is passed over, not the store
+        skip_record(run_dir, _unforeseen(err))
+        record = None
     if stamp is not None and (record is not None or stamp[0] is not None):  # never cache a folder being created
         _RECORD_CACHE[key] = (stamp, record)
     return None if record is None else dict(record)
@@ -593,9 +632,14 @@ def _mongo_records(db: Any, query: dict[str, Any] | None) -> Iterator[dict]:
             continue  # a shared database: another project's (or a notebook's) document, not ours
         doc["run_id"] = doc.pop("_id", None)
         try:
-            yield check_record(doc)
+            checked = check_record(doc)
         except RecordError as err:
             skip_record(f"mongo:{db.name} run {doc['run_id']}", err)
+            continue
+        except Exception as err:  # noqa: BLE001 - a damage no check foresaw: that record is passed over
+            skip_record(f"mongo:{db.name} run {doc['run_id']}", _unforeseen(err))
+            continue
+        yield checked
 
 
 def iter_records(store: StoreLike, query: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:

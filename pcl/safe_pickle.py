@@ -11,12 +11,17 @@ unpickler here resolves a global only when its (module, name) pair is on an exac
 - whatever else loading raises is one DamagedPickleError: a damaged pickle hands the allowed callables arguments
   they were never meant to see, and numpy's C code then raises anything (a truncated dtype state: SystemError);
 - before loading, its opcodes are read (pickletools) into the graph of what holds what, and the objects reached
-  from each counted, a shared object each time it is reached: a pickle of 128 bytes whose tuples (or lists) hold
-  one another twice is 2^40 objects to hash or print (numpy prints an unknown dtype spec into its error), hours
-  of CPU. More than MAX_EXPANDED from one object, or an object that holds itself: refused, never loaded.
+  counted, a shared object each time it is reached, over everything the pickle builds (dropped objects too): a
+  pickle of 128 bytes whose tuples (or lists) hold one another twice is 2^40 objects to hash or print (numpy
+  prints an unknown dtype spec into its error), and one of 60 KB that puts a memoized tuple of a million objects
+  into ten thousand dicts hashes it ten thousand times. More than MAX_EXPANDED in all, or an object that holds
+  itself: refused, never loaded.
 
-What is left for a pickle to do is call the allowed callables on data it holds itself, which the callers choose
-to be harmless (numpy's array rebuilders, datetime). Imports only the standard library: no torch.
+What is left for a pickle to do is call the allowed callables on data it holds itself; each caller allows only
+callables that are harmless whatever their arguments, or checked stand-ins of them (`allowed` may map a global to
+one): numpy's array rebuilders (pcl.data.numpy_pickle), protocol 2's spelling of bytes (PROTOCOL2_BYTES, where
+`_codecs.encode` itself would apply any codec: hex of hex of ... doubles a string per 4 bytes of pickle).
+Imports only the standard library: no torch.
 """
 from __future__ import annotations
 
@@ -72,6 +77,17 @@ class RestrictedUnpickler(pickle.Unpickler):
 #: the most objects a pickle may build, a shared one counted each time it is reached (a CIFAR-100 training file:
 #: ~150,000; a failure entry: a few thousand); numpy prints 2,000,000 in about a second
 MAX_EXPANDED = 2_000_000
+
+
+def _latin1(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
+    """`_codecs.encode` as protocol 2 pickles bytes: `encode(text, "latin1")`, and no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise ValueError("bytes at protocol 2 are text encoded as latin1, not another codec")
+    return text.encode("latin1")
+
+
+#: how protocol 2 spells bytes, for an allow-list (a mapping to stand-ins): `_codecs.encode(text, "latin1")` only
+PROTOCOL2_BYTES = {("_codecs", "encode"): _latin1}
 _MEMO_PUT = ("PUT", "BINPUT", "LONG_BINPUT")
 _MEMO_GET = ("GET", "BINGET", "LONG_BINGET")
 #: opcodes that add to an object already built (the first of their stack_before) instead of making a new one
@@ -79,10 +95,11 @@ _FILLS = ("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD")
 
 
 def expanded_size(data: bytes, limit: int = MAX_EXPANDED) -> int:
-    """The most objects reached from any one object the pickle `data` builds (a shared one counted each time it
-    is reached; limit + 1 at most, and for an object that holds itself), read from its opcodes without building
-    anything: the graph of what holds what, from the stack effects pickletools declares. A container is
-    memoized empty and filled after, so the graph follows each object, not its size when memoized.
+    """The objects the pickle `data` builds, a shared one counted each time it is reached: the sum over every
+    object no other holds (what it returns, and what it drops or leaves in its memo) of the objects reached from
+    it (limit + 1 at most, and for an object that holds itself), read from its opcodes without building anything:
+    the graph of what holds what, from the stack effects pickletools declares. A container is memoized empty and
+    filled after, so the graph follows each object, not its size when memoized.
     ValueError/IndexError/KeyError: not a well-formed pickle."""
     children: list[list[int]] = []  # node -> the nodes it holds
     stack: list[int] = []
@@ -118,12 +135,15 @@ def expanded_size(data: bytes, limit: int = MAX_EXPANDED) -> int:
             elif opcode.stack_after:
                 children.append(held)
                 stack.extend([len(children) - 1] * len(opcode.stack_after))
-    return _largest(children, limit)
+    return _total(children, limit)
 
 
-def _largest(children: list[list[int]], limit: int) -> int:
-    """max over nodes of 1 + the expanded sizes of its children, each capped at limit + 1 (a cycle: limit + 1)."""
+def _total(children: list[list[int]], limit: int) -> int:
+    """The sum over nodes no node holds of their expanded sizes (1 + those of their children, each capped at
+    limit + 1), capped at limit + 1; limit + 1 for a cycle."""
+    held = {c for nodes in children for c in nodes}
     size: dict[int, int] = {}
+    total = 0
     for root in range(len(children)):
         todo = [(root, False)]
         on_path: set[int] = set()
@@ -138,9 +158,11 @@ def _largest(children: list[list[int]], limit: int) -> int:
                 on_path.add(node)
                 todo.append((node, True))
                 todo.extend((c, False) for c in children[node] if c not in size)
-        if size[root] > limit:
+        if root not in held:
+            total += size[root]
+        if size[root] > limit or total > limit:
             return limit + 1
-    return max(size.values(), default=0)
+    return total
 
 
 def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]] | Mapping[tuple[str, str], Any], what: str,
@@ -176,5 +198,5 @@ def _named(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
-__all__ = ["MAX_EXPANDED", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError", "expanded_size",
-           "restricted_loads"]
+__all__ = ["MAX_EXPANDED", "PROTOCOL2_BYTES", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError",
+           "expanded_size", "restricted_loads"]

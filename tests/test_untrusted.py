@@ -239,6 +239,8 @@ IMAGENET_TRAPS = {
     "class folder linked to its parent": (lambda r: (r / "train/loop").symlink_to("."), "train/loop"),
     "image linked into /proc": (lambda r: (r / "train/cat/k.png").symlink_to("/proc/self/status"), "train/cat/k.png"),
     "class folder linked outside": (lambda r: (r / "train/bird").symlink_to("/etc"), "train/bird"),
+    "train/ linked outside": (lambda r: ((r / "train").rename(r.parent / "elsewhere"),
+                                         (r / "train").symlink_to(r.parent / "elsewhere")), "train"),
     "broken link": (lambda r: (r / "train/dog/gone.png").symlink_to(r / "nowhere.png"), "train/dog/gone.png"),
     "fifo image": (lambda r: _fifo(r / "val/dog/f.png"), "val/dog/f.png"),
     "empty image": (lambda r: (r / "val/cat/empty.png").write_bytes(b""), "val/cat/empty.png"),
@@ -459,8 +461,9 @@ def test_a_small_batch_file_cannot_make_numpy_allocate_what_it_asks_for(cifar_ro
 
     path = cifar_root / CIFAR10_DIR / "test_batch"
     kept = path.read_bytes()
-    asks = {"rebuilt from an empty one": _Call(_reconstruct, np.ndarray, (300_000, 3072), np.dtype("u1")),
-            "at most 64 bytes": _Call(scalar, np.dtype("V1000000000"))}
+    asks = {"rebuilt from an empty ndarray": _Call(_reconstruct, np.ndarray, (300_000, 3072), np.dtype("u1")),
+            "a dtype of numbers": _Call(scalar, np.dtype("V1000000000")),
+            "not callable": _Call(np.ndarray, (300_000, 3072), "u1")}
     try:
         for said, call in asks.items():
             hostile = pickle.dumps({"data": call, "labels": [0]}, protocol=2)
@@ -474,3 +477,104 @@ def test_a_small_batch_file_cannot_make_numpy_allocate_what_it_asks_for(cifar_ro
             assert load_cifar("cifar10", cifar_root)[1].labels.tolist() == [1, 2]
     finally:
         path.write_bytes(kept)
+
+
+class _Built(_Call):
+    """A call, then a BUILD of `state` on what it returns (numpy's own __setstate__ on a real array or dtype)."""
+
+    def __init__(self, function: Any, args: tuple, state: Any) -> None:
+        super().__init__(function, *args)
+        self.state = state
+
+    def __reduce__(self) -> tuple:
+        return self.function, self.args, self.state
+
+
+def _numpy_state_attacks() -> dict[str, bytes]:
+    """Batch files of a few hundred bytes whose arrays, dtypes and scalars are states numpy's C code trusts."""
+    from numpy._core.multiarray import _reconstruct, scalar
+    from numpy._core.numeric import _frombuffer
+
+    empty = (np.ndarray, (0,), b"b")
+    calls = {
+        # an object array whose list is shorter than its shape: numpy read past the list's end (a segfault)
+        "object array, short list": _Built(_reconstruct, empty, (1, (3,), np.dtype("O"), False, [])),
+        "object array, whole list": _Built(_reconstruct, empty, (1, (2,), np.dtype("O"), False, [1, 2])),
+        # a number dtype whose state makes it a structured one holding an object field
+        "dtype state with fields": _Built(np.dtype, ("u1", False, True),
+                                          (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 63)),
+        "string dtype": _Built(_reconstruct, empty, (1, (1,), np.dtype("U4"), False, b"x" * 16)),
+        "object scalar": _Call(scalar, np.dtype("O"), b"\x00" * 8),
+        "object frombuffer": _Call(_frombuffer, b"\x00" * 8, np.dtype("O"), (1,), "C"),
+        "array bytes short of its shape": _Built(_reconstruct, empty, (1, (4, 3072), np.dtype("u1"), False, b"x")),
+    }
+    return {name: pickle.dumps({"data": call, "labels": [0]}, protocol=2) for name, call in calls.items()}
+
+
+def test_a_batch_file_cannot_hand_numpy_a_state_it_trusts(tmp_path):
+    """numpy's __setstate__ trusts an array's (and a dtype's) state: an object array with a short list read past
+    it (a 248-byte batch file crashed the process). Each such file is refused in one line; run in a process of
+    its own, so that a crash fails the test instead of ending the test worker."""
+    import subprocess
+    import sys
+
+    cases = _numpy_state_attacks()
+    for name, data in cases.items():
+        assert len(data) < 400, name
+        (tmp_path / f"{len(list(tmp_path.iterdir()))}.pkl").write_bytes(data)
+    script = ("import sys\nfrom pathlib import Path\nfrom pcl.data.cifar import DataFileError, _read_batch\n"
+              "for path in sorted(Path(sys.argv[1]).iterdir(), key=lambda p: int(p.stem)):\n"
+              "    try:\n        _read_batch(path)\n        print(path.stem, 'loaded', flush=True)\n"
+              "    except DataFileError as err:\n        print(path.stem, 'refused', err, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(cases), done.stdout + done.stderr
+    for (name, _), line in zip(cases.items(), lines):
+        assert " refused " in line and "not a readable CIFAR batch file" in line, (name, line)
+
+
+def test_protocol_2_bytes_are_latin1_only():
+    """`_codecs.encode` is how protocol 2 spells bytes; with any codec, hex of hex of ... doubled a string per 4
+    bytes of pickle (233 bytes: 1 GB). CIFAR files and failure entries take latin1 only; bytes still load."""
+    import struct
+
+    from pcl.data import numpy_pickle
+    from pcl.safe_pickle import DamagedPickleError
+    from pcl.tracking.upload import _ENTRY_GLOBALS
+
+    def text(s: str) -> bytes:
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    n = 16  # 2^16 times the text: 65 KB from 150 bytes
+    hostile = (PROTO2 + b"c_codecs\nencode\nq\x00" + text("hex") + b"q\x010" + b"h\x00" * (n + 1) + text("a")
+               + text("latin1") + b"\x86R" + b"h\x01\x86R" * n + b".")
+    assert len(hostile) < 200
+    for allowed in (numpy_pickle.GLOBALS, _ENTRY_GLOBALS):
+        with pytest.raises(DamagedPickleError, match="latin1"):
+            restricted_loads(hostile, allowed, "a test")
+        assert restricted_loads(pickle.dumps({"b": b"\x00\xffab"}, protocol=2), allowed, "a test") == {"b": b"\x00\xffab"}
+
+
+def test_the_count_before_loading_is_of_everything_a_pickle_builds(cifar_root):
+    """A memoized tuple of 2^15 objects (each below the limit) put as the key of many dicts, each dropped: no
+    object reaches 2,000,000, but the dicts hash it 100 times over (a 60 KB file: a minute of CPU at 2^19). The
+    count is of everything built, dropped objects too: refused before loading."""
+    from pcl.data.cifar import DataFileError, load_cifar
+    from pcl.safe_pickle import MAX_EXPANDED, DamagedPickleError, expanded_size
+
+    hostile = PROTO2 + b"N" + b"2\x86" * 15 + b"q\x010" + b"}h\x01Ns0" * 100 + b"}."  # 100 x {key: None}, popped
+    assert len(hostile) < 1000 and expanded_size(hostile) > MAX_EXPANDED
+    with pytest.raises(DamagedPickleError, match="more than 2,000,000 objects"):
+        restricted_loads(hostile, (), "a test")
+    path = cifar_root / CIFAR10_DIR / "test_batch"
+    kept = path.read_bytes()
+    try:
+        path.write_bytes(hostile)
+        with pytest.raises(DataFileError, match=r"test_batch: not a readable CIFAR batch file .*objects"):
+            load_cifar("cifar10", cifar_root)
+    finally:
+        path.write_bytes(kept)
+    many = [("x", i) for i in range(100_000)]  # a large plain pickle is counted, not refused
+    assert expanded_size(pickle.dumps(many, protocol=2)) < MAX_EXPANDED

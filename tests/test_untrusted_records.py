@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import render, runs, tables
@@ -87,6 +88,10 @@ BAD = {
     "binary garbage config": {"config.json": b"\xff\xfe\x00garbage"},
     "deeply nested": {"config.json": b"[" * 100000},
     "meta null and host a list": {"run.json": {"meta": None, "host": ["h"]}},
+    "info.environment a list": {"info.json": {"environment": [1]}},
+    # within what a JSON parser reads (1,024), beyond Python's recursion (json.dumps, flattening a config)
+    "config nested 990 deep": {"config.json": lambda config: json.dumps(config).encode()[:-1]
+                               + b', "lr": ' + b'{"a": ' * 990 + b"1" + b"}" * 991},
 }
 #: records every reader accepts that MongoDB cannot hold: upload names them and goes on
 UNSTORABLE = {"a NUL in a result key": {"run.json": {"result": {"top1\x00": 1.0}}},
@@ -96,7 +101,9 @@ UNSTORABLE = {"a NUL in a result key": {"run.json": {"result": {"top1\x00": 1.0}
 def _bad_files(run_key: str, number: int, change: dict) -> dict[str, object]:
     files = good_files(run_key, number)
     for name, body in change.items():
-        if isinstance(body, dict) and isinstance(files[name], dict):
+        if callable(body):
+            files[name] = body(files[name])
+        elif isinstance(body, dict) and isinstance(files[name], dict):
             files[name] = {**files[name], **body}
         else:
             files[name] = body
@@ -116,6 +123,50 @@ def test_a_bad_record_is_named_once_and_the_others_are_read(tmp_path, capsys, ca
     named = warnings_naming(err, bad)
     assert len(named) == 1, err  # named once, though every reader above read it
     assert "Traceback" not in err and not warnings_naming(err, store / "1")
+
+
+@pytest.mark.parametrize("time", ["-1", "-0099-01-01", "10000-01-01T00:00:00"])
+def test_a_time_beyond_pythons_datetimes_is_read_as_unknown(tmp_path, capsys, time):
+    """pandas reads "-1" as the year -1, which Python's datetime cannot hold: status, the dry run, training and
+    load_runs ended in a traceback at one such heartbeat. The record is read with that time unknown."""
+    store = tmp_path / "results"
+    write_record(store, 1, good_files("good-a", 1))
+    files = good_files("odd-time", 2)
+    files["run.json"] = {**files["run.json"], "heartbeat": time, "stop_time": time}
+    write_record(store, 2, files)
+    out = read_everything(store, ["good-a", "odd-time"])
+    frame = out["runs"].set_index("run_key")
+    assert set(frame.index) == {"good-a", "odd-time"} and out["has"] == [True, True]
+    assert frame.loc["odd-time", "stop_time"] is pd.NaT or pd.isna(frame.loc["odd-time", "stop_time"])
+    assert "Traceback" not in capsys.readouterr().err
+    assert results.utc_time(time) is None
+
+
+def test_a_damage_no_check_foresaw_is_named_and_the_others_are_read(tmp_path, mongo_url, capsys, monkeypatch):
+    """Whatever reading one record raises (here a check made to fail as an unforeseen damage would) is that
+    record's skip line, on either store, never the command's end."""
+    from pymongo import MongoClient
+
+    checked = results.check_record
+
+    def check(record):
+        if (record.get("config") or {}).get("run_key") == "odd":
+            raise AttributeError("'list' object has no attribute 'get'")
+        return checked(record)
+
+    monkeypatch.setattr(results, "check_record", check)
+    store = tmp_path / "results"
+    db = MongoClient(mongo_url).get_default_database()
+    for number, key in ((1, "good"), (2, "odd")):
+        files = good_files(key, number)
+        write_record(store, number, files)
+        db["runs"].insert_one({"_id": number, **files["run.json"], "config": files["config.json"],
+                               "info": files["info.json"]})
+    for where in (str(store), mongo_url):
+        assert list(results.load_runs(where)["run_key"]) == ["good"], where
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "AttributeError" in line]
+    assert len(lines) == 2 and "please report it" in lines[0] and "Traceback" not in err, err
 
 
 def test_completed_record_of_an_older_version_without_info_json(tmp_path, capsys):
@@ -311,11 +362,12 @@ JSON = st.recursive(
 #: where a random value goes in a valid record (file, then keys)
 PLACES = [("run.json",), ("run.json", "status"), ("run.json", "result"), ("run.json", "result", "deployed/top1_err"),
           ("run.json", "meta"), ("run.json", "meta", "attempt_id"), ("run.json", "start_time"),
-          ("run.json", "stop_time"), ("run.json", "host"), ("run.json", "experiment"), ("config.json",),
+          ("run.json", "stop_time"), ("run.json", "heartbeat"), ("run.json", "host"), ("run.json", "experiment"), ("config.json",),
           ("config.json", "run_key"), ("config.json", "dataset"), ("config.json", "seed"),
           ("config.json", "experiment"), ("config.json", "milestones"), ("config.json", "epochs"), ("info.json",),
           ("info.json", "parameter_counts"), ("info.json", "parameter_counts", "params_deployed"),
-          ("info.json", "deployed_head"), ("info.json", "heads"), ("info.json", "num_classes"), ("metrics.json",),
+          ("info.json", "deployed_head"), ("info.json", "heads"), ("info.json", "environment"),
+          ("info.json", "environment", "host"), ("info.json", "num_classes"), ("metrics.json",),
           ("metrics.json", "test/top1_err/deployed"), ("metrics.json", "test/top1_err/deployed", "values"),
           ("metrics.json", "test/top1_err/deployed", "steps")]
 DELETE = object()

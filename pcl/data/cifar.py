@@ -6,14 +6,13 @@ accept files whose checksums differ from the originals (e.g. a re-encoded stand-
 torchvision is used only to download when asked to.
 
 The files are (Python 2) pickles; they are read with pcl.safe_pickle's restricted unpickler, which resolves only
-the exact (module, name) pairs of the few numpy globals an array needs (no dotted names), so a tampered data file
-cannot run code.
+the exact (module, name) pairs of the few numpy globals an array needs (no dotted names), each a checked stand-in
+(pcl.data.numpy_pickle: arrays and scalars of numbers from the file's own bytes), so a tampered data file can
+neither run code nor hand numpy's C code a state it did not check.
 """
 from __future__ import annotations
 
 import hashlib
-import importlib
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import Tensor
 
 from pcl.safe_pickle import DamagedPickleError, UnsafePickleError, restricted_loads
 
+from . import numpy_pickle
 from .fingerprint import _DATA_ROOT_ENV, _LAYOUT, _MD5_CACHE, _stat_key, resolve_data_root
 
 
@@ -59,44 +59,6 @@ class ArraySplit:
         return ArraySplit(self.images.to(device), self.labels.to(device))
 
 
-def _multiarray(name: str) -> Any:
-    try:
-        return getattr(importlib.import_module("numpy._core.multiarray"), name)
-    except ImportError:  # numpy 1
-        return getattr(importlib.import_module("numpy.core.multiarray"), name)
-
-
-def _empty_array(subtype: Any, shape: Any, dtype: Any) -> Any:
-    """numpy's _reconstruct as an array's pickle calls it: an empty array, which BUILD then fills (numpy checks
-    that the state's bytes match its shape). A larger shape was allocated unfilled: a 200-byte file asked for
-    gigabytes, and its images were stale memory."""
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) for n in shape) and math.prod(shape) == 0):
-        raise ValueError(f"an array is rebuilt from an empty one, not one of shape {str(shape)[:60]}")
-    return _multiarray("_reconstruct")(subtype, shape, dtype)
-
-
-def _small_scalar(dtype: Any, *args: Any) -> Any:
-    """numpy's scalar for a number's dtype (at most 64 bytes): a 67-byte pickle asked for a void scalar of 1 GB."""
-    if not isinstance(dtype, np.dtype) or dtype.itemsize > 64:
-        raise ValueError("a numpy scalar of a number's dtype (at most 64 bytes)")
-    return _multiarray("scalar")(dtype, *args)
-
-
-#: the globals a CIFAR batch file may name (numpy 1's and 2's module names), and the checked stand-ins of those that
-#: allocate what the pickle asks for (None: the named object itself)
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
-    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
-    ("numpy.core.multiarray", "scalar"): _small_scalar,
-    ("numpy._core.multiarray", "scalar"): _small_scalar,
-    ("numpy.core.numeric", "_frombuffer"): None,  # a view of the pickle's own buffer, of that buffer's size
-    ("numpy._core.numeric", "_frombuffer"): None,
-    ("numpy", "ndarray"): None,
-    ("numpy", "dtype"): None,
-    ("_codecs", "encode"): None,  # how Python 3 pickles bytes at protocol 2
-}
-
-
 class DataFileError(ValueError):
     """A data file that is present but cannot be used (truncated, corrupt, wrong content); the message names the
     file, what is wrong with it and how to replace it."""
@@ -117,7 +79,8 @@ def _read_batch(path: Path) -> dict[str, Any]:
         # the bytes actually read are what the run's recorded fingerprint describes
         _MD5_CACHE[key] = hashlib.md5(data, usedforsecurity=False).hexdigest()
         # latin1 is what the Python 2 originals need for their array bytes; keys may then be str or bytes.
-        raw = restricted_loads(data, _NUMPY_GLOBALS, _WHAT, encoding="latin1")
+        raw = restricted_loads(data, numpy_pickle.GLOBALS, _WHAT, encoding="latin1")
+        raw = numpy_pickle.unwrap(raw)
     except UnsafePickleError as err:
         raise UnsafeDataFileError(f"{path}: {err}") from None
     except (DamagedPickleError, OSError) as err:

@@ -143,8 +143,10 @@ def _link_target(entry: os.DirEntry, root_real: str) -> str:
 
 def _class_folders(split_dir: Path, root_real: str) -> list[str]:
     """The class folders of train/ or val/ (sorted; dot folders ignored), each checked: a link must stay inside
-    the data root and must not point at a folder that contains it (a loop)."""
+    the data root and must not point at a folder that contains it (a loop); so must train/ or val/ itself."""
     split_real = os.path.realpath(split_dir)
+    if not _inside(split_real, root_real):
+        raise ImageFolderError(f"{split_dir}: a link that leaves the data root {root_real} (-> {split_real})")
     names = []
     with os.scandir(split_dir) as entries:
         for e in entries:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from sacred.observers import MongoObserver
 
 from pcl import results
-from pcl.safe_pickle import restricted_loads
+from pcl.safe_pickle import PROTOCOL2_BYTES, restricted_loads
 from pcl.tracking.errors import StoreUnavailable, UserError
 from pcl.tracking.lifecycle import FINAL_STATUSES
 from pcl.secrets import MONGO_URL_ENV, redact_url
@@ -167,9 +167,9 @@ def _headline_first(result: Any) -> Any:
 
 #: Sacred failure entries hold only plain containers, datetimes and ObjectIds: nothing else is loaded
 #: (pcl.safe_pickle: exact pairs, no dotted names)
-_ENTRY_GLOBALS = frozenset({("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta"),
-                            ("bson.objectid", "ObjectId"), ("collections", "OrderedDict"),
-                            ("_codecs", "encode")})  # how protocol 2 spells bytes
+_ENTRY_GLOBALS = {**dict.fromkeys([("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta"),
+                                    ("bson.objectid", "ObjectId"), ("collections", "OrderedDict")]),
+                  **PROTOCOL2_BYTES}  # how protocol 2 spells bytes (latin1 only: another codec can grow a string)
 
 
 #: what a failure entry may hold once its shared references are counted each time they occur (a pickle's memo can
