@@ -7,6 +7,7 @@ import ast
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -72,16 +73,28 @@ _HEAD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 def _head(text: str) -> str:
+    """A head some method declares (pcl.registry): any other name would give tables of "no such head" cells."""
+    from pcl import registry
+
     if not _HEAD.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a head's name (letters, digits and _, "
                                          "starting with a letter; e.g. ensemble, peer1, mean_peer1)")
+    methods = registry.methods().values()
+    if not any(spec.head(text) for spec in methods):
+        declared = dict.fromkeys(h.name.replace("{j}", "N") for spec in methods for h in spec.heads)
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: no method has such a head; the methods' heads: "
+                                         f"{', '.join(declared)} (N: a peer's number, from 1)")
     return text
 
 
 def out_path(folder: bool) -> Callable[[str], str]:
-    """An --out value: a folder (`folder`) or a file whose folders are folders (or do not exist yet), so that
-    writing fails before any work, not with a traceback after it."""
+    """An --out value: a folder (`folder`) or a file whose folders are folders (or do not exist yet) in a folder
+    this process can write in (tried: a folder made and removed there; permissions alone say yes to root on
+    /proc), so that writing fails before any work, not with a traceback after it."""
     def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("'' is invalid: give a path (an empty one would write into the "
+                                             "current folder)")
         path = Path(text)
         if not folder and path.is_dir():
             raise argparse.ArgumentTypeError(f"{text!r} is invalid: it is a folder; give the file's path")
@@ -89,6 +102,11 @@ def out_path(folder: bool) -> Callable[[str], str]:
             if part.exists() or part.is_symlink():
                 if not part.is_dir():
                     raise argparse.ArgumentTypeError(f"{text!r} is invalid: {str(part)!r} is not a folder")
+                try:
+                    os.rmdir(tempfile.mkdtemp(prefix=".pcl-write-test-", dir=part))
+                except OSError as err:
+                    raise argparse.ArgumentTypeError(f"{text!r} is invalid: {str(part)!r} cannot be written in "
+                                                     f"({err.strerror or err})") from None
                 break
         return text
     return check

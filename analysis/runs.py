@@ -68,8 +68,9 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     for store in stores:
         if not is_mongo(store) and type(store).__name__ != "Database" and not Path(store).is_dir():
-            raise AnalysisError(f"store folder {store!r} does not exist (give a results folder or a mongodb:// URL "
-                                f"with --store)")
+            what = "is not a folder" if os.path.lexists(store) else "does not exist"
+            raise AnalysisError(f"store folder {store!r} {what} (give a results folder or a mongodb:// URL with "
+                                f"--store)")
         if is_mongo(store):
             resolve_mongo_url(store)  # its password is removed from any message below
         try:

@@ -381,11 +381,6 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
     Without `named`/`updates`: every plan the store holds runs of (analysis.discover), narrowed by names,
     datasets and backbones. Raises AnalysisError: empty/unreachable store, unknown table, no runs.
     """
-    described = describe_stores(stores)
-    attempts = read_attempts(stores)
-    if attempts.empty:
-        raise AnalysisError(f"{described} holds no run records (run a grid first, e.g. "
-                            f"python experiments/table2.py with smoke)")
     unknown = [n for n in names or () if n not in SPECS]
     if unknown:
         raise AnalysisError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(SPECS)}"
@@ -399,10 +394,23 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
             raise AnalysisError(f"{flag} {' '.join(bad)}: unknown; known: {', '.join(known)}")
     asked = list(names or SPECS)
     named = tuple(kwargs.get("named") or ())
+    if named:  # a name no asked script declares is a typo, not a grid without runs
+        from experiments import registry as scripts
+
+        declared = {n for name in asked for n in scripts.experiment(name).named_configs}
+        bad = [n for n in named if n not in declared]
+        if bad:
+            raise AnalysisError(f"--named {' '.join(bad)}: no table's script declares it; declared: "
+                                f"{', '.join(sorted(declared))}{did_you_mean(bad, sorted(declared))}")
     for key in kwargs.get("updates") or {}:
         if not any(key.split(".")[0] in config_keys(n, named) for n in asked):
             raise AnalysisError(f"--set {key}=...: {key.split('.')[0]!r} is not a config key of "
                                 f"{', '.join(asked)}")
+    described = describe_stores(stores)  # the input checked, the store read
+    attempts = read_attempts(stores)
+    if attempts.empty:
+        raise AnalysisError(f"{described} holds no run records (run a grid first, e.g. "
+                            f"python experiments/table2.py with smoke)")
     if not named and not kwargs.get("updates"):  # no grid named: every plan the records hold runs of
         return _held_tables(names, asked, attempts, described, **kwargs)
     tables, skipped = [], []

@@ -636,6 +636,15 @@ def measure_main(argv: Sequence[str]) -> int:
     proc = subprocess.Popen(cmd, start_new_session=True)
     stop = threading.Event()
 
+    def end_with_the_bench(signum: int, frame: Any) -> None:
+        """The bench stopped (its `timeout`, Ctrl-C): the command, in a session of its own, goes with it."""
+        with __import__("contextlib").suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    for stopping in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(stopping, end_with_the_bench)
+
     def sample() -> None:
         while not stop.wait(0.2):
             try:
@@ -748,19 +757,47 @@ def _select(only: Sequence[str] | None) -> list[Command]:
     return list({c.name: c for c in out}.values())
 
 
+def _sizes(text: str) -> list[int]:
+    """--runs N,N,...: whole numbers >= 1."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not parts or not all(x.isascii() and x.isdigit() and int(x) > 0 for x in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be whole numbers >= 1, comma-separated")
+    return [int(x) for x in parts]
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a whole number >= 0")
+    return int(text)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _above_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a number > 0")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--measure"]:
         return measure_main(argv[1:])
     p = argparse.ArgumentParser(prog="python bench/records.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default="333,3000", help="comma-separated store sizes N (default 333,3000)")
+    p.add_argument("--runs", default="333,3000", type=_sizes, help="comma-separated store sizes N (default 333,3000)")
     p.add_argument("--stores", default="file,mongo", help="file, mongo or both (default file,mongo)")
     p.add_argument("--only", nargs="+", metavar="COMMAND", help="only these commands (names: --list)")
     p.add_argument("--keep", metavar="DIR", help="work folder kept after the run (and reused: templates, stores)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600)")
-    p.add_argument("--mem-limit", type=float, default=8192, help="MB per command tree before it is killed")
-    p.add_argument("--curves", type=int, default=3000, metavar="N",
+    p.add_argument("--timeout", type=_above_zero, default=600, help="seconds per command (default 600)")
+    p.add_argument("--mem-limit", type=_above_zero, default=8192, help="MB per command tree before it is killed")
+    p.add_argument("--curves", type=_count, default=3000, metavar="N",
                    help="write the metric curves (metrics.json, `metrics` documents) only into stores of at most N "
                         "runs (default 3000); a larger store holds the records only and the commands that read "
                         "curves are not measured on it")
@@ -771,13 +808,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{alias:18} {COMMANDS[i].name}  (target {COMMANDS[i].target()})"
                   + ("  [reads curves]" if COMMANDS[i].needs_curves else ""))
         return 0
-    sizes = [int(x) for x in args.runs.split(",") if x.strip()]
+    sizes, curves = args.runs, args.curves
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
     if not set(kinds) <= {"file", "mongo"}:
         raise SystemExit("--stores: file and/or mongo")
     commands = _select(args.only)
     work = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="pcl-records-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    # stopped from outside (`timeout`, a scheduler): the `finally` below still stops the server and, without
+    # --keep, removes the work folder (a killed bench had left 421 MB and its commands running)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
 
     def log(msg: str) -> None:
         print(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
@@ -804,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sdir = work / f"store-{n}"
             marker = sdir / "done.json"
             db_name = f"bench_{n}"
-            with_curves = n <= args.curves
+            with_curves = n <= curves
             old = json.loads(marker.read_text()) if marker.exists() else {}
             if set(kinds) <= set(old.get("keys") or ()) and old.get("curves", True) == with_curves:
                 facts[n] = old

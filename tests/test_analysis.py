@@ -395,6 +395,37 @@ def test_two_settings_of_one_grid_are_two_tables_named_by_what_differs(tmp_path,
     assert "--workers: '0' is invalid" in capsys.readouterr().err
 
 
+def test_the_analysis_refuses_what_it_cannot_use_before_any_work(tmp_path, capsys):
+    """An output path that is empty or in a folder that cannot be written (root may write anywhere but /proc: a
+    permission check says yes; the tables were built, then a traceback), a head no method has (tables of "no such
+    head" cells, exit 0), a named config no script declares (said as "no plan has runs"), a store path that is a
+    file (said as "does not exist"): one line each, exit 2, nothing written."""
+    from analysis import cli, make_plots, make_tables, report
+
+    store = tmp_path / "results"
+    store.mkdir()
+    base = ["--store", str(store)]
+    cases = [(make_tables.main, ["--out", ""], "'' is invalid: give a path"),
+             (report.main, ["--out", ""], "'' is invalid: give a path"),
+             (make_tables.main, ["--head", "foo"], "'foo' is invalid: no method has such a head; the methods' "
+                                                   "heads: "),
+             (make_tables.main, ["--named", "smokey"], "--named smokey: no table's script declares it; declared: "),
+             (make_tables.main, ["--store", str(tmp_path / "file")], "is not a folder")]
+    (tmp_path / "file").write_text("x")
+    if Path("/proc/self").is_dir():
+        cases += [(main, ["--out", "/proc/pcl-out/x" if main is report.main else "/proc/pcl-out"],
+                   "cannot be written") for main in (make_tables.main, make_plots.main, report.main)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for main, argv, said in cases:
+        assert cli.run_main(main, [*base, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, (argv, err)
+        if argv[0] == "--head":
+            assert "mean_peerN" in err and "ensemble" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not any(store.iterdir())
+    assert not list(Path.cwd().glob(".pcl-write-test-*"))
+
+
 def test_figures_are_the_same_from_one_or_several_processes(study, tmp_path):
     """Saving in forked workers changes nothing of what is written (PNG bytes, the same files)."""
     from analysis import plots

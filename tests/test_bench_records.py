@@ -22,3 +22,47 @@ def test_result_derived_from_the_curves():
     assert records.derive_result(template, values, [1, 2, 3], 3) == {
         "last/top1_err/peer1": 25.0, "best_on_test/top1_err/peer1": 20.0, "best_on_test_epoch/peer1": 2.0,
         "deployed/top1_err": 26.0, "epochs": 3.0, "other": 7}
+
+
+def test_bad_sizes_and_limits_are_one_error_before_any_work(capsys):
+    """--runs abc was a traceback, --runs -5 started the whole bench; nothing is built for a bad value."""
+    import pytest
+
+    for argv in (["--runs", "abc"], ["--runs", "-5"], ["--runs", "333,0"], ["--timeout", "nan"],
+                 ["--mem-limit", "-1"], ["--curves", "x"]):
+        with pytest.raises(SystemExit) as stopped:
+            records.main(argv)
+        assert stopped.value.code == 2
+        assert f"argument {argv[0]}: {argv[1]!r} is invalid" in capsys.readouterr().err
+
+
+def test_a_measured_command_ends_with_the_bench(tmp_path):
+    """The bench stopped from outside (`timeout`, Ctrl-C) takes the command it measures with it: that runs in a
+    session of its own (so that a memory or time limit kills its whole tree), and was left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "pid"
+    command = [sys.executable, "-c", f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); "
+                                     "time.sleep(120)"]
+    bench = subprocess.Popen([sys.executable, records.__file__, "--measure", str(tmp_path / "r.json"), "100",
+                              "4096", "--", *command])
+    deadline = time.monotonic() + 60
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(marker.read_text())
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the measured command outlived the bench")
