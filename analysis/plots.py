@@ -64,6 +64,12 @@ STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.s
 ZOOM_SHARE = 0.25
 
 
+def _epoch_ticks(ax: Any) -> None:
+    """Whole epochs on the x-axis, at round steps (0, 50, ..., 300; 240, 260, ... on the zoomed panel): ten
+    ticks crowded the zoomed panel, and each tick is a costly artist (ticks were a third of drawing a figure)."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10], integer=True))
+
+
 @dataclass
 class Figure:
     """One figure of a study: file stem, kind, caption (what it shows, for the report) and the matplotlib figure."""
@@ -328,7 +334,7 @@ def _zoom(ax: Any, stats: pd.DataFrame, order: list[str], inches: float) -> int:
     if math.isfinite(low - pad) and math.isfinite(high + pad):  # values near a float's range: autoscaled
         ax.set_ylim(low - pad, high + pad)
     ax.set(xlim=(first, last), xlabel="epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_ticks(ax)
     return _set_title(ax, f"last epochs ({first}-{last}), means enlarged", inches)
 
 
@@ -389,7 +395,7 @@ def _error_curves(table: Table, notes: list[str] | None = None) -> Iterator[Figu
             fig, (ax, zoom) = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [3, 2]})
             _draw(ax, stats, order)
             _mark_lr_steps(ax, _milestones(table, row))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _epoch_ticks(ax)
             head = f"head {table.head}" if table.head else "deployed head"
             ax.set(xlabel="epoch", ylabel=escape.plot(f"{ERR_LABEL}, {head}"))
             lines = max(_set_title(ax, escape.plot(_title(table, row)), 5.0), _zoom(zoom, stats, order, 3.3))
@@ -550,6 +556,7 @@ def _heads_over_training(table: Table, notes: list[str] | None = None) -> Iterat
                 shown = column if table.spec.heads else table.spec.display(column)
                 title_lines = max(title_lines, _set_title(ax, escape.plot(shown), panel_w))
                 ax.set(xlabel="epoch")
+                _epoch_ticks(ax)
             for ax in list(axes.flat)[len(columns):]:
                 ax.remove()
             for ax in axes[:, 0]:
@@ -602,7 +609,7 @@ def _diversity(table: Table, notes: list[str]) -> Iterator[Figure]:
             _mark_lr_steps(ax, _milestones(table, row))
             ax.set(xlabel="epoch", ylabel="peer diversity on the test set\n(mean pairwise disagreement, %)")
             lines = _set_title(ax, escape.plot(_title(table, row)), 5.8)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, as in the other figures
+            _epoch_ticks(ax)
             ax.legend(title=_shorten(table.spec.column_title, 2.6, 8.0))
             _lay_out(fig, left=0.95, top=0.2 + TITLE_IN * lines)  # a two-line y label; the panel 5.85 in wide
         yield Figure(f"{table.stem}_diversity_{row}", "diversity",
