@@ -24,7 +24,7 @@ def grid(cfg: dict) -> list[dict]:
 
 
 ex = make_experiment("ablation_peers", grid, doc=__doc__, script=__file__,
-                     defaults={"method": "pcl", "peer_counts": [2, 3, 4, 5]})
+                     defaults={"method": "pcl", "peer_counts": [2, 3, 4, 5]}, set_with={"peers": "peer_counts=[...]"})
 
 if __name__ == "__main__":
     cli(ex)

@@ -7,19 +7,14 @@ import ast
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from analysis import escape
 from analysis.runs import AnalysisError, default_stores
+from pcl.flags import OneLineParser
+from pcl.fsio import folder_problem
 from pcl.results import StoreError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse would print the usage too)
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        sys.exit(2)
 
 
 def _positive(text: str) -> int:
@@ -92,29 +87,19 @@ def out_path(folder: bool) -> Callable[[str], str]:
     this process can write in (tried: a folder made and removed there; permissions alone say yes to root on
     /proc), so that writing fails before any work, not with a traceback after it."""
     def check(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError("'' is invalid: give a path (an empty one would write into the "
-                                             "current folder)")
         path = Path(text)
-        if not folder and path.is_dir():
+        if text.strip() and not folder and path.is_dir():
             raise argparse.ArgumentTypeError(f"{text!r} is invalid: it is a folder; give the file's path")
-        for part in ([path] if folder else []) + list(path.parents):
-            if part.exists() or part.is_symlink():
-                if not part.is_dir():
-                    raise argparse.ArgumentTypeError(f"{text!r} is invalid: {str(part)!r} is not a folder")
-                try:
-                    os.rmdir(tempfile.mkdtemp(prefix=".pcl-write-test-", dir=part))
-                except OSError as err:
-                    raise argparse.ArgumentTypeError(f"{text!r} is invalid: {str(part)!r} cannot be written in "
-                                                     f"({err.strerror or err})") from None
-                break
+        problem = folder_problem(text if folder or not text.strip() else path.parent)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: {problem}")
         return text
     return check
 
 
 def parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The shared options: --tables --store --head --select --datasets --backbones --named --set."""
-    p = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="The paper's reference numbers (with confidence A/Q/C and source) are in analysis/paper.py.")
     p.add_argument("--tables", nargs="+", action=_Names, metavar="NAME",
                    help="scripts of experiments.registry.SCRIPTS (default: every one that has runs)")

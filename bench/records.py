@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pcl.flags import OneLineParser
+
 ROOT = Path(__file__).resolve().parents[1]  # the suite is installed (scripts/setup_env.sh): no sys.path edit
 
 #: datasets of the analysis rows (make_tables, make_plots, report)
@@ -789,8 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--measure"]:
         return measure_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python bench/records.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="python bench/records.py", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default="333,3000", type=_sizes, help="comma-separated store sizes N (default 333,3000)")
     p.add_argument("--stores", default="file,mongo", help="file, mongo or both (default file,mongo)")
     p.add_argument("--only", nargs="+", metavar="COMMAND", help="only these commands (names: --list)")

@@ -11,6 +11,7 @@ honoured; the others are refused with a reason. The driver it runs is experiment
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import re
 import sys
@@ -182,7 +183,7 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
         raise tracking.UserError(f"command {command!r} is unknown: {problem.split('Available commands are: ')[-1]}"
                                  " are the commands")
     config_updates, named_configs = _config_updates(ex, args["UPDATE"])
-    if args["--file_storage"]:
+    if args["--file_storage"] is not None:  # -F '' too: results_dir's check refuses it (never ./results instead)
         given = config_updates.get("results_dir")
         if given is not None and given != args["--file_storage"]:
             raise tracking.UserError(f"config key 'results_dir'={given!r} conflicts with -F "
@@ -195,11 +196,30 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
                                      "with credentials if needed); Sacred's host:port:db form is not supported")
         tracking.resolve_mongo_url(url)  # registers the password for redaction
         os.environ[tracking.MONGO_URL_ENV] = url
+    if args["--loglevel"] is not None:
+        _check_loglevel(ex, args["--loglevel"])
     options = {"--unobserved": True}  # the driver records nothing; each run records itself
     for flag in ("--comment", "--name", "--print-config", "--loglevel", "--debug"):
         if args[flag]:
             options[flag] = args[flag]
     return command, config_updates, named_configs, options
+
+
+def _check_loglevel(ex: Experiment, level: str) -> None:
+    """-l LEVEL as Sacred sets it on the driver's logger (an integer, else a level name of `logging`); anything
+    else would be logging's traceback once Sacred starts."""
+    names = sorted(logging.getLevelNamesMapping())
+    try:
+        number = int(level)
+    except ValueError:
+        if level in names:
+            return
+    else:
+        if 0 <= number <= logging.CRITICAL:
+            return
+    raise tracking.UserError(f"flag {_flag_name(ex, '--loglevel')} {level!r} is invalid: must be one of "
+                             f"{', '.join(names)} or a number from 0 to {logging.CRITICAL}"
+                             f"{did_you_mean(level.upper(), names)}")
 
 
 def cli(ex: Experiment, argv: Iterable[str] | None = None) -> None:

@@ -79,6 +79,24 @@ def resolve_recipe(config: Mapping[str, Any], command_name: str, logger: Any) ->
     return {k: v for k, v in resolved.items() if cfg.get(k) is None}
 
 
+def check_seed(config: Mapping[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+    """Sacred config hook: a driver has no `seed` of its own (each run's comes from `seeds`). Checked in a hook
+    because Sacred seeds its own generator with it right after the hooks (a traceback for -1, 2**32 or 'a')."""
+    _check_seed(config.get("seed", 0))
+    return {}
+
+
+def _check_seed(value: Any) -> None:
+    if type(value) is int and value == 0:
+        return
+    try:
+        schema.KEYS["seed"].check(value)
+    except ConfigError:
+        raise ConfigError(f"config key 'seed'={value!r} is invalid: run seeds are set with seeds=[...], each "
+                          f"{schema.KEYS['seed'].type}") from None
+    raise ConfigError(f"config key 'seed'={value!r}: run seeds are set with seeds=[...] (e.g. seeds=[{value}])")
+
+
 def axis(value: Any, everything: Sequence[str]) -> list[str]:
     """A grid axis from a config value: None -> the script's whole axis, a name -> [name], a list -> the list."""
     if value is None:
@@ -109,17 +127,43 @@ def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> l
 
 
 def _check_driver(cfg: Mapping[str, Any]) -> None:
-    if cfg.get("seed", 0) != 0:
-        raise ConfigError(f"config key 'seed'={cfg['seed']!r}: run seeds are set with seeds=[...] "
-                          f"(e.g. seeds=[{cfg['seed']}])")
+    _check_seed(cfg.get("seed", 0))
     for key in schema.DRIVER_KEYS:
         schema.KEYS[key].check(cfg.get(key))
     if not isinstance(cfg.get("options"), Mapping):
         raise ConfigError(f"config key 'options'={cfg.get('options')!r} is invalid: must be a dict")
 
 
-def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _check_unvaried(cfg: Mapping[str, Any], cells: Sequence[Cell], defaults: Mapping[str, Any],
+                    set_with: Mapping[str, str]) -> None:
+    """A key the grid's cells set (peers in the peers ablation; the teacher's run_key of a cell with a teacher)
+    cannot be set in the config too: the cell's value would silently win. Set means: not what the script's scope
+    gives it (its default, or the dataset's recipe); `set_with` names the script's key that sets it instead."""
+    recipe = schema.dataset_defaults(cfg["dataset"], cfg.get("epochs") if type(cfg.get("epochs")) is int else None) \
+        if cfg.get("dataset") in schema.DATASETS else {}
+    user_options = cfg.get("options") if isinstance(cfg.get("options"), Mapping) else {}
+    for cell in cells:
+        varied = [k for k in cell if k in RUN_KEYS and k not in ("label", "method", "backbone", "options")]
+        varied += ["teacher_run_key"] if cell.get("teacher") else []
+        for key in varied:
+            untouched = defaults.get(key)
+            untouched = recipe.get(key) if untouched is None and key in recipe else untouched
+            if key in cfg and cfg[key] != untouched:
+                instead = f"; set {set_with[key]} instead" if key in set_with else ""
+                what = "sets it to its teacher's run" if key == "teacher_run_key" else "varies it"
+                raise ConfigError(f"config key {key!r}={cfg[key]!r}: this grid {what} (cell "
+                                  f"{cell.get('label', '')!r}), it cannot be set{instead}")
+        for key in sorted(set(cell.get("options") or {}) & set(user_options)):
+            instead = f"; set {set_with['options.' + key]} instead" if "options." + key in set_with else ""
+            raise ConfigError(f"config key 'options.{key}'={user_options[key]!r}: this grid varies it (cell "
+                              f"{cell.get('label', '')!r}), it cannot be set{instead}")
+
+
+def expand(name: str, grid: GridFn, config: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None,
+           set_with: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """The script's grid crossed with `seeds` (seed-major: every cell of seed 0 first), each a validated run config.
+    `defaults`: the script's scope before any update (default: the shared one), so that a key the grid varies and
+    the config sets too is refused; `set_with`: the script's keys that set such a key instead.
 
     Raises ConfigError naming the key for any invalid value, before anything runs.
     """
@@ -129,6 +173,7 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
     cells = [dict(c) for c in grid(cfg)]
     if not cells:
         raise ConfigError(f"the grid of {name} is empty for this config")
+    _check_unvaried(cfg, cells, scope_defaults() if defaults is None else defaults, set_with or {})
     user_options = dict(cfg["options"])
     if "peers" in user_options:
         raise ConfigError("config key 'options.peers': set the top-level key peers=N instead")
@@ -158,6 +203,11 @@ def expand(name: str, grid: GridFn, config: Mapping[str, Any]) -> list[dict[str,
                 runs.append(_cell_config(base, cell, user_options, seed))
             else:
                 runs.append(_reseeded(first[i], seed))
+    for key, value in user_options.items():  # given, but every run that has it takes the value it has unset
+        having = [r for r in first if key in r["options"]]
+        idle = [schema.without_effect(r["method"], r["options"]).get(key) for r in having]
+        if having and all(idle) and all(r["options"][key] != value for r in having):
+            raise ConfigError(f"config key 'options.{key}'={value!r} has no effect in any run of this grid: {idle[0]}")
     unique: dict[str, dict[str, Any]] = {}
     for run in runs:  # a run two cells need (e.g. a teacher that is also a table cell) runs once
         unique.setdefault(run["run_key"], run)
@@ -186,7 +236,28 @@ def _cell_config(base: Mapping[str, Any], cell: Mapping[str, Any], user_options:
     if teacher is not None:
         teacher_run = _cell_config(base, teacher, user_options, seed)
         run["teacher_run_key"] = teacher_run["run_key"]
-    return tracking.normalize_run_config(run)
+    # the run resolves these options from teacher_run_key (pcl.tracking.run): a value given too would be replaced
+    both = sorted(k for k in schema.infra_options(run) if options.get(k) is not None)
+    if both:
+        raise ConfigError(f"config key 'options.{both[0]}'={options[both[0]]!r} conflicts with teacher_run_key="
+                          f"{run['teacher_run_key']!r} (cell {cell.get('label', '')!r}): the teacher is that run's "
+                          "deployed model; give the teacher once, by teacher_run_key or by the file")
+    out = tracking.normalize_run_config(run)
+    _check_cell_effect(cell.get("label", ""), method, cell_options, user_options, out["options"])
+    return out
+
+
+def _check_cell_effect(label: str, method: str, cell_options: Mapping[str, Any], user_options: Mapping[str, Any],
+                       options: Mapping[str, Any]) -> None:
+    """An option the cell varies, left without effect by the others (pcl.schema gave it the value it has unset): the
+    grid's cells would be one run; say which given key switched off what the grid varies."""
+    idle = schema.without_effect(method, options)
+    for key in sorted(k for k in cell_options if k in idle and options[k] != cell_options[k]):
+        given = [k for condition in schema.acts_only_with(method)[key] for k in condition if k in user_options]
+        who = (f"config key(s) {', '.join(f'options.{k}={user_options[k]!r}' for k in dict.fromkeys(given))}: "
+               if given else "")
+        raise ConfigError(f"{who}cell {label!r} of this grid varies options.{key}={cell_options[key]!r}, which has "
+                          f"no effect then ({idle[key]}): its cells would be the same run")
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -251,19 +322,26 @@ def _checking_own_keys(grid: GridFn, defaults: Mapping[str, Any]) -> GridFn:
 
 def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: str | None = None,
                     defaults: Mapping[str, Any] | None = None, smoke: Mapping[str, Any] | None = None,
-                    quick: Mapping[str, Any] | None = None) -> Experiment:
+                    quick: Mapping[str, Any] | None = None, set_with: Mapping[str, str] | None = None) -> Experiment:
     """The driver experiment of one script: shared config + named configs `quick`/`smoke` + the script's grid.
 
     `defaults` sets the script's own defaults of dataset/backbone/method and adds its own keys (e.g.
-    teacher_backbone); `smoke`/`quick` extend the shared named configs with values for those keys.
+    teacher_backbone); `smoke`/`quick` extend the shared named configs with values for those keys; `set_with`
+    names, for a run key the grid varies, the script's key that sets it (peers -> peer_counts=[...]).
     """
     grid = _checking_own_keys(grid, defaults or {})
+    scope = {**scope_defaults(), **dict(defaults or {})}
+
+    def expand_grid(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return expand(name, grid, config, defaults=scope, set_with=set_with)
+
     ex = Experiment(name, base_dir=str(ROOT), save_git_info=False)  # the driver: never observed
     ex.logger = _driver_logger(name)
     if doc:
         ex.doc = doc
-    ex.add_config({**scope_defaults(), **dict(defaults or {})})
+    ex.add_config(scope)
     ex.config_hook(resolve_recipe)
+    ex.config_hook(check_seed)
     ex.add_named_config("quick", {**QUICK, **dict(quick or {})})
     ex.add_named_config("smoke", {**SMOKE, **dict(smoke or {})})
     sources = package_sources() + ([str(Path(script).resolve())] if script else [])
@@ -277,7 +355,7 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
                 raise ConfigError(f"config key 'comment'={cfg['comment']!r} conflicts with -c {comment!r}: give "
                                   "the comment once")
             cfg["comment"] = comment
-        runs = expand(name, grid, cfg)
+        runs = expand_grid(cfg)
         report = tracking.run_grid(runs, results_dir=cfg["results_dir"], mongo_url=cfg["mongo_url"],
                                    db_name=cfg["db_name"], experiment_name=_run.experiment_info["name"],  # -n NAME
                                    source_files=list(dict.fromkeys(sources)))
@@ -291,25 +369,24 @@ def make_experiment(name: str, grid: GridFn, *, doc: str | None = None, script: 
         Nothing is trained or recorded; only the file store (results_dir) is read, to count the runs already
         COMPLETED there."""
         config = plain(_config)
-        runs = Plan(expand(name, grid, config))
+        runs = Plan(expand_grid(config))
         print(_format_plan(runs))
         print(_plan_summary(runs, config))
         return runs
 
     def print_config(_run, _config):
-        """Print the resolved config, then every method's resolved options for it (no training, no record)."""
+        """Print the resolved config, then every method's resolved options for it (no training, no record); a
+        config that is invalid is shown, then its error (ConfigError: one line, exit 2 on the command line)."""
         if sys.stdout.isatty():
             sacred_print_config(_run)
         else:  # no colour codes in a log file
             print(_ANSI.sub("", _capture(sacred_print_config, _run)))
-        try:
-            print(_format_method_options(expand(name, grid, plain(_config))))
-        except ConfigError as err:
-            print(f"(method options not resolved: {err})")
+        sys.stdout.flush()  # the config before the error line
+        print(_format_method_options(expand_grid(plain(_config))))
 
     def plan_for_config(config: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The validated run configs of this script's grid for a resolved config (the driver's `_config`)."""
-        return expand(name, grid, config)
+        return expand_grid(config)
 
     ex.main(main)
     ex.command(plan, unobserved=True)

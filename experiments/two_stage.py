@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from experiments.cli import cli
 from experiments.common import axis, check_dataset, make_experiment
-from pcl import registry
+from pcl import registry, schema
 
 #: the students compared, from the declarations: the methods that list this table (pcl.registry)
 STUDENT_METHODS = registry.table_methods("two_stage")
@@ -22,6 +22,9 @@ STUDENT_METHODS = registry.table_methods("two_stage")
 
 def grid(cfg: dict) -> list[dict]:
     check_dataset(cfg, ("cifar10", "cifar100"))
+    # the teacher's method and backbone, checked as what they are under the names the user set
+    schema.KEYS["method"].check(cfg["teacher_method"], as_key="teacher_method")
+    schema.KEYS["backbone"].check(cfg["teacher_backbone"], as_key="teacher_backbone")
     teacher = {"label": f"teacher {cfg['teacher_method']}/{cfg['teacher_backbone']}",
                "method": cfg["teacher_method"], "backbone": cfg["teacher_backbone"]}
     cells = [teacher]
@@ -38,7 +41,9 @@ def grid(cfg: dict) -> list[dict]:
 ex = make_experiment("two_stage", grid, doc=__doc__, script=__file__,
                      defaults={"method": None, "backbone": "resnet32", "teacher_method": "baseline",
                                "teacher_backbone": "resnet110"},
-                     smoke={"teacher_backbone": "tiny_resnet8"})
+                     smoke={"teacher_backbone": "tiny_resnet8"},
+                     set_with={"teacher_run_key": "teacher_method= and teacher_backbone= (this grid's teacher run)",
+                               "options.teacher_backbone": "teacher_backbone="})
 
 if __name__ == "__main__":
     cli(ex)

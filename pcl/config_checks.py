@@ -84,6 +84,11 @@ def text(allow_none: bool = False, pattern: str | None = None, allowed: str | No
     return check, allowed
 
 
+def folder() -> tuple[Callable[[str, Any], Any], str]:
+    """A folder the suite writes in: a non-empty path ('' would be the current directory, never asked for)."""
+    return text(pattern=r".+", allowed="a folder (a non-empty path)")
+
+
 def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:
     """One of a registry's names (read when checking, so registries stay the one list)."""
     def check(key: str, value: Any) -> str:

@@ -49,6 +49,11 @@ class Option:
     left out of the run_key (options added after the first run_key schema). disagreement: where the public reference
     codes choose differently, `(other value, what each means)`: listed in docs/methods.md. infra: the option is
     where a run finds something (a file), not what it computes: never in the run_key or the record.
+    acts_only_with: when the option computes anything at all, `({other option: (its values, ...), ...}, ...)`: when
+    every option of one of these conditions has one of its values; otherwise it takes the value it has unset, so
+    that the same training keeps one run_key (pcl.schema), and a script refuses it given where it acts in no run.
+    names: a config key whose values the option's value names (kd's teacher_backbone: "backbone"), checked by
+    that key's check.
     """
 
     name: str
@@ -64,6 +69,8 @@ class Option:
     neutral: Any = UNSET
     disagreement: tuple[Any, str] | None = None
     infra: bool = False
+    acts_only_with: tuple[dict[str, tuple[Any, ...]], ...] = ()
+    names: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -205,6 +212,23 @@ class MethodSpec:
             raise ValueError(f"method {self.name!r} is not in the paper but lists tables {self.tables}")
         if self.relative_cost <= 0:
             raise ValueError(f"method {self.name!r}: relative_cost must be > 0")
+        options = {o.name: o for o in self.options}
+        for option in self.options:
+            for condition in option.acts_only_with:
+                if not isinstance(condition, dict) or not condition:
+                    raise ValueError(f"method {self.name!r}: option {option.name!r}: each acts_only_with condition "
+                                     "is a dict of other options to a tuple of their values")
+                for other, values in condition.items():
+                    if other not in options or other == option.name or not isinstance(values, tuple) or not values:
+                        raise ValueError(f"method {self.name!r}: option {option.name!r}: acts_only_with names "
+                                         f"{other!r}, which must be another option of the method, with a tuple of "
+                                         "its values")
+                    for value in values:
+                        try:
+                            options[other].check(value)
+                        except ValueError as err:
+                            raise ValueError(f"method {self.name!r}: option {option.name!r}: acts_only_with "
+                                             f"{other}={value!r}: {err}") from None
 
     def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)

@@ -1,7 +1,8 @@
 """Durable writes and guarded reads on a filesystem, shared by checkpoints, the file store and the analysis's
 outputs: fsync a folder after a rename, replace a file without writing through a link in its place, read a file
 that is not ours only when it is a regular file of bounded size (never through a link, never a FIFO's wait), ask
-the kernel to read ahead the files a command is about to read, and find the OS error behind a wrapped exception.
+the kernel to read ahead the files a command is about to read, say why a folder cannot be written in (before any
+work, not after it), and find the OS error behind a wrapped exception.
 Standard library only (the records side imports it without torch).
 """
 from __future__ import annotations
@@ -137,6 +138,25 @@ def read_ahead(paths: Iterable[str | os.PathLike], limit: int | None = None) -> 
     thread = threading.Thread(target=run, name="read-ahead", daemon=True)
     thread.start()
     return thread
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be made, or used, as a folder this process writes in; None when it can. Tried, not
+    asked: a temporary file in the nearest existing folder, removed at once (permissions say yes to root
+    everywhere, /proc included). Nothing is created."""
+    if not str(path).strip():
+        return "an empty path names no folder (it would be the current one)"
+    probe = Path(path).expanduser().absolute()
+    while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        return f"{str(probe)!r} cannot be written in ({err.strerror or err})"
+    return None
 
 
 def input_file_problem(path: str | os.PathLike) -> str | None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pcl import registry
+from pcl.declarations import DeclarationError
 from pcl.fsio import input_file_problem, input_file_sha256
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
-from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, integer,
-                               mapping, real, text)  # noqa: F401
+from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, folder,
+                               integer, mapping, real, text)  # noqa: F401
 from pcl.recipes import (CIFAR_RECIPE, DATASETS, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
                          REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
                          recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
@@ -33,6 +34,8 @@ KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key c
 BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
 TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
+#: what `run_key` computes: the first 16 hex digits of a SHA-256 (a teacher_run_key must look like one)
+RUN_KEY_PATTERN = r"[0-9a-f]{16}"
 GROUPS = ("experiment", "recipe", "data", "infra", "driver")
 _UNSET = object()
 #: MongoDB's rules for a database name (what `db_name` and a URL's database must satisfy)
@@ -74,8 +77,10 @@ class Key:
     def example_other(self) -> Any:
         return self.example
 
-    def check(self, value: Any) -> Any:
-        return self.spec[0](self.name, value)
+    def check(self, value: Any, as_key: str | None = None) -> Any:
+        """The value normalized, or ConfigError; `as_key` names the key the user set when it is not this one (a
+        script's teacher_backbone is checked as a backbone, under its own name)."""
+        return self.spec[0](as_key or self.name, value)
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
@@ -84,7 +89,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("backbone", "experiment", "resnet32", choice(registry.backbones), "backbone network", example="wrn20_8"),
     Key("method", "experiment", "pcl", choice(registry.methods), "training method (pcl.registry)", example="dml"),
     Key("options", "experiment", {}, mapping(),
-        "method options merged over the method's defaults (docs/methods.md); time constants scale with the run",
+        "method options merged over the method's defaults (docs/methods.md); time constants scale with the run; an "
+        "option the others leave without effect (declared in the method's file, Option(acts_only_with=...): e.g. pcl's "
+        "ensemble_form with ensemble_teacher=False) takes the value it has unset, so the same training keeps one "
+        "run_key; a script refuses one given where it acts in none of its runs",
         example={"temperature": 4.0}),
     Key("peers", "experiment", 3, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
         unit="networks", example=4),
@@ -97,7 +105,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         derived=True),
     Key("seed", "experiment", 0, integer(0, maximum=MAX_SEED), "seed of initialisation, data order and augmentation",
         example=1),
-    Key("teacher_run_key", "experiment", None, text(allow_none=True),
+    Key("teacher_run_key", "experiment", None,
+        text(allow_none=True, pattern=RUN_KEY_PATTERN,
+             allowed="None or a run_key: 16 hexadecimal digits, as `plan` lists them"),
         "two-stage KD: the teacher run whose deployed model the student distils from"),
     # the optimisation recipe (docs/config.md, "Per-dataset recipes"); None = the dataset's recipe (RECIPES)
     Key("epochs", "recipe", None, integer(1), "training epochs", unit="epochs", example=10),
@@ -147,7 +157,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("deterministic", "infra", False, boolean(),
         "deterministic kernels (no effect on the CPU; on a GPU it can change the last bits)", example=True),
     Key("workers", "infra", 8, integer(0), "ImageNet loader processes", unit="processes", example=0),
-    Key("checkpoint_root", "infra", "checkpoints", text(), "checkpoints under checkpoint_root/run_key/",
+    Key("checkpoint_root", "infra", "checkpoints", folder(), "checkpoints under checkpoint_root/run_key/",
         example="elsewhere"),
     Key("force", "infra", False, boolean(), "train a COMPLETED run_key again from scratch", example=True),
     Key("progress", "infra", None, boolean(allow_none=True),
@@ -165,7 +175,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     # the grid driver's keys (never in a run config)
     Key("seeds", "driver", [0, 1, 2], (lambda k, v: _seeds(k, v), f"a non-empty list of distinct integers from 0 to {MAX_SEED}"),
         "one run per seed; the paper reports mean +- std over >= 3 seeds", example=[0]),
-    Key("results_dir", "driver", "results", text(pattern=r".+", allowed="a folder"), "Sacred file store: always written", example="elsewhere"),
+    Key("results_dir", "driver", "results", folder(), "Sacred file store: always written", example="elsewhere"),
     Key("mongo_url", "driver", None, text(allow_none=True),
         "MongoDB URL (else $PCL_MONGO_URL); never recorded, never printed"),
     Key("db_name", "driver", None, text(allow_none=True, pattern=r'[^/\\. "$*<>:|?\x00]{1,63}',
@@ -246,8 +256,14 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(method_opts)
     for key, kind in registry.method(method).time_constants.items():
         merged[key] = TIME_SCALES[kind](merged[key], out)
+    unset = dict(merged)  # what each option is when not given
     for key, value in options.items():
         merged[key] = _check_option(method, declared[key], value)
+    for key, as_key in checked_as(method).items():
+        if merged[key] is not None:
+            KEYS[as_key].check(merged[key], as_key=f"options.{key}")
+    for key in without_effect(method, merged):  # computes nothing here: the value it has unset, one run_key
+        merged[key] = unset[key]
     if "peers" in method_opts:
         out["peers"] = KEYS["peers"].default if out["peers"] is None else out["peers"]
         if "peers" in options and merged["peers"] != out["peers"]:
@@ -280,6 +296,39 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     _check_together(out, given_milestones=milestones)
     out["run_key"] = run_key(out)
     return {k: out[k] for k in RUN_KEYS}
+
+
+def checked_as(method: str) -> dict[str, str]:
+    """The options of `method` whose value (when not None) names what a config key names, as declared (`names=`,
+    e.g. kd's teacher_backbone: "backbone"): checked by that key's check, so the allowed names come from the same
+    registry. DeclarationError for a key the schema does not have."""
+    named = {o.name: o.names for o in registry.method(method).options if o.names}
+    unknown = [key for key in named.values() if key not in KEYS]
+    if unknown:
+        raise DeclarationError(f"method {method!r}: an option names config key(s) {unknown}, which are not keys")
+    return named
+
+
+def acts_only_with(method: str) -> dict[str, tuple[dict[str, tuple[Any, ...]], ...]]:
+    """The options of `method` that compute nothing unless other options have given values, as declared
+    (`acts_only_with=`: {option: conditions}; pcl.declarations checks what they name)."""
+    return {o.name: o.acts_only_with for o in registry.method(method).options if o.acts_only_with}
+
+
+def without_effect(method: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """The options of `method` that the others' values in `options` (all of its options) leave without effect
+    (its `acts_only_with`), each with why, in words ("with options.X=... it acts only with X=...")."""
+    idle = {}
+    for name, conditions in acts_only_with(method).items():
+        if any(all(options.get(k) in values for k, values in condition.items()) for condition in conditions):
+            continue
+        others = list(dict.fromkeys(k for condition in conditions for k in condition))
+        needs = " or ".join(" and ".join(f"{k}={values[0]!r}" if len(values) == 1
+                                         else f"{k} one of {', '.join(map(repr, values))}"
+                                         for k, values in condition.items()) for condition in conditions)
+        idle[name] = (f"with {', '.join(f'options.{k}={options.get(k)!r}' for k in others)} it acts only with "
+                      f"{needs}")
+    return idle
 
 
 def _check_together(out: Mapping[str, Any], given_milestones: list[int] | None) -> None:

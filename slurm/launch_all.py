@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -29,6 +30,7 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from pcl.flags import OneLineParser, parse_command_line
 from slurm import cluster
 from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile
 
@@ -40,11 +42,24 @@ class LaunchError(RuntimeError):
     """Bad input or a refusal: printed as one line, exit code 2."""
 
 
+def stale_after_s(text: str) -> float:
+    """--stale-after: seconds > 0. A RUNNING record whose heartbeat is older is dead and its run submitted again,
+    so 0, a negative number or nan would resubmit a live run (inf would never resubmit a dead one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a finite number of seconds > 0 (a RUNNING "
+                                         "record whose heartbeat is older is dead)")
+    return value
+
+
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="TOML profile with the cluster options (slurm/profiles/*.toml)")
     parser.add_argument("--results-dir", default="results", help="file store of the records (default: results)")
     parser.add_argument("--db-name", default=None, help="MongoDB database (URL from $PCL_MONGO_URL only)")
-    parser.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER_S, metavar="S",
+    parser.add_argument("--stale-after", type=stale_after_s, default=DEFAULT_STALE_AFTER_S, metavar="S",
                         help=f"a RUNNING record whose heartbeat is older is dead (default {DEFAULT_STALE_AFTER_S:g})")
 
 
@@ -61,8 +76,8 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python slurm/launch_all.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="python slurm/launch_all.py", description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_store_args(parser)
     add_selection_args(parser)
     cl = parser.add_argument_group("cluster (override the profile)")
@@ -300,16 +315,25 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
 
 def run(argv: Sequence[str] | None = None, log=print) -> int:
     """The command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = parse_command_line(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(ROOT) not in paths:  # local jobs and sbatch (which exports the environment) import slurm.jobs
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, paths)])
     from pcl import results, tracking
     from slurm import plan
+    from pcl.tracking.grid import check_database_name, check_writable_folder
     from slurm.jobs import read_ledger
 
     try:
         options = cluster_options(args)
+        # the ledger's folder and submitit's (job scripts, logs), as the drivers check theirs: before the plan, so
+        # that a file in their place is not found after the jobs went in
+        check_writable_folder("results_dir", args.results_dir)
+        check_writable_folder("log_folder", options.log_folder)
+        # the drivers' check of db_name and of the URL's database (pymongo's would be a traceback), before any server
+        check_database_name(None, args.db_name)
         selection = selection_from(args)
         planned = plan.build_plan(selection)
         # a value that needs CUDA where the jobs get no GPU is bad input whatever the cluster says: before asking it

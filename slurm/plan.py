@@ -155,8 +155,11 @@ def build_plan(selection: Selection) -> list[Planned]:
                     refused.append(f"{table}: {err}")
                     continue
                 raise SelectionError(f"table {table}: {err}") from None
-            except Exception as err:  # Sacred's own checks (unknown named config, bad key)
-                raise SelectionError(f"table {table}: {type(err).__name__}: {err}") from None
+            except Exception as err:  # Sacred's own checks (unknown named config, bad key): the drivers' line
+                from experiments.cli import _sacred_error_line
+
+                line = _sacred_error_line(registry.experiment(table), err, updates)
+                raise SelectionError(f"table {table}: {line}") from None
             planned_any.setdefault(table, []).extend(runs)
     if refused and not planned_any:
         raise SelectionError("no selected table runs on the selected dataset(s): " + "; ".join(refused))

@@ -18,6 +18,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 
+from pcl.flags import OneLineParser, parse_command_line
 from slurm import cluster
 from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from
 from slurm.options import OptionsError
@@ -100,10 +101,12 @@ def run_status(run: Any, state: Any, queued: Mapping[str, Any], live: set[str] |
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """Tables (counts per column) and runs (one dict each) for the selection."""
     from pcl import tracking
+    from pcl.tracking.grid import check_database_name
     from slurm import plan
     from slurm.jobs import read_ledger
 
     options = cluster_options(args)
+    check_database_name(None, args.db_name)  # the drivers' check (pymongo's would be a traceback), before any server
     selection = selection_from(args)
     # squeue first: its answer (or an unreachable controller's silence) overlaps planning and reading the records
     snapshot = cluster.QueueSnapshot() if options.executor == "slurm" else None
@@ -160,13 +163,15 @@ def render(report: Mapping[str, Any]) -> str:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python slurm/status.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python slurm/status.py", description=__doc__.split("\n\n")[0])
     add_store_args(parser)
     add_selection_args(parser)
     parser.add_argument("--json", action="store_true", help="print tables and runs as JSON")
     parser.add_argument("--executor", choices=("slurm", "local", "debug"),
                         help="as launch_all.py (default: the profile's, else slurm); local/debug: no queue to read")
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
+    if isinstance(args, int):
+        return args
     for key in ("partition", "account", "qos", "gpus_per_task", "cpus_per_task", "mem", "time", "constraint",
                 "sbatch_lines", "setup", "log_folder", "array_parallelism", "max_attempts", "max_timeouts",
                 "runs_per_gpu", "teacher_wait_s"):
@@ -176,7 +181,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     try:
         report = collect(args)
-    except (OptionsError, SelectionError, cluster.ClusterError, tracking.UserError, results.StoreError) as err:
+    except (OptionsError, SelectionError, cluster.ClusterError, tracking.UserError, tracking.ConfigError,
+            results.StoreError) as err:
         print(f"error: {tracking.redact(err)}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1) if args.json else render(report))

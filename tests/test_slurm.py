@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pcl import registry as declared
 
@@ -709,3 +711,158 @@ def test_databases_opened_from_urls_are_freed(mongo_url):
     while threading.active_count() > threads + 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert threading.active_count() <= threads + 2
+
+
+# ---- bad input of the launcher, status and the tracking command: one line, exit 2, nothing written (review) ------
+LOCAL = ["--profile", str(PROFILE), "--executor", "local", "--named", "smoke", "--tables", "table2",
+         "--methods", "baseline"]
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("flag, value, said", [
+    ("--results-dir", "{file}", "config key 'results_dir'='{file}' is invalid: '{file}' is a file, not a folder"),
+    ("--results-dir", "{file}/sub", "config key 'results_dir'='{file}/sub' is invalid: '{file}' is a file"),
+    ("--results-dir", "", "config key 'results_dir'='' is invalid: an empty path names no folder"),
+    ("--log-folder", "{file}", "config key 'log_folder'='{file}' is invalid: '{file}' is a file, not a folder"),
+    ("--log-folder", "", "config key 'log_folder'='' is invalid: an empty path names no folder"),
+    ("--log-folder", "/proc/pcl-logs", "config key 'log_folder'='/proc/pcl-logs' is invalid: '/proc' cannot be "
+                                       "written in"),
+])
+def test_a_results_or_log_folder_that_cannot_be_written_is_one_line_before_any_job(tmp_path, capsys, monkeypatch,
+                                                                                   flag, value, said, dry_run):
+    """A file, a path under a file, an empty path or a folder nobody can write in (/proc: tried by a probe,
+    os.access says yes to root) is refused before the plan: the local job used to run, then the ledger write crashed
+    with NotADirectoryError (submitit's own for the log folder), and the dry run said 0 after 8 warnings."""
+    monkeypatch.chdir(tmp_path)  # an empty path is the current folder: nothing may appear there either
+    monkeypatch.delenv("PCL_MONGO_URL", raising=False)
+    file = tmp_path / "a-file"
+    file.write_text("not a folder\n")
+    places = {"--results-dir": str(tmp_path / "results"), "--log-folder": str(tmp_path / "logs")}
+    places[flag] = value.format(file=file)
+    argv = [*LOCAL, "--set", f"checkpoint_root={tmp_path / 'ckpt'}", *(a for kv in places.items() for a in kv),
+            *(["--dry-run"] if dry_run else [])]
+    assert launch_all.run(argv, log=lambda line: None) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: " + said.format(file=file)), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no job, ledger, log or checkpoint folder
+
+
+@pytest.mark.parametrize("command", ["launch_all", "status"])
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "1e400", "soon"])
+def test_stale_after_must_be_a_finite_number_of_seconds_above_zero(tmp_path, capsys, command, value):
+    """-1 or 0 judged every live run dead (the launcher submitted it again beside itself), nan judged every run
+    alive, inf never judged one dead."""
+    main = launch_all.run if command == "launch_all" else status.run
+    code = main([*LOCAL, "--results-dir", str(tmp_path / "r"), "--dry-run" if command == "launch_all" else "--json",
+                 f"--stale-after={value}"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2
+    assert "--stale-after" in line and repr(value) in line and "a finite number of seconds > 0" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+@settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(number=st.one_of(st.floats(), st.integers(-10**6, 10**6)), form=st.sampled_from(["{}", "{!r}", " {} "]))
+def test_any_stale_after_is_taken_only_when_finite_and_above_zero_else_one_line(capsys, number, form):
+    text = form.format(number)
+    args = launch_all.parse_command_line(launch_all.build_parser(), [f"--stale-after={text}"])
+    value = float(text)
+    if value > 0 and value != float("inf"):
+        assert args.stale_after == value
+        return
+    assert args == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "--stale-after" in line and repr(text) in line
+
+
+@pytest.mark.parametrize("command", ["launch_all", "status", "ping", "upload"])
+@pytest.mark.parametrize("db_name, said", [
+    ("a.b", "config key 'db_name'='a.b' is invalid: must be None or a MongoDB database name"),
+    ("x" * 64, f"config key 'db_name'='{'x' * 64}' is invalid"),
+    ("URL", "config key 'mongo_url' names the database 'a$b': must be a MongoDB database name"),
+])
+def test_a_bad_database_name_is_the_drivers_one_line_before_any_server_is_asked(tmp_path, capsys, monkeypatch,
+                                                                              command, db_name, said):
+    """--db-name (and the database of $PCL_MONGO_URL) by the drivers' check of db_name: pymongo's InvalidName was a
+    traceback (exit 1) in every command that opens the store."""
+    from pcl.tracking.cli import main as tracking_main
+
+    url = "mongodb://u:pw@127.0.0.1:1/" + ("a$b" if db_name == "URL" else "")  # nothing listens on port 1
+    monkeypatch.setenv("PCL_MONGO_URL", url)
+    flags = [] if db_name == "URL" else ["--db-name", db_name]
+    store = tmp_path / "r"
+    if command == "upload":
+        store.mkdir()
+    argv = {"launch_all": [*LOCAL, "--results-dir", str(store), "--dry-run", *flags],
+            "status": [*LOCAL, "--results-dir", str(store), *flags],
+            "ping": ["ping", *flags], "upload": ["upload", str(store), *flags]}[command]
+    main = {"launch_all": launch_all.run, "status": status.run}.get(command, tracking_main)
+    code = main(argv)
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and line.startswith(f"error: {said}") and "pw" not in line, line
+    assert not store.exists() or not any(store.iterdir())
+
+
+@pytest.mark.parametrize("command", ["launch_all", "status"])
+@pytest.mark.parametrize("update, said", [
+    ("foo=1", "table table2: unknown config key(s) 'foo'=1: allowed keys are backbone, "),
+    ("seed=-1", "table table2: config key 'seed'=-1 is invalid: "),  # numpy: "expected non-negative integer"
+    ("seed=[0]", "table table2: config key 'seed'=[0] is invalid: "),  # Sacred: "Seed has to be integer"
+])
+def test_a_set_value_sacred_fails_on_is_the_drivers_one_line_naming_the_key(tmp_path, capsys, command, update, said):
+    """Sacred's ConfigAddedError was its 3 raw lines, and seed=-1 (numpy's seeding, inside Sacred) a bare
+    "ValueError: expected non-negative integer"; now the drivers' line (experiments.cli) or the key's own check."""
+    main = launch_all.run if command == "launch_all" else status.run
+    extra = ["--dry-run"] if command == "launch_all" else []
+    code = main([*LOCAL, "--results-dir", str(tmp_path / "r"), "--set", update, *extra])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and line.startswith(f"error: {said}"), line
+    assert not (tmp_path / "r").exists()
+
+
+#: the scripts' grid axes: experiments.common.axis refuses a bad one without naming its key (its own finding)
+_AXES = {"backbone", "method"}
+
+
+@settings(max_examples=int(os.environ.get("PCL_HYPOTHESIS_EXAMPLES", "60")), deadline=None)
+@given(key=st.one_of(st.sampled_from(sorted(k for k, spec in __import__("pcl.schema").schema.KEYS.items()
+                                            if not spec.derived and k not in {*plan.FORBIDDEN_SET, *_AXES})),
+                     st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(), st.text(max_size=8),
+                       st.lists(st.integers(-3, 3), max_size=3)))
+def test_any_set_value_plans_or_is_one_line_naming_its_key(key, value):
+    """Whatever value an override has, the plan takes it or says one line naming the key (Sacred's errors and the
+    values Sacred fails on before the suite's checks included)."""
+    if key in _AXES:
+        return
+    try:
+        plan.build_plan(plan.Selection(tables=["table2"], updates={key: value}, named=["smoke"]))
+    except plan.SelectionError as err:
+        message = str(err)
+        assert "\n" not in message and (repr(key) in message or f" {key}=" in message), message
+
+
+@pytest.mark.parametrize("command, args, said", [
+    ("launch_all", ["--executor", "foo"], "argument --executor: invalid choice: 'foo' (choose from 'slurm', "
+                                          "'local', 'debug')"),
+    ("launch_all", ["--mem", "-1G"], "argument --mem: expected one argument; to give the value '-1G', which starts "
+                                     "with '-', write --mem=-1G"),
+    ("launch_all", ["--gpus-per-task", "one"], "argument --gpus-per-task: invalid int value: 'one'"),
+    ("launch_all", ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ("status", ["--executor", "foo"], "argument --executor: invalid choice: 'foo'"),
+    ("status", ["--stale-after", "-1"], "argument --stale-after: '-1' is invalid"),
+])
+def test_a_bad_flag_is_one_line_exit_2_and_the_usage_stays_in_help(tmp_path, capsys, command, args, said):
+    main = launch_all.run if command == "launch_all" else status.run
+    assert main(["--results-dir", str(tmp_path / "r"), *args]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"python slurm/{command}.py: error: {said}") and line.endswith(" (see --help)"), line
+    assert main(["--help"]) == 0 and "usage: python slurm/" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()

@@ -415,6 +415,22 @@ def test_the_distributed_command_names_what_it_finds_in_its_folder(tmp_path, cap
             "damaged checkpoint": "checkpoint.pt is unusable", "bad RANK": "RANK='x'"}[case] in err
 
 
+@pytest.mark.parametrize("case", ["empty", "a file", "under a file"])
+def test_the_distributed_command_refuses_an_out_dir_it_cannot_write(tmp_path, capsys, monkeypatch, case):
+    """--out-dir '' trained into the current directory; a file there ended in FileExistsError's traceback."""
+    from pcl.distributed.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    out = {"empty": "", "a file": str(tmp_path / "a_file"), "under a file": str(tmp_path / "a_file" / "out")}[case]
+    code = main(["--dataset", "synthetic", "--method", "baseline", "--backbone", "tiny_resnet8", "--epochs", "1",
+                 "--batch-size", "32", "--synthetic-train-size", "64", "--device", "cpu", "--out-dir", out])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"--out-dir {out!r} is invalid" in err and ("an empty path" if case == "empty" else "is a file") in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written
+
+
 @pytest.mark.parametrize("content, said", [(b"not a model", "not a readable model file"),
                                            ({"epoch": 1}, "not a deployed-model file"),
                                            ("nan", "NaN or infinite"),

@@ -120,19 +120,24 @@ NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0
               "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
 
 
-def drive_in_process(tmp_path: Path, args: list[str], capsys, monkeypatch) -> tuple[int, str]:
-    """experiments.cli.cli on `table2.py ARGS` (what `python experiments/table2.py ARGS` runs): exit code and
-    everything printed."""
-    from experiments import table2
+def drive_in_process(tmp_path: Path, args: list[str], capsys, monkeypatch,
+                     script: str = "experiments.table2") -> tuple[int, str]:
+    """experiments.cli.cli on `table2.py ARGS` (what `python experiments/table2.py ARGS` runs), or on another
+    registered script's module: exit code and everything printed."""
+    import importlib
+
     from experiments.cli import cli
+
+    table2 = importlib.import_module(script)
 
     for name, value in NO_NETWORK.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv(tracking.MONGO_URL_ENV, "unset")  # recorded, so that a URL the CLI moves there is removed
     monkeypatch.delenv(tracking.MONGO_URL_ENV)
     stores = [f"results_dir={tmp_path / 'results'}", f"checkpoint_root={tmp_path / 'ck'}"]
-    stores = [s for s in stores if not any(a.startswith(s.split("=")[0] + "=") for a in args)]
-    argv = ["experiments/table2.py", *args, *(stores if "with" in args else ["with", *stores])]
+    stores = [s for s in stores if not any(a.startswith(s.split("=")[0] + "=") for a in args)
+              and not (s.startswith("results_dir") and "-F" in args)]
+    argv = [script.replace(".", "/") + ".py", *args, *(stores if "with" in args else ["with", *stores])]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), \
             pytest.raises(SystemExit) as info:
@@ -427,3 +432,154 @@ def test_a_run_stopped_before_its_first_checkpoint_says_none_was_written(tmp_pat
     assert [r.status for r in report.runs] == ["PREEMPTED"]
     assert "no checkpoint was written yet" in out and "stays and the next start resumes" not in out
     assert not (tmp_path / "ck" / runs[0]["run_key"] / "checkpoint.pt").exists()
+
+
+# ---- review's finds: inputs that were a traceback, silently ignored or a second run_key of the same training -------
+def _one_error_line(code: int, printed: str, *named: str) -> str:
+    lines = printed.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), printed
+    assert all(part in lines[0] for part in named), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["plan", "print_config", "run"])
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "'a'"])
+def test_a_driver_seed_sacred_cannot_take_is_one_line_not_its_traceback(tmp_path, capsys, monkeypatch, seed, command):
+    """Sacred seeds its generator with `seed` before the driver checked it: numpy's ValueError, rc 1."""
+    args = ([] if command == "run" else [command]) + ["with", "smoke", f"seed={seed}"]
+    code, printed = drive_in_process(tmp_path, args, capsys, monkeypatch)
+    _one_error_line(code, printed, f"'seed'={seed}", "seeds=[...]", "an integer >= 0 and <= 4294967295")
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ck").exists()
+
+
+def test_a_log_level_logging_does_not_know_is_one_line(tmp_path, capsys, monkeypatch):
+    code, printed = drive_in_process(tmp_path, ["-l", "BAD", "plan", "with", "smoke"], capsys, monkeypatch)
+    _one_error_line(code, printed, "-l (--loglevel) 'BAD'", "DEBUG, ERROR", "a number from 0 to 50")
+    code, printed = drive_in_process(tmp_path, ["-l", "info", "plan", "with", "smoke"], capsys, monkeypatch)
+    _one_error_line(code, printed, "did you mean 'INFO'?")
+
+
+@pytest.mark.parametrize("update, named", [("method=foo", "unknown method(s) 'foo'"),
+                                           ("seeds=[]", "'seeds'=[]"),
+                                           ("dataset=imagenet", "'dataset'='imagenet'"),
+                                           ("results_dir=''", "'results_dir'=''"),
+                                           ("options.foo=1", "options.foo")])
+def test_print_config_of_an_invalid_config_shows_it_then_its_error_exit_2(tmp_path, monkeypatch, update, named):
+    """print_config printed "(method options not resolved: ...)" and exited 0."""
+    from experiments import table2
+    from experiments.cli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        cli(table2.ex, ["experiments/table2.py", "print_config", "with", "smoke", update])
+    assert "Configuration" in out.getvalue() and "not resolved" not in out.getvalue()  # what it can, shown
+    _one_error_line(info.value.code, err.getvalue(), named)
+
+
+@pytest.mark.parametrize("script, update, named", [
+    ("ablations.peers", "peers=4", ("'peers'=4", "this grid varies it", "set peer_counts=[...] instead")),
+    ("ablations.peers", "peers=None", ("'peers'=None", "set peer_counts=[...] instead")),
+    ("experiments.two_stage", "teacher_run_key='0123456789abcdef'",
+     ("'teacher_run_key'='0123456789abcdef'", "teacher_method= and teacher_backbone=")),
+    ("experiments.two_stage", "options.teacher_backbone=resnet32",
+     ("'options.teacher_backbone'='resnet32'", "set teacher_backbone= instead")),
+])
+def test_a_grid_refuses_a_key_its_cells_set(tmp_path, capsys, monkeypatch, script, update, named):
+    """The cell's value silently won over the config's (`{**base, **cell}`): peers=4 planned m = 2..5."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", update], capsys, monkeypatch, script=script)
+    _one_error_line(code, printed, *named)
+
+
+@pytest.mark.parametrize("script, updates, named", [
+    ("ablations.ensemble_teacher", ["options.ensemble_teacher=False"],
+     ("options.ensemble_teacher=False", "cell 'logit_average/", "options.ensemble_form='logit_average'",
+      "acts only with ensemble_teacher=True")),
+    ("ablations.mean_teacher", ["options.mean_teacher=False"],
+     ("options.mean_teacher=False", "options.peer_teacher='live_others'", "acts only with mean_teacher=True")),
+    ("experiments.table2", ["method=pcl", "options.mean_teacher=False", "options.ema_decay=0.9"],
+     ("'options.ema_decay'=0.9", "in any run", "options.mean_teacher=False")),
+    ("experiments.table2", ["options.mean_teacher=False", "options.ema_buffers=copy"],
+     ("'options.ema_buffers'='copy'", "options.mean_teacher=False")),
+    ("experiments.table2", ["method=pcl", "options.peer_teacher=live_others", "options.ema_decay=0.9"],
+     ("'options.ema_decay'=0.9", "options.peer_teacher='live_others'", "'mean_others', 'own_mean'")),
+    ("experiments.table2", ["method=pcl", "options.ensemble_teacher=False", "options.detach_ensemble=False"],
+     ("'options.detach_ensemble'=False", "options.ensemble_teacher=False")),
+])
+def test_an_option_without_effect_is_refused_not_a_second_run_key(tmp_path, capsys, monkeypatch, script, updates,
+                                                                   named):
+    """ensemble_teacher=False made three run_keys of one training (ensemble_form does nothing then)."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", *updates], capsys, monkeypatch,
+                                     script=script)
+    _one_error_line(code, printed, "has no effect", *named)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ck").exists()
+
+
+def test_options_without_effect_take_their_unset_value_and_default_run_keys_stay():
+    """An option the others switch off is normalised (as `peers` of a single-network method): one training, one
+    run_key; a config that left it unset keeps its run_key, so no default grid's run_key moves."""
+    from experiments import registry
+
+    base = {"method": "pcl", "dataset": "synthetic", "epochs": 1, "batch_size": 32, "synthetic_train_size": 128,
+            "options": {"mean_teacher": False, "ensemble_teacher": False}}
+    cfg = tracking.normalize_run_config(base)
+    assert tracking.normalize_run_config(cfg) == cfg  # idempotent
+    idle = dict(base, options={**base["options"], "ensemble_form": "gate", "detach_ensemble": False,
+                               "peer_teacher": "own_mean", "ema_decay": 0.5, "ema_buffers": "copy"})
+    assert tracking.normalize_run_config(idle) == cfg
+    live = tracking.normalize_run_config(dict(base, options={"peer_teacher": "live_others"}))
+    assert tracking.normalize_run_config(dict(live, options={**live["options"], "ema_decay": 0.5}))["run_key"] == \
+        live["run_key"]
+    default = {p["label"]: p["run_key"] for p in registry.plan("ablations.components", {}, ["smoke"])}
+    decayed = {p["label"]: p["run_key"] for p in registry.plan("ablations.components",
+                                                                {"options": {"ema_decay": 0.99}}, ["smoke"])}
+    same = sorted(label for label in default if default[label] == decayed[label])
+    assert same == ["+ multi-input/tiny_resnet8", "+ peer ensemble teacher/tiny_resnet8",
+                    "multi-branch CE/tiny_resnet8"]  # without L_pm, ema_decay computes nothing: trained once
+
+
+def test_the_teacher_is_given_once_and_its_run_key_is_one(tmp_path, capsys, monkeypatch):
+    """teacher_path was silently replaced by the teacher_run_key's file; teacher_run_key='' blocked the run later
+    with a blank name."""
+    teacher = a_file(tmp_path)
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", "method=kd",
+                                                "teacher_run_key='0123456789abcdef'",
+                                                f"options.teacher_path={teacher}"], capsys, monkeypatch)
+    _one_error_line(code, printed, f"'options.teacher_path'={teacher!r}", "teacher_run_key='0123456789abcdef'",
+                    "give the teacher once")
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", "method=kd", "teacher_run_key=''"],
+                                     capsys, monkeypatch)
+    _one_error_line(code, printed, "'teacher_run_key'=''", "16 hexadecimal digits")
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", "options.teacher_path=" + teacher],
+                                     capsys, monkeypatch, script="experiments.two_stage")
+    _one_error_line(code, printed, "'options.teacher_path'=", "give the teacher once")
+
+
+def test_an_empty_folder_is_refused_not_the_current_directory(tmp_path, capsys, monkeypatch):
+    """-F '' fell back to ./results; checkpoint_root='' trained into the current directory."""
+    monkeypatch.chdir(tmp_path)
+    code, printed = drive_in_process(tmp_path, ["-F", "", "plan", "with", "smoke"], capsys, monkeypatch)
+    _one_error_line(code, printed, "'results_dir'=''", "a non-empty path")
+    code, printed = drive_in_process(tmp_path, ["with", "smoke", "method=baseline", "checkpoint_root=''"], capsys,
+                                     monkeypatch)
+    _one_error_line(code, printed, "'checkpoint_root'=''", "a non-empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("update, named", [
+    ("teacher_method=foo", ("'teacher_method'='foo'", "one of baseline")),
+    ("teacher_backbone=foo", ("'teacher_backbone'='foo'", "one of densenet40_12")),
+])
+def test_the_teacher_keys_are_named_as_the_user_set_them(tmp_path, capsys, monkeypatch, update, named):
+    """two_stage said `config key 'method'` for teacher_method=foo and `'backbone'` for teacher_backbone=foo."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", update], capsys, monkeypatch,
+                                     script="experiments.two_stage")
+    _one_error_line(code, printed, *named)
+
+
+def test_kd_teacher_backbone_is_checked_against_the_backbones(tmp_path, capsys, monkeypatch):
+    """options.teacher_backbone=foo was accepted by every check (and compared with a teacher file's later)."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", "method=kd",
+                                                f"options.teacher_path={a_file(tmp_path)}",
+                                                "options.teacher_backbone=resnet-32"], capsys, monkeypatch)
+    _one_error_line(code, printed, "'options.teacher_backbone'='resnet-32'", "one of densenet40_12",
+                    "did you mean 'resnet32'?")

@@ -16,7 +16,8 @@ from pcl import registry
 from pcl.checkpoint import CheckpointError
 from pcl.data.check import check_data
 from pcl.distributed import DistEnv, cleanup, detect_env
-from pcl.fsio import read_regular
+from pcl.flags import OneLineParser
+from pcl.fsio import folder_problem, read_regular
 from pcl.methods import check_method_inputs
 from pcl.process_env import EnvError
 from pcl.runner import resolve_device, run
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     --batch-size is the GLOBAL batch (split over the processes); recipe flags left out take the dataset's recipe.
     Records (Sacred, MongoDB): run the experiment scripts under torchrun instead (README, "Several GPUs").
     """
-    ap = argparse.ArgumentParser(prog="python -m pcl.distributed", description=main.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog="python -m pcl.distributed", description=main.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="imagenet")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--method", default="pcl")
@@ -95,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
     """The run config of `python -m pcl.distributed`'s flags, checked like the scripts' (ConfigError, one line):
-    values, data, device, and that --out-dir holds no other run's checkpoint (it would be resumed as this one)."""
+    values, data, device, and that --out-dir is a folder this user can write ('' would be the current directory)
+    holding no other run's checkpoint (it would be resumed as this one)."""
+    problem = folder_problem(args.out_dir)
+    if problem is not None:
+        raise ConfigError(f"--out-dir {args.out_dir!r} is invalid: {problem}; must be a folder this user can create "
+                          "and write")
     try:
         options = json.loads(args.options)
     except ValueError as err:

@@ -41,7 +41,7 @@ DECLARATION = MethodSpec(
         Option("teacher_path", None, "deployed.pt of a completed run (required; set from `teacher_run_key`)",
                kind="path", infra=True),
         Option("teacher_backbone", None, "if given, must be the teacher file's backbone (a guard for configs)",
-               kind="str"),
+               kind="str", names="backbone"),
         Option("temperature", 3.0, "softmax temperature T of the KD term (scaled by T^2)", minimum=0,
                exclusive_minimum=True),
         Option("kd_weight", 1.0, "weight of the KD term (CE has weight 1)", minimum=0, exclusive_minimum=True),

@@ -32,7 +32,12 @@ def options_markdown() -> list[str]:
         lines += ["| option | default | allowed | meaning |", "|---|---|---|---|"]
         for option in spec.options:
             meaning = option.doc + (" (*time constant*)" if option.time_constant else "")
-            cells = [f"`{option.name}`", f"`{option.default!r}`", option.allowed, meaning]
+            if option.acts_only_with:  # what makes it inert: its unset value is then used (one run_key)
+                meaning += " (acts only with " + " or ".join(
+                    " and ".join(f"`{k}` {'=' if len(v) == 1 else 'in'} {v[0] if len(v) == 1 else list(v)!r}"
+                                 for k, v in condition.items()) for condition in option.acts_only_with) + ")"
+            allowed = option.allowed + (f" (the name of a `{option.names}`)" if option.names else "")
+            cells = [f"`{option.name}`", f"`{option.default!r}`", allowed, meaning]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     return lines

@@ -4,12 +4,12 @@ signal stops the grid after the current run is recorded."""
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pcl import results
+from pcl.fsio import folder_problem
 from pcl.interrupts import MetricsCallback
 from pcl.schema import KEYS, MONGO_DB_NAME_RULE, ConfigError
 from pcl.tracking.data import normalize_run_config
@@ -84,21 +84,12 @@ def check_data_parallel(configs: Sequence[Mapping[str, Any]]) -> None:
 
 
 def check_writable_folder(key: str, path: str | os.PathLike) -> None:
-    """`path` must be a folder this process can create and write; checked without creating anything (a temporary
-    file in the nearest existing folder, removed at once). ConfigError naming the key otherwise."""
-    target = Path(path).expanduser()
-    probe = target.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"config key {key!r}={str(path)!r} is invalid: {str(probe)!r} is a file, not a folder; "
-                          "must be a folder this user can create and write")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as err:
-        raise ConfigError(f"config key {key!r}={str(path)!r} is not writable ({err.strerror or err} in "
-                          f"{str(probe)!r}): must be a folder this user can create and write") from None
+    """`path` must be a folder this process can create and write (pcl.fsio.folder_problem: tried without creating
+    anything). ConfigError naming the key otherwise."""
+    problem = folder_problem(path)
+    if problem is not None:
+        raise ConfigError(f"config key {key!r}={str(path)!r} is invalid: {problem}; must be a folder this user can "
+                          "create and write")
 
 
 def check_database_name(mongo_url: str | None, db_name: str | None) -> None:

@@ -1,0 +1,39 @@
+"""The command-line parser of the suite's commands (analysis, launcher, status, tracking, benches): a bad flag is one
+line on stderr naming it, and exit code 2; the usage stays in --help. Standard library only.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Any, Sequence
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, whose error prints the usage too (8-22 lines for the launcher), with one line instead; a value
+    that starts with '-' (`--mem -1G`, which argparse reads as another flag) gets the form that passes it."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> None:
+        found = re.fullmatch(r"argument (--[\w-]+): expected one argument", message)
+        argv = getattr(self, "_argv", [])
+        if found and found.group(1) in argv:
+            at = argv.index(found.group(1)) + 1
+            if at < len(argv) and argv[at].startswith("-"):
+                message += f"; to give the value {argv[at]!r}, which starts with '-', write {found.group(1)}={argv[at]}"
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed flags, or the exit code argparse ended with (--help: 0; a bad flag: 2, its line written)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+
+
+__all__ = ["OneLineParser", "parse_command_line"]
