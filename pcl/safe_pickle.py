@@ -14,8 +14,10 @@ unpickler here resolves a global only when its (module, name) pair is on an exac
   counted, a shared object each time it is reached, over everything the pickle builds (dropped objects too): a
   pickle of 128 bytes whose tuples (or lists) hold one another twice is 2^40 objects to hash or print (numpy
   prints an unknown dtype spec into its error), and one of 60 KB that puts a memoized tuple of a million objects
-  into ten thousand dicts hashes it ten thousand times. More than MAX_EXPANDED in all, or an object that holds
-  itself: refused, never loaded.
+  into ten thousand dicts hashes it ten thousand times. More than MAX_EXPANDED in all (or the caller's lower
+  limit), objects held more than MAX_DEPTH deep (hashing a tuple key recurses in C: a segfault), or an object
+  that holds itself: refused, never loaded;
+- a stand-in is seen by the pickle as a callable and nothing else (a BUILD cannot set its attributes).
 
 What is left for a pickle to do is call the allowed callables on data it holds itself; each caller allows only
 callables that are harmless whatever their arguments, or checked stand-ins of them (`allowed` may map a global to
@@ -63,8 +65,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (not isinstance(module, str) or not isinstance(name, str) or "." in name
                 or (module, name) not in self._allowed):
             raise UnsafePickleError(f"refusing to load global {_show(module)}.{_show(name)}: {self._what}")
-        if self._stand_ins.get((module, name)) is not None:
-            return self._stand_ins[(module, name)]
+        stand_in = self._stand_ins.get((module, name))
+        if stand_in is not None:  # a callable as a callable only; a marker (no attributes to set) as it is
+            return _StandIn(stand_in) if callable(stand_in) else stand_in
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as err:  # an allowed name this numpy/Python does not have
@@ -74,9 +77,32 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refusing persistent id {_show(pid)}: {self._what}")
 
 
+class _StandIn:
+    """A stand-in as the pickle sees it: callable, and nothing else. A BUILD on the function itself set its
+    attributes (`__defaults__`) for the whole process."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Any) -> None:
+        object.__setattr__(self, "_call", call)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise TypeError("a stand-in takes no state")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError("a stand-in takes no attributes")
+
+
 #: the most objects a pickle may build, a shared one counted each time it is reached (a CIFAR-100 training file:
 #: ~150,000; a failure entry: a few thousand); numpy prints 2,000,000 in about a second
 MAX_EXPANDED = 2_000_000
+#: the deepest a pickle's objects may hold one another: hashing or printing a tuple recurses in C without a check
+#: (a key nested 150,000 deep, one byte per level, overflowed the stack); pickle.dumps writes nothing deeper than
+#: Python's recursion limit (1,000)
+MAX_DEPTH = 1_000
 
 
 def _latin1(text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
@@ -140,9 +166,10 @@ def expanded_size(data: bytes, limit: int = MAX_EXPANDED) -> int:
 
 def _total(children: list[list[int]], limit: int) -> int:
     """The sum over nodes no node holds of their expanded sizes (1 + those of their children, each capped at
-    limit + 1), capped at limit + 1; limit + 1 for a cycle."""
+    limit + 1), capped at limit + 1; limit + 1 for a cycle or for objects held more than MAX_DEPTH deep."""
     held = {c for nodes in children for c in nodes}
     size: dict[int, int] = {}
+    depth: dict[int, int] = {}
     total = 0
     for root in range(len(children)):
         todo = [(root, False)]
@@ -152,6 +179,9 @@ def _total(children: list[list[int]], limit: int) -> int:
             if done:
                 on_path.discard(node)
                 size[node] = min(limit + 1, 1 + sum(size[c] for c in children[node]))
+                depth[node] = 1 + max((depth[c] for c in children[node]), default=0)
+                if depth[node] > MAX_DEPTH:
+                    return limit + 1
             elif node not in size:
                 if node in on_path:
                     return limit + 1  # an object that holds itself (only a list, dict or set filled after)
@@ -166,18 +196,20 @@ def _total(children: list[list[int]], limit: int) -> int:
 
 
 def restricted_loads(data: bytes, allowed: Iterable[tuple[str, str]] | Mapping[tuple[str, str], Any], what: str,
-                     **kwargs: Any) -> Any:
+                     limit: int = MAX_EXPANDED, **kwargs: Any) -> Any:
     """Unpickle `data` resolving only the `allowed` globals (see RestrictedUnpickler); kwargs go to
     pickle.Unpickler (encoding, errors, fix_imports). Raises UnsafePickleError (a global refused) or
-    DamagedPickleError (anything else that stops it loading, or more than MAX_EXPANDED objects), nothing else."""
+    DamagedPickleError (anything else that stops it loading, or more than `limit` objects, or objects held more
+    than MAX_DEPTH deep), nothing else. A caller whose files hold far fewer objects gives a lower `limit`: the
+    work an allowed callable does can grow with what it is given (a dict of colliding keys, with their square)."""
     unpickler = RestrictedUnpickler(io.BytesIO(data), allowed, what, **kwargs)  # a caller's mistake raises as is
     try:
-        size = expanded_size(data)
+        size = expanded_size(data, limit)
     except (ValueError, IndexError, KeyError) as err:  # what a load would fail on too, without running anything
         raise DamagedPickleError(f"not a well-formed pickle ({_named(err)})") from None
-    if size > MAX_EXPANDED:
-        raise DamagedPickleError(f"it builds more than {MAX_EXPANDED:,} objects, shared ones counted each time they "
-                                 "are reached (objects that hold one another many times over): not loaded")
+    if size > limit:
+        raise DamagedPickleError(f"it builds more than {limit:,} objects, shared ones counted each time they are "
+                                 f"reached, or holds objects more than {MAX_DEPTH:,} deep: not loaded")
     try:
         return unpickler.load()
     except UnsafePickleError:
@@ -198,5 +230,5 @@ def _named(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
-__all__ = ["MAX_EXPANDED", "PROTOCOL2_BYTES", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError",
+__all__ = ["MAX_DEPTH", "MAX_EXPANDED", "PROTOCOL2_BYTES", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError",
            "expanded_size", "restricted_loads"]

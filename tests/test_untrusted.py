@@ -578,3 +578,78 @@ def test_the_count_before_loading_is_of_everything_a_pickle_builds(cifar_root):
         path.write_bytes(kept)
     many = [("x", i) for i in range(100_000)]  # a large plain pickle is counted, not refused
     assert expanded_size(pickle.dumps(many, protocol=2)) < MAX_EXPANDED
+
+
+def test_a_pickle_of_objects_held_deeper_than_python_recurses_is_refused_unloaded():
+    """Hashing a tuple key recurses in C without a check: a key nested 150,000 deep (one byte a level) overflowed
+    the stack (a segfault) in both readers. Deeper than MAX_DEPTH is refused before loading."""
+    from pcl.safe_pickle import MAX_DEPTH, MAX_EXPANDED, DamagedPickleError, expanded_size
+
+    deep_key = PROTO2 + b"})" + b"\x85" * 150_000 + b"Ns."  # {((((...),),),): None}
+    assert expanded_size(deep_key) > MAX_EXPANDED
+    with pytest.raises(DamagedPickleError, match=f"more than {MAX_DEPTH:,} deep"):
+        restricted_loads(deep_key, (), "a test")
+    assert restricted_loads(PROTO2 + b")" + b"\x85" * (MAX_DEPTH - 1) + b".", (), "a test") is not None
+
+
+def test_a_batch_key_is_a_name_and_is_never_made_text_whatever_it_is(cifar_root):
+    """A key of N tuples of N references to one 64-byte string (2 KB) became a 117 MB message; an integer key of
+    15,000 digits raised Python's digit limit's ValueError; keys are names, and only names are shown, cut short."""
+    from pcl.data.cifar import DataFileError, load_cifar
+
+    path = cifar_root / CIFAR10_DIR / "test_batch"
+    kept = path.read_bytes()
+    shared = b"\xff" * 64
+    try:
+        for key, said in ((((shared,) * 600,) * 600, "found a tuple"), (2 ** 15000, "found a int"),
+                          ("x" * 10_000, "missing key 'data'")):
+            path.write_bytes(pickle.dumps({key: None}, protocol=2))
+            with pytest.raises(DataFileError, match=said) as info:
+                load_cifar("cifar10", cifar_root)
+            assert len(str(info.value)) < 1000
+    finally:
+        path.write_bytes(kept)
+
+
+def test_a_stand_in_is_a_callable_and_nothing_else():
+    """A BUILD on an allowed stand-in set the function's own attributes for the whole process."""
+    from pcl.data import numpy_pickle
+    from pcl.safe_pickle import PROTOCOL2_BYTES, DamagedPickleError
+
+    (latin1,) = PROTOCOL2_BYTES.values()
+    defaults = latin1.__defaults__
+    # GLOBAL, then BUILD with (None, {"__name__": "evil"}): a slot state, set with setattr
+    build = PROTO2 + b"c_codecs\nencode\nN}X\x08\x00\x00\x00__name__X\x04\x00\x00\x00evils\x86b."
+    with pytest.raises(DamagedPickleError):
+        restricted_loads(build, {**numpy_pickle.GLOBALS}, "a test")
+    assert latin1.__defaults__ == defaults and latin1.__name__ == "_latin1"
+
+
+def test_a_failure_entry_is_bounded_in_objects_text_and_object_ids(tmp_path):
+    """A failure entry's ObjectId set to 2 bytes by its BUILD sent heap memory to MongoDB (BSON copies 12 bytes);
+    lists of one shared 1 KB string (5 KB of pickle) were 2 GB of BSON; an OrderedDict of colliding keys made many
+    times over, seconds of CPU per KB. Each is refused before it is encoded."""
+    from bson import ObjectId
+
+    from pcl.safe_pickle import DamagedPickleError
+    from pcl.tracking.upload import _read_failure_entry, _unstorable
+
+    def entry(**config) -> dict:
+        return {"_id": ObjectId(), "status": "FAILED", "config": {"run_key": "k", **config},
+                "meta": {"attempt_id": "a1"}}
+
+    path = tmp_path / "entry.pickle"
+    data = pickle.dumps(entry(x=ObjectId(b"OIDOIDOIDOID")), protocol=2)
+    path.write_bytes(data.replace(b"X\x0c\x00\x00\x00OIDOIDOIDOID", b"X\x02\x00\x00\x00AB"))
+    assert "ObjectId not of 12 bytes" in _unstorable(_read_failure_entry(path), None)
+    text = "s" * 1024
+    rows = [text] * 300
+    path.write_bytes(pickle.dumps(entry(big=[rows] * 300), protocol=2))  # 90,000 objects, 92 MB of text
+    assert len(path.read_bytes()) < 10_000
+    assert "MB of text" in _unstorable(_read_failure_entry(path), None)
+    pairs = [(k * (2 ** 61 - 1), None) for k in range(300)]  # every key hashes to 0
+    path.write_bytes(pickle.dumps(entry(x=[OrderedDict(pairs) for _ in range(400)]), protocol=2))
+    with pytest.raises(DamagedPickleError, match="more than 100,000 objects"):
+        _read_failure_entry(path)
+    path.write_bytes(pickle.dumps(entry(x=ObjectId(b"OIDOIDOIDOID"), t=dt.datetime(2026, 1, 1)), protocol=2))
+    assert _unstorable(_read_failure_entry(path), None) is None

@@ -91,6 +91,9 @@ def _read_batch(path: Path) -> dict[str, Any]:
                             "delete it and fetch the files again (download=True)") from None
     if not isinstance(raw, dict):
         raise DataFileError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
+    if not all(isinstance(k, (str, bytes)) for k in raw):  # a key is only ever named: never made text whatever it is
+        raise DataFileError(f"{path}: a CIFAR batch's keys are names (text), found a "
+                            f"{next(type(k).__name__ for k in raw if not isinstance(k, (str, bytes)))}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
@@ -100,7 +103,8 @@ def _read_split(directory: Path, files: tuple[str, ...], label_key: str, num_cla
         path = directory / name
         batch = _read_batch(path)
         if "data" not in batch or label_key not in batch:
-            raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {sorted(map(str, batch))[:8]})")
+            found = ", ".join(repr(k[:40]) for k in sorted(batch)[:8])
+            raise DataFileError(f"{path}: missing key 'data' or {label_key!r} (found {found or 'none'})")
         data = batch["data"]
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8:  # a list (ragged or not) is no CIFAR file
             shown = f"an array of {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"

@@ -31,7 +31,7 @@ _NUMBER_SPECS = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8",
 
 class NdarrayMarker:
     """`numpy.ndarray` as a pickle names it: the subtype `_reconstruct` is given. Calling numpy's would allocate
-    any shape unfilled, so the marker is not callable."""
+    any shape unfilled, so the marker is not callable (and holds nothing a BUILD could set)."""
 
     __slots__ = ()
 

@@ -176,6 +176,12 @@ _ENTRY_GLOBALS = {**dict.fromkeys([("datetime", "datetime"), ("datetime", "timez
 #: make a few hundred bytes a document of 10^9 strings when BSON-encodes it: 2 GB and 17 s before the size error)
 _ENTRY_NODES = 1_000_000
 _ENTRY_DEPTH = 100
+#: MongoDB's largest document: an entry's text once written out is counted against it before BSON writes it (a 5 KB
+#: pickle of lists of one shared 1 KB string was 2 GB of BSON)
+_ENTRY_BYTES = 16 << 20
+#: the objects a failure entry's pickle may build (a real one: a few thousand); an allowed callable's work can grow
+#: with the square of what it is given (an OrderedDict of colliding keys: 12 s at 1.8 million)
+_ENTRY_OBJECTS = 100_000
 
 
 def _read_failure_entry(path: Path) -> dict[str, Any]:
@@ -184,7 +190,7 @@ def _read_failure_entry(path: Path) -> dict[str, Any]:
     data = results.read_file(path.parent, path.name)
     if data is None:
         raise ValueError("it is gone")
-    entry = restricted_loads(data, _ENTRY_GLOBALS, "a failure entry holds only a run document")
+    entry = restricted_loads(data, _ENTRY_GLOBALS, "a failure entry holds only a run document", limit=_ENTRY_OBJECTS)
     if not isinstance(entry, dict):
         raise ValueError(f"expected a run document (a dict), got {type(entry).__name__}")
     return entry
@@ -418,8 +424,9 @@ def _unstorable(doc: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> st
     import bson
 
     if not _bounded(doc):
-        return (f"cannot be stored in MongoDB (more than {_ENTRY_NODES} values or {_ENTRY_DEPTH} levels once its "
-                "shared parts are written out)")
+        return (f"cannot be stored in MongoDB (more than {_ENTRY_NODES} values, {_ENTRY_DEPTH} levels or "
+                f"{_ENTRY_BYTES >> 20} MB of text once its shared parts are written out, or an ObjectId not of 12 "
+                "bytes)")
     try:
         bson.encode({**doc, "_id": 0})
         for name, series in (metrics or {}).items():
@@ -432,17 +439,26 @@ def _unstorable(doc: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> st
 
 def _bounded(doc: Any) -> bool:
     """Whether `doc` written out (every shared list or dict once per place it occurs, as BSON writes it) holds at
-    most _ENTRY_NODES values in at most _ENTRY_DEPTH levels: counted without writing it."""
-    stack, nodes = [(doc, 0)], 0
+    most _ENTRY_NODES values in at most _ENTRY_DEPTH levels and _ENTRY_BYTES of text, and only ObjectIds of their
+    12 bytes (a pickle's BUILD sets any state, and BSON's encoder copies 12 bytes whatever it holds: the heap after
+    a 2-byte one went into the document): counted without writing it."""
+    from bson.objectid import ObjectId
+
+    stack, nodes, size = [(doc, 0)], 0, 0
     while stack:
         value, depth = stack.pop()
         nodes += 1
-        if nodes > _ENTRY_NODES or depth > _ENTRY_DEPTH:
+        if nodes > _ENTRY_NODES or depth > _ENTRY_DEPTH or size > _ENTRY_BYTES:
             return False
         if isinstance(value, dict):
+            size += sum(len(k) for k in value if isinstance(k, (str, bytes)))
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, (str, bytes)):
+            size += len(value)
+        elif isinstance(value, ObjectId) and not (isinstance(value.binary, bytes) and len(value.binary) == 12):
+            return False
     return True
 
 
