@@ -97,15 +97,17 @@ def _check_seed(value: Any) -> None:
     raise ConfigError(f"config key 'seed'={value!r}: run seeds are set with seeds=[...] (e.g. seeds=[{value}])")
 
 
-def axis(value: Any, everything: Sequence[str]) -> list[str]:
-    """A grid axis from a config value: None -> the script's whole axis, a name -> [name], a list -> the list."""
+def axis(value: Any, everything: Sequence[str], key: str) -> list[str]:
+    """A grid axis from config key `key`'s value: None -> the script's whole axis, a name -> [name], a list -> the
+    list; ConfigError naming the key otherwise."""
     if value is None:
         return list(everything)
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         return list(value)
-    raise ConfigError(f"a grid axis must be a name, a non-empty list of names or None, got {value!r}")
+    raise ConfigError(f"config key {key!r}={value!r} is invalid: a grid axis is a name, a non-empty list of names "
+                      "or None (the script's whole axis)")
 
 
 def check_dataset(cfg: Mapping[str, Any], allowed: Sequence[str]) -> None:
@@ -123,7 +125,7 @@ def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> l
         raise ConfigError(f"config key 'method'={cfg.get('method')!r} is invalid here: this ablation varies PCL's "
                           "components, so its method is pcl (compare methods with experiments/table2.py)")
     return [{"label": f"{name}/{backbone}", "method": "pcl", "backbone": backbone, **copy.deepcopy(dict(cell))}
-            for backbone in axis(cfg["backbone"], ("resnet32",)) for name, cell in variants.items()]
+            for backbone in axis(cfg["backbone"], ("resnet32",), "backbone") for name, cell in variants.items()]
 
 
 def _check_driver(cfg: Mapping[str, Any]) -> None:

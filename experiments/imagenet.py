@@ -28,8 +28,8 @@ TABLE_BACKBONES = registry.table_backbones("imagenet")
 def grid(cfg: dict) -> list[dict]:
     check_dataset(cfg, ("imagenet",))
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
-            for backbone in axis(cfg["backbone"], TABLE_BACKBONES)
-            for method in axis(cfg["method"], TABLE_METHODS)]
+            for backbone in axis(cfg["backbone"], TABLE_BACKBONES, "backbone")
+            for method in axis(cfg["method"], TABLE_METHODS, "method")]
 
 
 ex = make_experiment("imagenet", grid, doc=__doc__, script=__file__,

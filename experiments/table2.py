@@ -26,8 +26,8 @@ TABLE_BACKBONES = registry.table_backbones("table2")
 def grid(cfg: dict) -> list[dict]:
     check_dataset(cfg, ("cifar10", "cifar100"))
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
-            for backbone in axis(cfg["backbone"], TABLE_BACKBONES)
-            for method in axis(cfg["method"], TABLE_METHODS)]
+            for backbone in axis(cfg["backbone"], TABLE_BACKBONES, "backbone")
+            for method in axis(cfg["method"], TABLE_METHODS, "method")]
 
 
 ex = make_experiment("table2", grid, doc=__doc__, script=__file__, defaults={"method": None, "backbone": None})

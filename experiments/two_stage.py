@@ -28,8 +28,8 @@ def grid(cfg: dict) -> list[dict]:
     teacher = {"label": f"teacher {cfg['teacher_method']}/{cfg['teacher_backbone']}",
                "method": cfg["teacher_method"], "backbone": cfg["teacher_backbone"]}
     cells = [teacher]
-    for backbone in axis(cfg["backbone"], ("resnet32",)):
-        for method in axis(cfg["method"], STUDENT_METHODS):
+    for backbone in axis(cfg["backbone"], ("resnet32",), "backbone"):
+        for method in axis(cfg["method"], STUDENT_METHODS, "method"):
             cell = {"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
             if method == "kd":
                 cell.update(teacher=teacher, options={"teacher_backbone": cfg["teacher_backbone"]},

@@ -84,9 +84,10 @@ def text(allow_none: bool = False, pattern: str | None = None, allowed: str | No
     return check, allowed
 
 
-def folder() -> tuple[Callable[[str, Any], Any], str]:
-    """A folder the suite writes in: a non-empty path ('' would be the current directory, never asked for)."""
-    return text(pattern=r".+", allowed="a folder (a non-empty path)")
+def folder(allow_none: bool = False) -> tuple[Callable[[str, Any], Any], str]:
+    """A folder: a path that is not empty or blank ('' would be the current directory, never asked for)."""
+    return text(allow_none, pattern=r"(?s).*\S.*",
+                allowed=("None or " if allow_none else "") + "a folder (a non-empty path)")
 
 
 def choice(names: Callable[[], Any]) -> tuple[Callable[[str, Any], Any], str]:

@@ -149,7 +149,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "derived from the files read (pcl.tracking): None for the official CIFAR files and synthetic data, else a "
         "checksum of the data; never set it", example="md5:0123456789abcdef", neutral=None, derived=True),
     # how and where it runs (not part of the run_key)
-    Key("data_root", "infra", None, text(allow_none=True), "dataset folder (None: $PCL_DATA_ROOT, else ./data)",
+    Key("data_root", "infra", None, folder(allow_none=True), "dataset folder (None: $PCL_DATA_ROOT, else ./data)",
         example="elsewhere"),
     Key("download", "infra", False, boolean(), "download CIFAR through torchvision when missing", example=True),
     Key("device", "infra", "auto", text(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),

@@ -555,13 +555,16 @@ def test_the_teacher_is_given_once_and_its_run_key_is_one(tmp_path, capsys, monk
 
 
 def test_an_empty_folder_is_refused_not_the_current_directory(tmp_path, capsys, monkeypatch):
-    """-F '' fell back to ./results; checkpoint_root='' trained into the current directory."""
+    """-F '' fell back to ./results; checkpoint_root='' trained into the current directory; data_root='' read it."""
     monkeypatch.chdir(tmp_path)
     code, printed = drive_in_process(tmp_path, ["-F", "", "plan", "with", "smoke"], capsys, monkeypatch)
     _one_error_line(code, printed, "'results_dir'=''", "a non-empty path")
     code, printed = drive_in_process(tmp_path, ["with", "smoke", "method=baseline", "checkpoint_root=''"], capsys,
                                      monkeypatch)
     _one_error_line(code, printed, "'checkpoint_root'=''", "a non-empty path")
+    for update in ("data_root=''", "data_root=' '", "checkpoint_root=' '"):  # a blank one: the current folder too
+        code, printed = drive_in_process(tmp_path, ["with", "smoke", "method=baseline", update], capsys, monkeypatch)
+        _one_error_line(code, printed, f"'{update.split('=')[0]}'=", "a non-empty path")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -48,7 +48,7 @@ DECLARATION = MethodSpec(
     options=(
         Option("peers", 3, "number of peers m (top-level config key `peers`)", minimum=2),
         Option("temperature", 3.0, "softmax temperature T of every KD term (each scaled by T^2)", minimum=0,
-               exclusive_minimum=True),
+               exclusive_minimum=True, acts_only_with=({"ensemble_teacher": (True,)}, {"mean_teacher": (True,)})),
         Option("rampup_length", 80, "epochs of the sigmoid ramp-up w(e) = exp(-5(1 - e/L)^2) (0: none)",
                minimum=0, time_constant="epochs"),
         # the temporal mean exists only when L_pm reads it (not with live_others: the live peer 1 is deployed then)
