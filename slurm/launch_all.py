@@ -260,15 +260,24 @@ def submit(to_submit: Sequence[Any], queued: dict[str, Any], options: ClusterOpt
                         "; nothing was submitted"
                     raise LaunchError(f"the cluster refused the job array of {len(chunk)} run(s) ({name}, "
                                       f"{_describe(resources)}): {message[-400:]}{went_in}") from None
-                for task, job in zip(tasks, jobs):
-                    for run in task:
-                        job_of[run.run_key] = str(job.job_id)
-                        write_ledger(results_dir, run.run_key, job_id=str(job.job_id), executor=options.executor,
-                                     stdout=str(job.paths.stdout), stderr=str(job.paths.stderr), state="SUBMITTED",
-                                     tables=run.tables, label=run.cfg["label"])
-                submitted_jobs += jobs
                 base = str(jobs[0].job_id).split("_")[0]
                 done_lines.append(f"{base} ({len(chunk)} run(s){', after ' + ','.join(deps) if deps else ''})")
+                try:
+                    for task, job in zip(tasks, jobs):
+                        for run in task:
+                            job_of[run.run_key] = str(job.job_id)
+                            write_ledger(results_dir, run.run_key, job_id=str(job.job_id),
+                                         executor=options.executor, stdout=str(job.paths.stdout),
+                                         stderr=str(job.paths.stderr), state="SUBMITTED", tables=run.tables,
+                                         label=run.cfg["label"])
+                except OSError as err:  # the folder was checked before; it went away or filled up since
+                    raise LaunchError(
+                        f"the ledger in {results_dir} could not be written ({err.strerror or err}) after job(s) went "
+                        f"in: {', '.join(done_lines)}; they run and record as usual, but a launch before they start "
+                        f"does not know they are queued and would submit their runs again: cancel them (scancel "
+                        f"{' '.join(d.split()[0] for d in done_lines)}) or wait until they start, then launch "
+                        "again") from None
+                submitted_jobs += jobs
                 procs = f", {resources['tasks']} processes each" if resources["tasks"] > 1 else ""
                 log(f"submitted {name}: job {base} with {len(tasks)} array task(s){procs}, {len(chunk)} run(s)"
                     f"{' after ' + ','.join(deps) if deps else ''}")

@@ -184,10 +184,11 @@ def build_plan(selection: Selection) -> list[Planned]:
                 by_key[cfg["run_key"]] = Planned(cfg, [table])
     if not by_key:
         planned = {r.get(axis) for runs in planned_any.values() for r in runs for axis in ("method", "backbone")}
-        outside = [n for n in (*(selection.methods or ()), *(selection.backbones or ())) if n not in planned]
-        hint = (f"; {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} in no default grid of the selected "
-                "tables (--methods/--backbones only filter those grids): name it with --set, e.g. --set "
-                f"'method=[\"pcl\",\"{outside[0]}\"]'" if outside else "")
+        outside = [(key, n) for key, names in (("method", selection.methods), ("backbone", selection.backbones))
+                   for n in names or () if n not in planned]
+        hint = (f"; {', '.join(n for _, n in outside)} {'is' if len(outside) == 1 else 'are'} in no default grid of "
+                "the selected tables (--methods/--backbones only filter those grids): name it with --set, e.g. --set "
+                f"'{outside[0][0]}=[\"{outside[0][1]}\"]'" if outside else "")
         raise SelectionError("the selection matches no run (check --tables, --datasets, --backbones, --methods)"
                              + hint)
     return list(by_key.values())

@@ -861,3 +861,20 @@ def test_a_bad_flag_is_one_line_exit_2_and_the_usage_stays_in_help(tmp_path, cap
     assert line.startswith(f"python slurm/{command}.py: error: {said}") and line.endswith(" (see --help)"), line
     assert main(["--help"]) == 0 and "usage: python slurm/" in capsys.readouterr().out
     assert not (tmp_path / "r").exists()
+
+
+def test_a_ledger_that_cannot_be_written_after_a_submission_names_the_jobs(tmp_path, capsys, monkeypatch):
+    """The ledger's folder is checked before the plan, but a disk can fill up after it: the jobs that went in are
+    named, with what to do (a launch that does not know them would submit their runs again), in one line."""
+    from slurm import jobs
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs, "write_ledger", full)
+    code = launch_all.run(["--executor", "debug", "--named", "smoke", "--tables", "table2", "--methods", "baseline",
+                           "--seeds", "0", "--results-dir", str(tmp_path / "r"),
+                           "--log-folder", str(tmp_path / "logs")], log=lambda *a, **k: None)
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and "could not be written (No space left on device) after job(s) went in" in line, line
+    assert "scancel" in line and "would submit their runs again" in line

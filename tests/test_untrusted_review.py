@@ -285,8 +285,11 @@ def test_every_reader_survives_every_time(times):
 def test_a_method_in_no_default_grid_is_named_with_how_to_reach_it():
     from slurm.plan import Selection, SelectionError, build_plan
 
-    with pytest.raises(SelectionError, match=r"kd is in no default grid.*--set"):
+    with pytest.raises(SelectionError, match=r"kd is in no default grid.*--set 'method=\[\"kd\"\]'"):
         build_plan(Selection(tables=["table2"], datasets=["cifar100"], methods=["kd"]))
+    # a backbone is named as a backbone (the hint had said --set 'method=["pcl","resnet32"]')
+    with pytest.raises(SelectionError, match=r"tiny_resnet8 is in no default grid.*--set 'backbone=\[\"tiny_resnet8\"\]'"):
+        build_plan(Selection(tables=["table2"], datasets=["cifar100"], backbones=["tiny_resnet8"]))
 
 
 # ---- a second pass: profiles, output folders, upload's failure entries and database documents, metric values -----
