@@ -423,9 +423,17 @@ def build_tables(names: Sequence[str] | None, stores: Sequence[Any], **kwargs: A
             skipped.append(str(err))
     if not tables:
         held = _held_text(attempts)
+        # a method no asked table's default grid has (a researcher's own, or one outside the paper): only --set
+        # method=... plans it, whatever named config is given
+        gridded = {m for name in asked for m in registry.table_methods(name)}
+        methods = "method" not in (kwargs.get("updates") or {}) and sorted(
+            m for m in attempts["method"].dropna().unique() if isinstance(m, str) and m not in gridded)
+        outside = (f"; the records' method(s) {', '.join(methods)} are in no default grid of these tables: plan them "
+                   f"with --set, e.g. --set 'method=[\"pcl\",\"{methods[0]}\"]' --tables table2") if methods else ""
         raise AnalysisError(f"no table's plan{' (' + ' '.join(named) + ')' if named else ''} has runs in "
                             f"{described}, which holds runs of: {held}; a smoke grid's tables need --named smoke, "
-                            "another dataset --datasets, other settings --set KEY=VALUE as in the grid's `with`")
+                            f"another dataset --datasets, other settings --set KEY=VALUE as in the grid's `with`"
+                            f"{outside}")
     return tables, skipped
 
 

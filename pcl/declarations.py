@@ -24,6 +24,9 @@ from typing import Any
 KINDS = ("bool", "int", "float", "str", "path", "any")
 #: how a time constant of the paper's schedule follows a shorter run (pcl.schema.TIME_SCALES)
 TIME_CONSTANTS = ("epochs", "ema_decay")
+#: the number of peers m a multi-network method trains unless a run says otherwise: the config key `peers` holds it,
+#: so a method's own `peers` option must default to it (a declared 2 was documented but 3 trained)
+DEFAULT_PEERS = 3
 #: what a head is: a trained peer, a temporal mean of another head, an ensemble of heads, anything else
 HEAD_ROLES = ("peer", "temporal_mean", "ensemble", "network", "frozen")
 
@@ -213,6 +216,10 @@ class MethodSpec:
         if self.relative_cost <= 0:
             raise ValueError(f"method {self.name!r}: relative_cost must be > 0")
         options = {o.name: o for o in self.options}
+        if "peers" in options and options["peers"].default != DEFAULT_PEERS:
+            raise ValueError(f"method {self.name!r}: option 'peers' defaults to {options['peers'].default!r}, but m "
+                             f"comes from the config key peers (default {DEFAULT_PEERS}; a run sets peers=N): declare "
+                             f"Option(\"peers\", {DEFAULT_PEERS}, ...)")
         for option in self.options:
             for condition in option.acts_only_with:
                 if not isinstance(condition, dict) or not condition:
@@ -347,4 +354,5 @@ def read_declaration(path: str | Path, variable: str) -> Any:
     raise DeclarationError(f"{path.name}: no top-level {variable} = ... declaration")
 
 
-__all__ = ["BackboneSpec", "DeclarationError", "Head", "MethodSpec", "Option", "UNSET", "read_declaration"]
+__all__ = ["DEFAULT_PEERS", "BackboneSpec", "DeclarationError", "Head", "MethodSpec", "Option", "UNSET",
+           "read_declaration"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pcl import registry
-from pcl.declarations import DeclarationError
+from pcl.declarations import DEFAULT_PEERS, DeclarationError
 from pcl.fsio import input_file_problem, input_file_sha256
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
 from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, folder,
@@ -94,7 +94,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "ensemble_form with ensemble_teacher=False) takes the value it has unset, so the same training keeps one "
         "run_key; a script refuses one given where it acts in none of its runs",
         example={"temperature": 4.0}),
-    Key("peers", "experiment", 3, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
+    Key("peers", "experiment", DEFAULT_PEERS, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
         unit="networks", example=4),
     Key("dropout", "experiment", None, real(lambda v: 0 <= v < 1, "a number in [0, 1), or None (the zoo's default)",
                                                allow_none=True),

@@ -425,6 +425,38 @@ def test_the_analysis_refuses_what_it_cannot_use_before_any_work(tmp_path, capsy
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not any(store.iterdir())
 
 
+def test_records_of_a_method_in_no_default_grid_say_how_to_plan_it(tmp_path, capsys):
+    """--named smoke plans the tables' default grids: a researcher's own method's runs are in none, and the message
+    said to add --named smoke, which was given; it names the method and the --set that plans it."""
+    import json
+
+    from analysis import cli, make_tables
+    from experiments import registry
+    from test_records_golden import _files
+
+    (cfg,) = registry.plan("table2", {"method": "pcl"}, ["smoke"])
+    cfg = {**cfg, "method": "my_method", "run_key": "0123456789abcdef"}  # as a researcher's method records its runs
+    run_dir = tmp_path / "results" / "1"
+    run_dir.mkdir(parents=True)
+    for name, body in _files(cfg, 1, "COMPLETED", 40.0, "2026-01-01T00:10:00").items():
+        (run_dir / name).write_text(json.dumps(body))
+    argv = ["--store", str(tmp_path / "results"), "--named", "smoke", "--out", str(tmp_path / "t")]
+    assert cli.run_main(make_tables.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "method(s) my_method are in no default grid of these tables" in err and "--set 'method=[" in err, err
+
+
+def test_a_methods_peers_default_is_the_config_keys():
+    """A method declared `Option("peers", 2)`: the docs said 2 networks, the runs trained 3 (the config key `peers`
+    holds m): refused where it is declared."""
+    from pcl.declarations import DEFAULT_PEERS, Head, MethodSpec, Option
+
+    with pytest.raises(ValueError, match=f"option 'peers' defaults to 2, but m comes from the config key peers "
+                                         f"\\(default {DEFAULT_PEERS}"):
+        MethodSpec("m", "M", "-", "-", "-", (Head("net{j}", "peer", "-"),), "net1",
+                   options=(Option("peers", 2, "m", minimum=2),))
+
+
 def test_figures_are_the_same_from_one_or_several_processes(study, tmp_path):
     """Saving in forked workers changes nothing of what is written (PNG bytes, the same files)."""
     from analysis import plots
