@@ -105,7 +105,7 @@ def _help_text(ex: Experiment, usage: str) -> str:
     return "\n".join([head, *lines, "", sep.lstrip("\n") + tail if sep else ""])
 
 
-def _sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[str, Any]) -> str:
+def sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[str, Any]) -> str:
     """One line for one of Sacred's own configuration errors (an unknown key, an unknown named config, ...)."""
     if isinstance(err, ConfigAddedError):
         keys = list(getattr(err, "__conflicting_configs__", ()))
@@ -265,7 +265,7 @@ def _run_cli(ex: Experiment, argv: Iterable[str] | None) -> tuple[int, int | Non
     except (ConfigError, tracking.UserError, SacredError) as err:
         if debug:
             raise
-        line = str(err) if isinstance(err, (ConfigError, tracking.UserError)) else _sacred_error_line(
+        line = str(err) if isinstance(err, (ConfigError, tracking.UserError)) else sacred_error_line(
             ex, err, config_updates)
         print(tracking.redact("error: " + " ".join(line.split())), file=sys.stderr)
         return 2, None

@@ -156,9 +156,9 @@ def build_plan(selection: Selection) -> list[Planned]:
                     continue
                 raise SelectionError(f"table {table}: {err}") from None
             except Exception as err:  # Sacred's own checks (unknown named config, bad key): the drivers' line
-                from experiments.cli import _sacred_error_line
+                from experiments.cli import sacred_error_line
 
-                line = _sacred_error_line(registry.experiment(table), err, updates)
+                line = sacred_error_line(registry.experiment(table), err, updates)
                 raise SelectionError(f"table {table}: {line}") from None
             planned_any.setdefault(table, []).extend(runs)
     if refused and not planned_any:
