@@ -23,7 +23,8 @@ class OneLineParser(argparse.ArgumentParser):
         if found and found.group(1) in argv:
             at = argv.index(found.group(1)) + 1
             if at < len(argv) and argv[at].startswith("-"):
-                message += f"; to give the value {argv[at]!r}, which starts with '-', write {found.group(1)}={argv[at]}"
+                message += (f"; to give the value {argv[at]!r}, which starts with '-', write "
+                            f"{found.group(1)}={argv[at]}")
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(2)
 

@@ -230,5 +230,5 @@ def _named(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}" if text else type(err).__name__
 
 
-__all__ = ["MAX_DEPTH", "MAX_EXPANDED", "PROTOCOL2_BYTES", "DamagedPickleError", "RestrictedUnpickler", "UnsafePickleError",
-           "expanded_size", "restricted_loads"]
+__all__ = ["MAX_DEPTH", "MAX_EXPANDED", "PROTOCOL2_BYTES", "DamagedPickleError", "RestrictedUnpickler",
+           "UnsafePickleError", "expanded_size", "restricted_loads"]

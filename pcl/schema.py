@@ -94,7 +94,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         "ensemble_form with ensemble_teacher=False) takes the value it has unset, so the same training keeps one "
         "run_key; a script refuses one given where it acts in none of its runs",
         example={"temperature": 4.0}),
-    Key("peers", "experiment", DEFAULT_PEERS, integer(2, allow_none=True), "peers/branches m of the multi-network methods (None for the others)",
+    Key("peers", "experiment", DEFAULT_PEERS, integer(2, allow_none=True),
+        "peers/branches m of the multi-network methods (None for the others)",
         unit="networks", example=4),
     Key("dropout", "experiment", None, real(lambda v: 0 <= v < 1, "a number in [0, 1), or None (the zoo's default)",
                                                allow_none=True),
