@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pcl.flags import OneLineParser
+from pcl.flags import OneLineParser, positive_number
 
 ROOT = Path(__file__).resolve().parents[1]  # the suite is installed (scripts/setup_env.sh): no sys.path edit
 
@@ -777,16 +777,6 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _above_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a number > 0")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--measure"]:
@@ -797,8 +787,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stores", default="file,mongo", help="file, mongo or both (default file,mongo)")
     p.add_argument("--only", nargs="+", metavar="COMMAND", help="only these commands (names: --list)")
     p.add_argument("--keep", metavar="DIR", help="work folder kept after the run (and reused: templates, stores)")
-    p.add_argument("--timeout", type=_above_zero, default=600, help="seconds per command (default 600)")
-    p.add_argument("--mem-limit", type=_above_zero, default=8192, help="MB per command tree before it is killed")
+    p.add_argument("--timeout", type=positive_number("seconds"), default=600, help="seconds per command (default 600)")
+    p.add_argument("--mem-limit", type=positive_number("MB"), default=8192,
+                   help="MB per command tree before it is killed")
     p.add_argument("--curves", type=_count, default=3000, metavar="N",
                    help="write the metric curves (metrics.json, `metrics` documents) only into stores of at most N "
                         "runs (default 3000); a larger store holds the records only and the commands that read "

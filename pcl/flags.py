@@ -4,9 +4,10 @@ line on stderr naming it, and exit code 2; the usage stays in --help. Standard l
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,6 +30,20 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def positive_number(unit: str = "") -> Callable[[str], float]:
+    """A flag's type: a finite number > 0 (`unit` names it in the message), else argparse's one line."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a finite number"
+                                             f"{' of ' + unit if unit else ''} > 0")
+        return value
+    return parse
+
+
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """The parsed flags, or the exit code argparse ended with (--help: 0; a bad flag: 2, its line written)."""
     try:
@@ -37,4 +52,4 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
         return exit_.code if isinstance(exit_.code, int) else 2
 
 
-__all__ = ["OneLineParser", "parse_command_line"]
+__all__ = ["OneLineParser", "parse_command_line", "positive_number"]

@@ -235,8 +235,11 @@ def one_line(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _unforeseen(err: BaseException) -> str:
-    """A record's error that no check of this version foresaw, for its skip line."""
+def _skip_reason(err: BaseException) -> Any:
+    """Why a record is skipped, for its line: a damage the checks name (RecordError, an OSError reading it) as it
+    is; any other error, which no check of this version foresaw, by its type, asking for a report."""
+    if isinstance(err, (RecordError, OSError)):
+        return err
     return f"{type(err).__name__}: {err} (a damage this version does not check for by name; please report it)"
 
 
@@ -577,11 +580,8 @@ def file_record(run_dir: Path, with_info: bool = True) -> dict[str, Any] | None:
         return None if cached[1] is None else dict(cached[1])
     try:
         record = read_file_record(run_dir, with_info)
-    except (RecordError, OSError) as err:
-        skip_record(run_dir, err)
-        record = None
-    except Exception as err:  # noqa: BLE001 - a damage no check foresaw: that record is passed over, not the store
-        skip_record(run_dir, _unforeseen(err))
+    except Exception as err:  # noqa: BLE001 - whatever one record raises: that record is passed over, not the store
+        skip_record(run_dir, _skip_reason(err))
         record = None
     if stamp is not None and (record is not None or stamp[0] is not None):  # never cache a folder being created
         _RECORD_CACHE[key] = (stamp, record)
@@ -633,11 +633,8 @@ def _mongo_records(db: Any, query: dict[str, Any] | None) -> Iterator[dict]:
         doc["run_id"] = doc.pop("_id", None)
         try:
             checked = check_record(doc)
-        except RecordError as err:
-            skip_record(f"mongo:{db.name} run {doc['run_id']}", err)
-            continue
-        except Exception as err:  # noqa: BLE001 - a damage no check foresaw: that record is passed over
-            skip_record(f"mongo:{db.name} run {doc['run_id']}", _unforeseen(err))
+        except Exception as err:  # noqa: BLE001 - whatever one record raises: that record is passed over
+            skip_record(f"mongo:{db.name} run {doc['run_id']}", _skip_reason(err))
             continue
         yield checked
 

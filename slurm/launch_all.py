@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pcl.flags import OneLineParser, parse_command_line
+from pcl.flags import OneLineParser, parse_command_line, positive_number
 from slurm import cluster
 from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile
 
@@ -42,24 +41,12 @@ class LaunchError(RuntimeError):
     """Bad input or a refusal: printed as one line, exit code 2."""
 
 
-def stale_after_s(text: str) -> float:
-    """--stale-after: seconds > 0. A RUNNING record whose heartbeat is older is dead and its run submitted again,
-    so 0, a negative number or nan would resubmit a live run (inf would never resubmit a dead one)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be a finite number of seconds > 0 (a RUNNING "
-                                         "record whose heartbeat is older is dead)")
-    return value
-
-
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="TOML profile with the cluster options (slurm/profiles/*.toml)")
     parser.add_argument("--results-dir", default="results", help="file store of the records (default: results)")
     parser.add_argument("--db-name", default=None, help="MongoDB database (URL from $PCL_MONGO_URL only)")
-    parser.add_argument("--stale-after", type=stale_after_s, default=DEFAULT_STALE_AFTER_S, metavar="S",
+    # 0, a negative number or nan would judge a live run dead and submit it again; inf never a dead one
+    parser.add_argument("--stale-after", type=positive_number("seconds"), default=DEFAULT_STALE_AFTER_S, metavar="S",
                         help=f"a RUNNING record whose heartbeat is older is dead (default {DEFAULT_STALE_AFTER_S:g})")
 
 
@@ -77,7 +64,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python slurm/launch_all.py", description=__doc__.split("\n\n")[0],
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_store_args(parser)
     add_selection_args(parser)
     cl = parser.add_argument_group("cluster (override the profile)")

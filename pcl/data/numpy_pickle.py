@@ -85,9 +85,9 @@ def _shape(shape: Any) -> tuple[int, ...]:
 
 def _array(raw: Any, dtype: Any, shape: Any, fortran: bool) -> np.ndarray:
     data, kind, dims = _raw(raw), _dtype(dtype), _shape(shape)
-    if len(data) != math.prod(dims) * kind.itemsize:
-        raise ValueError(f"an array of shape {dims} and {kind} holds {math.prod(dims) * kind.itemsize} bytes, "
-                         f"not {len(data)}")
+    size = math.prod(dims) * kind.itemsize
+    if len(data) != size:
+        raise ValueError(f"an array of shape {dims} and {kind} holds {size} bytes, not {len(data)}")
     return np.frombuffer(data, kind).reshape(dims, order="F" if fortran else "C")
 
 
@@ -123,12 +123,8 @@ def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> PickledArray
 
 
 def _scalar(dtype: Any, data: Any = None) -> Any:
-    """numpy's `scalar` of a number type: the number its bytes hold."""
-    kind = _dtype(dtype)
-    raw = _raw(data)
-    if len(raw) != kind.itemsize:
-        raise ValueError(f"a {kind} scalar of {kind.itemsize} bytes, not {len(raw)}")
-    return np.frombuffer(raw, kind)[0]
+    """numpy's `scalar` of a number type: the number its bytes hold (a 0-d array's one element)."""
+    return _array(data, dtype, (), False)[()]
 
 
 def unwrap(loaded: Any) -> Any:
