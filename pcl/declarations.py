@@ -14,8 +14,10 @@ side imports the file as usual and uses the very same object.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 import numbers
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,10 @@ TIME_CONSTANTS = ("epochs", "ema_decay")
 DEFAULT_PEERS = 3
 #: what a head is: a trained peer, a temporal mean of another head, an ensemble of heads, anything else
 HEAD_ROLES = ("peer", "temporal_mean", "ensemble", "network", "frozen")
+#: the datasets a run can use (pcl.recipes holds their classes and recipes); a backbone declares those it is built for
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
+#: the paper's tables whose default grid is built from the declarations (`tables=`; the scripts experiments/NAME.py)
+GRID_TABLES: tuple[str, ...] = ("table2", "imagenet", "two_stage")
 
 
 class _Unset:
@@ -85,6 +91,13 @@ class Option:
         if self.time_constant is not None and self.time_constant not in TIME_CONSTANTS:
             raise ValueError(f"option {self.name!r}: time_constant {self.time_constant!r} is not one of "
                              f"{', '.join(TIME_CONSTANTS)}")
+        # a default or neutral value its own check refuses would be refused in every run that leaves it unset
+        for what, value in (("default", self.default), ("neutral", self.neutral)):
+            if value is not UNSET:
+                try:
+                    self.check(value)
+                except ValueError as err:
+                    raise ValueError(f"option {self.name!r}: its {what} {value!r} {err}") from None
 
     @property
     def allowed(self) -> str:
@@ -208,14 +221,17 @@ class MethodSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
+        _check_name("method", self.name)
+        if not isinstance(self.options, tuple) or not all(isinstance(o, Option) for o in self.options):
+            raise ValueError(f"method {self.name!r}: options must be a tuple of Option(...)")
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"method {self.name!r} declares an option twice")
-        if not self.in_paper and self.tables:
-            raise ValueError(f"method {self.name!r} is not in the paper but lists tables {self.tables}")
+        _check_tables("method", self.name, self.tables, self.in_paper)
         if self.relative_cost <= 0:
             raise ValueError(f"method {self.name!r}: relative_cost must be > 0")
         options = {o.name: o for o in self.options}
+        self._check_heads(options)
         if "peers" in options and options["peers"].default != DEFAULT_PEERS:
             raise ValueError(f"method {self.name!r}: option 'peers' defaults to {options['peers'].default!r}, but m "
                              f"comes from the config key peers (default {DEFAULT_PEERS}; a run sets peers=N): declare "
@@ -236,6 +252,28 @@ class MethodSpec:
                         except ValueError as err:
                             raise ValueError(f"method {self.name!r}: option {option.name!r}: acts_only_with "
                                              f"{other}={value!r}: {err}") from None
+
+    def _check_heads(self, options: dict[str, Option]) -> None:
+        """The heads are named once each; the deployed head, each temporal mean's averaged head and `views` name
+        what the declaration declares (a wrong name was found only when a run evaluated, or never)."""
+        if not self.heads or not all(isinstance(h, Head) for h in self.heads):
+            raise ValueError(f"method {self.name!r}: heads must be a tuple of Head(...), at least one")
+        head_names = [h.name for h in self.heads]
+        if len(set(head_names)) != len(head_names):
+            raise ValueError(f"method {self.name!r} declares a head twice")
+        known = ", ".join(head_names)
+        if not isinstance(self.deployed, str) or self.head(self.deployed) is None:
+            raise ValueError(f"method {self.name!r}: deployed={self.deployed!r} is none of its heads ({known}; "
+                             "{j} stands for a peer's number, e.g. peer1)")
+        for head in self.heads:
+            if head.mean_of is not None and head.mean_of not in head_names:
+                raise ValueError(f"method {self.name!r}: head {head.name!r} averages {head.mean_of!r}, which is "
+                                 f"none of its heads ({known})")
+        views = self.views
+        ints = [o.name for o in options.values() if o.kind == "int"]
+        if isinstance(views, bool) or not ((isinstance(views, int) and views >= 1) or views in ints):
+            raise ValueError(f"method {self.name!r}: views={views!r} must be a number >= 1 or the name of one of "
+                             f"its integer options ({', '.join(ints) or 'it has none'})")
 
     def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)
@@ -314,45 +352,120 @@ class BackboneSpec:
     in_paper: bool = True
 
     def __post_init__(self) -> None:
-        if not self.in_paper and self.tables:
-            raise ValueError(f"backbone {self.name!r} is not in the paper but lists tables {self.tables}")
+        _check_name("backbone", self.name)
+        _check_tables("backbone", self.name, self.tables, self.in_paper)
         if self.relative_cost <= 0:
             raise ValueError(f"backbone {self.name!r}: relative_cost must be > 0")
+        if not isinstance(self.datasets, tuple) or not self.datasets or not set(self.datasets) <= set(DATASETS):
+            raise ValueError(f"backbone {self.name!r}: datasets={self.datasets!r} must be a tuple of some of "
+                             f"{', '.join(DATASETS)}")
+        if not isinstance(self.params, dict) or not self.params or not all(
+                _positive_int(k) and _positive_int(v) for k, v in self.params.items()):
+            raise ValueError(f"backbone {self.name!r}: params must map a number of classes to the parameter count "
+                             "of the network built for it, e.g. {100: 470_000} (both integers > 0)")
+        if self.dropout is not None and not (isinstance(self.dropout, (int, float))
+                                             and not isinstance(self.dropout, bool) and 0 <= self.dropout < 1):
+            raise ValueError(f"backbone {self.name!r}: dropout={self.dropout!r} must be a number in [0, 1) or None")
+        if not _positive_int(self.revision):
+            raise ValueError(f"backbone {self.name!r}: revision={self.revision!r} must be an integer >= 1")
+        if not (isinstance(self.builder, str) and self.builder.isidentifier()):
+            raise ValueError(f"backbone {self.name!r}: builder={self.builder!r} must name a function of its file")
+
+
+def _check_name(kind: str, name: Any) -> None:
+    """A method's or backbone's name is a config value, a table's column or row and part of file names."""
+    if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
+        raise ValueError(f"a {kind}'s name must be a Python identifier of ASCII letters, digits and _ "
+                         f"(name={name!r})")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_tables(kind: str, name: str, tables: Any, in_paper: bool) -> None:
+    """A declaration's `tables`: a tuple of GRID_TABLES (another name put it in no grid, silently); none outside
+    the paper."""
+    if not isinstance(tables, tuple) or not set(tables) <= set(GRID_TABLES):
+        raise ValueError(f"{kind} {name!r}: tables={tables!r} must be a tuple of some of {', '.join(GRID_TABLES)} "
+                         "(the tables whose default grid is built from the declarations)")
+    if not in_paper and tables:
+        raise ValueError(f"{kind} {name!r} is not in the paper but lists tables {tables}")
 
 
 #: the names a declaration may use: its constructors (and the literals Python writes as constants)
 CONSTRUCTORS: dict[str, Any] = {"MethodSpec": MethodSpec, "Option": Option, "Head": Head,
                                 "BackboneSpec": BackboneSpec}
-_ALLOWED_NODES = (ast.Expression, ast.Call, ast.keyword, ast.Constant, ast.Tuple, ast.List, ast.Dict, ast.Name,
-                  ast.Load, ast.UnaryOp, ast.USub, ast.UAdd, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div)
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 class DeclarationError(ValueError):
-    """A declaration that cannot be read: missing, or an expression beyond constructors and literals."""
+    """A declaration that cannot be read or is not consistent, named by its file and line: missing, an expression
+    beyond constructors and literals, a field that does not exist, a value its constructor refuses."""
 
 
 def read_declaration(path: str | Path, variable: str) -> Any:
     """The value assigned to `variable` at the top level of the Python file `path`, evaluated without running the
-    file: only calls of CONSTRUCTORS and literals are allowed in it (DeclarationError naming the file otherwise)."""
+    file: only calls of CONSTRUCTORS and literals are allowed in it. Every mistake is a DeclarationError naming the
+    file and the line of the call (or literal) at fault."""
     path = Path(path)
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as err:
+        raise DeclarationError(f"{path.name}:{err.lineno}: {err.msg}") from None
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
             node, ast.AnnAssign) and node.value is not None else []
         if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
-            expression = ast.Expression(node.value)  # type: ignore[union-attr]
-            for part in ast.walk(expression):
-                if not isinstance(part, _ALLOWED_NODES) or (isinstance(part, ast.Name)
-                                                            and part.id not in CONSTRUCTORS):
-                    where = getattr(part, "lineno", node.lineno)
-                    raise DeclarationError(
-                        f"{path.name}:{where}: {variable} may hold only {', '.join(CONSTRUCTORS)} calls and "
-                        f"literals (found {type(part).__name__}"
-                        + (f" {part.id!r}" if isinstance(part, ast.Name) else "") + ")")
-            code = compile(ast.fix_missing_locations(expression), str(path), "eval")
-            return eval(code, {"__builtins__": {}}, dict(CONSTRUCTORS))  # noqa: S307 - checked above
+            return _evaluate(node.value, f"{path.name}:{{line}}: {variable}", node.lineno)  # type: ignore[arg-type]
     raise DeclarationError(f"{path.name}: no top-level {variable} = ... declaration")
 
 
-__all__ = ["DEFAULT_PEERS", "BackboneSpec", "DeclarationError", "Head", "MethodSpec", "Option", "UNSET",
+def _evaluate(node: ast.AST, where: str, line: int) -> Any:
+    """A declaration's expression, node by node (no eval: nothing but CONSTRUCTORS and literals can run); a
+    constructor's refusal named with the line of its call."""
+    line = getattr(node, "lineno", line)
+
+    def fail(text: str, separator: str = ": ") -> DeclarationError:
+        return DeclarationError(f"{where.format(line=line)}{separator}{text}")
+
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_evaluate(e, where, line) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_evaluate(k, where, line): _evaluate(v, where, line)  # type: ignore[arg-type]
+                for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY or isinstance(node, ast.BinOp) and type(
+            node.op) in _BINARY:
+        operands = [node.operand] if isinstance(node, ast.UnaryOp) else [node.left, node.right]
+        values = [_evaluate(o, where, line) for o in operands]
+        if not all(isinstance(v, (int, float)) for v in values):
+            raise fail("arithmetic is for numbers only")
+        try:
+            return (_UNARY if isinstance(node, ast.UnaryOp) else _BINARY)[type(node.op)](*values)
+        except ArithmeticError as err:
+            raise fail(str(err)) from None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CONSTRUCTORS \
+            and all(k.arg is not None for k in node.keywords) and not any(isinstance(a, ast.Starred)
+                                                                          for a in node.args):
+        constructor = CONSTRUCTORS[node.func.id]
+        fields = [f.name for f in dataclasses.fields(constructor)]
+        unknown = [k for k in node.keywords if k.arg not in fields]
+        if unknown:
+            line = unknown[0].lineno
+            raise fail(f"{node.func.id} has no field {unknown[0].arg!r} (its fields: {', '.join(fields)})")
+        args = [_evaluate(a, where, line) for a in node.args]
+        kwargs = {k.arg: _evaluate(k.value, where, line) for k in node.keywords}
+        try:
+            return constructor(*args, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise fail(f"{node.func.id}: {err}") from None
+    found = type(node).__name__ + (f" {node.id!r}" if isinstance(node, ast.Name) else "")
+    raise fail(f"may hold only {', '.join(CONSTRUCTORS)} calls and literals (found {found})", " ")
+
+
+__all__ = ["DATASETS", "DEFAULT_PEERS", "GRID_TABLES", "BackboneSpec", "DeclarationError", "Head", "MethodSpec", "Option", "UNSET",
            "read_declaration"]

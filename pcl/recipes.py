@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pcl import registry
+from pcl.declarations import DATASETS
 
 #: images in the train / test split of the datasets whose size is fixed (the original files)
 SPLIT_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
-#: the datasets a run can use, and their classes (synthetic: its default; `synthetic_classes` sets it)
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
+#: the classes of each of the DATASETS (synthetic: its default; `synthetic_classes` sets it)
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[
             shape = f"a tuple of {kind.__name__}(...)" if many else f"a {kind.__name__}(...)"
             raise DeclarationError(f"{path.name}: {variable} must be {shape}")
         for spec in found:
+            if isinstance(spec, BackboneSpec) and not re.search(rf"^def {spec.builder}\(", path.read_text(
+                    encoding="utf-8"), re.MULTILINE):
+                # the builder is looked up only when a network is built: in the middle of a run
+                raise DeclarationError(f"{path.name}: backbone {spec.name!r}: builder={spec.builder!r} is no "
+                                       "top-level function of the file")
             if spec.name in specs:
                 raise DeclarationError(f"{path.name}: {spec.name!r} is declared twice (also in {modules[spec.name]})")
             specs[spec.name], modules[spec.name] = spec, f"pcl.{package}.{path.stem}"

@@ -121,3 +121,115 @@ def test_unknown_names_fail_listing_the_known_ones():
     with pytest.raises(ValueError, match="unknown backbone 'nope'; known backbones: .*resnet32"):
         registry.backbone("nope")
     assert registry.method_display("nope") == "nope" and registry.backbone_display(["x"]) == "['x']"
+
+
+METHOD = ("DECLARATION = MethodSpec(\n"
+          "    name='x', display='X', citation='c', trains='t', deploys='d',\n"
+          "    heads=(Head('peer{j}', 'peer'), Head('mean{j}', 'temporal_mean', mean_of='peer{j}')),\n"
+          "    deployed='mean1', views='peers', tables=('table2',),\n"
+          "    options=(Option('peers', 3, 'm', minimum=1),\n"
+          "             Option('temperature', 3.0, 'T', minimum=0, exclusive_minimum=True)))\n")
+
+
+@pytest.mark.parametrize("old, new, message", [
+    # a field that does not exist: the fields are listed (it was a TypeError traceback without them)
+    ("tables=", "tabels=", r"m\.py:4: DECLARATION: MethodSpec has no field 'tabels' \(its fields: name, "),
+    # a default its own check refuses: every run leaving it unset would be refused
+    ("3.0, 'T'", "0.0, 'T'", r"m\.py:6: DECLARATION: Option: option 'temperature': its default 0\.0 must be a "
+                             r"finite number > 0"),
+    # names that point nowhere: the deployed head, a temporal mean's live head, the views' option, a grid table
+    ("deployed='mean1'", "deployed='mean_peer1'", r"m\.py:1: .*deployed='mean_peer1' is none of its heads"),
+    ("mean_of='peer{j}'", "mean_of='peers{j}'", r"head 'mean\{j\}' averages 'peers\{j\}', which is none of its"),
+    ("views='peers'", "views='peer'", r"views='peer' must be a number >= 1 or the name of one of its integer "
+                                      r"options \(peers\)"),
+    ("tables=('table2',)", "tables=('table_2',)", r"tables=\('table_2',\) must be a tuple of some of table2, "),
+    ("Head('peer{j}', 'peer'), ", "Head('peer{j}', 'peer'), Head('peer{j}', 'peer'), ", "declares a head twice"),
+    # a value no arithmetic of numbers gives
+    ("minimum=1)", "minimum=1 / 0)", r"m\.py:5: DECLARATION: division by zero"),
+    ("minimum=1)", "minimum='a' * 3)", "arithmetic is for numbers only"),
+])
+def test_a_declaration_mistake_names_its_file_line_and_what_is_allowed(tmp_path, old, new, message):
+    """Each mistake is one DeclarationError naming the file and the line of the call at fault; before, a field's
+    typo was a TypeError traceback into dataclasses, and a deployed head, averaged head, views option or table
+    that names nothing was accepted (found when a run evaluated its heads, or never: no grid held the method)."""
+    path = tmp_path / "m.py"
+    path.write_text(METHOD)
+    assert read_declaration(path, "DECLARATION").deployed == "mean1"
+    assert old in METHOD
+    path.write_text(METHOD.replace(old, new, 1))
+    with pytest.raises(DeclarationError, match=message):
+        read_declaration(path, "DECLARATION")
+
+
+def test_a_declaration_that_does_not_parse_names_its_line(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(METHOD.replace("citation='c',", "citation='c'"))  # a missing comma
+    with pytest.raises(DeclarationError, match=r"m\.py:2: "):
+        read_declaration(path, "DECLARATION")
+
+
+BACKBONE = ("DECLARATIONS = (BackboneSpec(name='tiny', display='Tiny', builder='tiny', citation='c',\n"
+            "    datasets=('cifar100',), params={100: 1000}, split='layer1', init='default'),)\n"
+            "def tiny(num_classes):\n    return None\n")
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("datasets=('cifar100',)", "datasets=('cifar-100',)", r"m\.py:1: .*datasets=\('cifar-100',\) must be a tuple "
+                                                          r"of some of cifar10, cifar100, imagenet, synthetic"),
+    ("params={100: 1000}", "params={100: 1000.5}", "params must map a number of classes to the parameter count"),
+    ("init='default')", "init='default', dropout=1.5)", r"dropout=1\.5 must be a number in \[0, 1\) or None"),
+    ("init='default')", "init='default', revision=0)", "revision=0 must be an integer >= 1"),
+])
+def test_a_backbone_declaration_mistake_is_named(tmp_path, old, new, message):
+    path = tmp_path / "m.py"
+    path.write_text(BACKBONE.replace(old, new, 1))
+    with pytest.raises(DeclarationError, match=message):
+        read_declaration(path, "DECLARATIONS")
+
+
+def test_a_backbone_builder_is_a_function_of_its_own_file(tmp_path, monkeypatch):
+    """The registry reads the builder's name only when a network is built (torch side): a name of no function of
+    the file was found there, in the middle of a run; it is refused with the declaration."""
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / "tiny.py"
+    path.write_text(BACKBONE)
+    monkeypatch.setattr(registry, "PACKAGE", tmp_path)
+    specs, modules = registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
+    assert list(specs) == ["tiny"] and modules["tiny"] == "pcl.models.tiny"
+    path.write_text(BACKBONE.replace("def tiny(", "def tiny_net("))
+    with pytest.raises(DeclarationError, match=r"tiny\.py: backbone 'tiny': builder='tiny' is no top-level "
+                                               r"function of the file"):
+        registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
+
+
+def test_the_grid_tables_are_scripts():
+    """GRID_TABLES names the scripts whose default grid is the declarations' (a declaration's `tables` is checked
+    against it): each is a registered script."""
+    from experiments.registry import SCRIPTS
+    from pcl.declarations import GRID_TABLES
+
+    assert set(GRID_TABLES) <= set(SCRIPTS)
+    for spec in [*registry.methods().values(), *registry.backbones().values()]:
+        assert set(spec.tables) <= set(GRID_TABLES)
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False),
+                    st.sampled_from(["net", "peer{j}", "peers", "table2", "x", ""]),
+                    st.tuples(st.sampled_from(["table2", "imagenet", "nope"])))
+
+
+@given(field=st.sampled_from(["name", "display", "deployed", "views", "tables", "relative_cost", "order",
+                              "in_paper", "distills", "heads", "options", "tabels"]), value=_VALUES)
+def test_any_field_value_gives_a_declaration_or_a_declaration_error(tmp_path_factory, field, value):
+    """A method declaration with one field set to any literal: a MethodSpec, or a DeclarationError naming the
+    file; never another exception (a traceback into the constructors)."""
+    path = tmp_path_factory.mktemp("d") / "m.py"
+    source = ("DECLARATION = MethodSpec(name='x', display='X', citation='c', trains='t', deploys='d',\n"
+              f"    heads=(Head('net', 'network'),), deployed='net', {field}={value!r})\n")
+    path.write_text(source.replace(f", {field}='net')", ")") if field == "deployed" else source)
+    try:
+        spec = read_declaration(path, "DECLARATION")
+    except DeclarationError as err:
+        assert str(err).startswith("m.py:")
+    else:
+        assert isinstance(spec, MethodSpec)
