@@ -44,6 +44,19 @@ def positive_number(unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+def folder_path(write: bool) -> Callable[[str], str]:
+    """A flag's type: a folder path (pcl.fsio.folder_problem; `write`: this user can create and write it), else
+    argparse's one line naming the flag (a results folder that is a file had read as an empty store)."""
+    def parse(text: str) -> str:
+        from pcl.fsio import folder_problem
+
+        problem = folder_problem(text, write)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: {problem}")
+        return text
+    return parse
+
+
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """The parsed flags, or the exit code argparse ended with (--help: 0; a bad flag: 2, its line written)."""
     try:
@@ -52,4 +65,4 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
         return exit_.code if isinstance(exit_.code, int) else 2
 
 
-__all__ = ["OneLineParser", "parse_command_line", "positive_number"]
+__all__ = ["OneLineParser", "folder_path", "parse_command_line", "positive_number"]

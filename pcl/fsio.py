@@ -140,10 +140,11 @@ def read_ahead(paths: Iterable[str | os.PathLike], limit: int | None = None) -> 
     return thread
 
 
-def folder_problem(path: str | os.PathLike) -> str | None:
-    """Why `path` cannot be made, or used, as a folder this process writes in; None when it can. Tried, not
-    asked: a temporary file in the nearest existing folder, removed at once (permissions say yes to root
-    everywhere, /proc included). Nothing is created."""
+def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:
+    """Why `path` cannot be made, or used, as a folder this process writes in (`write=False`: reads in, where a
+    folder not made yet holds nothing); None when it can. Tried, not asked: a temporary file in the nearest
+    existing folder, removed at once (permissions say yes to root everywhere, /proc included). Nothing is
+    created."""
     if not str(path).strip():
         return "an empty path names no folder (it would be the current one)"
     probe = Path(path).expanduser().absolute()
@@ -151,6 +152,8 @@ def folder_problem(path: str | os.PathLike) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{str(probe)!r} is a file, not a folder"
+    if not write:
+        return None
     try:
         with tempfile.TemporaryFile(dir=probe):
             pass

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pcl.flags import OneLineParser, parse_command_line, positive_number
+from pcl.flags import OneLineParser, folder_path, parse_command_line, positive_number
 from slurm import cluster
 from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile
 
@@ -43,7 +43,8 @@ class LaunchError(RuntimeError):
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="TOML profile with the cluster options (slurm/profiles/*.toml)")
-    parser.add_argument("--results-dir", default="results", help="file store of the records (default: results)")
+    parser.add_argument("--results-dir", default="results", type=folder_path(write=False),
+                        help="file store of the records (default: results)")
     parser.add_argument("--db-name", default=None, help="MongoDB database (URL from $PCL_MONGO_URL only)")
     # 0, a negative number or nan would judge a live run dead and submit it again; inf never a dead one
     parser.add_argument("--stale-after", type=positive_number("seconds"), default=DEFAULT_STALE_AFTER_S, metavar="S",
@@ -326,8 +327,8 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
         options = cluster_options(args)
         # the ledger's folder and submitit's (job scripts, logs), as the drivers check theirs: before the plan, so
         # that a file in their place is not found after the jobs went in
-        check_writable_folder("results_dir", args.results_dir)
-        check_writable_folder("log_folder", options.log_folder)
+        check_writable_folder("results_dir", args.results_dir, flag="--results-dir")
+        check_writable_folder("log_folder", options.log_folder, flag="--log-folder (or the profile's log_folder)")
         # the drivers' check of db_name and of the URL's database (pymongo's would be a traceback), before any server
         check_database_name(None, args.db_name)
         selection = selection_from(args)

@@ -726,13 +726,22 @@ def _one_line(err: str) -> str:
 
 @pytest.mark.parametrize("dry_run", [False, True])
 @pytest.mark.parametrize("flag, value, said", [
-    ("--results-dir", "{file}", "config key 'results_dir'='{file}' is invalid: '{file}' is a file, not a folder"),
-    ("--results-dir", "{file}/sub", "config key 'results_dir'='{file}/sub' is invalid: '{file}' is a file"),
-    ("--results-dir", "", "config key 'results_dir'='' is invalid: an empty path names no folder"),
-    ("--log-folder", "{file}", "config key 'log_folder'='{file}' is invalid: '{file}' is a file, not a folder"),
-    ("--log-folder", "", "config key 'log_folder'='' is invalid: an empty path names no folder"),
-    ("--log-folder", "/proc/pcl-logs", "config key 'log_folder'='/proc/pcl-logs' is invalid: '/proc' cannot be "
-                                       "written in"),
+    # a results folder that cannot be one: the flag's own line (the launcher's and status's --results-dir)
+    ("--results-dir", "{file}", "python slurm/launch_all.py: error: argument --results-dir: '{file}' is invalid: "
+                                "'{file}' is a file, not a folder"),
+    ("--results-dir", "{file}/sub", "python slurm/launch_all.py: error: argument --results-dir: '{file}/sub' is "
+                                    "invalid: '{file}' is a file"),
+    ("--results-dir", "", "python slurm/launch_all.py: error: argument --results-dir: '' is invalid: an empty path "
+                          "names no folder"),
+    # one that cannot be written in: found by the probe, named by its flag (it said config key 'results_dir')
+    ("--results-dir", "/proc/pcl-results", "error: --results-dir '/proc/pcl-results' is invalid: '/proc' cannot be "
+                                           "written in"),
+    ("--log-folder", "{file}", "error: --log-folder (or the profile's log_folder) '{file}' is invalid: '{file}' is "
+                               "a file, not a folder"),
+    ("--log-folder", "", "error: --log-folder (or the profile's log_folder) '' is invalid: an empty path names no "
+                         "folder"),
+    ("--log-folder", "/proc/pcl-logs", "error: --log-folder (or the profile's log_folder) '/proc/pcl-logs' is "
+                                       "invalid: '/proc' cannot be written in"),
 ])
 def test_a_results_or_log_folder_that_cannot_be_written_is_one_line_before_any_job(tmp_path, capsys, monkeypatch,
                                                                                    flag, value, said, dry_run):
@@ -749,8 +758,20 @@ def test_a_results_or_log_folder_that_cannot_be_written_is_one_line_before_any_j
             *(["--dry-run"] if dry_run else [])]
     assert launch_all.run(argv, log=lambda line: None) == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith("error: " + said.format(file=file)), line
+    assert line.startswith(said.format(file=file)), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no job, ledger, log or checkpoint folder
+
+
+@pytest.mark.parametrize("under", ["", "/sub"])
+def test_status_of_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys, under):
+    """status read a file given as --results-dir as an empty store: every run planned, none done, exit 0."""
+    file = tmp_path / "a-file"
+    file.write_text("not a folder\n")
+    assert status.run([*LOCAL, "--results-dir", f"{file}{under}", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out
+    assert _one_line(captured.err) == (f"python slurm/status.py: error: argument --results-dir: '{file}{under}' is "
+                                       f"invalid: '{file}' is a file, not a folder (see --help)")
 
 
 @pytest.mark.parametrize("command", ["launch_all", "status"])

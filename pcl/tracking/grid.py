@@ -83,13 +83,13 @@ def check_data_parallel(configs: Sequence[Mapping[str, Any]]) -> None:
                               "machine: SyncBatchNorm has no CPU kernel; allowed here: local")
 
 
-def check_writable_folder(key: str, path: str | os.PathLike) -> None:
+def check_writable_folder(key: str, path: str | os.PathLike, flag: str | None = None) -> None:
     """`path` must be a folder this process can create and write (pcl.fsio.folder_problem: tried without creating
-    anything). ConfigError naming the key otherwise."""
+    anything). ConfigError naming the config key, or the command's `flag` where it came from one, otherwise."""
     problem = folder_problem(path)
     if problem is not None:
-        raise ConfigError(f"config key {key!r}={str(path)!r} is invalid: {problem}; must be a folder this user can "
-                          "create and write")
+        named = f"{flag} {str(path)!r}" if flag else f"config key {key!r}={str(path)!r}"
+        raise ConfigError(f"{named} is invalid: {problem}; must be a folder this user can create and write")
 
 
 def check_database_name(mongo_url: str | None, db_name: str | None) -> None:
