@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
+import keyword
 import math
 import numbers
 import operator
@@ -35,6 +37,42 @@ HEAD_ROLES = ("peer", "temporal_mean", "ensemble", "network", "frozen")
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
 #: the paper's tables whose default grid is built from the declarations (`tables=`; the scripts experiments/NAME.py)
 GRID_TABLES: tuple[str, ...] = ("table2", "imagenet", "two_stage")
+
+
+#: what a field's type is, in words (_check_fields)
+_TYPE_WORDS = {str: "a string", bool: "True or False", int: "an integer", float: "a number", tuple: "a tuple (...)",
+               dict: "a dict {...}", type(None): "None"}
+#: keyword arguments every method's class receives from the run (pcl.methods.build_method): no option's name
+RUN_ARGUMENTS = ("backbone", "num_classes", "dropout")
+
+
+def _check_fields(owner: str, spec: Any, types: dict[str, tuple[type, ...]]) -> None:
+    """Each named field of `spec` of one of its types (a bool is no integer or number here); ValueError naming
+    the owner, the field, its value and what it must be. Without it, a wrong type passed the declaration and broke
+    a command elsewhere (an `order` of "6" the registry's sort, with no file named)."""
+    for field, allowed in types.items():
+        value = getattr(spec, field)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            words = " or ".join(_TYPE_WORDS[t] for t in allowed)
+            raise ValueError(f"{owner}: {field}={value!r} must be {words}")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_cost(owner: str, cost: Any) -> None:
+    if not (_finite_number(cost) and cost > 0):
+        raise ValueError(f"{owner}: relative_cost={cost!r} must be a finite number > 0")
+
+
+def _check_identifier(owner: str, what: str, name: Any) -> None:
+    """A name the suite uses as a config value, a key or part of a file name: an ASCII identifier, no keyword (a
+    method named None could only be selected as the string \"None\")."""
+    if not (isinstance(name, str) and name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
+            and name not in ("None", "True", "False")):
+        raise ValueError(f"{owner}: {what} {name!r} must be a Python identifier of ASCII letters, digits and _ "
+                         "(no keyword)")
 
 
 class _Unset:
@@ -82,15 +120,36 @@ class Option:
     names: str | None = None
 
     def __post_init__(self) -> None:
+        _check_identifier("an option", "name", self.name)
+        owner = f"option {self.name!r}"
+        if self.name in RUN_ARGUMENTS:
+            raise ValueError(f"{owner}: every method is given {', '.join(RUN_ARGUMENTS)} by the run; name the option "
+                             "otherwise")
         if not self.kind:
             object.__setattr__(self, "kind", _kind_of(self.default))
         if self.allow_none is None:
             object.__setattr__(self, "allow_none", self.default is None)
+        _check_fields(owner, self, {"doc": (str,), "kind": (str,), "choices": (tuple,), "exclusive_minimum": (bool,),
+                                    "allow_none": (bool,), "infra": (bool,), "acts_only_with": (tuple,),
+                                    "time_constant": (str, type(None)), "names": (str, type(None)),
+                                    "disagreement": (tuple, type(None))})
         if self.kind not in KINDS:
-            raise ValueError(f"option {self.name!r}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise ValueError(f"{owner}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        for bound in ("minimum", "maximum"):
+            value = getattr(self, bound)
+            if value is not None and not (_finite_number(value) and self.kind in ("int", "float")):
+                raise ValueError(f"{owner}: {bound}={value!r} must be a finite number, on an int or float option")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"{owner}: minimum {self.minimum!r} is above maximum {self.maximum!r}")
+        if self.disagreement is not None and not (len(self.disagreement) == 2
+                                                  and isinstance(self.disagreement[1], str)):
+            raise ValueError(f"{owner}: disagreement must be (the other codes' value, what each means)")
         if self.time_constant is not None and self.time_constant not in TIME_CONSTANTS:
-            raise ValueError(f"option {self.name!r}: time_constant {self.time_constant!r} is not one of "
+            raise ValueError(f"{owner}: time_constant {self.time_constant!r} is not one of "
                              f"{', '.join(TIME_CONSTANTS)}")
+        if self.time_constant is not None and (self.kind not in ("int", "float") or self.default is None):
+            # a shorter run scales the default: a string or None broke every plan of fewer epochs
+            raise ValueError(f"{owner}: a time_constant is a number: an int or float option with a number default")
         # a default or neutral value its own check refuses would be refused in every run that leaves it unset
         for what, value in (("default", self.default), ("neutral", self.neutral)):
             if value is not UNSET:
@@ -174,6 +233,12 @@ class Head:
     mean_of: str | None = None
 
     def __post_init__(self) -> None:
+        # a concrete name ("peer2") is the pattern with j put in: one {j} at most, the rest an identifier
+        if not (isinstance(self.name, str) and self.name.count("{j}") <= 1
+                and self.name.replace("{j}", "1").isidentifier() and self.name.isascii()):
+            raise ValueError(f"head {self.name!r}: a head's name is an identifier of ASCII letters, digits and _, "
+                             "with at most one {j} for the peer's number (e.g. peer{j})")
+        _check_fields(f"head {self.name!r}", self, {"doc": (str,), "mean_of": (str, type(None))})
         if self.role not in HEAD_ROLES:
             raise ValueError(f"head {self.name!r}: role {self.role!r} is not one of {', '.join(HEAD_ROLES)}")
         if (self.role == "temporal_mean") != (self.mean_of is not None):
@@ -221,15 +286,19 @@ class MethodSpec:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        _check_name("method", self.name)
-        if not isinstance(self.options, tuple) or not all(isinstance(o, Option) for o in self.options):
-            raise ValueError(f"method {self.name!r}: options must be a tuple of Option(...)")
+        _check_identifier("a method", "name", self.name)
+        owner = f"method {self.name!r}"
+        _check_fields(owner, self, {"display": (str,), "citation": (str,), "trains": (str,), "deploys": (str,),
+                                    "heads": (tuple,), "deployed": (str,), "options": (tuple,), "views": (int, str),
+                                    "tables": (tuple,), "order": (int,), "in_paper": (bool,), "distills": (bool,),
+                                    "frozen_note": (str,), "notes": (str,)})
+        if not all(isinstance(o, Option) for o in self.options):
+            raise ValueError(f"{owner}: options must be a tuple of Option(...)")
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
-            raise ValueError(f"method {self.name!r} declares an option twice")
+            raise ValueError(f"{owner} declares an option twice")
         _check_tables("method", self.name, self.tables, self.in_paper)
-        if self.relative_cost <= 0:
-            raise ValueError(f"method {self.name!r}: relative_cost must be > 0")
+        _check_cost(owner, self.relative_cost)
         options = {o.name: o for o in self.options}
         self._check_heads(options)
         if "peers" in options and options["peers"].default != DEFAULT_PEERS:
@@ -255,25 +324,49 @@ class MethodSpec:
 
     def _check_heads(self, options: dict[str, Option]) -> None:
         """The heads are named once each; the deployed head, each temporal mean's averaged head and `views` name
-        what the declaration declares (a wrong name was found only when a run evaluated, or never)."""
+        what every run of the method has (a wrong name was found only when a run evaluated, or never: a deployed
+        head no run has gave runs without their headline number)."""
+        owner = f"method {self.name!r}"
         if not self.heads or not all(isinstance(h, Head) for h in self.heads):
-            raise ValueError(f"method {self.name!r}: heads must be a tuple of Head(...), at least one")
+            raise ValueError(f"{owner}: heads must be a tuple of Head(...), at least one (a tuple of one: (Head(...),))")
         head_names = [h.name for h in self.heads]
         if len(set(head_names)) != len(head_names):
-            raise ValueError(f"method {self.name!r} declares a head twice")
-        known = ", ".join(head_names)
-        if not isinstance(self.deployed, str) or self.head(self.deployed) is None:
-            raise ValueError(f"method {self.name!r}: deployed={self.deployed!r} is none of its heads ({known}; "
-                             "{j} stands for a peer's number, e.g. peer1)")
+            raise ValueError(f"{owner} declares a head twice")
+        self._check_every_run_has("deployed", self.deployed, options)
         for head in self.heads:
-            if head.mean_of is not None and head.mean_of not in head_names:
-                raise ValueError(f"method {self.name!r}: head {head.name!r} averages {head.mean_of!r}, which is "
-                                 f"none of its heads ({known})")
+            if head.mean_of is None:
+                continue
+            what = f"head {head.name!r}: mean_of"
+            if "{j}" in head.name:  # peer j's temporal mean averages peer j
+                if head.mean_of not in head_names or "{j}" not in head.mean_of:
+                    raise ValueError(f"{owner}: {what}={head.mean_of!r} must be another per-peer head ({{j}} in its "
+                                     f"name) of {', '.join(head_names)}")
+            else:
+                self._check_every_run_has(what, head.mean_of, options)
+            if head.mean_of == head.name or self.head(head.mean_of.replace("{j}", "1")).role == "temporal_mean":
+                raise ValueError(f"{owner}: {what}={head.mean_of!r} must be a trained head, not a temporal mean")
         views = self.views
-        ints = [o.name for o in options.values() if o.kind == "int"]
-        if isinstance(views, bool) or not ((isinstance(views, int) and views >= 1) or views in ints):
-            raise ValueError(f"method {self.name!r}: views={views!r} must be a number >= 1 or the name of one of "
-                             f"its integer options ({', '.join(ints) or 'it has none'})")
+        counts = [o.name for o in options.values() if o.kind == "int" and not o.allow_none
+                  and o.minimum is not None and o.minimum >= 1]
+        if not ((isinstance(views, int) and views >= 1) or views in counts):
+            raise ValueError(f"{owner}: views={views!r} must be a number >= 1 or the name of one of its integer "
+                             f"options of minimum >= 1, never None ({', '.join(counts) or 'it has none'})")
+
+    def _check_every_run_has(self, what: str, name: str, options: dict[str, Option]) -> None:
+        """`name` is a concrete head every run of the method has: a declared head, peer j's within the fewest
+        peers its `peers` option allows (one, without the option)."""
+        head = self.head(name) if isinstance(name, str) and "{j}" not in name else None
+        if head is None:
+            raise ValueError(f"method {self.name!r}: {what}={name!r} is none of its heads "
+                             f"({', '.join(h.name for h in self.heads)}; a concrete name: peer1 for peer{{j}})")
+        if "{j}" in head.name:
+            prefix, suffix = head.name.split("{j}")
+            j = int(name[len(prefix):len(name) - len(suffix)])
+            fewest = options["peers"].minimum if "peers" in options and options["peers"].minimum else 1
+            if j > fewest:
+                raise ValueError(f"method {self.name!r}: {what}={name!r} is missing from a run of {fewest:g} "
+                                 f"peer(s) (the least its options allow): name a head every run has, e.g. "
+                                 f"{head.name.format(j=1)}")
 
     def option(self, name: str) -> Option:
         return next(o for o in self.options if o.name == name)
@@ -352,10 +445,12 @@ class BackboneSpec:
     in_paper: bool = True
 
     def __post_init__(self) -> None:
-        _check_name("backbone", self.name)
+        _check_identifier("a backbone", "name", self.name)
+        owner = f"backbone {self.name!r}"
+        _check_fields(owner, self, {"display": (str,), "builder": (str,), "citation": (str,), "split": (str,),
+                                    "init": (str,), "tables": (tuple,), "order": (int,), "in_paper": (bool,)})
         _check_tables("backbone", self.name, self.tables, self.in_paper)
-        if self.relative_cost <= 0:
-            raise ValueError(f"backbone {self.name!r}: relative_cost must be > 0")
+        _check_cost(owner, self.relative_cost)
         if not isinstance(self.datasets, tuple) or not self.datasets or not set(self.datasets) <= set(DATASETS):
             raise ValueError(f"backbone {self.name!r}: datasets={self.datasets!r} must be a tuple of some of "
                              f"{', '.join(DATASETS)}")
@@ -370,13 +465,12 @@ class BackboneSpec:
             raise ValueError(f"backbone {self.name!r}: revision={self.revision!r} must be an integer >= 1")
         if not (isinstance(self.builder, str) and self.builder.isidentifier()):
             raise ValueError(f"backbone {self.name!r}: builder={self.builder!r} must name a function of its file")
-
-
-def _check_name(kind: str, name: Any) -> None:
-    """A method's or backbone's name is a config value, a table's column or row and part of file names."""
-    if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
-        raise ValueError(f"a {kind}'s name must be a Python identifier of ASCII letters, digits and _ "
-                         f"(name={name!r})")
+        # a table's grid takes the backbones of its tables on its datasets: one declared for none was left out
+        for table, needs in (("imagenet", ("imagenet",)), ("table2", ("cifar10", "cifar100")),
+                             ("two_stage", ("cifar10", "cifar100"))):
+            if table in self.tables and not set(needs) & set(self.datasets):
+                raise ValueError(f"backbone {self.name!r}: tables has {table}, whose grid runs on "
+                                 f"{' or '.join(needs)}, which datasets={self.datasets!r} does not have")
 
 
 def _positive_int(value: Any) -> bool:
@@ -407,28 +501,66 @@ class DeclarationError(ValueError):
 
 def read_declaration(path: str | Path, variable: str) -> Any:
     """The value assigned to `variable` at the top level of the Python file `path`, evaluated without running the
-    file: only calls of CONSTRUCTORS and literals are allowed in it. Every mistake is a DeclarationError naming the
-    file and the line of the call (or literal) at fault."""
+    file: only calls of CONSTRUCTORS and literals (and + - * / of numbers) are allowed in it. Every mistake is a
+    DeclarationError naming the file and the line of the call (or literal) at fault."""
     path = Path(path)
+    shown = shown_path(path)
+    tree = _parse(path)
+    found = [node for node in tree.body if _assigns(node, variable)]
+    if not found:
+        raise DeclarationError(f"{shown}: no top-level {variable} = ... declaration")
+    if len(found) > 1:  # importing the file binds the last one: the training side would not use what was checked
+        raise DeclarationError(f"{shown}:{found[1].lineno}: {variable} is assigned again (first at line "
+                               f"{found[0].lineno}); keep one")
+    node = found[0]
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        return _evaluate(node.value, (shown, variable), node.lineno)  # type: ignore[attr-defined]
+    except RecursionError:
+        raise DeclarationError(f"{shown}:{node.lineno}: {variable} is nested too deeply") from None
+
+
+def shown_path(path: Path) -> str:
+    """A declaring file as a user finds it: pcl/methods/NAME.py (the file's name, outside the package)."""
+    return "/".join(path.parts[-3:]) if path.parent.parent.name == "pcl" else path.name
+
+
+def top_level_names(path: str | Path) -> set[str]:
+    """The names a Python file defines at the top level (functions, classes, assignments), from its syntax tree:
+    a backbone's `builder` must be one of them."""
+    names: set[str] = set()
+    for node in _parse(Path(path)).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def _parse(path: Path) -> ast.Module:
+    """The file's syntax tree, the file decoded as Python decodes it (a coding line, a BOM)."""
+    shown = shown_path(path)
+    try:
+        return ast.parse(importlib.util.decode_source(path.read_bytes()), filename=str(path))
     except SyntaxError as err:
-        raise DeclarationError(f"{path.name}:{err.lineno}: {err.msg}") from None
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-            node, ast.AnnAssign) and node.value is not None else []
-        if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
-            return _evaluate(node.value, f"{path.name}:{{line}}: {variable}", node.lineno)  # type: ignore[arg-type]
-    raise DeclarationError(f"{path.name}: no top-level {variable} = ... declaration")
+        raise DeclarationError(f"{shown}:{err.lineno or 1}: {err.msg}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as err:
+        raise DeclarationError(f"{shown}: cannot be read as Python source ({type(err).__name__}: {err})") from None
 
 
-def _evaluate(node: ast.AST, where: str, line: int) -> Any:
+def _assigns(node: ast.stmt, variable: str) -> bool:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+        node, ast.AnnAssign) and node.value is not None else []
+    return any(isinstance(t, ast.Name) and t.id == variable for t in targets)
+
+
+def _evaluate(node: ast.AST, where: tuple[str, str], line: int) -> Any:
     """A declaration's expression, node by node (no eval: nothing but CONSTRUCTORS and literals can run); a
-    constructor's refusal named with the line of its call."""
+    constructor's refusal named with the line of its call. `where`: (the file as shown, the variable)."""
     line = getattr(node, "lineno", line)
 
     def fail(text: str, separator: str = ": ") -> DeclarationError:
-        return DeclarationError(f"{where.format(line=line)}{separator}{text}")
+        return DeclarationError(f"{where[0]}:{line}: {where[1]}{separator}{text}")
 
     if isinstance(node, ast.Constant):
         return node.value
@@ -436,36 +568,47 @@ def _evaluate(node: ast.AST, where: str, line: int) -> Any:
         items = [_evaluate(e, where, line) for e in node.elts]
         return tuple(items) if isinstance(node, ast.Tuple) else items
     if isinstance(node, ast.Dict) and None not in node.keys:
-        return {_evaluate(k, where, line): _evaluate(v, where, line)  # type: ignore[arg-type]
-                for k, v in zip(node.keys, node.values)}
+        out = {}
+        for k, v in zip(node.keys, node.values):
+            key = _evaluate(k, where, line)  # type: ignore[arg-type]
+            if not isinstance(key, (str, int, float)):  # a list key is unhashable; any other is no name or count
+                raise fail(f"a dict key is a string or a number (found {key!r})")
+            out[key] = _evaluate(v, where, line)
+        return out
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY or isinstance(node, ast.BinOp) and type(
             node.op) in _BINARY:
         operands = [node.operand] if isinstance(node, ast.UnaryOp) else [node.left, node.right]
         values = [_evaluate(o, where, line) for o in operands]
-        if not all(isinstance(v, (int, float)) for v in values):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise fail("arithmetic is for numbers only")
         try:
             return (_UNARY if isinstance(node, ast.UnaryOp) else _BINARY)[type(node.op)](*values)
         except ArithmeticError as err:
             raise fail(str(err)) from None
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CONSTRUCTORS \
-            and all(k.arg is not None for k in node.keywords) and not any(isinstance(a, ast.Starred)
-                                                                          for a in node.args):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in CONSTRUCTORS:
+        if any(k.arg is None for k in node.keywords) or any(isinstance(a, ast.Starred) for a in node.args):
+            raise fail(f"{node.func.id}(...) takes its fields written out, without * or ** arguments")
         constructor = CONSTRUCTORS[node.func.id]
         fields = [f.name for f in dataclasses.fields(constructor)]
-        unknown = [k for k in node.keywords if k.arg not in fields]
-        if unknown:
-            line = unknown[0].lineno
-            raise fail(f"{node.func.id} has no field {unknown[0].arg!r} (its fields: {', '.join(fields)})")
+        seen: set[str] = set()
+        for k in node.keywords:
+            if k.arg not in fields or k.arg in seen:  # a repeated keyword: ast parses it, Python refuses to import
+                line = k.lineno
+                raise fail(f"{node.func.id} has no field {k.arg!r} (its fields: {', '.join(fields)})"
+                           if k.arg not in fields else f"the field {k.arg!r} is given twice")
+            seen.add(k.arg)  # type: ignore[arg-type]
         args = [_evaluate(a, where, line) for a in node.args]
         kwargs = {k.arg: _evaluate(k.value, where, line) for k in node.keywords}
         try:
             return constructor(*args, **kwargs)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, ArithmeticError) as err:
             raise fail(f"{node.func.id}: {err}") from None
-    found = type(node).__name__ + (f" {node.id!r}" if isinstance(node, ast.Name) else "")
-    raise fail(f"may hold only {', '.join(CONSTRUCTORS)} calls and literals (found {found})", " ")
+    found = (f"a call of {ast.unparse(node.func)}" if isinstance(node, ast.Call)
+             else f"the operator {type(node.op).__name__}" if isinstance(node, (ast.BinOp, ast.UnaryOp))
+             else type(node).__name__ + (f" {node.id!r}" if isinstance(node, ast.Name) else ""))
+    raise fail(f"may hold only {', '.join(CONSTRUCTORS)} calls and literals, and + - * / of numbers "
+               f"(found {found})", " ")
 
 
-__all__ = ["DATASETS", "DEFAULT_PEERS", "GRID_TABLES", "BackboneSpec", "DeclarationError", "Head", "MethodSpec", "Option", "UNSET",
-           "read_declaration"]
+__all__ = ["DATASETS", "DEFAULT_PEERS", "GRID_TABLES", "RUN_ARGUMENTS", "BackboneSpec", "DeclarationError", "Head",
+           "MethodSpec", "Option", "UNSET", "read_declaration", "shown_path", "top_level_names"]

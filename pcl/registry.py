@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pcl.declarations import BackboneSpec, DeclarationError, MethodSpec, read_declaration
+from pcl.declarations import (BackboneSpec, DeclarationError, MethodSpec, read_declaration, shown_path,
+                              top_level_names)
 
 PACKAGE = Path(__file__).resolve().parent
 METHOD_VARIABLE = "DECLARATION"
@@ -22,9 +23,10 @@ BACKBONE_VARIABLE = "DECLARATIONS"
 
 
 def _declaring_files(folder: Path, variable: str) -> list[Path]:
-    """The folder's modules that assign `variable` at the top level (a cheap text test before parsing)."""
-    return [p for p in sorted(folder.glob("*.py"))
-            if not p.name.startswith("_") and f"\n{variable} = " in "\n" + p.read_text(encoding="utf-8")]
+    """The folder's modules that assign `variable` at the top level (a cheap test of the bytes before parsing: an
+    annotation, no spaces and a BOM included)."""
+    assigns = re.compile(rb"^(?:\xef\xbb\xbf)?" + variable.encode() + rb"\s*(?::[^=\n]*)?=(?!=)", re.MULTILINE)
+    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_") and assigns.search(p.read_bytes())]
 
 
 def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -32,19 +34,19 @@ def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[
     specs: dict[str, Any] = {}
     modules: dict[str, str] = {}
     for path in _declaring_files(PACKAGE / package, variable):
+        shown = shown_path(path)
         declared = read_declaration(path, variable)
         found = declared if many and isinstance(declared, tuple) else (declared,)
-        if (many and not isinstance(declared, tuple)) or not all(isinstance(s, kind) for s in found):
-            shape = f"a tuple of {kind.__name__}(...)" if many else f"a {kind.__name__}(...)"
-            raise DeclarationError(f"{path.name}: {variable} must be {shape}")
+        if (many and not isinstance(declared, tuple)) or not all(isinstance(s, kind) for s in found) or not found:
+            shape = f"a tuple of {kind.__name__}(...), at least one" if many else f"a {kind.__name__}(...)"
+            raise DeclarationError(f"{shown}: {variable} must be {shape}")
         for spec in found:
-            if isinstance(spec, BackboneSpec) and not re.search(rf"^def {spec.builder}\(", path.read_text(
-                    encoding="utf-8"), re.MULTILINE):
-                # the builder is looked up only when a network is built: in the middle of a run
-                raise DeclarationError(f"{path.name}: backbone {spec.name!r}: builder={spec.builder!r} is no "
-                                       "top-level function of the file")
+            # the builder is looked up only when a network is built: in the middle of a run
+            if isinstance(spec, BackboneSpec) and spec.builder not in top_level_names(path):
+                raise DeclarationError(f"{shown}: backbone {spec.name!r}: builder={spec.builder!r} is no top-level "
+                                       "function of the file")
             if spec.name in specs:
-                raise DeclarationError(f"{path.name}: {spec.name!r} is declared twice (also in {modules[spec.name]})")
+                raise DeclarationError(f"{shown}: {spec.name!r} is declared twice (also in {modules[spec.name]})")
             specs[spec.name], modules[spec.name] = spec, f"pcl.{package}.{path.stem}"
     return dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0]))), modules
 

@@ -290,7 +290,12 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["dropout"] = registry.check_dropout(out["backbone"], given.get("dropout"))
     except ValueError as err:
         raise ConfigError(f"config key 'dropout': {err}") from None
-    out["backbone_revision"] = registry.backbone(out["backbone"]).revision
+    backbone = registry.backbone(out["backbone"])
+    if out["dataset"] not in backbone.datasets:  # its declared datasets: an ImageNet network on CIFAR planned fine
+        raise ConfigError(f"config key 'backbone'={out['backbone']!r} is built for {', '.join(backbone.datasets)}, "
+                          f"not dataset={out['dataset']!r}; allowed on {out['dataset']}: "
+                          f"{', '.join(registry.dataset_backbones(out['dataset']))}")
+    out["backbone_revision"] = backbone.revision
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
     _check_data_parallel(out)

@@ -139,14 +139,40 @@ METHOD = ("DECLARATION = MethodSpec(\n"
                              r"finite number > 0"),
     # names that point nowhere: the deployed head, a temporal mean's live head, the views' option, a grid table
     ("deployed='mean1'", "deployed='mean_peer1'", r"m\.py:1: .*deployed='mean_peer1' is none of its heads"),
-    ("mean_of='peer{j}'", "mean_of='peers{j}'", r"head 'mean\{j\}' averages 'peers\{j\}', which is none of its"),
+    ("mean_of='peer{j}'", "mean_of='peers{j}'", r"head 'mean\{j\}': mean_of='peers\{j\}' must be another "
+                                                r"per-peer head \(\{j\} in its name\) of peer\{j\}, mean\{j\}"),
     ("views='peers'", "views='peer'", r"views='peer' must be a number >= 1 or the name of one of its integer "
-                                      r"options \(peers\)"),
+                                      r"options of minimum >= 1, never None \(peers\)"),
     ("tables=('table2',)", "tables=('table_2',)", r"tables=\('table_2',\) must be a tuple of some of table2, "),
     ("Head('peer{j}', 'peer'), ", "Head('peer{j}', 'peer'), Head('peer{j}', 'peer'), ", "declares a head twice"),
     # a value no arithmetic of numbers gives
     ("minimum=1)", "minimum=1 / 0)", r"m\.py:5: DECLARATION: division by zero"),
     ("minimum=1)", "minimum='a' * 3)", "arithmetic is for numbers only"),
+    ("minimum=1)", "minimum=2 ** 3)", r"m\.py:5: DECLARATION may hold only .* \(found the operator Pow\)"),
+    # review: what passed the declaration and broke elsewhere, or escaped as another exception
+    ("tables=('table2',),", "tables=('table2',), order=6, order=7,", r"m\.py:4: .*the field 'order' is given twice"),
+    ("tables=('table2',),", "tables=('table2',), order='6',", r"order='6' must be an integer"),
+    ("tables=('table2',),", "tables=('table2',), relative_cost=1e999,", r"relative_cost=inf must be a finite number"),
+    ("tables=('table2',),", "tables=('table2',), relative_cost=True,", r"relative_cost=True must be a finite number"),
+    ("display='X',", "display=None,", r"display=None must be a string"),
+    ("tables=('table2',),", "tables=('table2',), notes={(1, [2]): 1},", r"a dict key is a string or a number"),
+    ("minimum=1)", "minimum=1" + "0" * 400 + ")", r"m\.py:5: DECLARATION: Option: int too large"),
+    ("minimum=1)", "minimum=float)", r"found Name 'float'"),
+    ("deployed='mean1'", "deployed='mean{j}'", r"deployed='mean\{j\}' is none of its heads"),
+    ("deployed='mean1'", "deployed='mean4'", r"deployed='mean4' is missing from a run of 1 peer\(s\)"),
+    ("options=(", "options=(Option('form', 'x', 'f', time_constant='epochs'), ", "a time_constant is a number"),
+    ("Option('temperature',", "Option('dropout',", r"option 'dropout': every method is given backbone, "
+                                                   r"num_classes, dropout by the run"),
+    ("Option('temperature',", "Option('a b',", r"an option: name 'a b' must be a Python identifier"),
+    ("'T', minimum=0,", "'T', choices='abc', minimum=0,", r"choices='abc' must be a tuple"),
+    ("'T', minimum=0,", "'T', minimum=1e999 - 1e999,", r"minimum=nan must be a finite number"),
+    ("Head('peer{j}', 'peer')", "Head('p{j}{j}', 'peer')", r"a head's name is an identifier .* at most one \{j\}"),
+    ("mean_of='peer{j}'", "mean_of='mean{j}'", r"mean_of='mean\{j\}' must be a trained head"),
+    ("Head('mean{j}', 'temporal_mean', mean_of='peer{j}')", "Head('mean{j}', 'peer'), Head('ema', 'temporal_mean', "
+     "mean_of='peer{j}')", r"head 'ema': mean_of='peer\{j\}' is none of its heads"),
+    ("Option('peers', 3, 'm', minimum=1)", "Option('peers', 3, 'm', minimum=1, allow_none=True)",
+     r"views='peers' must be a number >= 1 or the name of one of its integer options of minimum >= 1, never None"),
+    ("name='x'", "name='None'", r"a method: name 'None' must be a Python identifier"),
 ])
 def test_a_declaration_mistake_names_its_file_line_and_what_is_allowed(tmp_path, old, new, message):
     """Each mistake is one DeclarationError naming the file and the line of the call at fault; before, a field's
@@ -173,12 +199,42 @@ BACKBONE = ("DECLARATIONS = (BackboneSpec(name='tiny', display='Tiny', builder='
             "def tiny(num_classes):\n    return None\n")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("# -*- coding: latin-1 -*-\n# caf\xe9\n" + METHOD, None),  # Python's own reading of a file: it imports
+    ("\ufeff" + METHOD, None),
+    ("x = (\n" + METHOD, r"m\.py:1: "),  # a syntax error anywhere, with its line
+    ("\0" + METHOD, r"m\.py:1?: "),
+    (METHOD + METHOD.replace("name='x'", "name='y'"), r"m\.py:7: DECLARATION is assigned again \(first at line 1\)"),
+    (METHOD.replace("minimum=1)", "minimum=" + "-" * 5000 + "1)"), r"m\.py:"),  # nested too deeply
+])
+def test_a_declaring_file_is_read_as_python_reads_it_or_named(tmp_path, text, message):
+    """Its encoding as Python decodes it (a coding line, a BOM: a latin-1 file that imports was a UnicodeDecodeError),
+    and every other failure a DeclarationError naming the file (a RecursionError, a second assignment that an import
+    would bind instead of the checked one)."""
+    path = tmp_path / "m.py"
+    path.write_bytes(text.encode("latin-1" if "latin-1" in text else "utf-8"))
+    if message is None:
+        assert read_declaration(path, "DECLARATION").name == "x"
+        return
+    with pytest.raises(DeclarationError, match=message):
+        read_declaration(path, "DECLARATION")
+
+
+def test_a_file_name_with_braces_is_named_as_it_is(tmp_path):
+    path = tmp_path / "m{x}.py"
+    path.write_text(METHOD.replace("tables=", "tabels="))
+    with pytest.raises(DeclarationError, match=r"^m\{x\}\.py:4: DECLARATION: MethodSpec has no field 'tabels'"):
+        read_declaration(path, "DECLARATION")
+
+
 @pytest.mark.parametrize("old, new, message", [
     ("datasets=('cifar100',)", "datasets=('cifar-100',)", r"m\.py:1: .*datasets=\('cifar-100',\) must be a tuple "
                                                           r"of some of cifar10, cifar100, imagenet, synthetic"),
     ("params={100: 1000}", "params={100: 1000.5}", "params must map a number of classes to the parameter count"),
     ("init='default')", "init='default', dropout=1.5)", r"dropout=1\.5 must be a number in \[0, 1\) or None"),
     ("init='default')", "init='default', revision=0)", "revision=0 must be an integer >= 1"),
+    ("init='default')", "init='default', tables=('imagenet',))", r"tables has imagenet, whose grid runs on imagenet, "
+                                                                 r"which datasets=\('cifar100',\) does not have"),
 ])
 def test_a_backbone_declaration_mistake_is_named(tmp_path, old, new, message):
     path = tmp_path / "m.py"
@@ -196,9 +252,26 @@ def test_a_backbone_builder_is_a_function_of_its_own_file(tmp_path, monkeypatch)
     monkeypatch.setattr(registry, "PACKAGE", tmp_path)
     specs, modules = registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
     assert list(specs) == ["tiny"] and modules["tiny"] == "pcl.models.tiny"
-    path.write_text(BACKBONE.replace("def tiny(", "def tiny_net("))
-    with pytest.raises(DeclarationError, match=r"tiny\.py: backbone 'tiny': builder='tiny' is no top-level "
-                                               r"function of the file"):
+    for text in (BACKBONE.replace("def tiny(", "def tiny_net("),
+                 BACKBONE.replace("def tiny(", '"""\ndef tiny(x): named in a string only"""\ndef tiny_net(')):
+        path.write_text(text)
+        with pytest.raises(DeclarationError, match=r"tiny\.py: backbone 'tiny': builder='tiny' is no top-level "
+                                                   r"function of the file"):
+            registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
+    path.write_text(BACKBONE.replace("def tiny(", "def tiny ("))  # valid Python: found
+    assert list(registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)[0]) == ["tiny"]
+
+
+@pytest.mark.parametrize("form", ["DECLARATIONS: tuple = (", "DECLARATIONS=(", "\ufeffDECLARATIONS = ("])
+def test_every_form_of_the_assignment_is_a_declaration(tmp_path, monkeypatch, form):
+    """An annotation, no spaces, a BOM: a declaration the text test missed was no backbone, without a word."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.py").write_text(BACKBONE.replace("DECLARATIONS = (", form, 1), encoding="utf-8")
+    monkeypatch.setattr(registry, "PACKAGE", tmp_path)
+    assert list(registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)[0]) == ["tiny"]
+    (tmp_path / "models" / "tiny.py").write_text("DECLARATIONS = ()\n")
+    with pytest.raises(DeclarationError, match=r"tiny\.py: DECLARATIONS must be a tuple of BackboneSpec\(\.\.\.\), "
+                                               r"at least one"):
         registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
 
 

@@ -265,14 +265,42 @@ def test_dropout_is_active_in_train_mode_only() -> None:
         assert torch.equal(no_dropout(x), no_dropout(x))
 
 
-@pytest.mark.parametrize("name", ["resnet32", "densenet40_12", "resnet18", "tiny_resnet8"])
+@pytest.mark.parametrize("name", [n for n, spec in registry.backbones().items() if spec.dropout is None])
 @pytest.mark.parametrize("value", [0.5, 0.0])
 def test_backbone_without_dropout_refuses_a_value(name: str, value: float) -> None:
+    num_classes = min(registry.backbone(name).params)
     with pytest.raises(ValueError) as info:
-        build_backbone(name, 10, dropout=value)
+        build_backbone(name, num_classes, dropout=value)
     message = str(info.value)
     assert f"dropout={value!r}" in message and name in message and "vgg16" in message
-    build_backbone(name, 10, dropout=None)  # None: the zoo's default, i.e. no dropout layer
+    build_backbone(name, num_classes, dropout=None)  # None: the zoo's default, i.e. no dropout layer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["baseline", "pcl"])
+@pytest.mark.parametrize("name", list(registry.backbones()))
+def test_every_declared_backbone_trains_a_step_of_the_baseline_and_of_pcl(name: str, method: str) -> None:
+    """A backbone added later trains under the methods, not only forward: one step of the baseline and of PCL
+    (shared layers, m = 2 branches, temporal means) at the backbone's input size gives a finite loss, a gradient in
+    every trainable parameter, and a deployed network that predicts as the deployed head does."""
+    from pcl.methods import build_method
+
+    spec = registry.backbone(name)
+    num_classes = min(spec.params)
+    size = 64 if "imagenet" in spec.datasets and len(spec.datasets) == 1 else 32
+    torch.manual_seed(0)
+    model = build_method(method, name, num_classes, **({"peers": 2} if method == "pcl" else {}))
+    views = [torch.randn(2, 3, size, size) for _ in range(model.num_views)]
+    losses, _ = model.training_step(views, torch.tensor([0, num_classes - 1]))
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for _, p in trained), [n for n, p in trained if p.grad is None]
+    model.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        assert torch.allclose(model.export_deployed().eval()(x), model.eval_heads(x)[model.deployed_head], atol=1e-5)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, True, "0.5"])

@@ -105,6 +105,10 @@ BAD_INPUTS = {
     "gpus_fast_path": (["with", "smoke", "gpus=2", "fast_path=graph"], "'fast_path'='graph' is invalid with gpus=2"),
     "batch_norm_one_process": (["with", "smoke", "batch_norm=sync"], "'batch_norm'='sync' is invalid with gpus=1"),
     "batch_norm_choice": (["with", "smoke", "batch_norm=group"], "'batch_norm'='group'"),
+    # a backbone's declared datasets (an ImageNet network on CIFAR, a CIFAR one on ImageNet: both planned fine)
+    "backbone_dataset": (["with", "dataset=cifar10", "backbone=resnet18", "method=baseline", "seeds=[0]"],
+                         ("'backbone'='resnet18' is built for imagenet, not dataset='cifar10'; allowed on cifar10: "
+                          "resnet32")),
     "queue_flag": (["-q", "with", "smoke"], "-q"),
     "unobserved_flag": (["-u", "with", "smoke"], "-u"),
     "sql_flag": (["-s", "sqlite:///x.db", "with", "smoke"], "-s"),
