@@ -21,7 +21,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import re
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,16 +295,10 @@ def _drawn_names(table: Table, run: dict[str, Any]) -> set[str]:
 
 
 def _test_metrics(table: Table, run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The series of one run that the table's figures draw (_drawn_names), read once for all of them; those of a
-    run the table's fetching thread is still to bring are waited for (_draw_while_fetching)."""
+    """The series of one run that the table's figures draw (_drawn_names), read once for all of them."""
     cache = _METRICS.get(id(table))
     if cache is not None and run["run_key"] in cache:
         return cache[run["run_key"]]
-    fetch = _FETCHES.get(id(table))
-    if fetch is not None:
-        fetch.wait_for(run["run_key"])
-        if run["run_key"] in _METRICS.get(id(table), {}):
-            return _METRICS[id(table)][run["run_key"]]
     series = metric_arrays(run["attempt"]["record"], DRAWN, names=_drawn_names(table, run))
     return series if cache is None else _cache(table, run["run_key"], series)
 
@@ -711,25 +704,17 @@ def plot_workers(requested: int | None = None) -> int:
 _CHUNK = 25
 
 
-def _to_fetch(table: Table, here: bool = True) -> list[dict[str, Any]]:
-    """The table's completed MongoDB runs whose test curves are not read yet, in the order its figures draw them
-    (by row, as _rows). `here=False` (the command, before it forks the table's worker): only those of databases
-    a worker cannot open again itself (pcl.results.reopenable); the worker fetches the rest."""
+def _prefetch(table: Table, *, here: bool = True) -> None:
+    """The test curves of the table's MongoDB runs not read yet, _CHUNK runs at a time. `here=False` (the
+    command, before it forks the table's worker): only those of databases a worker cannot open again itself
+    (pcl.results.reopenable); the worker fetches the rest."""
     from pcl import results
 
-    cache = _METRICS.get(id(table), {})
-    return [r for _, part in _completed(table).groupby("row", sort=False) for r in part.to_dict("records")
+    cache = _METRICS.setdefault(id(table), {})
+    runs = [r for r in _completed(table).to_dict("records")
             if not str(r["attempt"]["record"].get("source") or "").startswith("file:") and r["run_key"] not in cache
             and (here or not results.reopenable(r["attempt"]["record"].get("_db")))]
-
-
-def _prefetch(table: Table, runs: list[dict[str, Any]], fetch: _Fetch | None = None) -> None:
-    """The test curves of `runs` (_to_fetch) into the table's cache, _CHUNK runs at a time; with `fetch`, each
-    chunk is announced to the drawing that waits for it, and a stop asked for ends the fetching between chunks."""
-    _METRICS.setdefault(id(table), {})
     for start in range(0, len(runs), _CHUNK):  # each chunk's documents made arrays before the next is fetched
-        if fetch is not None and fetch.stopped:
-            return
         part = runs[start:start + _CHUNK]
         names = [_drawn_names(table, run) for run in part]
         documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, names=names.__getitem__)
@@ -737,69 +722,6 @@ def _prefetch(table: Table, runs: list[dict[str, Any]], fetch: _Fetch | None = N
             if i in documents:
                 _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i),
                                                             names=names[i]))
-        if fetch is not None:
-            fetch.brought(r["run_key"] for r in part)
-
-
-class _Fetch:
-    """A table's MongoDB curves on their way, fetched by a thread while its figures are drawn: the drawing waits
-    only for a run still to come, and the server's time (a remote one's round trips; the test server's CPU)
-    passes while figures are drawn, not before."""
-
-    def __init__(self, run_keys: Iterable[str]):
-        self._condition = threading.Condition()
-        self._coming = set(run_keys)
-        self.error: BaseException | None = None
-        self.stopped = False
-
-    def brought(self, run_keys: Iterable[str]) -> None:
-        with self._condition:
-            self._coming.difference_update(run_keys)
-            self._condition.notify_all()
-
-    def end(self, error: BaseException | None = None) -> None:
-        """No more curves come (all brought, or `error` stopped the fetching: raised to whoever waits)."""
-        with self._condition:
-            self.error = error
-            self._coming.clear()
-            self._condition.notify_all()
-
-    def wait_for(self, run_key: str) -> None:
-        with self._condition:
-            self._condition.wait_for(lambda: run_key not in self._coming)
-        if self.error is not None:
-            raise self.error
-
-
-#: id(table) -> its curves being fetched while it is drawn (_draw_while_fetching)
-_FETCHES: dict[int, _Fetch] = {}
-
-
-def _draw_while_fetching(job: _Job) -> _Done:
-    """_draw_table, the table's MongoDB curves fetched by a thread meanwhile, in the order the figures draw them
-    (a worker of table2 at 3,000 runs had waited ~5 s for the test server before drawing anything)."""
-    runs = _to_fetch(job.table)
-    if not runs:
-        return _draw_table(job)
-    fetch = _FETCHES[id(job.table)] = _Fetch(r["run_key"] for r in runs)
-
-    def work() -> None:
-        try:
-            _prefetch(job.table, runs, fetch)
-        except BaseException as err:  # noqa: BLE001 - raised in the drawing, which waits for these curves
-            fetch.end(err)
-        else:
-            fetch.end()
-
-    thread = threading.Thread(target=work, name=f"fetch {job.table.stem}", daemon=True)
-    thread.start()
-    try:
-        return _draw_table(job)
-    finally:
-        fetch.stopped = True  # a drawing that failed: the rest is not needed
-        thread.join()
-        _FETCHES.pop(id(job.table), None)
-        _forget(job.table)  # what the thread brought after the drawing ended
 
 
 def _own_connections(table: Table) -> list[Any]:
@@ -892,8 +814,9 @@ def _give_back() -> None:
 def _work_in_child(job: _Job, conn: Any) -> None:
     connections: list[Any] = []
     try:
-        connections = _own_connections(job.table)  # its MongoDB curves come on its own connections
-        result: tuple[bool, Any] = (True, _draw_while_fetching(job))
+        connections = _own_connections(job.table)
+        _prefetch(job.table)  # its MongoDB curves, on its own connections, while the other workers draw
+        result: tuple[bool, Any] = (True, _draw_table(job))
     except BaseException as err:  # noqa: BLE001 - given to the parent, which raises it
         result = (False, err)
     finally:
@@ -917,7 +840,11 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
     are kept open, or fork is not available. The results in the order of the jobs."""
     if workers <= 1 or len(jobs) < 2 or any(j.keep for j in jobs) \
             or "fork" not in multiprocessing.get_all_start_methods():
-        return [_draw_while_fetching(job) for job in jobs]
+        done = []
+        for job in jobs:
+            _prefetch(job.table)
+            done.append(_draw_table(job))
+        return done
     context = multiprocessing.get_context("fork")
     results: list[_Done | None] = [None] * len(jobs)
     waiting = iter(sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i].table)))
@@ -927,7 +854,7 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
         ones before it)."""
         i = next(waiting, None)
         if i is not None:
-            _prefetch(jobs[i].table, _to_fetch(jobs[i].table, here=False))
+            _prefetch(jobs[i].table, here=False)
         return i
 
     running: dict[Any, tuple[int, Any]] = {}

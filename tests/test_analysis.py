@@ -262,47 +262,6 @@ def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path, m
     handed_in.client.close()
 
 
-@pytest.mark.parametrize("fails", ["fetching", "drawing"])
-def test_curves_fetched_while_drawing_end_with_the_drawing(study, tmp_path, monkeypatch, fails):
-    """A table's MongoDB curves come from a thread while its figures are drawn (one chunk of runs at a time, the
-    drawing waiting only for a run still to come). A store that fails mid-way is the command's one error, not a
-    drawing that waits forever; a drawing that fails stops the fetching. Either way no thread and no curve is
-    left behind."""
-    import threading
-
-    from analysis import plots
-    from pcl import results
-
-    fetch, calls = plots.metric_documents, []
-
-    def failing(records, *a, **k):
-        calls.append(len(records))
-        if fails == "fetching" and len(calls) == 2:
-            raise results.StoreError("mongodb://test: the server went away while the curves were read")
-        return fetch(records, *a, **k)
-
-    def save(*a, **k):
-        raise RuntimeError("the disk is full")
-
-    monkeypatch.setattr(plots, "metric_documents", failing)
-    monkeypatch.setattr(plots, "_CHUNK", 1)  # a chunk per run: the failure comes while runs are still to fetch
-    if fails == "drawing":
-        monkeypatch.setattr(plots, "save", save)
-    from pcl import tracking
-
-    url = study["mongo"].replace("/analysis_study", f"/analysis_fetching_{fails}")  # the whole file store
-    tracking.upload(study["results"], url, log=lambda _: None)
-    table = tables.build_table("table2", study["plan_t2"], runs.read_attempts([url]), stores="m")
-    assert len(plots._to_fetch(table)) > 2
-    threads = threading.active_count()
-    with pytest.raises(results.StoreError if fails == "fetching" else RuntimeError,
-                       match="went away" if fails == "fetching" else "disk is full"):
-        plots.make_figures([table], tmp_path, formats=["png"], workers=1)
-    assert not plots._FETCHES and not plots._METRICS and threading.active_count() <= threads
-    if fails == "fetching":  # nothing asked for after the failure
-        assert len(calls) == 2 < len(plots._to_fetch(table))
-
-
 @pytest.mark.parametrize("name", ["two_stage", "table2"])
 def test_figures_fetch_only_the_series_they_draw(study, tmp_path, monkeypatch, name):
     """A table's MongoDB curves are fetched once for all its figures, and only the series some figure draws: a
