@@ -42,6 +42,8 @@ from pcl.results import metric_documents, read_ahead_metrics  # noqa: E402
 from analysis.tables import BACKBONE_NAMES, DATASET_NAMES, METHOD_NAMES, Table  # noqa: E402
 
 DIVERSITY = "test/diversity"
+#: the deployed head's test error logged again under a name of its own (pcl.engine.DEPLOYED_METRICS)
+COPY = "test/top1_err/deployed"
 #: the metrics the figures draw (names starting with these): each head's test error and the peers' diversity
 DRAWN = ("test/top1_err/", DIVERSITY)
 ERR_LABEL = "test top-1 error (%)"
@@ -264,13 +266,13 @@ def _forget(table: Table) -> None:
 # the test server spent 18 s of CPU sending every head's curve of 3,000 runs where make_plots draws a third)
 
 def _curve_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
-    """_error_curves: the deployed head's (or --head's) test error: the head's own series (every head's is
-    logged), `test/top1_err/deployed` (its copy) only for a run whose deployed head is not known. Both were
-    fetched: a fifth of the series make_plots fetched at 3,000 runs, each a copy of another."""
+    """_error_curves: the deployed head's (or --head's) test error."""
     if table.spec.heads:
         return {}
     head = table.head or run.get("deployed_head")
-    return {f"test/top1_err/{head}" if head else "test/top1_err/deployed": table.spec.display(run["column"])}
+    label = table.spec.display(run["column"])
+    names = {f"test/top1_err/{head}": label} if head else {}
+    return names if table.head else {**names, COPY: label}  # the same curve, if logged
 
 
 def _head_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
@@ -717,7 +719,18 @@ def _prefetch(table: Table, *, here: bool = True) -> None:
     for start in range(0, len(runs), _CHUNK):  # each chunk's documents made arrays before the next is fetched
         part = runs[start:start + _CHUNK]
         names = [_drawn_names(table, run) for run in part]
-        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, names=names.__getitem__)
+        # the deployed head's curve once: its own series, its COPY only for a run without it (both were a fifth of
+        # what make_plots fetched at 3,000 runs)
+        own = [next((n for n in _curve_names(table, run) if n != COPY), None) for run in part]
+        asked = [n - {COPY} if own[i] else n for i, n in enumerate(names)]
+        documents = metric_documents([r["attempt"]["record"] for r in part], DRAWN, names=asked.__getitem__)
+        lacking = [i for i in documents if own[i] and COPY in names[i]
+                   and not any(isinstance(d, dict) and d.get("name") == own[i] for d in documents[i])]
+        if lacking:
+            copies = metric_documents([part[i]["attempt"]["record"] for i in lacking], DRAWN,
+                                      names=lambda j: (COPY,))
+            for j, i in enumerate(lacking):
+                documents[i] += copies.get(j, [])
         for i, run in enumerate(part):
             if i in documents:
                 _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i),

@@ -262,6 +262,41 @@ def test_the_same_figures_from_mongodb_and_from_its_file_copy(study, tmp_path, m
     handed_in.client.close()
 
 
+def test_a_run_lacking_its_deployed_heads_own_curve_is_drawn_from_its_copy(study, monkeypatch):
+    """The deployed head's curve is fetched once: its own series; its copy test/top1_err/deployed only, in one more
+    query, for a run that lacks the own one (a record another writer made); none of the other runs' copies."""
+    import pymongo
+
+    from analysis import plots
+    from pcl import tracking
+    from pcl.secrets import url_database
+
+    url = study["mongo"].replace("/analysis_study", "/analysis_copy_only")
+    tracking.upload(study["results"], url, log=lambda _: None)
+    table = tables.build_table("table2", study["plan_t2"], runs.read_attempts([url]), stores="m")
+    done = plots._completed(table)
+    assert len(done) > 2
+    lacking = done.iloc[0]
+    own = f"test/top1_err/{lacking['deployed_head']}"
+    db = pymongo.MongoClient(url)[url_database(url)]
+    assert db["metrics"].delete_many({"run_id": lacking["attempt"]["record"]["run_id"], "name": own}).deleted_count
+    db.client.close()
+    asked: list[list[set[str]]] = []
+    fetch = plots.metric_documents
+    monkeypatch.setattr(plots, "metric_documents", lambda records, prefix, names: (
+        asked.append([set(names(i)) for i in range(len(records))]), fetch(records, prefix, names=names))[1])
+    table = tables.build_table("table2", study["plan_t2"], runs.read_attempts([url]), stores="m")
+    try:
+        plots._prefetch(table)
+        series = plots._METRICS[id(table)]
+        assert plots.COPY in series[lacking["run_key"]] and own not in series[lacking["run_key"]]
+        assert all(plots.COPY not in s for key, s in series.items() if key != lacking["run_key"])
+    finally:
+        plots._forget(table)
+    assert [len(a) for a in asked] == [len(done), 1] and asked[1] == [{plots.COPY}]
+    assert not any(plots.COPY in names for names in asked[0])
+
+
 @pytest.mark.parametrize("name", ["two_stage", "table2"])
 def test_figures_fetch_only_the_series_they_draw(study, tmp_path, monkeypatch, name):
     """A table's MongoDB curves are fetched once for all its figures, and only the series some figure draws: a
@@ -292,7 +327,7 @@ def test_figures_fetch_only_the_series_they_draw(study, tmp_path, monkeypatch, n
     undrawn = sorted(n for n in logged if n.startswith("test/top1_err/mean_peer") and n != deployed)
     assert {deployed, "test/diversity", "test/top1_err/peer1", "test/top1_err/ensemble"} <= logged and undrawn
     plots.make_figures([table], tmp_path, formats=["png"], workers=1)
-    drawn = {deployed, "test/diversity"}  # not test/top1_err/deployed, the deployed head's copy
+    drawn = {deployed, "test/diversity"}  # not test/top1_err/deployed, the deployed head's copy (below)
     if name == "table2":
         drawn |= {n for n in logged if n.startswith("test/top1_err/peer")} | {"test/top1_err/ensemble",
                                                                             "test/top1_err/pcl_e"}
