@@ -269,7 +269,8 @@ def _curve_names(table: Table, run: dict[str, Any]) -> dict[str, str]:
     """_error_curves: the deployed head's (or --head's) test error."""
     if table.spec.heads:
         return {}
-    head = table.head or run.get("deployed_head")
+    known = run.get("deployed_head")  # NaN (pandas) for a record that does not say it: unknown, as None
+    head = table.head or (known if isinstance(known, str) and known else None)
     label = table.spec.display(run["column"])
     names = {f"test/top1_err/{head}": label} if head else {}
     return names if table.head else {**names, COPY: label}  # the same curve, if logged

@@ -67,6 +67,9 @@ def read_attempts(stores: Sequence[Any]) -> pd.DataFrame:
     """
     records: list[dict[str, Any]] = []
     for store in stores:
+        if isinstance(store, (str, os.PathLike)) and not str(store).strip():  # Path("") is the current folder
+            raise AnalysisError(f"store {str(store)!r} names no store (give a results folder or a mongodb:// URL with "
+                                "--store)")
         if not is_mongo(store) and type(store).__name__ != "Database" and not Path(store).is_dir():
             what = "is not a folder" if os.path.lexists(store) else "does not exist"
             raise AnalysisError(f"store folder {store!r} {what} (give a results folder or a mongodb:// URL with "

@@ -470,8 +470,11 @@ def _held_tables(names: Sequence[str] | None, asked: Sequence[str], attempts: pd
         # other script): its own plan, named, finds them
         hint = (f"; to build it from its script's plan: --tables {' '.join(missing)} --named smoke (a smoke grid), "
                 "or --set KEY=VALUE as in the grid's `with`") if missing else ""
+        # why the held runs made no plan (their configs this version refuses, ...): the lines held_plans wrote
+        why = "; " + "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "") \
+            if skipped else ""
         raise AnalysisError(f"{what}: no plan{' on ' + ', '.join(datasets) if datasets else ''} has runs in "
-                            f"{described}, which holds runs of: {held_text}{hint}")
+                            f"{described}, which holds runs of: {held_text}{hint}{why}")
     return tables, skipped
 
 

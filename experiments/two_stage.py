@@ -25,6 +25,7 @@ def grid(cfg: dict) -> list[dict]:
     # the teacher's method and backbone, checked as what they are under the names the user set
     schema.KEYS["method"].check(cfg["teacher_method"], as_key="teacher_method")
     schema.KEYS["backbone"].check(cfg["teacher_backbone"], as_key="teacher_backbone")
+    schema.check_backbone_dataset(cfg["teacher_backbone"], cfg["dataset"], as_key="teacher_backbone")
     teacher = {"label": f"teacher {cfg['teacher_method']}/{cfg['teacher_backbone']}",
                "method": cfg["teacher_method"], "backbone": cfg["teacher_backbone"]}
     cells = [teacher]

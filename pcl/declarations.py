@@ -346,11 +346,10 @@ class MethodSpec:
             if head.mean_of == head.name or self.head(head.mean_of.replace("{j}", "1")).role == "temporal_mean":
                 raise ValueError(f"{owner}: {what}={head.mean_of!r} must be a trained head, not a temporal mean")
         views = self.views
-        counts = [o.name for o in options.values() if o.kind == "int" and not o.allow_none
-                  and o.minimum is not None and o.minimum >= 1]
+        counts = [o.name for o in options.values() if _at_least_one(o)]
         if not ((isinstance(views, int) and views >= 1) or views in counts):
             raise ValueError(f"{owner}: views={views!r} must be a number >= 1 or the name of one of its integer "
-                             f"options of minimum >= 1, never None ({', '.join(counts) or 'it has none'})")
+                             f"options whose every value is >= 1 ({', '.join(counts) or 'it has none'})")
 
     def _check_every_run_has(self, what: str, name: str, options: dict[str, Option]) -> None:
         """`name` is a concrete head every run of the method has: a declared head, peer j's within the fewest
@@ -473,6 +472,16 @@ class BackboneSpec:
                                  f"{' or '.join(needs)}, which datasets={self.datasets!r} does not have")
 
 
+def _at_least_one(option: Option) -> bool:
+    """Every value the integer option takes is >= 1 (a number of views): by its bounds or choices; `peers` by the
+    config key's own (m >= 2)."""
+    if option.kind != "int" or option.allow_none:
+        return False
+    if option.name == "peers" or (option.choices and min(option.choices) >= 1):
+        return True
+    return option.minimum is not None and (option.minimum >= 1 or (option.exclusive_minimum and option.minimum >= 0))
+
+
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -525,12 +534,14 @@ def shown_path(path: Path) -> str:
 
 
 def top_level_names(path: str | Path) -> set[str]:
-    """The names a Python file defines at the top level (functions, classes, assignments), from its syntax tree:
-    a backbone's `builder` must be one of them."""
+    """The names a Python file defines at the top level (functions, classes, assignments, imports), from its syntax
+    tree: a backbone's `builder` must be one of them."""
     names: set[str] = set()
     for node in _parse(Path(path)).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):  # a builder imported from another file
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(t.id for t in targets if isinstance(t, ast.Name))

@@ -147,7 +147,7 @@ def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:
     created."""
     if not str(path).strip():
         return "an empty path names no folder (it would be the current one)"
-    probe = Path(path).expanduser().absolute()
+    probe = Path(path).absolute()  # as the caller will use it: a quoted '~' is a folder named ~, for it and here
     while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():

@@ -213,6 +213,15 @@ def _check_option(method: str, option: Any, value: Any) -> Any:
                           f"default {option.default!r}{hint}") from None
 
 
+def check_backbone_dataset(backbone: str, dataset: str, as_key: str = "backbone") -> None:
+    """A backbone runs on the datasets it declares (an ImageNet network on CIFAR planned fine); ConfigError
+    naming the key (`as_key`: e.g. two_stage's teacher_backbone), the value and the backbones allowed."""
+    spec = registry.backbone(backbone)
+    if dataset not in spec.datasets:
+        raise ConfigError(f"config key {as_key!r}={backbone!r} is built for {', '.join(spec.datasets)}, not "
+                          f"dataset={dataset!r}; allowed on {dataset}: {', '.join(registry.dataset_backbones(dataset))}")
+
+
 def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A complete, validated run config with its `run_key`; idempotent (normalizing twice changes nothing).
 
@@ -290,12 +299,8 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["dropout"] = registry.check_dropout(out["backbone"], given.get("dropout"))
     except ValueError as err:
         raise ConfigError(f"config key 'dropout': {err}") from None
-    backbone = registry.backbone(out["backbone"])
-    if out["dataset"] not in backbone.datasets:  # its declared datasets: an ImageNet network on CIFAR planned fine
-        raise ConfigError(f"config key 'backbone'={out['backbone']!r} is built for {', '.join(backbone.datasets)}, "
-                          f"not dataset={out['dataset']!r}; allowed on {out['dataset']}: "
-                          f"{', '.join(registry.dataset_backbones(out['dataset']))}")
-    out["backbone_revision"] = backbone.revision
+    check_backbone_dataset(out["backbone"], out["dataset"])
+    out["backbone_revision"] = registry.backbone(out["backbone"]).revision
     if out["nesterov"] and out["momentum"] == 0:
         raise ConfigError("config key 'nesterov'=True needs momentum > 0 (config key 'momentum'=0.0)")
     _check_data_parallel(out)

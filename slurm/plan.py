@@ -186,9 +186,11 @@ def build_plan(selection: Selection) -> list[Planned]:
         planned = {r.get(axis) for runs in planned_any.values() for r in runs for axis in ("method", "backbone")}
         outside = [(key, n) for key, names in (("method", selection.methods), ("backbone", selection.backbones))
                    for n in names or () if n not in planned]
+        built_for = "".join(f" ({n} is built for {', '.join(declared.backbone(n).datasets)})" for key, n in outside
+                            if key == "backbone" and n in declared.backbones())  # --set on another is refused
         hint = (f"; {', '.join(n for _, n in outside)} {'is' if len(outside) == 1 else 'are'} in no default grid of "
                 "the selected tables (--methods/--backbones only filter those grids): name it with --set, e.g. --set "
-                f"'{outside[0][0]}=[\"{outside[0][1]}\"]'" if outside else "")
+                f"'{outside[0][0]}=[\"{outside[0][1]}\"]'{built_for}" if outside else "")
         raise SelectionError("the selection matches no run (check --tables, --datasets, --backbones, --methods)"
                              + hint)
     return list(by_key.values())

@@ -142,7 +142,7 @@ METHOD = ("DECLARATION = MethodSpec(\n"
     ("mean_of='peer{j}'", "mean_of='peers{j}'", r"head 'mean\{j\}': mean_of='peers\{j\}' must be another "
                                                 r"per-peer head \(\{j\} in its name\) of peer\{j\}, mean\{j\}"),
     ("views='peers'", "views='peer'", r"views='peer' must be a number >= 1 or the name of one of its integer "
-                                      r"options of minimum >= 1, never None \(peers\)"),
+                                      r"options whose every value is >= 1 \(n, k, peers\)"),
     ("tables=('table2',)", "tables=('table_2',)", r"tables=\('table_2',\) must be a tuple of some of table2, "),
     ("Head('peer{j}', 'peer'), ", "Head('peer{j}', 'peer'), Head('peer{j}', 'peer'), ", "declares a head twice"),
     # a value no arithmetic of numbers gives
@@ -171,7 +171,10 @@ METHOD = ("DECLARATION = MethodSpec(\n"
     ("Head('mean{j}', 'temporal_mean', mean_of='peer{j}')", "Head('mean{j}', 'peer'), Head('ema', 'temporal_mean', "
      "mean_of='peer{j}')", r"head 'ema': mean_of='peer\{j\}' is none of its heads"),
     ("Option('peers', 3, 'm', minimum=1)", "Option('peers', 3, 'm', minimum=1, allow_none=True)",
-     r"views='peers' must be a number >= 1 or the name of one of its integer options of minimum >= 1, never None"),
+     r"views='peers' must be a number >= 1 or the name of one of its integer options whose every value is >= 1"),
+    # views: an option every value of which is >= 1 by its choices or an exclusive 0 (review: refused before)
+    ("views='peers'", "views='n'", None),
+    ("views='peers'", "views='k'", None),
     ("name='x'", "name='None'", r"a method: name 'None' must be a Python identifier"),
 ])
 def test_a_declaration_mistake_names_its_file_line_and_what_is_allowed(tmp_path, old, new, message):
@@ -182,7 +185,11 @@ def test_a_declaration_mistake_names_its_file_line_and_what_is_allowed(tmp_path,
     path.write_text(METHOD)
     assert read_declaration(path, "DECLARATION").deployed == "mean1"
     assert old in METHOD
-    path.write_text(METHOD.replace(old, new, 1))
+    path.write_text(METHOD.replace(old, new, 1).replace("options=(", "options=(Option('n', 2, 'views', choices=(1, 2)), "
+                                                       "Option('k', 2, 'k', minimum=0, exclusive_minimum=True), "))
+    if message is None:
+        assert read_declaration(path, "DECLARATION").views == new[len("views='"):-1]
+        return
     with pytest.raises(DeclarationError, match=message):
         read_declaration(path, "DECLARATION")
 
@@ -258,8 +265,10 @@ def test_a_backbone_builder_is_a_function_of_its_own_file(tmp_path, monkeypatch)
         with pytest.raises(DeclarationError, match=r"tiny\.py: backbone 'tiny': builder='tiny' is no top-level "
                                                    r"function of the file"):
             registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)
-    path.write_text(BACKBONE.replace("def tiny(", "def tiny ("))  # valid Python: found
-    assert list(registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)[0]) == ["tiny"]
+    for found in (BACKBONE.replace("def tiny(", "def tiny ("),  # valid Python, and a builder imported from elsewhere
+                  BACKBONE.replace("def tiny(", "from os.path import join as tiny\ndef unused(")):
+        path.write_text(found)
+        assert list(registry._collect("models", "DECLARATIONS", registry.BackboneSpec, many=True)[0]) == ["tiny"]
 
 
 @pytest.mark.parametrize("form", ["DECLARATIONS: tuple = (", "DECLARATIONS=(", "\ufeffDECLARATIONS = ("])

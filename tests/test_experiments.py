@@ -162,6 +162,14 @@ def test_a_plan_is_each_run_validated_alone(name):
         assert len({r["run_key"] for r in plan}) == len(plan)
 
 
+@pytest.mark.parametrize("name", list(registry.SCRIPTS))
+def test_every_script_plans_its_default_grid_on_the_synthetic_stand_in(name):
+    """Every script takes dataset=synthetic (its smoke runs; the launcher's and status's --datasets synthetic):
+    each default backbone is declared for it (ImageNet's resnet18 was not, and the whole selection failed)."""
+    plan = registry.plan(name, {"dataset": "synthetic", "seeds": [0]}, [])
+    assert plan and {r["dataset"] for r in plan} == {"synthetic"}
+
+
 def test_named_configs_quick_and_smoke():
     from experiments import imagenet, table2
 

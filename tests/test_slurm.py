@@ -762,6 +762,21 @@ def test_a_results_or_log_folder_that_cannot_be_written_is_one_line_before_any_j
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no job, ledger, log or checkpoint folder
 
 
+def test_a_folder_is_checked_as_it_is_used_a_quoted_tilde_is_no_home(tmp_path, monkeypatch):
+    """The commands use a path as given ('~/res' quoted is a folder named ~ here, for the stores and --out): the
+    check expanded it, and passed a folder the command then did not use (or refused one it would have used)."""
+    from pcl.fsio import folder_problem
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "f").write_text("a file\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert folder_problem("~/f", write=False) is None and folder_problem("~/f") is None  # ./~/f: to be made
+    (tmp_path / "~").write_text("a file named ~\n")
+    assert folder_problem("~/res", write=False) == f"{str(tmp_path / '~')!r} is a file, not a folder"
+
+
 @pytest.mark.parametrize("under", ["", "/sub"])
 def test_status_of_a_results_folder_that_is_a_file_is_one_line(tmp_path, capsys, under):
     """status read a file given as --results-dir as an empty store: every run planned, none done, exit 0."""

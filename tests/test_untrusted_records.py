@@ -861,3 +861,48 @@ def test_a_time_with_a_decimal_comma_is_read_as_its_time(tmp_path):
     write_record(tmp_path / "results", 1, files)
     (start,) = results.load_runs(str(tmp_path / "results"))["start_time"]
     assert start == __import__("pandas").Timestamp("2026-01-01 00:00:00.25")
+
+
+def test_a_record_that_does_not_name_its_deployed_head_is_drawn_from_the_copy(tmp_path):
+    """An info.json without deployed_head (an older record) read as NaN by pandas, which counted as a head name:
+    the figures asked for test/top1_err/nan, never there (on MongoDB a query for it, then one for the copy)."""
+    from analysis import plots
+
+    store = tmp_path / "results"
+    files = good_files("a", 1)
+    del files["info.json"]["deployed_head"]  # type: ignore[index]
+    write_record(store, 1, files)
+    write_record(store, 2, good_files("b", 2, value=31.0))
+    table = read_everything(store, ["a", "b"])["table"]
+    names = {r["run_key"]: plots._curve_names(table, r) for r in plots._completed(table).to_dict("records")}
+    assert list(names["a"]) == [plots.COPY] and list(names["b"]) == ["test/top1_err/mean_peer1", plots.COPY]
+    done, _ = plots.make_figures([table], tmp_path / "figs", keep=True)
+    curves = next(f for f, _ in done if f.kind == "curves")
+    assert {line.get_label() for ax in curves.figure.axes for line in ax.get_lines()} >= {"PCL"}
+
+
+def test_when_no_record_makes_a_plan_the_error_says_why(tmp_path):
+    """Records of a config this version refuses (resnet18 on CIFAR): one beside good ones is a skipped line; when
+    every record is one, the error said only that no plan had runs, the line saying why was dropped."""
+    from analysis.runs import AnalysisError
+    from analysis.tables import build_tables
+
+    store = tmp_path / "results"
+    for number, key in ((1, "a"), (2, "b")):
+        files = good_files(key, number)
+        files["config.json"]["backbone"] = "resnet18"  # type: ignore[index]
+        write_record(store, number, files)
+    with pytest.raises(AnalysisError, match=r"no table: no plan has runs in .*; 2 run\(s\) of table2 on cifar100 "
+                                            r"have a config this version rejects \(.*resnet18"):
+        build_tables(None, [str(store)])
+
+
+def test_an_empty_store_path_is_no_store(tmp_path, monkeypatch):
+    """--store '' read the current folder as a file store ("holds no run records", or someone's records)."""
+    from analysis.runs import AnalysisError
+
+    monkeypatch.chdir(tmp_path)
+    write_record(tmp_path, 1, good_files("a", 1))  # a record in the current folder: not read
+    for empty in ("", " "):
+        with pytest.raises(AnalysisError, match=f"store {empty!r} names no store"):
+            runs.read_attempts([empty])

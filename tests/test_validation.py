@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments.common import run_script
-from pcl import results, tracking
+from pcl import registry, results, tracking
 from pcl.engine import Recipe, train
 from pcl.seeding import seed_everything
 from pcl.methods import build_method
@@ -107,7 +107,7 @@ BAD_INPUTS = {
     "batch_norm_choice": (["with", "smoke", "batch_norm=group"], "'batch_norm'='group'"),
     # a backbone's declared datasets (an ImageNet network on CIFAR, a CIFAR one on ImageNet: both planned fine)
     "backbone_dataset": (["with", "dataset=cifar10", "backbone=resnet18", "method=baseline", "seeds=[0]"],
-                         ("'backbone'='resnet18' is built for imagenet, not dataset='cifar10'; allowed on cifar10: "
+                         ("'backbone'='resnet18' is built for imagenet, synthetic, not dataset='cifar10'; allowed on cifar10: "
                           "resnet32")),
     "queue_flag": (["-q", "with", "smoke"], "-q"),
     "unobserved_flag": (["-u", "with", "smoke"], "-u"),
@@ -590,3 +590,13 @@ def test_kd_teacher_backbone_is_checked_against_the_backbones(tmp_path, capsys, 
                                                 "options.teacher_backbone=resnet-32"], capsys, monkeypatch)
     _one_error_line(code, printed, "'options.teacher_backbone'='resnet-32'", "one of densenet40_12",
                     "did you mean 'resnet32'?")
+
+
+def test_a_teacher_backbone_of_another_dataset_is_named_as_the_teacher(tmp_path, capsys, monkeypatch):
+    """two_stage's teacher on a backbone not built for the dataset: refused naming teacher_backbone (the key the
+    user set), not the teacher cell's 'backbone'."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "teacher_backbone=resnet18"], capsys, monkeypatch,
+                                     script="experiments.two_stage")
+    assert code == 2 and printed.splitlines() == [
+        "error: config key 'teacher_backbone'='resnet18' is built for imagenet, synthetic, not dataset='cifar100'; "
+        "allowed on cifar100: " + ", ".join(registry.dataset_backbones("cifar100"))]

@@ -28,13 +28,13 @@ from .base import Backbone, Head
 DECLARATIONS = (
     BackboneSpec(name="resnet18", display="ResNet-18", builder="resnet18",
                  citation="He et al., CVPR 2016 (torchvision)",
-                 datasets=("imagenet",), params={1000: 11_689_512},
+                 datasets=("imagenet", "synthetic"), params={1000: 11_689_512},
                  split=("shared = conv1 + bn1 + maxpool + layer1-3; branch = layer4 + pool + fc "
                         "(ONE's ImageNet multi-branch ResNet; ours: the paper does not state it)"), init="torchvision's",
                  relative_cost=5.5, tables=("imagenet",), order=10),
     BackboneSpec(name="resnet34", display="ResNet-34", builder="resnet34",
                  citation="He et al., CVPR 2016 (torchvision)",
-                 datasets=("imagenet",), params={1000: 21_797_672},
+                 datasets=("imagenet", "synthetic"), params={1000: 21_797_672},
                  split=("shared = conv1 + bn1 + maxpool + layer1-3; branch = layer4 + pool + fc "
                         "(ONE's ImageNet multi-branch ResNet; ours: the paper does not state it)"), init="torchvision's",
                  relative_cost=10.0, order=11),
