@@ -412,3 +412,15 @@ def test_sigterm_preempts_a_real_run_and_the_restart_resumes(tmp_path, mongo_url
     third = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert third.returncode == 0 and "SKIPPED" in third.stdout
     assert db["runs"].count_documents({}) == 2
+
+
+@pytest.mark.parametrize("folder", ["", " "])
+def test_upload_of_an_empty_path_is_refused_before_any_server(folder, tmp_path, monkeypatch, capsys):
+    """`upload ''` took the current folder for the file store and went on to the server."""
+    from pcl.tracking.cli import main as tracking_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PCL_MONGO_URL", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100")  # nothing listens
+    assert tracking_main(["upload", folder]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: results_dir {folder!r} is not a folder: upload reads a "
+                                               "file store's run folders")

@@ -355,7 +355,7 @@ def upload(results_dir: str | os.PathLike, mongo_url: str | None = None, db_name
     """
     import gridfs
 
-    if not Path(results_dir).is_dir():
+    if not str(results_dir).strip() or not Path(results_dir).is_dir():  # Path("") is the current folder
         raise UserError(f"results_dir {str(results_dir)!r} is not a folder: upload reads a file store's run folders")
     store = open_store(results_dir, mongo_url, db_name)
     db = store.database()
