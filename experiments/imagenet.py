@@ -19,6 +19,7 @@ from __future__ import annotations
 from experiments.cli import cli
 from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry
+from pcl.declarations import GRID_TABLES
 
 #: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)
 TABLE_METHODS = registry.table_methods("imagenet")
@@ -26,7 +27,7 @@ TABLE_BACKBONES = registry.table_backbones("imagenet")
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("imagenet",))
+    check_dataset(cfg, GRID_TABLES["imagenet"])
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
             for backbone in axis(cfg["backbone"], TABLE_BACKBONES, "backbone")
             for method in axis(cfg["method"], TABLE_METHODS, "method")]

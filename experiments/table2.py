@@ -17,6 +17,7 @@ from __future__ import annotations
 from experiments.cli import cli
 from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry
+from pcl.declarations import GRID_TABLES
 
 #: the default grid, from the declarations: the methods and backbones that list this table (pcl.registry)
 TABLE_METHODS = registry.table_methods("table2")
@@ -24,7 +25,7 @@ TABLE_BACKBONES = registry.table_backbones("table2")
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
+    check_dataset(cfg, GRID_TABLES["table2"])
     return [{"label": f"{method}/{backbone}", "method": method, "backbone": backbone}
             for backbone in axis(cfg["backbone"], TABLE_BACKBONES, "backbone")
             for method in axis(cfg["method"], TABLE_METHODS, "method")]

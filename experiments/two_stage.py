@@ -15,13 +15,14 @@ from __future__ import annotations
 from experiments.cli import cli
 from experiments.common import axis, check_dataset, make_experiment
 from pcl import registry, schema
+from pcl.declarations import GRID_TABLES
 
 #: the students compared, from the declarations: the methods that list this table (pcl.registry)
 STUDENT_METHODS = registry.table_methods("two_stage")
 
 
 def grid(cfg: dict) -> list[dict]:
-    check_dataset(cfg, ("cifar10", "cifar100"))
+    check_dataset(cfg, GRID_TABLES["two_stage"])
     # the teacher's method and backbone, checked as what they are under the names the user set
     schema.KEYS["method"].check(cfg["teacher_method"], as_key="teacher_method")
     schema.KEYS["backbone"].check(cfg["teacher_backbone"], as_key="teacher_backbone")

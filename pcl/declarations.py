@@ -36,7 +36,9 @@ HEAD_ROLES = ("peer", "temporal_mean", "ensemble", "network", "frozen")
 #: the datasets a run can use (pcl.recipes holds their classes and recipes); a backbone declares those it is built for
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "synthetic")
 #: the paper's tables whose default grid is built from the declarations (`tables=`; the scripts experiments/NAME.py)
-GRID_TABLES: tuple[str, ...] = ("table2", "imagenet", "two_stage")
+#: -> the datasets that grid runs on (the script refuses others; a backbone in the table is declared for one of them)
+GRID_TABLES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "cifar100"), "imagenet": ("imagenet",),
+                                           "two_stage": ("cifar10", "cifar100")}
 
 
 #: what a field's type is, in words (_check_fields)
@@ -464,12 +466,10 @@ class BackboneSpec:
             raise ValueError(f"backbone {self.name!r}: revision={self.revision!r} must be an integer >= 1")
         if not (isinstance(self.builder, str) and self.builder.isidentifier()):
             raise ValueError(f"backbone {self.name!r}: builder={self.builder!r} must name a function of its file")
-        # a table's grid takes the backbones of its tables on its datasets: one declared for none was left out
-        for table, needs in (("imagenet", ("imagenet",)), ("table2", ("cifar10", "cifar100")),
-                             ("two_stage", ("cifar10", "cifar100"))):
-            if table in self.tables and not set(needs) & set(self.datasets):
+        for table in self.tables:  # a grid takes the table's backbones on its datasets: one built for none is left out
+            if not set(GRID_TABLES[table]) & set(self.datasets):
                 raise ValueError(f"backbone {self.name!r}: tables has {table}, whose grid runs on "
-                                 f"{' or '.join(needs)}, which datasets={self.datasets!r} does not have")
+                                 f"{' or '.join(GRID_TABLES[table])}, which datasets={self.datasets!r} does not have")
 
 
 def _at_least_one(option: Option) -> bool:
