@@ -7,9 +7,10 @@ derives from these declarations (`pcl.registry`), so adding a method or a backbo
 
 Why a literal at the top of the file: planning, status and the analysis must not import torch (seconds and a
 gigabyte per command), yet a method is an `nn.Module` and its file imports torch. So the registry reads the
-declaration from the file's syntax tree (`read_declaration`) and evaluates only that expression, which may contain
-nothing but the constructors below and literals: the rest of the file never runs on the records side. The training
-side imports the file as usual and uses the very same object.
+declaration from the file's syntax tree (`read_declaration`) and evaluates only that expression, node by node, which
+may contain nothing but the constructors below, literals and + - * / of numbers: the rest of the file never runs on
+the records side. The training side imports the file as usual and uses the very same object. The constructors check
+every field, and a mistake is a DeclarationError naming the file and line (docs/extending.md lists the checks).
 """
 from __future__ import annotations
 
