@@ -2,6 +2,7 @@
 without running a file, checked, and the only place the rest of the suite learns names, options, heads and costs."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -315,3 +316,30 @@ def test_any_field_value_gives_a_declaration_or_a_declaration_error(tmp_path_fac
         assert str(err).startswith("m.py:")
     else:
         assert isinstance(spec, MethodSpec)
+
+
+@pytest.mark.slow
+def test_a_declaration_mistake_is_each_commands_one_line_and_exit_2(tmp_path):
+    """The registry is read while a command imports its modules: a mistake in a declaration ended a traceback
+    of 20-25 lines (exit 1). Every command a researcher runs while adding a method or a backbone reads the
+    declarations first (pcl.flags.check_declarations): the mistake's one line, exit 2. Run on a copy of the
+    repository whose baseline declaration has a misspelled field."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    copy = tmp_path / "repo"
+    for name in filter(None, (f.decode() for f in files)):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes((ROOT / name).read_bytes())
+    baseline = copy / "pcl" / "methods" / "baseline.py"
+    baseline.write_text(baseline.read_text().replace("tables=(", "tabels=(", 1))
+    (copy / "store").mkdir()
+    said = "error: pcl/methods/baseline.py:18: DECLARATION: MethodSpec has no field 'tabels' (its fields: name, "
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    env.pop("PCL_MONGO_URL", None)
+    for command in (["experiments/table2.py", "plan", "with", "dataset=cifar100"], ["ablations/peers.py", "plan"],
+                    ["analysis/make_tables.py", "--store", "store"], ["analysis/report.py", "--store", "store"],
+                    ["slurm/status.py", "--executor", "local"], ["slurm/launch_all.py", "--dry-run", "--executor",
+                                                                 "local"], ["-m", "pcl.docs"]):
+        out = subprocess.run([sys.executable, *command], cwd=copy, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert (out.returncode, out.stdout) == (2, ""), (command, out.stdout, out.stderr)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith(said), (command, out.stderr)
