@@ -150,6 +150,8 @@ def folder_problem(path: str | os.PathLike, write: bool = True) -> str | None:
     probe = Path(path).absolute()  # as the caller will use it: a quoted '~' is a folder named ~, for it and here
     while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
         probe = probe.parent
+    if probe.is_symlink() and not probe.exists():
+        return f"{str(probe)!r} is a link whose target does not exist"
     if not probe.is_dir():
         return f"{str(probe)!r} is a file, not a folder"
     if not write:

@@ -775,6 +775,8 @@ def test_a_folder_is_checked_as_it_is_used_a_quoted_tilde_is_no_home(tmp_path, m
     assert folder_problem("~/f", write=False) is None and folder_problem("~/f") is None  # ./~/f: to be made
     (tmp_path / "~").write_text("a file named ~\n")
     assert folder_problem("~/res", write=False) == f"{str(tmp_path / '~')!r} is a file, not a folder"
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a link to nothing: said so, not "a file"
+    assert folder_problem("gone/res") == f"{str(tmp_path / 'gone')!r} is a link whose target does not exist"
 
 
 @pytest.mark.parametrize("under", ["", "/sub"])
