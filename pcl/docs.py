@@ -13,11 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from pcl.flags import check_declarations
-
-check_declarations()  # before pcl.schema reads them as it is imported: a declaration's mistake is one line, exit 2
-from pcl import schema  # noqa: E402
-from pcl.recipes import RECIPES, REFERENCE_EPOCHS, REFERENCE_STEPS, time_constant_names  # noqa: E402
+from pcl import schema
+from pcl.recipes import RECIPES, REFERENCE_EPOCHS, REFERENCE_STEPS, time_constant_names
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,5 @@
 """The command-line parser of the suite's commands (analysis, launcher, status, tracking, benches): a bad flag is one
-line on stderr naming it, and exit code 2; the usage stays in --help. Standard library only, but for the check of
-the declarations every command reads first (check_declarations).
+line on stderr naming it, and exit code 2; the usage stays in --help. Standard library only.
 """
 from __future__ import annotations
 
@@ -58,22 +57,6 @@ def folder_path(write: bool) -> Callable[[str], str]:
     return parse
 
 
-def check_declarations() -> None:
-    """Every method's and backbone's declaration read now (pcl.registry), a mistake in one (DeclarationError:
-    file, line, what is allowed) the command's one line on stderr and exit code 2, as any bad input. A command
-    calls it before it imports the modules that read the registry as they are imported: otherwise the mistake
-    ended a traceback through those imports."""
-    from pcl import registry
-    from pcl.declarations import DeclarationError
-
-    try:
-        registry.methods()
-        registry.backbones()
-    except DeclarationError as err:
-        sys.stderr.write(f"error: {err}\n")
-        raise SystemExit(2) from None
-
-
 def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
     """The parsed flags, or the exit code argparse ended with (--help: 0; a bad flag: 2, its line written)."""
     try:
@@ -82,4 +65,4 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
         return exit_.code if isinstance(exit_.code, int) else 2
 
 
-__all__ = ["OneLineParser", "check_declarations", "folder_path", "parse_command_line", "positive_number"]
+__all__ = ["OneLineParser", "folder_path", "parse_command_line", "positive_number"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import numbers
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pcl.declarations import (BackboneSpec, DeclarationError, MethodSpec, read_declaration, shown_path,
                               top_level_names)
@@ -26,7 +27,9 @@ def _declaring_files(folder: Path, variable: str) -> list[Path]:
     """The folder's modules that assign `variable` at the top level (a cheap test of the bytes before parsing: an
     annotation, no spaces and a BOM included)."""
     assigns = re.compile(rb"^(?:\xef\xbb\xbf)?" + variable.encode() + rb"\s*(?::[^=\n]*)?=(?!=)", re.MULTILINE)
-    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_") and assigns.search(p.read_bytes())]
+    # not _private.py, nor an editor's .#lock file (a link to nothing) or other hidden file
+    return [p for p in sorted(folder.glob("*.py")) if not p.name.startswith(("_", ".")) and p.is_file()
+            and assigns.search(p.read_bytes())]
 
 
 def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[str, Any], dict[str, str]]:
@@ -51,14 +54,54 @@ def _collect(package: str, variable: str, kind: type, many: bool) -> tuple[dict[
     return dict(sorted(specs.items(), key=lambda item: (item[1].order, item[0]))), modules
 
 
+#: the folders of the suite's commands (scripts run as files, or modules run with -m)
+COMMAND_FOLDERS = ("experiments", "ablations", "analysis", "slurm", "bench", "pcl")
+
+
+def _in_a_command() -> bool:
+    """Whether this process is one of the suite's commands: its __main__ a script of COMMAND_FOLDERS or a module
+    of theirs run with -m (not pytest, a notebook or a user's program, which get the exception itself)."""
+    if sys.argv[:1] == ["-m"] and "-m" in getattr(sys, "orig_argv", ()):  # python -m PACKAGE importing PACKAGE
+        module = sys.orig_argv[sys.orig_argv.index("-m") + 1:][:1]
+        return bool(module) and module[0].split(".")[0] in COMMAND_FOLDERS
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name.split(".")[0] in COMMAND_FOLDERS
+    script = getattr(main, "__file__", None)
+    return script is not None and Path(script).resolve().parent.parent == PACKAGE.parent \
+        and Path(script).resolve().parent.name in COMMAND_FOLDERS
+
+
+def declaration_failed(err: DeclarationError) -> NoReturn:
+    """A declaration's mistake found: in one of the suite's commands, its one line on stderr and exit code 2, as
+    any bad input (the registry is read while a command imports its modules: it ended a traceback of 20-25 lines
+    through them); elsewhere the DeclarationError itself."""
+    if _in_a_command():
+        if not _REPORTED:  # once: an except clause naming a lazily imported class reads the registry again
+            _REPORTED.append(str(err))
+            sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(2) from None
+    raise err
+
+
+_REPORTED: list[str] = []
+
+
 @functools.cache
 def _methods() -> tuple[dict[str, MethodSpec], dict[str, str]]:
-    return _collect("methods", METHOD_VARIABLE, MethodSpec, many=False)
+    try:
+        return _collect("methods", METHOD_VARIABLE, MethodSpec, many=False)
+    except DeclarationError as err:
+        declaration_failed(err)
 
 
 @functools.cache
 def _backbones() -> tuple[dict[str, BackboneSpec], dict[str, str]]:
-    return _collect("models", BACKBONE_VARIABLE, BackboneSpec, many=True)
+    try:
+        return _collect("models", BACKBONE_VARIABLE, BackboneSpec, many=True)
+    except DeclarationError as err:
+        declaration_failed(err)
 
 
 def methods() -> dict[str, MethodSpec]:

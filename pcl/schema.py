@@ -197,6 +197,21 @@ INFRA_OPTIONS: frozenset[str] = frozenset(o.name for spec in registry.methods().
                                           if o.infra)  # declared `infra=True` (kd's teacher_path)
 
 
+def _check_named_keys() -> None:
+    """Every option's `names` is a config key (the declarations cannot know the keys: checked here, as the schema is
+    imported, with the declaration's file named; it was a traceback in the middle of a plan)."""
+    for name, spec in registry.methods().items():
+        for option in spec.options:
+            if option.names is not None and option.names not in KEYS:
+                shown = registry.method_module(name).replace(".", "/") + ".py"
+                registry.declaration_failed(DeclarationError(
+                    f"{shown}: method {name!r}: option {option.name!r}: names={option.names!r} is no config key "
+                    f"(e.g. backbone, method, dataset){did_you_mean(option.names, KEYS)}"))
+
+
+_check_named_keys()
+
+
 def defaults() -> dict[str, Any]:
     """Every key's default as the Sacred scope shows it before the dataset is known (recipe keys None)."""
     return {k: copy.deepcopy(key.default) for k, key in KEYS.items()}
@@ -312,12 +327,8 @@ def normalize_run_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 def checked_as(method: str) -> dict[str, str]:
     """The options of `method` whose value (when not None) names what a config key names, as declared (`names=`,
     e.g. kd's teacher_backbone: "backbone"): checked by that key's check, so the allowed names come from the same
-    registry. DeclarationError for a key the schema does not have."""
-    named = {o.name: o.names for o in registry.method(method).options if o.names}
-    unknown = [key for key in named.values() if key not in KEYS]
-    if unknown:
-        raise DeclarationError(f"method {method!r}: an option names config key(s) {unknown}, which are not keys")
-    return named
+    registry (each a config key: checked as the schema is imported)."""
+    return {o.name: o.names for o in registry.method(method).options if o.names}
 
 
 def acts_only_with(method: str) -> dict[str, tuple[dict[str, tuple[Any, ...]], ...]]:

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pcl.flags import OneLineParser, check_declarations, folder_path, parse_command_line, positive_number
+from pcl.flags import OneLineParser, folder_path, parse_command_line, positive_number
 from slurm import cluster
 from slurm.options import ClusterOptions, OptionsError, from_mapping, load_profile
 
@@ -458,7 +458,6 @@ def _job_done(job: Any) -> bool:
 
 
 def main() -> None:
-    check_declarations()  # a declaration's mistake: one line, exit 2 (the plan reads them)
     sys.exit(run())
 
 

@@ -18,7 +18,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 
-from pcl.flags import OneLineParser, check_declarations, parse_command_line
+from pcl.flags import OneLineParser, parse_command_line
 from slurm import cluster
 from slurm.launch_all import add_selection_args, add_store_args, cluster_options, selection_from
 from slurm.options import OptionsError
@@ -190,5 +190,4 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    check_declarations()  # a declaration's mistake: one line, exit 2 (the plan reads them)
     sys.exit(run())

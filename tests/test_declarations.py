@@ -321,9 +321,9 @@ def test_any_field_value_gives_a_declaration_or_a_declaration_error(tmp_path_fac
 @pytest.mark.slow
 def test_a_declaration_mistake_is_each_commands_one_line_and_exit_2(tmp_path):
     """The registry is read while a command imports its modules: a mistake in a declaration ended a traceback
-    of 20-25 lines (exit 1). Every command a researcher runs while adding a method or a backbone reads the
-    declarations first (pcl.flags.check_declarations): the mistake's one line, exit 2. Run on a copy of the
-    repository whose baseline declaration has a misspelled field."""
+    of 20-25 lines (exit 1). In every command of the suite it is the mistake's one line, exit 2
+    (pcl.registry.declaration_failed). Run on a copy of the repository whose baseline declaration has a misspelled
+    field, then with kd's `names` misspelled (checked as pcl.schema is imported)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     copy = tmp_path / "repo"
     for name in filter(None, (f.decode() for f in files)):
@@ -335,11 +335,41 @@ def test_a_declaration_mistake_is_each_commands_one_line_and_exit_2(tmp_path):
     said = "error: pcl/methods/baseline.py:18: DECLARATION: MethodSpec has no field 'tabels' (its fields: name, "
     env = {**os.environ, "PYTHONPATH": str(copy)}
     env.pop("PCL_MONGO_URL", None)
-    for command in (["experiments/table2.py", "plan", "with", "dataset=cifar100"], ["ablations/peers.py", "plan"],
-                    ["analysis/make_tables.py", "--store", "store"], ["analysis/report.py", "--store", "store"],
-                    ["slurm/status.py", "--executor", "local"], ["slurm/launch_all.py", "--dry-run", "--executor",
-                                                                 "local"], ["-m", "pcl.docs"]):
+    commands = (["experiments/table2.py", "plan", "with", "dataset=cifar100"], ["ablations/peers.py", "plan"],
+                ["analysis/make_tables.py", "--store", "store"], ["analysis/report.py", "--store", "store"],
+                ["slurm/status.py", "--executor", "local"], ["slurm/launch_all.py", "--dry-run", "--executor", "local"],
+                ["-m", "pcl.docs"], ["-m", "pcl.tracking", "ping"], ["-m", "pcl.distributed", "--help"],
+                ["bench/throughput.py", "--help"])
+    for command in commands:
         out = subprocess.run([sys.executable, *command], cwd=copy, env=env, capture_output=True, text=True,
                              timeout=120)
         assert (out.returncode, out.stdout) == (2, ""), (command, out.stdout, out.stderr)
         assert out.stderr.count("\n") == 1 and out.stderr.startswith(said), (command, out.stderr)
+    baseline.write_text((ROOT / "pcl" / "methods" / "baseline.py").read_text())
+    kd = copy / "pcl" / "methods" / "kd.py"
+    kd.write_text(kd.read_text().replace('names="backbone"', 'names="backbon"', 1))
+    for command in (["experiments/two_stage.py", "plan"], ["-m", "pcl.tracking", "ping"]):
+        out = subprocess.run([sys.executable, *command], cwd=copy, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert (out.returncode, out.stderr) == (2, "error: pcl/methods/kd.py: method 'kd': option 'teacher_backbone': "
+                                                   "names='backbon' is no config key (e.g. backbone, method, dataset); "
+                                                   "did you mean 'backbone'?\n"), (command, out.stderr)
+
+
+def test_outside_a_command_a_declaration_mistake_is_the_exception_itself(tmp_path, monkeypatch):
+    """pytest, a notebook, a user's program: the DeclarationError (a SystemExit aborted a pytest session with an
+    INTERNALERROR where a collection error was due); an editor's lock file beside the declarations is no file
+    of them (a link to nothing: every command crashed reading it)."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.py").write_text(BACKBONE.replace("params=", "prams="))
+    (tmp_path / "models" / ".#tiny.py").symlink_to(tmp_path / "user@host.1234")
+    monkeypatch.setattr(registry, "PACKAGE", tmp_path)
+    registry._backbones.cache_clear()
+    try:
+        with pytest.raises(DeclarationError, match=r"tiny\.py:2: DECLARATIONS: BackboneSpec has no field 'prams'"):
+            registry.backbones()
+        (tmp_path / "models" / "tiny.py").write_text(BACKBONE)
+        registry._backbones.cache_clear()
+        assert list(registry.backbones()) == ["tiny"]
+    finally:
+        registry._backbones.cache_clear()
