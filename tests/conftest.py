@@ -222,3 +222,24 @@ def slurm_cluster(request):
     say(request.config, "tests: " + (started.stdout.strip().splitlines() or ["local SLURM cluster up"])[-1])
     yield
     subprocess.run(["bash", str(SLURM_SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+
+
+#: the folders a run writes by default, relative to the working tree (config keys results_dir, checkpoint_root)
+DEFAULT_OUTPUTS = ("results", "checkpoints")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_written_into_the_working_tree():
+    """No test writes into the default results or checkpoint folder of the working tree: a test that left
+    checkpoint_root at its default left a final checkpoint there, and a newcomer's first smoke run restored that
+    test's record instead of training."""
+    root = Path(__file__).resolve().parents[1]
+
+    def entries() -> set[str]:
+        return {f"{name}/{p.name}" for name in DEFAULT_OUTPUTS if (root / name).is_dir()
+                for p in (root / name).iterdir()}
+
+    before = entries()
+    yield
+    added = sorted(entries() - before)
+    assert not added, f"the tests wrote into the working tree: {', '.join(added)} (give the test tmp folders)"

@@ -100,8 +100,8 @@ def test_plan_counts_the_runs_already_completed_in_the_file_store(tmp_path, caps
 
     monkeypatch.delenv("PCL_MONGO_URL", raising=False)
 
-    smoke = run_script(table2.ex, {"method": "baseline", "seeds": [0], "results_dir": str(tmp_path / "s")},
-                       ["smoke"], command="plan")
+    smoke = run_script(table2.ex, {"method": "baseline", "seeds": [0], "results_dir": str(tmp_path / "s"),
+                                   "checkpoint_root": str(tmp_path / "ck")}, ["smoke"], command="plan")
     tracking.run_grid(smoke, results_dir=str(tmp_path / "s"), log=lambda _: None)
     capsys.readouterr()
     run_script(table2.ex, {"method": ["baseline", "pcl"], "seeds": [0], "results_dir": str(tmp_path / "s")},

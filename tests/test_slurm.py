@@ -911,8 +911,8 @@ def test_a_ledger_that_cannot_be_written_after_a_submission_names_the_jobs(tmp_p
 
     monkeypatch.setattr(jobs, "write_ledger", full)
     code = launch_all.run(["--executor", "debug", "--named", "smoke", "--tables", "table2", "--methods", "baseline",
-                           "--seeds", "0", "--results-dir", str(tmp_path / "r"),
-                           "--log-folder", str(tmp_path / "logs")], log=lambda *a, **k: None)
+                           "--seeds", "0", "--results-dir", str(tmp_path / "r"), "--log-folder", str(tmp_path / "logs"),
+                           "--set", f"checkpoint_root={tmp_path / 'ck'}"], log=lambda *a, **k: None)
     line = _one_line(capsys.readouterr().err)
     assert code == 2 and "could not be written (No space left on device) after job(s) went in" in line, line
     assert "scancel" in line and "would submit their runs again" in line
