@@ -215,8 +215,8 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
     md = escape.markdown
     lines = ["## The paper's claims, judged from these runs", "",
              f"Effect: mean top-1 error of the claimed better column minus the other (points; < 0 supports the "
-             f"claim), {LEVEL:.0%} interval. held: the whole interval is below 0; not held: the other way: above 0; "
-             "not held: unresolved: it holds 0 (more seeds may decide).", ""]
+             f"claim), {LEVEL:.0%} interval. Verdicts: *held* (the whole interval is below 0), *{CONTRADICTED}* (it "
+             f"is above 0), *{UNRESOLVED}* (it holds 0: more seeds may decide).", ""]
     if not found:
         lines += ["No claim can be judged: no table has both columns of a claim.", ""]
     else:

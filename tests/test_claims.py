@@ -138,3 +138,11 @@ def test_record_text_in_a_claim_is_escaped():
                      "<img onerror=alert(1)>|\n# h")
     text = claims.render_markdown([v], [])
     assert "<img" not in text and "\n# h" not in text
+
+
+def test_the_verdicts_legend_names_each_verdict_once_as_it_appears_in_the_table():
+    """The legend ran the labels into their meanings ("not held: the other way: above 0; not held: unresolved:
+    it holds 0"), which a new user read as a typo."""
+    legend = claims.render_markdown([], []).splitlines()[2]
+    for label in ("held", claims.CONTRADICTED, claims.UNRESOLVED):
+        assert legend.count(f"*{label}* (") == 1, legend
