@@ -209,12 +209,10 @@ def _curves(table: Table, names_of: Any, runs: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"series": pd.Categorical.from_codes(np.concatenate(codes), list(series_codes)),
                         "epoch": np.concatenate(steps), "value": np.concatenate(values)})
     for i, column in enumerate(("row", "column", "seed", "run_key")):
-        per_run = pd.Series([f[i] for f in facts])  # inferred dtypes (seed: integers)
-        if per_run.dtype == object:
-            found, uniques = pd.factorize(per_run)
-            out[column] = pd.Categorical.from_codes(found[run], pd.Index(uniques, dtype=object))
-        else:
-            out[column] = per_run.to_numpy()[run]
+        # a code of a byte or two per point, the values inferred (seed: integers) once per run: the seeds as int64
+        # per point were a fifth of the frame, which the head figures of table2 held ~10 MB of at 3,000 runs
+        found, uniques = pd.factorize(pd.Series([f[i] for f in facts]))
+        out[column] = pd.Categorical.from_codes(found[run], uniques)
     return out
 
 
@@ -662,32 +660,51 @@ _UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
 
 
 def save(figure: Figure, out_dir: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write STEM.FORMAT for each format (png at raster.DPI; pdf and svg are vector) under out_dir; the paths.
+    """Write STEM.FORMAT for each format (png at raster.DPI; pdf and svg are vector) under out_dir; the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt, data in _encoded(figure.figure, formats).items():
+        paths.append(out / f"{figure.stem}.{fmt}")
+        with replacing(paths[-1]) as tmp:  # never through a link in the output folder
+            tmp.write_bytes(data)
+    return paths
+
+
+def _encoded(fig: Any, formats: Sequence[str]) -> dict[str, bytes]:
+    """The figure's file in each format, in the order of `formats`.
 
     The layout is fixed when the figure is made (_lay_out), so each drawing is final. With a PDF, the PNG is the
     PDF rasterized by PDFium (analysis.raster): one matplotlib drawing gives both files, the costly part of a
     figure."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{figure.stem}.{fmt}" for fmt in formats]
-    fig = figure.figure
-    pdf: bytes | None = None
+    files: dict[str, bytes] = {}
     with plt.rc_context(STYLE):  # ticks made while drawing get the figure's style
         if "pdf" in formats and "png" in formats and raster.renderer() != "agg":
             buffer = io.BytesIO()
             fig.savefig(buffer, format="pdf", metadata=_UNDATED["pdf"])
-            pdf = buffer.getvalue()
-        for path in paths:
-            with replacing(path) as tmp:  # never through a link in the output folder
-                if path.suffix == ".pdf" and pdf is not None:
-                    tmp.write_bytes(pdf)
-                elif path.suffix == ".png" and pdf is not None:
-                    raster.write_png(pdf, tmp, raster.png_size(fig.get_size_inches()))
-                else:
-                    fig.savefig(tmp, dpi=raster.DPI, metadata=_UNDATED.get(path.suffix[1:]),
-                                **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}}
-                                   if path.suffix == ".png" else {}))
-    return paths
+            files["pdf"] = buffer.getvalue()
+            files["png"] = raster.png(files["pdf"], raster.png_size(fig.get_size_inches()))
+        for fmt in formats:
+            if fmt not in files:
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=fmt, dpi=raster.DPI, metadata=_UNDATED.get(fmt),
+                            **({"pil_kwargs": {"compress_level": raster.PNG_COMPRESSION}} if fmt == "png" else {}))
+                files[fmt] = buffer.getvalue()
+    return {fmt: files[fmt] for fmt in formats}
+
+
+def _load_writers(formats: Sequence[str]) -> None:
+    """A small figure written in `formats` and dropped, before the workers fork: the writers' modules (the PDF's
+    fontTools), the font read for embedding and PDFium's library loaded once and shared, where each worker loaded
+    them at its first figure (at 3,000 runs: ~0.3 s and ~20 MB of each of the 14 workers, two of them at once)."""
+    fig, ax = plt.subplots(figsize=(1.5, 1))
+    try:
+        ax.plot([0, 1], [0, 1], label="PCL")
+        ax.set_title("PCL")
+        ax.legend()
+        _encoded(fig, formats)
+    finally:
+        plt.close(fig)
 
 
 def plot_workers(requested: int | None = None) -> int:
@@ -736,6 +753,15 @@ def _prefetch(table: Table, *, here: bool = True) -> None:
             if i in documents:
                 _cache(table, run["run_key"], metric_arrays(run["attempt"]["record"], DRAWN, documents.pop(i),
                                                             names=names[i]))
+
+
+def _fetched_here(table: Table) -> bool:
+    """Whether some of the table's curves are in a database a forked worker cannot open again (_prefetch
+    here=False fetches them in the command)."""
+    from pcl import results
+
+    dbs = {id(db): db for db in (a["record"].get("_db") for a in _completed(table)["attempt"]) if db is not None}
+    return not all(results.reopenable(db) for db in dbs.values())
 
 
 def _own_connections(table: Table) -> list[Any]:
@@ -860,14 +886,18 @@ def _draw_tables(jobs: Sequence[_Job], workers: int) -> list[_Done]:
             done.append(_draw_table(job))
         return done
     context = multiprocessing.get_context("fork")
+    _load_writers(jobs[0].formats)
     results: list[_Done | None] = [None] * len(jobs)
     waiting = iter(sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i].table)))
+    # decided before the first fork: touching a table's records once a worker shares them copies their pages (the
+    # command held ~25 MB more per table while two workers drew)
+    here = [_fetched_here(job.table) for job in jobs]
 
     def fetch_next() -> int | None:
         """The next job, the MongoDB curves its worker cannot fetch itself fetched (while the workers draw the
         ones before it)."""
         i = next(waiting, None)
-        if i is not None:
+        if i is not None and here[i]:
             _prefetch(jobs[i].table, here=False)
         return i
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from pathlib import Path
+import io
 from typing import Any
 
 from PIL import Image
@@ -43,8 +43,8 @@ def png_size(size_inches: Any) -> tuple[int, int]:
     return int(width * DPI), int(height * DPI)
 
 
-def write_png(pdf: bytes, path: Path, size: tuple[int, int]) -> None:
-    """PATH: the one-page PDF `pdf` rendered at DPI as a PNG of `size` pixels (png_size of the figure: Agg's size,
+def png(pdf: bytes, size: tuple[int, int]) -> bytes:
+    """The one-page PDF `pdf` rendered at DPI as a PNG of `size` pixels (png_size of the figure: Agg's size,
     where PDFium rounds its single-precision page size up), tagged with its DPI."""
     import pypdfium2
 
@@ -60,4 +60,6 @@ def write_png(pdf: bytes, path: Path, size: tuple[int, int]) -> None:
         canvas = Image.new(image.mode, size, "white")
         canvas.paste(image.crop((0, 0, min(size[0], image.width), min(size[1], image.height))))
         image = canvas
-    image.save(path, format="PNG", compress_level=PNG_COMPRESSION, dpi=(DPI, DPI))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=PNG_COMPRESSION, dpi=(DPI, DPI))
+    return out.getvalue()
