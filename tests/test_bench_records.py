@@ -66,3 +66,18 @@ def test_a_measured_command_ends_with_the_bench(tmp_path):
     else:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("the measured command outlived the bench")
+
+
+def test_a_measurement_is_held_to_the_targets_of_its_stores_size():
+    """At 30,000 runs the issue's targets are status and make_tables < 30 s, no memory bound (the records grow):
+    the 3,000-run bounds marked a 16 s status there as failing time and memory, and a dry run as failing at all."""
+    by_alias = {c.alias: c for c in records.COMMANDS}
+    measured = records.Measured(seconds=16.5, mb=1138, ok=True)
+    status, dry_run = by_alias["status"], by_alias["dry_run"]
+    assert records.cell(status, measured, 3000) == "16.5 s / 1,138 MB ✗time ✗mem"
+    assert records.cell(status, measured, records.LARGE) == "16.5 s / 1,138 MB ✓"
+    assert records.cell(dry_run, measured, records.LARGE) == "16.5 s / 1,138 MB, no target"
+    slow = records.Measured(seconds=31.0, mb=900, ok=True)
+    assert records.cell(by_alias["make_tables"], slow, records.LARGE) == "31.0 s / 900 MB ✗time"
+    assert status.target(large=True).endswith("30,000 runs: < 30 s")
+    assert dry_run.target(large=True).endswith("30,000 runs: -") and "30,000" not in dry_run.target()

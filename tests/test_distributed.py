@@ -183,6 +183,28 @@ def test_command_line_single_process_writes_run_files(tmp_path, monkeypatch):
     assert (tmp_path / "checkpoint.pt").exists()
 
 
+def test_command_lines_backbone_defaults_to_one_built_for_the_dataset(tmp_path, capsys, monkeypatch):
+    """--backbone left out: resnet18 was the default for every dataset, so `--dataset cifar10` alone was refused
+    ('resnet18' is built for imagenet, synthetic). Now the config's default where the dataset has it, else the
+    dataset's first declared backbone; the run goes on to its next check (here: no CIFAR files)."""
+    from pcl import registry
+    from pcl.declarations import DATASETS
+    from pcl.schema import KEYS, check_backbone_dataset
+
+    for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    for dataset in DATASETS:
+        chosen = distributed_cli.default_backbone(dataset)
+        check_backbone_dataset(chosen, dataset)  # built for it
+        assert chosen == KEYS["backbone"].default or KEYS["backbone"].default not in registry.dataset_backbones(dataset)
+    assert distributed_cli.default_backbone("imagenet") == "resnet18"
+    assert distributed_cli.main(["--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--device", "cpu",
+                                 "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'backbone'" not in err and "config key 'data_root'" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_line(tmp_path, capsys, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)

@@ -21,7 +21,7 @@ from pcl.fsio import folder_problem, read_regular
 from pcl.methods import check_method_inputs
 from pcl.process_env import EnvError
 from pcl.runner import resolve_device, run
-from pcl.schema import BATCH_NORMS, ConfigError, identity_config, normalize_run_config
+from pcl.schema import BATCH_NORMS, KEYS, ConfigError, identity_config, normalize_run_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--method", default="pcl")
     ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"temperature\": 3}'")
-    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--backbone", default=None,
+                    help="default: the config's default backbone where it is built for --dataset (resnet32 on "
+                         "CIFAR), else the first one declared for it (resnet18 on ImageNet)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="global batch, divided over the processes")
@@ -94,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def default_backbone(dataset: str) -> str:
+    """--backbone left out: the run config's default backbone where it is built for `dataset`, else the first one
+    declared for it (one default for every dataset: resnet18 was refused on CIFAR, resnet32 on ImageNet)."""
+    default = KEYS["backbone"].default
+    built = registry.dataset_backbones(dataset) if isinstance(dataset, str) else ()
+    return default if default in built or not built else built[0]  # none: the dataset check names the dataset
+
+
 def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
     """The run config of `python -m pcl.distributed`'s flags, checked like the scripts' (ConfigError, one line):
     values, data, device, and that --out-dir is a folder this user can write ('' would be the current directory)
@@ -110,7 +120,8 @@ def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
         milestones = None if args.milestones is None else [int(m) for m in args.milestones.split(",") if m.strip()]
     except ValueError:
         raise ConfigError(f"--milestones {args.milestones!r} is invalid: must be comma-separated epochs") from None
-    given = {"dataset": args.dataset, "data_root": args.data_root, "method": args.method, "backbone": args.backbone,
+    backbone = args.backbone if args.backbone is not None else default_backbone(args.dataset)
+    given = {"dataset": args.dataset, "data_root": args.data_root, "method": args.method, "backbone": backbone,
              "options": options, "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size,
              "lr": args.lr, "weight_decay": args.weight_decay, "precision": args.precision,
              "batch_norm": args.batch_norm, "channels_last": args.channels_last, "workers": args.workers,
