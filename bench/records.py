@@ -894,7 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log(f"N={n} {kind}: {cmd.name} ...")
                     m = run_command(cmd, ctx, sdir / "logs", kind, args.timeout, args.mem_limit)
                     results[(n, kind, cmd.name)] = m
-                    log(f"N={n} {kind}: {cmd.name}: {cell(cmd, m)}"
+                    log(f"N={n} {kind}: {cmd.name}: {cell(cmd, m, n)}"
                         + ("" if m.ok else f" | {m.last_line}"))
         print_table(commands, sizes, kinds, results, facts, started, load_start, commit, argv, work)
     finally:
