@@ -25,6 +25,7 @@ option applies to the methods that have it.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 import sys
@@ -102,6 +103,12 @@ def axis(value: Any, everything: Sequence[str], key: str) -> list[str]:
     list; ConfigError naming the key otherwise."""
     if value is None:
         return list(everything)
+    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        # Sacred keeps `method=[pcl,dml]` as one string (unquoted names are no Python literal): say how to write it
+        names = [n.strip().strip("'\"") for n in value.strip()[1:-1].split(",") if n.strip()]
+        example = json.dumps(names or list(everything[:2]), separators=(",", ":"))
+        raise ConfigError(f"config key {key!r}={value!r} is invalid: a list's names are quoted, e.g. "
+                          f"'{key}={example}' (in single quotes for the shell)")
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):

@@ -109,6 +109,11 @@ BAD_INPUTS = {
     "backbone_dataset": (["with", "dataset=cifar10", "backbone=resnet18", "method=baseline", "seeds=[0]"],
                          ("'backbone'='resnet18' is built for imagenet, synthetic, not dataset='cifar10'; allowed on cifar10: "
                           "resnet32")),
+    # Sacred keeps a list of unquoted names as one string: it was "unknown method(s) '[pcl,dml]'"
+    "axis_unquoted_list": (["with", "smoke", "method=[pcl,dml]"],
+                           """config key 'method'='[pcl,dml]' is invalid: a list's names are quoted, e.g. """
+                           """'method=["pcl","dml"]' (in single quotes for the shell)"""),
+    "axis_unquoted_backbone": (["with", "smoke", "backbone=[ tiny_resnet8 ]"], """'backbone=["tiny_resnet8"]'"""),
     "queue_flag": (["-q", "with", "smoke"], "-q"),
     "unobserved_flag": (["-u", "with", "smoke"], "-u"),
     "sql_flag": (["-s", "sqlite:///x.db", "with", "smoke"], "-s"),
