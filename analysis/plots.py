@@ -952,6 +952,7 @@ def make_figures(tables: Iterable[Table], out_dir: str | Path, *, keep: bool = F
     Nothing of the result depends on the number of workers. With `reuse` (and not keep), a table whose inputs did
     not change since the last call into out_dir keeps its files (analysis.figcache): its figures come back with
     kept=True and no matplotlib figure; without it every table is drawn. Either way (not keep) the manifest remembers what was drawn."""
+    formats = list(dict.fromkeys(formats))  # `--formats png png`: one file each (the cache expects one per format)
     unknown = [f for f in formats if f not in KNOWN_FORMATS]
     if unknown or not formats:
         raise ValueError(f"figure formats {list(formats)!r}: each must be one of {', '.join(KNOWN_FORMATS)}")

@@ -500,10 +500,11 @@ class Command:
     alias: str = ""  # short name for --only
     needs_curves: bool = False  # reads metric curves: not measured on a store without them
     large_seconds: float | None = None  # target at LARGE runs and more (time only: memory grows with the records)
+    sized: bool = True  # its work grows with N (the store, or the seeds it plans): False keeps its target at any N
 
     def limits(self, n: int) -> tuple[float | None, float | None]:
         """(seconds, MB) this command is held to on a store of n runs."""
-        return (self.large_seconds, None) if n >= LARGE else (self.seconds, self.mb)
+        return (self.large_seconds, None) if n >= LARGE and self.sized else (self.seconds, self.mb)
 
     def target(self, large: bool = False) -> str:
         parts = []
@@ -512,7 +513,7 @@ class Command:
         if self.mb is not None:
             parts.append(f"< {self.mb:,.0f} MB")
         text = ", ".join(parts) or "-"
-        if large:
+        if large and self.sized:
             text += f"; {LARGE:,} runs: " + (f"< {self.large_seconds:g} s" if self.large_seconds is not None else "-")
         return text
 
@@ -545,7 +546,7 @@ _PLAN_ALL = ("import sys, json; from slurm.plan import Selection, build_plan; s 
 COMMANDS: list[Command] = [
     Command("start-up (plan of one cell)", lambda c: [
         sys.executable, str(ROOT / "experiments" / "table2.py"), "plan", "with", "dataset=cifar100", "method=pcl",
-        "backbone=resnet32", "seeds=[0]"], 2, 300, store_independent=True, alias="startup"),
+        "backbone=resnet32", "seeds=[0]"], 2, 300, store_independent=True, alias="startup", sized=False),
     Command("table2.py plan with dataset=cifar100", lambda c: [
         sys.executable, str(ROOT / "experiments" / "table2.py"), "plan", "with", "dataset=cifar100", *_seed_with(c)],
         3, 300, store_independent=True, alias="plan"),
@@ -743,7 +744,8 @@ def cell(cmd: Command, m: Measured | None, n: int) -> str:
         marks += " ✗time"
     if mb is not None and m.mb > mb:
         marks += " ✗mem"
-    return f"{m.seconds:.1f} s / {m.mb:,.0f} MB" + (marks or (" ✓" if (seconds, mb) != (None, None) else ", no target"))
+    held = (seconds, mb) != (None, None)
+    return f"{m.seconds:.1f} s / {m.mb:,.0f} MB" + (marks or (" ✓" if held else ", no target"))
 
 
 # ---- main -------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ honoured; the others are refused with a reason. The driver it runs is experiment
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
 import re
@@ -117,8 +118,33 @@ def sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[st
         found = re.search(r'"(.*?)"\. Available config values are: (.*)$', str(err))
         if found:
             allowed = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
-            return f"named config {found.group(1)!r} is unknown: allowed named configs: {allowed}"
+            given = getattr(err, "config_updates", None) or config_updates  # raised while they were read
+            return (f"named config {found.group(1)!r} is unknown: allowed named configs: {allowed}"
+                    f"{_split_value_hint(found.group(1), given) or did_you_mean(found.group(1), allowed.split(', '))}")
     return " ".join(str(getattr(err, "message", None) or err).split())
+
+
+def _split_value_hint(word: str, config_updates: Mapping[str, Any]) -> str:
+    """How to write a value the shell split at a space (Sacred takes each word without `=` after `with` for a named
+    config): `seeds=[0, 1]` gave the update seeds='[0,' and the named config '1]', `method=pcl dml` the named
+    config 'dml'."""
+    from pcl import registry
+
+    open_values = [(k, v) for k, v in config_updates.items()
+                   if isinstance(v, str) and (v.rstrip().endswith(",") or v.count("[") > v.count("]"))]
+    if open_values:
+        key, value = open_values[-1]
+        joined = f"{value} {word}"
+        if isinstance(_literal(joined), str) and key in ("method", "backbone"):  # unquoted names: quote them too
+            joined = json.dumps([n.strip() for n in joined.strip("[] ").split(",") if n.strip()], separators=(",", ":"))
+        return f"; the shell split {key}={value} {word} at its space: quote it, e.g. '{key}={joined}'"
+    for key, names in (("method", registry.methods()), ("backbone", registry.backbones())):
+        if word in names:
+            before = config_updates.get(key)
+            listed = [before, word] if isinstance(before, str) and before in names and before != word else [word]
+            example = json.dumps(listed, separators=(",", ":"))
+            return f"; {word!r} is a {key}: several are a list, e.g. '{key}={example}' (names quoted, no spaces)"
+    return ""
 
 
 def _config_keys(ex: Experiment) -> list[str]:
@@ -158,7 +184,11 @@ def _config_updates(ex: Experiment, updates: Iterable[str] | None) -> tuple[dict
             set_by_dotted_path(config_updates, path.strip(), _literal(value.strip()))
         elif update:
             named.append(update)
-    return config_updates, declared_named_configs(ex, named)
+    try:
+        return config_updates, declared_named_configs(ex, named)
+    except NamedConfigNotFoundError as err:
+        err.config_updates = config_updates  # type: ignore[attr-defined]  # for its line (_split_value_hint)
+        raise
 
 
 def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[str], dict[str, Any]]:

@@ -98,17 +98,22 @@ def _check_seed(value: Any) -> None:
     raise ConfigError(f"config key 'seed'={value!r}: run seeds are set with seeds=[...] (e.g. seeds=[{value}])")
 
 
+def check_quoted_list(value: Any, key: str) -> None:
+    """Sacred keeps `method=[pcl,dml]` (unquoted names are no Python literal) and `method=pcl,dml` as one string:
+    ConfigError saying how to write the list."""
+    text = value.strip() if isinstance(value, str) else ""
+    if (text.startswith("[") and text.endswith("]")) or "," in text:
+        names = [n.strip().strip("'\"") for n in text.strip("[]").split(",") if n.strip()]
+        raise ConfigError(f"config key {key!r}={value!r} is invalid: a list's names are quoted, e.g. "
+                          f"'{key}={json.dumps(names, separators=(',', ':'))}' (in single quotes for the shell)")
+
+
 def axis(value: Any, everything: Sequence[str], key: str) -> list[str]:
     """A grid axis from config key `key`'s value: None -> the script's whole axis, a name -> [name], a list -> the
     list; ConfigError naming the key otherwise."""
     if value is None:
         return list(everything)
-    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
-        # Sacred keeps `method=[pcl,dml]` as one string (unquoted names are no Python literal): say how to write it
-        names = [n.strip().strip("'\"") for n in value.strip()[1:-1].split(",") if n.strip()]
-        example = json.dumps(names or list(everything[:2]), separators=(",", ":"))
-        raise ConfigError(f"config key {key!r}={value!r} is invalid: a list's names are quoted, e.g. "
-                          f"'{key}={example}' (in single quotes for the shell)")
+    check_quoted_list(value, key)
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
@@ -128,6 +133,7 @@ def pcl_ablation_grid(cfg: Mapping[str, Any], variants: Mapping[str, Cell]) -> l
     """The grid of a PCL ablation: every variant (label -> cell overrides) on CIFAR, ResNet-32 unless `backbone`.
     Its runs are PCL's: another `method` is refused (it would silently train PCL)."""
     check_dataset(cfg, ("cifar10", "cifar100"))
+    check_quoted_list(cfg.get("method"), "method")
     if cfg.get("method") not in ("pcl", ["pcl"], None):
         raise ConfigError(f"config key 'method'={cfg.get('method')!r} is invalid here: this ablation varies PCL's "
                           "components, so its method is pcl (compare methods with experiments/table2.py)")

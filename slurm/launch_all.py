@@ -341,7 +341,8 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
             store = tracking.open_store(args.results_dir, None, args.db_name)
         except tracking.StoreUnavailable as err:
             raise LaunchError(str(err)) from None
-        states = plan.record_states(store.sources(), [r.run_key for r in planned])
+        outside: dict[str, Any] = {}
+        states = plan.record_states(store.sources(), [r.run_key for r in planned], outside)
         queued: dict[str, Any] = {}
         live: set[str] | None = None
         queue_note = ""
@@ -366,7 +367,9 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                     raise
                 queue_note = f"This cluster would refuse the jobs: {err}."
         if args.dry_run:
-            print_plan(planned, selection, options, as_json=args.json, listing=args.list, queue_note=queue_note)
+            note = plan.store_note(planned, states, outside, store)
+            print_plan(planned, selection, options, as_json=args.json, listing=args.list,
+                       queue_note=" ".join(filter(None, (note, queue_note))))
             return 0
         counts = {s: sum(r.status == s for r in planned) for s in plan.STATUSES}
         log(f"{len(planned)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))

@@ -244,8 +244,10 @@ class RunState:
         return None if beat is None else (now - beat).total_seconds()
 
 
-def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None) -> dict[str, RunState]:
-    """run_key -> RunState from every record of the stores (one record per attempt, latest first)."""
+def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None,
+                  outside: dict[str, Mapping[str, Any]] | None = None) -> dict[str, RunState]:
+    """run_key -> RunState from every record of the stores (one record per attempt, latest first); `outside`, when
+    given, gets run_key -> config of the records of other runs."""
     from pcl import results
 
     wanted = set(run_keys) if run_keys is not None else None
@@ -253,12 +255,35 @@ def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None)
     for record in results.unique_attempts(list(results.iter_records(sources))):
         key = (record.get("config") or {}).get("run_key")
         if not key or (wanted is not None and key not in wanted):
+            if key and outside is not None and isinstance(key, str):
+                outside[key] = record.get("config") or {}
             continue
         states.setdefault(key, RunState()).records.append(record)
     for state in states.values():
         state.records.sort(key=lambda r: _utc(r.get("start_time")) or dt.datetime.min.replace(tzinfo=dt.timezone.utc),
                            reverse=True)
     return states
+
+
+def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outside: Mapping[str, Mapping[str, Any]],
+               store: Any) -> str:
+    """One line when the store (pcl.tracking.Store) holds no run of the selection: it is empty (named, and a file
+    store folder that does not exist said so: a mistyped --results-dir read as nothing done), or its runs are of
+    other settings, the shared named config most of them were made with named (a newcomer's smoke runs read as
+    nothing done under the paper's plan)."""
+    if not planned or any(run.run_key in states for run in planned):
+        return ""
+    if not outside:
+        missing = "" if Path(store.results_dir).exists() else ": no such folder"
+        return f"Nothing is recorded in the store yet ({store.describe()}{missing})."
+    from experiments.common import QUICK, SMOKE
+
+    matched = {name: sum(all(config.get(k) == v for k, v in named.items() if k != "seeds")
+                         for config in outside.values()) for name, named in (("smoke", SMOKE), ("quick", QUICK))}
+    name, count = max(matched.items(), key=lambda item: item[1])
+    return (f"None of these runs is in the store yet; it holds {len(outside)} other run(s)"
+            + (f", {count} of them made with the named config {name}: add --named {name} to see them."
+               if count else ": `python analysis/make_tables.py` shows the plans they belong to."))
 
 
 def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued: Mapping[str, Any],

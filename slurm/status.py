@@ -112,15 +112,16 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     snapshot = cluster.QueueSnapshot() if options.executor == "slurm" else None
     planned = plan.build_plan(selection)
     store = tracking.open_store(args.results_dir, None, args.db_name)
-    states = plan.record_states(store.sources(), [r.run_key for r in planned])
+    outside: dict[str, Any] = {}
+    states = plan.record_states(store.sources(), [r.run_key for r in planned], outside)
     queued: dict[str, Any] = {}
     live: set[str] | None = None
-    note = ""
+    note = plan.store_note(planned, states, outside, store)
     if snapshot is not None:
         try:
             queued, live = snapshot.result()
         except cluster.ClusterError as err:
-            note = f"queue not checked: {err}"
+            note = "\n".join(filter(None, (note, f"queue not checked: {err}")))
     now = dt.datetime.now(dt.timezone.utc)
     runs = []
     for run in planned:

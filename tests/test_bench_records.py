@@ -81,3 +81,6 @@ def test_a_measurement_is_held_to_the_targets_of_its_stores_size():
     assert records.cell(by_alias["make_tables"], slow, records.LARGE) == "31.0 s / 900 MB ✗time"
     assert status.target(large=True).endswith("30,000 runs: < 30 s")
     assert dry_run.target(large=True).endswith("30,000 runs: -") and "30,000" not in dry_run.target()
+    startup = by_alias["startup"]  # plans one cell whatever the store: its bounds hold at any size
+    assert records.cell(startup, measured, records.LARGE) == "16.5 s / 1,138 MB ✗time ✗mem"
+    assert startup.target(large=True) == startup.target() == "< 2 s, < 300 MB"

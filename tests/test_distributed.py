@@ -194,10 +194,13 @@ def test_command_lines_backbone_defaults_to_one_built_for_the_dataset(tmp_path, 
     for key in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(key, raising=False)
     for dataset in DATASETS:
-        chosen = distributed_cli.default_backbone(dataset)
+        chosen, built = distributed_cli.default_backbone(dataset), registry.dataset_backbones(dataset)
         check_backbone_dataset(chosen, dataset)  # built for it
-        assert chosen == KEYS["backbone"].default or KEYS["backbone"].default not in registry.dataset_backbones(dataset)
-    assert distributed_cli.default_backbone("imagenet") == "resnet18"
+        # the default before where it is built (a run started without --backbone resumes as itself), else the config's
+        assert chosen == (distributed_cli.PREVIOUS_DEFAULT_BACKBONE
+                          if distributed_cli.PREVIOUS_DEFAULT_BACKBONE in built else KEYS["backbone"].default)
+    assert [distributed_cli.default_backbone(d) for d in ("imagenet", "synthetic", "cifar10")] == \
+        ["resnet18", "resnet18", "resnet32"]
     assert distributed_cli.main(["--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--device", "cpu",
                                  "--out-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

@@ -352,3 +352,13 @@ def test_the_png_falls_back_to_agg_where_pypdfium2_does_not_load(monkeypatch):
         assert raster.renderer() == "agg"
     finally:
         raster.renderer.cache_clear()
+
+
+def test_a_format_asked_twice_is_one_file_and_the_figures_are_kept_again(tmp_path):
+    """`--formats png png`: one file per figure, and the next call keeps them (the figure cache expects one file per
+    asked format: with the repeat it found one short and drew every figure again)."""
+    table = _table(tmp_path / "a", epochs=4)
+    first, _ = plots.make_figures([table], tmp_path / "figs", formats=["png", "png"])
+    again, _ = plots.make_figures([table], tmp_path / "figs", formats=["png", "png"])
+    assert first and all(len(paths) == 1 and paths[0].suffix == ".png" for _, paths in first)
+    assert all(figure.kept for figure, _ in again) and [p for _, p in again] == [p for _, p in first]

@@ -668,6 +668,31 @@ def test_the_dry_run_says_how_many_runs_the_tables_share(tmp_path, capsys):
     assert "shared between tables" not in capsys.readouterr().out  # one table: nothing to explain
 
 
+def test_status_and_the_dry_run_say_why_none_of_the_selection_is_in_the_store(tmp_path, capsys):
+    """A newcomer's smoke runs read as nothing done under the paper's plan, and a mistyped --results-dir as a fresh
+    store (every run missing, exit 0, not a word): one line now says which, naming the named config the store's
+    runs were made with, or that the folder does not exist."""
+    smoke = plan.build_plan(plan.Selection(tables=["table2"], methods=["baseline", "pcl"], named=["smoke"]))
+    for i, run in enumerate(smoke):  # records as the file store writes them
+        folder = tmp_path / "results" / str(i + 1)
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "result": {}, "meta": {},
+                                                     "start_time": "2026-01-01T00:00:00", "heartbeat": None}))
+        (folder / "config.json").write_text(json.dumps(run.cfg))
+    argv = ["--executor", "local", "--tables", "table2", "--methods", "baseline,pcl"]
+    said = (f"None of these runs is in the store yet; it holds {len(smoke)} other run(s), {len(smoke)} of them made "
+            "with the named config smoke: add --named smoke to see them.")
+    for command in (status.run, lambda a: launch_all.run([*a, "--dry-run"])):
+        assert command([*argv, "--results-dir", str(tmp_path / "results")]) == 0
+        assert said in capsys.readouterr().out
+        assert command([*argv, "--named", "smoke", "--results-dir", str(tmp_path / "results")]) == 0
+        assert "None of these runs" not in capsys.readouterr().out  # they are the selection's
+        assert command([*argv, "--results-dir", str(tmp_path / "typo")]) == 0
+        assert f"Nothing is recorded in the store yet (file store {tmp_path / 'typo'}: no such folder)." \
+            in capsys.readouterr().out
+    assert not (tmp_path / "typo").exists()
+
+
 # ---- where each run stands: a damaged record is skipped by every store alike --------------------------------------
 def test_a_damaged_record_is_skipped_by_status_on_mongodb_as_on_a_file_store(mongo_url, tmp_path, capsys):
     """status and the launcher read whole records and check them (pcl.results.check_record), so a record damaged

@@ -114,6 +114,16 @@ BAD_INPUTS = {
                            """config key 'method'='[pcl,dml]' is invalid: a list's names are quoted, e.g. """
                            """'method=["pcl","dml"]' (in single quotes for the shell)"""),
     "axis_unquoted_backbone": (["with", "smoke", "backbone=[ tiny_resnet8 ]"], """'backbone=["tiny_resnet8"]'"""),
+    "axis_comma_list": (["with", "smoke", "method=pcl,dml"], """'method'='pcl,dml' is invalid: a list's names"""),
+    # the shell splits a value at a space; Sacred took the second word for a named config
+    "value_split_at_a_space": (["with", "smoke", "seeds=[0,", "1]"],
+                               "named config '1]' is unknown: allowed named configs: quick, smoke; the shell split "
+                               "seeds=[0, 1] at its space: quote it, e.g. 'seeds=[0, 1]'"),
+    "list_split_at_a_space": (["with", "smoke", "method=[pcl,", "dml]"], """e.g. 'method=["pcl","dml"]'"""),
+    "method_after_a_method": (["with", "smoke", "method=pcl", "dml"],
+                              """'dml' is a method: several are a list, e.g. 'method=["pcl","dml"]'"""),
+    "named_config_typo": (["with", "smok"], "named config 'smok' is unknown: allowed named configs: quick, smoke; "
+                                            "did you mean 'smoke'?"),
     "queue_flag": (["-q", "with", "smoke"], "-q"),
     "unobserved_flag": (["-u", "with", "smoke"], "-u"),
     "sql_flag": (["-s", "sqlite:///x.db", "with", "smoke"], "-s"),

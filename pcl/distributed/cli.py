@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="pcl")
     ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"temperature\": 3}'")
     ap.add_argument("--backbone", default=None,
-                    help="default: the config's default backbone where it is built for --dataset (resnet32 on "
-                         "CIFAR), else the first one declared for it (resnet18 on ImageNet)")
+                    help="default: resnet18 where it is built for --dataset (ImageNet, synthetic), else the "
+                         "config's default (resnet32 on CIFAR)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None, help="global batch, divided over the processes")
@@ -97,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def default_backbone(dataset: str) -> str:
-    """--backbone left out: the run config's default backbone where it is built for `dataset`, else the first one
-    declared for it (one default for every dataset: resnet18 was refused on CIFAR, resnet32 on ImageNet)."""
-    default = KEYS["backbone"].default
+    """--backbone left out: resnet18, the command's default before, where it is built for `dataset` (ImageNet, the
+    synthetic stand-in: a run started without --backbone resumes as itself), else the run config's default
+    (resnet32 on CIFAR, where resnet18 was refused), else the first backbone declared for the dataset."""
     built = registry.dataset_backbones(dataset) if isinstance(dataset, str) else ()
-    return default if default in built or not built else built[0]  # none: the dataset check names the dataset
+    for name in (PREVIOUS_DEFAULT_BACKBONE, KEYS["backbone"].default):
+        if name in built:
+            return name
+    return built[0] if built else PREVIOUS_DEFAULT_BACKBONE  # none: the dataset check names the dataset
+
+
+#: --backbone's default for every dataset until it was refused on CIFAR
+PREVIOUS_DEFAULT_BACKBONE = "resnet18"
 
 
 def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
