@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import special
 
 from analysis import cli, escape
-from analysis.tables import METHOD_NAMES, Table, build_tables
+from analysis.setting import DATASET_NAMES
+from analysis.tables import BACKBONE_NAMES, METHOD_NAMES, Table, build_tables
 from pcl.fsio import replace_file
 
 HELD, NOT_HELD, TOO_FEW = "held", "not held", "not enough runs"
@@ -213,6 +214,10 @@ def _num(x: float, signed: bool = False) -> str:
 def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> str:
     """The claims section (Markdown; every text from a record escaped)."""
     md = escape.markdown
+
+    def shown(names: dict[str, str], name: Any) -> str:  # as the tables name them (a record's own name escaped)
+        return md(names.get(name, name) if isinstance(name, str) else name)
+
     lines = ["## The paper's claims, judged from these runs", "",
              f"Effect: mean top-1 error of the claimed better column minus the other (points; < 0 supports the "
              f"claim), {LEVEL:.0%} interval. Verdicts: *held* (the whole interval is below 0), *{CONTRADICTED}* (it "
@@ -225,8 +230,9 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
         for v in found:
             ci = f"{_num(v.effect, True)} [{_num(v.low, True)}, {_num(v.high, True)}]"
             p = "-" if math.isnan(v.p_value) else f"{v.p_value:.3g}"
-            lines.append(f"| {md(v.claim.table)} | {md(v.dataset)} | {md(v.row)} | {md(v.claim.text)} | "
-                         f"**{v.verdict}** | {ci} | {p} | {v.n_better} vs {v.n_worse} | {v.test} |")
+            where = f"{md(v.claim.table)} | {shown(DATASET_NAMES, v.dataset)} | {shown(BACKBONE_NAMES, v.row)}"
+            lines.append(f"| {where} | {md(v.claim.text)} | **{v.verdict}** | {ci} | {p} | "
+                         f"{v.n_better} vs {v.n_worse} | {v.test} |")
         lines.append("")
     frame = pd.concat([c for c in cells if not c.empty], ignore_index=True) if any(
         not c.empty for c in cells) else pd.DataFrame()
@@ -238,9 +244,9 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
                   "|---|---|---|---|---|---|---|---|"]
         for r in frame.to_dict("records"):
             ours = f"{_num(r['ours'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
-            lines.append(f"| {md(r['table'])} | {md(r['dataset'])} | {md(r['backbone'])} | {md(r['column'])} | "
-                         f"{ours} | {r['n']} | {_num(r['paper'])} ({md(str(r['paper_confidence']))}) | "
-                         f"{md(r['verdict'])} |")
+            where = f"{md(r['table'])} | {shown(DATASET_NAMES, r['dataset'])} | {shown(BACKBONE_NAMES, r['backbone'])}"
+            lines.append(f"| {where} | {md(r['column'])} | {ours} | {r['n']} | {_num(r['paper'])} "
+                         f"({md(str(r['paper_confidence']))}) | {md(r['verdict'])} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -140,6 +140,21 @@ def test_record_text_in_a_claim_is_escaped():
     assert "<img" not in text and "\n# h" not in text
 
 
+def test_the_claims_name_backbones_and_datasets_as_the_tables_do():
+    """The report's tables said "tiny ResNet-8" and "CIFAR-100", its claims table "tiny_resnet8" and "cifar100"
+    (found by a new user); a name no declaration knows (a foreign record) is shown as it is, escaped."""
+    from analysis.setting import DATASET_NAMES
+    from analysis.tables import BACKBONE_NAMES
+
+    claim = claims.Claim("table2", "PCL has a lower error than DML", "pcl", "dml")
+    v = claims.judge(claim, _runs({"pcl": [10.0, 11.0], "dml": [20.0, 21.0]}), "cifar100", "resnet32")
+    row = [line for line in claims.render_markdown([v], []).splitlines() if line.startswith("| table2 |")]
+    assert row and row[0].startswith(f"| table2 | {DATASET_NAMES['cifar100']} | {BACKBONE_NAMES['resnet32']} |")
+    assert BACKBONE_NAMES["resnet32"] != "resnet32"
+    odd = claims.judge(claim, _runs({"pcl": [10.0, 11.0], "dml": [20.0, 21.0]}, row="my_net"), "mine", "my_net")
+    assert "| table2 | mine | my_net |" in claims.render_markdown([odd], [])
+
+
 def test_the_verdicts_legend_names_each_verdict_once_as_it_appears_in_the_table():
     """The legend ran the labels into their meanings ("not held: the other way: above 0; not held: unresolved:
     it holds 0"), which a new user read as a typo."""
