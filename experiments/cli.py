@@ -198,8 +198,13 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
     try:
         args = docopt(internal_usage, [str(a) for a in argv[1:]], default_help=False)
     except DocoptExit:
+        given = [str(a) for a in argv[1:]]
+        after_with = given[given.index("with") + 1:] if "with" in given else []
+        dashed = next((a for a in after_with if a.startswith("--") and len(a) > 2), None)
+        hint = (f"; after `with` a value is KEY=VALUE: {dashed[2:].split('=')[0]}=... instead of {dashed}"
+                if dashed else "")
         raise tracking.UserError(f"the command line is not understood: expected `{Path(argv[0]).name} [COMMAND] "
-                                 f"[FLAGS] [with KEY=VALUE ...]`; flags: {SUPPORTED}; see --help") from None
+                                 f"[FLAGS] [with KEY=VALUE ...]`; flags: {SUPPORTED}; see --help{hint}") from None
     if ex._handle_help(args, _help_text(ex, usage)):
         sys.exit(0)
     for flag, value in args.items():
@@ -210,8 +215,9 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
     command = args.get("COMMAND") or ex.default_command
     problem = ex._check_command(command)
     if problem:
+        named = f"; {command!r} is a named config: `with {command}`" if command in ex.named_configs else ""
         raise tracking.UserError(f"command {command!r} is unknown: {problem.split('Available commands are: ')[-1]}"
-                                 " are the commands")
+                                 f" are the commands{named}")
     config_updates, named_configs = _config_updates(ex, args["UPDATE"])
     if args["--file_storage"] is not None:  # -F '' too: results_dir's check refuses it (never ./results instead)
         given = config_updates.get("results_dir")

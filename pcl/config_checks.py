@@ -26,7 +26,10 @@ def did_you_mean(given: Any, allowed: Any, show: Callable[[str], str] = repr) ->
     names = [given] if isinstance(given, str) else [g for g in given if isinstance(g, str)] \
         if isinstance(given, (list, tuple, set, frozenset)) else []
     candidates = [str(a) for a in allowed]
-    close = list(dict.fromkeys(c for name in names for c in difflib.get_close_matches(name, candidates, n=1)))
+    folded = {c.casefold(): c for c in reversed(candidates)}  # method=PCL, dataset=CIFAR10: the name in its case
+    close = list(dict.fromkeys(
+        c for name in names for c in ([folded[name.casefold()]] if name.casefold() in folded
+                                      else difflib.get_close_matches(name, candidates, n=1))))
     return f"; did you mean {', '.join(map(show, close))}?" if close else ""
 
 

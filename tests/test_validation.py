@@ -122,6 +122,11 @@ BAD_INPUTS = {
     "list_split_at_a_space": (["with", "smoke", "method=[pcl,", "dml]"], """e.g. 'method=["pcl","dml"]'"""),
     "method_after_a_method": (["with", "smoke", "method=pcl", "dml"],
                               """'dml' is a method: several are a list, e.g. 'method=["pcl","dml"]'"""),
+    "named_config_as_command": (["smoke"], ("command 'smoke' is unknown: print_config",
+                                            "'smoke' is a named config: `with smoke`")),
+    "flag_after_with": (["with", "smoke", "--epochs", "2"], "after `with` a value is KEY=VALUE: epochs=... instead of "
+                                                             "--epochs"),
+    "case_of_a_name": (["with", "smoke", "method=PCL"], "did you mean 'pcl'?"),
     "named_config_typo": (["with", "smok"], "named config 'smok' is unknown: allowed named configs: quick, smoke; "
                                             "did you mean 'smoke'?"),
     "queue_flag": (["-q", "with", "smoke"], "-q"),
@@ -231,7 +236,7 @@ _NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_s
 @given(st.one_of(_NAMES, st.lists(_NAMES, max_size=3), st.integers(), st.none()), st.lists(_NAMES, max_size=8))
 def test_a_hint_names_only_allowed_names_closest_to_what_was_given(given_name, allowed):
     """Whatever was typed (any text, a list, not a name at all): no hint, or one naming allowed names only, each
-    the closest to a given name."""
+    the same name in another case (method=PCL: 'pcl') or else the closest to a given name."""
     from pcl.config_checks import did_you_mean
 
     hint = did_you_mean(given_name, allowed)
@@ -241,8 +246,11 @@ def test_a_hint_names_only_allowed_names_closest_to_what_was_given(given_name, a
     given_names = [given_name] if isinstance(given_name, str) else given_name
     assert isinstance(given_names, list)
     for name in given_names:
-        best = difflib.get_close_matches(name, allowed, n=1)
+        same = [a for a in reversed(allowed) if a.casefold() == name.casefold()][-1:]
+        best = same or difflib.get_close_matches(name, allowed, n=1)
         assert not best or repr(best[0]) in hint
+    assert did_you_mean("PCL", ["pcl", "pcl_e"]) == "; did you mean 'pcl'?"
+    assert did_you_mean("CIFAR10", ["cifar10", "cifar100"]) == "; did you mean 'cifar10'?"
 
 
 def test_plan_and_print_config_show_every_methods_resolved_options(capsys):
