@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from analysis import escape
 from analysis.runs import AnalysisError, default_stores
+from pcl.config_checks import did_you_mean
 from pcl.flags import OneLineParser
 from pcl.fsio import folder_problem
 from pcl.results import StoreError
@@ -77,8 +78,10 @@ def _head(text: str) -> str:
     methods = registry.methods().values()
     if not any(spec.head(text) for spec in methods):
         declared = dict.fromkeys(h.name.replace("{j}", "N") for spec in methods for h in spec.heads)
+        examples = [h.name.replace("{j}", "1") for spec in methods for h in spec.heads]  # as given: peer1
         raise argparse.ArgumentTypeError(f"{text!r} is invalid: no method has such a head; the methods' heads: "
-                                         f"{', '.join(declared)} (N: a peer's number, from 1)")
+                                         f"{', '.join(declared)} (N: a peer's number, from 1)"
+                                         f"{did_you_mean(text, examples)}")
     return text
 
 

@@ -452,6 +452,7 @@ def test_the_analysis_refuses_what_it_cannot_use_before_any_work(tmp_path, capsy
              (report.main, ["--out", ""], "'' is invalid: an empty path names no folder"),
              (make_tables.main, ["--head", "foo"], "'foo' is invalid: no method has such a head; the methods' "
                                                    "heads: "),
+             (make_tables.main, ["--head", "ensembel"], "(N: a peer's number, from 1); did you mean 'ensemble'?"),
              (make_tables.main, ["--named", "smokey"], "--named smokey: no table's script declares it; declared: "),
              (make_tables.main, ["--store", str(tmp_path / "file")], "is not a folder")]
     (tmp_path / "file").write_text("x")
