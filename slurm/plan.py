@@ -277,13 +277,30 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
         missing = "" if Path(store.results_dir).exists() else ": no such folder"
         return f"Nothing is recorded in the store yet ({store.describe()}{missing})."
     from experiments.common import QUICK, SMOKE
+    from pcl.results import one_line
 
-    matched = {name: sum(all(config.get(k) == v for k, v in named.items() if k != "seeds")
-                         for config in outside.values()) for name, named in (("smoke", SMOKE), ("quick", QUICK))}
-    name, count = max(matched.items(), key=lambda item: item[1])
-    return (f"None of these runs is in the store yet; it holds {len(outside)} other run(s)"
-            + (f", {count} of them made with the named config {name}: add --named {name} to see them."
-               if count else ": `python analysis/make_tables.py` shows the plans they belong to."))
+    made_with: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    for config in outside.values():
+        for name, named in (("smoke", SMOKE), ("quick", QUICK)):
+            keys = [k for k in named if k != "seeds"]
+            if not isinstance(config, Mapping) or not all(k in config for k in keys):
+                continue
+            # a few values of its own (`with smoke epochs=2`): the named config with those as --set
+            changed = tuple((k, _set_value(config[k])) for k in keys if config[k] != named[k])
+            if len(changed) <= len(keys) // 3:
+                made_with[(name, changed)] = made_with.get((name, changed), 0) + 1
+    head = f"None of these runs is in the store yet; it holds {len(outside)} other run(s)"
+    if not made_with:
+        return head + ": `python analysis/make_tables.py` shows the plans they belong to."
+    (name, changed), count = max(made_with.items(), key=lambda item: (item[1], -len(item[0][1])))
+    flags = one_line(" ".join([f"--named {name}", *(f"--set {k}={v}" for k, v in changed)]))
+    made = f"the named config {name}" + "".join(f", {k}={one_line(v, 40)}" for k, v in changed)
+    return f"{head}, {count} of them made with {made}: add {flags} to see them."
+
+
+def _set_value(value: Any) -> str:
+    """A record's config value as --set writes it (a Python literal; a plain name as itself)."""
+    return value if isinstance(value, str) and value.isidentifier() else repr(value)
 
 
 def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued: Mapping[str, Any],

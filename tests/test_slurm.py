@@ -672,13 +672,26 @@ def test_status_and_the_dry_run_say_why_none_of_the_selection_is_in_the_store(tm
     """A newcomer's smoke runs read as nothing done under the paper's plan, and a mistyped --results-dir as a fresh
     store (every run missing, exit 0, not a word): one line now says which, naming the named config the store's
     runs were made with, or that the folder does not exist."""
+    def write(store, runs):  # records as the file store writes them
+        for i, run in enumerate(runs):
+            folder = tmp_path / store / str(i + 1)
+            folder.mkdir(parents=True)
+            (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "result": {}, "meta": {},
+                                                         "start_time": "2026-01-01T00:00:00", "heartbeat": None}))
+            (folder / "config.json").write_text(json.dumps(run.cfg))
+
     smoke = plan.build_plan(plan.Selection(tables=["table2"], methods=["baseline", "pcl"], named=["smoke"]))
-    for i, run in enumerate(smoke):  # records as the file store writes them
-        folder = tmp_path / "results" / str(i + 1)
-        folder.mkdir(parents=True)
-        (folder / "run.json").write_text(json.dumps({"status": "COMPLETED", "result": {}, "meta": {},
-                                                     "start_time": "2026-01-01T00:00:00", "heartbeat": None}))
-        (folder / "config.json").write_text(json.dumps(run.cfg))
+    write("results", smoke)
+    # `with smoke epochs=2` (for the figures): the named config and the value that sets them apart, as flags
+    write("longer", plan.build_plan(plan.Selection(tables=["table2"], methods=["pcl"], named=["smoke"],
+                                                   updates={"epochs": 2})))
+    assert status.run(["--executor", "local", "--tables", "table2", "--named", "smoke",
+                       "--results-dir", str(tmp_path / "longer")]) == 0
+    assert ("it holds 1 other run(s), 1 of them made with the named config smoke, epochs=2: add --named smoke "
+            "--set epochs=2 to see them.") in capsys.readouterr().out
+    assert status.run(["--executor", "local", "--tables", "table2", "--named", "smoke", "--set", "epochs=2",
+                       "--results-dir", str(tmp_path / "longer")]) == 0
+    assert "None of these runs" not in capsys.readouterr().out
     argv = ["--executor", "local", "--tables", "table2", "--methods", "baseline,pcl"]
     said = (f"None of these runs is in the store yet; it holds {len(smoke)} other run(s), {len(smoke)} of them made "
             "with the named config smoke: add --named smoke to see them.")
@@ -941,3 +954,21 @@ def test_a_ledger_that_cannot_be_written_after_a_submission_names_the_jobs(tmp_p
     line = _one_line(capsys.readouterr().err)
     assert code == 2 and "could not be written (No space left on device) after job(s) went in" in line, line
     assert "scancel" in line and "would submit their runs again" in line
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.text(min_size=1, max_size=10),
+                       st.one_of(_JSON, st.dictionaries(st.sampled_from(["dataset", "backbone", "epochs", "batch_size",
+                                                                         "train_subset", "device", "workers"]),
+                                                        _JSON, max_size=7)), max_size=4))
+def test_the_store_note_of_any_records_is_one_line(tmp_path, configs):
+    """Other runs' configs are untrusted record text: whatever they hold, the note is one printable line."""
+    planned = [plan.Planned({"run_key": "k", "label": "x"}, ["table2"])]
+    store = type("S", (), {"results_dir": tmp_path, "describe": lambda self: "file store"})()
+    note = plan.store_note(planned, {}, configs, store)
+    assert isinstance(note, str) and "\n" not in note and "\x1b" not in note and note
