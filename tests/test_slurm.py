@@ -957,7 +957,8 @@ def test_a_ledger_that_cannot_be_written_after_a_submission_names_the_jobs(tmp_p
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=3),
                      max_leaves=8)
 
 
