@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pcl.config_checks import did_you_mean
+
 #: an option's value types, as declared (`Option.kind`), inferred from the default when not given
 KINDS = ("bool", "int", "float", "str", "path", "any")
 #: how a time constant of the paper's schedule follows a shorter run (pcl.schema.TIME_SCALES)
@@ -140,8 +142,11 @@ class Option:
             raise ValueError(f"{owner}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
         for bound in ("minimum", "maximum"):
             value = getattr(self, bound)
-            if value is not None and not (_finite_number(value) and self.kind in ("int", "float")):
-                raise ValueError(f"{owner}: {bound}={value!r} must be a finite number, on an int or float option")
+            if value is not None and not _finite_number(value):
+                raise ValueError(f"{owner}: {bound}={value!r} must be a finite number")
+            if value is not None and self.kind not in ("int", "float"):  # e.g. a default written "150"
+                raise ValueError(f"{owner}: {bound}={value!r} bounds a number, but the option is {self.kind}"
+                                 f" (its default {self.default!r}); a number option has a number default")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError(f"{owner}: minimum {self.minimum!r} is above maximum {self.maximum!r}")
         if self.disagreement is not None and not (len(self.disagreement) == 2
@@ -607,7 +612,8 @@ def _evaluate(node: ast.AST, where: tuple[str, str], line: int) -> Any:
             if k.arg not in fields or k.arg in seen:  # a repeated keyword: ast parses it, Python refuses to import
                 line = k.lineno
                 raise fail(f"{node.func.id} has no field {k.arg!r} (its fields: {', '.join(fields)})"
-                           if k.arg not in fields else f"the field {k.arg!r} is given twice")
+                           f"{did_you_mean(k.arg, fields)}" if k.arg not in fields
+                           else f"the field {k.arg!r} is given twice")
             seen.add(k.arg)  # type: ignore[arg-type]
         args = [_evaluate(a, where, line) for a in node.args]
         kwargs = {k.arg: _evaluate(k.value, where, line) for k in node.keywords}

@@ -134,7 +134,11 @@ METHOD = ("DECLARATION = MethodSpec(\n"
 
 @pytest.mark.parametrize("old, new, message", [
     # a field that does not exist: the fields are listed (it was a TypeError traceback without them)
-    ("tables=", "tabels=", r"m\.py:4: DECLARATION: MethodSpec has no field 'tabels' \(its fields: name, "),
+    ("tables=", "tabels=", r"m\.py:4: DECLARATION: MethodSpec has no field 'tabels' \(its fields: name, "
+                           r".*\); did you mean 'tables'\?$"),
+    # a bound on an option whose default is no number: said of the default (it blamed the bound)
+    ("Option('temperature', 3.0,", "Option('temperature', '3.0',", r"option 'temperature': minimum=0 bounds a number, "
+                                                                   r"but the option is str \(its default '3\.0'\)"),
     # a default its own check refuses: every run leaving it unset would be refused
     ("3.0, 'T'", "0.0, 'T'", r"m\.py:6: DECLARATION: Option: option 'temperature': its default 0\.0 must be a "
                              r"finite number > 0"),
