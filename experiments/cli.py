@@ -118,29 +118,43 @@ def sacred_error_line(ex: Experiment, err: Exception, config_updates: Mapping[st
         found = re.search(r'"(.*?)"\. Available config values are: (.*)$', str(err))
         if found:
             allowed = ", ".join(re.findall(r"'([^']*)'", found.group(2)))
-            given = getattr(err, "config_updates", None) or config_updates  # raised while they were read
+            words = getattr(err, "words", None) or [f"{k}={v}" for k, v in config_updates.items()]
             return (f"named config {found.group(1)!r} is unknown: allowed named configs: {allowed}"
-                    f"{_split_value_hint(found.group(1), given) or did_you_mean(found.group(1), allowed.split(', '))}")
+                    f"{_split_value_hint(found.group(1), words) or did_you_mean(found.group(1), allowed.split(', '))}")
     return " ".join(str(getattr(err, "message", None) or err).split())
 
 
-def _split_value_hint(word: str, config_updates: Mapping[str, Any]) -> str:
-    """How to write a value the shell split at a space (Sacred takes each word without `=` after `with` for a named
-    config): `seeds=[0, 1]` gave the update seeds='[0,' and the named config '1]', `method=pcl dml` the named
-    config 'dml'."""
+def _split_value_hint(word: str, words: list[str]) -> str:
+    """How to write a value the shell split at spaces (Sacred takes each word without `=` after `with` for a named
+    config): `seeds=[0, 1, 2]` gave the update seeds='[0,' and the named configs '1,' and '2]', `method=pcl dml` the
+    named config 'dml'. `words`: the `with` arguments as given, `word` the first unknown named config."""
     from pcl import registry
 
-    open_values = [(k, v) for k, v in config_updates.items()
-                   if isinstance(v, str) and (v.rstrip().endswith(",") or v.count("[") > v.count("]"))]
-    if open_values:
-        key, value = open_values[-1]
-        joined = f"{value} {word}"
-        if isinstance(_literal(joined), str) and key in ("method", "backbone"):  # unquoted names: quote them too
-            joined = json.dumps([n.strip() for n in joined.strip("[] ").split(",") if n.strip()], separators=(",", ":"))
-        return f"; the shell split {key}={value} {word} at its space: quote it, e.g. '{key}={joined}'"
+    at = words.index(word) if word in words else len(words)
+    start = at - 1  # the KEY=VALUE the word continues: its value left open (a [ not closed, a trailing comma)
+    while start >= 0 and "=" not in words[start]:
+        start -= 1
+    if start >= 0:
+        key, _, value = words[start].partition("=")
+        if value.rstrip().endswith(",") or value.count("[") > value.count("]"):
+            parts = [value]
+            for more in words[start + 1:]:
+                if "=" in more:
+                    break
+                parts.append(more)
+                joined = " ".join(parts)
+                if joined.count("[") <= joined.count("]") and not joined.rstrip().endswith(","):
+                    break
+            joined = " ".join(parts)
+            example = joined
+            if isinstance(_literal(joined), str) and key in ("method", "backbone"):  # unquoted names: quote them too
+                example = json.dumps([n.strip() for n in joined.strip("[] ").split(",") if n.strip()],
+                                     separators=(",", ":"))
+            return f"; the shell split {key}={joined} at its spaces: quote it, e.g. '{key}={example}'"
+    given = dict(w.split("=", 1) for w in words if "=" in w)
     for key, names in (("method", registry.methods()), ("backbone", registry.backbones())):
         if word in names:
-            before = config_updates.get(key)
+            before = given.get(key)
             listed = [before, word] if isinstance(before, str) and before in names and before != word else [word]
             example = json.dumps(listed, separators=(",", ":"))
             return f"; {word!r} is a {key}: several are a list, e.g. '{key}={example}' (names quoted, no spaces)"
@@ -187,7 +201,7 @@ def _config_updates(ex: Experiment, updates: Iterable[str] | None) -> tuple[dict
     try:
         return config_updates, declared_named_configs(ex, named)
     except NamedConfigNotFoundError as err:
-        err.config_updates = config_updates  # type: ignore[attr-defined]  # for its line (_split_value_hint)
+        err.words = list(updates or ())  # type: ignore[attr-defined]  # for its line (_split_value_hint)
         raise
 
 
@@ -200,7 +214,9 @@ def _parse(ex: Experiment, argv: list[str]) -> tuple[str, dict[str, Any], list[s
     except DocoptExit:
         given = [str(a) for a in argv[1:]]
         after_with = given[given.index("with") + 1:] if "with" in given else []
-        dashed = next((a for a in after_with if a.startswith("--") and len(a) > 2), None)
+        # a config key written as a flag (--epochs 2), not one of Sacred's flags (--comment is both)
+        keys = set(_config_keys(ex)) - {o.get_flag()[2:] for o in ex.all_cli_options}
+        dashed = next((a for a in after_with if a.startswith("--") and a[2:].split("=")[0] in keys), None)
         hint = (f"; after `with` a value is KEY=VALUE: {dashed[2:].split('=')[0]}=... instead of {dashed}"
                 if dashed else "")
         raise tracking.UserError(f"the command line is not understood: expected `{Path(argv[0]).name} [COMMAND] "

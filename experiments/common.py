@@ -102,8 +102,8 @@ def check_quoted_list(value: Any, key: str) -> None:
     """Sacred keeps `method=[pcl,dml]` (unquoted names are no Python literal) and `method=pcl,dml` as one string:
     ConfigError saying how to write the list."""
     text = value.strip() if isinstance(value, str) else ""
-    if (text.startswith("[") and text.endswith("]")) or "," in text:
-        names = [n.strip().strip("'\"") for n in text.strip("[]").split(",") if n.strip()]
+    names = [n.strip().strip("'\"") for n in text.strip("[]").split(",") if n.strip()]
+    if names and ((text.startswith("[") and text.endswith("]")) or "," in text):  # `method=,`: the usual error
         raise ConfigError(f"config key {key!r}={value!r} is invalid: a list's names are quoted, e.g. "
                           f"'{key}={json.dumps(names, separators=(',', ':'))}' (in single quotes for the shell)")
 

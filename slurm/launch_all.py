@@ -289,7 +289,7 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
                                     "dataset": r.cfg["dataset"], "backbone": r.cfg["backbone"],
                                     "method": r.cfg["method"], "seed": r.cfg["seed"], "status": r.status,
                                     "detail": r.detail, "gpu_hours": r.gpu_hours, "estimate": r.estimate}
-                                   for r in planned]}, indent=1))
+                                   for r in planned], "note": queue_note}, indent=1))
         return
     shown = frame.copy()
     for col in ("gpu_h_all", "gpu_h_to_do"):
@@ -367,7 +367,7 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                     raise
                 queue_note = f"This cluster would refuse the jobs: {err}."
         if args.dry_run:
-            note = plan.store_note(planned, states, outside, store)
+            note = plan.store_note(planned, states, outside, store, selection)
             print_plan(planned, selection, options, as_json=args.json, listing=args.list,
                        queue_note=" ".join(filter(None, (note, queue_note))))
             return 0

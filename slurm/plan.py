@@ -9,6 +9,7 @@ import ast
 import datetime as dt
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -266,41 +267,61 @@ def record_states(sources: Sequence[Any], run_keys: Iterable[str] | None = None,
 
 
 def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outside: Mapping[str, Mapping[str, Any]],
-               store: Any) -> str:
+               store: Any, selection: Selection | None = None) -> str:
     """One line when the store (pcl.tracking.Store) holds no run of the selection: it is empty (named, and a file
     store folder that does not exist said so: a mistyped --results-dir read as nothing done), or its runs are of
-    other settings, the shared named config most of them were made with named (a newcomer's smoke runs read as
-    nothing done under the paper's plan)."""
+    other settings: the shared named config most of them were made with and the flags that show them (a newcomer's
+    smoke runs read as nothing done under the paper's plan), or, when the selection has those flags already, the
+    config keys the runs differ in. Record values are untrusted: only plain values become shell-quoted flags."""
     if not planned or any(run.run_key in states for run in planned):
         return ""
     if not outside:
-        missing = "" if Path(store.results_dir).exists() else ": no such folder"
-        return f"Nothing is recorded in the store yet ({store.describe()}{missing})."
+        where = store.describe()
+        if not Path(store.results_dir).exists():
+            folder = f"file store {store.results_dir}"
+            where = where.replace(folder, f"{folder}: no such folder", 1)
+        return f"Nothing is recorded in the store yet ({where})."
     from experiments.common import QUICK, SMOKE
     from pcl.results import one_line
 
-    made_with: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    made_with: dict[tuple[str, tuple[tuple[str, Any], ...]], list[Mapping[str, Any]]] = {}
     for config in outside.values():
         for name, named in (("smoke", SMOKE), ("quick", QUICK)):
             keys = [k for k in named if k != "seeds"]
             if not isinstance(config, Mapping) or not all(k in config for k in keys):
                 continue
             # a few values of its own (`with smoke epochs=2`): the named config with those as --set
-            changed = tuple((k, _set_value(config[k])) for k in keys if config[k] != named[k])
-            if len(changed) <= len(keys) // 3:
-                made_with[(name, changed)] = made_with.get((name, changed), 0) + 1
+            changed = tuple((k, config[k]) for k in keys if config[k] != named[k])
+            if len(changed) <= len(keys) // 3 and all(_plain(v) for _, v in changed):
+                made_with.setdefault((name, changed), []).append(config)
     head = f"None of these runs is in the store yet; it holds {len(outside)} other run(s)"
     if not made_with:
         return head + ": `python analysis/make_tables.py` shows the plans they belong to."
-    (name, changed), count = max(made_with.items(), key=lambda item: (item[1], -len(item[0][1])))
-    flags = one_line(" ".join([f"--named {name}", *(f"--set {k}={v}" for k, v in changed)]))
-    made = f"the named config {name}" + "".join(f", {k}={one_line(v, 40)}" for k, v in changed)
-    return f"{head}, {count} of them made with {made}: add {flags} to see them."
+    (name, changed), configs = max(made_with.items(), key=lambda item: (len(item[1]), -len(item[0][1])))
+    given_named = selection.named if selection is not None else []
+    given_updates = selection.updates if selection is not None else {}
+    flags = ([] if name in given_named else ["--named", name]) + [
+        part for k, v in changed if given_updates.get(k, object()) != v for part in ("--set", f"{k}={_literal(v)}")]
+    made = f"the named config {name}" + "".join(f", {k}={one_line(_literal(v), 40)}" for k, v in changed)
+    if flags:
+        return f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them."
+    # the selection has those flags already: its runs and these differ elsewhere (lr, seeds, options, ...)
+    mine = planned[0].cfg
+    differ = sorted({k for c in configs for k in set(c) | set(mine)
+                     if k not in ("run_key", "label", "experiment") and c.get(k) != mine.get(k)}, key=str)
+    return (f"{head}, {len(configs)} of them made with {made} as these, with other values of "
+            f"{one_line(', '.join(map(str, differ[:6])), 120)}{' ...' if len(differ) > 6 else ''}: "
+            "`python analysis/make_tables.py` shows the plans they belong to.")
 
 
-def _set_value(value: Any) -> str:
-    """A record's config value as --set writes it (a Python literal; a plain name as itself)."""
+def _literal(value: Any) -> str:
+    """A plain config value as --set writes it: a name as itself, anything else as its Python literal."""
     return value if isinstance(value, str) and value.isidentifier() else repr(value)
+
+
+def _plain(value: Any) -> bool:
+    """A record's config value that can be given back as --set KEY=VALUE (a literal that reads back the same)."""
+    return value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))
 
 
 def classify(planned: Sequence[Planned], states: Mapping[str, RunState], queued: Mapping[str, Any],

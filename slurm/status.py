@@ -116,7 +116,7 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     states = plan.record_states(store.sources(), [r.run_key for r in planned], outside)
     queued: dict[str, Any] = {}
     live: set[str] | None = None
-    note = plan.store_note(planned, states, outside, store)
+    note = plan.store_note(planned, states, outside, store, selection)
     if snapshot is not None:
         try:
             queued, live = snapshot.result()

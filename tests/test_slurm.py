@@ -687,11 +687,19 @@ def test_status_and_the_dry_run_say_why_none_of_the_selection_is_in_the_store(tm
                                                    updates={"epochs": 2})))
     assert status.run(["--executor", "local", "--tables", "table2", "--named", "smoke",
                        "--results-dir", str(tmp_path / "longer")]) == 0
-    assert ("it holds 1 other run(s), 1 of them made with the named config smoke, epochs=2: add --named smoke "
-            "--set epochs=2 to see them.") in capsys.readouterr().out
+    # only the flags the selection lacks (--named smoke was given)
+    assert ("it holds 1 other run(s), 1 of them made with the named config smoke, epochs=2: add --set epochs=2 to "
+            "see them.") in capsys.readouterr().out
     assert status.run(["--executor", "local", "--tables", "table2", "--named", "smoke", "--set", "epochs=2",
                        "--results-dir", str(tmp_path / "longer")]) == 0
     assert "None of these runs" not in capsys.readouterr().out
+    # nothing left to add: the runs differ from the selection's elsewhere, said by key
+    write("other_lr", plan.build_plan(plan.Selection(tables=["table2"], methods=["pcl"], named=["smoke"],
+                                                     updates={"lr": 0.05})))
+    assert status.run(["--executor", "local", "--tables", "table2", "--methods", "pcl", "--named", "smoke",
+                       "--results-dir", str(tmp_path / "other_lr")]) == 0
+    assert ("1 of them made with the named config smoke as these, with other values of lr: `python "
+            "analysis/make_tables.py` shows") in capsys.readouterr().out
     argv = ["--executor", "local", "--tables", "table2", "--methods", "baseline,pcl"]
     said = (f"None of these runs is in the store yet; it holds {len(smoke)} other run(s), {len(smoke)} of them made "
             "with the named config smoke: add --named smoke to see them.")
@@ -703,6 +711,8 @@ def test_status_and_the_dry_run_say_why_none_of_the_selection_is_in_the_store(tm
         assert command([*argv, "--results-dir", str(tmp_path / "typo")]) == 0
         assert f"Nothing is recorded in the store yet (file store {tmp_path / 'typo'}: no such folder)." \
             in capsys.readouterr().out
+        assert command([*argv, "--results-dir", str(tmp_path / "typo"), "--json"]) == 0
+        assert "no such folder" in json.loads(capsys.readouterr().out)["note"]
     assert not (tmp_path / "typo").exists()
 
 
@@ -973,3 +983,8 @@ def test_the_store_note_of_any_records_is_one_line(tmp_path, configs):
     store = type("S", (), {"results_dir": tmp_path, "describe": lambda self: "file store"})()
     note = plan.store_note(planned, {}, configs, store)
     assert isinstance(note, str) and "\n" not in note and "\x1b" not in note and note
+    if ": add " in note:  # record values given back as flags: each one word for the shell, read back as written
+        import shlex
+
+        words = shlex.split(note.split(": add ", 1)[1].rsplit(" to see them.", 1)[0])
+        assert words[::2] and set(words[::2]) <= {"--named", "--set"}

@@ -118,8 +118,11 @@ BAD_INPUTS = {
     # the shell splits a value at a space; Sacred took the second word for a named config
     "value_split_at_a_space": (["with", "smoke", "seeds=[0,", "1]"],
                                "named config '1]' is unknown: allowed named configs: quick, smoke; the shell split "
-                               "seeds=[0, 1] at its space: quote it, e.g. 'seeds=[0, 1]'"),
+                               "seeds=[0, 1] at its spaces: quote it, e.g. 'seeds=[0, 1]'"),
     "list_split_at_a_space": (["with", "smoke", "method=[pcl,", "dml]"], """e.g. 'method=["pcl","dml"]'"""),
+    # split into three words: every one of them in the example (it showed 'seeds=[0, 1,' and dropped kd)
+    "value_split_twice": (["with", "smoke", "seeds=[0,", "1,", "2]"], "e.g. 'seeds=[0, 1, 2]'"),
+    "list_split_twice": (["with", "smoke", "method=[pcl,", "dml,", "kd]"], """e.g. 'method=["pcl","dml","kd"]'"""),
     "method_after_a_method": (["with", "smoke", "method=pcl", "dml"],
                               """'dml' is a method: several are a list, e.g. 'method=["pcl","dml"]'"""),
     "named_config_as_command": (["smoke"], ("command 'smoke' is unknown: print_config",
@@ -167,6 +170,14 @@ def drive_in_process(tmp_path: Path, args: list[str], capsys, monkeypatch,
             pytest.raises(SystemExit) as info:
         cli(table2.ex, argv)
     return info.value.code, printed.getvalue()
+
+
+def test_a_sacred_flag_after_with_gets_no_config_key_hint(tmp_path, capsys, monkeypatch):
+    """--comment is one of Sacred's flags (and a config key): after `with` the line does not take it for a config
+    key written as a flag (it named --comment=hi where --bad was the slip)."""
+    code, printed = drive_in_process(tmp_path, ["plan", "with", "smoke", "--comment=hi", "--bad"], capsys,
+                                     monkeypatch)
+    assert code == 2 and printed.strip().endswith("see --help") and "after `with`" not in printed, printed
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
