@@ -23,7 +23,7 @@ from docopt import DocoptExit, docopt  # Sacred's own command-line parser
 from sacred import Experiment
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError, SacredError, set_by_dotted_path
 
-from experiments.common import SCOPE_KEYS, _driver_logger
+from experiments.common import SCOPE_KEYS, _driver_logger, quoted_names
 from experiments.registry import declared_named_configs
 from pcl import tracking
 from pcl.config_checks import did_you_mean
@@ -136,20 +136,15 @@ def _split_value_hint(word: str, words: list[str]) -> str:
         start -= 1
     if start >= 0:
         key, _, value = words[start].partition("=")
-        if value.rstrip().endswith(",") or value.count("[") > value.count("]"):
-            parts = [value]
-            for more in words[start + 1:]:
-                if "=" in more:
-                    break
-                parts.append(more)
-                joined = " ".join(parts)
-                if joined.count("[") <= joined.count("]") and not joined.rstrip().endswith(","):
-                    break
-            joined = " ".join(parts)
-            example = joined
-            if isinstance(_literal(joined), str) and key in ("method", "backbone"):  # unquoted names: quote them too
-                example = json.dumps([n.strip() for n in joined.strip("[] ").split(",") if n.strip()],
-                                     separators=(",", ":"))
+        joined = value
+        for more in words[start + 1:]:  # the following bare words, until the value closes
+            if "=" in more or not (joined.rstrip().endswith(",") or joined.count("[") > joined.count("]")):
+                break
+            joined += f" {more}"
+        if joined != value:
+            # unquoted names: quote them too
+            unquoted = isinstance(_literal(joined), str) and key in ("method", "backbone")
+            example = quoted_names(joined) if unquoted else joined
             return f"; the shell split {key}={joined} at its spaces: quote it, e.g. '{key}={example}'"
     given = dict(w.split("=", 1) for w in words if "=" in w)
     for key, names in (("method", registry.methods()), ("backbone", registry.backbones())):

@@ -98,14 +98,21 @@ def _check_seed(value: Any) -> None:
     raise ConfigError(f"config key 'seed'={value!r}: run seeds are set with seeds=[...] (e.g. seeds=[{value}])")
 
 
+def quoted_names(text: str) -> str:
+    """`[pcl, dml]` or `pcl,dml` (names Sacred keeps as one string) as the list to write: `["pcl","dml"]`; "" when
+    it names nothing."""
+    names = [n.strip().strip("'\"") for n in text.strip().strip("[]").split(",") if n.strip()]
+    return json.dumps(names, separators=(",", ":")) if names else ""
+
+
 def check_quoted_list(value: Any, key: str) -> None:
     """Sacred keeps `method=[pcl,dml]` (unquoted names are no Python literal) and `method=pcl,dml` as one string:
     ConfigError saying how to write the list."""
     text = value.strip() if isinstance(value, str) else ""
-    names = [n.strip().strip("'\"") for n in text.strip("[]").split(",") if n.strip()]
-    if names and ((text.startswith("[") and text.endswith("]")) or "," in text):  # `method=,`: the usual error
+    example = quoted_names(text)
+    if example and ((text.startswith("[") and text.endswith("]")) or "," in text):  # `method=,`: the usual error
         raise ConfigError(f"config key {key!r}={value!r} is invalid: a list's names are quoted, e.g. "
-                          f"'{key}={json.dumps(names, separators=(',', ':'))}' (in single quotes for the shell)")
+                          f"'{key}={example}' (in single quotes for the shell)")
 
 
 def axis(value: Any, everything: Sequence[str], key: str) -> list[str]:

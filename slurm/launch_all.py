@@ -278,7 +278,7 @@ def _describe(resources: dict[str, Any]) -> str:
 
 # ---- main ----------------------------------------------------------------------------------------------------
 def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, *, as_json: bool, listing: bool,
-               queue_note: str) -> None:
+               note: str) -> None:
     from pcl.results import one_line
     from slurm.plan import format_hours, summary
 
@@ -289,7 +289,7 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
                                     "dataset": r.cfg["dataset"], "backbone": r.cfg["backbone"],
                                     "method": r.cfg["method"], "seed": r.cfg["seed"], "status": r.status,
                                     "detail": r.detail, "gpu_hours": r.gpu_hours, "estimate": r.estimate}
-                                   for r in planned], "note": queue_note}, indent=1))
+                                   for r in planned], "note": note}, indent=1))
         return
     shown = frame.copy()
     for col in ("gpu_h_all", "gpu_h_to_do"):
@@ -303,7 +303,7 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
     measured = sum(r.estimate == "measured" for r in planned)
     print(f"GPU-hours: bench/epoch_times.csv (H100 80GB, one run per GPU, +20 % evaluation); {measured} of "
           f"{len(planned)} runs from measured (backbone, method) rows, the rest by the file's stated rule."
-          f"{' ' + queue_note if queue_note else ''}")
+          f"{' ' + note if note else ''}")
     if listing:
         for r in planned:
             print(f"  {r.run_key}  {r.status:9}  {','.join(r.tables):28}  {r.cfg['dataset']:9} {r.cfg['label']} "
@@ -367,9 +367,9 @@ def run(argv: Sequence[str] | None = None, log=print) -> int:
                     raise
                 queue_note = f"This cluster would refuse the jobs: {err}."
         if args.dry_run:
-            note = plan.store_note(planned, states, outside, store, selection)
             print_plan(planned, selection, options, as_json=args.json, listing=args.list,
-                       queue_note=" ".join(filter(None, (note, queue_note))))
+                       note=" ".join(filter(None, (plan.store_note(planned, states, outside, store, selection),
+                                                   queue_note))))
             return 0
         counts = {s: sum(r.status == s for r in planned) for s in plan.STATUSES}
         log(f"{len(planned)} run(s): " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))

@@ -300,9 +300,10 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
     (name, changed), configs = max(made_with.items(), key=lambda item: (len(item[1]), -len(item[0][1])))
     given_named = selection.named if selection is not None else []
     given_updates = selection.updates if selection is not None else {}
+    missing = [(k, v) for k, v in changed if given_updates.get(k, object()) != v]
     flags = ([] if name in given_named else ["--named", name]) + [
-        part for k, v in changed if given_updates.get(k, object()) != v for part in ("--set", f"{k}={_literal(v)}")]
-    made = f"the named config {name}" + "".join(f", {k}={one_line(_literal(v), 40)}" for k, v in changed)
+        part for k, v in missing for part in ("--set", f"{k}={_as_set_value(v)}")]
+    made = f"the named config {name}" + "".join(f", {k}={one_line(_as_set_value(v), 40)}" for k, v in changed)
     if flags:
         return f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them."
     # the selection has those flags already: its runs and these differ elsewhere (lr, seeds, options, ...)
@@ -314,7 +315,7 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
             "`python analysis/make_tables.py` shows the plans they belong to.")
 
 
-def _literal(value: Any) -> str:
+def _as_set_value(value: Any) -> str:
     """A plain config value as --set writes it: a name as itself, anything else as its Python literal."""
     return value if isinstance(value, str) and value.isidentifier() else repr(value)
 
