@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 import torch
 
@@ -174,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 r = check_method(name, args, device, teacher)
             except Exception as err:  # a capture error is a failed check, reported with the others
-                r = {"passed": False, "error": f"{type(err).__name__}: {err}"}
+                r = {"passed": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+                traceback.print_exc()  # where it failed: the one output a GPU lease gives to find why
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
             report[name] = r
             if "error" in r:
                 print(f"{name:9s} FAIL  {r['error']}", flush=True)

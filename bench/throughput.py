@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +168,14 @@ def measure(path: str, method_name: str, backbone: str, args, device: torch.devi
            "peak_mem_mb": (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
            "gpu_busy": None}
     if args.profile and device.type == "cuda":
-        out["gpu_busy"] = _gpu_busy_share(one_step, args.profile_steps, device)
+        out.update(_gpu_busy(one_step, args.profile_steps, device))
     return out
 
 
-def _gpu_busy_share(one_step, steps: int, device: torch.device) -> float | None:
-    """Share of the wall time of `steps` steps during which at least one kernel ran (union of kernel intervals)."""
+def _gpu_busy(one_step, steps: int, device: torch.device) -> dict:
+    """What limits a step: `gpu_busy`, the share of the wall time of `steps` steps during which at least one kernel
+    ran (union of kernel intervals); `kernels_per_step` and `kernel_ms_per_step` (the union's time per step) beside
+    `wall_ms_per_step`. Busy near 100 %: the kernels themselves bound the step; far below: launches or the host."""
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
     try:
@@ -195,10 +198,13 @@ def _gpu_busy_share(one_step, steps: int, device: torch.device) -> float | None:
                 cur_e = max(cur_e, e)
         if cur_e is not None:
             busy += cur_e - cur_s
-        return min(1.0, busy / wall_us) if intervals else None
+        if not intervals:
+            return {}
+        return {"gpu_busy": min(1.0, busy / wall_us), "kernels_per_step": len(intervals) / steps,
+                "kernel_ms_per_step": busy / 1e3 / steps, "wall_ms_per_step": wall_us / 1e3 / steps}
     except Exception as err:  # the profiler differs between versions: a missing figure, not a failed benchmark
         print(f"# profiler failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return None
+        return {}
 
 
 # ---- packed runs -------------------------------------------------------------------------------------------------
@@ -345,7 +351,9 @@ def parse_args(argv=None):
                     help="insert/replace this card's rows (columns card,backbone,method,images_per_s,"
                          "seconds_per_epoch,source) from the --epoch-times-path measurements")
     ap.add_argument("--epoch-times-path", default="eager", choices=PATHS,
-                    help="which path's figures go to the epoch-time file (the path runs train with)")
+                    help="which path's figures go to the --write-epoch-times file (the path runs train with)")
+    ap.add_argument("--write-fast-epoch-times", default=None, metavar="CSV",
+                    help="as --write-epoch-times, from the fast path's measurements")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     # internal: one packed worker
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -381,15 +389,26 @@ def main(argv=None) -> int:
     jobs = [(p, m, b) for b in args.backbones.split(",") if b for m in args.methods.split(",") for p in paths]
     jobs += [("fast", m, b) for b in args.fast_only_backbones.split(",") if b and "fast" in paths
              for m in args.methods.split(",")]
-    results = []
+    results, failed = [], []
     print(f"{'backbone':10s} {'method':9s} {'path':6s} {'images/s':>9s} {'s/epoch':>8s} {'peak MB':>8s} "
-          f"{'GPU busy':>8s}", flush=True)
+          f"{'GPU busy':>8s} {'kernels':>8s} {'GPU ms':>7s} {'wall ms':>7s}", flush=True)
     for path, method_name, backbone in jobs:
-        r = measure(path, method_name, backbone, args, device)
+        try:
+            r = measure(path, method_name, backbone, args, device)
+        except Exception as err:  # one failed path (a capture error, say) must not lose the other figures
+            failed.append({"path": path, "method": method_name, "backbone": backbone, "error": _error(err)})
+            print(f"{backbone:10s} {method_name:9s} {path:6s} FAILED {failed[-1]['error']}", flush=True)
+            traceback.print_exc()
+            continue
+        finally:
+            if device.type == "cuda":  # the next measurement's peak memory is its own
+                torch.cuda.empty_cache()
         results.append(r)
         print(f"{backbone:10s} {method_name:9s} {path:6s} {r['images_per_s']:9,.0f} "
               f"{CIFAR_TRAIN_IMAGES / r['images_per_s']:8.2f} {_fmt(r['peak_mem_mb'])!s:>8s} "
-              f"{_fmt(r['gpu_busy'], '.0%')!s:>8s}", flush=True)
+              f"{_fmt(r['gpu_busy'], '.0%')!s:>8s} {_fmt(r.get('kernels_per_step'))!s:>8s} "
+              f"{_fmt(r.get('kernel_ms_per_step'), '.2f')!s:>7s} {_fmt(r.get('wall_ms_per_step'), '.2f')!s:>7s}",
+              flush=True)
     by = {(r["path"], r["method"], r["backbone"]): r["images_per_s"] for r in results}
     headline = []
     for b in args.backbones.split(","):
@@ -405,23 +424,33 @@ def main(argv=None) -> int:
     if args.pack:
         method_name, backbone = args.pack_method.split(":")
         for n in (int(x) for x in args.pack.split(",")):
-            p = packed(n, method_name, backbone, args)
+            try:
+                p = packed(n, method_name, backbone, args)
+            except Exception as err:
+                failed.append({"packed": n, "method": method_name, "backbone": backbone, "error": _error(err)})
+                print(f"# packed {n} x {method_name} {backbone} FAILED {failed[-1]['error']}", flush=True)
+                continue
             packs.append(p)
             print(f"# packed {n} x {method_name} {backbone} fast: aggregate {p['aggregate_images_per_s']:,.0f} "
                   f"images/s; per run {', '.join(f'{x:,.0f}' for x in p['per_run_images_per_s'])}; peak MB "
                   f"{', '.join(_fmt(x) for x in p['peak_mem_mb'])}", flush=True)
     for line in target_lines(results, packs):
         print(line, flush=True)
-    if args.write_epoch_times:
-        source = (f"bench/throughput.py {args.epoch_times_path} "
-                  f"{args.precision if args.epoch_times_path == 'fast' else 'fp32'} {date}")
-        rows = epoch_time_rows(results, card, args.epoch_times_path, source)
-        write_epoch_times(args.write_epoch_times, rows)
-        print(f"# wrote {len(rows)} row(s) for {card!r} to {args.write_epoch_times}", flush=True)
+    for csv_path, path in ((args.write_epoch_times, args.epoch_times_path), (args.write_fast_epoch_times, "fast")):
+        if csv_path:
+            source = f"bench/throughput.py {path} {args.precision if path == 'fast' else 'fp32'} {date}"
+            rows = epoch_time_rows(results, card, path, source)
+            write_epoch_times(csv_path, rows)
+            print(f"# wrote {len(rows)} {path} row(s) for {card!r} to {csv_path}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"header": header, "results": results, "headline": headline, "packed": packs}, f, indent=1)
-    return 0
+            json.dump({"header": header, "results": results, "headline": headline, "packed": packs,
+                       "failed": failed}, f, indent=1)
+    return 1 if failed else 0
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
 
 
 if __name__ == "__main__":
