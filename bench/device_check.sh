@@ -67,10 +67,8 @@ phase check_fp32 190 "$PY" bench/gpu_check.py --steps "$CHECK_STEPS" --out "$WOR
 phase check_bf16 70 "$PY" bench/gpu_check.py --steps $((CHECK_STEPS / 2)) --methods baseline,pcl --precision bf16 \
   --channels-last --out "$WORK/gpu_check_bf16_cl.json" $CHECK_ARGS
 
-cp bench/epoch_times.csv "$WORK/epoch_times.csv"
-cp bench/epoch_times.csv "$WORK/epoch_times_fast.csv"
-TP=("$PY" bench/throughput.py --steps "$STEPS" --warmup "$WARMUP" --write-epoch-times "$WORK/epoch_times.csv"
-    --write-fast-epoch-times "$WORK/epoch_times_fast.csv")
+cp bench/epoch_times.csv "$WORK/epoch_times.csv"  # this card's rows (paths graph and eager) replace or join its rows
+TP=("$PY" bench/throughput.py --steps "$STEPS" --warmup "$WARMUP" --write-epoch-times "$WORK/epoch_times.csv")
 phase bench_main 170 "${TP[@]}" --backbones resnet32 --fast-only-backbones "" --methods baseline,pcl \
   --naive-workers "${NAIVE_WORKERS:-4}" --pack 1,2,4 --out "$WORK/throughput_main.json" $BENCH_ARGS
 phase methods 100 "${TP[@]}" --backbones resnet32 --fast-only-backbones "" --paths fast,eager --pack "" \

@@ -43,7 +43,9 @@ from pcl.step import train_step
 from pcl.methods import build_method, method_defaults
 
 PATHS = ("fast", "eager", "naive")
-EPOCH_TIME_COLUMNS = ("card", "backbone", "method", "images_per_s", "seconds_per_epoch", "source")
+EPOCH_TIME_COLUMNS = ("card", "backbone", "method", "path", "images_per_s", "seconds_per_epoch", "source")
+#: the benchmark's paths as the config key fast_path names the way a run trains (naive is no way a run trains)
+TRAINING_PATHS = {"fast": "graph", "eager": "eager"}
 CIFAR_TRAIN_IMAGES = 50_000
 CLASSES = 100
 
@@ -257,10 +259,11 @@ def read_epoch_times(path: str | os.PathLike) -> list[dict]:
 
 
 def write_epoch_times(path: str | os.PathLike, new_rows: list[dict]) -> None:
-    """Insert or replace rows keyed by (card, backbone, method); keep the others; sorted; atomic rename."""
-    rows = {(r["card"], r["backbone"], r["method"]): r for r in read_epoch_times(path)}
+    """Insert or replace rows keyed by (card, backbone, method, path); keep the others; sorted; atomic rename."""
+    key = ("card", "backbone", "method", "path")
+    rows = {tuple(r[k] for k in key): r for r in read_epoch_times(path)}
     for r in new_rows:
-        rows[(r["card"], r["backbone"], r["method"])] = {k: r[k] for k in EPOCH_TIME_COLUMNS}
+        rows[tuple(r[k] for k in key)] = {k: r[k] for k in EPOCH_TIME_COLUMNS}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=EPOCH_TIME_COLUMNS, lineterminator="\n")
@@ -270,12 +273,13 @@ def write_epoch_times(path: str | os.PathLike, new_rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def epoch_time_rows(results: list[dict], card: str, path: str, source: str) -> list[dict]:
-    """One row per (backbone, method) measured on `path`: images/s and seconds per 50k-image CIFAR epoch."""
-    return [{"card": card, "backbone": r["backbone"], "method": r["method"],
+def epoch_time_rows(results: list[dict], card: str, date: str, precision: str) -> list[dict]:
+    """One row per (backbone, method, training path) measured: images/s and seconds per 50k-image CIFAR epoch."""
+    return [{"card": card, "backbone": r["backbone"], "method": r["method"], "path": TRAINING_PATHS[r["path"]],
              "images_per_s": f"{r['images_per_s']:.0f}",
-             "seconds_per_epoch": f"{CIFAR_TRAIN_IMAGES / r['images_per_s']:.2f}", "source": source}
-            for r in results if r["path"] == path]
+             "seconds_per_epoch": f"{CIFAR_TRAIN_IMAGES / r['images_per_s']:.2f}",
+             "source": f"bench/throughput.py {r['path']} {precision if r['path'] == 'fast' else 'fp32'} {date}"}
+            for r in results if r["path"] in TRAINING_PATHS]
 
 
 # ---- the issue's targets (H100/H200, batch 128, CIFAR-100 shapes) ---------------------------------------------------
@@ -348,12 +352,8 @@ def parse_args(argv=None):
     ap.add_argument("--profile-steps", type=int, default=10)
     ap.add_argument("--allow-sync", action="store_true", help="do not fail on host syncs inside a step")
     ap.add_argument("--write-epoch-times", default=None, metavar="CSV",
-                    help="insert/replace this card's rows (columns card,backbone,method,images_per_s,"
-                         "seconds_per_epoch,source) from the --epoch-times-path measurements")
-    ap.add_argument("--epoch-times-path", default="eager", choices=PATHS,
-                    help="which path's figures go to the --write-epoch-times file (the path runs train with)")
-    ap.add_argument("--write-fast-epoch-times", default=None, metavar="CSV",
-                    help="as --write-epoch-times, from the fast path's measurements")
+                    help="insert/replace this card's rows (columns " + ",".join(EPOCH_TIME_COLUMNS) + ") from the "
+                         "fast (path graph) and eager measurements: the launcher's GPU-hours (slurm.plan)")
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
     # internal: one packed worker
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -436,12 +436,10 @@ def main(argv=None) -> int:
                   f"{', '.join(_fmt(x) for x in p['peak_mem_mb'])}", flush=True)
     for line in target_lines(results, packs):
         print(line, flush=True)
-    for csv_path, path in ((args.write_epoch_times, args.epoch_times_path), (args.write_fast_epoch_times, "fast")):
-        if csv_path:
-            source = f"bench/throughput.py {path} {args.precision if path == 'fast' else 'fp32'} {date}"
-            rows = epoch_time_rows(results, card, path, source)
-            write_epoch_times(csv_path, rows)
-            print(f"# wrote {len(rows)} {path} row(s) for {card!r} to {csv_path}", flush=True)
+    if args.write_epoch_times:
+        rows = epoch_time_rows(results, card, date, args.precision)
+        write_epoch_times(args.write_epoch_times, rows)
+        print(f"# wrote {len(rows)} row(s) for {card!r} to {args.write_epoch_times}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"header": header, "results": results, "headline": headline, "packed": packs,

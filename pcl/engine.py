@@ -175,7 +175,7 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
           checkpoint_path: str | os.PathLike | None = None, resume: bool = True,
           callbacks: Iterable[MetricsCallback] = (), progress: bool | None = False,
           should_stop: Callable[[], bool] | None = None, check_finite_every: int = 0,
-          fast_path: str = "eager", channels_last: bool = False, write_checkpoints: bool = True,
+          fast_path: str = "auto", channels_last: bool = False, write_checkpoints: bool = True,
           epoch_log: Callable[[str], None] | None = print, processes: int = 1, eval_every: int = 1,
           heartbeat_s: float = HEARTBEAT_S) -> TrainResult:
     """Train `method` (already on its device) with `recipe`; evaluate every head each epoch.
@@ -187,8 +187,9 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     plain Python flag, no device sync); when it returns True the run raises TrainingInterrupted and the last
     epoch's checkpoint stays on disk. `check_finite_every` > 0 also checks the loss every that many steps (one
     host sync each); by default non-finite losses are detected once per epoch.
-    fast_path: "eager" (default) or "graph": the whole step over static buffers, captured in one CUDA graph on
-    CUDA and run uncaptured on the CPU (pcl.fastpath; unverified on a GPU so far). channels_last: weights and
+    fast_path: "graph" (the whole step over static buffers, captured in one CUDA graph on CUDA, run uncaptured on
+    the CPU: pcl.fastpath), "eager", or "auto" (default: graph on one CUDA device with a device-resident train
+    loader, else eager; pcl.schema.resolve_fast_path). Both compute the same function. channels_last: weights and
     (fast path) views in channels_last memory format. write_checkpoints=False resumes from checkpoint_path but
     never writes it (the non-zero ranks of a distributed run, pcl.distributed). processes: the data-parallel
     processes training these steps together, each on its slice of the batch: `images_per_s` counts all of them (the
@@ -205,6 +206,8 @@ def train(method: Method, train_loader: Loader, test_loader: Loader | None, reci
     if fast_path not in fastpath.FAST_PATHS:
         raise ValueError(f"fast_path={fast_path!r} is invalid; allowed: {', '.join(fastpath.FAST_PATHS)}")
     device = next(method.parameters()).device
+    fast_path = fastpath.resolve_fast_path(fast_path, cuda=device.type == "cuda", processes=processes,
+                                           device_resident=fastpath.has_draws(train_loader))
     fastpath.set_precision(recipe.precision)
     if channels_last:
         fastpath.to_channels_last(method)

@@ -12,6 +12,9 @@ from pcl.declarations import DATASETS
 
 #: images in the train / test split of the datasets whose size is fixed (the original files)
 SPLIT_SIZES: dict[str, tuple[int, int]] = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+#: the datasets whose splits pcl.data serves from the device (DeviceLoader, crop and flip drawn there): where
+#: fast_path=auto captures the training step (pcl.schema.resolve_fast_path); ImageNet decodes JPEGs on the CPU
+DEVICE_RESIDENT: frozenset[str] = frozenset({"cifar10", "cifar100", "synthetic"})
 #: the classes of each of the DATASETS (synthetic: its default; `synthetic_classes` sets it)
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "synthetic": 10}
 

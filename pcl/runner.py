@@ -25,7 +25,8 @@ from pcl.checkpoint import save_atomic
 from pcl.engine import MetricsCallback, Recipe, TrainingInterrupted, TrainResult
 from pcl.methods import build_method
 from pcl.recipes import run_classes
-from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config, run_key
+from pcl.fastpath import has_draws
+from pcl.schema import SYNTHETIC_KEYS, ConfigError, normalize_run_config, resolve_fast_path, run_key
 from pcl.seeding import seed_everything
 
 def resolve_device(name: str) -> torch.device:
@@ -184,14 +185,19 @@ def _train(cfg: dict[str, Any], recipe: Recipe, env: distributed.DistEnv, device
             method.eval()
             probe = next(iter(test_loader))[0][0][:2]
             heads = list(method.eval_heads(probe))
+    # the path the steps take (fast_path=auto: graph on one CUDA device with device-resident data), recorded with
+    # the environment: it is not part of the run_key, both paths computing the same function
+    fast_path = resolve_fast_path(cfg["fast_path"], cuda=device.type == "cuda", processes=env.world_size,
+                                  device_resident=has_draws(train_loader))
     if on_start is not None and env.is_main:
         on_start({"parameter_counts": counts, "heads": heads, "deployed_head": method.deployed_head,
                   "determinism": determinism, "num_classes": num_classes, "num_views": method.num_views,
-                  "environment": environment_info(device, env.world_size), "recipe": asdict(recipe)})
+                  "environment": {**environment_info(device, env.world_size), "fast_path": fast_path},
+                  "recipe": asdict(recipe)})
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     method = distributed.prepare_method(method, env, device, cfg["batch_norm"], cfg["channels_last"])
     result = distributed.train_distributed(
-        method, train_loader, test_loader, recipe, env, fast_path=cfg["fast_path"],
+        method, train_loader, test_loader, recipe, env, fast_path=fast_path,
         channels_last=cfg["channels_last"], checkpoint_path=ckpt_dir / "checkpoint.pt" if ckpt_dir else None,
         resume=resume, callbacks=callbacks, progress=progress, should_stop=should_stop,
         eval_every=cfg["eval_every"])

@@ -25,13 +25,14 @@ from pcl.fsio import input_file_problem, input_file_sha256
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
 from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, folder,
                                integer, mapping, real, text)  # noqa: F401
-from pcl.recipes import (CIFAR_RECIPE, DATASETS, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
+from pcl.recipes import (CIFAR_RECIPE, DATASETS, DEVICE_RESIDENT, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
                          REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
                          recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
                          time_constant_names, train_split_size)  # noqa: F401
 
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
 BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
+FAST_PATHS = ("auto", "eager", "graph")  # how a step runs (pcl.fastpath); resolve_fast_path says what auto picks
 PRECISIONS = ("fp32", "tf32", "bf16")  # tf32: TF32 matmul/cuDNN; fp32 has it off (pcl.fastpath.set_precision)
 TEACHER_PATH_OPTION = "teacher_path"  # kd's option; resolved from `teacher_run_key` at run time
 #: what `run_key` computes: the first 16 hex digits of a SHA-256 (a teacher_run_key must look like one)
@@ -124,9 +125,6 @@ KEYS: dict[str, Key] = {k.name: k for k in (
         example=0.2),
     Key("channels_last", "recipe", False, boolean(), "weights and views in channels_last memory format",
         example=True, neutral=False),
-    Key("fast_path", "recipe", "eager", choice(lambda: ("eager", "graph")),
-        "eager, or graph: the whole step captured in one CUDA graph (pcl.fastpath; unverified on a GPU so far; "
-        "bit-identical to eager on the CPU)", example="graph", neutral="eager"),
     Key("precision", "recipe", "fp32", choice(lambda: PRECISIONS),
         "arithmetic precision: fp32 (TF32 off), tf32 (TF32 matmul/cuDNN), bf16 (autocast)",
         example="bf16"),
@@ -155,6 +153,11 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("download", "infra", False, boolean(), "download CIFAR through torchvision when missing", example=True),
     Key("device", "infra", "auto", text(pattern=r"auto|cpu|cuda(:\d+)?", allowed="auto, cpu, cuda or cuda:N"),
         "training device", example="cpu"),
+    Key("fast_path", "infra", "auto", choice(lambda: FAST_PATHS),
+        "how a training step runs: graph (the whole step captured in one CUDA graph and replayed, pcl.fastpath), "
+        "eager (kernel by kernel), or auto: graph on one CUDA device with device-resident data (CIFAR, synthetic), "
+        "else eager. Both compute the same function (bit-identical on the CPU, checked on an H200: "
+        "bench/RESULTS.md), so it is not part of the run_key", example="eager"),
     Key("deterministic", "infra", False, boolean(),
         "deterministic kernels (no effect on the CPU; on a GPU it can change the last bits)", example=True),
     Key("workers", "infra", 8, integer(0), "ImageNet loader processes", unit="processes", example=0),
@@ -392,12 +395,28 @@ def _check_data_parallel(out: Mapping[str, Any]) -> None:
     if gpus > 1 and out["batch_size"] % gpus:
         raise ConfigError(f"config key 'batch_size'={out['batch_size']!r} is invalid with gpus={gpus}: the global "
                           f"batch is split evenly over the processes, so it must be a multiple of {gpus}")
-    if gpus > 1 and out["fast_path"] != "eager":
+    if gpus > 1 and out["fast_path"] == "graph":
         raise ConfigError(f"config key 'fast_path'={out['fast_path']!r} is invalid with gpus={gpus}: the captured "
-                          "step is single-process; allowed with gpus > 1: eager")
+                          "step is single-process; allowed with gpus > 1: auto, eager")
     if gpus == 1 and out["batch_norm"] != "local":
         raise ConfigError(f"config key 'batch_norm'={out['batch_norm']!r} is invalid with gpus=1: one process's "
                           "statistics are the global batch's already; allowed: local (or set gpus > 1)")
+
+
+def resolve_fast_path(fast_path: str, *, cuda: bool, processes: int, device_resident: bool) -> str:
+    """The path a run's steps take, "graph" or "eager", for the config key `fast_path`: auto is graph on one CUDA
+    device with device-resident data (the case bench/gpu_check.py checked on a GPU), eager elsewhere (the CPU, where
+    a graph would only run uncaptured; data-parallel processes; ImageNet's loader on the CPU)."""
+    if fast_path != "auto":
+        return fast_path
+    return "graph" if cuda and processes == 1 and device_resident else "eager"
+
+
+def planned_fast_path(cfg: Mapping[str, Any]) -> str:
+    """resolve_fast_path for a normalized run config before it runs (the launcher's cost): a device other than the
+    CPU (auto included: jobs go to GPU nodes) counts as CUDA."""
+    return resolve_fast_path(cfg.get("fast_path", "auto"), cuda=cfg.get("device", "auto") != "cpu",
+                             processes=int(cfg.get("gpus", 1)), device_resident=cfg.get("dataset") in DEVICE_RESIDENT)
 
 
 def plain(obj: Any) -> Any:

@@ -280,7 +280,7 @@ def _describe(resources: dict[str, Any]) -> str:
 def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, *, as_json: bool, listing: bool,
                note: str) -> None:
     from pcl.results import one_line
-    from slurm.plan import format_hours, summary
+    from slurm.plan import format_hours, load_epoch_times, summary
 
     frame = summary(planned, selection.tables)
     if as_json:
@@ -301,8 +301,10 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
         print(f"{shared} of the {len(planned)} runs are shared between tables (the same run_key: trained once, counted "
               f"in each table's row): the rows add up to {rows}, the total counts each run once.")
     measured = sum(r.estimate == "measured" for r in planned)
-    print(f"GPU-hours: bench/epoch_times.csv (H100 80GB, one run per GPU, +20 % evaluation); {measured} of "
-          f"{len(planned)} runs from measured (backbone, method) rows, the rest by the file's stated rule."
+    cards = ", ".join(sorted(set(load_epoch_times()["card"]), reverse=True))
+    print(f"GPU-hours: bench/epoch_times.csv ({cards}; each run on the path it trains, fast_path graph or eager; "
+          f"one run per GPU, +20 % evaluation); {measured} of {len(planned)} runs from measured (backbone, method, "
+          "path) rows, the rest by the file's stated rule."
           f"{' ' + note if note else ''}")
     if listing:
         for r in planned:

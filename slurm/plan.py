@@ -19,6 +19,7 @@ import pandas as pd
 from experiments import registry
 from pcl import registry as declared  # the methods and backbones as declared (their costs)
 from pcl.config_checks import did_you_mean
+from pcl.schema import planned_fast_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_TIMES = ROOT / "bench" / "epoch_times.csv"
@@ -380,15 +381,20 @@ def run_is_alive(state: RunState, entry: Mapping[str, Any], live_jobs: set[str] 
 
 # ---- GPU-hours -----------------------------------------------------------------------------------------------
 def load_epoch_times(path: str | Path = EPOCH_TIMES) -> pd.DataFrame:
-    """The (backbone, method) -> images/s table with its card and source, as bench/throughput.py writes it
-    (columns card, backbone, method, images_per_s, seconds_per_epoch, source; a source starting "estimate:" is not
-    measured). With rows of several cards, the last row of each pair counts (the file is sorted by card).
+    """The (backbone, method, path) -> images/s table with its card and source, as bench/throughput.py writes it
+    (columns card, backbone, method, path, images_per_s, seconds_per_epoch, source; path is the way a run trains,
+    graph or eager, as resolve_fast_path picks it; a file without the column is eager; a source starting
+    "estimate:" is not measured). With rows of several cards, the last row of each triple counts (the file is
+    sorted by card).
 
-    Rule for pairs not listed [ours]: the method's cost relative to the baseline on resnet32 (declared
-    `relative_cost` where resnet32 has no row of it), applied to the backbone's baseline row (without one,
-    resnet32's baseline row divided by the backbone's declared `relative_cost`). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
+    Rule for pairs not listed on a run's path [ours]: the method's cost relative to the baseline on resnet32
+    (declared `relative_cost` where resnet32 has no row of it), applied to the backbone's baseline row (without one,
+    resnet32's baseline row divided by the backbone's declared `relative_cost`), all on that path (on every path's
+    rows where it has none). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
     table = pd.read_csv(path)
-    return table.drop_duplicates(["backbone", "method"], keep="last").reset_index(drop=True)
+    if "path" not in table:
+        table["path"] = "eager"
+    return table.drop_duplicates(["backbone", "method", "path"], keep="last").reset_index(drop=True)
 
 
 def images_per_epoch(cfg: Mapping[str, Any]) -> int:
@@ -400,11 +406,15 @@ def images_per_epoch(cfg: Mapping[str, Any]) -> int:
     return EPOCH_IMAGES[cfg["dataset"]]
 
 
-def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, str]:
-    """(images/s, how it was found) for a pair, by the rule load_epoch_times states: a listed row; else the
-    backbone's baseline speed (its row, else resnet32's divided by the backbone's declared relative_cost) divided by
-    the method's cost relative to the baseline (measured on resnet32 where both rows exist, else declared)."""
-    indexed = table.set_index(["backbone", "method"])
+def throughput(table: pd.DataFrame, backbone: str, method: str, path: str = "eager") -> tuple[float, str]:
+    """(images/s, how it was found) for a pair on a training path (graph or eager), by the rule load_epoch_times
+    states: a listed row; else the backbone's baseline speed (its row, else resnet32's divided by the backbone's
+    declared relative_cost) divided by the method's cost relative to the baseline (measured on resnet32 where both
+    rows exist, else declared)."""
+    on_path = table[table["path"] == path]
+    if on_path.empty:  # no figure of that path at all: the other path's, said so
+        on_path, path = table.drop_duplicates(["backbone", "method"], keep="last"), "any path"
+    indexed = on_path.set_index(["backbone", "method"])
     rows = indexed["images_per_s"]
     if (backbone, method) in rows.index:
         source = str(indexed.loc[(backbone, method), "source"])
@@ -430,13 +440,13 @@ def throughput(table: pd.DataFrame, backbone: str, method: str) -> tuple[float, 
 def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> None:
     """Set each run's GPU-hours (one run per GPU, training + EVAL_OVERHEAD) and how its throughput was found."""
     table = load_epoch_times() if table is None else table
-    found: dict[tuple[str, str], tuple[float, str]] = {}  # per pair, not per run: thousands of runs, ~50 pairs
+    found: dict[tuple[str, str, str], tuple[float, str]] = {}  # per triple, not per run: thousands of runs
     for run in planned:
         cfg = run.cfg
-        pair = (cfg["backbone"], cfg["method"])
-        if pair not in found:
-            found[pair] = throughput(table, *pair)
-        ips, how = found[pair]
+        triple = (cfg["backbone"], cfg["method"], planned_fast_path(cfg))
+        if triple not in found:
+            found[triple] = throughput(table, *triple)
+        ips, how = found[triple]
         seconds = cfg["epochs"] * images_per_epoch(cfg) / ips * EVAL_OVERHEAD
         run.gpu_hours, run.estimate = seconds / 3600, how
 

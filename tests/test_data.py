@@ -584,3 +584,21 @@ def test_imagenet_missing_or_wrong_layout(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="expected layout"):
         imagenet_loaders(tmp_path)
+
+
+def test_the_device_resident_datasets_are_those_served_from_the_device(tmp_path):
+    """pcl.recipes.DEVICE_RESIDENT (where fast_path=auto captures the step, read without torch by the launcher's
+    cost) names exactly the datasets whose train loader the fast path can slice on the device."""
+    from pcl.declarations import DATASETS
+    from pcl.fastpath import has_draws
+    from pcl.recipes import DEVICE_RESIDENT
+
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    write_image_folders(tmp_path / "imagenet", {"train": 4, "val": 1})
+    for dataset in DATASETS:
+        if dataset == "imagenet":
+            train, _, _ = imagenet_loaders(tmp_path)
+        else:
+            train, _, _ = build_loaders(dataset, data_root=tmp_path, batch_size=4, num_views=1, device="cpu", seed=0)
+        assert has_draws(train) == (dataset in DEVICE_RESIDENT), dataset

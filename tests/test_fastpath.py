@@ -324,8 +324,8 @@ def test_throughput_script_side_by_side_and_epoch_time_file(tmp_path, capsys):
     throughput = _load_bench("throughput")
     csv_path = tmp_path / "epoch_times.csv"
     throughput.write_epoch_times(csv_path, [{"card": "NVIDIA H100 80GB HBM3", "backbone": "resnet32",
-                                             "method": "pcl", "images_per_s": "2680", "seconds_per_epoch": "18.66",
-                                             "source": "seed"}])
+                                             "method": "pcl", "path": "eager", "images_per_s": "2680",
+                                             "seconds_per_epoch": "18.66", "source": "seed"}])
     out = tmp_path / "tp.json"
     rc = throughput.main(["--device", "cpu", "--backbones", "tiny_resnet8", "--fast-only-backbones", "",
                           "--methods", "pcl", "--peers", "2", "--steps", "1", "--warmup", "1", "--batch-size", "16",
@@ -347,27 +347,38 @@ def test_throughput_script_side_by_side_and_epoch_time_file(tmp_path, capsys):
     assert {r["path"] for r in report["results"]} == {"fast", "eager", "naive"}
     assert all(r["images_per_s"] > 0 for r in report["results"]) and report["packed"][0]["aggregate_images_per_s"] > 0
     rows = throughput.read_epoch_times(csv_path)
-    assert list(rows[0]) == ["card", "backbone", "method", "images_per_s", "seconds_per_epoch", "source"]
-    assert {(r["card"], r["backbone"], r["method"]) for r in rows} == {
-        ("NVIDIA H100 80GB HBM3", "resnet32", "pcl"), ("CPU x1 threads", "tiny_resnet8", "pcl")}
-    mine = next(r for r in rows if r["card"].startswith("CPU"))
-    assert float(mine["seconds_per_epoch"]) == pytest.approx(50000 / float(mine["images_per_s"]), rel=0.01)
-    assert "eager" in mine["source"]
+    assert list(rows[0]) == ["card", "backbone", "method", "path", "images_per_s", "seconds_per_epoch", "source"]
+    assert {(r["card"], r["backbone"], r["method"], r["path"]) for r in rows} == {
+        ("NVIDIA H100 80GB HBM3", "resnet32", "pcl", "eager"), ("CPU x1 threads", "tiny_resnet8", "pcl", "eager"),
+        ("CPU x1 threads", "tiny_resnet8", "pcl", "graph")}  # the fast path is how fast_path=graph trains
+    for mine in (r for r in rows if r["card"].startswith("CPU")):
+        assert float(mine["seconds_per_epoch"]) == pytest.approx(50000 / float(mine["images_per_s"]), rel=0.01)
+        assert {"graph": "fast", "eager": "eager"}[mine["path"]] in mine["source"]
 
 
-def test_seeded_epoch_time_file_matches_the_recorded_h100_figures():
-    throughput = _load_bench("throughput")
+def test_the_epoch_time_file_holds_the_h200_figures_of_the_kept_raw_output():
+    """bench/epoch_times.csv's H200 rows are what bench/throughput.py wrote in the lease whose raw output is kept
+    (bench/results/h200_2026-12-04): every resnet32 method on both training paths, nothing copied by hand."""
+    import json
     from pathlib import Path
 
-    rows = throughput.read_epoch_times(Path(__file__).resolve().parents[1] / "bench" / "epoch_times.csv")
-    pcl = next(r for r in rows if r["backbone"] == "resnet32" and r["method"] == "pcl")
-    assert (pcl["card"], pcl["images_per_s"], pcl["seconds_per_epoch"]) == ("NVIDIA H100 80GB HBM3", "2680", "18.66")
-    measured = {r["method"] for r in rows if r["backbone"] == "resnet32" and not r["source"].startswith("estimate")}
+    throughput = _load_bench("throughput")
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    raw = bench / "results" / "h200_2026-12-04"
+    results = [r for name in ("throughput_main.json", "throughput_methods.json")
+               for r in json.loads((raw / name).read_text())["results"]]
+    expected = {(r["backbone"], r["method"], r["path"]): r["images_per_s"]
+                for r in throughput.epoch_time_rows(results, "NVIDIA H200", "2026-12-04", "fp32")}
+    rows = {(r["backbone"], r["method"], r["path"]): r["images_per_s"]
+            for r in throughput.read_epoch_times(bench / "epoch_times.csv") if r["card"] == "NVIDIA H200"}
+    assert expected and {k: v for k, v in rows.items() if k in expected} == expected
     from pcl import registry
 
-    # the baseline and PCL are measured on resnet32; every listed method is a declared one (the others are costed
-    # from their declared relative_cost: slurm.plan.throughput)
+    # every method measured on resnet32 is a declared one, and each has both paths (the others are costed from
+    # their declared relative_cost: slurm.plan.throughput)
+    measured = {m for (b, m, _) in rows if b == "resnet32"}
     assert {"baseline", "pcl"} <= measured <= set(registry.methods())
+    assert all((b, m, p) in rows for (b, m, _) in rows for p in ("graph", "eager"))
 
 
 def test_ema_decay_is_a_device_tensor_the_step_reads(tmp_path, tiny_loaders):
@@ -386,3 +397,63 @@ def test_ema_decay_is_a_device_tensor_the_step_reads(tmp_path, tiny_loaders):
     torch.testing.assert_close(tm.mean.branches[0].classifier.weight, 0.5 * before + 0.5 * live)
     with pytest.raises(ValueError, match="decay"):
         tm.set_decay(1.5)
+
+
+# ---- fast_path=auto: which path a run takes, and that it is not part of the run_key ------------------------------
+@pytest.mark.parametrize("value, cuda, processes, resident, expected", [
+    ("auto", True, 1, True, "graph"),     # one CUDA device, CIFAR/synthetic: the case checked on a GPU
+    ("auto", False, 1, True, "eager"),    # the CPU: a graph would only run uncaptured
+    ("auto", True, 2, True, "eager"),     # data-parallel processes: the captured step is single-process
+    ("auto", True, 1, False, "eager"),    # ImageNet's loader decodes on the CPU
+    ("eager", True, 1, True, "eager"),
+    ("graph", False, 1, False, "graph"),  # asked for: uncaptured on the CPU, copy-in mode for other loaders
+])
+def test_auto_takes_the_graph_on_one_cuda_device_with_device_resident_data(value, cuda, processes, resident,
+                                                                           expected):
+    from pcl.schema import resolve_fast_path
+
+    assert resolve_fast_path(value, cuda=cuda, processes=processes, device_resident=resident) == expected
+
+
+def test_the_planned_path_follows_the_config():
+    from pcl.schema import normalize_run_config, planned_fast_path
+
+    base = {"dataset": "cifar100", "backbone": "resnet32", "method": "pcl"}
+    assert normalize_run_config(base)["fast_path"] == "auto"
+    assert planned_fast_path(normalize_run_config(base)) == "graph"  # the launcher's jobs run on GPU nodes
+    for change in ({"device": "cpu"}, {"fast_path": "eager"}, {"gpus": 2, "batch_size": 128},
+                   {"dataset": "imagenet", "backbone": "resnet18"}):
+        assert planned_fast_path(normalize_run_config({**base, **change})) == "eager", change
+
+
+def test_the_fast_path_is_not_part_of_the_run_key():
+    """Both paths compute the same function (bit-identical here, checked on a GPU: bench/RESULTS.md), like
+    `deterministic`: the key of a run does not depend on how its steps are launched."""
+    from pcl.schema import normalize_run_config
+
+    base = {"dataset": "synthetic", "backbone": "tiny_resnet8", "method": "pcl"}
+    keys = {normalize_run_config({**base, **({"fast_path": v} if v else {})})["run_key"]
+            for v in (None, "auto", "eager", "graph")}
+    assert len(keys) == 1
+
+
+def test_auto_trains_eager_on_the_cpu_and_graph_takes_the_static_step(tmp_path, tiny_loaders, monkeypatch):
+    built = []
+    real = fastpath.StaticStep
+    monkeypatch.setattr(fastpath, "StaticStep", lambda *a, **k: built.append(1) or real(*a, **k))
+    for path, expected in (("auto", []), ("eager", []), ("graph", [1])):
+        built.clear()
+        (m, _), _ = _pair("baseline", tmp_path)
+        loaders = tiny_loaders(m.num_views, classes=CLASSES)
+        train(m, loaders[0], None, Recipe(epochs=1, lr=0.05, milestones=(1,)), fast_path=path, epoch_log=None)
+        assert built == expected, path
+
+
+def test_a_run_records_the_path_its_steps_took(tmp_path):
+    from pcl.runner import run
+
+    started = []
+    run({"dataset": "synthetic", "backbone": "tiny_resnet8", "method": "baseline", "epochs": 1, "batch_size": 32,
+         "synthetic_classes": 4, "synthetic_train_size": 64, "synthetic_test_size": 32, "device": "cpu"},
+        checkpoint_dir=tmp_path, on_start=started.append)
+    assert started[0]["environment"]["fast_path"] == "eager"  # auto on the CPU

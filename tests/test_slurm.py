@@ -167,24 +167,45 @@ def test_set_values_parse_like_sacred_and_the_mongo_url_is_refused():
         plan.parse_sets(["epochs"])
 
 
-def test_gpu_hours_use_measured_rows_and_the_stated_rule():
+def test_gpu_hours_use_measured_rows_and_the_stated_rule(tmp_path):
     table = plan.load_epoch_times()
-    assert plan.throughput(table, "resnet32", "pcl") == (2680.0, "measured")
-    ips, how = plan.throughput(table, "resnet110", "pcl")  # pcl/baseline on resnet32 x resnet110's baseline
-    assert ips == pytest.approx(4000 * 2680 / 13793) and how.startswith("rule: method/baseline")
-    # no row for the backbone: resnet32's baseline row / the backbone's declared cost, x the method's measured ratio
-    ips, how = plan.throughput(table, "tiny_resnet8", "dml")
-    tiny = declared.backbone("tiny_resnet8").relative_cost
-    assert ips == pytest.approx(13793 / tiny * 4261 / 13793) and "backbone's declared cost" in how
-    # no measured row of the method at all: its declared cost relative to the baseline
-    for name, spec in declared.methods().items():
-        if not ((table["method"] == name) & (table["backbone"] == "resnet32")).any():
-            ips, how = plan.throughput(table, "resnet110", name)
-            assert ips == pytest.approx(4000 / spec.relative_cost) and "method's declared cost" in how
-    run = plan.Planned({"backbone": "resnet32", "method": "pcl", "dataset": "cifar100", "epochs": 300,
-                        "train_subset": None}, ["table2"])
-    plan.estimate([run], table)
-    assert run.gpu_hours == pytest.approx(300 * 50_000 / 2680 * plan.EVAL_OVERHEAD / 3600)  # ~1.87 h
+
+    def row(backbone, method, path):
+        hit = table[(table.backbone == backbone) & (table.method == method) & (table.path == path)]
+        return float(hit.images_per_s.iloc[0]) if len(hit) else None
+
+    for path in ("graph", "eager"):
+        assert plan.throughput(table, "resnet32", "pcl", path) == (row("resnet32", "pcl", path), "measured")
+        base, pcl = row("resnet32", "baseline", path), row("resnet32", "pcl", path)
+        # pcl/baseline on resnet32 x resnet110's baseline on the same path
+        ips, how = plan.throughput(table, "resnet110", "pcl", path)
+        assert ips == pytest.approx(row("resnet110", "baseline", path) * pcl / base)
+        assert how.startswith("rule: method/baseline")
+        # no row for the backbone: resnet32's baseline row / the backbone's declared cost, x the method's ratio
+        ips, how = plan.throughput(table, "tiny_resnet8", "dml", path)
+        tiny = declared.backbone("tiny_resnet8").relative_cost
+        assert ips == pytest.approx(base / tiny * row("resnet32", "dml", path) / base)
+        assert "backbone's declared cost" in how
+        # no measured row of the method at all: its declared cost relative to the baseline
+        for name, spec in declared.methods().items():
+            if row("resnet32", name, path) is None:
+                ips, how = plan.throughput(table, "resnet110", name, path)
+                assert ips == pytest.approx(row("resnet110", "baseline", path) / spec.relative_cost)
+                assert "method's declared cost" in how
+    assert row("resnet32", "pcl", "graph") > row("resnet32", "pcl", "eager")
+    # each run is costed on the path it will train: the default (auto) is graph for CIFAR on one GPU, eager with
+    # fast_path=eager (and on the CPU, with several GPUs, on ImageNet: pcl.schema.planned_fast_path)
+    cfg = {"backbone": "resnet32", "method": "pcl", "dataset": "cifar100", "epochs": 300, "train_subset": None,
+           "fast_path": "auto", "device": "auto", "gpus": 1}
+    fast, eager = plan.Planned(cfg, ["table2"]), plan.Planned({**cfg, "fast_path": "eager"}, ["table2"])
+    plan.estimate([fast, eager], table)
+    for run, path in ((fast, "graph"), (eager, "eager")):
+        assert run.gpu_hours == pytest.approx(300 * 50_000 / row("resnet32", "pcl", path) * plan.EVAL_OVERHEAD / 3600)
+    # a file from before the path column is all eager: its figures stand in for the graph path too
+    before = tmp_path / "epoch_times.csv"
+    table[table.path == "eager"].drop(columns="path").to_csv(before, index=False)
+    ips, how = plan.throughput(plan.load_epoch_times(before), "resnet32", "pcl", "graph")
+    assert ips == row("resnet32", "pcl", "eager") and how == "measured"
 
 
 @pytest.mark.parametrize("args, expected", [
