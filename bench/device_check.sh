@@ -2,7 +2,7 @@
 # The one prepared GPU check (issue 20), run on a lent GPU machine from the repo root. It fits one call of about
 # 9 minutes: the phases run in the issue's order of priority, each under its own time limit and all under one
 # deadline (BUDGET seconds from the start), so a hang or a slow phase costs only what comes after it.
-#   check_fp32   bench/gpu_check.py: eager vs CUDA-graph fast path, every method, ResNet-32, fp32
+#   check_fp32   bench/gpu_check.py: eager vs CUDA-graph fast path, every method, ResNet-32, fp32, deterministic
 #   check_bf16   the same for baseline and PCL in bf16 + channels_last
 #   bench_main   bench/throughput.py, ResNet-32 baseline and PCL: fast / eager / naive in one process, 1/2/4 packed
 #                PCL runs, peak memory, GPU busy share, kernels per step
@@ -61,7 +61,9 @@ if wanted sanity && [ -f .device_carry/tools/cifar10_standin.py ]; then
   standin_pid=$!
 fi
 
-phase check_fp32 190 "$PY" bench/gpu_check.py --steps "$CHECK_STEPS" --out "$WORK/gpu_check_fp32.json" $CHECK_ARGS
+# deterministic kernels: a zero noise floor (2026-12-04 without them two eager fp32 copies drifted to O(1) apart)
+phase check_fp32 190 "$PY" bench/gpu_check.py --steps "$CHECK_STEPS" --deterministic --out "$WORK/gpu_check_fp32.json" \
+  $CHECK_ARGS
 [ "${RC[check_fp32]:-skipped}" = 0 ] && check_status=passed
 [[ "${RC[check_fp32]:-skipped}" =~ ^[0-9]+$ && "${RC[check_fp32]}" != 0 ]] && { check_status=FAILED; status=1; }
 phase check_bf16 70 "$PY" bench/gpu_check.py --steps $((CHECK_STEPS / 2)) --methods baseline,pcl --precision bf16 \

@@ -6,17 +6,21 @@
 
 Paths (every figure: images/s of whole training steps, CIFAR-100 shapes, synthetic uint8 data):
   fast   pcl.fastpath.StaticStep: on-device views + step + temporal mean + metric sums, one CUDA graph per step
-         on CUDA (uncaptured on the CPU); --precision and --channels-last apply.
-  eager  pcl.step.train_step on the device-resident loader (GPU crop/flip), fp32 (TF32 off), the default path.
+         on CUDA (uncaptured on the CPU); --precision and --channels-last apply. How fast_path=graph trains (the
+         default, auto, on one CUDA device with CIFAR-shaped device-resident data).
+  eager  pcl.step.train_step on the device-resident loader (GPU crop/flip), fp32 (TF32 off): fast_path=eager.
   naive  what the public re-implementations do: a torchvision CPU DataLoader (PIL images, RandomCrop(32, pad 4) +
          RandomHorizontalFlip + ToTensor + Normalize once per view, --naive-workers workers, pinned memory) feeding
          the eager step; PyTorch's default math (cuDNN TF32 on). The headline is fast / naive per network.
 Packed: N separate processes train the fast path at once on the same device (--pack 1,2,4); their aggregate
 images/s over the common timed window. Peak memory: torch.cuda.max_memory_allocated per run. GPU busy: the share
-of the timed wall time during which some kernel ran, from torch.profiler (CUDA only).
+of the timed wall time during which some kernel ran, from torch.profiler (CUDA only), with the kernels per step and
+their time per step beside the wall time per step: what limits a step (launches, or the kernels themselves).
 On CUDA the timed steps of fast and eager run under torch.cuda.set_sync_debug_mode("error") (no host sync in a
-step). Imports only torch, torchvision, numpy and this package. Figures go to bench/RESULTS.md by hand, with the
-card, driver, torch version and date printed in the header.
+step). A path or packed run that fails is reported with its traceback and the others go on (exit 1).
+--write-epoch-times adds this card's rows (path graph for fast, eager) to the launcher's epoch-time file.
+Imports only torch, torchvision, numpy and this package. Figures go to bench/RESULTS.md by hand, with the card,
+driver, torch version and date printed in the header.
 """
 from __future__ import annotations
 

@@ -307,7 +307,7 @@ def test_gpu_check_script_passes_on_equal_paths_and_fails_on_a_different_step(tm
     import json
 
     report = json.loads(out.read_text())["methods"]
-    assert report["pcl"]["state"] == 0.0 and report["pcl"]["steps"] == 4
+    assert report["pcl"]["state"] == report["pcl"]["first_step"] == 0.0 and report["pcl"]["steps"] == 4
 
     real_step = fastpath.train_step
     monkeypatch.setattr(fastpath, "train_step", lambda m, o, v, t, precision: real_step(m, o, v, t, "bf16"))
