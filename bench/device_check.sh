@@ -22,6 +22,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT="${OUT:-bench/out}"; mkdir -p "$OUT"
 WORK="$(mktemp -d)"
+DATA="$(mktemp -d)"  # the stand-in's 180 MB of converted batches: outside WORK, which is packed after every phase
 BUDGET="${BUDGET:-525}"
 PHASES="${PHASES:-check_fp32 check_bf16 bench_main methods bench_bf16 bench_tf32 sanity backbones}"
 PY="${PY:-$(command -v python3 || command -v python)}"
@@ -57,7 +58,7 @@ phase() {
 
 # The stand-in's conversion (CPU only) runs beside the GPU phases.
 if wanted sanity && [ -f .device_carry/tools/cifar10_standin.py ]; then
-  ( "$PY" .device_carry/tools/cifar10_standin.py "$WORK/data" > "$WORK/standin.txt" 2>&1; echo "exit $?" >> "$WORK/standin.txt" ) &
+  ( "$PY" .device_carry/tools/cifar10_standin.py "$DATA" > "$WORK/standin.txt" 2>&1; echo "exit $?" >> "$WORK/standin.txt" ) &
   standin_pid=$!
 fi
 
@@ -82,16 +83,16 @@ phase bench_tf32 45 "$PY" bench/throughput.py --steps "$STEPS" --warmup "$WARMUP
   --fast-only-backbones "" --methods baseline,pcl --pack "" --precision tf32 \
   --out "$WORK/throughput_tf32.json" $BENCH_ARGS
 if wanted sanity; then
-  if [ -n "${standin_pid:-}" ]; then wait "$standin_pid"; fi
-  if [ -d "$WORK/data/cifar-10-batches-py" ]; then
+  while [ -n "${standin_pid:-}" ] && kill -0 "$standin_pid" 2>/dev/null && (($(left) > 40)); do sleep 1; done
+  if grep -q "^exit 0" "$WORK/standin.txt" 2>/dev/null && [ -d "$DATA/cifar-10-batches-py" ]; then
     fast=eager; [ "$check_status" = passed ] && fast=graph
-    phase sanity "${SANITY_LIMIT:-120}" "$PY" bench/gpu_sanity.py --data-root "$WORK/data" --epochs "$EPOCHS" --seeds "$SEEDS" \
+    phase sanity "${SANITY_LIMIT:-120}" "$PY" bench/gpu_sanity.py --data-root "$DATA" --epochs "$EPOCHS" --seeds "$SEEDS" \
       --fast-path "${FAST_PATH:-$fast}" --out "$WORK/sanity.json" ${SANITY_ARGS:-}
   else
     echo "# phase sanity SKIPPED: no stand-in data ($(tail -c 300 "$WORK/standin.txt" 2>/dev/null))" | tee -a "$WORK/phases.txt"
   fi
-  rm -rf "$WORK/data"
 fi
+rm -rf "$DATA"
 
 phase backbones 90 "${TP[@]}" --backbones "${OTHER_BACKBONES:-resnet110,wrn20_8,densenet40_12,vgg16}" \
   --fast-only-backbones "" --paths fast,eager --pack "" --methods baseline,pcl --no-profile \

@@ -25,8 +25,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet32")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
-    ap.add_argument("--fast-path", default="eager", choices=["eager", "graph"],
-                    help="graph: the CUDA-graph step (only once bench/gpu_check.py has passed on this card)")
+    ap.add_argument("--fast-path", default="auto", choices=["auto", "eager", "graph"],
+                    help="the config key fast_path: auto (the default: graph on one CUDA device), eager or graph")
     ap.add_argument("--train-subset", type=int, default=None, help="only for trying the script on a CPU")
     ap.add_argument("--out", default=None, help="write all per-epoch metrics as JSON here")
     args = ap.parse_args()

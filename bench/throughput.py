@@ -367,6 +367,10 @@ def parse_args(argv=None):
     for name in ("steps", "batch_size", "peers"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.write_epoch_times and (args.precision != "fp32" or args.channels_last):
+        ap.error(f"--write-epoch-times takes fp32 figures without --channels-last (the launcher costs every run at "
+                 f"those: the default); got --precision {args.precision}"
+                 f"{' --channels-last' if args.channels_last else ''}")
     bad = [p for p in args.paths.split(",") if p not in PATHS]
     if bad:
         ap.error(f"--paths has unknown path(s) {', '.join(bad)}; allowed: {', '.join(PATHS)}")

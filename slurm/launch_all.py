@@ -301,8 +301,8 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
         print(f"{shared} of the {len(planned)} runs are shared between tables (the same run_key: trained once, counted "
               f"in each table's row): the rows add up to {rows}, the total counts each run once.")
     measured = sum(r.estimate == "measured" for r in planned)
-    cards = ", ".join(sorted(set(load_epoch_times()["card"]), reverse=True))
-    print(f"GPU-hours: bench/epoch_times.csv ({cards}; each run on the path it trains, fast_path graph or eager; "
+    card = load_epoch_times()["card"].iloc[0]
+    print(f"GPU-hours: bench/epoch_times.csv ({card}; each run on the path it trains, fast_path graph or eager; "
           f"one run per GPU, +20 % evaluation); {measured} of {len(planned)} runs from measured (backbone, method, "
           "path) rows, the rest by the file's stated rule."
           f"{' ' + note if note else ''}")

@@ -383,17 +383,19 @@ def run_is_alive(state: RunState, entry: Mapping[str, Any], live_jobs: set[str] 
 def load_epoch_times(path: str | Path = EPOCH_TIMES) -> pd.DataFrame:
     """The (backbone, method, path) -> images/s table with its card and source, as bench/throughput.py writes it
     (columns card, backbone, method, path, images_per_s, seconds_per_epoch, source; path is the way a run trains,
-    graph or eager, as resolve_fast_path picks it; a file without the column is eager; a source starting
-    "estimate:" is not measured). With rows of several cards, the last row of each triple counts (the file is
-    sorted by card).
+    graph or eager, as resolve_fast_path picks it; a file without the column, or a row without a value, is eager; a
+    source starting "estimate:" is not measured). Only one card's rows are used, the card with the most rows (ties:
+    the last name): the rule's ratios across two cards would mix their speeds.
 
     Rule for pairs not listed on a run's path [ours]: the method's cost relative to the baseline on resnet32
     (declared `relative_cost` where resnet32 has no row of it), applied to the backbone's baseline row (without one,
     resnet32's baseline row divided by the backbone's declared `relative_cost`), all on that path (on every path's
     rows where it has none). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
     table = pd.read_csv(path)
-    if "path" not in table:
-        table["path"] = "eager"
+    table["path"] = table["path"].fillna("eager") if "path" in table else "eager"
+    counts = table["card"].value_counts()
+    card = sorted(counts[counts == counts.max()].index)[-1]
+    table = table[table["card"] == card]
     return table.drop_duplicates(["backbone", "method", "path"], keep="last").reset_index(drop=True)
 
 
@@ -411,14 +413,15 @@ def throughput(table: pd.DataFrame, backbone: str, method: str, path: str = "eag
     states: a listed row; else the backbone's baseline speed (its row, else resnet32's divided by the backbone's
     declared relative_cost) divided by the method's cost relative to the baseline (measured on resnet32 where both
     rows exist, else declared)."""
-    on_path = table[table["path"] == path]
-    if on_path.empty:  # no figure of that path at all: the other path's, said so
-        on_path, path = table.drop_duplicates(["backbone", "method"], keep="last"), "any path"
+    on_path, other = table[table["path"] == path], ""
+    if on_path.empty:  # no figure of that path at all: another path's, said so
+        on_path = table.drop_duplicates(["backbone", "method"], keep="last")
+        other = f" (no {path} rows: {', '.join(sorted(set(on_path['path'])))} figures)"
     indexed = on_path.set_index(["backbone", "method"])
     rows = indexed["images_per_s"]
     if (backbone, method) in rows.index:
         source = str(indexed.loc[(backbone, method), "source"])
-        return float(rows[(backbone, method)]), "estimate" if source.startswith("estimate") else "measured"
+        return float(rows[(backbone, method)]), ("estimate" if source.startswith("estimate") else "measured") + other
     base = ("resnet32", "baseline")
     if base not in rows.index:
         return float(rows.min()), "rule: slowest listed row (no resnet32 baseline row)"
@@ -434,7 +437,7 @@ def throughput(table: pd.DataFrame, backbone: str, method: str, path: str = "eag
         ratio = declared.method(method).relative_cost
         how.append("the method's declared cost")
     return base_ips / ratio, "rule: " + (" and ".join(how) or "method/baseline ratio on resnet32 x the backbone's "
-                                                               "baseline")
+                                                               "baseline") + other
 
 
 def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> None:

@@ -206,6 +206,13 @@ def test_command_lines_backbone_defaults_to_one_built_for_the_dataset(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'backbone'" not in err and "config key 'data_root'" in err, err
     assert not (tmp_path / "out").exists()
+    # the remedy it names is a flag this command has (it said "Pass download=True", which it had no way to pass)
+    assert "--download" in err
+    fetched = []
+    monkeypatch.setattr("pcl.data.cifar._download", lambda name, root: fetched.append(name))
+    assert distributed_cli.main(["--dataset", "cifar10", "--data-root", str(tmp_path / "none"), "--device", "cpu",
+                                 "--download", "--out-dir", str(tmp_path / "out")]) == 2  # fetched nothing here
+    assert fetched == ["cifar10"]
 
 
 def test_command_line_refuses_bad_flags_and_another_run_in_the_out_dir_in_one_line(tmp_path, capsys, monkeypatch):

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -205,7 +206,15 @@ def test_gpu_hours_use_measured_rows_and_the_stated_rule(tmp_path):
     before = tmp_path / "epoch_times.csv"
     table[table.path == "eager"].drop(columns="path").to_csv(before, index=False)
     ips, how = plan.throughput(plan.load_epoch_times(before), "resnet32", "pcl", "graph")
-    assert ips == row("resnet32", "pcl", "eager") and how == "measured"
+    assert ips == row("resnet32", "pcl", "eager") and how == "measured (no graph rows: eager figures)"
+    # rows of another card beside them are not mixed in: the rule's ratios would mix two cards' speeds
+    other = table.head(3).assign(card="Another GPU", images_per_s=1.0)
+    pd.concat([table, other]).to_csv(before, index=False)
+    kept = plan.load_epoch_times(before)
+    assert set(kept.card) == set(table.card) and list(kept.images_per_s.astype(float)) == list(table.images_per_s)
+    pd.concat([other.assign(backbone=other.backbone + "_" + str(i)) for i in range(len(table))]).to_csv(before,
+                                                                                                       index=False)
+    assert set(plan.load_epoch_times(before).card) == {"Another GPU"}  # the card with the most rows
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -175,7 +175,8 @@ def load_cifar(
         raise FileNotFoundError(
             f"{display} not found under data root {str(root)!r}: expected directory {str(directory)!r} "
             f"with the python-version files {', '.join(needed)} (missing: {', '.join(missing)}). "
-            f"Pass download=True to fetch and extract them there with torchvision, or set data_root "
+            f"Set download=True (python -m pcl.distributed: --download) to fetch and extract them there with "
+            f"torchvision, or set data_root "
             f"(or the {_DATA_ROOT_ENV} environment variable) to the folder that contains {dirname}/."
         )
     train = _read_split(directory, train_files, label_key, num_classes)

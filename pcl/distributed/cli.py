@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="imagenet")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--download", action="store_true", help="fetch CIFAR through torchvision when missing")
     ap.add_argument("--method", default="pcl")
     ap.add_argument("--options", default="{}", help="method options as JSON, e.g. '{\"temperature\": 3}'")
     ap.add_argument("--backbone", default=None,
@@ -133,6 +134,7 @@ def _cli_config(args: Any, env: DistEnv) -> dict[str, Any]:
              "lr": args.lr, "weight_decay": args.weight_decay, "precision": args.precision,
              "batch_norm": args.batch_norm, "channels_last": args.channels_last, "workers": args.workers,
              "train_subset": args.train_subset, "device": args.device, "milestones": milestones,
+             "download": args.download or None,
              "synthetic_train_size": args.synthetic_train_size, "gpus": env.world_size}
     cfg = normalize_run_config({k: v for k, v in given.items() if v is not None})
     device = resolve_device(cfg["device"])
