@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -280,7 +281,7 @@ def _describe(resources: dict[str, Any]) -> str:
 def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, *, as_json: bool, listing: bool,
                note: str) -> None:
     from pcl.results import one_line
-    from slurm.plan import format_hours, load_epoch_times, summary
+    from slurm.plan import format_duration, format_hours, load_epoch_times, shared_runs_line, summary
 
     frame = summary(planned, selection.tables)
     if as_json:
@@ -288,28 +289,31 @@ def print_plan(planned: Sequence[Any], selection: Any, options: ClusterOptions, 
                           "runs": [{"run_key": r.run_key, "tables": r.tables, "label": r.cfg["label"],
                                     "dataset": r.cfg["dataset"], "backbone": r.cfg["backbone"],
                                     "method": r.cfg["method"], "seed": r.cfg["seed"], "status": r.status,
-                                    "detail": r.detail, "gpu_hours": r.gpu_hours, "estimate": r.estimate}
+                                    "detail": r.detail, "gpu_hours": r.gpu_hours, "estimate": r.estimate,
+                                    "path": r.path}
                                    for r in planned], "note": note}, indent=1))
         return
     shown = frame.copy()
     for col in ("gpu_h_all", "gpu_h_to_do"):
         shown[col] = shown[col].map(format_hours)
     print(shown.rename(columns={"gpu_h_all": "GPU-h all", "gpu_h_to_do": "GPU-h to do"}).to_string(index=False))
-    rows = int(frame.loc[frame["table"] != "total", "runs"].sum())
-    if rows > len(planned):
-        shared = sum(len(r.tables) > 1 for r in planned)
-        print(f"{shared} of the {len(planned)} runs are shared between tables (the same run_key: trained once, counted "
-              f"in each table's row): the rows add up to {rows}, the total counts each run once.")
+    shared = shared_runs_line([r.tables for r in planned])
+    if shared:
+        print(shared)
     measured = sum(r.estimate == "measured" for r in planned)
     card = load_epoch_times()["card"].iloc[0]
-    print(f"GPU-hours: bench/epoch_times.csv ({card}; each run on the path it trains, fast_path graph or eager; "
-          f"one run per GPU, +20 % evaluation); {measured} of {len(planned)} runs from measured (backbone, method, "
-          "path) rows, the rest by the file's stated rule."
-          f"{' ' + note if note else ''}")
+    paths = ", ".join(f"{n} {p}" for p, n in sorted(Counter(r.path for r in planned).items()))
+    found = (f"all {measured} from measured (backbone, method, path) rows" if measured == len(planned) else
+             f"{measured} from measured (backbone, method, path) rows, the rest by the rule of slurm/plan.py "
+             "(load_epoch_times)")
+    print(f"GPU-hours: bench/epoch_times.csv ({card}, one run per GPU, +20 % evaluation); runs costed by the path "
+          f"they train (fast_path; data read from the CPU at eager speed): {paths or 'none'}; {found}.")
+    if note:
+        print(note)
     if listing:
         for r in planned:
             print(f"  {r.run_key}  {r.status:9}  {','.join(r.tables):28}  {r.cfg['dataset']:9} {r.cfg['label']} "
-                  f"seed={r.cfg['seed']}  {r.gpu_hours:.2f} h  {one_line(r.detail)}")
+                  f"seed={r.cfg['seed']}  {format_duration(r.gpu_hours)}  {r.path}  {one_line(r.detail)}")
 
 
 def run(argv: Sequence[str] | None = None, log=print) -> int:

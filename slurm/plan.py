@@ -19,6 +19,7 @@ import pandas as pd
 from experiments import registry
 from pcl import registry as declared  # the methods and backbones as declared (their costs)
 from pcl.config_checks import did_you_mean
+from pcl.recipes import DEVICE_RESIDENT
 from pcl.schema import planned_fast_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ class Planned:
     detail: str = ""
     gpu_hours: float = 0.0
     estimate: str = ""
+    path: str = ""  # the training path its cost assumes (graph or eager: estimate)
 
     @property
     def run_key(self) -> str:
@@ -390,7 +392,8 @@ def load_epoch_times(path: str | Path = EPOCH_TIMES) -> pd.DataFrame:
     Rule for pairs not listed on a run's path [ours]: the method's cost relative to the baseline on resnet32
     (declared `relative_cost` where resnet32 has no row of it), applied to the backbone's baseline row (without one,
     resnet32's baseline row divided by the backbone's declared `relative_cost`), all on that path (on every path's
-    rows where it has none). The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
+    rows where it has none). A run on data not held on the device (ImageNet) is costed eager whatever its path: the
+    loader bounds it. The estimate adds EVAL_OVERHEAD for the per-epoch evaluation and checkpoint."""
     table = pd.read_csv(path)
     table["path"] = table["path"].fillna("eager") if "path" in table else "eager"
     counts = table["card"].value_counts()
@@ -446,7 +449,9 @@ def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> N
     found: dict[tuple[str, str, str], tuple[float, str]] = {}  # per triple, not per run: thousands of runs
     for run in planned:
         cfg = run.cfg
-        triple = (cfg["backbone"], cfg["method"], planned_fast_path(cfg))
+        # a captured step does not speed up a loader that decodes on the CPU (ImageNet): its cost is the eager one
+        run.path = planned_fast_path(cfg) if cfg.get("dataset") in DEVICE_RESIDENT else "eager"
+        triple = (cfg["backbone"], cfg["method"], run.path)
         if triple not in found:
             found[triple] = throughput(table, *triple)
         ips, how = found[triple]
@@ -467,6 +472,23 @@ def summary(planned: Sequence[Planned], tables: Sequence[str]) -> pd.DataFrame:
         row["gpu_h_to_do"] = sum(r.gpu_hours for r in runs if r.status in ("to submit", "queued", "alive"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def shared_runs_line(run_tables: Sequence[Sequence[str]]) -> str | None:
+    """The line saying why the tables' rows add up to more than the total (runs several tables need), or None."""
+    rows = sum(len(t) for t in run_tables)
+    if rows <= len(run_tables):
+        return None
+    shared = sum(len(t) > 1 for t in run_tables)
+    return (f"{shared} of the {len(run_tables)} runs are shared between tables (the same run_key: trained once, "
+            f"counted in each table's row): the rows add up to {rows}, the total counts each run once.")
+
+
+def format_duration(hours: float) -> str:
+    """One run's GPU time: hours from 1 h up, minutes or seconds below (a quick run is seconds of a GPU-hour)."""
+    if hours >= 1:
+        return f"{hours:.2f} h"
+    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
 
 
 def format_hours(value: float) -> str:

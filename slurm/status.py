@@ -147,8 +147,12 @@ def render(report: Mapping[str, Any]) -> str:
     import pandas as pd
 
     from pcl.results import one_line
+    from slurm.plan import shared_runs_line
 
     lines = [pd.DataFrame(report["tables"]).to_string(index=False)]
+    shared = shared_runs_line([r.get("tables", ()) for r in report["runs"]])
+    if shared:
+        lines.append(shared)
     problems = [r for r in report["runs"] if r["status"] in ("FAILED", "refused", "dead", "PREEMPTED")]
     for r in problems:  # details, job ids, log paths and errors come from ledgers, logs and records: one line each
         lines.append(f"{r['status']:9} {r['run_key']} {r['label']} ({r['dataset']}, seed {r['seed']}): "
