@@ -300,15 +300,28 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
     head = f"None of these runs is in the store yet; it holds {len(outside)} other run(s)"
     if not made_with:
         return head + ": `python analysis/make_tables.py` shows the plans they belong to."
-    (name, changed), configs = max(made_with.items(), key=lambda item: (len(item[1]), -len(item[0][1])))
+    groups = sorted(made_with.items(), key=lambda item: (-len(item[1]), len(item[0][1])))
     given_named = selection.named if selection is not None else []
     given_updates = selection.updates if selection is not None else {}
-    missing = [(k, v) for k, v in changed if given_updates.get(k, object()) != v]
-    flags = ([] if name in given_named else ["--named", name]) + [
-        part for k, v in missing for part in ("--set", f"{k}={_as_set_value(v)}")]
-    made = f"the named config {name}" + "".join(f", {k}={one_line(_as_set_value(v), 40)}" for k, v in changed)
+
+    def made_and_flags(name: str, changed: tuple[tuple[str, Any], ...]) -> tuple[str, list[str]]:
+        missing = [(k, v) for k, v in changed if given_updates.get(k, object()) != v]
+        flags = ([] if name in given_named else ["--named", name]) + [
+            part for k, v in missing for part in ("--set", f"{k}={_as_set_value(v)}")]
+        return f"the named config {name}" + "".join(f", {k}={one_line(_as_set_value(v), 40)}" for k, v in changed), \
+            flags
+
+    (name, changed), configs = groups[0]
+    made, flags = made_and_flags(name, changed)
     if flags:
-        return f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them."
+        more = ""
+        if len(groups) > 1:  # the next group too (`with smoke` and `with smoke epochs=2`: each has its own flags)
+            (name2, changed2), configs2 = groups[1]
+            made2, flags2 = made_and_flags(name2, changed2)
+            if flags2:
+                more = f"; {len(configs2)} more made with {made2}: add {one_line(shlex.join(flags2))} to see those"
+        return (f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them"
+                f"{more}.")
     # the selection has those flags already: its runs and these differ elsewhere (lr, seeds, options, ...)
     mine = planned[0].cfg
     differ = sorted({k for c in configs for k in set(c) | set(mine)

@@ -747,6 +747,18 @@ def test_status_and_the_dry_run_say_why_none_of_the_selection_is_in_the_store(tm
         assert command([*argv, "--results-dir", str(tmp_path / "typo"), "--json"]) == 0
         assert "no such folder" in json.loads(capsys.readouterr().out)["note"]
     assert not (tmp_path / "typo").exists()
+    # runs of two settings (`with smoke`, then `with smoke epochs=2`): the flags of both (the second was hidden)
+    longer = plan.build_plan(plan.Selection(tables=["table2"], methods=["pcl"], named=["smoke"], updates={"epochs": 2}))
+    write("both", smoke)
+    for i, run in enumerate(longer):
+        folder = tmp_path / "both" / str(len(smoke) + i + 1)
+        folder.mkdir()
+        (folder / "run.json").write_text((tmp_path / "both" / "1" / "run.json").read_text())
+        (folder / "config.json").write_text(json.dumps(run.cfg))
+    assert status.run([*argv, "--results-dir", str(tmp_path / "both")]) == 0
+    assert (f"{len(smoke)} of them made with the named config smoke: add --named smoke to see them; {len(longer)} "
+            "more made with the named config smoke, epochs=2: add --named smoke --set epochs=2 to see those.") \
+        in capsys.readouterr().out
 
 
 # ---- where each run stands: a damaged record is skipped by every store alike --------------------------------------
@@ -1016,11 +1028,16 @@ def test_the_store_note_of_any_records_is_one_line(tmp_path, configs):
     store = type("S", (), {"results_dir": tmp_path, "describe": lambda self: "file store"})()
     note = plan.store_note(planned, {}, configs, store)
     assert isinstance(note, str) and "\n" not in note and "\x1b" not in note and note
-    if ": add " in note:  # record values given back as flags: each one word for the shell, read back as written
-        import shlex
+    import shlex
 
-        words = shlex.split(note.split(": add ", 1)[1].rsplit(" to see them.", 1)[0])
-        assert words[::2] and set(words[::2]) <= {"--named", "--set"}
+    for segment in note.split(": add ")[1:]:  # record values given back as flags: one shell word each
+        lex = shlex.shlex(segment, posix=True)
+        lex.whitespace_split = True
+        words = []
+        while (flag := lex.get_token()) in ("--named", "--set"):
+            words += [flag, lex.get_token()]
+        assert words and flag in ("to", None), (note, words, flag)  # the flags end where the sentence goes on
+        assert all(v.split("=", 1)[0] and "=" in v for f, v in zip(words[::2], words[1::2]) if f == "--set")
 
 
 def test_a_run_on_data_read_from_the_cpu_is_costed_eager_whatever_its_path():
