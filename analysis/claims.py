@@ -19,6 +19,7 @@ Torch-free.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -65,9 +66,11 @@ class Verdict:
     n_better: int
     n_worse: int
     test: str
+    setting: str = ""  # the table's dataset and settings (Table.setting_text): two tables of one dataset apart
 
     def as_row(self) -> dict[str, Any]:
-        return {"table": self.claim.table, "dataset": self.dataset, "backbone": self.row, "claim": self.claim.text,
+        return {"table": self.claim.table, "dataset": self.dataset, "setting": self.setting, "backbone": self.row,
+                "claim": self.claim.text,
                 "verdict": self.verdict, "effect": self.effect, "ci_low": self.low, "ci_high": self.high,
                 "p_value": self.p_value, "n": f"{self.n_better} vs {self.n_worse}", "test": self.test}
 
@@ -174,7 +177,8 @@ def verdicts(tables: Iterable[Table]) -> list[Verdict]:
         for row, runs in table.runs.groupby("row", sort=False):
             for claim in claims_for(table):
                 if {claim.better, claim.worse} <= set(runs["column"]):
-                    out.append(judge(claim, runs, table.dataset, str(row)))
+                    out.append(dataclasses.replace(judge(claim, runs, table.dataset, str(row)),
+                                                   setting=table.setting_text))
     return out
 
 
@@ -225,12 +229,13 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
     if not found:
         lines += ["No claim can be judged: no table has both columns of a claim.", ""]
     else:
-        lines += ["| table | dataset | backbone | claim | verdict | effect [95% CI] | p | n | test |",
+        lines += ["| table | setting | backbone | claim | verdict | effect [95% CI] | p | n | test |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for v in found:
             ci = f"{_num(v.effect, True)} [{_num(v.low, True)}, {_num(v.high, True)}]"
             p = "-" if math.isnan(v.p_value) else f"{v.p_value:.3g}"
-            where = f"{md(v.claim.table)} | {shown(DATASET_NAMES, v.dataset)} | {shown(BACKBONE_NAMES, v.row)}"
+            where = (f"{md(v.claim.table)} | {md(v.setting) if v.setting else shown(DATASET_NAMES, v.dataset)} | "
+                     f"{shown(BACKBONE_NAMES, v.row)}")
             lines.append(f"| {where} | {md(v.claim.text)} | **{v.verdict}** | {ci} | {p} | "
                          f"{v.n_better} vs {v.n_worse} | {v.test} |")
         lines.append("")

@@ -43,10 +43,10 @@ def runs_per_status(tables: Sequence[Table]) -> pd.DataFrame:
     rows = []
     for t in tables:
         counts = t.status_counts
-        rows.append({"table": t.name, "dataset": t.dataset, **counts, "planned": sum(counts.values())})
-    frame = pd.DataFrame(rows, columns=["table", "dataset", *STATUSES, "planned"])
+        rows.append({"table": t.name, "setting": t.setting_text, **counts, "planned": sum(counts.values())})
+    frame = pd.DataFrame(rows, columns=["table", "setting", *STATUSES, "planned"])
     keys = pd.concat([t.runs[["run_key", "status"]] for t in tables]).drop_duplicates("run_key")
-    total = {"table": "all (distinct runs)", "dataset": "", **{s: int((keys["status"] == s).sum())
+    total = {"table": "all (distinct runs)", "setting": "", **{s: int((keys["status"] == s).sum())
                                                                for s in STATUSES}, "planned": len(keys)}
     return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
 
@@ -83,7 +83,7 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
     parts = ["# PCL reproduction report", "",
              f"- Date: {when}", f"- Commit: {escape.markdown(git_commit())}",
              f"- Store: {escape.markdown(describe_stores(stores), limit=2000)}",
-             f"- Tables: {escape.markdown(', '.join(f'{t.name} ({t.dataset})' for t in tables), limit=2000)}",
+             f"- Tables: {escape.markdown('; '.join(f'{t.name} ({t.setting_text})' for t in tables), limit=2000)}",
              "- Numbers: top-1 error (%) on the test set, mean ± std (ddof=1) over seeds; the paper's numbers "
              "and their confidence: analysis/paper.py.", "",
              "## Runs per status", "",
@@ -95,8 +95,7 @@ def build_report(tables: Sequence[Table], stores: Sequence[Any], out: str | Path
               else "No cell of these tables has a known paper number (see analysis/paper.py).", ""]
     parts += [claims.claims_section(tables), ""]  # a verdict per claim of the paper (analysis/claims.py)
     for t in tables:
-        setting = (t.setting.describe() if t.setting else t.dataset) + (f"; {t.variant}" if t.variant else "")
-        parts += ["## " + escape.markdown(f"{t.name} ({setting})"), "", render_markdown(t)]
+        parts += ["## " + escape.markdown(f"{t.name} ({t.setting_text})"), "", render_markdown(t)]
         for figure, paths in [(f, p) for f, p in done if f.stem.startswith(f"{t.stem}_")]:
             rel = quote(paths[0].relative_to(out.parent).as_posix())
             parts += [f"![{escape.markdown(figure.kind)}]({rel})", "",

@@ -93,6 +93,13 @@ class Table:
         return self.spec.name
 
     @property
+    def setting_text(self) -> str:
+        """The dataset and what else sets these runs apart (epochs, subset, seeds; the variant), as the report names
+        a table: two tables of one script and dataset read apart."""
+        return (self.setting.describe() if self.setting else self.dataset) + (f"; {self.variant}" if self.variant
+                                                                             else "")
+
+    @property
     def stem(self) -> str:
         """The tables' and figures' file name: script, dataset, setting (two settings never overwrite each other)."""
         variant = re.sub(r"[^A-Za-z0-9.=+-]+", "-", self.variant).strip("-")[:60]

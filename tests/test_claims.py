@@ -161,3 +161,23 @@ def test_the_verdicts_legend_names_each_verdict_once_as_it_appears_in_the_table(
     legend = claims.render_markdown([], []).splitlines()[2]
     for label in ("held", claims.CONTRADICTED, claims.UNRESOLVED):
         assert legend.count(f"*{label}* (") == 1, legend
+
+
+def test_two_tables_of_one_script_and_dataset_read_apart_in_the_report(tmp_path):
+    """After `with smoke` and `with smoke epochs=2` the report listed "table2 (synthetic), table2 (synthetic)", two
+    identical rows per status and every claim twice: each now names its setting (epochs, subset, seeds)."""
+    from analysis.report import runs_per_status
+    from analysis.setting import Setting
+    from analysis.tables import SPECS, Table
+    import pandas as pd
+
+    def table(epochs):
+        setting = Setting(dataset="synthetic", identities=("",), epochs=(epochs,), subsets=(128,), seeds=(0,))
+        runs = pd.DataFrame({"run_key": [f"k{epochs}"], "status": ["COMPLETED"]})
+        return Table(SPECS["table2"], "synthetic", None, "final", pd.DataFrame(), runs, "file store",
+                     setting=setting)
+
+    one, two = table(1), table(2)
+    assert one.setting_text != two.setting_text and "2 epochs" in two.setting_text
+    frame = runs_per_status([one, two])
+    assert list(frame["setting"][:2]) == [one.setting_text, two.setting_text]
