@@ -202,8 +202,8 @@ def reproduced(table: Table) -> pd.DataFrame:
             half = _half_width(n - 1, float(std) / math.sqrt(n))
             low, high = float(mean) - half, float(mean) + half
             verdict = "reproduced" if low <= float(reference) <= high else "not reproduced"
-        rows.append({"table": table.name, "dataset": table.dataset, "backbone": c["row"], "column": c["column"],
-                     "ours": mean, "ci_low": low, "ci_high": high, "n": n, "paper": reference,
+        rows.append({"table": table.name, "dataset": table.dataset, "setting": table.setting_text,
+                     "backbone": c["row"], "column": c["column"], "ours": mean, "ci_low": low, "ci_high": high, "n": n, "paper": reference,
                      "paper_confidence": c.get("paper_conf"), "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -234,8 +234,8 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
         for v in found:
             ci = f"{_num(v.effect, True)} [{_num(v.low, True)}, {_num(v.high, True)}]"
             p = "-" if math.isnan(v.p_value) else f"{v.p_value:.3g}"
-            where = (f"{md(v.claim.table)} | {md(v.setting) if v.setting else shown(DATASET_NAMES, v.dataset)} | "
-                     f"{shown(BACKBONE_NAMES, v.row)}")
+            setting = md(v.setting) if v.setting else shown(DATASET_NAMES, v.dataset)  # judged outside a table
+            where = f"{md(v.claim.table)} | {setting} | {shown(BACKBONE_NAMES, v.row)}"
             lines.append(f"| {where} | {md(v.claim.text)} | **{v.verdict}** | {ci} | {p} | "
                          f"{v.n_better} vs {v.n_worse} | {v.test} |")
         lines.append("")
@@ -245,11 +245,11 @@ def render_markdown(found: Sequence[Verdict], cells: Sequence[pd.DataFrame]) -> 
     if frame.empty:
         lines += ["No cell of these tables has a paper number.", ""]
     else:
-        lines += ["| table | dataset | backbone | column | ours [95% CI] | n | paper | verdict |",
+        lines += ["| table | setting | backbone | column | ours [95% CI] | n | paper | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in frame.to_dict("records"):
             ours = f"{_num(r['ours'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
-            where = f"{md(r['table'])} | {shown(DATASET_NAMES, r['dataset'])} | {shown(BACKBONE_NAMES, r['backbone'])}"
+            where = f"{md(r['table'])} | {md(r['setting'])} | {shown(BACKBONE_NAMES, r['backbone'])}"
             lines.append(f"| {where} | {md(r['column'])} | {ours} | {r['n']} | {_num(r['paper'])} "
                          f"({md(str(r['paper_confidence']))}) | {md(r['verdict'])} |")
         lines.append("")

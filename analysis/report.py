@@ -56,7 +56,7 @@ def paper_comparison(tables: Sequence[Table]) -> pd.DataFrame:
     rows = []
     for t in tables:
         for c in t.cells[t.cells["paper_err"].notna()].to_dict("records"):
-            rows.append({"table": t.name, "dataset": t.dataset, "backbone": BACKBONE_NAMES.get(c["row"], c["row"]),
+            rows.append({"table": t.name, "setting": t.setting_text, "backbone": BACKBONE_NAMES.get(c["row"], c["row"]),
                          "column": t.spec.display(c["column"]),
                          "ours": "-" if c["n"] == 0 else f"{c['mean']:.2f} (n={c['n']})",
                          "paper": f"{c['paper_err']:.2f} ({c['paper_conf']})",

@@ -96,8 +96,8 @@ class Table:
     def setting_text(self) -> str:
         """The dataset and what else sets these runs apart (epochs, subset, seeds; the variant), as the report names
         a table: two tables of one script and dataset read apart."""
-        return (self.setting.describe() if self.setting else self.dataset) + (f"; {self.variant}" if self.variant
-                                                                             else "")
+        return ((self.setting.describe() if self.setting else DATASET_NAMES.get(self.dataset, self.dataset))
+                + (f"; {self.variant}" if self.variant else "") + (f"; {self.tag}" if self.tag else ""))
 
     @property
     def stem(self) -> str:
@@ -112,10 +112,9 @@ class Table:
         what = self.spec.title if self.head is None else self.spec.title.replace(
             "the deployed model", f"head {self.head!r}")
         if self.setting is not None:  # the setting starts with the dataset
-            title = f"{self.name} - {what} [{self.setting.describe()}" + (f"; {self.variant}]" if self.variant
-                                                                           else "]")
+            title = f"{self.name} - {what} [{self.setting_text}]"
         else:
-            title = f"{self.name} - {what}, {DATASET_NAMES.get(self.dataset, self.dataset)}"
+            title = f"{self.name} - {what}, {self.setting_text}"
         if self.select == "best":
             title += " - BEST EPOCH SELECTED ON THE TEST SET (optimistic; not a held-out result)"
         return title

@@ -311,17 +311,19 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
         return f"the named config {name}" + "".join(f", {k}={one_line(_as_set_value(v), 40)}" for k, v in changed), \
             flags
 
-    (name, changed), configs = groups[0]
-    made, flags = made_and_flags(name, changed)
-    if flags:
-        more = ""
-        if len(groups) > 1:  # the next group too (`with smoke` and `with smoke epochs=2`: each has its own flags)
-            (name2, changed2), configs2 = groups[1]
-            made2, flags2 = made_and_flags(name2, changed2)
-            if flags2:
-                more = f"; {len(configs2)} more made with {made2}: add {one_line(shlex.join(flags2))} to see those"
+    # the largest groups that flags would show (`with smoke` and `with smoke epochs=2`: each has its own flags)
+    shown = [(configs, *made_and_flags(name, changed)) for (name, changed), configs in groups]
+    shown = [(configs, made, flags) for configs, made, flags in shown if flags]
+    if shown:
+        (configs, made, flags), more = shown[0], ""
+        if len(shown) > 1:
+            configs2, made2, flags2 = shown[1]
+            more = f"; {len(configs2)} more made with {made2}: add {one_line(shlex.join(flags2))} to see those"
+        rest = max(0, len(outside) - len(configs) - (len(shown[1][0]) if len(shown) > 1 else 0))
         return (f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them"
-                f"{more}.")
+                f"{more}{f'; {rest} more of other settings' if rest else ''}.")
+    (name, changed), configs = groups[0]
+    made, _ = made_and_flags(name, changed)
     # the selection has those flags already: its runs and these differ elsewhere (lr, seeds, options, ...)
     mine = planned[0].cfg
     differ = sorted({k for c in configs for k in set(c) | set(mine)
@@ -462,8 +464,10 @@ def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> N
     found: dict[tuple[str, str, str], tuple[float, str]] = {}  # per triple, not per run: thousands of runs
     for run in planned:
         cfg = run.cfg
-        # a captured step does not speed up a loader that decodes on the CPU (ImageNet): its cost is the eager one
-        run.path = planned_fast_path(cfg) if cfg.get("dataset") in DEVICE_RESIDENT else "eager"
+        # a captured step does not speed up a loader that decodes on the CPU (ImageNet): its cost is the eager one,
+        # nor is a graph run uncaptured on the CPU faster
+        run.path = (planned_fast_path(cfg) if cfg.get("dataset") in DEVICE_RESIDENT and cfg.get("device") != "cpu"
+                    else "eager")
         triple = (cfg["backbone"], cfg["method"], run.path)
         if triple not in found:
             found[triple] = throughput(table, *triple)
@@ -499,7 +503,9 @@ def shared_runs_line(run_tables: Sequence[Sequence[str]]) -> str | None:
 
 def format_duration(hours: float) -> str:
     """One run's GPU time: hours from 1 h up, minutes or seconds below (a quick run is seconds of a GPU-hour)."""
-    if hours >= 1:
+    if not math.isfinite(hours):
+        return "?"
+    if hours >= 1 or hours * 60 >= 59.95:
         return f"{hours:.2f} h"
     return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
 

@@ -181,3 +181,12 @@ def test_two_tables_of_one_script_and_dataset_read_apart_in_the_report(tmp_path)
     assert one.setting_text != two.setting_text and "2 epochs" in two.setting_text
     frame = runs_per_status([one, two])
     assert list(frame["setting"][:2]) == [one.setting_text, two.setting_text]
+    # the claims' verdicts and the paper's numbers name the table's setting too
+    from analysis.claims import render_markdown, reproduced
+
+    cells = pd.DataFrame({"row": ["resnet32"], "column": ["pcl"], "n": [2], "mean": [20.0], "std": [1.0],
+                          "paper_err": [20.0], "paper_conf": ["A"], "diff": [0.0]})
+    for t in (one, two):
+        t.cells = cells
+    text = render_markdown([], [reproduced(one), reproduced(two)])
+    assert f"| table2 | {one.setting_text} |" in text and f"| table2 | {two.setting_text} |" in text

@@ -1051,8 +1051,9 @@ def test_a_run_on_data_read_from_the_cpu_is_costed_eager_whatever_its_path():
     assert {r.path for r in runs} == {"eager"} and len({r.gpu_hours for r in runs}) == 1
     cifar = plan.Planned({**cfg, "dataset": "cifar100", "backbone": "resnet32", "epochs": 300, "fast_path": "auto"},
                          ["table2"])
-    plan.estimate([cifar], table)
-    assert cifar.path == "graph"
+    on_cpu = plan.Planned({**cifar.cfg, "device": "cpu", "fast_path": "graph"}, ["table2"])  # runs uncaptured
+    plan.estimate([cifar, on_cpu], table)
+    assert (cifar.path, on_cpu.path) == ("graph", "eager")
 
 
 def test_status_says_why_its_rows_add_up_to_more_than_the_total():
@@ -1067,6 +1068,23 @@ def test_status_says_why_its_rows_add_up_to_more_than_the_total():
     assert plan.shared_runs_line([["table2"], ["table2"]]) is None
 
 
-@pytest.mark.parametrize("hours, shown", [(2.5, "2.50 h"), (0.5, "30.0 min"), (10 / 3600, "10 s")])
+@pytest.mark.parametrize("hours, shown", [(2.5, "2.50 h"), (0.5, "30.0 min"), (10 / 3600, "10 s"),
+                                         (0.99999, "1.00 h"), (float("nan"), "?")])
 def test_one_runs_gpu_time_is_shown_in_a_unit_it_reads_in(hours, shown):
     assert plan.format_duration(hours) == shown
+
+
+def test_the_store_note_shows_the_largest_group_it_has_flags_for(tmp_path):
+    """The selection has the flags of the largest group already: the note names the next group that flags would
+    show (it fell through to 'other values of ...' and never named it), and counts the runs it leaves out."""
+    from experiments.common import SMOKE
+
+    base = {k: v for k, v in SMOKE.items() if k != "seeds"}
+    outside = {f"a{i}": {**base, "epochs": 2} for i in range(3)}
+    outside |= {f"b{i}": {**base, "batch_size": 16} for i in range(2)}
+    outside["c"] = {"dataset": "cifar100"}
+    planned = [plan.Planned({"run_key": "k", "label": "x"}, ["table2"])]
+    store = type("S", (), {"results_dir": tmp_path, "describe": lambda self: "file store"})()
+    note = plan.store_note(planned, {}, outside, store, plan.Selection(named=["smoke"], updates={"epochs": 2}))
+    assert "2 of them made with the named config smoke, batch_size=16: add --set batch_size=16 to see them" in note
+    assert note.endswith("; 4 more of other settings."), note
