@@ -70,9 +70,9 @@ class Verdict:
 
     def as_row(self) -> dict[str, Any]:
         return {"table": self.claim.table, "dataset": self.dataset, "setting": self.setting, "backbone": self.row,
-                "claim": self.claim.text,
-                "verdict": self.verdict, "effect": self.effect, "ci_low": self.low, "ci_high": self.high,
-                "p_value": self.p_value, "n": f"{self.n_better} vs {self.n_worse}", "test": self.test}
+                "claim": self.claim.text, "verdict": self.verdict, "effect": self.effect, "ci_low": self.low,
+                "ci_high": self.high, "p_value": self.p_value, "n": f"{self.n_better} vs {self.n_worse}",
+                "test": self.test}
 
 
 def _variants(module: str) -> list[str]:
@@ -203,8 +203,8 @@ def reproduced(table: Table) -> pd.DataFrame:
             low, high = float(mean) - half, float(mean) + half
             verdict = "reproduced" if low <= float(reference) <= high else "not reproduced"
         rows.append({"table": table.name, "dataset": table.dataset, "setting": table.setting_text,
-                     "backbone": c["row"], "column": c["column"], "ours": mean, "ci_low": low, "ci_high": high, "n": n, "paper": reference,
-                     "paper_confidence": c.get("paper_conf"), "verdict": verdict})
+                     "backbone": c["row"], "column": c["column"], "ours": mean, "ci_low": low, "ci_high": high,
+                     "n": n, "paper": reference, "paper_confidence": c.get("paper_conf"), "verdict": verdict})
     return pd.DataFrame(rows)
 
 

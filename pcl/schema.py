@@ -25,10 +25,10 @@ from pcl.fsio import input_file_problem, input_file_sha256
 # re-exported: pcl.schema is the one entry point for a run config (the recipes and value checks live beside it)
 from pcl.config_checks import (MAX_SEED, ConfigError, _seeds, boolean, choice, did_you_mean, epochs_list, folder,
                                integer, mapping, real, text)  # noqa: F401
-from pcl.recipes import (CIFAR_RECIPE, DATASETS, DEVICE_RESIDENT, IMAGENET_RECIPE, NUM_CLASSES, RECIPES, REFERENCE_EPOCHS,
-                         REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe, dataset_defaults,
-                         recipe_of, scale_ema_decay, scale_rampup, scaled_milestones, steps_per_epoch,
-                         time_constant_names, train_split_size)  # noqa: F401
+from pcl.recipes import (CIFAR_RECIPE, DATASETS, DEVICE_RESIDENT, IMAGENET_RECIPE, NUM_CLASSES, RECIPES,
+                         REFERENCE_EPOCHS, REFERENCE_STEPS, SPLIT_SIZES, TIME_SCALES, TRAIN_SIZES, DatasetRecipe,
+                         dataset_defaults, recipe_of, scale_ema_decay, scale_rampup, scaled_milestones,
+                         steps_per_epoch, time_constant_names, train_split_size)  # noqa: F401
 
 KEY_SCHEMA = 1  # bump when the meaning of a config key changes: every run_key changes with it
 BATCH_NORMS = ("local", "sync")  # BatchNorm statistics under DDP: each process's batch, or the global batch
@@ -414,10 +414,13 @@ def resolve_fast_path(fast_path: str, *, cuda: bool, processes: int, device_resi
 
 
 def planned_fast_path(cfg: Mapping[str, Any]) -> str:
-    """resolve_fast_path for a normalized run config before it runs (the launcher's cost): a device other than the
-    CPU (auto included: jobs go to GPU nodes) counts as CUDA."""
-    return resolve_fast_path(cfg.get("fast_path", "auto"), cuda=cfg.get("device", "auto") != "cpu",
-                             processes=int(cfg.get("gpus", 1)), device_resident=cfg.get("dataset") in DEVICE_RESIDENT)
+    """The path whose speed a normalized run config trains at, before it runs (the launcher's cost): eager with
+    fast_path=eager, else what auto picks. A device other than the CPU (auto included: jobs go to GPU nodes) counts
+    as CUDA; an explicit graph where auto is eager (the CPU: uncaptured; a loader decoding on the CPU, which bounds
+    the step) is no faster than eager."""
+    asked = "eager" if cfg.get("fast_path") == "eager" else "auto"
+    return resolve_fast_path(asked, cuda=cfg.get("device", "auto") != "cpu", processes=int(cfg.get("gpus", 1)),
+                             device_resident=cfg.get("dataset") in DEVICE_RESIDENT)
 
 
 def plain(obj: Any) -> Any:

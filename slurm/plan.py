@@ -19,7 +19,6 @@ import pandas as pd
 from experiments import registry
 from pcl import registry as declared  # the methods and backbones as declared (their costs)
 from pcl.config_checks import did_you_mean
-from pcl.recipes import DEVICE_RESIDENT
 from pcl.schema import planned_fast_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,11 +314,10 @@ def store_note(planned: Sequence[Planned], states: Mapping[str, RunState], outsi
     shown = [(configs, *made_and_flags(name, changed)) for (name, changed), configs in groups]
     shown = [(configs, made, flags) for configs, made, flags in shown if flags]
     if shown:
-        (configs, made, flags), more = shown[0], ""
-        if len(shown) > 1:
-            configs2, made2, flags2 = shown[1]
-            more = f"; {len(configs2)} more made with {made2}: add {one_line(shlex.join(flags2))} to see those"
-        rest = max(0, len(outside) - len(configs) - (len(shown[1][0]) if len(shown) > 1 else 0))
+        (configs, made, flags), *second = shown[:2]
+        more = "".join(f"; {len(c)} more made with {m}: add {one_line(shlex.join(f))} to see those"
+                       for c, m, f in second)
+        rest = max(0, len(outside) - sum(len(c) for c, _, _ in shown[:2]))
         return (f"{head}, {len(configs)} of them made with {made}: add {one_line(shlex.join(flags))} to see them"
                 f"{more}{f'; {rest} more of other settings' if rest else ''}.")
     (name, changed), configs = groups[0]
@@ -464,10 +462,7 @@ def estimate(planned: Sequence[Planned], table: pd.DataFrame | None = None) -> N
     found: dict[tuple[str, str, str], tuple[float, str]] = {}  # per triple, not per run: thousands of runs
     for run in planned:
         cfg = run.cfg
-        # a captured step does not speed up a loader that decodes on the CPU (ImageNet): its cost is the eager one,
-        # nor is a graph run uncaptured on the CPU faster
-        run.path = (planned_fast_path(cfg) if cfg.get("dataset") in DEVICE_RESIDENT and cfg.get("device") != "cpu"
-                    else "eager")
+        run.path = planned_fast_path(cfg)
         triple = (cfg["backbone"], cfg["method"], run.path)
         if triple not in found:
             found[triple] = throughput(table, *triple)

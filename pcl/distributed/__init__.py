@@ -197,7 +197,8 @@ def train_distributed(method: Method, train_loader: Loader, test_loader: Loader 
     rank holds rank 0's state (parameters, temporal mean, BN buffers).
     """
     if env.distributed and train_kwargs.get("fast_path") == "graph":  # auto is eager with several ranks
-        raise ValueError("fast_path='graph' is single-process only; use fast_path='auto' or 'eager' with several ranks")
+        raise ValueError("fast_path='graph' is single-process only; use fast_path='auto' or 'eager' with several "
+                         "ranks")
     main = env.is_main
     if not main:
         train_kwargs["epoch_log"] = None
